@@ -1,0 +1,148 @@
+public import Foundation
+public import NIOCore
+
+/// What a state store can do beyond plain get/set/delete, as Dapr's components-contrib `state.Feature` list.
+public struct StateFeatures: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+
+    /// Optimistic concurrency with ETags (first-write / last-write).
+    public static let etag = StateFeatures(rawValue: 1 << 0)
+    /// All-or-nothing multi-operation transactions (`TransactionalStateStore`).
+    public static let transactional = StateFeatures(rawValue: 1 << 1)
+    /// Per-item expiry from the `ttlInSeconds` metadata.
+    public static let ttl = StateFeatures(rawValue: 1 << 2)
+
+    /// The names Dapr reports in `GetMetadata` for these features.
+    public var daprNames: [String] {
+        var names: [String] = []
+        if contains(.etag) { names.append("ETAG") }
+        if contains(.transactional) { names.append("TRANSACTIONAL") }
+        if contains(.ttl) { names.append("TTL") }
+        return names
+    }
+}
+
+/// Dapr's concurrency option for a write.
+public enum StateConcurrency: Sendable, Hashable {
+    /// No option given: an ETag, when present, must match; without one the write always applies.
+    case unspecified
+    /// An ETag, when present, must match; without one the write applies only if the key does not exist.
+    case firstWrite
+    /// ETags are ignored; the last write wins.
+    case lastWrite
+}
+
+/// A stored value as read back from a store.
+public struct StateEntry: Sendable, Hashable {
+    public var value: Data
+    public var etag: String
+    /// Wall-clock expiry, when the item was written with a TTL.
+    public var expiresAt: Date?
+
+    public init(value: Data, etag: String, expiresAt: Date? = nil) {
+        self.value = value
+        self.etag = etag
+        self.expiresAt = expiresAt
+    }
+}
+
+/// One write. `key` is the physical key: tenant partitioning has already been applied by the caller.
+public struct StateSetRequest: Sendable, Hashable {
+    public var key: String
+    public var value: Data
+    public var etag: String?
+    public var concurrency: StateConcurrency
+    /// Time to live; nil means the item never expires.
+    public var ttl: Duration?
+
+    public init(
+        key: String, value: Data, etag: String? = nil, concurrency: StateConcurrency = .unspecified,
+        ttl: Duration? = nil
+    ) {
+        self.key = key
+        self.value = value
+        self.etag = etag
+        self.concurrency = concurrency
+        self.ttl = ttl
+    }
+}
+
+/// One delete. `key` is the physical key.
+public struct StateDeleteRequest: Sendable, Hashable {
+    public var key: String
+    public var etag: String?
+    public var concurrency: StateConcurrency
+
+    public init(key: String, etag: String? = nil, concurrency: StateConcurrency = .unspecified) {
+        self.key = key
+        self.etag = etag
+        self.concurrency = concurrency
+    }
+}
+
+/// One operation of a transaction.
+public enum StateOperation: Sendable, Hashable {
+    case set(StateSetRequest)
+    case delete(StateDeleteRequest)
+
+    public var key: String {
+        switch self {
+        case .set(let request): request.key
+        case .delete(let request): request.key
+        }
+    }
+}
+
+/// Errors a state store reports. The runtime maps them to Dapr's error codes.
+public enum StateStoreError: Error, Sendable, Hashable {
+    /// The item's ETag does not match the one given (or, for first-write without an ETag, the key exists).
+    case etagMismatch(key: String)
+    /// The ETag given is not one this store could have produced.
+    case invalidETag(key: String, etag: String)
+    /// The backend failed.
+    case backend(String)
+    /// The store has been closed.
+    case closed
+}
+
+/// The core of a state store (components-contrib's `state.Store`).
+///
+/// Keys are physical keys: the runtime hands each tenant a scoped handle that partitions them, so stores know
+/// nothing about tenants. Operations return futures on the given event loop: a store whose work is non-blocking
+/// completes them at once; one that must block runs its work elsewhere and completes them later.
+public protocol StateStore: AnyObject, Sendable {
+    var features: StateFeatures { get }
+
+    /// The entry for `key`, or nil when it does not exist or has expired.
+    func get(_ key: String, on eventLoop: any EventLoop) -> EventLoopFuture<StateEntry?>
+
+    /// Entries for many keys, in order; a failure for one key does not fail the others.
+    func bulkGet(_ keys: [String], on eventLoop: any EventLoop) -> EventLoopFuture<[Result<StateEntry?, StateStoreError>]>
+
+    func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+
+    /// Deleting a missing key succeeds unless an ETag was given.
+    func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+
+    /// Releases connections and files. Later calls fail with `StateStoreError.closed`.
+    func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+}
+
+/// A state store that can apply several operations atomically (components-contrib's `TransactionalStore`).
+public protocol TransactionalStateStore: StateStore {
+    /// Applies every operation or none: the first failing operation's error is returned and nothing is written.
+    func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+}
+
+extension StateStore {
+    public func bulkGet(
+        _ keys: [String], on eventLoop: any EventLoop
+    ) -> EventLoopFuture<[Result<StateEntry?, StateStoreError>]> {
+        let futures = keys.map { key in
+            self.get(key, on: eventLoop).map { Result<StateEntry?, StateStoreError>.success($0) }
+                .recover { error in .failure(error as? StateStoreError ?? .backend("\(error)")) }
+        }
+        return EventLoopFuture.whenAllSucceed(futures, on: eventLoop)
+    }
+}

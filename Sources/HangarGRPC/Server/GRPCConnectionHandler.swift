@@ -1,0 +1,311 @@
+package import HangarRuntime
+package import Logging
+package import NIOCore
+import NIOHPACK
+package import NIOHTTP2
+
+/// How the connections of one listener are identified.
+package enum ConnectionIdentity: Sendable {
+    /// An app's own socket: every call on it is that app.
+    case app(AppID)
+    /// A TCP listener: every call carries `dapr-api-token`, checked by the gate.
+    case tcp
+}
+
+/// The whole gRPC server for one HTTP/2 connection: one handler behind `NIOHTTP2Handler` that sees every stream's
+/// frames, keeps per-stream state in a dictionary, deframes incrementally, runs the method on the event loop and
+/// writes HEADERS + DATA + trailers. No stream multiplexer, no per-call child channel, no thread hop.
+package final class GRPCConnectionHandler: ChannelInboundHandler {
+    package typealias InboundIn = HTTP2Frame
+    package typealias OutboundOut = HTTP2Frame
+
+    /// The stream-level receive window advertised in SETTINGS.
+    package static let streamWindow = 1 << 20
+    /// The connection-level receive window, raised from HTTP/2's 64 KiB when the connection starts.
+    static let connectionWindow = 8 << 20
+
+    /// The SETTINGS this server advertises.
+    package static let settings: HTTP2Settings = [
+        HTTP2Setting(parameter: .maxConcurrentStreams, value: 1000),
+        HTTP2Setting(parameter: .initialWindowSize, value: streamWindow),
+        HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024),
+    ]
+
+    private struct Stream {
+        let method: GRPCService.UnaryHandler
+        let context: GRPCCallContext
+        var deframer: GRPCMessageDeframer
+        var request: ByteBuffer?
+        var unackedBytes = 0
+        var deadline: Scheduled<Void>?
+    }
+
+    private let service: GRPCService
+    private let identity: ConnectionIdentity
+    private let gate: Gate
+    private let logger: Logger
+    private var streams: [HTTP2StreamID: Stream] = [:]
+    private var connectionUnackedBytes = 0
+    private var isReading = false
+    private var needsFlush = false
+
+    private static let responseHeaders: HPACKHeaders = [":status": "200", "content-type": "application/grpc"]
+    private static let okTrailers: HPACKHeaders = ["grpc-status": "0"]
+
+    package init(service: GRPCService, identity: ConnectionIdentity, gate: Gate, logger: Logger) {
+        self.service = service
+        self.identity = identity
+        self.gate = gate
+        self.logger = logger
+    }
+
+    package func channelActive(context: ChannelHandlerContext) {
+        write(
+            context,
+            HTTP2Frame(
+                streamID: .rootStream,
+                payload: .windowUpdate(windowSizeIncrement: Self.connectionWindow - 65_535)))
+        context.flush()
+        context.fireChannelActive()
+    }
+
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        isReading = true
+        let frame = unwrapInboundIn(data)
+        switch frame.payload {
+        case .headers(let headers):
+            if streams[frame.streamID] == nil {
+                onRequestHeaders(context, frame.streamID, headers.headers, endStream: headers.endStream)
+            } else if headers.endStream {
+                onEndOfRequest(context, frame.streamID)
+            }
+        case .data(let data):
+            onData(context, frame.streamID, data)
+        default:
+            break
+        }
+    }
+
+    package func channelReadComplete(context: ChannelHandlerContext) {
+        isReading = false
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let closed = event as? StreamClosedEvent {
+            streams.removeValue(forKey: closed.streamID)?.deadline?.cancel()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    package func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NIOHTTP2Errors.StreamError { return }
+        logger.debug("gRPC connection closed on error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    package func channelInactive(context: ChannelHandlerContext) {
+        for stream in streams.values { stream.deadline?.cancel() }
+        streams.removeAll()
+        context.fireChannelInactive()
+    }
+
+    // MARK: Requests
+
+    private func onRequestHeaders(
+        _ context: ChannelHandlerContext, _ id: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool
+    ) {
+        guard headers.first(name: ":method") == "POST" else {
+            return respondHTTPError(context, id, status: "405", message: "gRPC requires POST")
+        }
+        guard let contentType = headers.first(name: "content-type"), contentType.hasPrefix("application/grpc") else {
+            return respondHTTPError(context, id, status: "415", message: "content-type must be application/grpc")
+        }
+        let path = headers.first(name: ":path") ?? ""
+        guard let method = service.methods[path] else {
+            let name = path.split(separator: "/").last.map(String.init) ?? path
+            return respondError(
+                context, id,
+                GRPCStatus(code: .unimplemented, message: "method \(name) (\(path)) is not implemented by Hangar"),
+                requestEnded: endStream)
+        }
+        if let encoding = headers.first(name: "grpc-encoding"), encoding != "identity" {
+            return respondError(
+                context, id,
+                GRPCStatus(code: .unimplemented, message: "grpc-encoding '\(encoding)' is not supported"),
+                requestEnded: endStream)
+        }
+        let caller: Caller
+        do {
+            switch identity {
+            case .app(let app): caller = Caller(app: app, transport: .unixSocket)
+            case .tcp: caller = try gate.identifyTCP(token: headers.first(name: "dapr-api-token"))
+            }
+            try gate.admit(caller)
+        } catch {
+            return respondError(context, id, GRPCStatus(error), requestEnded: endStream)
+        }
+        var stream = Stream(
+            method: { switch method { case .unary(let handler): handler } }(),
+            context: GRPCCallContext(
+                caller: caller, headers: headers, eventLoop: context.eventLoop, allocator: context.channel.allocator),
+            deframer: GRPCMessageDeframer(maxMessageBytes: gate.maxRequestBytes))
+        if let timeout = headers.first(name: "grpc-timeout").flatMap(Self.parseTimeout) {
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            stream.deadline = context.eventLoop.scheduleTask(in: timeout) {
+                let (handler, context) = bound.value
+                guard handler.streams[id] != nil else { return }
+                handler.respondError(
+                    context, id, GRPCStatus(code: .deadlineExceeded, message: "deadline exceeded"), requestEnded: false)
+            }
+        }
+        streams[id] = stream
+        if endStream { onEndOfRequest(context, id) }
+    }
+
+    private func onData(_ context: ChannelHandlerContext, _ id: HTTP2StreamID, _ data: HTTP2Frame.FramePayload.Data) {
+        let size: Int
+        let bytes: ByteBuffer
+        switch data.data {
+        case .byteBuffer(let buffer):
+            bytes = buffer
+            size = buffer.readableBytes + (data.paddingBytes ?? 0)
+        case .fileRegion:
+            return
+        }
+        // Credit the connection window for every byte, even for streams already answered or reset.
+        connectionUnackedBytes += size
+        if connectionUnackedBytes >= Self.connectionWindow / 4 {
+            write(context, HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionUnackedBytes)))
+            connectionUnackedBytes = 0
+            markFlush(context)
+        }
+        guard var stream = streams[id] else { return }
+        let messages: [ByteBuffer]
+        do throws(GRPCMessageDeframer.Failure) {
+            messages = try stream.deframer.append(bytes)
+        } catch {
+            let status: GRPCStatus
+            switch error {
+            case .tooLarge(let length):
+                status = GRPCStatus(
+                    code: .resourceExhausted,
+                    message: "request message of \(length) bytes exceeds the maximum of \(gate.maxRequestBytes) bytes",
+                    errorInfo: ("HANGAR_REQUEST_TOO_LARGE", ["limit": String(gate.maxRequestBytes)]))
+            case .compressed:
+                status = GRPCStatus(code: .internal, message: "compressed message without grpc-encoding")
+            }
+            return respondError(context, id, status, requestEnded: data.endStream)
+        }
+        for message in messages {
+            guard stream.request == nil else {
+                return respondError(
+                    context, id, GRPCStatus(code: .internal, message: "unary method received more than one message"),
+                    requestEnded: data.endStream)
+            }
+            stream.request = message
+        }
+        stream.unackedBytes += size
+        if !data.endStream && stream.unackedBytes >= Self.streamWindow / 2 {
+            write(context, HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: stream.unackedBytes)))
+            stream.unackedBytes = 0
+            markFlush(context)
+        }
+        streams[id] = stream
+        if data.endStream { onEndOfRequest(context, id) }
+    }
+
+    private func onEndOfRequest(_ context: ChannelHandlerContext, _ id: HTTP2StreamID) {
+        guard let stream = streams[id] else { return }
+        guard let request = stream.request, !stream.deframer.hasPartialMessage else {
+            return respondError(
+                context, id, GRPCStatus(code: .internal, message: "the request ended without a complete message"),
+                requestEnded: true)
+        }
+        let future = stream.method(request, stream.context)
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        future.hop(to: context.eventLoop).whenComplete { result in
+            let (handler, context) = bound.value
+            guard handler.streams[id] != nil else { return }  // reset by the client or past its deadline
+            switch result {
+            case .success(let response): handler.respond(context, id, response)
+            case .failure(let error): handler.respondError(context, id, GRPCStatus(error), requestEnded: true)
+            }
+        }
+    }
+
+    // MARK: Responses
+
+    private func respond(_ context: ChannelHandlerContext, _ id: HTTP2StreamID, _ message: ByteBuffer) {
+        streams.removeValue(forKey: id)?.deadline?.cancel()
+        write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: Self.responseHeaders))))
+        write(context, HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message)))))
+        write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: Self.okTrailers, endStream: true))))
+        markFlush(context)
+    }
+
+    /// A trailers-only response. When the client is still sending, the stream is then reset with NO_ERROR, which
+    /// HTTP/2 provides for a server that has answered before reading the whole request.
+    private func respondError(
+        _ context: ChannelHandlerContext, _ id: HTTP2StreamID, _ status: GRPCStatus, requestEnded: Bool
+    ) {
+        let stream = streams.removeValue(forKey: id)
+        stream?.deadline?.cancel()
+        if status.code == .internal || status.code == .unknown {
+            logger.warning(
+                "gRPC call failed",
+                metadata: ["grpc.status": "\(status.code)", "error": "\(status.message)"])
+        }
+        var headers = Self.responseHeaders
+        status.addTrailers(to: &headers)
+        write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: true))))
+        if !requestEnded { write(context, HTTP2Frame(streamID: id, payload: .rstStream(.noError))) }
+        markFlush(context)
+    }
+
+    private func respondHTTPError(_ context: ChannelHandlerContext, _ id: HTTP2StreamID, status: String, message: String) {
+        var headers: HPACKHeaders = [":status": status, "content-type": "text/plain"]
+        headers.add(name: "content-length", value: String(message.utf8.count))
+        write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers))))
+        write(
+            context,
+            HTTP2Frame(
+                streamID: id,
+                payload: .data(.init(data: .byteBuffer(context.channel.allocator.buffer(string: message)), endStream: true))))
+        write(context, HTTP2Frame(streamID: id, payload: .rstStream(.noError)))
+        markFlush(context)
+    }
+
+    private func write(_ context: ChannelHandlerContext, _ frame: HTTP2Frame) {
+        context.write(wrapOutboundOut(frame), promise: nil)
+    }
+
+    /// Flushes now, or once the current read burst ends so that pipelined responses share a syscall.
+    private func markFlush(_ context: ChannelHandlerContext) {
+        if isReading {
+            needsFlush = true
+        } else {
+            context.flush()
+        }
+    }
+
+    /// Parses `grpc-timeout` (at most 8 digits and a unit: H M S m u n).
+    static func parseTimeout(_ value: String) -> TimeAmount? {
+        guard let unit = value.last, value.count >= 2, value.count <= 9,
+            let amount = Int64(value.dropLast()), amount >= 0
+        else { return nil }
+        switch unit {
+        case "H": return .hours(amount)
+        case "M": return .minutes(amount)
+        case "S": return .seconds(amount)
+        case "m": return .milliseconds(amount)
+        case "u": return .microseconds(amount)
+        case "n": return .nanoseconds(amount)
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,45 @@
+import NIOCore
+
+/// Incremental reader of gRPC's length-prefixed messages (1 byte compressed flag, 4 bytes big-endian length).
+/// Refuses a message over the limit as soon as its prefix arrives, before buffering its body.
+struct GRPCMessageDeframer {
+    enum Failure: Error {
+        case tooLarge(Int)
+        case compressed
+    }
+
+    let maxMessageBytes: Int
+    private var buffer: ByteBuffer?
+
+    init(maxMessageBytes: Int) {
+        self.maxMessageBytes = maxMessageBytes
+    }
+
+    /// Adds bytes; returns every message now complete.
+    mutating func append(_ bytes: ByteBuffer) throws(Failure) -> [ByteBuffer] {
+        if buffer == nil {
+            buffer = bytes
+        } else {
+            var incoming = bytes
+            buffer!.writeBuffer(&incoming)
+        }
+        var messages: [ByteBuffer] = []
+        while let message = try next() { messages.append(message) }
+        if buffer?.readableBytes == 0 { buffer = nil }
+        return messages
+    }
+
+    /// Whether a partial message is buffered.
+    var hasPartialMessage: Bool { (buffer?.readableBytes ?? 0) > 0 }
+
+    private mutating func next() throws(Failure) -> ByteBuffer? {
+        guard var view = buffer, view.readableBytes >= 5,
+            let flag = view.readInteger(as: UInt8.self), let length = view.readInteger(as: UInt32.self)
+        else { return nil }
+        if flag != 0 { throw .compressed }
+        if Int(length) > maxMessageBytes { throw .tooLarge(Int(length)) }
+        guard let message = view.readSlice(length: Int(length)) else { return nil }
+        buffer = view
+        return message
+    }
+}

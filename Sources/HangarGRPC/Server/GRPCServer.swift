@@ -1,0 +1,56 @@
+public import HangarRuntime
+public import Logging
+public import NIOCore
+import NIOHTTP2
+import NIOPosix
+
+/// Binds gRPC listeners: an app's Unix socket or a TCP address, each serving `dapr.proto.runtime.v1.Dapr`.
+public struct GRPCServer: Sendable {
+    let service: GRPCService
+    let gate: Gate
+    let group: any EventLoopGroup
+    let logger: Logger
+
+    public init(runtime: Runtime, group: any EventLoopGroup, logger: Logger) {
+        self.init(service: DaprService.make(runtime: runtime), gate: runtime.gate, group: group, logger: logger)
+    }
+
+    package init(service: GRPCService, gate: Gate, group: any EventLoopGroup, logger: Logger) {
+        self.service = service
+        self.gate = gate
+        self.group = group
+        self.logger = logger
+    }
+
+    /// Listens on an app's Unix socket; every connection is that app. Peer credentials are checked when the app
+    /// lists uids or gids.
+    public func bind(unixSocket path: String, app: AppID, spec: AppSpec) -> EventLoopFuture<any Channel> {
+        bootstrap(identity: .app(app), app: app, spec: spec).bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+    }
+
+    /// Listens on TCP; every call is identified by its `dapr-api-token`.
+    public func bind(host: String, port: Int) -> EventLoopFuture<any Channel> {
+        bootstrap(identity: .tcp, app: nil, spec: nil).bind(host: host, port: port)
+    }
+
+    private func bootstrap(identity: ConnectionIdentity, app: AppID?, spec: AppSpec?) -> ServerBootstrap {
+        let service = self.service
+        let gate = self.gate
+        let logger = self.logger
+        return ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let app, let spec, !(spec.uids.isEmpty && spec.gids.isEmpty) {
+                        try sync.addHandler(PeerCredentialsHandler(app: app, uids: spec.uids, gids: spec.gids, logger: logger))
+                    }
+                    try sync.addHandler(NIOHTTP2Handler(mode: .server, initialSettings: GRPCConnectionHandler.settings))
+                    try sync.addHandler(
+                        GRPCConnectionHandler(service: service, identity: identity, gate: gate, logger: logger))
+                }
+            }
+    }
+}

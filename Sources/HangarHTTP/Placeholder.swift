@@ -1,0 +1,2 @@
+internal import Hummingbird
+package enum HangarHTTPPlaceholder {}

@@ -1,0 +1,125 @@
+public import Foundation
+public import Logging
+
+/// Everything the daemon serves: tenants with their apps, and components. Loaded from `--tenancy` and
+/// `--resources`, or the development default when those are not given.
+public struct NodeConfiguration: Sendable, Hashable {
+    public var tenants: [TenantSpec]
+    public var components: [ComponentSpec]
+    /// The app that tokenless TCP requests act as (the development default); nil means TCP needs a token.
+    public var tokenlessTCPApp: AppID?
+
+    public init(tenants: [TenantSpec], components: [ComponentSpec], tokenlessTCPApp: AppID? = nil) {
+        self.tenants = tenants
+        self.components = components
+        self.tokenlessTCPApp = tokenlessTCPApp
+    }
+
+    /// Component types this build can instantiate.
+    public static let supportedComponentTypes: Set<String> = ["state.in-memory", "state.sqlite"]
+
+    /// The development default tenant: namespace `default`, app `default`.
+    public static let defaultTenant = TenantSpec(namespace: "default", apps: [AppSpec(appId: "default")])
+
+    /// The embedded components of the development default, named like Dapr's defaults.
+    public static let defaultComponents = [
+        ComponentSpec(name: "statestore", type: "state.sqlite", metadata: ["connectionString": "state.db"])
+    ]
+
+    /// Loads the configuration. A nil directory falls back to the development default for that half.
+    public static func load(
+        tenancyDirectory: String?, resourcesDirectory: String?,
+        environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger
+    ) throws(ConfigurationError) -> NodeConfiguration {
+        var tenants: [TenantSpec] = [defaultTenant]
+        var tokenless: AppID? = AppID(namespace: "default", appId: "default")
+        if let tenancyDirectory {
+            tenants = []
+            tokenless = nil
+            for file in try YAMLFiles.list(in: tenancyDirectory) {
+                for document in try YAMLFiles.documents(at: file) {
+                    let kind = try document.string("kind")
+                    guard kind == "Tenant" else {
+                        throw document.error("kind", "must be Tenant, not '\(kind ?? "")'")
+                    }
+                    tenants.append(try TenantSpec(document: document))
+                }
+            }
+        }
+        var components = defaultComponents
+        if let resourcesDirectory {
+            components = []
+            for file in try YAMLFiles.list(in: resourcesDirectory) {
+                for document in try YAMLFiles.documents(at: file) {
+                    let kind = try document.string("kind") ?? ""
+                    guard kind == "Component" else {
+                        logger.warning(
+                            "resource kind not supported yet; ignored",
+                            metadata: ["file": "\(file)", "kind": "\(kind)"])
+                        continue
+                    }
+                    let component = try ComponentSpec(document: document, environment: environment)
+                    guard supportedComponentTypes.contains(component.type) else {
+                        let ignore = (try? document.mapping("spec")?.string("ignoreErrors")) == "true"
+                        if ignore {
+                            logger.warning(
+                                "component type not supported; ignored (spec.ignoreErrors)",
+                                metadata: ["file": "\(file)", "component.name": "\(component.name)"])
+                            continue
+                        }
+                        throw document.error(
+                            "spec.type",
+                            "component type '\(component.type)' is not supported (supported: "
+                                + "\(supportedComponentTypes.sorted().joined(separator: ", ")))")
+                    }
+                    components.append(component)
+                }
+            }
+        }
+        let configuration = NodeConfiguration(tenants: tenants, components: components, tokenlessTCPApp: tokenless)
+        try configuration.validate()
+        return configuration
+    }
+
+    /// Checks what no single file can: unique tenants, tokens and component names.
+    public func validate() throws(ConfigurationError) {
+        var namespaces: [String: String] = [:]
+        var tokens: [String: (AppID, String)] = [:]
+        for tenant in tenants {
+            if let other = namespaces[tenant.namespace] {
+                throw ConfigurationError(
+                    path: tenant.source, field: "metadata.name",
+                    message: "tenant '\(tenant.namespace)' is also declared in \(other)")
+            }
+            namespaces[tenant.namespace] = tenant.source
+            for app in tenant.apps {
+                guard let token = app.apiToken else { continue }
+                let id = AppID(namespace: tenant.namespace, appId: app.appId)
+                if let (other, _) = tokens[token] {
+                    throw ConfigurationError(
+                        path: tenant.source, field: "spec.apps[\(app.appId)].apiToken",
+                        message: "the same API token is given to \(other); a token must identify exactly one app")
+                }
+                tokens[token] = (id, tenant.source)
+            }
+        }
+        var components: [String: String] = [:]
+        for component in self.components {
+            if let other = components[component.poolKey] {
+                throw ConfigurationError(
+                    path: component.source, field: "metadata.name",
+                    message: "component '\(component.name)'"
+                        + (component.namespace.map { " in namespace '\($0)'" } ?? "")
+                        + " is also declared in \(other)")
+            }
+            components[component.poolKey] = component.source
+        }
+    }
+
+    /// Every app of every tenant.
+    public var apps: [(id: AppID, spec: AppSpec, tenant: TenantSpec)] {
+        tenants.flatMap { tenant in
+            tenant.apps.map { (AppID(namespace: tenant.namespace, appId: $0.appId), $0, tenant) }
+        }
+    }
+}

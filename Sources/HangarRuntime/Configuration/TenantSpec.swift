@@ -1,0 +1,137 @@
+import Foundation
+
+/// Per-tenant (or per-app) limits. Parsed and validated now; enforced by the quota gate.
+public struct Quotas: Sendable, Hashable {
+    public var requestsPerSecond: Int?
+    public var burst: Int?
+    public var maxConcurrentRequests: Int?
+    public var maxRequestBytes: Int?
+    public var maxStateBytes: Int?
+    public var maxConnections: Int?
+
+    public init(
+        requestsPerSecond: Int? = nil, burst: Int? = nil, maxConcurrentRequests: Int? = nil,
+        maxRequestBytes: Int? = nil, maxStateBytes: Int? = nil, maxConnections: Int? = nil
+    ) {
+        self.requestsPerSecond = requestsPerSecond
+        self.burst = burst
+        self.maxConcurrentRequests = maxConcurrentRequests
+        self.maxRequestBytes = maxRequestBytes
+        self.maxStateBytes = maxStateBytes
+        self.maxConnections = maxConnections
+    }
+
+    static let fields: Set<String> = [
+        "requestsPerSecond", "burst", "maxConcurrentRequests", "maxRequestBytes", "maxStateBytes", "maxConnections",
+    ]
+
+    init(_ node: YAMLMapping) throws(ConfigurationError) {
+        try node.rejectUnknownKeys(Self.fields)
+        func positive(_ key: String) throws(ConfigurationError) -> Int? {
+            guard let value = try node.int(key) else { return nil }
+            guard value > 0 else { throw node.error(key, "must be a positive integer") }
+            return value
+        }
+        requestsPerSecond = try positive("requestsPerSecond")
+        burst = try positive("burst")
+        maxConcurrentRequests = try positive("maxConcurrentRequests")
+        maxRequestBytes = try positive("maxRequestBytes")
+        maxStateBytes = try positive("maxStateBytes")
+        maxConnections = try positive("maxConnections")
+        if burst != nil, requestsPerSecond == nil {
+            throw node.error("burst", "needs requestsPerSecond")
+        }
+    }
+}
+
+/// One app of a tenant.
+public struct AppSpec: Sendable, Hashable {
+    public var appId: String
+    /// Peer uids allowed on the app's sockets; empty means any.
+    public var uids: [UInt32]
+    /// Peer gids allowed on the app's sockets; empty means any.
+    public var gids: [UInt32]
+    /// The token that identifies this app on the TCP listeners (from `apiToken` or `apiTokenFile`).
+    public var apiToken: String?
+    public var apiTokenFile: String?
+    public var quotas: Quotas?
+
+    public init(
+        appId: String, uids: [UInt32] = [], gids: [UInt32] = [], apiToken: String? = nil, quotas: Quotas? = nil
+    ) {
+        self.appId = appId
+        self.uids = uids
+        self.gids = gids
+        self.apiToken = apiToken
+        self.quotas = quotas
+    }
+}
+
+/// Hangar's `Tenant` resource (`hangar.dev/v1alpha1`): one namespace, its apps and its quotas.
+public struct TenantSpec: Sendable, Hashable {
+    public var namespace: String
+    public var apps: [AppSpec]
+    public var quotas: Quotas
+    public var source: String
+
+    public init(namespace: String, apps: [AppSpec], quotas: Quotas = Quotas(), source: String = "<embedded>") {
+        self.namespace = namespace
+        self.apps = apps
+        self.quotas = quotas
+        self.source = source
+    }
+
+    public static let apiVersion = "hangar.dev/v1alpha1"
+
+    init(document: YAMLMapping) throws(ConfigurationError) {
+        try document.rejectUnknownKeys(["apiVersion", "kind", "metadata", "spec"])
+        let apiVersion = try document.string("apiVersion")
+        guard apiVersion == Self.apiVersion else {
+            throw document.error("apiVersion", "must be \(Self.apiVersion), not '\(apiVersion ?? "")'")
+        }
+        guard let metadata = try document.mapping("metadata") else { throw document.error("metadata", "is required") }
+        namespace = try metadata.requiredString("name")
+        if let problem = Names.dns1123Problem(namespace) { throw metadata.error("name", problem) }
+        source = document.path
+        guard let spec = try document.mapping("spec") else { throw document.error("spec", "is required") }
+        try spec.rejectUnknownKeys(["apps", "quotas"])
+        quotas = try spec.mapping("quotas").map { (node) throws(ConfigurationError) in try Quotas(node) } ?? Quotas()
+        var apps: [AppSpec] = []
+        var seen: Set<String> = []
+        for (index, item) in try spec.list("apps").enumerated() {
+            let node = try YAMLMapping(path: document.path, field: spec.fieldPath("apps[\(index)]"), value: item)
+            try node.rejectUnknownKeys(["appId", "uids", "gids", "apiToken", "apiTokenFile", "quotas"])
+            let appId = try node.requiredString("appId")
+            if let problem = Names.dns1123Problem(appId) { throw node.error("appId", problem) }
+            guard seen.insert(appId).inserted else { throw node.error("appId", "'\(appId)' is declared twice") }
+            func ids(_ key: String) throws(ConfigurationError) -> [UInt32] {
+                try node.intList(key).map { (id) throws(ConfigurationError) in
+                    guard let value = UInt32(exactly: id) else { throw node.error(key, "\(id) is not a valid id") }
+                    return value
+                }
+            }
+            var app = AppSpec(appId: appId, uids: try ids("uids"), gids: try ids("gids"))
+            app.apiToken = try node.string("apiToken")
+            app.apiTokenFile = try node.string("apiTokenFile")
+            if app.apiToken != nil, app.apiTokenFile != nil {
+                throw node.error("apiTokenFile", "give either apiToken or apiTokenFile, not both")
+            }
+            if let file = app.apiTokenFile {
+                let resolved = file.hasPrefix("/")
+                    ? file : ((document.path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(file)
+                guard let contents = try? String(contentsOfFile: resolved, encoding: .utf8) else {
+                    throw node.error("apiTokenFile", "cannot read '\(resolved)'")
+                }
+                app.apiTokenFile = resolved
+                app.apiToken = contents.trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            if let token = app.apiToken, token.isEmpty {
+                throw node.error(app.apiTokenFile == nil ? "apiToken" : "apiTokenFile", "the token is empty")
+            }
+            app.quotas = try node.mapping("quotas").map { (node) throws(ConfigurationError) in try Quotas(node) }
+            apps.append(app)
+        }
+        if apps.isEmpty { throw spec.error("apps", "declares no app") }
+        self.apps = apps
+    }
+}

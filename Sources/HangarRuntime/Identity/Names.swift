@@ -1,0 +1,22 @@
+/// Validation of the names that make physical keys unambiguous (DESIGN.md, "Identity and sockets").
+public enum Names {
+    /// The separator of physical state keys; user keys may not contain it.
+    public static let keySeparator = "||"
+
+    /// Whether `name` is a DNS-1123 label: 1–63 characters of `a-z`, `0-9` and `-`, starting and ending with an
+    /// alphanumeric character.
+    public static func isDNS1123Label(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard (1...63).contains(bytes.count) else { return false }
+        func alnum(_ c: UInt8) -> Bool { (c >= 97 && c <= 122) || (c >= 48 && c <= 57) }
+        guard alnum(bytes.first!), alnum(bytes.last!) else { return false }
+        return bytes.allSatisfy { alnum($0) || $0 == 45 }
+    }
+
+    /// Why `name` is not a valid DNS-1123 label, or nil when it is.
+    public static func dns1123Problem(_ name: String) -> String? {
+        if isDNS1123Label(name) { return nil }
+        return "'\(name)' is not a DNS-1123 label (1-63 characters of a-z, 0-9 and '-', "
+            + "starting and ending with a letter or digit)"
+    }
+}

@@ -1,0 +1,75 @@
+import Synchronization
+
+/// What `GetMetadata` reports to one caller.
+public struct RuntimeMetadata: Sendable, Hashable {
+    public struct Component: Sendable, Hashable {
+        public var name: String
+        public var type: String
+        public var version: String
+        public var capabilities: [String]
+    }
+
+    public var id: String
+    public var runtimeVersion: String
+    public var components: [Component]
+    public var extended: [String: String]
+    public var enabledFeatures: [String]
+}
+
+/// The metadata building block: `GetMetadata`, `SetMetadata`, and `Shutdown`, which detaches only the calling app.
+public final class MetadataAPI: Sendable {
+    public static let runtimeVersion = "hangar-0.1.0"
+
+    private let components: ComponentHost
+    private let registry: TenantRegistry
+    /// Attributes set with `SetMetadata`, per app.
+    private let attributes = Mutex<[AppID: [String: String]]>([:])
+    /// Called when an app detaches, to close its sockets; set once by the daemon at start-up.
+    private let onDetach = Mutex<(@Sendable (AppID) -> Void)?>(nil)
+
+    public init(components: ComponentHost, registry: TenantRegistry) {
+        self.components = components
+        self.registry = registry
+    }
+
+    public func setDetachHandler(_ handler: @escaping @Sendable (AppID) -> Void) {
+        onDetach.withLock { $0 = handler }
+    }
+
+    public func get(_ caller: Caller) -> RuntimeMetadata {
+        var extended = attributes.withLock { $0[caller.app] } ?? [:]
+        extended["daprRuntimeVersion"] = Self.runtimeVersion
+        extended["hangar.namespace"] = caller.namespace
+        extended["hangar.appId"] = caller.appId
+        return RuntimeMetadata(
+            id: caller.appId,
+            runtimeVersion: Self.runtimeVersion,
+            components: components.visibleComponents(to: caller.app).map {
+                .init(name: $0.name, type: $0.type, version: $0.version, capabilities: components.features(of: $0))
+            },
+            extended: extended,
+            enabledFeatures: [])
+    }
+
+    /// `SetMetadata`: an attribute visible to this app only. Keys the runtime reports itself cannot be overwritten.
+    public func set(_ caller: Caller, key: String, value: String) throws(APIError) {
+        guard !key.isEmpty else { throw RequestError.malformed("metadata key is empty") }
+        guard key != "daprRuntimeVersion", !key.hasPrefix("hangar.") else {
+            throw RequestError.malformed("metadata key '\(key)' is reserved by the runtime")
+        }
+        guard key.utf8.count <= 256, value.utf8.count <= 64 * 1024 else {
+            throw RequestError.malformed("metadata key or value is too long (256 bytes / 64 KiB at most)")
+        }
+        attributes.withLock { all in
+            guard all[caller.app, default: [:]].count < 1024 || all[caller.app]?[key] != nil else { return }
+            all[caller.app, default: [:]][key] = value
+        }
+    }
+
+    /// `Shutdown`: detaches the calling app (its sockets close once this call is answered); never stops the daemon.
+    public func shutdown(_ caller: Caller) {
+        guard registry.detach(caller.app) else { return }
+        let handler = onDetach.withLock { $0 }
+        handler?(caller.app)
+    }
+}

@@ -1,0 +1,233 @@
+public import Foundation
+public import HangarComponents
+public import NIOCore
+
+/// One item of a save, delete or transaction, as both front-ends decode it.
+public struct StateItemRequest: Sendable, Hashable {
+    public var key: String
+    public var value: Data
+    public var etag: String?
+    public var metadata: [String: String]
+    public var concurrency: StateConcurrency
+
+    public init(
+        key: String, value: Data = Data(), etag: String? = nil, metadata: [String: String] = [:],
+        concurrency: StateConcurrency = .unspecified
+    ) {
+        self.key = key
+        self.value = value
+        self.etag = etag
+        self.metadata = metadata
+        self.concurrency = concurrency
+    }
+}
+
+/// One operation of `ExecuteStateTransaction`: `operation` is Dapr's `operationType` (`upsert` or `delete`).
+public struct StateTransactionOperation: Sendable, Hashable {
+    public var operation: String
+    public var item: StateItemRequest
+
+    public init(operation: String, item: StateItemRequest) {
+        self.operation = operation
+        self.item = item
+    }
+}
+
+/// A value read back.
+public struct StateValue: Sendable, Hashable {
+    public var data: Data
+    public var etag: String
+    public var metadata: [String: String]
+}
+
+/// One result of a bulk get: a value, nothing (missing key), or an error for that key alone.
+public struct BulkStateValue: Sendable, Hashable {
+    public var key: String
+    public var value: StateValue?
+    public var error: String?
+}
+
+/// The state building block: Dapr's state semantics, written once for both front-ends (as Dapr's
+/// `pkg/api/universal`). Every operation takes the caller established by the gate and returns a future on the
+/// caller's event loop; with a non-blocking store it is already complete.
+public struct StateAPI: Sendable {
+    public let components: ComponentHost
+
+    public init(components: ComponentHost) {
+        self.components = components
+    }
+
+    /// The key as the app wrote it, from a physical key (user keys never contain `||`).
+    static func userKey(_ physicalKey: String) -> String {
+        guard let range = physicalKey.range(of: Names.keySeparator, options: .backwards) else { return physicalKey }
+        return String(physicalKey[range.upperBound...])
+    }
+
+    func handle(_ caller: Caller, _ store: String) throws(APIError) -> TenantStateHandle {
+        guard let pool = components.statePool(named: store, for: caller.app) else {
+            if !components.hasStateStores(for: caller.app) { throw StateAPIError.notConfigured() }
+            throw StateAPIError.storeNotFound(store)
+        }
+        return pool.handle(for: caller.app)
+    }
+
+    static func ttl(_ metadata: [String: String], handle: TenantStateHandle) throws(APIError) -> Duration? {
+        guard let text = metadata["ttlInSeconds"] else { return nil }
+        guard let seconds = Int(text), seconds >= -1, seconds != 0 else {
+            throw RequestError.malformed(
+                "metadata ttlInSeconds '\(text)' must be a positive number of seconds, or -1 for no expiry")
+        }
+        guard seconds > 0 else { return nil }
+        guard handle.store.features.contains(.ttl) else { throw StateAPIError.notSupported(handle.name, "TTL") }
+        return .seconds(seconds)
+    }
+
+    static func responseMetadata(_ entry: StateEntry) -> [String: String] {
+        guard let expiresAt = entry.expiresAt else { return [:] }
+        return ["ttlExpireTime": expiresAt.formatted(.iso8601)]
+    }
+
+    static func checkETagSupport(_ etag: String?, _ handle: TenantStateHandle) throws(APIError) {
+        if let etag, !etag.isEmpty, !handle.store.features.contains(.etag) {
+            throw StateAPIError.notSupported(handle.name, "ETags")
+        }
+    }
+
+    func setRequest(_ item: StateItemRequest, _ handle: TenantStateHandle) throws(APIError) -> StateSetRequest {
+        try Self.checkETagSupport(item.etag, handle)
+        return StateSetRequest(
+            key: try handle.physicalKey(item.key), value: item.value, etag: item.etag,
+            concurrency: item.concurrency, ttl: try Self.ttl(item.metadata, handle: handle))
+    }
+
+    func deleteRequest(_ item: StateItemRequest, _ handle: TenantStateHandle) throws(APIError) -> StateDeleteRequest {
+        try Self.checkETagSupport(item.etag, handle)
+        return StateDeleteRequest(key: try handle.physicalKey(item.key), etag: item.etag, concurrency: item.concurrency)
+    }
+
+    /// `GetState`: nil when the key does not exist.
+    public func get(
+        _ caller: Caller, store: String, key: String, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<StateValue?> {
+        let handle: TenantStateHandle
+        let physicalKey: String
+        do {
+            handle = try self.handle(caller, store)
+            physicalKey = try handle.physicalKey(key)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        return handle.store.get(physicalKey, on: eventLoop).map { entry in
+            entry.map { StateValue(data: $0.value, etag: $0.etag, metadata: Self.responseMetadata($0)) }
+        }.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .get, store: store) }
+    }
+
+    /// `GetBulkState`: one result per key, in order; an invalid key is an error for that key only.
+    public func bulkGet(
+        _ caller: Caller, store: String, keys: [String], on eventLoop: any EventLoop
+    ) -> EventLoopFuture<[BulkStateValue]> {
+        let handle: TenantStateHandle
+        do { handle = try self.handle(caller, store) } catch { return eventLoop.makeFailedFuture(error) }
+        var physicalKeys: [String] = []
+        var results: [BulkStateValue] = keys.map { BulkStateValue(key: $0, value: nil, error: nil) }
+        var positions: [Int] = []
+        for (index, key) in keys.enumerated() {
+            do {
+                physicalKeys.append(try handle.physicalKey(key))
+                positions.append(index)
+            } catch {
+                results[index].error = error.message
+            }
+        }
+        return handle.store.bulkGet(physicalKeys, on: eventLoop).map { [results, positions] fetched in
+            var results = results
+            for (position, result) in zip(positions, fetched) {
+                switch result {
+                case .success(let entry):
+                    results[position].value = entry.map {
+                        StateValue(data: $0.value, etag: $0.etag, metadata: Self.responseMetadata($0))
+                    }
+                case .failure(let error):
+                    results[position].error = StateAPIError.from(error, operation: .bulkGet, store: store).message
+                }
+            }
+            return results
+        }.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .bulkGet, store: store) }
+    }
+
+    /// `SaveState`. Several items are applied atomically when the store is transactional (so a request never
+    /// half-applies), else one by one.
+    public func save(
+        _ caller: Caller, store: String, items: [StateItemRequest], on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void> {
+        let handle: TenantStateHandle
+        let requests: [StateSetRequest]
+        do {
+            handle = try self.handle(caller, store)
+            requests = try items.map { (item) throws(APIError) in try setRequest(item, handle) }
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        let future: EventLoopFuture<Void>
+        if requests.count == 1 {
+            future = handle.store.set(requests[0], on: eventLoop)
+        } else if let transactional = handle.store as? any TransactionalStateStore {
+            future = transactional.transact(requests.map { .set($0) }, on: eventLoop)
+        } else {
+            future = EventLoopFuture.andAllSucceed(requests.map { handle.store.set($0, on: eventLoop) }, on: eventLoop)
+        }
+        return future.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .save, store: store) }
+    }
+
+    /// `DeleteState` and `DeleteBulkState`.
+    public func delete(
+        _ caller: Caller, store: String, items: [StateItemRequest], on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void> {
+        let handle: TenantStateHandle
+        let requests: [StateDeleteRequest]
+        do {
+            handle = try self.handle(caller, store)
+            requests = try items.map { (item) throws(APIError) in try deleteRequest(item, handle) }
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        let future: EventLoopFuture<Void>
+        if requests.count == 1 {
+            future = handle.store.delete(requests[0], on: eventLoop)
+        } else if let transactional = handle.store as? any TransactionalStateStore {
+            future = transactional.transact(requests.map { .delete($0) }, on: eventLoop)
+        } else {
+            future = EventLoopFuture.andAllSucceed(
+                requests.map { handle.store.delete($0, on: eventLoop) }, on: eventLoop)
+        }
+        return future.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .delete, store: store) }
+    }
+
+    /// `ExecuteStateTransaction`: all operations or none.
+    public func transact(
+        _ caller: Caller, store: String, operations: [StateTransactionOperation], on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void> {
+        let handle: TenantStateHandle
+        let transactional: any TransactionalStateStore
+        let requests: [StateOperation]
+        do {
+            handle = try self.handle(caller, store)
+            guard handle.store.features.contains(.transactional),
+                let store = handle.store as? any TransactionalStateStore
+            else { throw StateAPIError.notSupported(store, "transaction") }
+            transactional = store
+            requests = try operations.map { (operation) throws(APIError) -> StateOperation in
+                switch operation.operation {
+                case "upsert": .set(try setRequest(operation.item, handle))
+                case "delete": .delete(try deleteRequest(operation.item, handle))
+                default: throw StateAPIError.unsupportedOperation(operation.operation)
+                }
+            }
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        if requests.isEmpty { return eventLoop.makeSucceededVoidFuture() }
+        return transactional.transact(requests, on: eventLoop)
+            .flatMapErrorThrowing { throw StateAPIError.from($0, operation: .transaction, store: store) }
+    }
+}

@@ -1,0 +1,80 @@
+import HangarComponents
+
+/// The state building block's errors, with Dapr's codes.
+public enum StateAPIError {
+    /// Which operation failed; Dapr's error code depends on it.
+    public enum Operation: String, Sendable {
+        case get = "ERR_STATE_GET"
+        case bulkGet = "ERR_STATE_BULK_GET"
+        case save = "ERR_STATE_SAVE"
+        case delete = "ERR_STATE_DELETE"
+        case transaction = "ERR_STATE_TRANSACTION"
+
+        var verb: String {
+            switch self {
+            case .get, .bulkGet: "getting state"
+            case .save: "saving state"
+            case .delete: "deleting state"
+            case .transaction: "executing state transaction"
+            }
+        }
+    }
+
+    public static func storeNotFound(_ name: String) -> APIError {
+        APIError(
+            errorCode: "ERR_STATE_STORE_NOT_FOUND", rpcCode: .invalidArgument, httpStatus: 400,
+            message: "state store \(name) is not found", reason: "DAPR_STATE_NOT_FOUND",
+            metadata: ["storeName": name])
+    }
+
+    public static func notConfigured() -> APIError {
+        APIError(
+            errorCode: "ERR_STATE_STORE_NOT_CONFIGURED", rpcCode: .failedPrecondition, httpStatus: 500,
+            message: "state store is not configured", reason: "DAPR_STATE_NOT_CONFIGURED")
+    }
+
+    public static func notSupported(_ store: String, _ feature: String) -> APIError {
+        APIError(
+            errorCode: "ERR_STATE_STORE_NOT_SUPPORTED", rpcCode: .unimplemented, httpStatus: 500,
+            message: "state store \(store) doesn't support \(feature)", reason: "DAPR_STATE_NOT_SUPPORTED",
+            metadata: ["storeName": store, "feature": feature])
+    }
+
+    public static func unsupportedOperation(_ operation: String) -> APIError {
+        APIError(
+            errorCode: "ERR_NOT_SUPPORTED_STATE_OPERATION", rpcCode: .invalidArgument, httpStatus: 400,
+            message: "operation type \(operation) not supported (use upsert or delete)",
+            reason: "DAPR_STATE_TRANSACTION_OPERATION_NOT_SUPPORTED")
+    }
+
+    /// Maps a store's error for an operation on `store`.
+    public static func from(_ error: any Error, operation: Operation, store: String) -> APIError {
+        if let error = error as? APIError { return error }
+        let prefix = "failed \(operation.verb) in state store \(store)"
+        switch error as? StateStoreError {
+        case .etagMismatch(let key):
+            return APIError(
+                errorCode: operation.rawValue, rpcCode: .aborted, httpStatus: 409,
+                message: "\(prefix): possible etag mismatch for key '\(StateAPI.userKey(key))'",
+                reason: "DAPR_STATE_ETAG_MISMATCH", metadata: ["storeName": store])
+        case .invalidETag(let key, let etag):
+            return APIError(
+                errorCode: operation.rawValue, rpcCode: .invalidArgument, httpStatus: 400,
+                message: "\(prefix): invalid etag '\(etag)' for key '\(StateAPI.userKey(key))'",
+                reason: "DAPR_STATE_ETAG_INVALID", metadata: ["storeName": store])
+        case .backend(let message):
+            return APIError(
+                errorCode: operation.rawValue, rpcCode: .internal, httpStatus: 500, message: "\(prefix): \(message)",
+                reason: "DAPR_STATE_BACKEND_ERROR", metadata: ["storeName": store])
+        case .closed:
+            return APIError(
+                errorCode: operation.rawValue, rpcCode: .unavailable, httpStatus: 503,
+                message: "\(prefix): the store is closed", reason: "DAPR_STATE_STORE_CLOSED",
+                metadata: ["storeName": store])
+        case nil:
+            return APIError(
+                errorCode: operation.rawValue, rpcCode: .internal, httpStatus: 500, message: "\(prefix): \(error)",
+                reason: "DAPR_STATE_BACKEND_ERROR", metadata: ["storeName": store])
+        }
+    }
+}

@@ -1,0 +1,429 @@
+import Foundation
+public import HangarComponents
+public import Logging
+public import NIOCore
+public import NIOPosix
+import Synchronization
+
+/// `state.sqlite`: a state store in one SQLite file (or in memory), with ETags, transactions and TTLs.
+///
+/// SQLite's calls block, so every operation runs as one closure on a `NIOThreadPool` and completes its future on the
+/// caller's event loop. Writes go through a single writer connection (SQLite serialises writers anyway), each in
+/// its own `BEGIN IMMEDIATE` transaction; reads use a small pool of reader connections, which WAL lets proceed while
+/// a write is in progress. An in-memory database cannot be shared between connections, so there every operation
+/// uses the writer.
+///
+/// ETags follow `StateETag`: a store-wide counter kept in `<table>_metadata` and advanced inside each write
+/// transaction, so an ETag is never handed out twice, even across deletions and restarts.
+public final class SQLiteStateStore: TransactionalStateStore {
+    /// Where and how the store keeps its data.
+    public struct Configuration: Sendable, Hashable {
+        /// A file path (parent directories are created), `:memory:`, or a SQLite `file:` URI.
+        public var path: String
+        /// The table holding the items; `<tableName>_metadata` is created next to it. Must match
+        /// `^[A-Za-z_][A-Za-z0-9_]{0,62}$`.
+        public var tableName: String
+        /// How long a connection waits for a lock held by another connection or process before failing.
+        public var busyTimeout: Duration
+        /// How often expired items are deleted; nil disables the periodic cleanup (reads still hide them).
+        public var cleanupInterval: Duration?
+
+        public init(
+            path: String, tableName: String = "state", busyTimeout: Duration = .seconds(2),
+            cleanupInterval: Duration? = .seconds(3600)
+        ) {
+            self.path = path
+            self.tableName = tableName
+            self.busyTimeout = busyTimeout
+            self.cleanupInterval = cleanupInterval
+        }
+    }
+
+    /// A configuration the store refuses at initialisation.
+    public enum ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+        /// The table name is not a plain SQL identifier of at most 63 characters.
+        case invalidTableName(String)
+        /// The path is empty.
+        case emptyPath
+        /// The cleanup interval is zero or negative.
+        case invalidCleanupInterval(Duration)
+
+        public var description: String {
+            switch self {
+            case .invalidTableName(let name):
+                "invalid SQLite table name '\(name)': it must match ^[A-Za-z_][A-Za-z0-9_]{0,62}$"
+            case .emptyPath: "the SQLite path is empty"
+            case .invalidCleanupInterval(let interval): "the cleanup interval must be positive, not \(interval)"
+            }
+        }
+    }
+
+    /// One connection and the lock that gives one thread at a time access to it; nil once closed.
+    private final class ConnectionSlot: Sendable {
+        let connection: Mutex<SQLiteConnection?>
+
+        init(_ connection: consuming sending SQLiteConnection) {
+            self.connection = Mutex(connection)
+        }
+    }
+
+    /// The statements the store runs, with the table names filled in once.
+    private struct Queries: Sendable {
+        let select: String
+        let selectVersion: String
+        let upsert: String
+        let delete: String
+        let purge: String
+        let readCounter: String
+        let writeCounter: String
+
+        init(table: String) {
+            let items = "\"\(table)\""
+            let metadata = "\"\(table)_metadata\""
+            let live = "(expires_at IS NULL OR expires_at > ?2)"
+            select = "SELECT value, version, expires_at FROM \(items) WHERE key = ?1 AND \(live)"
+            selectVersion = "SELECT version FROM \(items) WHERE key = ?1 AND \(live)"
+            upsert = """
+                INSERT INTO \(items) (key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4)
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version,
+                expires_at = excluded.expires_at
+                """
+            delete = "DELETE FROM \(items) WHERE key = ?1"
+            purge = "DELETE FROM \(items) WHERE expires_at <= ?1"
+            // Falls back to the highest stored version should the counter row ever be missing.
+            readCounter = """
+                SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM \(metadata) WHERE key = 'etag'),
+                (SELECT MAX(version) FROM \(items)), 0)
+                """
+            writeCounter = """
+                INSERT INTO \(metadata) (key, value) VALUES ('etag', ?1)
+                ON CONFLICT (key) DO UPDATE SET value = excluded.value
+                """
+        }
+
+        static func schema(table: String) -> String {
+            let items = "\"\(table)\""
+            let metadata = "\"\(table)_metadata\""
+            return """
+                CREATE TABLE IF NOT EXISTS \(items) (
+                    key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL, version INTEGER NOT NULL, expires_at INTEGER
+                ) WITHOUT ROWID;
+                CREATE INDEX IF NOT EXISTS "\(table)_expires_at" ON \(items) (expires_at) WHERE expires_at IS NOT NULL;
+                CREATE TABLE IF NOT EXISTS \(metadata) (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+                INSERT OR IGNORE INTO \(metadata) (key, value)
+                    VALUES ('etag', CAST((SELECT COALESCE(MAX(version), 0) FROM \(items)) AS TEXT));
+                """
+        }
+    }
+
+    /// Reader connections opened next to the writer for a file database.
+    private static let readerCount = 4
+
+    /// ETags, transactions and TTLs.
+    public let features: StateFeatures = [.etag, .transactional, .ttl]
+    /// The configuration the store was opened with.
+    public let configuration: Configuration
+
+    private let threadPool: NIOThreadPool
+    private let logger: Logger
+    private let queries: Queries
+    private let writer: ConnectionSlot
+    /// Empty for an in-memory database, whose reads use the writer.
+    private let readers: [ConnectionSlot]
+    private let nextReader = Atomic<Int>(0)
+    private let closed = Atomic<Bool>(false)
+    private let cleanup = Mutex<RepeatedTask?>(nil)
+
+    /// Opens the database (blocking: meant for start-up), creating the file, its parent directories and the tables
+    /// when missing, and schedules the periodic cleanup of expired items on `eventLoopGroup`.
+    public init(
+        configuration: Configuration, threadPool: NIOThreadPool, eventLoopGroup: any EventLoopGroup, logger: Logger
+    ) throws {
+        try Self.validate(configuration)
+        self.configuration = configuration
+        self.threadPool = threadPool
+        self.queries = Queries(table: configuration.tableName)
+        var logger = logger
+        logger[metadataKey: "sqlite.path"] = "\(configuration.path)"
+        logger[metadataKey: "sqlite.table"] = "\(configuration.tableName)"
+        self.logger = logger
+
+        let path = configuration.path
+        let inMemory =
+            path == ":memory:" || path.hasPrefix("file::memory:")
+            || (path.hasPrefix("file:") && path.contains("mode=memory"))
+        if !inMemory && !path.hasPrefix("file:") {
+            let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+            do {
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            } catch {
+                throw StateStoreError.backend("cannot create directory \(directory.path): \(error)")
+            }
+        }
+
+        do {
+            let writer = try SQLiteConnection(path: path, busyTimeout: configuration.busyTimeout)
+            let journalMode = try writer.withStatement("PRAGMA journal_mode = WAL") { statement in
+                try statement.step() ? statement.text(0) : ""
+            }
+            try writer.execute("PRAGMA synchronous = NORMAL")
+            try writer.execute(Queries.schema(table: configuration.tableName))
+            if !inMemory && journalMode.lowercased() != "wal" {
+                logger.warning(
+                    "SQLite refused WAL mode: reads will wait for writes",
+                    metadata: ["sqlite.journal_mode": "\(journalMode)"])
+            }
+            logger.debug("opened SQLite state store", metadata: ["sqlite.journal_mode": "\(journalMode)"])
+            self.writer = ConnectionSlot(writer)
+
+            var readers: [ConnectionSlot] = []
+            if !inMemory {
+                for _ in 0..<Self.readerCount {
+                    let reader = try SQLiteConnection(path: path, busyTimeout: configuration.busyTimeout)
+                    try reader.execute("PRAGMA synchronous = NORMAL; PRAGMA query_only = ON")
+                    readers.append(ConnectionSlot(reader))
+                }
+            }
+            self.readers = readers
+        } catch {
+            throw Self.storeError(error)
+        }
+
+        if let interval = configuration.cleanupInterval {
+            let eventLoop = eventLoopGroup.next()
+            let task = eventLoop.scheduleRepeatedAsyncTask(
+                initialDelay: TimeAmount(interval), delay: TimeAmount(interval)
+            ) { [weak self] task in
+                guard let self else {
+                    task.cancel()
+                    return eventLoop.makeSucceededVoidFuture()
+                }
+                return self.purgeExpired(on: eventLoop).map { deleted in
+                    if deleted > 0 {
+                        self.logger.debug("purged expired items", metadata: ["state.purged": "\(deleted)"])
+                    }
+                }.recover { error in
+                    // A purge that raced with close has nothing left to do.
+                    guard error as? StateStoreError != .closed else { return }
+                    self.logger.warning("purging expired items failed", metadata: ["error": "\(error)"])
+                }
+            }
+            cleanup.withLock { $0 = task }
+        }
+    }
+
+    public func get(_ key: String, on eventLoop: any EventLoop) -> EventLoopFuture<StateEntry?> {
+        run(on: eventLoop) {
+            try self.withReader { connection in
+                try self.read(key, now: Self.nowMilliseconds(), on: connection)
+            }
+        }
+    }
+
+    /// Reads every key in one hop to the thread pool, from one consistent snapshot.
+    public func bulkGet(
+        _ keys: [String], on eventLoop: any EventLoop
+    ) -> EventLoopFuture<[Result<StateEntry?, StateStoreError>]> {
+        run(on: eventLoop) {
+            try self.withReader { connection in
+                let now = Self.nowMilliseconds()
+                try connection.run("BEGIN")
+                defer { try? connection.run("COMMIT") }  // A read-only transaction: ending it cannot lose anything.
+                return keys.map { key in
+                    Result { try self.read(key, now: now, on: connection) }.mapError(Self.storeError)
+                }
+            }
+        }.recover { error in
+            // As the protocol's default: a failure of the whole read is reported for every key.
+            let failure = Self.storeError(error)
+            return keys.map { _ in .failure(failure) }
+        }
+    }
+
+    public func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        transact([.set(request)], on: eventLoop)
+    }
+
+    public func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        transact([.delete(request)], on: eventLoop)
+    }
+
+    public func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        run(on: eventLoop) {
+            try self.withWriter { connection in
+                try connection.run("BEGIN IMMEDIATE")
+                do {
+                    try self.apply(operations, now: Self.nowMilliseconds(), on: connection)
+                    try connection.run("COMMIT")
+                } catch {
+                    try? connection.run("ROLLBACK")  // The original error is the one worth reporting.
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// Deletes the items whose TTL has passed and returns how many there were. Runs periodically when
+    /// `cleanupInterval` is set; reads hide expired items either way.
+    public func purgeExpired(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+        run(on: eventLoop) {
+            try self.withWriter { connection in
+                try connection.run(self.queries.purge, .int64(Self.nowMilliseconds()))
+                return connection.changes
+            }
+        }
+    }
+
+    /// Stops the cleanup, finalizes the statements and closes the connections. Closing twice succeeds.
+    public func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        guard !closed.exchange(true, ordering: .acquiringAndReleasing) else {
+            return eventLoop.makeSucceededVoidFuture()
+        }
+        cleanup.withLock { task in
+            task?.cancel()
+            task = nil
+        }
+        // The writer last: the last connection to close checkpoints the WAL and removes it. That blocks, so it
+        // belongs on the thread pool; if the pool has already stopped, it happens here rather than not at all.
+        let slots = readers + [writer]
+        return threadPool.runIfActive(eventLoop: eventLoop) {
+            Self.close(slots)
+        }.flatMapError { _ in
+            eventLoop.makeCompletedFuture { Self.close(slots) }
+        }.map {
+            self.logger.debug("closed SQLite state store")
+        }
+    }
+
+    // MARK: - Work done on the thread pool
+
+    private func read(_ key: String, now: Int64, on connection: SQLiteConnection) throws -> StateEntry? {
+        try connection.withStatement(queries.select) { statement in
+            try statement.bind([.text(key), .int64(now)])
+            guard try statement.step() else { return nil }
+            let expiresAt =
+                statement.isNull(2) ? nil : Date(timeIntervalSince1970: Double(statement.int64(2)) / 1000)
+            return StateEntry(
+                value: statement.blob(0), etag: StateETag.string(UInt64(clamping: statement.int64(1))),
+                expiresAt: expiresAt)
+        }
+    }
+
+    /// The live version of a key as an ETag, or nil when it is absent or expired.
+    private func currentETag(_ key: String, now: Int64, on connection: SQLiteConnection) throws -> String? {
+        try connection.withStatement(queries.selectVersion) { statement in
+            try statement.bind([.text(key), .int64(now)])
+            return try statement.step() ? StateETag.string(UInt64(clamping: statement.int64(0))) : nil
+        }
+    }
+
+    /// Applies the operations inside the caller's transaction, advancing and persisting the ETag counter.
+    private func apply(_ operations: [StateOperation], now: Int64, on connection: SQLiteConnection) throws {
+        var counter = try connection.withStatement(queries.readCounter) { statement in
+            try statement.step() ? statement.int64(0) : 0
+        }
+        let initialCounter = counter
+        for operation in operations {
+            let current = try currentETag(operation.key, now: now, on: connection)
+            switch operation {
+            case .set(let request):
+                try StateETag.check(
+                    key: request.key, given: request.etag, concurrency: request.concurrency, current: current)
+                counter += 1
+                let expiresAt: SQLiteValue =
+                    request.ttl.map { .int64(now.addingSaturating($0.saturatingMilliseconds)) } ?? .null
+                try connection.run(queries.upsert, .text(request.key), .blob(request.value), .int64(counter), expiresAt)
+            case .delete(let request):
+                try StateETag.checkDelete(
+                    key: request.key, given: request.etag, concurrency: request.concurrency, current: current)
+                try connection.run(queries.delete, .text(request.key))
+            }
+        }
+        if counter != initialCounter {
+            try connection.run(queries.writeCounter, .text(String(counter)))
+        }
+    }
+
+    private static func close(_ slots: [ConnectionSlot]) {
+        for slot in slots {
+            slot.connection.withLock { connection in
+                connection?.close()
+                connection = nil
+            }
+        }
+    }
+
+    // MARK: - Plumbing
+
+    /// Runs `body` on the thread pool, unless the store is closed, reporting every failure as a `StateStoreError`.
+    private func run<Value: Sendable>(
+        on eventLoop: any EventLoop, _ body: @escaping @Sendable () throws -> Value
+    ) -> EventLoopFuture<Value> {
+        guard !closed.load(ordering: .acquiring) else { return eventLoop.makeFailedFuture(StateStoreError.closed) }
+        return threadPool.runIfActive(eventLoop: eventLoop, body).flatMapErrorThrowing { error in
+            throw Self.storeError(error)
+        }
+    }
+
+    private func withWriter<Value: Sendable>(_ body: (SQLiteConnection) throws -> Value) throws -> Value {
+        try Self.with(writer, body)
+    }
+
+    /// Uses a free reader if there is one, else waits for the next in turn.
+    private func withReader<Value: Sendable>(_ body: (SQLiteConnection) throws -> Value) throws -> Value {
+        guard !readers.isEmpty else { return try withWriter(body) }
+        let first = nextReader.wrappingAdd(1, ordering: .relaxed).oldValue
+        for offset in 0..<readers.count {
+            let slot = readers[(first &+ offset) % readers.count]
+            let result = try slot.connection.withLockIfAvailable { connection in
+                guard let connection else { throw StateStoreError.closed }
+                return try body(connection)
+            }
+            if let result { return result }
+        }
+        return try Self.with(readers[first % readers.count], body)
+    }
+
+    private static func with<Value: Sendable>(
+        _ slot: ConnectionSlot, _ body: (SQLiteConnection) throws -> Value
+    ) throws -> Value {
+        try slot.connection.withLock { connection in
+            guard let connection else { throw StateStoreError.closed }
+            return try body(connection)
+        }
+    }
+
+    private static func storeError(_ error: any Error) -> StateStoreError {
+        switch error {
+        case let error as StateStoreError: error
+        case let error as SQLiteError: .backend(error.description)
+        case is NIOThreadPoolError.ThreadPoolInactive: .backend("the SQLite thread pool is not running")
+        default: .backend("\(error)")
+        }
+    }
+
+    private static func validate(_ configuration: Configuration) throws(ConfigurationError) {
+        guard !configuration.path.isEmpty else { throw .emptyPath }
+        let name = configuration.tableName.utf8
+        let isLetter = { (byte: UInt8) in (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z") }
+        let isDigit = { (byte: UInt8) in byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") }
+        let isUnderscore = { (byte: UInt8) in byte == UInt8(ascii: "_") }
+        guard let first = name.first, isLetter(first) || isUnderscore(first), name.count <= 63,
+            name.dropFirst().allSatisfy({ isLetter($0) || isDigit($0) || isUnderscore($0) })
+        else { throw .invalidTableName(configuration.tableName) }
+        if let interval = configuration.cleanupInterval, interval <= .zero {
+            throw .invalidCleanupInterval(interval)
+        }
+    }
+
+    private static func nowMilliseconds() -> Int64 {
+        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+    }
+}
+
+extension Int64 {
+    fileprivate func addingSaturating(_ other: Int64) -> Int64 {
+        let (sum, overflow) = addingReportingOverflow(other)
+        return overflow ? (other < 0 ? .min : .max) : sum
+    }
+}
