@@ -10,15 +10,19 @@ public struct Gate: Sendable {
         self.maxRequestBytes = maxRequestBytes
     }
 
-    /// The caller of a TCP request, from its `dapr-api-token`.
-    public func identifyTCP(token: String?) throws(APIError) -> Caller {
-        guard let caller = registry.caller(forToken: token) else { throw RequestError.unauthenticated() }
-        return caller
-    }
-
-    /// Lets a call through, or says why not.
-    public func admit(_ caller: Caller) throws(APIError) {
+    /// The caller of a request and whether it may proceed: the one entry point both front-ends use. On an app's
+    /// socket the connection is the app; on TCP the `dapr-api-token` says which app it is.
+    public func admit(_ listener: ListenerIdentity, token: String?) throws(APIError) -> Caller {
+        let caller: Caller
+        switch listener {
+        case .app(let app):
+            caller = Caller(app: app, transport: .unixSocket)
+        case .tcp:
+            guard let tokenCaller = registry.caller(forToken: token) else { throw RequestError.unauthenticated() }
+            caller = tokenCaller
+        }
         if registry.isDetached(caller.app) { throw RequestError.detached(caller.app) }
+        return caller
     }
 
     /// Refuses a request body over the limit.

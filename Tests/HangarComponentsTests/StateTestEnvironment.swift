@@ -25,7 +25,7 @@ enum StateTestEnvironment {
     }()
     static let logger = Logger(label: "hangar.tests.state") { _ in SwiftLogNoOpLogHandler() }
 
-    /// A fresh empty directory, removed by `removeDirectory`.
+    /// A fresh empty directory under the temporary directory; the caller removes it.
     static func makeDirectory() throws -> URL {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("hangar-state-\(UUID())")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)

@@ -4,14 +4,6 @@ package import NIOCore
 import NIOHPACK
 package import NIOHTTP2
 
-/// How the connections of one listener are identified.
-package enum ConnectionIdentity: Sendable {
-    /// An app's own socket: every call on it is that app.
-    case app(AppID)
-    /// A TCP listener: every call carries `dapr-api-token`, checked by the gate.
-    case tcp
-}
-
 /// The whole gRPC server for one HTTP/2 connection: one handler behind `NIOHTTP2Handler` that sees every stream's
 /// frames, keeps per-stream state in a dictionary, deframes incrementally, runs the method on the event loop and
 /// writes HEADERS + DATA + trailers. No stream multiplexer, no per-call child channel, no thread hop.
@@ -41,18 +33,20 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     private let service: GRPCService
-    private let identity: ConnectionIdentity
+    private let identity: ListenerIdentity
     private let gate: Gate
     private let logger: Logger
     private var streams: [HTTP2StreamID: Stream] = [:]
     private var connectionUnackedBytes = 0
     private var isReading = false
+    /// Set when the listener drains: no new streams; the connection closes once the last one is answered.
+    private var draining = false
     private var needsFlush = false
 
     private static let responseHeaders: HPACKHeaders = [":status": "200", "content-type": "application/grpc"]
     private static let okTrailers: HPACKHeaders = ["grpc-status": "0"]
 
-    package init(service: GRPCService, identity: ConnectionIdentity, gate: Gate, logger: Logger) {
+    package init(service: GRPCService, identity: ListenerIdentity, gate: Gate, logger: Logger) {
         self.service = service
         self.identity = identity
         self.gate = gate
@@ -98,8 +92,20 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
     package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let closed = event as? StreamClosedEvent {
             streams.removeValue(forKey: closed.streamID)?.deadline?.cancel()
+            closeIfDrained(context)
+        } else if event is GRPCDrainEvent {
+            draining = true
+            write(
+                context,
+                HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil)))
+            context.flush()
+            closeIfDrained(context)
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    private func closeIfDrained(_ context: ChannelHandlerContext) {
+        if draining && streams.isEmpty { context.close(promise: nil) }
     }
 
     package func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -141,11 +147,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
         }
         let caller: Caller
         do {
-            switch identity {
-            case .app(let app): caller = Caller(app: app, transport: .unixSocket)
-            case .tcp: caller = try gate.identifyTCP(token: headers.first(name: "dapr-api-token"))
-            }
-            try gate.admit(caller)
+            caller = try gate.admit(identity, token: headers.first(name: "dapr-api-token"))
         } catch {
             return respondError(context, id, GRPCStatus(error), requestEnded: endStream)
         }
@@ -246,6 +248,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
         write(context, HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message)))))
         write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: Self.okTrailers, endStream: true))))
         markFlush(context)
+        if draining { context.flush(); closeIfDrained(context) }
     }
 
     /// A trailers-only response. When the client is still sending, the stream is then reset with NO_ERROR, which
@@ -265,6 +268,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
         write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: true))))
         if !requestEnded { write(context, HTTP2Frame(streamID: id, payload: .rstStream(.noError))) }
         markFlush(context)
+        if draining { context.flush(); closeIfDrained(context) }
     }
 
     private func respondHTTPError(_ context: ChannelHandlerContext, _ id: HTTP2StreamID, status: String, message: String) {

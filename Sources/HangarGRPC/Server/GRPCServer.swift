@@ -24,16 +24,27 @@ public struct GRPCServer: Sendable {
 
     /// Listens on an app's Unix socket; every connection is that app. Peer credentials are checked when the app
     /// lists uids or gids.
-    public func bind(unixSocket path: String, app: AppID, spec: AppSpec) -> EventLoopFuture<any Channel> {
-        bootstrap(identity: .app(app), app: app, spec: spec).bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+    public func bind(unixSocket path: String, app: AppID, spec: AppSpec) async throws -> GRPCListener {
+        let listener = GRPCListener(address: "unix:\(path)")
+        let channel = try await bootstrap(identity: .app(app), app: app, spec: spec, tracker: listener.tracker)
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
+        listener.attach(channel)
+        return listener
     }
 
     /// Listens on TCP; every call is identified by its `dapr-api-token`.
-    public func bind(host: String, port: Int) -> EventLoopFuture<any Channel> {
-        bootstrap(identity: .tcp, app: nil, spec: nil).bind(host: host, port: port)
+    public func bind(host: String, port: Int) async throws -> GRPCListener {
+        let listener = GRPCListener(address: "\(host):\(port)")
+        let channel = try await bootstrap(identity: .tcp, app: nil, spec: nil, tracker: listener.tracker)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .bind(host: host, port: port).get()
+        listener.attach(channel)
+        return listener
     }
 
-    private func bootstrap(identity: ConnectionIdentity, app: AppID?, spec: AppSpec?) -> ServerBootstrap {
+    private func bootstrap(
+        identity: ListenerIdentity, app: AppID?, spec: AppSpec?, tracker: ConnectionSet
+    ) -> ServerBootstrap {
         let service = self.service
         let gate = self.gate
         let logger = self.logger
@@ -42,7 +53,8 @@ public struct GRPCServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                tracker.add(channel)
+                return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let app, let spec, !(spec.uids.isEmpty && spec.gids.isEmpty) {
                         try sync.addHandler(PeerCredentialsHandler(app: app, uids: spec.uids, gids: spec.gids, logger: logger))

@@ -33,3 +33,11 @@ public struct Caller: Hashable, Sendable, CustomStringConvertible {
     public var appId: String { app.appId }
     public var description: String { app.description }
 }
+
+/// How the connections of one listener are identified.
+public enum ListenerIdentity: Sendable, Hashable {
+    /// An app's own socket: every call on it is that app.
+    case app(AppID)
+    /// A TCP listener: every call carries `dapr-api-token`, checked by the gate.
+    case tcp
+}

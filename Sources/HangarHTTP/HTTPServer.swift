@@ -1,0 +1,48 @@
+public import HangarRuntime
+import HummingbirdCore
+public import Hummingbird
+public import Logging
+public import NIOCore
+public import ServiceLifecycle
+
+/// Builds Hummingbird HTTP/1.1 servers for the listeners of the node, all sharing one router.
+public struct HTTPServer: Sendable {
+    let responder: RouterResponder<HangarRequestContext>
+    let group: any EventLoopGroup
+    let logger: Logger
+
+    public init(runtime: Runtime, group: any EventLoopGroup, logger: Logger) {
+        self.responder = DaprHTTPRoutes(runtime: runtime).router().buildResponder()
+        self.group = group
+        self.logger = logger
+    }
+
+    /// A server for one listener, as a `Service`. `onRunning` is called once it accepts connections.
+    public func makeServer(
+        address: BindAddress, listener: ListenerIdentity, peerCheck: AppSpec? = nil,
+        onRunning: (@Sendable (any Channel) async -> Void)? = nil
+    ) throws -> any Service {
+        let responder = ListenerResponder(listener: listener, inner: self.responder)
+        let logger = self.logger
+        var configuration = HTTP1Channel.Configuration()
+        if case .app(let app) = listener, let spec = peerCheck, !(spec.uids.isEmpty && spec.gids.isEmpty) {
+            configuration = HTTP1Channel.Configuration(additionalChannelHandlers: [
+                PeerCredentialsHandler(app: app, uids: spec.uids, gids: spec.gids, logger: logger)
+            ])
+        }
+        return try HTTPServerBuilder.http1(configuration: configuration).buildServer(
+            configuration: ServerConfiguration(address: address, serverName: nil),
+            eventLoopGroup: group, logger: logger,
+            responder: { request, responseWriter, channel in
+                let context = HangarRequestContext(source: .init(channel: channel, logger: logger))
+                let response: Response
+                do {
+                    response = try await responder.respond(to: request, context: context)
+                } catch {
+                    response = DaprErrorMiddleware.response(RequestError.internal("\(error)"))
+                }
+                try await responseWriter.write(response: response.head, body: response.body)
+            },
+            onServerRunning: onRunning)
+    }
+}

@@ -1,2 +1,0 @@
-internal import Hummingbird
-package enum HangarHTTPPlaceholder {}

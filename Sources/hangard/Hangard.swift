@@ -1,0 +1,127 @@
+import ArgumentParser
+import Foundation
+import HangarGRPC
+import HangarHTTP
+import HangarRuntime
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+
+/// `hangard`: the node daemon. Parses flags, loads configuration, builds the runtime and both front-ends, and runs
+/// them in one `ServiceGroup` until SIGTERM.
+@main
+struct Hangard: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hangard",
+        abstract: "Hangar: one Dapr-compatible runtime per node, serving many apps over Unix sockets.",
+        discussion: """
+            With no flags, runs the development default: tenant 'default' with app 'default', tokenless TCP access \
+            mapped to it, and an embedded SQLite state store named 'statestore'.
+            """)
+
+    @Option(help: "Directory of Dapr resource YAML (Component). Default: the embedded 'statestore' component.")
+    var resources: String?
+
+    @Option(help: "Directory of Tenant YAML (hangar.dev/v1alpha1). Default: tenant 'default' with app 'default'.")
+    var tenancy: String?
+
+    @Option(help: "Where app socket directories are created. Default: $XDG_RUNTIME_DIR/hangar or /tmp/hangar-<uid>.")
+    var socketRoot: String?
+
+    @Option(help: "Where embedded components keep their files. Default: $XDG_STATE_HOME/hangar or ~/.local/state/hangar.")
+    var dataDir: String?
+
+    @Option(help: "TCP address of the HTTP API (HOST:PORT), or 'none'.")
+    var httpListen: String = "127.0.0.1:3500"
+
+    @Option(help: "TCP address of the gRPC API (HOST:PORT), or 'none'.")
+    var grpcListen: String = "127.0.0.1:50001"
+
+    @Option(help: "Largest request message or body accepted, in bytes.")
+    var maxRequestBytes: Int = 4 * 1024 * 1024
+
+    @Option(help: "Seconds to let calls in flight finish on shutdown or detach.")
+    var drainTimeout: Double = 10
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    @Option(help: "text or json.")
+    var logFormat: String = "text"
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
+        guard maxRequestBytes > 0 else { throw ValidationError("--max-request-bytes must be positive") }
+        guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
+        _ = try ListenAddress(httpListen, flag: "--http-listen")
+        _ = try ListenAddress(grpcListen, flag: "--grpc-listen")
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        let json = logFormat == "json"
+        LoggingSystem.bootstrap { label in
+            var handler: any LogHandler =
+                json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "hangard")
+        let environment = ProcessInfo.processInfo.environment
+        let options = NodeOptions(
+            socketRoot: socketRoot ?? Self.defaultSocketRoot(environment),
+            dataDirectory: dataDir ?? Self.defaultDataDirectory(environment),
+            http: try ListenAddress(httpListen, flag: "--http-listen"),
+            grpc: try ListenAddress(grpcListen, flag: "--grpc-listen"),
+            drainTimeout: .milliseconds(Int64(drainTimeout * 1000)))
+
+        let configuration: NodeConfiguration
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
+        let runtime: Runtime
+        do {
+            configuration = try NodeConfiguration.load(
+                tenancyDirectory: tenancy, resourcesDirectory: resources, environment: environment, logger: logger)
+            try SocketLayout(root: options.socketRoot).validate(configuration)
+            try FileManager.default.createDirectory(
+                atPath: options.dataDirectory, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o700])
+            threadPool.start()
+            runtime = try Runtime(
+                configuration: configuration, dataDirectory: options.dataDirectory, maxRequestBytes: maxRequestBytes,
+                eventLoopGroup: group, threadPool: threadPool, logger: logger)
+        } catch let error as ConfigurationError {
+            FileHandle.standardError.write(Data("hangard: invalid configuration: \(error)\n".utf8))
+            throw ExitCode(2)
+        } catch {
+            FileHandle.standardError.write(Data("hangard: cannot start: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let node = NodeService(runtime: runtime, options: options, group: group, logger: logger)
+        let services = ServiceGroup(
+            configuration: .init(
+                services: [node], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await services.run()
+        } catch {
+            logger.error("hangard stopped on error", metadata: ["error": "\(error)"])
+            try? await threadPool.shutdownGracefully()
+            try? await group.shutdownGracefully()
+            throw ExitCode(1)
+        }
+        try? await threadPool.shutdownGracefully()
+        try? await group.shutdownGracefully()
+    }
+
+    static func defaultSocketRoot(_ environment: [String: String]) -> String {
+        if let runtime = environment["XDG_RUNTIME_DIR"], !runtime.isEmpty { return runtime + "/hangar" }
+        return "/tmp/hangar-\(getuid())"
+    }
+
+    static func defaultDataDirectory(_ environment: [String: String]) -> String {
+        if let state = environment["XDG_STATE_HOME"], !state.isEmpty { return state + "/hangar" }
+        return (environment["HOME"] ?? NSHomeDirectory()) + "/.local/state/hangar"
+    }
+}
