@@ -130,7 +130,17 @@ let package = Package(
         ),
         .testTarget(
             name: "HangarRuntimeTests",
-            dependencies: ["HangarRuntime", "HangarGRPC"],
+            dependencies: [
+                "HangarRuntime",
+                "HangarGRPC",
+                "HangarComponents",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
     ]

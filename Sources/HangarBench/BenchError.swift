@@ -1,0 +1,8 @@
+/// A bench failure with a message for the terminal.
+struct BenchError: Error, CustomStringConvertible {
+    let description: String
+
+    init(_ description: String) {
+        self.description = description
+    }
+}

@@ -1,0 +1,65 @@
+import Foundation
+
+/// The files of one bench run, in a short temporary directory under /tmp (Unix socket paths must stay within
+/// 107 bytes): a generated Tenant `bench` declaring `app-0` … `app-<n-1>`, the component YAML copied from
+/// `bench/resources`, hangard's socket root and data directory, and the children's logs.
+struct BenchFixture: Sendable {
+    static let namespace = "bench"
+
+    let root: String
+    let apps: Int
+
+    var tenancy: String { root + "/tenancy" }
+    var resources: String { root + "/resources" }
+    var socketRoot: String { root + "/s" }
+    var dataDirectory: String { root + "/data" }
+    var echoSocket: String { root + "/echo.socket" }
+
+    static func appID(_ index: Int) -> String { "app-\(index)" }
+
+    func grpcSocket(app index: Int) -> String {
+        let app = Self.appID(index)
+        return "\(socketRoot)/\(Self.namespace)/\(app)/dapr-\(app)-grpc.socket"
+    }
+
+    func log(_ name: String) -> String { "\(root)/\(name).log" }
+
+    /// Creates the directory and writes the configuration; `resourcesSource` holds the Component YAML (nil when
+    /// hangard is not started).
+    static func create(apps: Int, resourcesSource: String?) throws -> BenchFixture {
+        var template = Array("/tmp/hb.XXXXXX".utf8CString)
+        guard let created = mkdtemp(&template) else { throw BenchError("cannot create a directory under /tmp") }
+        let fixture = BenchFixture(root: String(cString: created), apps: apps)
+        let files = FileManager.default
+        for directory in [fixture.tenancy, fixture.resources, fixture.dataDirectory] {
+            try files.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        if let resourcesSource {
+            let components = try files.contentsOfDirectory(atPath: resourcesSource)
+                .filter { $0.hasSuffix(".yaml") || $0.hasSuffix(".yml") }
+            guard !components.isEmpty else { throw BenchError("no Component YAML in \(resourcesSource)") }
+            for file in components {
+                try files.copyItem(atPath: resourcesSource + "/" + file, toPath: fixture.resources + "/" + file)
+            }
+        }
+        var tenant = """
+            apiVersion: hangar.dev/v1alpha1
+            kind: Tenant
+            metadata:
+              name: \(namespace)
+            spec:
+              apps:
+
+            """
+        for index in 0..<apps { tenant += "    - appId: \(appID(index))\n" }
+        try tenant.write(toFile: fixture.tenancy + "/\(namespace).yaml", atomically: true, encoding: .utf8)
+        guard fixture.grpcSocket(app: apps - 1).utf8.count <= 107 else {
+            throw BenchError("socket path \(fixture.grpcSocket(app: apps - 1)) is longer than 107 bytes")
+        }
+        return fixture
+    }
+
+    func remove() {
+        try? FileManager.default.removeItem(atPath: root)
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+import HangarGRPC
+import NIOCore
+import SwiftProtobuf
+
+/// The calls the bench makes, encoded once up front as length-prefixed gRPC messages.
+enum BenchRequests {
+    static let getStatePath = "/dapr.proto.runtime.v1.Dapr/GetState"
+    static let saveStatePath = "/dapr.proto.runtime.v1.Dapr/SaveState"
+    static let echoPath = "/hangar.bench.v1.Echo/Echo"
+
+    private static let allocator = ByteBufferAllocator()
+
+    /// The key caller `caller` uses as its `index`-th key.
+    static func key(caller: Int, index: Int) -> String { "k\(caller)-\(index)" }
+
+    /// A value of `bytes` bytes.
+    static func value(bytes: Int) -> Data {
+        Data((0..<bytes).map { UInt8(ascii: "a") + UInt8($0 % 26) })
+    }
+
+    static func getState(store: String, key: String) throws -> ByteBuffer {
+        var request = Dapr_Proto_Runtime_V1_GetStateRequest()
+        request.storeName = store
+        request.key = key
+        return try GRPCService.frame(request, allocator: allocator)
+    }
+
+    static func saveState(store: String, keys: [String], value: Data) throws -> ByteBuffer {
+        var request = Dapr_Proto_Runtime_V1_SaveStateRequest()
+        request.storeName = store
+        request.states = keys.map { key in
+            var item = Dapr_Proto_Common_V1_StateItem()
+            item.key = key
+            item.value = value
+            return item
+        }
+        return try GRPCService.frame(request, allocator: allocator)
+    }
+
+    static func echo(payload: Data) throws -> ByteBuffer {
+        var request = Hangar_Bench_V1_EchoRequest()
+        request.payload = payload
+        return try GRPCService.frame(request, allocator: allocator)
+    }
+
+    /// The data a GetState response carries.
+    static func decodeGetState(_ response: ByteBuffer) throws -> Data {
+        try Dapr_Proto_Runtime_V1_GetStateResponse(serializedBytes: Array(response.readableBytesView)).data
+    }
+
+    /// The payload an echo response carries.
+    static func decodeEcho(_ response: ByteBuffer) throws -> Data {
+        try Hangar_Bench_V1_EchoResponse(serializedBytes: Array(response.readableBytesView)).payload
+    }
+}

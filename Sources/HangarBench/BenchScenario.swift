@@ -1,0 +1,16 @@
+import ArgumentParser
+
+/// What `--scenario` selects. The RSS numbers (idle, then every app connected once) are taken whenever hangard
+/// runs; each state scenario runs a sequential phase (one caller) and, with `--concurrency` above 1, a concurrent one.
+enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
+    case all
+    case rss
+    case getMemory = "get-memory"
+    case saveMemory = "save-memory"
+    case getSQLite = "get-sqlite"
+    case saveSQLite = "save-sqlite"
+    case echo
+
+    /// Whether the scenario needs hangard running.
+    var needsDaemon: Bool { self != .echo && self != .all }
+}

@@ -1,0 +1,81 @@
+import NIOCore
+import NIOHPACK
+
+/// When a caller stops: after a number of calls, or at a monotonic instant (nanoseconds, `NIODeadline` clock).
+enum CallerStop: Sendable {
+    case calls(Int)
+    case deadline(UInt64)
+}
+
+/// What one caller saw: a latency sample (nanoseconds) per successful call, and its failures.
+struct CallerOutcome: Sendable {
+    var samples: [UInt64]
+    var errors: Int
+    var firstError: String?
+}
+
+/// One caller that issues its next call as soon as the previous one returns, entirely on its connection's event
+/// loop (no hop to the concurrency pool between calls, so the client adds as little as it can to what it
+/// measures). It cycles through pre-encoded requests. A gRPC error is counted and the loop goes on; a closed
+/// stream or a malformed response ends the caller.
+final class ClosedLoopCaller {
+    private let handler: GRPCClientHandler
+    private let headers: HPACKHeaders
+    private let requests: [ByteBuffer]
+    private let stop: CallerStop
+    private let done: EventLoopPromise<CallerOutcome>
+    private var nextRequest = 0
+    private var issued = 0
+    private var startedAt: UInt64 = 0
+    private var outcome = CallerOutcome(samples: [], errors: 0, firstError: nil)
+
+    /// Call on the connection's event loop.
+    init(handler: GRPCClientHandler, path: String, requests: [ByteBuffer], stop: CallerStop, eventLoop: any EventLoop) {
+        precondition(!requests.isEmpty, "a caller needs at least one request")
+        self.handler = handler
+        self.headers = GRPCClientHandler.requestHeaders(path: path)
+        self.requests = requests
+        self.stop = stop
+        self.done = eventLoop.makePromise(of: CallerOutcome.self)
+        if case .calls(let count) = stop { outcome.samples.reserveCapacity(count) }
+    }
+
+    /// Starts the loop; the future completes when the caller has stopped.
+    func start() -> EventLoopFuture<CallerOutcome> {
+        issueOrFinish()
+        return done.futureResult
+    }
+
+    private func issueOrFinish() {
+        let now = NIODeadline.now().uptimeNanoseconds
+        switch stop {
+        case .calls(let count) where issued >= count, .deadline(let count) where now >= count:
+            return done.succeed(outcome)
+        default:
+            break
+        }
+        issued += 1
+        let request = requests[nextRequest]
+        nextRequest = nextRequest + 1 == requests.count ? 0 : nextRequest + 1
+        startedAt = now
+        handler.call(headers: headers, message: request) { result in
+            self.completed(result)
+        }
+    }
+
+    private func completed(_ result: Result<ByteBuffer, GRPCCallError>) {
+        let elapsed = NIODeadline.now().uptimeNanoseconds - startedAt
+        switch result {
+        case .success:
+            outcome.samples.append(elapsed)
+        case .failure(.status(let code, let message)):
+            outcome.errors += 1
+            if outcome.firstError == nil { outcome.firstError = "grpc-status \(code): \(message)" }
+        case .failure(let error):
+            outcome.errors += 1
+            if outcome.firstError == nil { outcome.firstError = "\(error)" }
+            return done.succeed(outcome)
+        }
+        issueOrFinish()
+    }
+}

@@ -1,0 +1,49 @@
+import ArgumentParser
+import Glibc
+import HangarGRPC
+import HangarRuntime
+import Logging
+import NIOCore
+import NIOPosix
+
+/// `hangar-bench echo-server`: Hangar's own gRPC server with one trivial method, `/hangar.bench.v1.Echo/Echo`, and
+/// nothing behind it (no state store). The bench runs it as a separate process, like hangard, so that both are
+/// measured the same way: same client, same kind of socket, same event-loop count, CPU read from `/proc`.
+struct EchoServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "echo-server",
+        abstract: "Serve the trivial echo gRPC method on a Unix socket until killed (used by the bench).")
+
+    /// What the server logs once it listens.
+    static let readyMarker = "echo ready"
+
+    @Option(help: "Unix socket path to listen on.")
+    var socket: String
+
+    @Option(help: "Event-loop threads (default: one per core, as hangard).")
+    var threads: Int = System.coreCount
+
+    func run() async throws {
+        let app = AppID(namespace: "bench", appId: "echo")
+        let spec = AppSpec(appId: app.appId)
+        let gate = Gate(
+            registry: TenantRegistry(
+                configuration: NodeConfiguration(tenants: [TenantSpec(namespace: app.namespace, apps: [spec])], components: [])),
+            maxRequestBytes: 4 << 20)
+        var service = GRPCService()
+        service.unary("/hangar.bench.v1.Echo/Echo", Hangar_Bench_V1_EchoRequest.self) { request, call in
+            var response = Hangar_Bench_V1_EchoResponse()
+            response.payload = request.payload
+            return call.eventLoop.makeSucceededFuture(response)
+        }
+        var logger = Logger(label: "echo-server")
+        logger.logLevel = .warning
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        let server = GRPCServer(service: service, gate: gate, group: group, logger: logger)
+        _ = try await server.bind(unixSocket: socket, app: app, spec: spec)
+        print(Self.readyMarker)
+        fflush(stdout)
+        // Serves until the bench sends SIGTERM, whose default action ends the process.
+        while true { try await Task.sleep(for: .seconds(3600)) }
+    }
+}

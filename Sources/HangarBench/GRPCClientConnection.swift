@@ -1,0 +1,44 @@
+import NIOCore
+import NIOHTTP2
+import NIOPosix
+
+/// One HTTP/2 connection to a gRPC server on a Unix socket, carrying any number of concurrent unary calls.
+struct GRPCClientConnection: Sendable {
+    let channel: any Channel
+    let handler: NIOLoopBound<GRPCClientHandler>
+
+    var eventLoop: any EventLoop { channel.eventLoop }
+
+    /// Connects to `path` on one of `group`'s event loops.
+    static func connect(unixSocket path: String, group: any EventLoopGroup) async throws -> GRPCClientConnection {
+        let channel = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOHTTP2Handler(mode: .client, initialSettings: GRPCClientHandler.settings))
+                    try sync.addHandler(GRPCClientHandler())
+                }
+            }
+            .connect(unixDomainSocketPath: path).get()
+        let handler = try await channel.eventLoop.submit {
+            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: GRPCClientHandler.self), eventLoop: channel.eventLoop)
+        }.get()
+        return GRPCClientConnection(channel: channel, handler: handler)
+    }
+
+    /// One unary call from any thread; returns the response message without its prefix.
+    func unary(path: String, message: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
+        let handler = self.handler
+        return eventLoop.flatSubmit {
+            let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
+            handler.value.call(headers: GRPCClientHandler.requestHeaders(path: path), message: message) { result in
+                promise.completeWith(result.mapError { $0 as any Error })
+            }
+            return promise.futureResult
+        }
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+}

@@ -1,0 +1,96 @@
+import Foundation
+
+/// The report as text for a terminal (and for pasting into BENCHMARKS.md).
+enum ResultTable {
+    static func render(_ report: BenchReport) -> String {
+        var lines: [String] = []
+        let machine = report.machine
+        lines.append("hangar-bench \(report.date) — \(machine.cores) cores, \(machine.cpuModel), Linux \(machine.kernel)")
+        if let daemon = report.daemon { lines.append(describe("hangard", daemon)) }
+        if let echo = report.echo { lines.append(describe("echo server", echo)) }
+        lines.append("")
+
+        let header = [
+            "server", "operation", "store", "mode", "callers", "conns", "calls", "calls/s", "p50 µs", "p90 µs", "p99 µs",
+            "p99.9 µs", "server CPU µs/call", "server cs/call", "client CPU µs/call", "errors",
+        ]
+        var rows = [header]
+        for phase in report.phases {
+            rows.append([
+                phase.server, phase.operation, phase.store ?? "-", phase.mode, "\(phase.callers)", "\(phase.connections)",
+                "\(phase.calls)", format(phase.callsPerSecond, 0), format(phase.latency.p50, 1),
+                format(phase.latency.p90, 1), format(phase.latency.p99, 1), format(phase.latency.p999, 1),
+                format(phase.serverCPUMicrosPerCall, 1), format(phase.serverContextSwitchesPerCall, 2),
+                format(phase.clientCPUMicrosPerCall, 1), "\(phase.errors)",
+            ])
+        }
+        lines.append(contentsOf: align(rows, leftColumns: 4))
+        for phase in report.phases where phase.errors > 0 {
+            lines.append("  \(phase.server) \(phase.label): first error: \(phase.firstError ?? "?")")
+        }
+
+        if !report.targets.isEmpty {
+            lines.append("")
+            lines.append("targets:")
+            for target in report.targets {
+                let verdict = target.met ? "met   " : "MISSED"
+                lines.append(
+                    "  \(verdict) \(target.name): \(format(target.measured, target.unit == "×" ? 2 : 1)) \(target.unit) "
+                        + "(target \(target.target) \(target.unit))")
+            }
+        }
+        lines.append(contentsOf: sidecarComparison(report))
+        return lines.joined(separator: "\n")
+    }
+
+    private static func describe(_ name: String, _ server: BenchReport.ServerProcess) -> String {
+        var text =
+            "\(name): ready in \(format(server.secondsToReady, 2)) s; RSS idle \(format(server.idleRSSMB, 1)) MB "
+            + "(\(server.idleThreads) threads)"
+        if server.apps > 1 { text += ", \(server.apps) apps declared" }
+        text += "; connected \(format(server.connectedRSSMB, 1)) MB"
+        if let after = server.afterLoadRSSMB, let peak = server.peakRSSMB {
+            text += "; after load \(format(after, 1)) MB (peak \(format(peak, 1)) MB)"
+        }
+        if let seconds = server.shutdownSeconds {
+            text += "; SIGTERM → exit \(server.exitStatus.map(String.init) ?? "killed") in \(format(seconds, 2)) s"
+        }
+        return text
+    }
+
+    /// Hangar next to the published per-sidecar figures of Dapr (different workload and machine: orders of
+    /// magnitude only).
+    private static func sidecarComparison(_ report: BenchReport) -> [String] {
+        var lines = ["", "against Dapr's published sidecar anchors (~0.2 vCPU and ~51 MB per 1000 req/s; +1.06 ms p50 / +2.90 ms p99 per call):"]
+        for phase in report.phases where phase.server == "hangard" && phase.mode == "concurrent" {
+            let vCPU = phase.serverCPUMicrosPerCall / 1000
+            lines.append("  \(phase.label): \(format(vCPU, 3)) vCPU per 1000 req/s")
+        }
+        if let daemon = report.daemon {
+            lines.append(
+                "  memory: one hangard serving \(daemon.apps) connected apps: \(format(daemon.afterLoadRSSMB ?? daemon.connectedRSSMB, 1)) MB")
+        }
+        if let get = report.phase(server: "hangard", operation: "GetState", store: "memstore", mode: "sequential"),
+            let echo = report.phase(server: "echo", operation: "Echo", store: nil, mode: "sequential")
+        {
+            lines.append(
+                "  latency over the bare echo server (1 caller): +\(format(get.latency.p50 - echo.latency.p50, 1)) µs p50, "
+                    + "+\(format(get.latency.p99 - echo.latency.p99, 1)) µs p99 (GetState in-memory)")
+        }
+        return lines.count > 2 ? lines : []
+    }
+
+    /// Columns padded to their widest cell; the first `leftColumns` left-aligned, the rest right-aligned.
+    private static func align(_ rows: [[String]], leftColumns: Int) -> [String] {
+        guard let columns = rows.first?.count else { return [] }
+        let widths = (0..<columns).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { column, cell in
+                let padding = String(repeating: " ", count: widths[column] - cell.count)
+                return column < leftColumns ? cell + padding : padding + cell
+            }.joined(separator: "  ")
+        }
+    }
+
+    private static func format(_ value: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", value) }
+}

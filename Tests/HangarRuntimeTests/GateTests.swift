@@ -1,0 +1,49 @@
+import Testing
+
+@testable import HangarRuntime
+
+@Suite("Gate and identity")
+struct GateTests {
+    let registry = TenantRegistry(
+        configuration: NodeConfiguration(
+            tenants: [
+                TenantSpec(namespace: "team-a", apps: [AppSpec(appId: "orders", apiToken: "token-a")]),
+                TenantSpec(namespace: "team-b", apps: [AppSpec(appId: "orders", apiToken: "token-b")]),
+            ],
+            components: []))
+
+    @Test("a TCP token identifies exactly its app; a wrong, empty or missing token is UNAUTHENTICATED")
+    func tokens() throws {
+        let gate = Gate(registry: registry, maxRequestBytes: 10)
+        #expect(try gate.admit(.tcp, token: "token-a").app == AppID(namespace: "team-a", appId: "orders"))
+        #expect(try gate.admit(.tcp, token: "token-b").app == AppID(namespace: "team-b", appId: "orders"))
+        for token in [nil, "", "token-", "token-ab", "TOKEN-A"] {
+            let error = #expect(throws: APIError.self) { try gate.admit(.tcp, token: token) }
+            #expect(error?.rpcCode == .unauthenticated)
+            #expect(error?.httpStatus == 401)
+        }
+    }
+
+    @Test("on an app socket the connection is the app, whatever token it sends")
+    func socketIdentity() throws {
+        let gate = Gate(registry: registry, maxRequestBytes: 10)
+        let app = AppID(namespace: "team-b", appId: "orders")
+        #expect(try gate.admit(.app(app), token: "token-a") == Caller(app: app, transport: .unixSocket))
+    }
+
+    @Test("request size is checked against the limit")
+    func size() throws {
+        let gate = Gate(registry: registry, maxRequestBytes: 10)
+        try gate.checkSize(10)
+        let error = #expect(throws: APIError.self) { try gate.checkSize(11) }
+        #expect(error?.rpcCode == .resourceExhausted)
+    }
+
+    @Test("constant-time comparison agrees with equality")
+    func constantTime() {
+        #expect(TenantRegistry.constantTimeEquals(Array("abc".utf8), Array("abc".utf8)))
+        #expect(!TenantRegistry.constantTimeEquals(Array("abc".utf8), Array("abd".utf8)))
+        #expect(!TenantRegistry.constantTimeEquals(Array("abc".utf8), Array("abcd".utf8)))
+        #expect(!TenantRegistry.constantTimeEquals([], Array("a".utf8)))
+    }
+}
