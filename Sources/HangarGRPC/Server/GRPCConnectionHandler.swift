@@ -18,7 +18,8 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
 
     /// The SETTINGS this server advertises.
     package static let settings: HTTP2Settings = [
-        HTTP2Setting(parameter: .maxConcurrentStreams, value: 1000),
+        // Each stream may buffer up to one request message: this bounds what one connection can make the node hold.
+        HTTP2Setting(parameter: .maxConcurrentStreams, value: 128),
         HTTP2Setting(parameter: .initialWindowSize, value: streamWindow),
         HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024),
     ]

@@ -109,9 +109,16 @@ enum YAMLFiles {
         }
         var documents: [YAMLMapping] = []
         do {
-            for (index, document) in try Yams.load_all(yaml: text).enumerated() {
+            // Parse document by document with errors surfaced: `Yams.load_all`'s lazy sequence drops a document
+            // that fails to parse, which would make a broken file look empty.
+            let parser = try Parser(yaml: text)
+            var index = 0
+            while let root = try parser.nextRoot() {
+                defer { index += 1 }
+                let document = Constructor.default.any(from: root)
                 if document is NSNull { continue }
-                documents.append(try YAMLMapping(path: path, field: index == 0 ? "" : "document[\(index)]", value: document))
+                documents.append(
+                    try YAMLMapping(path: path, field: index == 0 ? "" : "document[\(index)]", value: document))
             }
         } catch let error as ConfigurationError {
             throw error

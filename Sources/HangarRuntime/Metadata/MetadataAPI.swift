@@ -19,6 +19,8 @@ public struct RuntimeMetadata: Sendable, Hashable {
 /// The metadata building block: `GetMetadata`, `SetMetadata`, and `Shutdown`, which detaches only the calling app.
 public final class MetadataAPI: Sendable {
     public static let runtimeVersion = "hangar-0.1.0"
+    /// How many `SetMetadata` attributes one app may hold.
+    static let maxAttributes = 1024
 
     private let components: ComponentHost
     private let registry: TenantRegistry
@@ -60,10 +62,14 @@ public final class MetadataAPI: Sendable {
         guard key.utf8.count <= 256, value.utf8.count <= 64 * 1024 else {
             throw RequestError.malformed("metadata key or value is too long (256 bytes / 64 KiB at most)")
         }
-        attributes.withLock { all in
-            guard all[caller.app, default: [:]].count < 1024 || all[caller.app]?[key] != nil else { return }
+        let stored = attributes.withLock { all -> Bool in
+            guard all[caller.app, default: [:]].count < Self.maxAttributes || all[caller.app]?[key] != nil else {
+                return false
+            }
             all[caller.app, default: [:]][key] = value
+            return true
         }
+        if !stored { throw RequestError.malformed("an app may set at most \(Self.maxAttributes) metadata attributes") }
     }
 
     /// `Shutdown`: detaches the calling app (its sockets close once this call is answered); never stops the daemon.
