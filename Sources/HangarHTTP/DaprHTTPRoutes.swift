@@ -75,9 +75,15 @@ public struct DaprHTTPRoutes: Sendable {
         do {
             return try await request.body.collect(upTo: limit)
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw RequestError.tooLarge(limit + 1, limit: limit).withMessage(
-                "the request body exceeds the maximum of \(limit) bytes")
+            throw Self.bodyTooLarge(limit)
+        } catch is NIOTooManyBytesError {
+            // A chunked body has no declared length: it is refused once it passes the limit.
+            throw Self.bodyTooLarge(limit)
         }
+    }
+
+    static func bodyTooLarge(_ limit: Int) -> APIError {
+        RequestError.tooLarge(limit + 1, limit: limit).withMessage("the request body exceeds the maximum of \(limit) bytes")
     }
 
     func json(_ request: Request) async throws -> Any {

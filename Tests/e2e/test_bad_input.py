@@ -249,3 +249,42 @@ def test_unknown_http_route_is_an_error_not_a_crash(hangard):
         result = hangard.http("team-a", "orders", method, path)
         assert 400 <= result.status < 500 or result.status == 501, result
     still_serves(hangard)
+
+
+def connect_unix(path, timeout=5.0):
+    """Connects to a Unix socket, retrying while the listen backlog is full (EAGAIN), for at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(str(path))
+            return s
+        except BlockingIOError:
+            s.close()
+            if time.monotonic() > deadline:
+                pytest.fail(f"could not connect to {path} within {timeout}s: the daemon stopped accepting")
+            time.sleep(0.01)
+        except BaseException:
+            s.close()
+            raise
+
+
+def test_many_idle_connections_do_not_stop_service(hangard):
+    """200 idle connections on each socket of one app; that app and the others still answer."""
+    sockets = []
+    try:
+        for path in (hangard.http_socket("team-a", "orders"), hangard.grpc_socket("team-a", "orders")):
+            sockets += [connect_unix(path) for _ in range(200)]
+        assert hangard.http("team-a", "orders", "GET", "/v1.0/healthz").status == 204
+        still_serves(hangard)
+        still_serves(hangard, "team-b", "orders")
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_oversized_http_header_is_refused(hangard):
+    result = hangard.http("team-a", "orders", "GET", "/v1.0/healthz", headers={"X-Big": "a" * 200_000})
+    assert 400 <= result.status < 500, result
+    still_serves(hangard)

@@ -37,7 +37,9 @@ def test_tokens_of_two_tenants_reach_separate_data(hangard):
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-@pytest.mark.parametrize("token", [None, "wrong-token", TEAM_A_ORDERS_TOKEN + "x", " "], ids=repr)
+@pytest.mark.parametrize(
+    "token", [None, "wrong-token", TEAM_A_ORDERS_TOKEN + "x", " "], ids=["none", "wrong", "near-miss", "blank"]
+)
 def test_grpc_without_a_valid_token_is_unauthenticated(hangard, token):
     client = hangard.tcp_client(token)
     for call in (

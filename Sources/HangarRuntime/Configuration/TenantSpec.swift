@@ -90,6 +90,8 @@ public struct TenantSpec: Sendable, Hashable {
             throw document.error("apiVersion", "must be \(Self.apiVersion), not '\(apiVersion ?? "")'")
         }
         guard let metadata = try document.mapping("metadata") else { throw document.error("metadata", "is required") }
+        // The Tenant's name *is* its namespace; a `metadata.namespace` here would be a misunderstanding.
+        try metadata.rejectUnknownKeys(["name", "labels", "annotations"])
         namespace = try metadata.requiredString("name")
         if let problem = Names.dns1123Problem(namespace) { throw metadata.error("name", problem) }
         source = document.path

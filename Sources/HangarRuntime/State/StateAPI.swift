@@ -122,36 +122,33 @@ public struct StateAPI: Sendable {
         }.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .get, store: store) }
     }
 
-    /// `GetBulkState`: one result per key, in order; an invalid key is an error for that key only.
+    /// `GetBulkState`: one result per key, in order. As Dapr, an invalid key fails the whole call; a store's
+    /// failure for one key is that key's error.
     public func bulkGet(
         _ caller: Caller, store: String, keys: [String], on eventLoop: any EventLoop
     ) -> EventLoopFuture<[BulkStateValue]> {
+        let physicalKeys: [String]
         let handle: TenantStateHandle
-        do { handle = try self.handle(caller, store) } catch { return eventLoop.makeFailedFuture(error) }
-        var physicalKeys: [String] = []
-        var results: [BulkStateValue] = keys.map { BulkStateValue(key: $0, value: nil, error: nil) }
-        var positions: [Int] = []
-        for (index, key) in keys.enumerated() {
-            do {
-                physicalKeys.append(try handle.physicalKey(key))
-                positions.append(index)
-            } catch {
-                results[index].error = error.message
-            }
+        do {
+            handle = try self.handle(caller, store)
+            physicalKeys = try keys.map { (key) throws(APIError) in try handle.physicalKey(key) }
+        } catch {
+            return eventLoop.makeFailedFuture(error)
         }
-        return handle.store.bulkGet(physicalKeys, on: eventLoop).map { [results, positions] fetched in
-            var results = results
-            for (position, result) in zip(positions, fetched) {
+        return handle.store.bulkGet(physicalKeys, on: eventLoop).map { fetched in
+            zip(keys, fetched).map { key, result in
                 switch result {
                 case .success(let entry):
-                    results[position].value = entry.map {
-                        StateValue(data: $0.value, etag: $0.etag, metadata: Self.responseMetadata($0))
-                    }
+                    BulkStateValue(
+                        key: key,
+                        value: entry.map { StateValue(data: $0.value, etag: $0.etag, metadata: Self.responseMetadata($0)) },
+                        error: nil)
                 case .failure(let error):
-                    results[position].error = StateAPIError.from(error, operation: .bulkGet, store: store).message
+                    BulkStateValue(
+                        key: key, value: nil,
+                        error: StateAPIError.from(error, operation: .bulkGet, store: store).message)
                 }
             }
-            return results
         }.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .bulkGet, store: store) }
     }
 
