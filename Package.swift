@@ -6,6 +6,13 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+/// What nearly every target uses: SwiftNIO's core and POSIX modules, and swift-log.
+let nioAndLogging: [Target.Dependency] = [
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+    .product(name: "Logging", package: "swift-log"),
+]
+
 let package = Package(
     name: "hangar",
     platforms: [.macOS(.v15)],
@@ -29,11 +36,7 @@ let package = Package(
         // Building-block protocols, their value types and the in-memory drivers. Knows nothing of gRPC, HTTP or tenants.
         .target(
             name: "HangarComponents",
-            dependencies: [
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            dependencies: nioAndLogging,
             swiftSettings: strict
         ),
         // SQLite-backed components (state.sqlite). SQLite itself is the copy vendored by sqlite-nio.
@@ -42,10 +45,7 @@ let package = Package(
             dependencies: [
                 "HangarComponents",
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            ] + nioAndLogging,
             swiftSettings: strict
         ),
         // The runtime: configuration, tenancy, identity, the gate, and building-block operations shared by both front-ends.
@@ -54,9 +54,7 @@ let package = Package(
             dependencies: [
                 "HangarComponents",
                 "HangarSQLite",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
+            ] + nioAndLogging + [
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict
@@ -66,12 +64,9 @@ let package = Package(
             name: "HangarGRPC",
             dependencies: [
                 "HangarRuntime",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            ] + nioAndLogging,
             exclude: ["Protos"],
             swiftSettings: strict
         ),
@@ -84,10 +79,7 @@ let package = Package(
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            ] + nioAndLogging,
             swiftSettings: strict
         ),
         .executableTarget(
@@ -99,10 +91,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-            ],
+            ] + nioAndLogging,
             swiftSettings: strict
         ),
         .executableTarget(
@@ -122,10 +111,7 @@ let package = Package(
             dependencies: [
                 "HangarComponents",
                 "HangarSQLite",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            ] + nioAndLogging,
             swiftSettings: strict
         ),
         .testTarget(
@@ -134,13 +120,10 @@ let package = Package(
                 "HangarRuntime",
                 "HangarGRPC",
                 "HangarComponents",
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
+            ] + nioAndLogging,
             swiftSettings: strict
         ),
     ]

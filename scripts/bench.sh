@@ -8,8 +8,13 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-swift build -c release --product hangard --product hangar-bench
+# One product per invocation: `swift build` keeps only the last of several --product flags.
+swift build -c release --product hangard
+swift build -c release --product hangar-bench
 bin="$(swift build -c release --show-bin-path)"
 
 mkdir -p bench-results
+if git rev-parse --git-dir > /dev/null 2>&1; then
+    echo "source: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- Sources Package.swift || echo ' + uncommitted changes')" >&2
+fi
 "$bin/hangar-bench" --hangard "$bin/hangard" --scenario all --json bench-results/latest.json "$@"

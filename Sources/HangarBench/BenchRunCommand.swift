@@ -3,9 +3,10 @@ import Foundation
 import NIOCore
 import NIOPosix
 
-/// `hangar-bench run` (the default): starts hangard with N apps and two state stores, measures memory, then
-/// GetState and SaveState on each store with one caller and with many; then does the same with Hangar's gRPC
-/// server and a trivial echo method as the baseline; prints a table and optionally writes JSON.
+/// `hangar-bench run` (the default): starts hangard with N apps and two state stores, and Hangar's own gRPC
+/// server with a trivial echo method as the baseline; measures their memory, then in each round GetState and
+/// SaveState on each store and Echo, each with one caller and with many; prints a table (per phase, the round
+/// with the median server CPU per call) and optionally writes every result as JSON.
 struct BenchRunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
@@ -17,7 +18,7 @@ struct BenchRunCommand: AsyncParsableCommand {
     @Option(help: "Directory of the Component YAML to load (stores 'memstore' and 'sqlstore').")
     var resources = "bench/resources"
 
-    @Option(help: "What to measure (repeatable): \(BenchScenario.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Option(help: "What to measure (repeatable).")
     var scenario: [BenchScenario] = [.all]
 
     @Option(help: "Apps declared in the generated Tenant; each gets its own socket and, in the bench, one connection.")
@@ -38,6 +39,13 @@ struct BenchRunCommand: AsyncParsableCommand {
     @Option(help: "Seconds of unmeasured calls before each phase.")
     var warmup: Double = 1
 
+    @Option(
+        help: """
+            Passes over every phase; each phase is reported from the round with its median server CPU per call, \
+            with the spread over the rounds.
+            """)
+    var rounds = 3
+
     @Option(help: "Bytes in each stored value and echo payload.")
     var valueBytes = 100
 
@@ -46,6 +54,16 @@ struct BenchRunCommand: AsyncParsableCommand {
 
     @Option(help: "Event-loop threads of the bench's client.")
     var clientThreads = 1
+
+    @Option(
+        help: """
+            Seconds the whole run may spend waiting for other processes to use less than 0.1 cores before a phase, \
+            and re-running phases they disturbed (0: neither). Other load is reported per phase either way.
+            """)
+    var patience: Double = 120
+
+    @Option(help: "Runs of a phase at most, while other processes disturb it.")
+    var attempts = 3
 
     @Option(help: "Write every result as JSON to this path.")
     var json: String?
@@ -56,10 +74,14 @@ struct BenchRunCommand: AsyncParsableCommand {
     func validate() throws {
         guard apps >= 1 else { throw ValidationError("--apps must be at least 1") }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
-        guard calls >= 1, callsPerCaller >= 1 else { throw ValidationError("--calls and --calls-per-caller must be positive") }
-        guard (duration ?? 1) > 0, warmup >= 0 else { throw ValidationError("--duration must be positive, --warmup not negative") }
+        guard calls >= 1, callsPerCaller >= 1, rounds >= 1, attempts >= 1 else {
+            throw ValidationError("--calls, --calls-per-caller, --rounds and --attempts must be positive")
+        }
+        guard (duration ?? 1) > 0, warmup >= 0, patience >= 0 else {
+            throw ValidationError("--duration must be positive, --warmup and --patience not negative")
+        }
         guard valueBytes >= 0, keys >= 1, clientThreads >= 1 else {
-            throw ValidationError("--value-bytes, --keys and --client-threads must be sensible")
+            throw ValidationError("--value-bytes must not be negative, --keys and --client-threads must be positive")
         }
     }
 
@@ -67,7 +89,8 @@ struct BenchRunCommand: AsyncParsableCommand {
         let selected = Set(scenario.contains(.all) ? BenchScenario.allCases.filter { $0 != .all } : scenario)
         let needsDaemon = selected.contains { $0.needsDaemon }
         if needsDaemon, !FileManager.default.isExecutableFile(atPath: hangard) {
-            throw BenchError("no hangard at \(hangard); build it (swift build -c release --product hangard) or pass --hangard")
+            throw BenchError(
+                "no hangard at \(hangard); build it (swift build -c release --product hangard) or pass --hangard")
         }
         var report = BenchReport(
             date: ISO8601DateFormatter().string(from: Date()),
@@ -76,36 +99,70 @@ struct BenchRunCommand: AsyncParsableCommand {
             options: BenchReport.Options(
                 apps: apps, concurrency: concurrency, sequentialCalls: duration == nil ? calls : nil,
                 concurrentCallsPerCaller: duration == nil ? callsPerCaller : nil, durationSeconds: duration,
-                warmupSeconds: warmup, valueBytes: valueBytes, keysPerCaller: keys, clientThreads: clientThreads))
+                warmupSeconds: warmup, rounds: rounds, valueBytes: valueBytes, keysPerCaller: keys,
+                clientThreads: clientThreads, patienceSeconds: patience, attempts: attempts))
         let fixture = try BenchFixture.create(apps: apps, resourcesSource: needsDaemon ? resources : nil)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
+        let budget = PatienceBudget(.milliseconds(Int64(patience * 1000)))
+        var servers: [BenchServer] = []
         do {
-            if needsDaemon { try await measureDaemon(&report, fixture: fixture, group: group, selected: selected) }
-            if selected.contains(.echo) { try await measureEcho(&report, fixture: fixture, group: group) }
+            if needsDaemon {
+                servers.append(
+                    try await startDaemon(fixture: fixture, group: group, selected: selected, budget: budget))
+            }
+            if selected.contains(.echo) {
+                servers.append(try await startEcho(fixture: fixture, group: group, budget: budget))
+            }
+            for round in 1...rounds {
+                if rounds > 1 { progress("round \(round) of \(rounds)") }
+                for server in servers {
+                    for load in server.loads {
+                        report.allPhases += try await runPhases(load, on: server, round: round)
+                    }
+                }
+            }
+            for index in servers.indices {
+                try servers[index].recordAfterLoad()
+                await servers[index].stop()
+                let info = servers[index].info
+                progress(
+                    "\(servers[index].generator.serverName) stopped in \(Self.format(info.shutdownSeconds ?? 0, 2)) s, "
+                        + "exit status \(info.exitStatus.map(String.init) ?? "killed")")
+            }
         } catch {
+            for server in servers {
+                _ = await server.process.terminate(timeout: .seconds(10))
+                await BenchServer.close(server.connections)
+            }
             try? await group.shutdownGracefully()
             if !keep { fixture.remove() }
             throw error
         }
         try await group.shutdownGracefully()
+        report.daemon = servers.first { $0.generator.serverName == "hangard" }?.info
+        report.echo = servers.first { $0.generator.serverName == "echo" }?.info
+        report.phases = PhaseResult.medians(report.allPhases)
         report.checkTargets()
         print(ResultTable.render(report))
         if let json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
             let url = URL(fileURLWithPath: json)
-            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             try encoder.encode(report).write(to: url)
             print("results written to \(json)")
         }
         if keep { print("configs and logs kept in \(fixture.root)") } else { fixture.remove() }
     }
 
-    // MARK: hangard
+    // MARK: Servers
 
-    private func measureDaemon(
-        _ report: inout BenchReport, fixture: BenchFixture, group: any EventLoopGroup, selected: Set<BenchScenario>
-    ) async throws {
+    /// Starts hangard, measures its RSS idle and with every app connected (one connection and one call each),
+    /// and stores the keys the state loads read.
+    private func startDaemon(
+        fixture: BenchFixture, group: any EventLoopGroup, selected: Set<BenchScenario>, budget: PatienceBudget
+    ) async throws -> BenchServer {
         let process = try ManagedProcess.spawn(
             name: "hangard", executable: hangard,
             arguments: [
@@ -121,59 +178,58 @@ struct BenchRunCommand: AsyncParsableCommand {
             progress("hangard ready in \(Self.format(secondsToReady, 2)) s with \(apps) apps (pid \(process.pid))")
             try await Task.sleep(for: .seconds(1))
             let idle = try ProcessSample.read(pid: process.pid)
-
             for index in 0..<apps {
-                connections.append(try await GRPCClientConnection.connect(unixSocket: fixture.grpcSocket(app: index), group: group))
+                connections.append(
+                    try await GRPCClientConnection.connect(unixSocket: fixture.grpcSocket(app: index), group: group))
             }
             let firstCall = try BenchRequests.getState(store: "memstore", key: "absent")
             try await Self.callEach(connections, path: BenchRequests.getStatePath, message: firstCall)
             try await Task.sleep(for: .milliseconds(500))
             let connected = try ProcessSample.read(pid: process.pid)
-            report.daemon = BenchReport.ServerProcess(
-                path: hangard, apps: apps, secondsToReady: secondsToReady, idleRSSMB: Self.megabytes(idle.rssKiB),
-                idleThreads: idle.threads, connectedRSSMB: Self.megabytes(connected.rssKiB),
-                connectedThreads: connected.threads)
+            let info = Self.serverInfo(
+                path: hangard, apps: apps, secondsToReady: secondsToReady, idle: idle, connected: connected)
             progress(
-                "hangard RSS: idle \(Self.format(Self.megabytes(idle.rssKiB), 1)) MB, "
-                    + "\(apps) apps connected \(Self.format(Self.megabytes(connected.rssKiB), 1)) MB")
+                "hangard RSS: idle \(Self.format(info.idleRSSMB, 1)) MB, "
+                    + "\(apps) apps connected \(Self.format(info.connectedRSSMB, 1)) MB")
 
-            let generator = LoadGenerator(serverPID: process.pid, serverName: "hangard")
+            var loads: [LoadGenerator.Load] = []
             let stores: [(name: String, get: BenchScenario, save: BenchScenario)] = [
                 ("memstore", .getMemory, .saveMemory), ("sqlstore", .getSQLite, .saveSQLite),
             ]
+            let keySets = (0..<concurrency).map { caller in
+                (0..<keys).map { BenchRequests.key(caller: caller, index: $0) }
+            }
+            let value = BenchRequests.value(bytes: valueBytes)
             for store in stores where selected.contains(store.get) || selected.contains(store.save) {
-                let keySets = (0..<concurrency).map { caller in (0..<keys).map { BenchRequests.key(caller: caller, index: $0) } }
-                let value = BenchRequests.value(bytes: valueBytes)
                 try await prefill(store.name, keySets: keySets, value: value, connections: connections)
                 if selected.contains(store.get) {
-                    let load = LoadGenerator.Load(
-                        operation: "GetState", store: store.name, path: BenchRequests.getStatePath,
-                        requests: try keySets.map { keys in try keys.map { try BenchRequests.getState(store: store.name, key: $0) } })
-                    try await runPhases(load, generator: generator, connections: connections, into: &report)
+                    loads.append(
+                        LoadGenerator.Load(
+                            operation: "GetState", store: store.name, path: BenchRequests.getStatePath,
+                            requests: try keySets.map { keys in
+                                try keys.map { try BenchRequests.getState(store: store.name, key: $0) }
+                            }))
                 }
                 if selected.contains(store.save) {
-                    let load = LoadGenerator.Load(
-                        operation: "SaveState", store: store.name, path: BenchRequests.saveStatePath,
-                        requests: try keySets.map { keys in
-                            try keys.map { try BenchRequests.saveState(store: store.name, keys: [$0], value: value) }
-                        })
-                    try await runPhases(load, generator: generator, connections: connections, into: &report)
+                    loads.append(
+                        LoadGenerator.Load(
+                            operation: "SaveState", store: store.name, path: BenchRequests.saveStatePath,
+                            requests: try keySets.map { keys in
+                                try keys.map {
+                                    try BenchRequests.saveState(store: store.name, keys: [$0], value: value)
+                                }
+                            }))
                 }
             }
-            let after = try ProcessSample.read(pid: process.pid)
-            report.daemon?.afterLoadRSSMB = Self.megabytes(after.rssKiB)
-            report.daemon?.peakRSSMB = Self.megabytes(after.peakRSSKiB)
+            let generator = LoadGenerator(
+                serverPID: process.pid, serverName: "hangard", patience: budget, attempts: attempts)
+            return BenchServer(
+                process: process, connections: connections, generator: generator, loads: loads, info: info)
         } catch {
             _ = await process.terminate(timeout: .seconds(10))
-            for connection in connections { await connection.close() }
+            await BenchServer.close(connections)
             throw error
         }
-        // SIGTERM with every app still connected: the graceful drain is part of what is measured.
-        let (status, seconds) = await process.terminate(timeout: .seconds(30))
-        report.daemon?.shutdownSeconds = seconds
-        report.daemon?.exitStatus = status
-        progress("hangard stopped in \(Self.format(seconds, 2)) s, exit status \(status.map(String.init) ?? "killed")")
-        for connection in connections { await connection.close() }
     }
 
     /// Stores every key the callers will use (one bulk SaveState per caller) and reads one back.
@@ -197,9 +253,11 @@ struct BenchRunCommand: AsyncParsableCommand {
         }
     }
 
-    // MARK: echo
-
-    private func measureEcho(_ report: inout BenchReport, fixture: BenchFixture, group: any EventLoopGroup) async throws {
+    /// Starts the echo server (this executable, `echo-server`) with as many connections as the hangard
+    /// concurrent phases use, all to its one socket.
+    private func startEcho(
+        fixture: BenchFixture, group: any EventLoopGroup, budget: PatienceBudget
+    ) async throws -> BenchServer {
         let process = try ManagedProcess.spawn(
             name: "echo-server", executable: Self.ownExecutable(),
             arguments: ["echo-server", "--socket", fixture.echoSocket], logPath: fixture.log("echo"))
@@ -208,7 +266,6 @@ struct BenchRunCommand: AsyncParsableCommand {
             let secondsToReady = try await process.waitForLog(EchoServerCommand.readyMarker, timeout: .seconds(30))
             try await Task.sleep(for: .seconds(1))
             let idle = try ProcessSample.read(pid: process.pid)
-            // As many connections as the hangard concurrent phases use, to the one echo socket.
             for _ in 0..<min(concurrency, apps) {
                 connections.append(try await GRPCClientConnection.connect(unixSocket: fixture.echoSocket, group: group))
             }
@@ -216,58 +273,67 @@ struct BenchRunCommand: AsyncParsableCommand {
             let request = try BenchRequests.echo(payload: payload)
             try await Self.callEach(connections, path: BenchRequests.echoPath, message: request)
             let response = try await connections[0].unary(path: BenchRequests.echoPath, message: request).get()
-            guard try BenchRequests.decodeEcho(response) == payload else { throw BenchError("echo returned another payload") }
+            guard try BenchRequests.decodeEcho(response) == payload else {
+                throw BenchError("echo returned another payload")
+            }
             try await Task.sleep(for: .milliseconds(500))
             let connected = try ProcessSample.read(pid: process.pid)
-            report.echo = BenchReport.ServerProcess(
-                path: Self.ownExecutable() + " echo-server", apps: 1, secondsToReady: secondsToReady,
-                idleRSSMB: Self.megabytes(idle.rssKiB), idleThreads: idle.threads,
-                connectedRSSMB: Self.megabytes(connected.rssKiB), connectedThreads: connected.threads)
-
+            let info = Self.serverInfo(
+                path: Self.ownExecutable() + " echo-server", apps: 1, secondsToReady: secondsToReady, idle: idle,
+                connected: connected)
             let load = LoadGenerator.Load(
                 operation: "Echo", store: nil, path: BenchRequests.echoPath,
                 requests: Array(repeating: [request], count: concurrency))
-            let generator = LoadGenerator(serverPID: process.pid, serverName: "echo")
-            try await runPhases(load, generator: generator, connections: connections, into: &report)
-            let after = try ProcessSample.read(pid: process.pid)
-            report.echo?.afterLoadRSSMB = Self.megabytes(after.rssKiB)
-            report.echo?.peakRSSMB = Self.megabytes(after.peakRSSKiB)
+            let generator = LoadGenerator(
+                serverPID: process.pid, serverName: "echo", patience: budget, attempts: attempts)
+            return BenchServer(
+                process: process, connections: connections, generator: generator, loads: [load], info: info)
         } catch {
             _ = await process.terminate(timeout: .seconds(5))
-            for connection in connections { await connection.close() }
+            await BenchServer.close(connections)
             throw error
         }
-        for connection in connections { await connection.close() }
-        let (status, seconds) = await process.terminate(timeout: .seconds(10))
-        report.echo?.shutdownSeconds = seconds
-        report.echo?.exitStatus = status
     }
 
-    // MARK: phases
+    private static func serverInfo(
+        path: String, apps: Int, secondsToReady: Double, idle: ProcessSample, connected: ProcessSample
+    ) -> BenchReport.ServerProcess {
+        BenchReport.ServerProcess(
+            path: path, apps: apps, secondsToReady: secondsToReady, idleRSSMB: BenchServer.megabytes(idle.rssKiB),
+            idleAnonymousRSSMB: BenchServer.megabytes(idle.anonymousRSSKiB),
+            idleFileRSSMB: BenchServer.megabytes(idle.fileRSSKiB), idleThreads: idle.threads,
+            connectedRSSMB: BenchServer.megabytes(connected.rssKiB), connectedThreads: connected.threads)
+    }
 
-    /// The sequential phase (one caller, the first connection), then the concurrent one.
-    private func runPhases(
-        _ load: LoadGenerator.Load, generator: LoadGenerator, connections: [GRPCClientConnection],
-        into report: inout BenchReport
-    ) async throws {
+    // MARK: Phases
+
+    /// The sequential phase (one caller, on the first connection), then the concurrent one.
+    private func runPhases(_ load: LoadGenerator.Load, on server: BenchServer, round: Int) async throws -> [PhaseResult]
+    {
         let sequential: PhaseLength = duration.map { .seconds($0) } ?? .calls(calls)
         let concurrent: PhaseLength = duration.map { .seconds($0) } ?? .calls(callsPerCaller * concurrency)
         var phases = [(callers: 1, length: sequential)]
         if concurrency > 1 { phases.append((concurrency, concurrent)) }
+        var results: [PhaseResult] = []
         for phase in phases {
-            let result = try await generator.measure(
-                load, callers: phase.callers, connections: connections, warmup: .seconds(warmup), length: phase.length)
+            var result = try await server.generator.measure(
+                load, callers: phase.callers, connections: server.connections, warmup: .seconds(warmup),
+                length: phase.length)
+            result.round = round
             progress(
-                "\(result.server) \(result.label): \(result.calls) calls, \(Self.format(result.callsPerSecond, 0)) calls/s, "
-                    + "p50 \(Self.format(result.latency.p50, 1)) µs, p99 \(Self.format(result.latency.p99, 1)) µs, "
+                "\(result.server) \(result.label): \(result.calls) calls, "
+                    + "\(Self.format(result.callsPerSecond, 0)) calls/s, p50 \(Self.format(result.latency.p50, 1)) µs, "
+                    + "p99 \(Self.format(result.latency.p99, 1)) µs, "
                     + "server \(Self.format(result.serverCPUMicrosPerCall, 1)) µs CPU/call"
                     + (result.errors > 0 ? ", \(result.errors) errors (\(result.firstError ?? ""))" : ""))
-            report.phases.append(result)
+            results.append(result)
         }
+        return results
     }
 
     /// One call on every connection, all at once.
-    private static func callEach(_ connections: [GRPCClientConnection], path: String, message: ByteBuffer) async throws {
+    private static func callEach(_ connections: [GRPCClientConnection], path: String, message: ByteBuffer) async throws
+    {
         let futures = connections.map { $0.unary(path: path, message: message) }
         for future in futures { _ = try await future.get() }
     }
@@ -279,8 +345,6 @@ struct BenchRunCommand: AsyncParsableCommand {
     private func progress(_ line: String) {
         FileHandle.standardError.write(Data("· \(line)\n".utf8))
     }
-
-    static func megabytes(_ kibibytes: Int) -> Double { Double(kibibytes) * 1024 / 1_000_000 }
 
     static func format(_ value: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", value) }
 }

@@ -48,12 +48,12 @@ final class ClosedLoopCaller {
 
     private func issueOrFinish() {
         let now = NIODeadline.now().uptimeNanoseconds
-        switch stop {
-        case .calls(let count) where issued >= count, .deadline(let count) where now >= count:
-            return done.succeed(outcome)
-        default:
-            break
-        }
+        let finished =
+            switch stop {
+            case .calls(let count): issued >= count
+            case .deadline(let deadline): now >= deadline
+            }
+        if finished { return done.succeed(outcome) }
         issued += 1
         let request = requests[nextRequest]
         nextRequest = nextRequest + 1 == requests.count ? 0 : nextRequest + 1

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Glibc
+import Foundation
 import HangarGRPC
 import HangarRuntime
 import Logging
@@ -12,7 +12,7 @@ import NIOPosix
 struct EchoServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "echo-server",
-        abstract: "Serve the trivial echo gRPC method on a Unix socket until killed (used by the bench).")
+        abstract: "Serve the trivial echo gRPC method on a Unix socket until SIGTERM (used by the bench).")
 
     /// What the server logs once it listens.
     static let readyMarker = "echo ready"
@@ -28,7 +28,8 @@ struct EchoServerCommand: AsyncParsableCommand {
         let spec = AppSpec(appId: app.appId)
         let gate = Gate(
             registry: TenantRegistry(
-                configuration: NodeConfiguration(tenants: [TenantSpec(namespace: app.namespace, apps: [spec])], components: [])),
+                configuration: NodeConfiguration(
+                    tenants: [TenantSpec(namespace: app.namespace, apps: [spec])], components: [])),
             maxRequestBytes: 4 << 20)
         var service = GRPCService()
         service.unary("/hangar.bench.v1.Echo/Echo", Hangar_Bench_V1_EchoRequest.self) { request, call in
@@ -41,9 +42,18 @@ struct EchoServerCommand: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let server = GRPCServer(service: service, gate: gate, group: group, logger: logger)
         _ = try await server.bind(unixSocket: socket, app: app, spec: spec)
-        print(Self.readyMarker)
-        fflush(stdout)
-        // Serves until the bench sends SIGTERM, whose default action ends the process.
-        while true { try await Task.sleep(for: .seconds(3600)) }
+        FileHandle.standardOutput.write(Data("\(Self.readyMarker)\n".utf8))
+        // Serves until SIGTERM or SIGINT; a bench fixture has nothing to drain, so it just exits.
+        let (signals, continuation) = AsyncStream.makeStream(of: Int32.self)
+        let sources = [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { continuation.yield(number) }
+            source.resume()
+            return source
+        }
+        for await _ in signals { break }
+        for source in sources { source.cancel() }
+        try await group.shutdownGracefully()
     }
 }

@@ -57,9 +57,11 @@ final class GRPCClientHandler: ChannelInboundHandler {
         let id = HTTP2StreamID(nextStreamID)
         nextStreamID += 2
         calls[id] = Call(completion: completion)
-        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers)))), promise: nil)
         context.write(
-            wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message), endStream: true)))),
+            wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers)))), promise: nil)
+        context.write(
+            wrapOutboundOut(
+                HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message), endStream: true)))),
             promise: nil)
         markFlush(context)
     }
@@ -164,7 +166,8 @@ final class GRPCClientHandler: ChannelInboundHandler {
             let increment = connectionUnackedBytes
             connectionUnackedBytes = 0
             context.write(
-                wrapOutboundOut(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))),
+                wrapOutboundOut(
+                    HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))),
                 promise: nil)
             markFlush(context)
         }

@@ -24,6 +24,21 @@ struct PhaseResult: Codable, Sendable {
     var serverContextSwitchesPerCall: Double
     /// The bench's own CPU time over the phase, divided by the calls.
     var clientCPUMicrosPerCall: Double
+    /// Cores busy with anything other than the server and the bench during the phase (from `/proc/stat`); more
+    /// than a few hundredths means the numbers were disturbed.
+    var otherBusyCores: Double?
+    /// Share of the machine's CPU time the hypervisor reported as stolen during the phase, in percent.
+    var stealPercent: Double?
+    /// Which run of the phase this is: above 1 when earlier runs were disturbed by other processes.
+    var attempt = 1
+    /// The round (pass over every phase) this result comes from.
+    var round = 1
+    /// With several rounds: the spread of the server's CPU per call, calls/s and p50 over the rounds, as
+    /// [min, max]. This result is the round with the median server CPU per call.
+    var rounds: Int?
+    var serverCPUMicrosPerCallRange: [Double]?
+    var callsPerSecondRange: [Double]?
+    var p50Range: [Double]?
     /// Server RSS at the end of the phase, in MB (10^6 bytes).
     var serverRSSMB: Double
 
@@ -31,4 +46,7 @@ struct PhaseResult: Codable, Sendable {
     var label: String {
         [operation, store, mode].compactMap { $0 }.joined(separator: " ")
     }
+
+    /// What identifies a phase across rounds.
+    var key: String { "\(server) \(label)" }
 }

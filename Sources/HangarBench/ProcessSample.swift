@@ -10,6 +10,10 @@ struct ProcessSample: Sendable {
     /// `VmRSS` and `VmHWM` (peak RSS), in KiB.
     var rssKiB: Int
     var peakRSSKiB: Int
+    /// The anonymous part of RSS (heap, stacks: memory this process alone pays for), and the file-backed part
+    /// (mapped binary and libraries, shared with every process mapping the same files), in KiB.
+    var anonymousRSSKiB: Int
+    var fileRSSKiB: Int
 
     /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`).
     static let ticksPerSecond = Int(sysconf(Int32(_SC_CLK_TCK)))
@@ -31,7 +35,8 @@ struct ProcessSample: Sendable {
         guard let status = readProcFile("/proc/\(pid)/status") else { throw .unreadable(pid) }
         var sample = ProcessSample(
             cpuTicks: utime + stime, contextSwitches: 0, threads: 0,
-            rssKiB: statusValue(status, "VmRSS") ?? 0, peakRSSKiB: statusValue(status, "VmHWM") ?? 0)
+            rssKiB: statusValue(status, "VmRSS") ?? 0, peakRSSKiB: statusValue(status, "VmHWM") ?? 0,
+            anonymousRSSKiB: statusValue(status, "RssAnon") ?? 0, fileRSSKiB: statusValue(status, "RssFile") ?? 0)
         for thread in threadIDs(pid) {
             guard let threadStatus = readProcFile("/proc/\(pid)/task/\(thread)/status") else { continue }
             sample.threads += 1
@@ -45,7 +50,7 @@ struct ProcessSample: Sendable {
     /// This process's own user + system CPU time, in microseconds.
     static func ownCPUMicros() -> Double {
         var usage = rusage()
-        getrusage(RUSAGE_SELF, &usage)
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
         let user = Double(usage.ru_utime.tv_sec) * 1_000_000 + Double(usage.ru_utime.tv_usec)
         let system = Double(usage.ru_stime.tv_sec) * 1_000_000 + Double(usage.ru_stime.tv_usec)
         return user + system
@@ -54,7 +59,9 @@ struct ProcessSample: Sendable {
     /// The number after `key:` in a `/proc/.../status` file.
     private static func statusValue(_ status: String, _ key: String) -> Int? {
         for line in status.split(separator: "\n") where line.hasPrefix(key + ":") {
-            return line.dropFirst(key.count + 1).split(separator: " ").first.flatMap { Int($0) }
+            return line.dropFirst(key.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap {
+                Int($0)
+            }
         }
         return nil
     }

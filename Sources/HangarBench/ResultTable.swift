@@ -5,26 +5,40 @@ enum ResultTable {
     static func render(_ report: BenchReport) -> String {
         var lines: [String] = []
         let machine = report.machine
-        lines.append("hangar-bench \(report.date) — \(machine.cores) cores, \(machine.cpuModel), Linux \(machine.kernel)")
+        lines.append(
+            "hangar-bench \(report.date) — \(machine.cores) cores, \(machine.cpuModel), Linux \(machine.kernel); "
+                + "\(report.options.rounds) round(s), each phase shown from its median round")
         if let daemon = report.daemon { lines.append(describe("hangard", daemon)) }
         if let echo = report.echo { lines.append(describe("echo server", echo)) }
         lines.append("")
 
         let header = [
-            "server", "operation", "store", "mode", "callers", "conns", "calls", "calls/s", "p50 µs", "p90 µs", "p99 µs",
-            "p99.9 µs", "server CPU µs/call", "server cs/call", "client CPU µs/call", "errors",
+            "server", "operation", "store", "mode", "callers", "conns", "calls", "calls/s", "p50 µs", "p90 µs",
+            "p99 µs",
+            "p99.9 µs", "server CPU µs/call", "(rounds min–max)", "server cs/call", "client CPU µs/call", "other load",
+            "steal %", "errors",
         ]
         var rows = [header]
         for phase in report.phases {
             rows.append([
-                phase.server, phase.operation, phase.store ?? "-", phase.mode, "\(phase.callers)", "\(phase.connections)",
+                phase.server, phase.operation, phase.store ?? "-", phase.mode, "\(phase.callers)",
+                "\(phase.connections)",
                 "\(phase.calls)", format(phase.callsPerSecond, 0), format(phase.latency.p50, 1),
                 format(phase.latency.p90, 1), format(phase.latency.p99, 1), format(phase.latency.p999, 1),
-                format(phase.serverCPUMicrosPerCall, 1), format(phase.serverContextSwitchesPerCall, 2),
-                format(phase.clientCPUMicrosPerCall, 1), "\(phase.errors)",
+                format(phase.serverCPUMicrosPerCall, 1),
+                phase.serverCPUMicrosPerCallRange.map { "\(format($0[0], 1))–\(format($0[1], 1))" } ?? "-",
+                format(phase.serverContextSwitchesPerCall, 2),
+                format(phase.clientCPUMicrosPerCall, 1), phase.otherBusyCores.map { format($0, 2) } ?? "-",
+                phase.stealPercent.map { format($0, 1) } ?? "-", "\(phase.errors)",
             ])
         }
         lines.append(contentsOf: align(rows, leftColumns: 4))
+        let disturbed = report.phases.filter { ($0.otherBusyCores ?? 0) > 0.1 }
+        if !disturbed.isEmpty {
+            lines.append(
+                "  note: other processes kept more than 0.1 cores busy during \(disturbed.count) phase(s) "
+                    + "(column 'other load', in cores): those numbers are disturbed on this 2-core machine")
+        }
         for phase in report.phases where phase.errors > 0 {
             lines.append("  \(phase.server) \(phase.label): first error: \(phase.firstError ?? "?")")
         }
@@ -34,8 +48,11 @@ enum ResultTable {
             lines.append("targets:")
             for target in report.targets {
                 let verdict = target.met ? "met   " : "MISSED"
+                let decimals = target.unit == "×" ? 2 : 1
+                let spread =
+                    target.range.map { " (rounds \(format($0[0], decimals))–\(format($0[1], decimals)))" } ?? ""
                 lines.append(
-                    "  \(verdict) \(target.name): \(format(target.measured, target.unit == "×" ? 2 : 1)) \(target.unit) "
+                    "  \(verdict) \(target.name): \(format(target.measured, decimals)) \(target.unit)\(spread) "
                         + "(target \(target.target) \(target.unit))")
             }
         }
@@ -46,7 +63,7 @@ enum ResultTable {
     private static func describe(_ name: String, _ server: BenchReport.ServerProcess) -> String {
         var text =
             "\(name): ready in \(format(server.secondsToReady, 2)) s; RSS idle \(format(server.idleRSSMB, 1)) MB "
-            + "(\(server.idleThreads) threads)"
+            + "(anon \(format(server.idleAnonymousRSSMB, 1)) + file \(format(server.idleFileRSSMB, 1)); \(server.idleThreads) threads)"
         if server.apps > 1 { text += ", \(server.apps) apps declared" }
         text += "; connected \(format(server.connectedRSSMB, 1)) MB"
         if let after = server.afterLoadRSSMB, let peak = server.peakRSSMB {
@@ -61,21 +78,25 @@ enum ResultTable {
     /// Hangar next to the published per-sidecar figures of Dapr (different workload and machine: orders of
     /// magnitude only).
     private static func sidecarComparison(_ report: BenchReport) -> [String] {
-        var lines = ["", "against Dapr's published sidecar anchors (~0.2 vCPU and ~51 MB per 1000 req/s; +1.06 ms p50 / +2.90 ms p99 per call):"]
+        var lines = [
+            "",
+            "against Dapr's published sidecar anchors (~0.2 vCPU and ~51 MB per 1000 req/s; +1.06 ms p50 / +2.90 ms p99 per call):",
+        ]
         for phase in report.phases where phase.server == "hangard" && phase.mode == "concurrent" {
             let vCPU = phase.serverCPUMicrosPerCall / 1000
             lines.append("  \(phase.label): \(format(vCPU, 3)) vCPU per 1000 req/s")
         }
         if let daemon = report.daemon {
             lines.append(
-                "  memory: one hangard serving \(daemon.apps) connected apps: \(format(daemon.afterLoadRSSMB ?? daemon.connectedRSSMB, 1)) MB")
+                "  memory: one hangard serving \(daemon.apps) connected apps: \(format(daemon.afterLoadRSSMB ?? daemon.connectedRSSMB, 1)) MB"
+            )
         }
         if let get = report.phase(server: "hangard", operation: "GetState", store: "memstore", mode: "sequential"),
             let echo = report.phase(server: "echo", operation: "Echo", store: nil, mode: "sequential")
         {
             lines.append(
-                "  latency over the bare echo server (1 caller): +\(format(get.latency.p50 - echo.latency.p50, 1)) µs p50, "
-                    + "+\(format(get.latency.p99 - echo.latency.p99, 1)) µs p99 (GetState in-memory)")
+                "  latency over the bare echo server (1 caller): \(signed(get.latency.p50 - echo.latency.p50)) µs p50, "
+                    + "\(signed(get.latency.p99 - echo.latency.p99)) µs p99 (GetState in-memory)")
         }
         return lines.count > 2 ? lines : []
     }
@@ -93,4 +114,6 @@ enum ResultTable {
     }
 
     private static func format(_ value: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", value) }
+
+    private static func signed(_ value: Double) -> String { String(format: "%+.1f", value) }
 }

@@ -253,10 +253,8 @@ public struct DaprHTTPRoutes: Sendable {
     }
 
     @Sendable func shutdown(_ request: Request, _ context: HangarRequestContext) async throws -> Response {
-        let caller = try caller(request, context)
-        let metadata = runtime.metadata
-        // Detach after this response is written, so the app sees its call succeed.
-        context.channel.eventLoop.scheduleTask(in: TimeAmount.milliseconds(50)) { metadata.shutdown(caller) }
+        // The node closes the app's listeners asynchronously, letting calls in flight (this one too) finish.
+        runtime.metadata.shutdown(try caller(request, context))
         return Response(status: .noContent)
     }
 }

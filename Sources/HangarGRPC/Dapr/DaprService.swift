@@ -119,8 +119,8 @@ package enum DaprService {
             }
         }
         service.unary(prefix + "Shutdown", Dapr_Proto_Runtime_V1_ShutdownRequest.self) { _, call in
-            // Detach after this response has been written, so the app sees its call succeed.
-            call.eventLoop.execute { metadata.shutdown(call.caller) }
+            // The node closes the app's listeners asynchronously, letting calls in flight (this one too) finish.
+            metadata.shutdown(call.caller)
             return call.eventLoop.makeSucceededFuture(Google_Protobuf_Empty())
         }
     }
