@@ -167,6 +167,12 @@ struct NodeConfigurationTests {
         #expect(Names.isDNS1123Label(name) == valid)
     }
 
+    @Test("the key separator is found anywhere in a key", arguments: [("a||b", true), ("||", true), ("a|b", false),
+        ("|a|", false), ("ab||", true), ("", false), ("ü||x", true)])
+    func separator(key: String, contains: Bool) {
+        #expect(Names.containsKeySeparator(key) == contains)
+    }
+
     @Test("Go durations as Dapr metadata writes them")
     func durations() {
         #expect(GoDuration.parse("2s") == .seconds(2))

@@ -68,7 +68,7 @@ public struct TenantStateHandle: Sendable {
     /// The physical key for an app's key, refusing keys that could break partitioning.
     public func physicalKey(_ key: String) throws(APIError) -> String {
         if key.isEmpty { throw RequestError.malformed("the state key is empty") }
-        if key.contains(Names.keySeparator) {
+        if Names.containsKeySeparator(key) {
             throw APIError(
                 errorCode: "ERR_MALFORMED_REQUEST", rpcCode: .invalidArgument, httpStatus: 400,
                 message: "input key/keyPrefix '\(key)' can't contain '||'", reason: "DAPR_STATE_ILLEGAL_KEY")
@@ -79,7 +79,13 @@ public struct TenantStateHandle: Sendable {
 
 /// Every component instance of the node, created once and shared by the tenants allowed to use them.
 public final class ComponentHost: Sendable {
-    private let statePools: [String: StatePool]
+    /// A component instance's identity: its namespace (nil when shared) and name.
+    private struct PoolKey: Hashable {
+        let namespace: String?
+        let name: String
+    }
+
+    private let statePools: [PoolKey: StatePool]
     public let specs: [ComponentSpec]
     private let logger: Logger
 
@@ -87,10 +93,10 @@ public final class ComponentHost: Sendable {
     public init(
         components: [ComponentSpec], stateFactory: StateStoreFactory, logger: Logger
     ) throws(ConfigurationError) {
-        var pools: [String: StatePool] = [:]
+        var pools: [PoolKey: StatePool] = [:]
         for spec in components where spec.buildingBlock == "state" {
             let store = try stateFactory.make(spec)
-            pools[spec.poolKey] = try StatePool(spec: spec, store: store)
+            pools[PoolKey(namespace: spec.namespace, name: spec.name)] = try StatePool(spec: spec, store: store)
             logger.info(
                 "component initialised",
                 metadata: [
@@ -114,12 +120,10 @@ public final class ComponentHost: Sendable {
 
     /// The state pool named `name` as the app sees it, or nil when there is none it may use.
     public func statePool(named name: String, for app: AppID) -> StatePool? {
-        if let pool = statePools["\(app.namespace)/\(name)"], pool.spec.isVisible(to: app) { return pool }
-        if let pool = statePools["*/\(name)"], pool.spec.isVisible(to: app),
-            statePools["\(app.namespace)/\(name)"] == nil
-        {
-            return pool
+        if let pool = statePools[PoolKey(namespace: app.namespace, name: name)] {
+            return pool.spec.isVisible(to: app) ? pool : nil
         }
+        if let pool = statePools[PoolKey(namespace: nil, name: name)], pool.spec.isVisible(to: app) { return pool }
         return nil
     }
 
@@ -129,7 +133,7 @@ public final class ComponentHost: Sendable {
     }
 
     public func features(of spec: ComponentSpec) -> [String] {
-        statePools[spec.poolKey]?.store.features.daprNames ?? []
+        statePools[PoolKey(namespace: spec.namespace, name: spec.name)]?.store.features.daprNames ?? []
     }
 
     /// Closes every component.

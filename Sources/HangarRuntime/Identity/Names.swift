@@ -3,6 +3,17 @@ public enum Names {
     /// The separator of physical state keys; user keys may not contain it.
     public static let keySeparator = "||"
 
+    /// Whether `key` contains `||` (a byte scan: this runs on every state call).
+    public static func containsKeySeparator(_ key: String) -> Bool {
+        var previousWasBar = false
+        for byte in key.utf8 {
+            let isBar = byte == UInt8(ascii: "|")
+            if isBar && previousWasBar { return true }
+            previousWasBar = isBar
+        }
+        return false
+    }
+
     /// Whether `name` is a DNS-1123 label: 1–63 characters of `a-z`, `0-9` and `-`, starting and ending with an
     /// alphanumeric character.
     public static func isDNS1123Label(_ name: String) -> Bool {
