@@ -69,9 +69,7 @@ public struct DaprHTTPRoutes: Sendable {
     /// The body, refused with 413 before it is buffered when its declared length is over the limit.
     func body(_ request: Request) async throws -> ByteBuffer {
         let limit = runtime.gate.maxRequestBytes
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
-            throw RequestError.tooLarge(length, limit: limit)
-        }
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }) { try runtime.gate.checkSize(length) }
         do {
             return try await request.body.collect(upTo: limit)
         } catch let error as HTTPError where error.status == .contentTooLarge {
