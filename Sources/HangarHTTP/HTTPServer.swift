@@ -14,7 +14,11 @@ public struct HTTPServer: Sendable {
     public init(runtime: Runtime, group: any EventLoopGroup, logger: Logger) {
         self.responder = DaprHTTPRoutes(runtime: runtime).router().buildResponder()
         self.group = group
-        self.logger = logger
+        // Hummingbird logs every listener it starts at info; with two sockets per app that drowns the node's own
+        // start-up summary, so its servers log from notice up.
+        var serverLogger = logger
+        if serverLogger.logLevel < .notice { serverLogger.logLevel = .notice }
+        self.logger = serverLogger
     }
 
     /// A server for one listener, as a `Service`. `onRunning` is called once it accepts connections.
