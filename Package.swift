@@ -55,7 +55,7 @@ let package = Package(
                 "HangarComponents",
                 "HangarSQLite",
             ] + nioAndLogging + [
-                .product(name: "Yams", package: "Yams"),
+                .product(name: "Yams", package: "Yams")
             ],
             swiftSettings: strict
         ),

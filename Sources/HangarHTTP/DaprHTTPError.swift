@@ -38,7 +38,9 @@ struct DaprErrorMiddleware: RouterMiddleware {
         ]
         if !error.errorMetadata.isEmpty { info["metadata"] = error.errorMetadata }
         body["details"] = [info]
-        let data = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        let data =
+            (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data()
         var headers: HTTPFields = [.contentType: "application/json"]
         if error.httpStatus == 429 { headers[.retryAfter] = "1" }
         return Response(

@@ -81,7 +81,8 @@ public struct DaprHTTPRoutes: Sendable {
     }
 
     static func bodyTooLarge(_ limit: Int) -> APIError {
-        RequestError.tooLarge(limit + 1, limit: limit).withMessage("the request body exceeds the maximum of \(limit) bytes")
+        RequestError.tooLarge(limit + 1, limit: limit).withMessage(
+            "the request body exceeds the maximum of \(limit) bytes")
     }
 
     func json(_ request: Request) async throws -> Any {
@@ -106,7 +107,8 @@ public struct DaprHTTPRoutes: Sendable {
         case nil, "": .unspecified
         case "first-write": .firstWrite
         case "last-write": .lastWrite
-        case let other?: throw RequestError.malformed("options.concurrency '\(other)' must be first-write or last-write")
+        case let other?:
+            throw RequestError.malformed("options.concurrency '\(other)' must be first-write or last-write")
         }
     }
 
@@ -117,7 +119,8 @@ public struct DaprHTTPRoutes: Sendable {
         var item = StateItemRequest(key: key)
         if let value = object["value"], !(value is NSNull) {
             do {
-                item.value = try JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .withoutEscapingSlashes])
+                item.value = try JSONSerialization.data(
+                    withJSONObject: value, options: [.fragmentsAllowed, .withoutEscapingSlashes])
             } catch {
                 throw RequestError.malformed("\(field).value cannot be encoded")
             }
@@ -146,9 +149,11 @@ public struct DaprHTTPRoutes: Sendable {
     }
 
     static func jsonResponse(_ object: Any, status: HTTPResponse.Status = .ok) throws -> Response {
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.fragmentsAllowed, .withoutEscapingSlashes])
+        let data = try JSONSerialization.data(
+            withJSONObject: object, options: [.fragmentsAllowed, .withoutEscapingSlashes])
         return Response(
-            status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+            status: status, headers: [.contentType: "application/json"],
+            body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     // MARK: State
@@ -168,7 +173,8 @@ public struct DaprHTTPRoutes: Sendable {
         let caller = try caller(request, context)
         let store = try parameter(context, "store")
         let key = try parameter(context, "key")
-        guard let value = try await runtime.state.get(caller, store: store, key: key, on: context.channel.eventLoop).get()
+        guard
+            let value = try await runtime.state.get(caller, store: store, key: key, on: context.channel.eventLoop).get()
         else { return Response(status: .noContent) }
         var headers: HTTPFields = [.contentType: "application/json", .eTag: value.etag]
         for (name, field) in value.metadata {
@@ -235,7 +241,8 @@ public struct DaprHTTPRoutes: Sendable {
             "id": info.id,
             "runtimeVersion": info.runtimeVersion,
             "components": info.components.map {
-                ["name": $0.name, "type": $0.type, "version": $0.version, "capabilities": $0.capabilities] as [String: Any]
+                ["name": $0.name, "type": $0.type, "version": $0.version, "capabilities": $0.capabilities]
+                    as [String: Any]
             },
             "extended": info.extended,
             "enabledFeatures": info.enabledFeatures,

@@ -29,7 +29,8 @@ struct Hangard: AsyncParsableCommand {
     @Option(help: "Where app socket directories are created. Default: $XDG_RUNTIME_DIR/hangar or /tmp/hangar-<uid>.")
     var socketRoot: String?
 
-    @Option(help: "Where embedded components keep their files. Default: $XDG_STATE_HOME/hangar or ~/.local/state/hangar.")
+    @Option(
+        help: "Where embedded components keep their files. Default: $XDG_STATE_HOME/hangar or ~/.local/state/hangar.")
     var dataDir: String?
 
     @Option(help: "TCP address of the HTTP API (HOST:PORT), or 'none'.")
@@ -51,7 +52,9 @@ struct Hangard: AsyncParsableCommand {
     var logFormat: String = "text"
 
     func validate() throws {
-        guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("unknown --log-level '\(logLevel)'") }
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("unknown --log-level '\(logLevel)'")
+        }
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
         guard maxRequestBytes > 0 else { throw ValidationError("--max-request-bytes must be positive") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }

@@ -66,7 +66,9 @@ final class NodeService: Service {
                 tcp.grpc = try await grpc.bind(host: address.host, port: address.port)
             }
             if let address = options.http {
-                let httpGroup = try httpServer(.hostname(address.host, port: address.port), .tcp, spec: nil, ready: ready) {}
+                let httpGroup = try httpServer(
+                    .hostname(address.host, port: address.port), .tcp, spec: nil, ready: ready
+                ) {}
                 tcp.http = httpGroup
                 tasks.addTask { try await httpGroup.run() }
             }

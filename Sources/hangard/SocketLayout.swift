@@ -21,7 +21,8 @@ struct SocketLayout: Sendable {
             if path.utf8.count > Self.maxSocketPath {
                 throw ConfigurationError(
                     path: tenant.source, field: "spec.apps[\(app.appId)]",
-                    message: "socket path '\(path)' is longer than \(Self.maxSocketPath) bytes; use a shorter --socket-root")
+                    message:
+                        "socket path '\(path)' is longer than \(Self.maxSocketPath) bytes; use a shorter --socket-root")
             }
         }
     }

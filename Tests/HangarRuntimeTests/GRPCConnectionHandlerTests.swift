@@ -26,7 +26,8 @@ struct GRPCConnectionHandlerTests {
             call.eventLoop.makePromise(of: Hangar_Bench_V1_EchoResponse.self).futureResult
         }
         let registry = TenantRegistry(
-            configuration: NodeConfiguration(tenants: [TenantSpec(namespace: "team-a", apps: [AppSpec(appId: "echo")])], components: []))
+            configuration: NodeConfiguration(
+                tenants: [TenantSpec(namespace: "team-a", apps: [AppSpec(appId: "echo")])], components: []))
         let handler = GRPCConnectionHandler(
             service: service, identity: .app(app), gate: Gate(registry: registry, maxRequestBytes: maxRequestBytes),
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
@@ -36,16 +37,20 @@ struct GRPCConnectionHandlerTests {
         return channel
     }
 
-    func requestHeaders(_ path: String, contentType: String = "application/grpc", extra: [(String, String)] = []) -> HPACKHeaders {
+    func requestHeaders(_ path: String, contentType: String = "application/grpc", extra: [(String, String)] = [])
+        -> HPACKHeaders
+    {
         var headers: HPACKHeaders = [":method": "POST", ":path": path, ":scheme": "http", "content-type": contentType]
         for (name, value) in extra { headers.add(name: name, value: value) }
         return headers
     }
 
     func send(_ channel: EmbeddedChannel, _ id: HTTP2StreamID, headers: HPACKHeaders, message: ByteBuffer?) throws {
-        try channel.writeInbound(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: message == nil))))
+        try channel.writeInbound(
+            HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: message == nil))))
         if let message {
-            try channel.writeInbound(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message), endStream: true))))
+            try channel.writeInbound(
+                HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message), endStream: true))))
         }
     }
 
@@ -82,7 +87,8 @@ struct GRPCConnectionHandlerTests {
         let prefix = body.readInteger(as: UInt32.self)
         #expect(flag == 0)
         let length = try #require(prefix)
-        let response = try Hangar_Bench_V1_EchoResponse(serializedBytes: Array(body.readableBytesView.prefix(Int(length))))
+        let response = try Hangar_Bench_V1_EchoResponse(
+            serializedBytes: Array(body.readableBytesView.prefix(Int(length))))
         #expect(String(decoding: response.payload, as: UTF8.self) == "hi echo")
         #expect(trailers(out)?.first(name: "grpc-status") == "0")
     }
@@ -115,7 +121,8 @@ struct GRPCConnectionHandlerTests {
         var prefix = ByteBuffer()
         prefix.writeInteger(UInt8(0))
         prefix.writeInteger(UInt32(1 << 30))
-        try channel.writeInbound(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: requestHeaders("/hangar.bench.v1.Echo/Echo")))))
+        try channel.writeInbound(
+            HTTP2Frame(streamID: 1, payload: .headers(.init(headers: requestHeaders("/hangar.bench.v1.Echo/Echo")))))
         try channel.writeInbound(HTTP2Frame(streamID: 1, payload: .data(.init(data: .byteBuffer(prefix)))))
         let out = try frames(channel)
         let trailers = try #require(self.trailers(out))
@@ -139,7 +146,9 @@ struct GRPCConnectionHandlerTests {
     @Test("grpc-timeout ends a call that has not answered with DEADLINE_EXCEEDED")
     func deadline() throws {
         let channel = try channel()
-        try send(channel, 1, headers: requestHeaders("/hangar.bench.v1.Echo/Never", extra: [("grpc-timeout", "50m")]), message: try echo(""))
+        try send(
+            channel, 1, headers: requestHeaders("/hangar.bench.v1.Echo/Never", extra: [("grpc-timeout", "50m")]),
+            message: try echo(""))
         #expect(try frames(channel).isEmpty)
         channel.embeddedEventLoop.advanceTime(by: .milliseconds(60))
         #expect(trailers(try frames(channel))?.first(name: "grpc-status") == "4")
@@ -148,11 +157,17 @@ struct GRPCConnectionHandlerTests {
     @Test("compression other than identity is refused")
     func compression() throws {
         let channel = try channel()
-        try send(channel, 1, headers: requestHeaders("/hangar.bench.v1.Echo/Echo", extra: [("grpc-encoding", "gzip")]), message: try echo(""))
+        try send(
+            channel, 1, headers: requestHeaders("/hangar.bench.v1.Echo/Echo", extra: [("grpc-encoding", "gzip")]),
+            message: try echo(""))
         #expect(trailers(try frames(channel))?.first(name: "grpc-status") == "12")
     }
 
-    @Test("grpc-timeout values", arguments: [("100m", TimeAmount.milliseconds(100)), ("2S", .seconds(2)), ("1H", .hours(1)), ("5u", .microseconds(5))])
+    @Test(
+        "grpc-timeout values",
+        arguments: [
+            ("100m", TimeAmount.milliseconds(100)), ("2S", .seconds(2)), ("1H", .hours(1)), ("5u", .microseconds(5)),
+        ])
     func timeouts(value: String, expected: TimeAmount) {
         #expect(GRPCConnectionHandler.parseTimeout(value) == expected)
     }

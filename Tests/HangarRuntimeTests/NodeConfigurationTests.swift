@@ -44,13 +44,13 @@ struct NodeConfigurationTests {
             "a.yaml": tenant(
                 "team-a",
                 apps: """
-                    - appId: orders
-                      uids: [1000, 1001]
-                      gids: [2000]
-                      apiToken: s3cret
-                      quotas: {requestsPerSecond: 10}
-                    - appId: billing
-                """) + "\n  quotas:\n    requestsPerSecond: 100\n    burst: 200\n    maxStateBytes: 1048576\n"
+                        - appId: orders
+                          uids: [1000, 1001]
+                          gids: [2000]
+                          apiToken: s3cret
+                          quotas: {requestsPerSecond: 10}
+                        - appId: billing
+                    """) + "\n  quotas:\n    requestsPerSecond: 100\n    burst: 200\n    maxStateBytes: 1048576\n"
         ])
         let configuration = try NodeConfiguration.load(tenancyDirectory: dir, resourcesDirectory: nil, logger: logger)
         let team = try #require(configuration.tenants.first)
@@ -98,7 +98,10 @@ struct NodeConfigurationTests {
             (tenant("t", apps: "    - appId: a\n      colour: blue"), "spec.apps[0].colour"),
             (tenant("t", apps: "    - appId: a") + "\n  quotas:\n    burst: 0\n", "spec.quotas.burst"),
             (tenant("t", apps: "    - appId: a\n    - appId: a"), "spec.apps[1].appId"),
-            (tenant("t", apps: "    - appId: a\n      apiToken: x\n    - appId: b\n      apiToken: x"), "spec.apps[b].apiToken"),
+            (
+                tenant("t", apps: "    - appId: a\n      apiToken: x\n    - appId: b\n      apiToken: x"),
+                "spec.apps[b].apiToken"
+            ),
             (tenant("t", apps: "    - appId: a\n      uids: [-1]"), "spec.apps[0].uids"),
         ]
         for (text, field) in cases {
@@ -161,14 +164,22 @@ struct NodeConfigurationTests {
         #expect(error?.field == "spec.type")
     }
 
-    @Test("DNS-1123 labels", arguments: [("a", true), ("team-a", true), ("a1-b2", true), ("-a", false), ("a-", false),
-        ("A", false), ("a.b", false), ("a_b", false), ("", false), ("../x", false), ("a||b", false)])
+    @Test(
+        "DNS-1123 labels",
+        arguments: [
+            ("a", true), ("team-a", true), ("a1-b2", true), ("-a", false), ("a-", false),
+            ("A", false), ("a.b", false), ("a_b", false), ("", false), ("../x", false), ("a||b", false),
+        ])
     func labels(name: String, valid: Bool) {
         #expect(Names.isDNS1123Label(name) == valid)
     }
 
-    @Test("the key separator is found anywhere in a key", arguments: [("a||b", true), ("||", true), ("a|b", false),
-        ("|a|", false), ("ab||", true), ("", false), ("ü||x", true)])
+    @Test(
+        "the key separator is found anywhere in a key",
+        arguments: [
+            ("a||b", true), ("||", true), ("a|b", false),
+            ("|a|", false), ("ab||", true), ("", false), ("ü||x", true),
+        ])
     func separator(key: String, contains: Bool) {
         #expect(Names.containsKeySeparator(key) == contains)
     }

@@ -38,11 +38,15 @@ struct StateAPITests {
     }
 
     func save(_ caller: Caller, _ store: String, _ key: String, _ value: String) async throws {
-        try await runtime.state.save(caller, store: store, items: [StateItemRequest(key: key, value: Data(value.utf8))], on: loop).get()
+        try await runtime.state.save(
+            caller, store: store, items: [StateItemRequest(key: key, value: Data(value.utf8))], on: loop
+        ).get()
     }
 
     func read(_ caller: Caller, _ store: String, _ key: String) async throws -> String? {
-        try await runtime.state.get(caller, store: store, key: key, on: loop).get().map { String(decoding: $0.data, as: UTF8.self) }
+        try await runtime.state.get(caller, store: store, key: key, on: loop).get().map {
+            String(decoding: $0.data, as: UTF8.self)
+        }
     }
 
     @Test("the same appId and key in two tenants are two values")
@@ -100,12 +104,14 @@ struct StateAPITests {
     @Test("bulk get reads keys in order, and an invalid key fails the whole call as in Dapr")
     func bulkGet() async throws {
         try await save(Self.ordersA, "shared", "ok", "v")
-        let values = try await runtime.state.bulkGet(Self.ordersA, store: "shared", keys: ["ok", "missing"], on: loop).get()
+        let values = try await runtime.state.bulkGet(Self.ordersA, store: "shared", keys: ["ok", "missing"], on: loop)
+            .get()
         #expect(values.map(\.key) == ["ok", "missing"])
         #expect(values[0].value?.data == Data("v".utf8))
         #expect(values[1].value == nil && values[1].error == nil)
         let error = await #expect(throws: APIError.self) {
-            try await self.runtime.state.bulkGet(Self.ordersA, store: "shared", keys: ["ok", "a||b"], on: self.loop).get()
+            try await self.runtime.state.bulkGet(Self.ordersA, store: "shared", keys: ["ok", "a||b"], on: self.loop)
+                .get()
         }
         #expect(error?.rpcCode == .invalidArgument)
     }
@@ -114,11 +120,15 @@ struct StateAPITests {
     func etagErrors() async throws {
         try await save(Self.ordersA, "shared", "e", "1")
         let stale = await #expect(throws: APIError.self) {
-            try await self.runtime.state.save(Self.ordersA, store: "shared", items: [StateItemRequest(key: "e", etag: "999999")], on: self.loop).get()
+            try await self.runtime.state.save(
+                Self.ordersA, store: "shared", items: [StateItemRequest(key: "e", etag: "999999")], on: self.loop
+            ).get()
         }
         #expect(stale?.rpcCode == .aborted && stale?.httpStatus == 409 && stale?.errorCode == "ERR_STATE_SAVE")
         let malformed = await #expect(throws: APIError.self) {
-            try await self.runtime.state.delete(Self.ordersA, store: "shared", items: [StateItemRequest(key: "e", etag: "abc")], on: self.loop).get()
+            try await self.runtime.state.delete(
+                Self.ordersA, store: "shared", items: [StateItemRequest(key: "e", etag: "abc")], on: self.loop
+            ).get()
         }
         #expect(malformed?.rpcCode == .invalidArgument && malformed?.errorCode == "ERR_STATE_DELETE")
     }
@@ -128,7 +138,10 @@ struct StateAPITests {
         let bad = await #expect(throws: APIError.self) {
             try await self.runtime.state.transact(
                 Self.ordersA, store: "shared",
-                operations: [.init(operation: "upsert", item: .init(key: "t1", value: Data("x".utf8))), .init(operation: "merge", item: .init(key: "t2"))],
+                operations: [
+                    .init(operation: "upsert", item: .init(key: "t1", value: Data("x".utf8))),
+                    .init(operation: "merge", item: .init(key: "t2")),
+                ],
                 on: self.loop
             ).get()
         }
@@ -136,7 +149,10 @@ struct StateAPITests {
         let failing = await #expect(throws: APIError.self) {
             try await self.runtime.state.transact(
                 Self.ordersA, store: "shared",
-                operations: [.init(operation: "upsert", item: .init(key: "t1", value: Data("x".utf8))), .init(operation: "delete", item: .init(key: "t2", etag: "12345"))],
+                operations: [
+                    .init(operation: "upsert", item: .init(key: "t1", value: Data("x".utf8))),
+                    .init(operation: "delete", item: .init(key: "t2", etag: "12345")),
+                ],
                 on: self.loop
             ).get()
         }
@@ -148,14 +164,25 @@ struct StateAPITests {
     func ttlValidation() async throws {
         for bad in ["0", "-2", "soon", "1.5"] {
             await #expect(throws: APIError.self) {
-                try await self.runtime.state.save(Self.ordersA, store: "shared", items: [StateItemRequest(key: "t", metadata: ["ttlInSeconds": bad])], on: self.loop).get()
+                try await self.runtime.state.save(
+                    Self.ordersA, store: "shared", items: [StateItemRequest(key: "t", metadata: ["ttlInSeconds": bad])],
+                    on: self.loop
+                ).get()
             }
         }
-        try await runtime.state.save(Self.ordersA, store: "shared", items: [StateItemRequest(key: "t", metadata: ["ttlInSeconds": "-1"])], on: loop).get()
+        try await runtime.state.save(
+            Self.ordersA, store: "shared", items: [StateItemRequest(key: "t", metadata: ["ttlInSeconds": "-1"])],
+            on: loop
+        ).get()
         let value = try await runtime.state.get(Self.ordersA, store: "shared", key: "t", on: loop).get()
         #expect(value?.metadata["ttlExpireTime"] == nil)
-        try await runtime.state.save(Self.ordersA, store: "shared", items: [StateItemRequest(key: "t", metadata: ["ttlInSeconds": "60"])], on: loop).get()
-        #expect(try await runtime.state.get(Self.ordersA, store: "shared", key: "t", on: loop).get()?.metadata["ttlExpireTime"] != nil)
+        try await runtime.state.save(
+            Self.ordersA, store: "shared", items: [StateItemRequest(key: "t", metadata: ["ttlInSeconds": "60"])],
+            on: loop
+        ).get()
+        #expect(
+            try await runtime.state.get(Self.ordersA, store: "shared", key: "t", on: loop).get()?.metadata[
+                "ttlExpireTime"] != nil)
     }
 
     @Test("features a store does not advertise are refused with a clear error")
@@ -179,8 +206,14 @@ struct StateAPITests {
 /// A store with no optional features, to check that the runtime refuses what a store does not advertise.
 final class PlainStore: StateStore {
     let features: StateFeatures = []
-    func get(_ key: String, on eventLoop: any EventLoop) -> EventLoopFuture<StateEntry?> { eventLoop.makeSucceededFuture(nil) }
-    func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> { eventLoop.makeSucceededVoidFuture() }
-    func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> { eventLoop.makeSucceededVoidFuture() }
+    func get(_ key: String, on eventLoop: any EventLoop) -> EventLoopFuture<StateEntry?> {
+        eventLoop.makeSucceededFuture(nil)
+    }
+    func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        eventLoop.makeSucceededVoidFuture()
+    }
+    func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        eventLoop.makeSucceededVoidFuture()
+    }
     func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> { eventLoop.makeSucceededVoidFuture() }
 }

@@ -34,7 +34,9 @@ public final class InMemoryStateStore: TransactionalStateStore {
                     key: request.key, given: request.etag, concurrency: request.concurrency, current: current?.etag)
                 items[request.key] = StateEntry(
                     value: request.value, etag: nextETag(),
-                    expiresAt: request.ttl.map { now.addingTimeInterval(Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18) })
+                    expiresAt: request.ttl.map {
+                        now.addingTimeInterval(Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18)
+                    })
             case .delete(let request):
                 let current = live(request.key, now: now)
                 try StateETag.checkDelete(

@@ -118,7 +118,9 @@ public protocol StateStore: AnyObject, Sendable {
     func get(_ key: String, on eventLoop: any EventLoop) -> EventLoopFuture<StateEntry?>
 
     /// Entries for many keys, in order; a failure for one key does not fail the others.
-    func bulkGet(_ keys: [String], on eventLoop: any EventLoop) -> EventLoopFuture<[Result<StateEntry?, StateStoreError>]>
+    func bulkGet(_ keys: [String], on eventLoop: any EventLoop) -> EventLoopFuture<
+        [Result<StateEntry?, StateStoreError>]
+    >
 
     func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
 

@@ -98,7 +98,9 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
             draining = true
             write(
                 context,
-                HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil)))
+                HTTP2Frame(
+                    streamID: .rootStream, payload: .goAway(lastStreamID: .maxID, errorCode: .noError, opaqueData: nil))
+            )
             context.flush()
             closeIfDrained(context)
         }
@@ -153,7 +155,11 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
             return respondError(context, id, GRPCStatus(error), requestEnded: endStream)
         }
         var stream = Stream(
-            method: { switch method { case .unary(let handler): handler } }(),
+            method: {
+                switch method {
+                case .unary(let handler): handler
+                }
+            }(),
             context: GRPCCallContext(
                 caller: caller, headers: headers, eventLoop: context.eventLoop, allocator: context.channel.allocator),
             deframer: GRPCMessageDeframer(maxMessageBytes: gate.maxRequestBytes))
@@ -183,7 +189,9 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
         // Credit the connection window for every byte, even for streams already answered or reset.
         connectionUnackedBytes += size
         if connectionUnackedBytes >= Self.connectionWindow / 4 {
-            write(context, HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionUnackedBytes)))
+            write(
+                context,
+                HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionUnackedBytes)))
             connectionUnackedBytes = 0
             markFlush(context)
         }
@@ -272,7 +280,9 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
         if draining { context.flush(); closeIfDrained(context) }
     }
 
-    private func respondHTTPError(_ context: ChannelHandlerContext, _ id: HTTP2StreamID, status: String, message: String) {
+    private func respondHTTPError(
+        _ context: ChannelHandlerContext, _ id: HTTP2StreamID, status: String, message: String
+    ) {
         var headers: HPACKHeaders = [":status": status, "content-type": "text/plain"]
         headers.add(name: "content-length", value: String(message.utf8.count))
         write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers))))
@@ -280,7 +290,8 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
             context,
             HTTP2Frame(
                 streamID: id,
-                payload: .data(.init(data: .byteBuffer(context.channel.allocator.buffer(string: message)), endStream: true))))
+                payload: .data(
+                    .init(data: .byteBuffer(context.channel.allocator.buffer(string: message)), endStream: true))))
         write(context, HTTP2Frame(streamID: id, payload: .rstStream(.noError)))
         markFlush(context)
     }

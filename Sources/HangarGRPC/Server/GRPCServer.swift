@@ -57,7 +57,8 @@ public struct GRPCServer: Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
                     if let app, let spec, !(spec.uids.isEmpty && spec.gids.isEmpty) {
-                        try sync.addHandler(PeerCredentialsHandler(app: app, uids: spec.uids, gids: spec.gids, logger: logger))
+                        try sync.addHandler(
+                            PeerCredentialsHandler(app: app, uids: spec.uids, gids: spec.gids, logger: logger))
                     }
                     try sync.addHandler(NIOHTTP2Handler(mode: .server, initialSettings: GRPCConnectionHandler.settings))
                     try sync.addHandler(

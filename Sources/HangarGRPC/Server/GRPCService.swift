@@ -45,7 +45,9 @@ package struct GRPCService: Sendable {
     }
 
     /// One length-prefixed, uncompressed gRPC message.
-    package static func frame(_ message: some SwiftProtobuf.Message, allocator: ByteBufferAllocator) throws -> ByteBuffer {
+    package static func frame(_ message: some SwiftProtobuf.Message, allocator: ByteBufferAllocator) throws
+        -> ByteBuffer
+    {
         let bytes: [UInt8] = try message.serializedBytes()
         var buffer = allocator.buffer(capacity: bytes.count + 5)
         buffer.writeInteger(UInt8(0))

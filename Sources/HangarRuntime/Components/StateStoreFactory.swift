@@ -52,10 +52,13 @@ public struct StateStoreFactory: Sendable {
         }
         func duration(_ name: String) throws(ConfigurationError) -> Duration? {
             guard let text = spec.metadata[name], !text.isEmpty else { return nil }
-            guard let value = GoDuration.parse(text) else { throw error(name, "'\(text)' is not a duration (e.g. 2s, 500ms, 1h)") }
+            guard let value = GoDuration.parse(text) else {
+                throw error(name, "'\(text)' is not a duration (e.g. 2s, 500ms, 1h)")
+            }
             return value
         }
-        var configuration = SQLiteStateStore.Configuration(path: sqlitePath(spec.metadata["connectionString"] ?? "\(spec.name).db"))
+        var configuration = SQLiteStateStore.Configuration(
+            path: sqlitePath(spec.metadata["connectionString"] ?? "\(spec.name).db"))
         if let table = spec.metadata["tableName"], !table.isEmpty { configuration.tableName = table }
         if let busy = try duration("busyTimeout") { configuration.busyTimeout = busy }
         if let cleanup = try duration("cleanupInterval") {
@@ -65,7 +68,8 @@ public struct StateStoreFactory: Sendable {
             return try SQLiteStateStore(
                 configuration: configuration, threadPool: threadPool, eventLoopGroup: eventLoopGroup, logger: logger)
         } catch {
-            throw ConfigurationError(path: spec.source, field: "spec.metadata", message: "cannot open state.sqlite: \(error)")
+            throw ConfigurationError(
+                path: spec.source, field: "spec.metadata", message: "cannot open state.sqlite: \(error)")
         }
     }
 

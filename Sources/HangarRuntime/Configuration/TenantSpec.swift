@@ -119,8 +119,10 @@ public struct TenantSpec: Sendable, Hashable {
                 throw node.error("apiTokenFile", "give either apiToken or apiTokenFile, not both")
             }
             if let file = app.apiTokenFile {
-                let resolved = file.hasPrefix("/")
-                    ? file : ((document.path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(file)
+                let resolved =
+                    file.hasPrefix("/")
+                    ? file
+                    : ((document.path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(file)
                 guard let contents = try? String(contentsOfFile: resolved, encoding: .utf8) else {
                     throw node.error("apiTokenFile", "cannot read '\(resolved)'")
                 }

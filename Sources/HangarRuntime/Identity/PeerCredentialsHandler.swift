@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 public import Logging
 public import NIOCore
@@ -19,13 +19,13 @@ public struct PeerCredentials: Sendable, Hashable {
     /// Reads the peer credentials of a connected Unix-socket channel.
     public static func of(_ channel: any Channel) -> EventLoopFuture<PeerCredentials> {
         #if os(Linux)
-        guard let provider = channel as? any SocketOptionProvider else {
-            return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
-        }
-        return provider.unsafeGetSocketOption(
-            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+            guard let provider = channel as? any SocketOptionProvider else {
+                return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
+            }
+            return provider.unsafeGetSocketOption(
+                level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
         #else
-        return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
+            return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
         #endif
     }
 }

@@ -141,7 +141,9 @@ public struct StateAPI: Sendable {
                 case .success(let entry):
                     BulkStateValue(
                         key: key,
-                        value: entry.map { StateValue(data: $0.value, etag: $0.etag, metadata: Self.responseMetadata($0)) },
+                        value: entry.map {
+                            StateValue(data: $0.value, etag: $0.etag, metadata: Self.responseMetadata($0))
+                        },
                         error: nil)
                 case .failure(let error):
                     BulkStateValue(
