@@ -167,15 +167,8 @@ public struct StateAPI: Sendable {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
-        let future: EventLoopFuture<Void>
-        if requests.count == 1 {
-            future = handle.store.set(requests[0], on: eventLoop)
-        } else if let transactional = handle.store as? any TransactionalStateStore {
-            future = transactional.transact(requests.map { .set($0) }, on: eventLoop)
-        } else {
-            future = EventLoopFuture.andAllSucceed(requests.map { handle.store.set($0, on: eventLoop) }, on: eventLoop)
-        }
-        return future.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .save, store: store) }
+        return Self.apply(requests.map { .set($0) }, to: handle.store, on: eventLoop)
+            .flatMapErrorThrowing { throw StateAPIError.from($0, operation: .save, store: store) }
     }
 
     /// `DeleteState` and `DeleteBulkState`.
@@ -190,16 +183,25 @@ public struct StateAPI: Sendable {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
-        let future: EventLoopFuture<Void>
-        if requests.count == 1 {
-            future = handle.store.delete(requests[0], on: eventLoop)
-        } else if let transactional = handle.store as? any TransactionalStateStore {
-            future = transactional.transact(requests.map { .delete($0) }, on: eventLoop)
-        } else {
-            future = EventLoopFuture.andAllSucceed(
-                requests.map { handle.store.delete($0, on: eventLoop) }, on: eventLoop)
+        return Self.apply(requests.map { .delete($0) }, to: handle.store, on: eventLoop)
+            .flatMapErrorThrowing { throw StateAPIError.from($0, operation: .delete, store: store) }
+    }
+
+    /// Several writes of one request: atomically when the store is transactional (so a request never
+    /// half-applies), else one by one.
+    static func apply(
+        _ operations: [StateOperation], to store: any StateStore, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Void> {
+        if operations.count != 1, let transactional = store as? any TransactionalStateStore {
+            return transactional.transact(operations, on: eventLoop)
         }
-        return future.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .delete, store: store) }
+        let futures = operations.map { operation in
+            switch operation {
+            case .set(let request): store.set(request, on: eventLoop)
+            case .delete(let request): store.delete(request, on: eventLoop)
+            }
+        }
+        return futures.count == 1 ? futures[0] : EventLoopFuture.andAllSucceed(futures, on: eventLoop)
     }
 
     /// `ExecuteStateTransaction`: all operations or none.
