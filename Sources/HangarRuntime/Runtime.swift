@@ -10,11 +10,13 @@ public final class Runtime: Sendable {
     public let components: ComponentHost
     public let state: StateAPI
     public let metadata: MetadataAPI
+    public let metrics: RuntimeMetrics
     public let logger: Logger
 
     public init(
         configuration: NodeConfiguration, dataDirectory: String, maxRequestBytes: Int,
-        eventLoopGroup: any EventLoopGroup, threadPool: NIOThreadPool, logger: Logger
+        eventLoopGroup: any EventLoopGroup, threadPool: NIOThreadPool, metrics: RuntimeMetrics = RuntimeMetrics(),
+        logger: Logger
     ) throws(ConfigurationError) {
         self.configuration = configuration
         self.registry = TenantRegistry(configuration: configuration)
@@ -26,6 +28,12 @@ public final class Runtime: Sendable {
             logger: logger)
         self.state = StateAPI(components: components)
         self.metadata = MetadataAPI(components: components, registry: registry)
+        self.metrics = metrics
         self.logger = logger
+    }
+
+    /// Gauges for the metrics endpoint, sampled now.
+    public func gauges() -> RuntimeGauges {
+        RuntimeGauges()
     }
 }
