@@ -26,11 +26,15 @@ struct EchoServerCommand: AsyncParsableCommand {
     func run() async throws {
         let app = AppID(namespace: "bench", appId: "echo")
         let spec = AppSpec(appId: app.appId)
+        // The same gate as hangard's, with quotas far above what a benchmark reaches.
+        let unlimited = Quotas(
+            requestsPerSecond: 100_000_000, burst: 100_000_000, maxConcurrentRequests: 1_000_000,
+            maxConnections: 1_000_000)
         let gate = Gate(
             registry: TenantRegistry(
                 configuration: NodeConfiguration(
-                    tenants: [TenantSpec(namespace: app.namespace, apps: [spec])], components: [])),
-            maxRequestBytes: 4 << 20)
+                    tenants: [TenantSpec(namespace: app.namespace, apps: [spec], quotas: unlimited)], components: []),
+                maxRequestBytes: 4 << 20))
         var service = GRPCService()
         service.unary("/hangar.bench.v1.Echo/Echo", Hangar_Bench_V1_EchoRequest.self) { request, call in
             var response = Hangar_Bench_V1_EchoResponse()
@@ -41,7 +45,7 @@ struct EchoServerCommand: AsyncParsableCommand {
         logger.logLevel = .warning
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let server = GRPCServer(service: service, gate: gate, group: group, logger: logger)
-        _ = try await server.bind(unixSocket: socket, app: app, spec: spec)
+        _ = try await server.bind(unixSocket: socket, app: app)
         FileHandle.standardOutput.write(Data("\(Self.readyMarker)\n".utf8))
         // Serves until SIGTERM or SIGINT; a bench fixture has nothing to drain, so it just exits.
         let (signals, continuation) = AsyncStream.makeStream(of: Int32.self)

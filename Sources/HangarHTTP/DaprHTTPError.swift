@@ -15,7 +15,8 @@ struct DaprErrorMiddleware: RouterMiddleware {
         } catch let error as any DaprAPIError {
             return Self.response(error)
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            return Self.response(RequestError.tooLarge(0, limit: 0).withMessage("the request body is too large"))
+            return Self.response(
+                RequestError.tooLarge(0, limit: 0).withMessage("the request body is too large"))
         } catch let error as HTTPError where error.status == .notFound {
             return Self.response(
                 APIError(
@@ -42,7 +43,7 @@ struct DaprErrorMiddleware: RouterMiddleware {
             (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes]))
             ?? Data()
         var headers: HTTPFields = [.contentType: "application/json"]
-        if error.httpStatus == 429 { headers[.retryAfter] = "1" }
+        if error.httpStatus == 429 { headers[.retryAfter] = error.errorMetadata["retryAfterSeconds"] ?? "1" }
         return Response(
             status: .init(code: error.httpStatus), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }

@@ -57,8 +57,35 @@ public struct DaprHTTPRoutes: Sendable {
 
     // MARK: Identity and decoding
 
-    func caller(_ request: Request, _ context: HangarRequestContext) throws -> Caller {
-        try runtime.gate.admit(context.listener, token: request.headers[Self.tokenHeader])
+    /// Runs a route for an admitted caller: the gate decides who is calling and takes a slot of its quotas, held
+    /// until the route returns; the call is counted in the metrics under the Dapr gRPC method's name.
+    func admitted(
+        _ request: Request, _ context: HangarRequestContext, _ method: String,
+        _ route: (Admission) async throws -> Response
+    ) async throws -> Response {
+        let started = NIODeadline.now()
+        let admission = try runtime.gate.admit(
+            context.listener, token: request.headers[Self.tokenHeader], connection: context.channel)
+        defer { admission.finish() }
+        let code: RPCCode
+        do {
+            let response = try await route(admission)
+            code = .ok
+            record(admission, method, code, started)
+            return response
+        } catch let error as any DaprAPIError {
+            record(admission, method, error.rpcCode, started)
+            throw error
+        } catch {
+            record(admission, method, .internal, started)
+            throw error
+        }
+    }
+
+    private func record(_ admission: Admission, _ method: String, _ code: RPCCode, _ started: NIODeadline) {
+        runtime.metrics.recordRequest(
+            app: admission.caller.app, method: method, transport: "http", code: code,
+            duration: .nanoseconds((NIODeadline.now() - started).nanoseconds))
     }
 
     func parameter(_ context: HangarRequestContext, _ name: String) throws -> String {
@@ -66,27 +93,34 @@ public struct DaprHTTPRoutes: Sendable {
         return raw.removingPercentEncoding ?? raw
     }
 
-    /// The body, refused with 413 before it is buffered when its declared length is over the limit.
-    func body(_ request: Request) async throws -> ByteBuffer {
-        let limit = runtime.gate.maxRequestBytes
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }) { try runtime.gate.checkSize(length) }
+    /// The body, refused with 413 before it is buffered when its declared length is over the caller's
+    /// `maxRequestBytes`.
+    func body(_ request: Request, _ admission: Admission) async throws -> ByteBuffer {
+        let limit = admission.maxRequestBytes
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
+            admission.recordTooLarge(runtime.metrics)
+            throw QuotaError.tooLarge(length, limit: limit, app: admission.caller.app)
+        }
         do {
             return try await request.body.collect(upTo: limit)
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw Self.bodyTooLarge(limit)
+            throw bodyTooLarge(admission)
         } catch is NIOTooManyBytesError {
             // A chunked body has no declared length: it is refused once it passes the limit.
-            throw Self.bodyTooLarge(limit)
+            throw bodyTooLarge(admission)
         }
     }
 
-    static func bodyTooLarge(_ limit: Int) -> APIError {
-        RequestError.tooLarge(limit + 1, limit: limit).withMessage(
-            "the request body exceeds the maximum of \(limit) bytes")
+    func bodyTooLarge(_ admission: Admission) -> APIError {
+        admission.recordTooLarge(runtime.metrics)
+        return QuotaError.tooLarge(admission.maxRequestBytes + 1, limit: admission.maxRequestBytes, app: admission.caller.app)
+            .withMessage(
+                "quota exceeded: the request body is over the maximum of \(admission.maxRequestBytes) bytes "
+                    + "(maxRequestBytes) for app \(admission.caller.app)")
     }
 
-    func json(_ request: Request) async throws -> Any {
-        let buffer = try await body(request)
+    func json(_ request: Request, _ admission: Admission) async throws -> Any {
+        let buffer = try await body(request, admission)
         do {
             return try JSONSerialization.jsonObject(with: Data(buffer: buffer), options: [.fragmentsAllowed])
         } catch {
@@ -159,107 +193,123 @@ public struct DaprHTTPRoutes: Sendable {
     // MARK: State
 
     @Sendable func save(_ request: Request, _ context: HangarRequestContext) async throws -> Response {
-        let caller = try caller(request, context)
-        let store = try parameter(context, "store")
-        guard let array = try await json(request) as? [Any] else {
-            throw RequestError.malformed("the body must be a JSON array of state items")
+        try await admitted(request, context, "SaveState") { admission in
+            let caller = admission.caller
+            let store = try parameter(context, "store")
+            guard let array = try await json(request, admission) as? [Any] else {
+                throw RequestError.malformed("the body must be a JSON array of state items")
+            }
+            let items = try array.enumerated().map { try Self.stateItem($1, at: "[\($0)]") }
+            try await runtime.state.save(caller, store: store, items: items, on: context.channel.eventLoop).get()
+            return Response(status: .noContent)
         }
-        let items = try array.enumerated().map { try Self.stateItem($1, at: "[\($0)]") }
-        try await runtime.state.save(caller, store: store, items: items, on: context.channel.eventLoop).get()
-        return Response(status: .noContent)
     }
 
     @Sendable func get(_ request: Request, _ context: HangarRequestContext) async throws -> Response {
-        let caller = try caller(request, context)
-        let store = try parameter(context, "store")
-        let key = try parameter(context, "key")
-        guard
-            let value = try await runtime.state.get(caller, store: store, key: key, on: context.channel.eventLoop).get()
-        else { return Response(status: .noContent) }
-        var headers: HTTPFields = [.contentType: "application/json", .eTag: value.etag]
-        for (name, field) in value.metadata {
-            if let header = HTTPField.Name("metadata.\(name)") { headers[header] = field }
+        try await admitted(request, context, "GetState") { admission in
+            let caller = admission.caller
+            let store = try parameter(context, "store")
+            let key = try parameter(context, "key")
+            guard
+                let value = try await runtime.state.get(caller, store: store, key: key, on: context.channel.eventLoop).get()
+            else { return Response(status: .noContent) }
+            var headers: HTTPFields = [.contentType: "application/json", .eTag: value.etag]
+            for (name, field) in value.metadata {
+                if let header = HTTPField.Name("metadata.\(name)") { headers[header] = field }
+            }
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.data)))
         }
-        return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.data)))
     }
 
     @Sendable func delete(_ request: Request, _ context: HangarRequestContext) async throws -> Response {
-        let caller = try caller(request, context)
-        let store = try parameter(context, "store")
-        let item = StateItemRequest(
-            key: try parameter(context, "key"), etag: request.headers[.ifMatch], metadata: Self.queryMetadata(request),
-            concurrency: try Self.concurrency(request.uri.queryParameters["concurrency"].map(String.init)))
-        try await runtime.state.delete(caller, store: store, items: [item], on: context.channel.eventLoop).get()
-        return Response(status: .noContent)
+        try await admitted(request, context, "DeleteState") { admission in
+            let caller = admission.caller
+            let store = try parameter(context, "store")
+            let item = StateItemRequest(
+                key: try parameter(context, "key"), etag: request.headers[.ifMatch], metadata: Self.queryMetadata(request),
+                concurrency: try Self.concurrency(request.uri.queryParameters["concurrency"].map(String.init)))
+            try await runtime.state.delete(caller, store: store, items: [item], on: context.channel.eventLoop).get()
+            return Response(status: .noContent)
+        }
     }
 
     @Sendable func bulkGet(_ request: Request, _ context: HangarRequestContext) async throws -> Response {
-        let caller = try caller(request, context)
-        let store = try parameter(context, "store")
-        guard let object = try await json(request) as? [String: Any], let keys = object["keys"] as? [String] else {
-            throw RequestError.malformed("the body must be {\"keys\": [strings]}")
-        }
-        let values = try await runtime.state.bulkGet(caller, store: store, keys: keys, on: context.channel.eventLoop)
-            .get()
-        let items: [[String: Any]] = values.map { value in
-            var item: [String: Any] = ["key": value.key]
-            if let found = value.value {
-                item["data"] = Self.jsonValue(found.data)
-                item["etag"] = found.etag
-                if !found.metadata.isEmpty { item["metadata"] = found.metadata }
+        try await admitted(request, context, "GetBulkState") { admission in
+            let caller = admission.caller
+            let store = try parameter(context, "store")
+            guard let object = try await json(request, admission) as? [String: Any], let keys = object["keys"] as? [String] else {
+                throw RequestError.malformed("the body must be {\"keys\": [strings]}")
             }
-            if let error = value.error { item["error"] = error }
-            return item
+            let values = try await runtime.state.bulkGet(caller, store: store, keys: keys, on: context.channel.eventLoop)
+                .get()
+            let items: [[String: Any]] = values.map { value in
+                var item: [String: Any] = ["key": value.key]
+                if let found = value.value {
+                    item["data"] = Self.jsonValue(found.data)
+                    item["etag"] = found.etag
+                    if !found.metadata.isEmpty { item["metadata"] = found.metadata }
+                }
+                if let error = value.error { item["error"] = error }
+                return item
+            }
+            return try Self.jsonResponse(items)
         }
-        return try Self.jsonResponse(items)
     }
 
     @Sendable func transaction(_ request: Request, _ context: HangarRequestContext) async throws -> Response {
-        let caller = try caller(request, context)
-        let store = try parameter(context, "store")
-        guard let object = try await json(request) as? [String: Any],
-            let operations = object["operations"] as? [Any]
-        else { throw RequestError.malformed("the body must be {\"operations\": [...]}") }
-        let parsed = try operations.enumerated().map { index, entry -> StateTransactionOperation in
-            guard let entry = entry as? [String: Any], let operation = entry["operation"] as? String,
-                let item = entry["request"]
-            else {
-                throw RequestError.malformed("operations[\(index)] must be {\"operation\": ..., \"request\": {...}}")
+        try await admitted(request, context, "ExecuteStateTransaction") { admission in
+            let caller = admission.caller
+            let store = try parameter(context, "store")
+            guard let object = try await json(request, admission) as? [String: Any],
+                let operations = object["operations"] as? [Any]
+            else { throw RequestError.malformed("the body must be {\"operations\": [...]}") }
+            let parsed = try operations.enumerated().map { index, entry -> StateTransactionOperation in
+                guard let entry = entry as? [String: Any], let operation = entry["operation"] as? String,
+                    let item = entry["request"]
+                else {
+                    throw RequestError.malformed("operations[\(index)] must be {\"operation\": ..., \"request\": {...}}")
+                }
+                return StateTransactionOperation(
+                    operation: operation, item: try Self.stateItem(item, at: "operations[\(index)].request"))
             }
-            return StateTransactionOperation(
-                operation: operation, item: try Self.stateItem(item, at: "operations[\(index)].request"))
+            try await runtime.state.transact(caller, store: store, operations: parsed, on: context.channel.eventLoop).get()
+            return Response(status: .noContent)
         }
-        try await runtime.state.transact(caller, store: store, operations: parsed, on: context.channel.eventLoop).get()
-        return Response(status: .noContent)
     }
 
     // MARK: Metadata
 
     @Sendable func getMetadata(_ request: Request, _ context: HangarRequestContext) async throws -> Response {
-        let info = runtime.metadata.get(try caller(request, context))
-        return try Self.jsonResponse([
-            "id": info.id,
-            "runtimeVersion": info.runtimeVersion,
-            "components": info.components.map {
-                ["name": $0.name, "type": $0.type, "version": $0.version, "capabilities": $0.capabilities]
-                    as [String: Any]
-            },
-            "extended": info.extended,
-            "enabledFeatures": info.enabledFeatures,
-        ])
+        try await admitted(request, context, "GetMetadata") { admission in
+            let info = runtime.metadata.get(admission.caller)
+            return try Self.jsonResponse([
+                "id": info.id,
+                "runtimeVersion": info.runtimeVersion,
+                "components": info.components.map {
+                    ["name": $0.name, "type": $0.type, "version": $0.version, "capabilities": $0.capabilities]
+                        as [String: Any]
+                },
+                "extended": info.extended,
+                "enabledFeatures": info.enabledFeatures,
+            ])
+        }
     }
 
     @Sendable func setMetadata(_ request: Request, _ context: HangarRequestContext) async throws -> Response {
-        let caller = try caller(request, context)
-        let key = try parameter(context, "key")
-        let value = String(buffer: try await body(request))
-        try runtime.metadata.set(caller, key: key, value: value)
-        return Response(status: .noContent)
+        try await admitted(request, context, "SetMetadata") { admission in
+            let caller = admission.caller
+            let key = try parameter(context, "key")
+            let value = String(buffer: try await body(request, admission))
+            try runtime.metadata.set(caller, key: key, value: value)
+            return Response(status: .noContent)
+        }
     }
 
     @Sendable func shutdown(_ request: Request, _ context: HangarRequestContext) async throws -> Response {
-        // The node closes the app's listeners asynchronously, letting calls in flight (this one too) finish.
-        runtime.metadata.shutdown(try caller(request, context))
-        return Response(status: .noContent)
+        try await admitted(request, context, "Shutdown") { admission in
+            // The node closes the app's listeners asynchronously, letting calls in flight (this one too) finish.
+            runtime.metadata.shutdown(admission.caller)
+            return Response(status: .noContent)
+        }
     }
 }

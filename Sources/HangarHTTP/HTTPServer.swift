@@ -9,11 +9,13 @@ public import ServiceLifecycle
 public struct HTTPServer: Sendable {
     let responder: RouterResponder<HangarRequestContext>
     let group: any EventLoopGroup
+    let registry: TenantRegistry
     let logger: Logger
 
     public init(runtime: Runtime, group: any EventLoopGroup, logger: Logger) {
         self.responder = DaprHTTPRoutes(runtime: runtime).router().buildResponder()
         self.group = group
+        self.registry = runtime.registry
         // Hummingbird logs every listener it starts at info; with two sockets per app that drowns the node's own
         // start-up summary, so its servers log from notice up.
         var serverLogger = logger
@@ -23,15 +25,15 @@ public struct HTTPServer: Sendable {
 
     /// A server for one listener, as a `Service`. `onRunning` is called once it accepts connections.
     public func makeServer(
-        address: BindAddress, listener: ListenerIdentity, peerCheck: AppSpec? = nil,
-        onRunning: (@Sendable (any Channel) async -> Void)? = nil
+        address: BindAddress, listener: ListenerIdentity, onRunning: (@Sendable (any Channel) async -> Void)? = nil
     ) throws -> any Service {
         let responder = ListenerResponder(listener: listener, inner: self.responder)
         let logger = self.logger
         var configuration = HTTP1Channel.Configuration()
-        if case .app(let app) = listener, let spec = peerCheck, !(spec.uids.isEmpty && spec.gids.isEmpty) {
+        if case .app(let app) = listener {
+            let registry = self.registry
             configuration = HTTP1Channel.Configuration(additionalChannelHandlers: [
-                PeerCredentialsHandler(app: app, uids: spec.uids, gids: spec.gids, logger: logger)
+                AppSocketHandler(app: app, registry: registry, logger: logger)
             ])
         }
         return try HTTPServerBuilder.http1(configuration: configuration).buildServer(

@@ -1,18 +1,27 @@
-/// Admission, between the front-ends and the building blocks: who is calling and whether the call may proceed.
-/// Quotas and fair queuing hang off this type (a later issue); today it checks identity, detachment and size.
+public import NIOCore
+
+/// Admission, between the front-ends and the building blocks: who is calling and whether the call may proceed
+/// (identity, detachment, the tenant's and the app's quotas, connection counts and request size).
 public struct Gate: Sendable {
     public let registry: TenantRegistry
-    /// The largest request message or body accepted, in bytes.
-    public let maxRequestBytes: Int
+    public let metrics: RuntimeMetrics
+    /// The largest request message or body any app may send (`--max-request-bytes`).
+    public var maxRequestBytes: Int { registry.nodeMaxRequestBytes }
 
-    public init(registry: TenantRegistry, maxRequestBytes: Int) {
+    public init(registry: TenantRegistry, metrics: RuntimeMetrics = RuntimeMetrics()) {
         self.registry = registry
-        self.maxRequestBytes = maxRequestBytes
+        self.metrics = metrics
     }
 
     /// The caller of a request and whether it may proceed: the one entry point both front-ends use. On an app's
-    /// socket the connection is the app; on TCP the `dapr-api-token` says which app it is.
-    public func admit(_ listener: ListenerIdentity, token: String?) throws(APIError) -> Caller {
+    /// socket the connection is the app; on TCP the `dapr-api-token` says which app it is. An admitted request
+    /// holds a slot of its app's and tenant's budgets until `Admission.finish()`; a refused one changes nothing.
+    ///
+    /// `connection` is the channel the request came on: it counts towards the app's `maxConnections` from its
+    /// first admitted request (app sockets count theirs when accepted).
+    public func admit(_ listener: ListenerIdentity, token: String?, connection: (any Channel)?) throws(APIError)
+        -> Admission
+    {
         let caller: Caller
         switch listener {
         case .app(let app):
@@ -21,12 +30,101 @@ public struct Gate: Sendable {
             guard let tokenCaller = registry.caller(forToken: token) else { throw RequestError.unauthenticated() }
             caller = tokenCaller
         }
-        if registry.isDetached(caller.app) { throw RequestError.detached(caller.app) }
-        return caller
+        guard let account = registry.account(caller.app) else { throw RequestError.removed(caller.app) }
+        let connectionID = connection.map(ObjectIdentifier.init)
+        switch account.admit(connection: connectionID, now: NIODeadline.now().uptimeNanoseconds) {
+        case .admitted(let maxRequestBytes, let newConnection):
+            if newConnection, let connection, let connectionID {
+                connection.closeFuture.whenComplete { _ in account.closeConnection(connectionID) }
+            }
+            return Admission(caller: caller, maxRequestBytes: maxRequestBytes, account: account)
+        case .refused(let refusal):
+            metrics.recordQuotaRefusal(app: caller.app, quota: refusal.quota)
+            throw QuotaError.exceeded(refusal, app: caller.app)
+        case .inactive(.detached):
+            throw RequestError.detached(caller.app)
+        case .inactive:
+            throw RequestError.removed(caller.app)
+        }
     }
 
-    /// Refuses a request body over the limit.
+    /// Refuses a request body over the node's limit (before any caller is known).
     public func checkSize(_ size: Int) throws(APIError) {
         if size > maxRequestBytes { throw RequestError.tooLarge(size, limit: maxRequestBytes) }
+    }
+}
+
+/// An admitted request: its caller, the size it may have, and the budget slot it holds until `finish()`.
+public struct Admission: Sendable {
+    public let caller: Caller
+    /// The largest request message or body this caller may send (its `maxRequestBytes`, at most the node's).
+    public let maxRequestBytes: Int
+    let account: AppAccount
+
+    /// Returns the slot; call exactly once, when the call's work is done (answered, failed or abandoned).
+    public func finish() { account.finish() }
+
+    /// Refuses a request of `size` bytes over this caller's `maxRequestBytes`; nothing has been buffered yet.
+    public func checkSize(_ size: Int) throws(APIError) {
+        if size > maxRequestBytes { throw QuotaError.tooLarge(size, limit: maxRequestBytes, app: caller.app) }
+    }
+
+    /// Records a refusal of an over-size request (found while reading it).
+    public func recordTooLarge(_ metrics: RuntimeMetrics) {
+        metrics.recordQuotaRefusal(app: caller.app, quota: "maxRequestBytes")
+    }
+}
+
+/// Quota refusals: gRPC `RESOURCE_EXHAUSTED` with an `ErrorInfo` (reason `HANGAR_QUOTA_EXCEEDED`, metadata
+/// naming the quota and its limit), HTTP 429 with `Retry-After` (413 for a request over `maxRequestBytes`,
+/// which no retry can fix).
+public enum QuotaError {
+    public static let reason = "HANGAR_QUOTA_EXCEEDED"
+    public static let errorCode = "ERR_QUOTA_EXCEEDED"
+
+    public static func exceeded(_ refusal: QuotaRefusal, app: AppID) -> APIError {
+        let owner = refusal.scope == .tenant ? "tenant '\(app.namespace)'" : "app \(app)"
+        let unit =
+            switch refusal.quota {
+            case "requestsPerSecond": " requests per second"
+            case "maxConcurrentRequests": " calls in flight"
+            case "maxConnections": " connections"
+            case "maxStateBytes": " bytes"
+            default: ""
+            }
+        return APIError(
+            errorCode: errorCode, rpcCode: .resourceExhausted, httpStatus: 429,
+            message: "quota exceeded: \(owner) is limited to \(refusal.limit)\(unit) (\(refusal.quota))"
+                + "; retry after \(refusal.retryAfterSeconds) s",
+            reason: reason,
+            metadata: [
+                "quota": refusal.quota, "limit": String(refusal.limit), "scope": refusal.scope.rawValue,
+                "namespace": app.namespace, "appId": app.appId,
+                "retryAfterSeconds": String(refusal.retryAfterSeconds),
+            ])
+    }
+
+    public static func tooLarge(_ size: Int, limit: Int, app: AppID) -> APIError {
+        APIError(
+            errorCode: errorCode, rpcCode: .resourceExhausted, httpStatus: 413,
+            message: "quota exceeded: a request of \(size) bytes is over the maximum of \(limit) bytes "
+                + "(maxRequestBytes) for app \(app)",
+            reason: reason,
+            metadata: [
+                "quota": "maxRequestBytes", "limit": String(limit), "scope": "app", "namespace": app.namespace,
+                "appId": app.appId,
+            ])
+    }
+
+    public static func stateBytes(usage: Int, limit: Int, namespace: String, store: String) -> APIError {
+        APIError(
+            errorCode: errorCode, rpcCode: .resourceExhausted, httpStatus: 429,
+            message: "quota exceeded: tenant '\(namespace)' may store \(limit) bytes in state store '\(store)' "
+                + "(maxStateBytes); this write would make it \(usage) bytes. Delete or shrink items first",
+            reason: reason,
+            metadata: [
+                "quota": "maxStateBytes", "limit": String(limit), "scope": "tenant", "namespace": namespace,
+                "store": store, "retryAfterSeconds": "60",
+            ])
     }
 }

@@ -1,10 +1,10 @@
 public import Logging
 public import NIOCore
 public import NIOPosix
+import Synchronization
 
 /// The runtime behind both front-ends: identity and admission (the gate), and the building blocks.
 public final class Runtime: Sendable {
-    public let configuration: NodeConfiguration
     public let registry: TenantRegistry
     public let gate: Gate
     public let components: ComponentHost
@@ -12,28 +12,57 @@ public final class Runtime: Sendable {
     public let metadata: MetadataAPI
     public let metrics: RuntimeMetrics
     public let logger: Logger
+    /// Serialises reconfigurations.
+    private let applying = Mutex<Void>(())
 
     public init(
         configuration: NodeConfiguration, dataDirectory: String, maxRequestBytes: Int,
         eventLoopGroup: any EventLoopGroup, threadPool: NIOThreadPool, metrics: RuntimeMetrics = RuntimeMetrics(),
-        logger: Logger
+        retireTimeout: Duration = .seconds(30), logger: Logger
     ) throws(ConfigurationError) {
-        self.configuration = configuration
-        self.registry = TenantRegistry(configuration: configuration)
-        self.gate = Gate(registry: registry, maxRequestBytes: maxRequestBytes)
+        self.registry = TenantRegistry(configuration: configuration, maxRequestBytes: maxRequestBytes)
+        self.gate = Gate(registry: registry, metrics: metrics)
         self.components = try ComponentHost(
             components: configuration.components,
             stateFactory: StateStoreFactory(
                 dataDirectory: dataDirectory, threadPool: threadPool, eventLoopGroup: eventLoopGroup, logger: logger),
-            logger: logger)
-        self.state = StateAPI(components: components)
+            retireTimeout: retireTimeout, logger: logger)
+        self.state = StateAPI(components: components, registry: registry, metrics: metrics)
         self.metadata = MetadataAPI(components: components, registry: registry)
         self.metrics = metrics
         self.logger = logger
     }
 
+    /// The configuration in force.
+    public var configuration: NodeConfiguration { registry.configuration }
+
+    /// Applies a new configuration without a restart: components first (a component that cannot be created
+    /// rejects the whole change, leaving the last good configuration in force), then tenants, apps and quotas.
+    /// Returns what changed for the apps, so that the node can bind and close their sockets.
+    public func apply(_ configuration: NodeConfiguration) throws(ConfigurationError) -> TenantRegistry.Change {
+        try applying.withLock { _ throws(ConfigurationError) -> TenantRegistry.Change in
+            if configuration.components != components.specs {
+                try components.apply(configuration.components)
+            }
+            return registry.apply(configuration)
+        }
+    }
+
     /// Gauges for the metrics endpoint, sampled now.
     public func gauges() -> RuntimeGauges {
-        RuntimeGauges()
+        var gauges = RuntimeGauges()
+        for account in registry.accounts {
+            gauges.connections.append(.init(app: account.app, open: account.openConnections))
+        }
+        for pool in components.statePools {
+            for (namespace, bytes) in pool.storedBytes {
+                gauges.stateBytes.append(.init(namespace: namespace, store: pool.spec.name, bytes: bytes))
+            }
+            for depth in pool.queueDepths {
+                gauges.poolQueues.append(
+                    .init(component: pool.spec.name, namespace: depth.tenant, queued: depth.queued, running: depth.running))
+            }
+        }
+        return gauges
     }
 }

@@ -45,6 +45,13 @@ struct Hangard: AsyncParsableCommand {
     @Option(help: "Seconds to let calls in flight finish on shutdown or detach.")
     var drainTimeout: Double = 10
 
+    @Option(
+        help: """
+            Seconds between checks of the --tenancy/--resources files for changes, besides inotify; \
+            0 turns live reconfiguration off.
+            """)
+    var watchInterval: Double = 2
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
@@ -58,6 +65,7 @@ struct Hangard: AsyncParsableCommand {
         guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
         guard maxRequestBytes > 0 else { throw ValidationError("--max-request-bytes must be positive") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
+        guard watchInterval >= 0 else { throw ValidationError("--watch-interval must not be negative") }
         _ = try ListenAddress(httpListen, flag: "--http-listen")
         _ = try ListenAddress(grpcListen, flag: "--grpc-listen")
     }
@@ -78,7 +86,10 @@ struct Hangard: AsyncParsableCommand {
             dataDirectory: dataDir ?? Self.defaultDataDirectory(environment),
             http: try ListenAddress(httpListen, flag: "--http-listen"),
             grpc: try ListenAddress(grpcListen, flag: "--grpc-listen"),
-            drainTimeout: .milliseconds(Int64(drainTimeout * 1000)))
+            drainTimeout: .milliseconds(Int64(drainTimeout * 1000)),
+            tenancyDirectory: tenancy, resourcesDirectory: resources,
+            watchInterval: watchInterval > 0 ? .milliseconds(Int64(watchInterval * 1000)) : nil,
+            environment: environment)
 
         let configuration: NodeConfiguration
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
@@ -94,7 +105,8 @@ struct Hangard: AsyncParsableCommand {
             threadPool.start()
             runtime = try Runtime(
                 configuration: configuration, dataDirectory: options.dataDirectory, maxRequestBytes: maxRequestBytes,
-                eventLoopGroup: group, threadPool: threadPool, logger: logger)
+                eventLoopGroup: group, threadPool: threadPool, retireTimeout: .milliseconds(Int64(drainTimeout * 1000)),
+                logger: logger)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("hangard: invalid configuration: \(error)\n".utf8))
             throw ExitCode(2)

@@ -26,4 +26,10 @@ struct NodeOptions: Sendable {
     var http: ListenAddress?
     var grpc: ListenAddress?
     var drainTimeout: Duration
+    /// The directories the configuration came from (nil: the development default), watched for changes.
+    var tenancyDirectory: String?
+    var resourcesDirectory: String?
+    /// How often the files are re-checked besides inotify; nil turns watching off (`--watch-interval 0`).
+    var watchInterval: Duration?
+    var environment: [String: String] = [:]
 }

@@ -8,9 +8,10 @@ import NIOCore
 import ServiceLifecycle
 import Synchronization
 
-/// The node: binds every app's sockets and the TCP listeners, serves until shutdown, detaches apps that call
-/// `Shutdown`, and on SIGTERM stops accepting, drains calls in flight (bounded), closes components and removes
-/// the sockets.
+/// The node: binds every app's sockets and the TCP listeners, serves until shutdown, follows changes of the
+/// tenancy and resource files (binding new apps' sockets, closing removed apps' after their calls in flight),
+/// detaches apps that call `Shutdown`, and on SIGTERM stops accepting, drains calls in flight (bounded), closes
+/// components and removes the sockets.
 final class NodeService: Service {
     private let runtime: Runtime
     private let options: NodeOptions
@@ -20,14 +21,17 @@ final class NodeService: Service {
     private let logger: Logger
     private let group: any EventLoopGroup
 
-    /// What one listener needs for shutdown: its gRPC side and its HTTP server's group.
+    /// One listener's parts, for closing it: its gRPC side, its HTTP server and the task running it.
     private struct Listeners {
         var grpc: GRPCListener?
         var http: ServiceGroup?
+        var httpTask: Task<Void, any Error>?
         var socketPaths: [String] = []
+        var directory: String?
     }
 
     private let listeners = Mutex<[ListenerIdentity: Listeners]>([:])
+    private let stopping = Atomic<Bool>(false)
 
     init(runtime: Runtime, options: NodeOptions, group: any EventLoopGroup, logger: Logger) {
         self.runtime = runtime
@@ -42,85 +46,194 @@ final class NodeService: Service {
     func run() async throws {
         let (detachRequests, detachContinuation) = AsyncStream.makeStream(of: AppID.self)
         runtime.metadata.setDetachHandler { detachContinuation.yield($0) }
-        let ready = ReadinessCounter()
+        let watcher = makeWatcher()
 
-        try await withThrowingDiscardingTaskGroup { tasks in
-            // App sockets.
-            for (app, spec, _) in runtime.configuration.apps {
-                try layout.prepare(app, spec: spec, logger: logger)
-                let grpcPath = layout.grpcSocket(app)
-                let grpcListener = try await grpc.bind(unixSocket: grpcPath, app: app, spec: spec)
-                layout.publish(grpcPath, spec: spec)
-                let httpPath = layout.httpSocket(app)
-                let httpGroup = try httpServer(
-                    .unixDomainSocket(path: httpPath), .app(app), spec: spec, ready: ready
-                ) { [layout] in layout.publish(httpPath, spec: spec) }
-                listeners.withLock {
-                    $0[.app(app)] = Listeners(grpc: grpcListener, http: httpGroup, socketPaths: [grpcPath, httpPath])
-                }
-                tasks.addTask { try await httpGroup.run() }
-            }
-            // TCP listeners.
-            var tcp = Listeners()
-            if let address = options.grpc {
-                tcp.grpc = try await grpc.bind(host: address.host, port: address.port)
-            }
-            if let address = options.http {
-                let httpGroup = try httpServer(
-                    .hostname(address.host, port: address.port), .tcp, spec: nil, ready: ready
-                ) {}
-                tcp.http = httpGroup
-                tasks.addTask { try await httpGroup.run() }
-            }
-            listeners.withLock { $0[.tcp] = tcp }
-            let expected = listeners.withLock { $0.values.filter { $0.http != nil }.count }
-            tasks.addTask { [logger, runtime, options] in
-                await ready.wait(for: expected)
-                logger.info(
-                    "hangard ready",
-                    metadata: [
-                        "tenants": "\(runtime.configuration.tenants.count)",
-                        "apps": "\(runtime.configuration.apps.count)",
-                        "components": "\(runtime.configuration.components.count)",
-                        "socket.root": "\(options.socketRoot)",
-                        "http.listen": "\(options.http.map { "\($0.host):\($0.port)" } ?? "none")",
-                        "grpc.listen": "\(options.grpc.map { "\($0.host):\($0.port)" } ?? "none")",
-                    ])
-            }
+        // App sockets, then the TCP listeners.
+        let started = ContinuousClock.now
+        for (app, _, _) in runtime.configuration.apps { try await attach(app) }
+        var tcp = Listeners()
+        if let address = options.grpc {
+            tcp.grpc = try await grpc.bind(host: address.host, port: address.port)
+        }
+        if let address = options.http {
+            let (server, task) = try await runHTTP(.hostname(address.host, port: address.port), .tcp)
+            tcp.http = server
+            tcp.httpTask = task
+        }
+        listeners.withLock { $0[.tcp] = tcp }
+        let configuration = runtime.configuration
+        logger.info(
+            "hangard ready",
+            metadata: [
+                "tenants": "\(configuration.tenants.count)",
+                "apps": "\(configuration.apps.count)",
+                "components": "\(configuration.components.count)",
+                "socket.root": "\(options.socketRoot)",
+                "http.listen": "\(options.http.map { "\($0.host):\($0.port)" } ?? "none")",
+                "grpc.listen": "\(options.grpc.map { "\($0.host):\($0.port)" } ?? "none")",
+                "watching": "\(watcher == nil ? "no" : "yes")",
+                "startup.ms": "\((ContinuousClock.now - started).milliseconds)",
+            ])
+
+        await withDiscardingTaskGroup { tasks in
             // Apps that call Shutdown.
             tasks.addTask {
-                for await app in detachRequests { await self.detach(app) }
+                for await app in detachRequests { await self.detach(app, reason: .shutdownCall) }
             }
-            // SIGTERM: stop everything, then end the detach loop so the group can finish.
+            // Configuration changes.
+            if let watcher {
+                tasks.addTask {
+                    for await _ in watcher.changes() { await self.reload() }
+                }
+            }
+            // SIGTERM: stop everything, then end the loops so the group can finish.
             tasks.addTask {
                 try? await gracefulShutdown()
+                watcher?.stop()
                 await self.stopAll()
                 detachContinuation.finish()
             }
         }
     }
 
-    private func httpServer(
-        _ address: BindAddress, _ identity: ListenerIdentity, spec: AppSpec?, ready: ReadinessCounter,
-        onRunning: @escaping @Sendable () -> Void
-    ) throws -> ServiceGroup {
-        let server = try http.makeServer(address: address, listener: identity, peerCheck: spec) { _ in
-            onRunning()
-            ready.signal()
+    // MARK: Apps
+
+    /// Creates the app's directory and binds its two sockets; the app is served once this returns.
+    private func attach(_ app: AppID) async throws {
+        guard let spec = runtime.registry.app(app) else { return }
+        try layout.prepare(app, spec: spec, logger: logger)
+        let grpcPath = layout.grpcSocket(app)
+        let httpPath = layout.httpSocket(app)
+        let grpcListener = try await grpc.bind(unixSocket: grpcPath, app: app)
+        layout.publish(grpcPath, spec: spec)
+        do {
+            let (server, task) = try await runHTTP(.unixDomainSocket(path: httpPath), .app(app))
+            layout.publish(httpPath, spec: spec)
+            listeners.withLock {
+                $0[.app(app)] = Listeners(
+                    grpc: grpcListener, http: server, httpTask: task, socketPaths: [grpcPath, httpPath],
+                    directory: layout.directory(app))
+            }
+        } catch {
+            await grpcListener.drain(timeout: .zero)
+            layout.removeSocket(grpcPath)
+            throw error
         }
-        return ServiceGroup(configuration: .init(services: [server], logger: logger))
+    }
+
+    /// Starts a Hummingbird server for one listener and returns once it accepts connections.
+    private func runHTTP(_ address: BindAddress, _ identity: ListenerIdentity) async throws
+        -> (ServiceGroup, Task<Void, any Error>)
+    {
+        let (running, signal) = AsyncStream.makeStream(of: Void.self)
+        let server = try http.makeServer(address: address, listener: identity) { _ in
+            signal.yield()
+            signal.finish()
+        }
+        let serviceGroup = ServiceGroup(configuration: .init(services: [server], logger: logger))
+        let task = Task {
+            defer { signal.finish() }
+            try await serviceGroup.run()
+        }
+        for await _ in running { return (serviceGroup, task) }
+        // The server ended before it was running: report why.
+        try await task.value
+        throw SocketLayoutError.system("HTTP listener \(address) did not start", EADDRNOTAVAIL)
+    }
+
+    enum DetachReason {
+        case shutdownCall
+        case removed
     }
 
     /// Closes one app's sockets after its calls in flight finish; the rest of the node keeps serving.
-    private func detach(_ app: AppID) async {
+    private func detach(_ app: AppID, reason: DetachReason) async {
         guard let entry = listeners.withLock({ $0.removeValue(forKey: .app(app)) }) else { return }
-        logger.notice(
-            "app detached by its Shutdown call; its sockets are closed",
-            metadata: ["tenant.namespace": "\(app.namespace)", "app.id": "\(app.appId)"])
+        let metadata: Logger.Metadata = ["tenant.namespace": "\(app.namespace)", "app.id": "\(app.appId)"]
+        switch reason {
+        case .shutdownCall: logger.notice("app detached by its Shutdown call; its sockets are closed", metadata: metadata)
+        case .removed: logger.notice("app removed from the configuration; its sockets are closed", metadata: metadata)
+        }
         await stop(entry)
+        if reason == .removed, let directory = entry.directory {
+            // Only an empty directory goes (the node made it); the namespace directory too once it is empty.
+            rmdir(directory)
+            rmdir((directory as NSString).deletingLastPathComponent)
+        }
     }
 
+    // MARK: Reconfiguration
+
+    private func makeWatcher() -> ConfigWatcher? {
+        let directories = [options.tenancyDirectory, options.resourcesDirectory].compactMap { $0 }
+        guard !directories.isEmpty, options.watchInterval != nil else { return nil }
+        return ConfigWatcher(
+            directories: directories, files: tokenFiles(runtime.configuration),
+            pollInterval: options.watchInterval ?? .seconds(2))
+    }
+
+    private func tokenFiles(_ configuration: NodeConfiguration) -> [String] {
+        configuration.apps.compactMap(\.spec.apiTokenFile)
+    }
+
+    /// Loads the files again and applies what changed. An invalid configuration is reported with its path and
+    /// field, and the last good one stays in force.
+    func reload() async {
+        guard !stopping.load(ordering: .acquiring) else { return }
+        let started = ContinuousClock.now
+        let configuration: NodeConfiguration
+        let change: TenantRegistry.Change
+        do {
+            configuration = try NodeConfiguration.load(
+                tenancyDirectory: options.tenancyDirectory, resourcesDirectory: options.resourcesDirectory,
+                environment: options.environment, logger: logger)
+            guard configuration != runtime.configuration else { return }
+            try layout.validate(configuration)
+            change = try runtime.apply(configuration)
+        } catch {
+            logger.error(
+                "configuration change rejected; the last good configuration stays in force",
+                metadata: ["error": "\(error)"])
+            return
+        }
+        for app in change.removed { await detach(app, reason: .removed) }
+        var failed: [AppID] = []
+        for app in change.added {
+            do {
+                try await attach(app)
+            } catch {
+                failed.append(app)
+                logger.error(
+                    "cannot bind the sockets of a new app",
+                    metadata: ["tenant.namespace": "\(app.namespace)", "app.id": "\(app.appId)", "error": "\(error)"])
+            }
+        }
+        for app in change.changed {
+            // New uids/gids: the directory and sockets change hands; new connections are checked against them.
+            guard let spec = runtime.registry.app(app), listeners.withLock({ $0[.app(app)] != nil }) else { continue }
+            do {
+                try layout.reown(app, spec: spec, logger: logger)
+            } catch {
+                logger.error("cannot update the app directory", metadata: ["app.id": "\(app)", "error": "\(error)"])
+            }
+        }
+        logger.info(
+            "configuration reloaded",
+            metadata: [
+                "tenants": "\(configuration.tenants.count)", "apps": "\(configuration.apps.count)",
+                "components": "\(configuration.components.count)",
+                "apps.added": "\(change.added.map(\.description).joined(separator: ","))",
+                "apps.removed": "\(change.removed.map(\.description).joined(separator: ","))",
+                "apps.reconfigured": "\(change.reconfigured.count + change.changed.count)",
+                "apps.failed": "\(failed.count)",
+                "reload.ms": "\((ContinuousClock.now - started).milliseconds)",
+            ])
+    }
+
+    // MARK: Shutdown
+
     private func stopAll() async {
+        stopping.store(true, ordering: .releasing)
         logger.info("shutting down: draining calls in flight", metadata: ["drain.timeout": "\(options.drainTimeout)"])
         let all = listeners.withLock { entries in
             defer { entries.removeAll() }
@@ -137,35 +250,19 @@ final class NodeService: Service {
     private func stop(_ entry: Listeners) async {
         await withDiscardingTaskGroup { group in
             if let grpc = entry.grpc { group.addTask { await grpc.drain(timeout: self.options.drainTimeout) } }
-            if let http = entry.http { group.addTask { await http.triggerGracefulShutdown() } }
+            if let http = entry.http {
+                group.addTask {
+                    await http.triggerGracefulShutdown()
+                    _ = try? await entry.httpTask?.value
+                }
+            }
         }
         for path in entry.socketPaths { layout.removeSocket(path) }
     }
 }
 
-/// Counts listeners that are up, so that "ready" is logged once all are.
-final class ReadinessCounter: Sendable {
-    private let state = Mutex<(count: Int, waiters: [(Int, CheckedContinuation<Void, Never>)])>((0, []))
-
-    func signal() {
-        let resume = state.withLock { state -> [CheckedContinuation<Void, Never>] in
-            state.count += 1
-            let count = state.count
-            let ready = state.waiters.filter { $0.0 <= count }.map(\.1)
-            state.waiters.removeAll { $0.0 <= count }
-            return ready
-        }
-        for continuation in resume { continuation.resume() }
-    }
-
-    func wait(for expected: Int) async {
-        await withCheckedContinuation { continuation in
-            let now = state.withLock { state -> Bool in
-                if state.count >= expected { return true }
-                state.waiters.append((expected, continuation))
-                return false
-            }
-            if now { continuation.resume() }
-        }
+extension Duration {
+    var milliseconds: Int64 {
+        components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000
     }
 }

@@ -47,6 +47,18 @@ struct SocketLayout: Sendable {
         for path in [grpcSocket(app), httpSocket(app)] { removeSocket(path) }
     }
 
+    /// Hands the app's directory and sockets to its (changed) uid/gid.
+    func reown(_ app: AppID, spec: AppSpec, logger: Logger) throws {
+        let directory = directory(app)
+        let uid = spec.uids.first ?? getuid()
+        let gid = spec.gids.first ?? getgid()
+        for path in [directory, grpcSocket(app), httpSocket(app)] where chown(path, uid, gid) != 0 {
+            logger.warning(
+                "cannot hand the app's files to its uid/gid",
+                metadata: ["path": "\(path)", "uid": "\(uid)", "gid": "\(gid)", "errno": "\(errno)"])
+        }
+    }
+
     /// Makes a bound socket usable by the app's group, and hands it to the app's uid/gid when configured.
     func publish(_ path: String, spec: AppSpec) {
         _ = chmod(path, 0o660)

@@ -27,9 +27,10 @@ struct GRPCConnectionHandlerTests {
         }
         let registry = TenantRegistry(
             configuration: NodeConfiguration(
-                tenants: [TenantSpec(namespace: "team-a", apps: [AppSpec(appId: "echo")])], components: []))
+                tenants: [TenantSpec(namespace: "team-a", apps: [AppSpec(appId: "echo")])], components: []),
+            maxRequestBytes: maxRequestBytes)
         let handler = GRPCConnectionHandler(
-            service: service, identity: .app(app), gate: Gate(registry: registry, maxRequestBytes: maxRequestBytes),
+            service: service, identity: .app(app), gate: Gate(registry: registry),
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
         let channel = EmbeddedChannel(handler: handler)
         try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x")).wait()

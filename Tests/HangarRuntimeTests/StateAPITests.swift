@@ -65,7 +65,7 @@ struct StateAPITests {
         try await save(Self.ordersA, "by-name", "n", "x")
         #expect(try await read(Self.billingA, "by-name", "n") == "x")
         let handle = try #require(runtime.components.statePool(named: "by-name", for: Self.ordersA.app))
-        #expect(handle.handle(for: Self.ordersA.app).prefix == "team-a||by-name||")
+        #expect(handle.handle(for: Self.ordersA.app, tenant: nil).prefix == "team-a||by-name||")
     }
 
     @Test("a namespaced component hides the shared one of the same name for its tenant")
@@ -188,7 +188,7 @@ struct StateAPITests {
     @Test("features a store does not advertise are refused with a clear error")
     func unadvertisedFeatures() async throws {
         let pool = try StatePool(spec: ComponentSpec(name: "plain", type: "test.plain"), store: PlainStore())
-        let handle = pool.handle(for: Self.ordersA.app)
+        let handle = pool.handle(for: Self.ordersA.app, tenant: nil)
         let ttl = #expect(throws: APIError.self) { try StateAPI.ttl(["ttlInSeconds": "5"], handle: handle) }
         #expect(ttl?.errorCode == "ERR_STATE_STORE_NOT_SUPPORTED")
         #expect(ttl?.message == "state store plain doesn't support TTL")
@@ -198,14 +198,16 @@ struct StateAPITests {
     @Test("Shutdown detaches the calling app only; the gate then refuses it")
     func shutdownDetachesOneApp() throws {
         runtime.metadata.shutdown(Self.billingA)
-        #expect(throws: APIError.self) { try runtime.gate.admit(.app(Self.billingA.app), token: nil) }
-        #expect(try runtime.gate.admit(.app(Self.ordersA.app), token: nil) == Self.ordersA)
+        #expect(throws: APIError.self) { try runtime.gate.admit(.app(Self.billingA.app), token: nil, connection: nil) }
+        #expect(try runtime.gate.admit(.app(Self.ordersA.app), token: nil, connection: nil).caller == Self.ordersA)
     }
 }
 
 /// A store with no optional features, to check that the runtime refuses what a store does not advertise.
 final class PlainStore: StateStore {
     let features: StateFeatures = []
+    let executesInline = true
+    let usageByPartition: [String: Int] = [:]
     func get(_ key: String, on eventLoop: any EventLoop) -> EventLoopFuture<StateEntry?> {
         eventLoop.makeSucceededFuture(nil)
     }

@@ -26,6 +26,11 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
 
     private struct Stream {
         let method: GRPCService.UnaryHandler
+        let name: String
+        let admission: Admission
+        let started: NIODeadline
+        /// Set once the method runs: from then on its completion returns the admission's slot.
+        var running = false
         let context: GRPCCallContext
         var deframer: GRPCMessageDeframer
         var request: ByteBuffer?
@@ -36,6 +41,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
     private let service: GRPCService
     private let identity: ListenerIdentity
     private let gate: Gate
+    private let metrics: RuntimeMetrics
     private let logger: Logger
     private var streams: [HTTP2StreamID: Stream] = [:]
     private var connectionUnackedBytes = 0
@@ -51,6 +57,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
         self.service = service
         self.identity = identity
         self.gate = gate
+        self.metrics = gate.metrics
         self.logger = logger
     }
 
@@ -92,7 +99,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
 
     package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let closed = event as? StreamClosedEvent {
-            streams.removeValue(forKey: closed.streamID)?.deadline?.cancel()
+            removeStream(closed.streamID)
             closeIfDrained(context)
         } else if event is GRPCDrainEvent {
             draining = true
@@ -118,8 +125,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
     }
 
     package func channelInactive(context: ChannelHandlerContext) {
-        for stream in streams.values { stream.deadline?.cancel() }
-        streams.removeAll()
+        for id in Array(streams.keys) { removeStream(id) }
         context.fireChannelInactive()
     }
 
@@ -135,7 +141,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
             return respondHTTPError(context, id, status: "415", message: "content-type must be application/grpc")
         }
         let path = headers.first(name: ":path") ?? ""
-        guard let method = service.methods[path] else {
+        guard let registered = service.methods[path] else {
             let name = path.split(separator: "/").last.map(String.init) ?? path
             return respondError(
                 context, id,
@@ -148,21 +154,24 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
                 GRPCStatus(code: .unimplemented, message: "grpc-encoding '\(encoding)' is not supported"),
                 requestEnded: endStream)
         }
-        let caller: Caller
+        let admission: Admission
         do {
-            caller = try gate.admit(identity, token: headers.first(name: "dapr-api-token"))
+            admission = try gate.admit(
+                identity, token: headers.first(name: "dapr-api-token"), connection: context.channel)
         } catch {
             return respondError(context, id, GRPCStatus(error), requestEnded: endStream)
         }
         var stream = Stream(
             method: {
-                switch method {
+                switch registered.method {
                 case .unary(let handler): handler
                 }
             }(),
+            name: registered.name, admission: admission, started: .now(),
             context: GRPCCallContext(
-                caller: caller, headers: headers, eventLoop: context.eventLoop, allocator: context.channel.allocator),
-            deframer: GRPCMessageDeframer(maxMessageBytes: gate.maxRequestBytes))
+                caller: admission.caller, headers: headers, eventLoop: context.eventLoop,
+                allocator: context.channel.allocator),
+            deframer: GRPCMessageDeframer(maxMessageBytes: admission.maxRequestBytes))
         if let timeout = headers.first(name: "grpc-timeout").flatMap(Self.parseTimeout) {
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             stream.deadline = context.eventLoop.scheduleTask(in: timeout) {
@@ -203,10 +212,9 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
             let status: GRPCStatus
             switch error {
             case .tooLarge(let length):
+                stream.admission.recordTooLarge(metrics)
                 status = GRPCStatus(
-                    code: .resourceExhausted,
-                    message: "request message of \(length) bytes exceeds the maximum of \(gate.maxRequestBytes) bytes",
-                    errorInfo: ("HANGAR_REQUEST_TOO_LARGE", ["limit": String(gate.maxRequestBytes)]))
+                    QuotaError.tooLarge(length, limit: stream.admission.maxRequestBytes, app: stream.admission.caller.app))
             case .compressed:
                 status = GRPCStatus(code: .internal, message: "compressed message without grpc-encoding")
             }
@@ -237,9 +245,12 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
                 context, id, GRPCStatus(code: .internal, message: "the request ended without a complete message"),
                 requestEnded: true)
         }
+        streams[id]!.running = true
         let future = stream.method(request, stream.context)
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let admission = stream.admission
         future.hop(to: context.eventLoop).whenComplete { result in
+            admission.finish()
             let (handler, context) = bound.value
             guard handler.streams[id] != nil else { return }  // reset by the client or past its deadline
             switch result {
@@ -251,8 +262,26 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
 
     // MARK: Responses
 
+    /// Forgets a stream; its admission's slot is returned here unless its method is running (then the method's
+    /// completion returns it).
+    @discardableResult
+    private func removeStream(_ id: HTTP2StreamID) -> Stream? {
+        guard let stream = streams.removeValue(forKey: id) else { return nil }
+        stream.deadline?.cancel()
+        if !stream.running { stream.admission.finish() }
+        return stream
+    }
+
+    private func record(_ stream: Stream?, _ code: RPCCode) {
+        guard let stream else { return }
+        let elapsed = NIODeadline.now() - stream.started
+        metrics.recordRequest(
+            app: stream.admission.caller.app, method: stream.name, transport: "grpc", code: code,
+            duration: .nanoseconds(elapsed.nanoseconds))
+    }
+
     private func respond(_ context: ChannelHandlerContext, _ id: HTTP2StreamID, _ message: ByteBuffer) {
-        streams.removeValue(forKey: id)?.deadline?.cancel()
+        record(removeStream(id), .ok)
         write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: Self.responseHeaders))))
         write(context, HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message)))))
         write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: Self.okTrailers, endStream: true))))
@@ -265,8 +294,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
     private func respondError(
         _ context: ChannelHandlerContext, _ id: HTTP2StreamID, _ status: GRPCStatus, requestEnded: Bool
     ) {
-        let stream = streams.removeValue(forKey: id)
-        stream?.deadline?.cancel()
+        record(removeStream(id), status.code)
         if status.code == .internal || status.code == .unknown {
             logger.warning(
                 "gRPC call failed",

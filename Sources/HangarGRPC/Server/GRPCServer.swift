@@ -23,10 +23,10 @@ public struct GRPCServer: Sendable {
     }
 
     /// Listens on an app's Unix socket; every connection is that app. Peer credentials are checked when the app
-    /// lists uids or gids.
-    public func bind(unixSocket path: String, app: AppID, spec: AppSpec) async throws -> GRPCListener {
+    /// lists uids or gids, and connections count towards its `maxConnections`.
+    public func bind(unixSocket path: String, app: AppID) async throws -> GRPCListener {
         let listener = GRPCListener(address: "unix:\(path)")
-        let channel = try await bootstrap(identity: .app(app), app: app, spec: spec, tracker: listener.tracker)
+        let channel = try await bootstrap(identity: .app(app), app: app, tracker: listener.tracker)
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
         listener.attach(channel)
         return listener
@@ -35,7 +35,7 @@ public struct GRPCServer: Sendable {
     /// Listens on TCP; every call is identified by its `dapr-api-token`.
     public func bind(host: String, port: Int) async throws -> GRPCListener {
         let listener = GRPCListener(address: "\(host):\(port)")
-        let channel = try await bootstrap(identity: .tcp, app: nil, spec: nil, tracker: listener.tracker)
+        let channel = try await bootstrap(identity: .tcp, app: nil, tracker: listener.tracker)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .bind(host: host, port: port).get()
         listener.attach(channel)
@@ -43,7 +43,7 @@ public struct GRPCServer: Sendable {
     }
 
     private func bootstrap(
-        identity: ListenerIdentity, app: AppID?, spec: AppSpec?, tracker: ConnectionSet
+        identity: ListenerIdentity, app: AppID?, tracker: ConnectionSet
     ) -> ServerBootstrap {
         let service = self.service
         let gate = self.gate
@@ -56,9 +56,8 @@ public struct GRPCServer: Sendable {
                 tracker.add(channel)
                 return channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    if let app, let spec, !(spec.uids.isEmpty && spec.gids.isEmpty) {
-                        try sync.addHandler(
-                            PeerCredentialsHandler(app: app, uids: spec.uids, gids: spec.gids, logger: logger))
+                    if let app {
+                        try sync.addHandler(AppSocketHandler(app: app, registry: gate.registry, logger: logger))
                     }
                     try sync.addHandler(NIOHTTP2Handler(mode: .server, initialSettings: GRPCConnectionHandler.settings))
                     try sync.addHandler(

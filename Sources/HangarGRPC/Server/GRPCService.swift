@@ -22,7 +22,13 @@ package struct GRPCService: Sendable {
         case unary(UnaryHandler)
     }
 
-    package private(set) var methods: [String: Method] = [:]
+    /// A method and its short name (`GetState`), which metrics and logs use.
+    package struct Registered: Sendable {
+        package let name: String
+        package let method: Method
+    }
+
+    package private(set) var methods: [String: Registered] = [:]
 
     package init() {}
 
@@ -31,7 +37,8 @@ package struct GRPCService: Sendable {
         _ path: String, _ request: Request.Type = Request.self,
         _ handler: @escaping @Sendable (Request, GRPCCallContext) -> EventLoopFuture<Response>
     ) {
-        methods[path] = .unary { bytes, context in
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        methods[path] = Registered(name: name, method: .unary { bytes, context in
             let request: Request
             do {
                 request = try Request(serializedBytes: Array(bytes.readableBytesView))
@@ -41,7 +48,7 @@ package struct GRPCService: Sendable {
             return handler(request, context).flatMapThrowing { response in
                 try Self.frame(response, allocator: context.allocator)
             }
-        }
+        })
     }
 
     /// One length-prefixed, uncompressed gRPC message.

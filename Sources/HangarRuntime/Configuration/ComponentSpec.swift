@@ -74,3 +74,13 @@ public struct ComponentSpec: Sendable, Hashable {
         source = document.path
     }
 }
+
+extension ComponentSpec {
+    /// Whether a live instance of `self` can keep serving `other`: the same component, configured the same way
+    /// (the file it came from may differ).
+    func sameInstance(as other: ComponentSpec) -> Bool {
+        var other = other
+        other.source = source
+        return self == other
+    }
+}

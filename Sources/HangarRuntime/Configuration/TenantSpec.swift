@@ -1,6 +1,10 @@
 import Foundation
 
-/// Per-tenant (or per-app) limits. Parsed and validated now; enforced by the quota gate.
+/// Per-tenant (or per-app) limits, enforced by the gate (`QuotaAccount`).
+///
+/// On a tenant, `requestsPerSecond`/`burst`, `maxConcurrentRequests` and `maxStateBytes` are the tenant's totals,
+/// shared by all its apps; `maxRequestBytes` and `maxConnections` apply to each app. On an app they give that app
+/// its own, narrower budget (the tenant's totals still apply) and replace `maxRequestBytes`/`maxConnections`.
 public struct Quotas: Sendable, Hashable {
     public var requestsPerSecond: Int?
     public var burst: Int?
@@ -21,12 +25,35 @@ public struct Quotas: Sendable, Hashable {
         self.maxConnections = maxConnections
     }
 
+    /// What a tenant that sets no quota gets: generous for one app, but bounded so that no tenant can take a
+    /// shared node's threads, memory or file descriptors. Documented in `tenancy/README.md`.
+    public static let defaults = Quotas(
+        requestsPerSecond: 5000, burst: 10000, maxConcurrentRequests: 256, maxRequestBytes: nil,
+        maxStateBytes: 1 << 30, maxConnections: 256)
+
+    /// These quotas with every field not given taken from `fallback`.
+    public func merged(over fallback: Quotas) -> Quotas {
+        var merged = Quotas(
+            requestsPerSecond: requestsPerSecond ?? fallback.requestsPerSecond,
+            burst: requestsPerSecond != nil ? burst : fallback.burst,
+            maxConcurrentRequests: maxConcurrentRequests ?? fallback.maxConcurrentRequests,
+            maxRequestBytes: maxRequestBytes ?? fallback.maxRequestBytes,
+            maxStateBytes: maxStateBytes ?? fallback.maxStateBytes,
+            maxConnections: maxConnections ?? fallback.maxConnections)
+        if merged.burst == nil, let rate = merged.requestsPerSecond { merged.burst = rate }
+        return merged
+    }
+
     static let fields: Set<String> = [
         "requestsPerSecond", "burst", "maxConcurrentRequests", "maxRequestBytes", "maxStateBytes", "maxConnections",
     ]
 
-    init(_ node: YAMLMapping) throws(ConfigurationError) {
+    init(_ node: YAMLMapping, app: Bool = false) throws(ConfigurationError) {
         try node.rejectUnknownKeys(Self.fields)
+        if app, node.has("maxStateBytes") {
+            throw node.error(
+                "maxStateBytes", "is a tenant quota (bytes stored per tenant per state store); set it in spec.quotas")
+        }
         func positive(_ key: String) throws(ConfigurationError) -> Int? {
             guard let value = try node.int(key) else { return nil }
             guard value > 0 else { throw node.error(key, "must be a positive integer") }
@@ -72,14 +99,22 @@ public struct TenantSpec: Sendable, Hashable {
     public var namespace: String
     public var apps: [AppSpec]
     public var quotas: Quotas
+    /// The tenant's share of a contended component pool relative to other tenants (`spec.weight`, default 1).
+    public var weight: Int
     public var source: String
 
-    public init(namespace: String, apps: [AppSpec], quotas: Quotas = Quotas(), source: String = "<embedded>") {
+    public init(
+        namespace: String, apps: [AppSpec], quotas: Quotas = Quotas(), weight: Int = 1, source: String = "<embedded>"
+    ) {
         self.namespace = namespace
         self.apps = apps
         self.quotas = quotas
+        self.weight = weight
         self.source = source
     }
+
+    /// The weight a tenant may have at most.
+    public static let maxWeight = 100
 
     public static let apiVersion = "hangar.dev/v1alpha1"
 
@@ -96,8 +131,12 @@ public struct TenantSpec: Sendable, Hashable {
         if let problem = Names.dns1123Problem(namespace) { throw metadata.error("name", problem) }
         source = document.path
         guard let spec = try document.mapping("spec") else { throw document.error("spec", "is required") }
-        try spec.rejectUnknownKeys(["apps", "quotas"])
+        try spec.rejectUnknownKeys(["apps", "quotas", "weight"])
         quotas = try spec.mapping("quotas").map { (node) throws(ConfigurationError) in try Quotas(node) } ?? Quotas()
+        weight = try spec.int("weight") ?? 1
+        guard (1...Self.maxWeight).contains(weight) else {
+            throw spec.error("weight", "must be an integer from 1 to \(Self.maxWeight)")
+        }
         var apps: [AppSpec] = []
         var seen: Set<String> = []
         for (index, item) in try spec.list("apps").enumerated() {
@@ -132,7 +171,9 @@ public struct TenantSpec: Sendable, Hashable {
             if let token = app.apiToken, token.isEmpty {
                 throw node.error(app.apiTokenFile == nil ? "apiToken" : "apiTokenFile", "the token is empty")
             }
-            app.quotas = try node.mapping("quotas").map { (node) throws(ConfigurationError) in try Quotas(node) }
+            app.quotas = try node.mapping("quotas").map { (node) throws(ConfigurationError) in
+                try Quotas(node, app: true)
+            }
             apps.append(app)
         }
         if apps.isEmpty { throw spec.error("apps", "declares no app") }

@@ -75,6 +75,13 @@ public enum RequestError {
             reason: "HANGAR_APP_DETACHED")
     }
 
+    public static func removed(_ app: AppID) -> APIError {
+        APIError(
+            errorCode: "ERR_APP_REMOVED", rpcCode: .unavailable, httpStatus: 503,
+            message: "app \(app) is not (or no longer) declared in this node's tenancy configuration",
+            reason: "HANGAR_APP_REMOVED")
+    }
+
     public static func tooLarge(_ size: Int, limit: Int) -> APIError {
         APIError(
             errorCode: "ERR_REQUEST_TOO_LARGE", rpcCode: .resourceExhausted, httpStatus: 413,

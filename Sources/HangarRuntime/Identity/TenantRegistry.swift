@@ -1,56 +1,157 @@
 import Foundation
+import NIOCore
 import Synchronization
 
-/// The apps this node serves, their tokens, and which of them have detached themselves with `Shutdown`.
+/// The apps this node serves, their tokens and their quota accounts. Reconfigured live (`apply`): a snapshot of
+/// the configuration is swapped atomically, while each tenant's and app's account lives on across changes so
+/// that quotas in use carry over.
 public final class TenantRegistry: Sendable {
     private struct TokenEntry: Sendable {
         let token: [UInt8]
         let app: AppID
     }
 
-    public let configuration: NodeConfiguration
-    private let apps: [AppID: AppSpec]
-    private let tenants: [String: TenantSpec]
-    private let tokens: [TokenEntry]
-    private let detachedApps = Mutex<Set<AppID>>([])
+    private final class Snapshot: Sendable {
+        let configuration: NodeConfiguration
+        let specs: [AppID: AppSpec]
+        let tenants: [String: TenantSpec]
+        let accounts: [AppID: AppAccount]
+        let tenantAccounts: [String: TenantAccount]
+        let tokens: [TokenEntry]
 
-    public init(configuration: NodeConfiguration) {
-        self.configuration = configuration
-        var apps: [AppID: AppSpec] = [:]
-        var tokens: [TokenEntry] = []
-        for (id, spec, _) in configuration.apps {
-            apps[id] = spec
-            if let token = spec.apiToken { tokens.append(TokenEntry(token: Array(token.utf8), app: id)) }
+        init(
+            configuration: NodeConfiguration, accounts: [AppID: AppAccount], tenantAccounts: [String: TenantAccount]
+        ) {
+            self.configuration = configuration
+            var specs: [AppID: AppSpec] = [:]
+            var tokens: [TokenEntry] = []
+            for (id, spec, _) in configuration.apps {
+                specs[id] = spec
+                if let token = spec.apiToken { tokens.append(TokenEntry(token: Array(token.utf8), app: id)) }
+            }
+            self.specs = specs
+            self.tokens = tokens
+            self.tenants = Dictionary(uniqueKeysWithValues: configuration.tenants.map { ($0.namespace, $0) })
+            self.accounts = accounts
+            self.tenantAccounts = tenantAccounts
         }
-        self.apps = apps
-        self.tokens = tokens
-        self.tenants = Dictionary(uniqueKeysWithValues: configuration.tenants.map { ($0.namespace, $0) })
     }
+
+    /// What a reconfiguration changed for the apps, so that the node can bind and close sockets.
+    public struct Change: Sendable {
+        public var added: [AppID] = []
+        public var removed: [AppID] = []
+        /// Apps whose socket-level settings (uids, gids) changed.
+        public var changed: [AppID] = []
+        /// Tenants or apps whose quotas, weight or token changed.
+        public var reconfigured: [AppID] = []
+
+        public var isEmpty: Bool { added.isEmpty && removed.isEmpty && changed.isEmpty && reconfigured.isEmpty }
+    }
+
+    /// The largest request any app may send (`--max-request-bytes`); a tenant's quota can only lower it.
+    public let nodeMaxRequestBytes: Int
+    private let current: Mutex<Snapshot>
+
+    public init(configuration: NodeConfiguration, maxRequestBytes: Int = 4 << 20) {
+        self.nodeMaxRequestBytes = maxRequestBytes
+        current = Mutex(Snapshot(configuration: configuration, accounts: [:], tenantAccounts: [:]))
+        apply(configuration)
+    }
+
+    /// Switches to a new configuration. Accounts of apps that stay keep their counters; removed apps' accounts
+    /// are marked removed, so calls on their remaining connections are refused.
+    @discardableResult
+    public func apply(_ configuration: NodeConfiguration) -> Change {
+        let now = NIODeadline.now().uptimeNanoseconds
+        return current.withLock { snapshot in
+            var change = Change()
+            var tenantAccounts: [String: TenantAccount] = [:]
+            var accounts: [AppID: AppAccount] = [:]
+            for tenant in configuration.tenants {
+                let quotas = tenant.quotas.merged(over: Quotas.defaults)
+                let tenantAccount: TenantAccount
+                if let existing = snapshot.tenantAccounts[tenant.namespace] {
+                    existing.update(tenant, effective: quotas, now: now)
+                    tenantAccount = existing
+                } else {
+                    tenantAccount = TenantAccount(tenant, effective: quotas, now: now)
+                }
+                tenantAccounts[tenant.namespace] = tenantAccount
+                let previousTenant = snapshot.tenants[tenant.namespace]
+                for app in tenant.apps {
+                    let id = AppID(namespace: tenant.namespace, appId: app.appId)
+                    let own = app.quotas ?? Quotas()
+                    let effective = own.merged(over: quotas)
+                    if let existing = snapshot.accounts[id], existing.tenant === tenantAccount,
+                        existing.status != .removed, let previous = snapshot.specs[id]
+                    {
+                        existing.update(
+                            own: own, effective: effective, nodeMaxRequestBytes: nodeMaxRequestBytes, now: now)
+                        accounts[id] = existing
+                        if previous.uids != app.uids || previous.gids != app.gids { change.changed.append(id) }
+                        if previous != app || previousTenant?.quotas != tenant.quotas
+                            || previousTenant?.weight != tenant.weight
+                        {
+                            change.reconfigured.append(id)
+                        }
+                    } else {
+                        accounts[id] = AppAccount(
+                            app: id, tenant: tenantAccount, own: own, effective: effective,
+                            nodeMaxRequestBytes: nodeMaxRequestBytes, now: now)
+                        change.added.append(id)
+                    }
+                }
+            }
+            for (id, account) in snapshot.accounts where accounts[id] == nil {
+                _ = account.setStatus(.removed)
+                change.removed.append(id)
+            }
+            snapshot = Snapshot(configuration: configuration, accounts: accounts, tenantAccounts: tenantAccounts)
+            change.added.sort { $0.description < $1.description }
+            change.removed.sort { $0.description < $1.description }
+            return change
+        }
+    }
+
+    public var configuration: NodeConfiguration { current.withLock { $0.configuration } }
 
     public var appIDs: [AppID] { configuration.apps.map(\.id) }
 
-    public func app(_ id: AppID) -> AppSpec? { apps[id] }
+    public func app(_ id: AppID) -> AppSpec? { current.withLock { $0.specs[id] } }
 
-    public func tenant(_ namespace: String) -> TenantSpec? { tenants[namespace] }
+    public func tenant(_ namespace: String) -> TenantSpec? { current.withLock { $0.tenants[namespace] } }
+
+    /// The quota account of a served app.
+    public func account(_ id: AppID) -> AppAccount? { current.withLock { $0.accounts[id] } }
+
+    /// The quota account of a tenant.
+    public func tenantAccount(_ namespace: String) -> TenantAccount? {
+        current.withLock { $0.tenantAccounts[namespace] }
+    }
+
+    /// Every served app's account.
+    public var accounts: [AppAccount] { current.withLock { Array($0.accounts.values) } }
 
     /// The app a TCP request acts as: the one whose token matches (compared in constant time against every
     /// configured token, so timing says nothing about which matched), else the tokenless default if there is one.
     public func caller(forToken token: String?) -> Caller? {
+        let snapshot = current.withLock { $0 }
         if let token, !token.isEmpty {
             let given = Array(token.utf8)
             var match: AppID?
-            for entry in tokens where Self.constantTimeEquals(entry.token, given) { match = entry.app }
+            for entry in snapshot.tokens where Self.constantTimeEquals(entry.token, given) { match = entry.app }
             if let match { return Caller(app: match, transport: .tcp) }
             return nil
         }
-        return configuration.tokenlessTCPApp.map { Caller(app: $0, transport: .tcp) }
+        return snapshot.configuration.tokenlessTCPApp.map { Caller(app: $0, transport: .tcp) }
     }
 
-    /// Marks an app detached (after it called `Shutdown`); returns false if it already was.
+    /// Marks an app detached (after it called `Shutdown`); returns false if it already was (or is not served).
     @discardableResult
-    public func detach(_ app: AppID) -> Bool { detachedApps.withLock { $0.insert(app).inserted } }
+    public func detach(_ app: AppID) -> Bool { account(app)?.setStatus(.detached) ?? false }
 
-    public func isDetached(_ app: AppID) -> Bool { detachedApps.withLock { $0.contains(app) } }
+    public func isDetached(_ app: AppID) -> Bool { account(app)?.status == .detached }
 
     static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)

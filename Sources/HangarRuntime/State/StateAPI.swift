@@ -52,9 +52,14 @@ public struct BulkStateValue: Sendable, Hashable {
 /// caller's event loop; with a non-blocking store it is already complete.
 public struct StateAPI: Sendable {
     public let components: ComponentHost
+    /// Where each tenant's account (weight, `maxStateBytes`) is found; nil in tests that need no quotas.
+    public let registry: TenantRegistry?
+    public let metrics: RuntimeMetrics
 
-    public init(components: ComponentHost) {
+    public init(components: ComponentHost, registry: TenantRegistry? = nil, metrics: RuntimeMetrics = RuntimeMetrics()) {
         self.components = components
+        self.registry = registry
+        self.metrics = metrics
     }
 
     /// The key as the app wrote it, from a physical key (user keys never contain `||`).
@@ -68,7 +73,7 @@ public struct StateAPI: Sendable {
             if !components.hasStateStores(for: caller.app) { throw StateAPIError.notConfigured() }
             throw StateAPIError.storeNotFound(store)
         }
-        return pool.handle(for: caller.app)
+        return pool.handle(for: caller.app, tenant: registry?.tenantAccount(caller.namespace))
     }
 
     static func ttl(_ metadata: [String: String], handle: TenantStateHandle) throws(APIError) -> Duration? {
@@ -97,7 +102,8 @@ public struct StateAPI: Sendable {
         try Self.checkETagSupport(item.etag, handle)
         return StateSetRequest(
             key: try handle.physicalKey(item.key), value: item.value, etag: item.etag,
-            concurrency: item.concurrency, ttl: try Self.ttl(item.metadata, handle: handle))
+            concurrency: item.concurrency, ttl: try Self.ttl(item.metadata, handle: handle),
+            byteLimit: handle.tenant?.maxStateBytes)
     }
 
     func deleteRequest(_ item: StateItemRequest, _ handle: TenantStateHandle) throws(APIError) -> StateDeleteRequest {
@@ -117,7 +123,7 @@ public struct StateAPI: Sendable {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
-        return handle.store.get(physicalKey, on: eventLoop).map { entry in
+        return handle.run(on: eventLoop) { $0.get(physicalKey, on: eventLoop) }.map { entry in
             entry.map { StateValue(data: $0.value, etag: $0.etag, metadata: Self.responseMetadata($0)) }
         }.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .get, store: store) }
     }
@@ -135,7 +141,7 @@ public struct StateAPI: Sendable {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
-        return handle.store.bulkGet(physicalKeys, on: eventLoop).map { fetched in
+        return handle.run(on: eventLoop) { $0.bulkGet(physicalKeys, on: eventLoop) }.map { fetched in
             zip(keys, fetched).map { key, result in
                 switch result {
                 case .success(let entry):
@@ -167,8 +173,8 @@ public struct StateAPI: Sendable {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
-        return Self.apply(requests.map { .set($0) }, to: handle.store, on: eventLoop)
-            .flatMapErrorThrowing { throw StateAPIError.from($0, operation: .save, store: store) }
+        return handle.run(on: eventLoop) { Self.apply(requests.map { .set($0) }, to: $0, on: eventLoop) }
+            .flatMapErrorThrowing { throw self.mapError($0, caller, .save, store) }
     }
 
     /// `DeleteState` and `DeleteBulkState`.
@@ -183,8 +189,18 @@ public struct StateAPI: Sendable {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
-        return Self.apply(requests.map { .delete($0) }, to: handle.store, on: eventLoop)
-            .flatMapErrorThrowing { throw StateAPIError.from($0, operation: .delete, store: store) }
+        return handle.run(on: eventLoop) { Self.apply(requests.map { .delete($0) }, to: $0, on: eventLoop) }
+            .flatMapErrorThrowing { throw self.mapError($0, caller, .delete, store) }
+    }
+
+    /// A write's error as the API reports it; a refusal by `maxStateBytes` is counted as a quota refusal.
+    func mapError(_ error: any Error, _ caller: Caller, _ operation: StateAPIError.Operation, _ store: String)
+        -> APIError
+    {
+        if case .quotaExceeded = error as? StateStoreError {
+            metrics.recordQuotaRefusal(app: caller.app, quota: "maxStateBytes")
+        }
+        return StateAPIError.from(error, operation: operation, store: store)
     }
 
     /// Several writes of one request: atomically when the store is transactional (so a request never
@@ -228,7 +244,7 @@ public struct StateAPI: Sendable {
             return eventLoop.makeFailedFuture(error)
         }
         if requests.isEmpty { return eventLoop.makeSucceededVoidFuture() }
-        return transactional.transact(requests, on: eventLoop)
-            .flatMapErrorThrowing { throw StateAPIError.from($0, operation: .transaction, store: store) }
+        return handle.run(on: eventLoop) { _ in transactional.transact(requests, on: eventLoop) }
+            .flatMapErrorThrowing { throw self.mapError($0, caller, .transaction, store) }
     }
 }

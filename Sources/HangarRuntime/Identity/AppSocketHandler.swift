@@ -30,32 +30,41 @@ public struct PeerCredentials: Sendable, Hashable {
     }
 }
 
-/// First handler of every app-socket connection whose app lists allowed uids/gids: checks the peer's credentials
-/// when the connection becomes active and closes it, logged, on a mismatch. Nothing reaches the protocol handlers
-/// before the check has passed.
-public final class PeerCredentialsHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// First handler of every connection on an app's socket. When the connection becomes active it checks the peer's
+/// credentials against the app's *current* `uids`/`gids` (so a reconfiguration applies to new connections), then
+/// counts the connection towards the app's `maxConnections`. A peer that is not allowed is closed and logged;
+/// nothing reaches the protocol handlers before the check has passed. A connection over `maxConnections` is kept
+/// (its requests are refused with a quota error, which says more than a reset) but is logged.
+public final class AppSocketHandler: ChannelInboundHandler, RemovableChannelHandler {
     public typealias InboundIn = NIOAny
 
     private let app: AppID
-    private let uids: Set<UInt32>
-    private let gids: Set<UInt32>
+    private let registry: TenantRegistry
     private let logger: Logger
 
-    public init(app: AppID, uids: [UInt32], gids: [UInt32], logger: Logger) {
+    public init(app: AppID, registry: TenantRegistry, logger: Logger) {
         self.app = app
-        self.uids = Set(uids)
-        self.gids = Set(gids)
+        self.registry = registry
         self.logger = logger
     }
 
     public func channelActive(context: ChannelHandlerContext) {
+        guard let spec = registry.app(app), let account = registry.account(app) else {
+            logger.notice(
+                "connection refused: the app is no longer served",
+                metadata: ["tenant.namespace": "\(app.namespace)", "app.id": "\(app.appId)"])
+            context.close(promise: nil)
+            return
+        }
+        if spec.uids.isEmpty && spec.gids.isEmpty {
+            return accept(context, account)
+        }
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         PeerCredentials.of(context.channel).hop(to: context.eventLoop).whenComplete { result in
             let (handler, context) = bound.value
             switch result {
-            case .success(let peer) where handler.allows(peer):
-                context.fireChannelActive()
-                context.pipeline.syncOperations.removeHandler(handler, promise: nil)
+            case .success(let peer) where Self.allows(peer, spec):
+                handler.accept(context, account)
             case .success(let peer):
                 handler.logger.warning(
                     "connection refused: peer credentials not allowed for this app",
@@ -73,7 +82,20 @@ public final class PeerCredentialsHandler: ChannelInboundHandler, RemovableChann
         }
     }
 
-    func allows(_ peer: PeerCredentials) -> Bool {
-        (uids.isEmpty || uids.contains(peer.uid)) && (gids.isEmpty || gids.contains(peer.gid))
+    private func accept(_ context: ChannelHandlerContext, _ account: AppAccount) {
+        if !account.track(context.channel) {
+            logger.warning(
+                "connection over the app's maxConnections quota: its calls will be refused",
+                metadata: [
+                    "tenant.namespace": "\(app.namespace)", "app.id": "\(app.appId)",
+                    "quota.limit": "\(account.maxConnections ?? 0)",
+                ])
+        }
+        context.fireChannelActive()
+        context.pipeline.syncOperations.removeHandler(self, promise: nil)
+    }
+
+    static func allows(_ peer: PeerCredentials, _ spec: AppSpec) -> Bool {
+        (spec.uids.isEmpty || spec.uids.contains(peer.uid)) && (spec.gids.isEmpty || spec.gids.contains(peer.gid))
     }
 }

@@ -1,0 +1,5 @@
+// TEMPORARY until the usage branch merges.
+extension InMemoryStateStore {
+    public var executesInline: Bool { true }
+    public var usageByPartition: [String: Int] { [:] }
+}

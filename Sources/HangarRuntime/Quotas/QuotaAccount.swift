@@ -1,0 +1,239 @@
+public import NIOCore
+import Synchronization
+
+/// A token bucket: `rate` tokens a second up to `capacity`; a request takes one.
+struct TokenBucket: Sendable {
+    var rate: Double
+    var capacity: Double
+    var tokens: Double
+    var stamp: UInt64
+
+    init(rate: Int, burst: Int, now: UInt64) {
+        self.rate = Double(rate)
+        self.capacity = Double(max(burst, 1))
+        self.tokens = capacity
+        self.stamp = now
+    }
+
+    mutating func refill(_ now: UInt64) {
+        guard now > stamp else { return }
+        tokens = min(capacity, tokens + Double(now - stamp) / 1e9 * rate)
+        stamp = now
+    }
+
+    /// Whole seconds until one token is available (at least 1, as `Retry-After` counts in seconds).
+    var retryAfterSeconds: Int { max(1, Int(((1 - tokens) / rate).rounded(.up))) }
+
+    /// New limits; the tokens held are kept, up to the new capacity.
+    mutating func reconfigure(rate: Int, burst: Int) {
+        self.rate = Double(rate)
+        self.capacity = Double(max(burst, 1))
+        tokens = min(tokens, capacity)
+    }
+
+    static func make(_ quotas: Quotas, now: UInt64, previous: TokenBucket?) -> TokenBucket? {
+        guard let rate = quotas.requestsPerSecond else { return nil }
+        let burst = quotas.burst ?? rate
+        guard var bucket = previous else { return TokenBucket(rate: rate, burst: burst, now: now) }
+        bucket.reconfigure(rate: rate, burst: burst)
+        return bucket
+    }
+}
+
+/// Why the gate refused a request: the quota, its limit, and whether it is the tenant's or the app's.
+public struct QuotaRefusal: Sendable, Hashable {
+    public enum Scope: String, Sendable { case tenant, app }
+
+    public var quota: String
+    public var limit: Int
+    public var scope: Scope
+    public var retryAfterSeconds: Int
+
+    public init(quota: String, limit: Int, scope: Scope, retryAfterSeconds: Int = 1) {
+        self.quota = quota
+        self.limit = limit
+        self.scope = scope
+        self.retryAfterSeconds = retryAfterSeconds
+    }
+}
+
+/// The live quota state of one tenant: its totals, shared by all its apps. Survives reconfiguration (a changed
+/// quota applies to new requests; tokens and calls in flight carry over).
+public final class TenantAccount: Sendable {
+    struct State {
+        var bucket: TokenBucket?
+        var maxConcurrentRequests: Int?
+        var inFlight = 0
+        var weight: Int
+        var maxStateBytes: Int?
+    }
+
+    public let namespace: String
+    let state: Mutex<State>
+
+    init(_ tenant: TenantSpec, effective quotas: Quotas, now: UInt64) {
+        namespace = tenant.namespace
+        state = Mutex(
+            State(
+                bucket: TokenBucket.make(quotas, now: now, previous: nil),
+                maxConcurrentRequests: quotas.maxConcurrentRequests, weight: tenant.weight,
+                maxStateBytes: quotas.maxStateBytes))
+    }
+
+    func update(_ tenant: TenantSpec, effective quotas: Quotas, now: UInt64) {
+        state.withLock { state in
+            state.bucket = TokenBucket.make(quotas, now: now, previous: state.bucket)
+            state.maxConcurrentRequests = quotas.maxConcurrentRequests
+            state.weight = tenant.weight
+            state.maxStateBytes = quotas.maxStateBytes
+        }
+    }
+
+    /// The tenant's share of a contended component pool.
+    public var weight: Int { state.withLock { $0.weight } }
+    /// Bytes the tenant may store in each state store.
+    public var maxStateBytes: Int? { state.withLock { $0.maxStateBytes } }
+    public var inFlight: Int { state.withLock { $0.inFlight } }
+}
+
+/// The live quota state of one app: its own budget (when its `quotas` set one), its connections, whether it is
+/// still served, and the tenant account it draws on.
+public final class AppAccount: Sendable {
+    public enum Status: Sendable, Hashable {
+        case active
+        /// The app called `Shutdown`.
+        case detached
+        /// The app is no longer in the configuration.
+        case removed
+    }
+
+    struct State {
+        var bucket: TokenBucket?
+        var maxConcurrentRequests: Int?
+        var maxConnections: Int?
+        var maxRequestBytes: Int
+        var inFlight = 0
+        var connections: Set<ObjectIdentifier> = []
+        var status = Status.active
+    }
+
+    /// What the gate learns from an admitted request.
+    enum Outcome {
+        case admitted(maxRequestBytes: Int, newConnection: Bool)
+        case refused(QuotaRefusal)
+        case inactive(Status)
+    }
+
+    public let app: AppID
+    public let tenant: TenantAccount
+    let state: Mutex<State>
+
+    init(app: AppID, tenant: TenantAccount, own: Quotas, effective: Quotas, nodeMaxRequestBytes: Int, now: UInt64) {
+        self.app = app
+        self.tenant = tenant
+        state = Mutex(State(maxRequestBytes: nodeMaxRequestBytes))
+        update(own: own, effective: effective, nodeMaxRequestBytes: nodeMaxRequestBytes, now: now)
+    }
+
+    /// `own`: the app's `quotas` only (its own rate and concurrency budget); `effective`: merged over the tenant's
+    /// and the defaults (request size and connections).
+    func update(own: Quotas, effective: Quotas, nodeMaxRequestBytes: Int, now: UInt64) {
+        state.withLock { state in
+            state.bucket = TokenBucket.make(own, now: now, previous: state.bucket)
+            state.maxConcurrentRequests = own.maxConcurrentRequests
+            state.maxConnections = effective.maxConnections
+            state.maxRequestBytes = min(effective.maxRequestBytes ?? nodeMaxRequestBytes, nodeMaxRequestBytes)
+        }
+    }
+
+    func setStatus(_ status: Status) -> Bool {
+        state.withLock { state in
+            guard state.status == .active else { return false }
+            state.status = status
+            return true
+        }
+    }
+
+    public var status: Status { state.withLock { $0.status } }
+    public var openConnections: Int { state.withLock { $0.connections.count } }
+    public var maxRequestBytes: Int { state.withLock { $0.maxRequestBytes } }
+
+    /// Takes a request slot from the app's and the tenant's budgets, all or nothing, and counts `connection` as one
+    /// of the app's connections if it is not already.
+    func admit(connection: ObjectIdentifier?, now: UInt64) -> Outcome {
+        state.withLock { state in
+            guard state.status == .active else { return .inactive(state.status) }
+            var newConnection = false
+            if let connection, !state.connections.contains(connection) {
+                if let limit = state.maxConnections, state.connections.count >= limit {
+                    return .refused(QuotaRefusal(quota: "maxConnections", limit: limit, scope: .app))
+                }
+                newConnection = true
+            }
+            if let limit = state.maxConcurrentRequests, state.inFlight >= limit {
+                return .refused(QuotaRefusal(quota: "maxConcurrentRequests", limit: limit, scope: .app))
+            }
+            if state.bucket != nil {
+                state.bucket!.refill(now)
+                if state.bucket!.tokens < 1 {
+                    return .refused(
+                        QuotaRefusal(
+                            quota: "requestsPerSecond", limit: Int(state.bucket!.rate), scope: .app,
+                            retryAfterSeconds: state.bucket!.retryAfterSeconds))
+                }
+            }
+            let tenantRefusal = tenant.state.withLock { tenant -> QuotaRefusal? in
+                if let limit = tenant.maxConcurrentRequests, tenant.inFlight >= limit {
+                    return QuotaRefusal(quota: "maxConcurrentRequests", limit: limit, scope: .tenant)
+                }
+                if tenant.bucket != nil {
+                    tenant.bucket!.refill(now)
+                    if tenant.bucket!.tokens < 1 {
+                        return QuotaRefusal(
+                            quota: "requestsPerSecond", limit: Int(tenant.bucket!.rate), scope: .tenant,
+                            retryAfterSeconds: tenant.bucket!.retryAfterSeconds)
+                    }
+                    tenant.bucket!.tokens -= 1
+                }
+                tenant.inFlight += 1
+                return nil
+            }
+            if let tenantRefusal { return .refused(tenantRefusal) }
+            if state.bucket != nil { state.bucket!.tokens -= 1 }
+            state.inFlight += 1
+            if let connection, newConnection { state.connections.insert(connection) }
+            return .admitted(maxRequestBytes: state.maxRequestBytes, newConnection: newConnection)
+        }
+    }
+
+    /// Ends a request admitted by `admit`.
+    func finish() {
+        state.withLock { $0.inFlight -= 1 }
+        tenant.state.withLock { $0.inFlight -= 1 }
+    }
+
+    /// Counts a connection when it is accepted; false when the app is at `maxConnections` (or no longer served).
+    func openConnection(_ connection: ObjectIdentifier) -> Bool {
+        state.withLock { state in
+            guard state.status == .active else { return false }
+            if state.connections.contains(connection) { return true }
+            if let limit = state.maxConnections, state.connections.count >= limit { return false }
+            state.connections.insert(connection)
+            return true
+        }
+    }
+
+    func closeConnection(_ connection: ObjectIdentifier) {
+        _ = state.withLock { $0.connections.remove(connection) }
+    }
+
+    /// Counts `channel` as one of this app's connections until it closes; false when over `maxConnections`.
+    public func track(_ channel: any Channel) -> Bool {
+        let id = ObjectIdentifier(channel)
+        guard openConnection(id) else { return false }
+        channel.closeFuture.whenComplete { _ in self.closeConnection(id) }
+        return true
+    }
+
+    public var maxConnections: Int? { state.withLock { $0.maxConnections } }
+}
