@@ -191,9 +191,15 @@ final class NodeService: Service {
             try layout.validate(configuration)
             change = try runtime.apply(configuration)
         } catch {
-            logger.error(
-                "configuration change rejected; the last good configuration stays in force",
-                metadata: ["error": "\(error)"])
+            // One line per rejection (a YAML error's excerpt spans lines), with the file and field on their own.
+            var metadata: Logger.Metadata = [
+                "error": "\(String(describing: error).split(whereSeparator: \.isNewline).joined(separator: " "))"
+            ]
+            if let error = error as? ConfigurationError {
+                metadata["config.path"] = "\(error.path)"
+                metadata["config.field"] = "\(error.field)"
+            }
+            logger.error("configuration change rejected; the last good configuration stays in force", metadata: metadata)
             return
         }
         for app in change.removed { await detach(app, reason: .removed) }
