@@ -48,6 +48,12 @@ struct BenchFixture: Sendable {
             metadata:
               name: \(namespace)
             spec:
+              # The benchmark measures the node, not its quotas: limits far above what it reaches.
+              quotas:
+                requestsPerSecond: 100000000
+                burst: 100000000
+                maxConcurrentRequests: 1000000
+                maxConnections: 1000000
               apps:
 
             """
