@@ -28,7 +28,7 @@ public struct Quotas: Sendable, Hashable {
     /// What a tenant that sets no quota gets: generous for one app, but bounded so that no tenant can take a
     /// shared node's threads, memory or file descriptors. Documented in `tenancy/README.md`.
     public static let defaults = Quotas(
-        requestsPerSecond: 5000, burst: 10000, maxConcurrentRequests: 256, maxRequestBytes: nil,
+        requestsPerSecond: 5000, burst: 10000, maxConcurrentRequests: 64, maxRequestBytes: nil,
         maxStateBytes: 1 << 30, maxConnections: 256)
 
     /// These quotas with every field not given taken from `fallback`.
