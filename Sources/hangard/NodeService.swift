@@ -192,13 +192,10 @@ final class NodeService: Service {
             change = try runtime.apply(configuration)
         } catch {
             // One line per rejection (a YAML error's excerpt spans lines), with the file and field on their own.
-            var metadata: Logger.Metadata = [
-                "error": "\(String(describing: error).split(whereSeparator: \.isNewline).joined(separator: " "))"
+            let metadata: Logger.Metadata = [
+                "error": "\(String(describing: error).split(whereSeparator: \.isNewline).joined(separator: " "))",
+                "config.path": "\(error.path)", "config.field": "\(error.field)",
             ]
-            if let error = error as? ConfigurationError {
-                metadata["config.path"] = "\(error.path)"
-                metadata["config.field"] = "\(error.field)"
-            }
             logger.error("configuration change rejected; the last good configuration stays in force", metadata: metadata)
             return
         }

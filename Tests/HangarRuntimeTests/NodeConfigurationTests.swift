@@ -82,6 +82,16 @@ struct NodeConfigurationTests {
         #expect(error?.field == field)
     }
 
+    @Test("a tenant's weight is read, 1 by default")
+    func weight() throws {
+        let dir = try directory([
+            "a.yaml": tenant("team-a", apps: "    - appId: a") + "\n  weight: 3\n",
+            "b.yaml": tenant("team-b", apps: "    - appId: a"),
+        ])
+        let configuration = try NodeConfiguration.load(tenancyDirectory: dir, resourcesDirectory: nil, logger: logger)
+        #expect(configuration.tenants.map(\.weight) == [3, 1])
+    }
+
     @Test("a YAML syntax error names the file")
     func yamlSyntaxError() throws {
         let dir = try directory(["broken.yaml": "apiVersion: [unclosed\nkind: Tenant\n"])
@@ -103,6 +113,13 @@ struct NodeConfigurationTests {
                 "spec.apps[b].apiToken"
             ),
             (tenant("t", apps: "    - appId: a\n      uids: [-1]"), "spec.apps[0].uids"),
+            (
+                tenant("t", apps: "    - appId: a\n      quotas: {maxStateBytes: 10}"),
+                "spec.apps[0].quotas.maxStateBytes"
+            ),
+            (tenant("t", apps: "    - appId: a") + "\n  weight: 0\n", "spec.weight"),
+            (tenant("t", apps: "    - appId: a") + "\n  weight: 101\n", "spec.weight"),
+            (tenant("t", apps: "    - appId: a") + "\n  quotas:\n    maxConnections: -3\n", "spec.quotas.maxConnections"),
         ]
         for (text, field) in cases {
             let dir = try directory(["t.yaml": text])
