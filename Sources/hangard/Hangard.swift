@@ -39,6 +39,9 @@ struct Hangard: AsyncParsableCommand {
     @Option(help: "TCP address of the gRPC API (HOST:PORT), or 'none'.")
     var grpcListen: String = "127.0.0.1:50001"
 
+    @Option(help: "TCP address of the Prometheus endpoint, GET /metrics (HOST:PORT, port 0 for any), or 'none'.")
+    var metricsListen: String = "127.0.0.1:9090"
+
     @Option(help: "Largest request message or body accepted, in bytes.")
     var maxRequestBytes: Int = 4 * 1024 * 1024
 
@@ -60,6 +63,7 @@ struct Hangard: AsyncParsableCommand {
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
         _ = try ListenAddress(httpListen, flag: "--http-listen")
         _ = try ListenAddress(grpcListen, flag: "--grpc-listen")
+        _ = try ListenAddress(metricsListen, flag: "--metrics-listen")
     }
 
     func run() async throws {
@@ -78,6 +82,7 @@ struct Hangard: AsyncParsableCommand {
             dataDirectory: dataDir ?? Self.defaultDataDirectory(environment),
             http: try ListenAddress(httpListen, flag: "--http-listen"),
             grpc: try ListenAddress(grpcListen, flag: "--grpc-listen"),
+            metrics: try ListenAddress(metricsListen, flag: "--metrics-listen"),
             drainTimeout: .milliseconds(Int64(drainTimeout * 1000)))
 
         let configuration: NodeConfiguration
@@ -103,9 +108,20 @@ struct Hangard: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let node = NodeService(runtime: runtime, options: options, group: group, logger: logger)
+        var running: [any Service] = [node]
+        if let address = options.metrics {
+            // The node starts once the metrics endpoint listens. The endpoint comes first: the group stops services
+            // in reverse order, so it is still scraped while the node drains.
+            let (listening, continuation) = AsyncStream.makeStream(of: Void.self)
+            running = [
+                MetricsEndpoint(
+                    runtime: runtime, address: address, group: group, logger: logger, listening: continuation),
+                AfterMetricsListen(listening: listening, service: node),
+            ]
+        }
         let services = ServiceGroup(
             configuration: .init(
-                services: [node], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: running, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await services.run()
         } catch {

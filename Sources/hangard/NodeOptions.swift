@@ -25,5 +25,7 @@ struct NodeOptions: Sendable {
     var dataDirectory: String
     var http: ListenAddress?
     var grpc: ListenAddress?
+    /// The Prometheus endpoint's listener (`--metrics-listen`); nil when `none`.
+    var metrics: ListenAddress?
     var drainTimeout: Duration
 }
