@@ -168,6 +168,7 @@ struct BenchRunCommand: AsyncParsableCommand {
             arguments: [
                 "--tenancy", fixture.tenancy, "--resources", fixture.resources, "--socket-root", fixture.socketRoot,
                 "--data-dir", fixture.dataDirectory, "--http-listen", "none", "--grpc-listen", "none",
+                "--metrics-listen", "none",
                 // "hangard ready" is logged at info; nothing is logged per call at info.
                 "--log-level", "info",
             ],

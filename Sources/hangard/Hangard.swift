@@ -39,6 +39,9 @@ struct Hangard: AsyncParsableCommand {
     @Option(help: "TCP address of the gRPC API (HOST:PORT), or 'none'.")
     var grpcListen: String = "127.0.0.1:50001"
 
+    @Option(help: "TCP address of the Prometheus endpoint, GET /metrics (HOST:PORT, port 0 for any), or 'none'.")
+    var metricsListen: String = "127.0.0.1:9090"
+
     @Option(help: "Largest request message or body accepted, in bytes.")
     var maxRequestBytes: Int = 4 * 1024 * 1024
 
@@ -68,6 +71,7 @@ struct Hangard: AsyncParsableCommand {
         guard watchInterval >= 0 else { throw ValidationError("--watch-interval must not be negative") }
         _ = try ListenAddress(httpListen, flag: "--http-listen")
         _ = try ListenAddress(grpcListen, flag: "--grpc-listen")
+        _ = try ListenAddress(metricsListen, flag: "--metrics-listen")
     }
 
     func run() async throws {
@@ -86,6 +90,7 @@ struct Hangard: AsyncParsableCommand {
             dataDirectory: dataDir ?? Self.defaultDataDirectory(environment),
             http: try ListenAddress(httpListen, flag: "--http-listen"),
             grpc: try ListenAddress(grpcListen, flag: "--grpc-listen"),
+            metrics: try ListenAddress(metricsListen, flag: "--metrics-listen"),
             drainTimeout: .milliseconds(Int64(drainTimeout * 1000)),
             tenancyDirectory: tenancy, resourcesDirectory: resources,
             watchInterval: watchInterval > 0 ? .milliseconds(Int64(watchInterval * 1000)) : nil,
@@ -115,9 +120,20 @@ struct Hangard: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let node = NodeService(runtime: runtime, options: options, group: group, logger: logger)
+        var running: [any Service] = [node]
+        if let address = options.metrics {
+            // The node starts once the metrics endpoint listens. The endpoint comes first: the group stops services
+            // in reverse order, so it is still scraped while the node drains.
+            let (listening, continuation) = AsyncStream.makeStream(of: Void.self)
+            running = [
+                MetricsEndpoint(
+                    runtime: runtime, address: address, group: group, logger: logger, listening: continuation),
+                AfterMetricsListen(listening: listening, service: node),
+            ]
+        }
         let services = ServiceGroup(
             configuration: .init(
-                services: [node], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: running, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await services.run()
         } catch {

@@ -25,6 +25,8 @@ struct NodeOptions: Sendable {
     var dataDirectory: String
     var http: ListenAddress?
     var grpc: ListenAddress?
+    /// The Prometheus endpoint's listener (`--metrics-listen`); nil when `none`.
+    var metrics: ListenAddress?
     var drainTimeout: Duration
     /// The directories the configuration came from (nil: the development default), watched for changes.
     var tenancyDirectory: String?

@@ -239,6 +239,7 @@ class Hangard:
             "--data-dir", str(self.data_dir),
             "--http-listen", f"127.0.0.1:{self.http_port}",
             "--grpc-listen", f"127.0.0.1:{self.grpc_port}",
+            "--metrics-listen", "none",
             "--drain-timeout", "5",
             "--log-level", "debug",
         ]

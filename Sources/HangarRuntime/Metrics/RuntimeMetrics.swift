@@ -1,19 +1,299 @@
+import CoreMetrics
+import Prometheus
+import Synchronization
+
 /// The node's metrics: per-tenant and per-app series that the front-ends and the gate report into, and that the
 /// Prometheus endpoint (`--metrics-listen`) exposes.
 ///
 /// Counters and histograms are recorded on the request path, so recording must be cheap: no allocation and no
 /// label formatting per call once a series exists. Gauges (connections, bytes stored, pool queue depth) are
 /// read from the runtime at scrape time through `RuntimeGauges`.
+///
+/// Each instance has its own Prometheus registry (swift-metrics types made by a `PrometheusMetricsFactory` on a
+/// `PrometheusCollectorRegistry`), so instances are independent: nothing is bootstrapped into the process-wide
+/// `MetricsSystem`. The series are listed in `RuntimeMetrics.Name` and in the README's "Metrics" section.
 public final class RuntimeMetrics: Sendable {
-    public init() {}
+    /// The series' names.
+    public enum Name {
+        /// Counter `{namespace, app_id, method, transport, code}`: calls finished.
+        public static let requests = "hangar_requests_total"
+        /// Histogram `{namespace, app_id, method, transport}`: call latency in seconds.
+        public static let requestDuration = "hangar_request_duration_seconds"
+        /// Counter `{namespace, app_id, quota}`: calls refused by a quota.
+        public static let quotaRefusals = "hangar_quota_refusals_total"
+        /// Gauge `{namespace, app_id}`: open connections.
+        public static let connections = "hangar_connections"
+        /// Gauge `{namespace, store}`: bytes a tenant keeps in a state store.
+        public static let stateStoredBytes = "hangar_state_stored_bytes"
+        /// Gauge `{component, namespace}`: operations waiting for a component's pool.
+        public static let poolQueued = "hangar_component_pool_queued"
+        /// Gauge `{component, namespace}`: operations running in a component's pool.
+        public static let poolRunning = "hangar_component_pool_running"
+        /// Gauge `{version}`, always 1.
+        public static let buildInfo = "hangar_build_info"
+    }
+
+    /// The content type of `render(gauges:)`'s output: the Prometheus text exposition format 0.0.4.
+    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    /// Upper bounds of `hangar_request_duration_seconds`'s buckets: 100 µs to 5 s (a state call on a warm SQLite
+    /// store takes tens of microseconds; a call stuck behind a busy pool or a slow disk, seconds).
+    public static let durationBuckets: [Duration] = [
+        .microseconds(100), .microseconds(250), .microseconds(500),
+        .milliseconds(1), .microseconds(2500), .milliseconds(5),
+        .milliseconds(10), .milliseconds(25), .milliseconds(50),
+        .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .milliseconds(2500), .seconds(5),
+    ]
+
+    /// `# HELP` lines, added in front of each family's `# TYPE` line by `render(gauges:)` (swift-metrics has no
+    /// notion of help text, so the factory registers none).
+    static let help: [String: String] = [
+        Name.requests: "Calls finished, by app, Dapr method, transport (grpc or http) and gRPC status code.",
+        Name.requestDuration: "Time from a call's arrival to its answer, in seconds, by app, method and transport.",
+        Name.quotaRefusals: "Calls refused by a quota, by app and quota.",
+        Name.connections: "Open connections of an app, on its sockets and on the TCP listeners.",
+        Name.stateStoredBytes: "Bytes a tenant keeps in a state store.",
+        Name.poolQueued: "Operations waiting for a component's pool, by tenant.",
+        Name.poolRunning: "Operations running in a component's pool, by tenant.",
+        Name.buildInfo: "Always 1; the version label is hangard's version.",
+    ]
+
+    private struct RequestKey: Hashable {
+        var app: AppID
+        var method: String
+        var transport: String
+        var code: RPCCode
+    }
+
+    /// One request series: its counter and the histogram it shares with the other codes of the same call.
+    private struct RequestSeries: Sendable {
+        var count: CoreMetrics.Counter
+        var duration: CoreMetrics.Timer
+    }
+
+    private struct RefusalKey: Hashable {
+        var app: AppID
+        var quota: String
+    }
+
+    private struct StoreKey: Hashable {
+        var namespace: String
+        var store: String
+    }
+
+    private struct PoolKey: Hashable {
+        var component: String
+        var namespace: String
+    }
+
+    /// The gauge series that the last scrape set, so the next one can remove those that disappeared.
+    private struct GaugeSeries {
+        var connections: [AppID: CoreMetrics.Meter] = [:]
+        var stateBytes: [StoreKey: CoreMetrics.Meter] = [:]
+        var poolQueued: [PoolKey: CoreMetrics.Meter] = [:]
+        var poolRunning: [PoolKey: CoreMetrics.Meter] = [:]
+        /// The size of the last scrape's output, to reserve that much for the next.
+        var lastSize = 4096
+    }
+
+    private let registry: PrometheusCollectorRegistry
+    private let factory: PrometheusMetricsFactory
+    private let requests = Mutex<[RequestKey: RequestSeries]>([:])
+    private let refusals = Mutex<[RefusalKey: CoreMetrics.Counter]>([:])
+    /// Also serializes scrapes: a scrape sets the gauges and emits under this lock.
+    private let gaugeSeries = Mutex(GaugeSeries())
+    private let buildInfo: CoreMetrics.Meter
+
+    /// - Parameter version: the `version` label of `hangar_build_info`.
+    public init(version: String = RuntimeMetrics.defaultVersion) {
+        let registry = PrometheusCollectorRegistry()
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets = [Name.requestDuration: Self.durationBuckets]
+        self.registry = registry
+        self.factory = factory
+        self.buildInfo = CoreMetrics.Meter(label: Name.buildInfo, dimensions: [("version", version)], factory: factory)
+        buildInfo.set(1)
+    }
+
+    /// hangard's version, as `hangar_build_info` reports it: `MetadataAPI.runtimeVersion` without its `hangar-`.
+    public static var defaultVersion: String {
+        let version = MetadataAPI.runtimeVersion
+        return version.hasPrefix("hangar-") ? String(version.dropFirst("hangar-".count)) : version
+    }
+
+    // MARK: Recording (the request path)
 
     /// One finished call. `method` is the Dapr gRPC method name (`GetState`, `SaveState`, ...) for both front-ends;
     /// `transport` is `grpc` or `http`; `code` is the call's result.
-    public func recordRequest(app: AppID, method: String, transport: String, code: RPCCode, duration: Duration) {}
+    ///
+    /// Every distinct (app, method, transport, code) is a series that lives as long as this object, so `method`
+    /// and `transport` must come from a fixed set, never from the request (an unknown route is one fixed name).
+    /// After a series' first call, recording is one lock and one dictionary lookup to find it (no allocation, no
+    /// label formatting), then the counter's atomic increment and the histogram's own short lock.
+    public func recordRequest(app: AppID, method: String, transport: String, code: RPCCode, duration: Duration) {
+        let key = RequestKey(app: app, method: method, transport: transport, code: code)
+        let series = requests.withLock { $0[key] } ?? makeRequestSeries(key)
+        series.count.increment()
+        series.duration.recordNanoseconds(Self.nanoseconds(duration))
+    }
 
     /// A call refused by a quota (`requestsPerSecond`, `maxConcurrentRequests`, `maxRequestBytes`,
     /// `maxConnections`, `maxStateBytes`).
-    public func recordQuotaRefusal(app: AppID, quota: String) {}
+    public func recordQuotaRefusal(app: AppID, quota: String) {
+        let key = RefusalKey(app: app, quota: quota)
+        let counter = refusals.withLock { $0[key] } ?? makeRefusalCounter(key)
+        counter.increment()
+    }
+
+    private func makeRequestSeries(_ key: RequestKey) -> RequestSeries {
+        let labels = [
+            ("namespace", key.app.namespace), ("app_id", key.app.appId), ("method", key.method),
+            ("transport", key.transport),
+        ]
+        // The registry hands out one series per label set, so a race between two first calls creates one series,
+        // and every code of a call shares one histogram.
+        let series = RequestSeries(
+            count: CoreMetrics.Counter(
+                label: Name.requests, dimensions: labels + [("code", key.code.metricLabel)], factory: factory),
+            duration: CoreMetrics.Timer(label: Name.requestDuration, dimensions: labels, factory: factory))
+        return requests.withLock { requests in
+            if let existing = requests[key] { return existing }
+            requests[key] = series
+            return series
+        }
+    }
+
+    private func makeRefusalCounter(_ key: RefusalKey) -> CoreMetrics.Counter {
+        let counter = CoreMetrics.Counter(
+            label: Name.quotaRefusals,
+            dimensions: [("namespace", key.app.namespace), ("app_id", key.app.appId), ("quota", key.quota)],
+            factory: factory)
+        return refusals.withLock { refusals in
+            if let existing = refusals[key] { return existing }
+            refusals[key] = counter
+            return counter
+        }
+    }
+
+    /// Whole nanoseconds, 0 for a negative duration, `Int64.max` past it.
+    private static func nanoseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        guard seconds >= 0, attoseconds >= 0 else { return 0 }
+        let (whole, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        guard !overflow else { return .max }
+        let (total, overflowTotal) = whole.addingReportingOverflow(attoseconds / 1_000_000_000)
+        return overflowTotal ? .max : total
+    }
+
+    // MARK: Scraping
+
+    /// Sets the gauges from `gauges` (removing the series of apps, stores and pools no longer in it) and returns
+    /// every series in the Prometheus text exposition format (`contentType`). Entries of `gauges` with the same
+    /// labels are added up.
+    public func render(gauges: RuntimeGauges) -> [UInt8] {
+        gaugeSeries.withLock { series in
+            update(
+                &series.connections, name: Name.connections,
+                values: sums(gauges.connections.map { ($0.app, $0.open) })
+            ) { [("namespace", $0.namespace), ("app_id", $0.appId)] }
+            update(
+                &series.stateBytes, name: Name.stateStoredBytes,
+                values: sums(gauges.stateBytes.map { (StoreKey(namespace: $0.namespace, store: $0.store), $0.bytes) })
+            ) { [("namespace", $0.namespace), ("store", $0.store)] }
+            let pools = gauges.poolQueues.map { PoolKey(component: $0.component, namespace: $0.namespace) }
+            update(
+                &series.poolQueued, name: Name.poolQueued,
+                values: sums(zip(pools, gauges.poolQueues.map(\.queued)))
+            ) { [("component", $0.component), ("namespace", $0.namespace)] }
+            update(
+                &series.poolRunning, name: Name.poolRunning,
+                values: sums(zip(pools, gauges.poolQueues.map(\.running)))
+            ) { [("component", $0.component), ("namespace", $0.namespace)] }
+
+            var emitted: [UInt8] = []
+            emitted.reserveCapacity(series.lastSize)
+            registry.emit(into: &emitted)
+            let output = Self.addingHelp(to: emitted)
+            series.lastSize = output.count + output.count / 8
+            return output
+        }
+    }
+
+    private func sums<Key: Hashable>(_ entries: some Sequence<(Key, Int)>) -> [Key: Int] {
+        var sums: [Key: Int] = [:]
+        for (key, value) in entries { sums[key, default: 0] += value }
+        return sums
+    }
+
+    /// Sets one gauge per key of `values`, creating the missing series and destroying those not in `values`.
+    private func update<Key: Hashable>(
+        _ series: inout [Key: CoreMetrics.Meter], name: String, values: [Key: Int],
+        dimensions: (Key) -> [(String, String)]
+    ) {
+        for key in series.keys where values[key] == nil {
+            series.removeValue(forKey: key)?.destroy()
+        }
+        for (key, value) in values {
+            let meter: CoreMetrics.Meter
+            if let existing = series[key] {
+                meter = existing
+            } else {
+                meter = CoreMetrics.Meter(label: name, dimensions: dimensions(key), factory: factory)
+                series[key] = meter
+            }
+            meter.set(value)
+        }
+    }
+
+    /// The registry's output with a `# HELP` line in front of each `# TYPE` line whose family has help text.
+    private static func addingHelp(to emitted: [UInt8]) -> [UInt8] {
+        let typePrefix = Array("# TYPE ".utf8)
+        var output: [UInt8] = []
+        output.reserveCapacity(emitted.count + 128 * help.count)
+        var start = emitted.startIndex
+        while start < emitted.endIndex {
+            let end = emitted[start...].firstIndex(of: UInt8(ascii: "\n")) ?? emitted.endIndex
+            let line = emitted[start..<end]
+            if line.starts(with: typePrefix) {
+                let nameStart = start + typePrefix.count
+                let nameEnd = line[nameStart...].firstIndex(of: UInt8(ascii: " ")) ?? end
+                let name = String(decoding: emitted[nameStart..<nameEnd], as: UTF8.self)
+                if let text = help[name] {
+                    output.append(contentsOf: "# HELP \(name) \(text)\n".utf8)
+                }
+            }
+            output.append(contentsOf: line)
+            output.append(UInt8(ascii: "\n"))
+            start = end + 1
+        }
+        return output
+    }
+}
+
+extension RPCCode {
+    /// The code's canonical gRPC name (`OK`, `NOT_FOUND`, `RESOURCE_EXHAUSTED`, ...), the `code` label's value.
+    var metricLabel: String {
+        switch self {
+        case .ok: "OK"
+        case .cancelled: "CANCELLED"
+        case .unknown: "UNKNOWN"
+        case .invalidArgument: "INVALID_ARGUMENT"
+        case .deadlineExceeded: "DEADLINE_EXCEEDED"
+        case .notFound: "NOT_FOUND"
+        case .alreadyExists: "ALREADY_EXISTS"
+        case .permissionDenied: "PERMISSION_DENIED"
+        case .resourceExhausted: "RESOURCE_EXHAUSTED"
+        case .failedPrecondition: "FAILED_PRECONDITION"
+        case .aborted: "ABORTED"
+        case .outOfRange: "OUT_OF_RANGE"
+        case .unimplemented: "UNIMPLEMENTED"
+        case .internal: "INTERNAL"
+        case .unavailable: "UNAVAILABLE"
+        case .dataLoss: "DATA_LOSS"
+        case .unauthenticated: "UNAUTHENTICATED"
+        }
+    }
 }
 
 /// Gauges sampled at scrape time.
@@ -21,6 +301,11 @@ public struct RuntimeGauges: Sendable {
     public struct Connections: Sendable {
         public var app: AppID
         public var open: Int
+
+        public init(app: AppID, open: Int) {
+            self.app = app
+            self.open = open
+        }
     }
 
     public struct StateBytes: Sendable {
@@ -28,6 +313,12 @@ public struct RuntimeGauges: Sendable {
         /// The state store's component name.
         public var store: String
         public var bytes: Int
+
+        public init(namespace: String, store: String, bytes: Int) {
+            self.namespace = namespace
+            self.store = store
+            self.bytes = bytes
+        }
     }
 
     public struct PoolQueue: Sendable {
@@ -38,6 +329,13 @@ public struct RuntimeGauges: Sendable {
         public var queued: Int
         /// Operations running in the pool.
         public var running: Int
+
+        public init(component: String, namespace: String, queued: Int, running: Int) {
+            self.component = component
+            self.namespace = namespace
+            self.queued = queued
+            self.running = running
+        }
     }
 
     public var connections: [Connections] = []
