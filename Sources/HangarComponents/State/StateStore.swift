@@ -47,6 +47,23 @@ public struct StateEntry: Sendable, Hashable {
     }
 }
 
+/// How stores group physical keys for byte accounting. A key's partition is the part before the first `||`, or the
+/// whole key when it has none; the runtime puts each tenant's keys under `<namespace>||<rest>`, so a partition is a
+/// tenant, but stores know nothing of that.
+///
+/// An item uses `key.utf8.count + value.count` bytes (its physical key and its value); a partition's usage is the sum
+/// over the items physically present, expired or not (see each store for when expired items are removed).
+public enum StatePartition {
+    /// What ends a key's partition.
+    public static let separator = "||"
+
+    /// The partition of a physical key: the part before the first `||`, or the whole key when it has none.
+    public static func of(_ key: String) -> String {
+        guard let range = key.utf8.firstRange(of: separator.utf8) else { return key }
+        return String(key[..<range.lowerBound])
+    }
+}
+
 /// One write. `key` is the physical key: tenant partitioning has already been applied by the caller.
 public struct StateSetRequest: Sendable, Hashable {
     public var key: String
@@ -55,16 +72,24 @@ public struct StateSetRequest: Sendable, Hashable {
     public var concurrency: StateConcurrency
     /// Time to live; nil means the item never expires.
     public var ttl: Duration?
+    /// The most bytes the key's partition (`StatePartition`) may hold after this write; nil means no limit.
+    ///
+    /// A write that would take the partition above the limit and grows it fails with
+    /// `StateStoreError.quotaExceeded`, changing nothing (in a transaction, the whole transaction fails). A write
+    /// that shrinks the partition or keeps its size always passes, so a partition over its limit can still be
+    /// overwritten with smaller values. The check is atomic with the write: concurrent writers cannot overshoot.
+    public var byteLimit: Int?
 
     public init(
         key: String, value: Data, etag: String? = nil, concurrency: StateConcurrency = .unspecified,
-        ttl: Duration? = nil
+        ttl: Duration? = nil, byteLimit: Int? = nil
     ) {
         self.key = key
         self.value = value
         self.etag = etag
         self.concurrency = concurrency
         self.ttl = ttl
+        self.byteLimit = byteLimit
     }
 }
 
@@ -104,6 +129,8 @@ public enum StateStoreError: Error, Sendable, Hashable {
     case backend(String)
     /// The store has been closed.
     case closed
+    /// A write with a `byteLimit` would have taken `partition` to `usage` bytes, above `limit`; nothing was written.
+    case quotaExceeded(partition: String, usage: Int, limit: Int)
 }
 
 /// The core of a state store (components-contrib's `state.Store`).
@@ -113,6 +140,14 @@ public enum StateStoreError: Error, Sendable, Hashable {
 /// completes them at once; one that must block runs its work elsewhere and completes them later.
 public protocol StateStore: AnyObject, Sendable {
     var features: StateFeatures { get }
+
+    /// True when every operation completes its future before returning (no blocking work, no other thread); false
+    /// when work runs elsewhere and completes later.
+    var executesInline: Bool { get }
+
+    /// The bytes each partition holds now (see `StatePartition`), as last committed; partitions holding nothing are
+    /// left out. Synchronous and cheap: a snapshot taken under a lock, for metrics and quota reports.
+    var usageByPartition: [String: Int] { get }
 
     /// The entry for `key`, or nil when it does not exist or has expired.
     func get(_ key: String, on eventLoop: any EventLoop) -> EventLoopFuture<StateEntry?>
