@@ -15,6 +15,12 @@ import Synchronization
 ///
 /// ETags follow `StateETag`: a store-wide counter kept in `<table>_metadata` and advanced inside each write
 /// transaction, so an ETag is never handed out twice, even across deletions and restarts.
+///
+/// Byte accounting (`usageByPartition`) is kept in memory: computed from the table when the store opens, changed by
+/// each write transaction (from the sizes of the rows it replaces) only once it has committed. It assumes this store
+/// is the table's only writer. Expired rows count until they are deleted: by `purgeExpired(on:)` (periodically, with
+/// `cleanupInterval`), by a write to their key, or, for the partition concerned, before a write is refused with
+/// `quotaExceeded`, so that a partition is never refused because of items that have already expired.
 public final class SQLiteStateStore: TransactionalStateStore {
     /// Where and how the store keeps its data.
     public struct Configuration: Sendable, Hashable {
@@ -70,10 +76,14 @@ public final class SQLiteStateStore: TransactionalStateStore {
     /// The statements the store runs, with the table names filled in once.
     private struct Queries: Sendable {
         let select: String
-        let selectVersion: String
+        let selectExisting: String
         let upsert: String
         let delete: String
         let purge: String
+        let purgedUsage: String
+        let purgePartition: String
+        let purgedPartitionUsage: String
+        let usage: String
         let readCounter: String
         let writeCounter: String
 
@@ -81,8 +91,16 @@ public final class SQLiteStateStore: TransactionalStateStore {
             let items = "\"\(table)\""
             let metadata = "\"\(table)_metadata\""
             let live = "(expires_at IS NULL OR expires_at > ?2)"
+            // An item's bytes, as `StatePartition` counts them: values are always bound as blobs, so length(value)
+            // is their size in bytes (and does not read them).
+            let bytes = "length(CAST(key AS BLOB)) + length(value)"
+            // `StatePartition.of` in SQL: instr and substr count characters alike.
+            let partition = "CASE WHEN instr(key, '||') > 0 THEN substr(key, 1, instr(key, '||') - 1) ELSE key END"
+            // A partition's keys: the partition itself, or anything starting with `<partition>||`, that is from
+            // ?2 = `<partition>||` up to, excluded, ?3 = `<partition>|}`.
+            let inPartition = "(key = ?1 OR (key >= ?2 AND key < ?3))"
             select = "SELECT value, version, expires_at FROM \(items) WHERE key = ?1 AND \(live)"
-            selectVersion = "SELECT version FROM \(items) WHERE key = ?1 AND \(live)"
+            selectExisting = "SELECT version, expires_at, length(value) FROM \(items) WHERE key = ?1"
             upsert = """
                 INSERT INTO \(items) (key, value, version, expires_at) VALUES (?1, ?2, ?3, ?4)
                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version,
@@ -90,6 +108,12 @@ public final class SQLiteStateStore: TransactionalStateStore {
                 """
             delete = "DELETE FROM \(items) WHERE key = ?1"
             purge = "DELETE FROM \(items) WHERE expires_at <= ?1"
+            purgedUsage = "SELECT \(partition), SUM(\(bytes)) FROM \(items) WHERE expires_at <= ?1 GROUP BY 1"
+            purgePartition = "DELETE FROM \(items) WHERE \(inPartition) AND expires_at <= ?4"
+            purgedPartitionUsage = """
+                SELECT COUNT(*), COALESCE(SUM(\(bytes)), 0) FROM \(items) WHERE \(inPartition) AND expires_at <= ?4
+                """
+            usage = "SELECT \(partition), SUM(\(bytes)) FROM \(items) GROUP BY 1"
             // Falls back to the highest stored version should the counter row ever be missing.
             readCounter = """
                 SELECT COALESCE((SELECT CAST(value AS INTEGER) FROM \(metadata) WHERE key = 'etag'),
@@ -121,6 +145,8 @@ public final class SQLiteStateStore: TransactionalStateStore {
 
     /// ETags, transactions and TTLs.
     public let features: StateFeatures = [.etag, .transactional, .ttl]
+    /// Always false: operations run on the thread pool and complete their futures later.
+    public var executesInline: Bool { false }
     /// The configuration the store was opened with.
     public let configuration: Configuration
 
@@ -133,6 +159,8 @@ public final class SQLiteStateStore: TransactionalStateStore {
     private let nextReader = Atomic<Int>(0)
     private let closed = Atomic<Bool>(false)
     private let cleanup = Mutex<RepeatedTask?>(nil)
+    /// Bytes per partition as last committed; changed only by the writer, after a commit.
+    private let usage: Mutex<[String: Int]>
 
     /// Opens the database (blocking: meant for start-up), creating the file, its parent directories and the tables
     /// when missing, and schedules the periodic cleanup of expired items on `eventLoopGroup`.
@@ -168,6 +196,13 @@ public final class SQLiteStateStore: TransactionalStateStore {
             }
             try writer.execute("PRAGMA synchronous = NORMAL")
             try writer.execute(Queries.schema(table: configuration.tableName))
+            // Bytes per partition, for `usageByPartition` and byte limits: from here on, counted as writes commit.
+            let usage = try writer.withStatement(queries.usage) { statement in
+                var usage: [String: Int] = [:]
+                while try statement.step() { Self.add(Int(statement.int64(1)), to: statement.text(0), in: &usage) }
+                return usage
+            }
+            self.usage = Mutex(usage)
             if !inMemory && journalMode.lowercased() != "wal" {
                 logger.warning(
                     "SQLite refused WAL mode: reads will wait for writes",
@@ -248,28 +283,45 @@ public final class SQLiteStateStore: TransactionalStateStore {
         transact([.delete(request)], on: eventLoop)
     }
 
+    public var usageByPartition: [String: Int] { usage.withLock { $0 } }
+
+    /// Applies every operation or none. A transaction refused with `quotaExceeded` is tried again once the
+    /// partition's expired items are deleted, if it had any.
     public func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         run(on: eventLoop) {
             try self.withWriter { connection in
-                try connection.run("BEGIN IMMEDIATE")
-                do {
-                    try self.apply(operations, now: Self.nowMilliseconds(), on: connection)
-                    try connection.run("COMMIT")
-                } catch {
-                    try? connection.run("ROLLBACK")  // The original error is the one worth reporting.
-                    throw error
+                while true {
+                    do {
+                        return try self.inTransaction(on: connection) {
+                            ((), try self.apply(operations, now: Self.nowMilliseconds(), on: connection))
+                        }
+                    } catch StateStoreError.quotaExceeded(let partition, let usage, let limit) {
+                        // Each retry deletes at least one row, so this ends.
+                        guard try self.purgeExpired(partition: partition, on: connection) > 0 else {
+                            throw StateStoreError.quotaExceeded(partition: partition, usage: usage, limit: limit)
+                        }
+                    }
                 }
             }
         }
     }
 
-    /// Deletes the items whose TTL has passed and returns how many there were. Runs periodically when
-    /// `cleanupInterval` is set; reads hide expired items either way.
+    /// Deletes the items whose TTL has passed, takes their bytes off `usageByPartition`, and returns how many there
+    /// were. Runs periodically when `cleanupInterval` is set; reads hide expired items either way.
     public func purgeExpired(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         run(on: eventLoop) {
             try self.withWriter { connection in
-                try connection.run(self.queries.purge, .int64(Self.nowMilliseconds()))
-                return connection.changes
+                try self.inTransaction(on: connection) {
+                    let now = Self.nowMilliseconds()
+                    let freed = try connection.withStatement(self.queries.purgedUsage) { statement in
+                        try statement.bind([.int64(now)])
+                        var freed: [String: Int] = [:]
+                        while try statement.step() { freed[statement.text(0), default: 0] -= Int(statement.int64(1)) }
+                        return freed
+                    }
+                    try connection.run(self.queries.purge, .int64(now))
+                    return (connection.changes, freed)
+                }
             }
         }
     }
@@ -309,39 +361,115 @@ public final class SQLiteStateStore: TransactionalStateStore {
         }
     }
 
-    /// The live version of a key as an ETag, or nil when it is absent or expired.
-    private func currentETag(_ key: String, now: Int64, on connection: SQLiteConnection) throws -> String? {
-        try connection.withStatement(queries.selectVersion) { statement in
-            try statement.bind([.text(key), .int64(now)])
-            return try statement.step() ? StateETag.string(UInt64(clamping: statement.int64(0))) : nil
+    /// The row stored for a key, expired or not: its ETag when it is live, and its size in bytes.
+    private func existing(
+        _ key: String, now: Int64, on connection: SQLiteConnection
+    ) throws -> (liveETag: String?, bytes: Int)? {
+        try connection.withStatement(queries.selectExisting) { statement in
+            try statement.bind([.text(key)])
+            guard try statement.step() else { return nil }
+            let live = statement.isNull(1) || statement.int64(1) > now
+            return (
+                live ? StateETag.string(UInt64(clamping: statement.int64(0))) : nil,
+                key.utf8.count + Int(statement.int64(2))
+            )
         }
     }
 
-    /// Applies the operations inside the caller's transaction, advancing and persisting the ETag counter.
-    private func apply(_ operations: [StateOperation], now: Int64, on connection: SQLiteConnection) throws {
+    /// Applies the operations inside the caller's transaction, advancing and persisting the ETag counter, and
+    /// returns how many bytes each partition gains (or loses, when negative) once the transaction commits.
+    private func apply(
+        _ operations: [StateOperation], now: Int64, on connection: SQLiteConnection
+    ) throws -> [String: Int] {
         var counter = try connection.withStatement(queries.readCounter) { statement in
             try statement.step() ? statement.int64(0) : 0
         }
         let initialCounter = counter
+        var changes: [String: Int] = [:]
         for operation in operations {
-            let current = try currentETag(operation.key, now: now, on: connection)
+            // The ETag rule sees expired rows as absent; the byte count compares with what is physically there.
+            let existing = try existing(operation.key, now: now, on: connection)
+            let partition = StatePartition.of(operation.key)
             switch operation {
             case .set(let request):
                 try StateETag.check(
-                    key: request.key, given: request.etag, concurrency: request.concurrency, current: current)
+                    key: request.key, given: request.etag, concurrency: request.concurrency,
+                    current: existing?.liveETag)
+                let delta = request.key.utf8.count + request.value.count - (existing?.bytes ?? 0)
+                if let limit = request.byteLimit, delta > 0 {
+                    // Only the writer changes `usage`, and this runs on the writer: no one can overshoot.
+                    let after = usage.withLock { $0[partition, default: 0] } + changes[partition, default: 0] + delta
+                    if after > limit {
+                        throw StateStoreError.quotaExceeded(partition: partition, usage: after, limit: limit)
+                    }
+                }
                 counter += 1
                 let expiresAt: SQLiteValue =
                     request.ttl.map { .int64(now.addingSaturating($0.saturatingMilliseconds)) } ?? .null
                 try connection.run(queries.upsert, .text(request.key), .blob(request.value), .int64(counter), expiresAt)
+                changes[partition, default: 0] += delta
             case .delete(let request):
                 try StateETag.checkDelete(
-                    key: request.key, given: request.etag, concurrency: request.concurrency, current: current)
-                try connection.run(queries.delete, .text(request.key))
+                    key: request.key, given: request.etag, concurrency: request.concurrency,
+                    current: existing?.liveETag)
+                if let existing {
+                    try connection.run(queries.delete, .text(request.key))
+                    changes[partition, default: 0] -= existing.bytes
+                }
             }
         }
         if counter != initialCounter {
             try connection.run(queries.writeCounter, .text(String(counter)))
         }
+        return changes
+    }
+
+    /// Deletes the expired rows of one partition in a transaction of its own and returns how many there were.
+    private func purgeExpired(partition: String, on connection: SQLiteConnection) throws -> Int {
+        let prefix = partition + StatePartition.separator
+        // The smallest string above every key that starts with `prefix`: `||` becomes `|}`.
+        let end = partition + "|}"
+        let now = Self.nowMilliseconds()
+        return try inTransaction(on: connection) {
+            let parameters: [SQLiteValue] = [.text(partition), .text(prefix), .text(end), .int64(now)]
+            let (count, bytes) = try connection.withStatement(queries.purgedPartitionUsage) { statement in
+                try statement.bind(parameters)
+                return try statement.step() ? (Int(statement.int64(0)), Int(statement.int64(1))) : (0, 0)
+            }
+            guard count > 0 else { return (0, [:]) }
+            try connection.withStatement(queries.purgePartition) { statement in
+                try statement.bind(parameters)
+                while try statement.step() {}
+            }
+            return (connection.changes, [partition: -bytes])
+        }
+    }
+
+    /// Runs `body` in a `BEGIN IMMEDIATE` transaction on the writer, and adds the byte changes it returns to
+    /// `usage` once the transaction has committed: a transaction rolled back changes nothing.
+    private func inTransaction<Value>(
+        on connection: SQLiteConnection, _ body: () throws -> (Value, changes: [String: Int])
+    ) throws -> Value {
+        try connection.run("BEGIN IMMEDIATE")
+        let result: (Value, changes: [String: Int])
+        do {
+            result = try body()
+            try connection.run("COMMIT")
+        } catch {
+            try? connection.run("ROLLBACK")  // The original error is the one worth reporting.
+            throw error
+        }
+        usage.withLock { usage in
+            for (partition, delta) in result.changes { Self.add(delta, to: partition, in: &usage) }
+        }
+        return result.0
+    }
+
+    /// Adds `delta` bytes to a partition's count, leaving out partitions that hold nothing.
+    private static func add(_ delta: Int, to partition: String, in usage: inout [String: Int]) {
+        guard delta != 0 else { return }
+        let total = usage[partition, default: 0] + delta
+        usage[partition] = total > 0 ? total : nil
     }
 
     private static func close(_ slots: [ConnectionSlot]) {

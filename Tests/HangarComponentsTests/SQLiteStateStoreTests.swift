@@ -103,7 +103,9 @@ struct SQLiteStateStoreTests {
 
         try await store.set(StateSetRequest(key: "a", value: Data(), ttl: .seconds(1)), on: loop).get()
         try await store.set(StateSetRequest(key: "b", value: Data()), on: loop).get()
+        #expect(store.usageByPartition == ["a": 1, "b": 1])
         try await Task.sleep(for: .milliseconds(1600))
+        #expect(store.usageByPartition == ["b": 1], "the cleanup subtracts what it deletes")
         #expect(try await store.purgeExpired(on: loop).get() == 0, "the cleanup has already removed the row")
         #expect(try await store.get("b", on: loop).get() != nil)
         try await store.close(on: loop).get()

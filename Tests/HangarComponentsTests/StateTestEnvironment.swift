@@ -47,6 +47,17 @@ enum StateTestEnvironment {
         try await store.bulkGet(keys, on: eventLoop).get().map { try $0.get() }
     }
 
+    /// Removes expired items now, through whichever `purgeExpired(on:)` the store has; returns how many there were.
+    static func purgeExpired(_ store: any StateStore, on eventLoop: any EventLoop) async throws -> Int {
+        switch store {
+        case let store as InMemoryStateStore: return try await store.purgeExpired(on: eventLoop).get()
+        case let store as SQLiteStateStore: return try await store.purgeExpired(on: eventLoop).get()
+        default:
+            Issue.record("no purgeExpired for \(type(of: store))")
+            return 0
+        }
+    }
+
     /// Runs `body` with a new store of `kind`, then closes it and removes its files.
     static func withStore(
         _ kind: StoreKind, _ body: (any TransactionalStateStore, any EventLoop) async throws -> Void
