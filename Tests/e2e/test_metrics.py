@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 
+import grpc
 import pytest
 
 from hangar_e2e import HANGARD, Hangard, copy_examples, free_port, http_request, unique
@@ -150,14 +151,51 @@ def test_metrics_are_valid_exposition_with_build_info(hangard_factory):
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split(" ")
             assert FAMILIES.get(name) == kind, f"undocumented family or wrong type: {line}"
-    # To add once the front-ends call recordRequest: after the calls above,
-    #   hangar_requests_total{namespace="team-a",app_id="orders",method="SaveState",transport="grpc",code="OK"} == 1
-    #   hangar_requests_total{namespace="team-a",app_id="orders",method="GetState",transport="grpc",code="OK"} == 1
-    #   hangar_requests_total{namespace="team-a",app_id="orders",method="GetState",transport="http",code="OK"} == 1
-    #   hangar_request_duration_seconds_count{namespace="team-a",app_id="orders",method="GetState",
-    #                                         transport="grpc"} == 1
-    # and once Runtime.gauges() is filled: hangar_connections{namespace="team-a",app_id="orders"} >= 1 while the
-    # client is open.
+
+    def value(name: str, **labels: str) -> float | None:
+        return samples.get((name, frozenset(labels.items())))
+
+    orders = {"namespace": "team-a", "app_id": "orders"}
+    assert value("hangar_requests_total", **orders, method="SaveState", transport="grpc", code="OK") == 1
+    assert value("hangar_requests_total", **orders, method="GetState", transport="grpc", code="OK") == 1
+    assert value("hangar_requests_total", **orders, method="GetState", transport="http", code="OK") == 1
+    assert value("hangar_request_duration_seconds_count", **orders, method="GetState", transport="grpc") == 1
+    assert value("hangar_connections", **orders) >= 1  # the SDK client's connection is open
+    # The examples' statestore holds the key just saved, under team-a's partition.
+    assert value("hangar_state_stored_bytes", namespace="team-a", store=STORE) >= len("team-a||orders||") + 1
+
+
+def test_quota_refusals_and_errors_are_counted_per_tenant_and_app(hangard_factory):
+    port = free_port()
+    root = hangard_factory.root()
+    tenancy, resources = root / "tenancy", root / "resources"
+    tenancy.mkdir()
+    resources.mkdir()
+    (tenancy / "t.yaml").write_text(
+        "apiVersion: hangar.dev/v1alpha1\nkind: Tenant\nmetadata: {name: limited}\nspec:\n"
+        "  apps: [{appId: app}]\n  quotas: {requestsPerSecond: 1, burst: 2}\n"
+    )
+    (resources / "s.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: statestore}\n"
+        "spec: {type: state.in-memory, version: v1}\n"
+    )
+    daemon = hangard_factory.start(
+        root, tenancy=tenancy, resources=resources, apps=(("limited", "app"),),
+        extra_args=("--metrics-listen", f"127.0.0.1:{port}"),
+    )
+    client = daemon.client("limited", "app")
+    client.get_state(STORE, "k")
+    with pytest.raises(grpc.RpcError):
+        client.get_state(STORE, "a||b")  # INVALID_ARGUMENT, counted with its code
+    for _ in range(3):
+        with pytest.raises(grpc.RpcError):
+            client.get_state(STORE, "k")
+    samples = parse_exposition(scrape(port).body.decode())
+    app = {"namespace": "limited", "app_id": "app"}
+    assert samples[("hangar_quota_refusals_total", frozenset({**app, "quota": "requestsPerSecond"}.items()))] == 3
+    get = {**app, "method": "GetState", "transport": "grpc"}
+    assert samples[("hangar_requests_total", frozenset({**get, "code": "OK"}.items()))] == 1
+    assert samples[("hangar_requests_total", frozenset({**get, "code": "INVALID_ARGUMENT"}.items()))] == 1
 
 
 def test_port_zero_listens_on_a_free_port_and_logs_it(hangard_factory):
