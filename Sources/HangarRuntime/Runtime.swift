@@ -18,7 +18,7 @@ public final class Runtime: Sendable {
     public init(
         configuration: NodeConfiguration, dataDirectory: String, maxRequestBytes: Int,
         eventLoopGroup: any EventLoopGroup, threadPool: NIOThreadPool, metrics: RuntimeMetrics = RuntimeMetrics(),
-        retireTimeout: Duration = .seconds(30), logger: Logger
+        retireTimeout: Duration = .seconds(30), etagSealer: ETagSealer? = nil, logger: Logger
     ) throws(ConfigurationError) {
         self.registry = TenantRegistry(configuration: configuration, maxRequestBytes: maxRequestBytes)
         self.gate = Gate(registry: registry, metrics: metrics)
@@ -27,7 +27,14 @@ public final class Runtime: Sendable {
             stateFactory: StateStoreFactory(
                 dataDirectory: dataDirectory, threadPool: threadPool, eventLoopGroup: eventLoopGroup, logger: logger),
             retireTimeout: retireTimeout, logger: logger)
-        self.state = StateAPI(components: components, registry: registry, metrics: metrics)
+        let sealer: ETagSealer
+        do {
+            sealer = try etagSealer ?? ETagSealer.load(directory: dataDirectory)
+        } catch {
+            throw ConfigurationError(
+                path: dataDirectory + "/etag.key", field: "", message: "cannot read or create the ETag key: \(error)")
+        }
+        self.state = StateAPI(components: components, registry: registry, metrics: metrics, sealer: sealer)
         self.metadata = MetadataAPI(components: components, registry: registry)
         self.metrics = metrics
         self.logger = logger

@@ -34,6 +34,7 @@ struct StateAPITests {
         runtime = try Runtime(
             configuration: configuration, dataDirectory: "/nonexistent", maxRequestBytes: 1 << 20,
             eventLoopGroup: Self.group, threadPool: NIOThreadPool.singleton,
+            etagSealer: ETagSealer(secret: Array(repeating: 1, count: 32)),
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
 

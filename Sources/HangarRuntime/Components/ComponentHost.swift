@@ -148,7 +148,7 @@ public struct TenantStateHandle: Sendable {
         if Names.containsKeySeparator(key) {
             throw APIError(
                 errorCode: "ERR_MALFORMED_REQUEST", rpcCode: .invalidArgument, httpStatus: 400,
-                message: "input key/keyPrefix '\(key)' can't contain '||'", reason: "DAPR_STATE_ILLEGAL_KEY")
+                message: "input key/keyPrefix \(Names.quoted(key)) can't contain '||'", reason: "DAPR_STATE_ILLEGAL_KEY")
         }
         return prefix + key
     }

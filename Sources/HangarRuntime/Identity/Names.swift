@@ -4,6 +4,12 @@ public enum Names {
     public static let keySeparator = "||"
 
     /// Whether `key` contains `||` (a byte scan: this runs on every state call).
+    /// A caller's key or name as error messages quote it: at most 128 characters, so that an error about a huge
+    /// key stays well inside what gRPC clients accept in trailers.
+    public static func quoted(_ text: String) -> String {
+        text.count <= 128 ? "'\(text)'" : "'\(text.prefix(120))…' (\(text.utf8.count) bytes)"
+    }
+
     public static func containsKeySeparator(_ key: String) -> Bool {
         var previousWasBar = false
         for byte in key.utf8 {

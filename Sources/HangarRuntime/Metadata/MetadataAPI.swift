@@ -57,7 +57,7 @@ public final class MetadataAPI: Sendable {
     public func set(_ caller: Caller, key: String, value: String) throws(APIError) {
         guard !key.isEmpty else { throw RequestError.malformed("metadata key is empty") }
         guard key != "daprRuntimeVersion", !key.hasPrefix("hangar.") else {
-            throw RequestError.malformed("metadata key '\(key)' is reserved by the runtime")
+            throw RequestError.malformed("metadata key \(Names.quoted(key)) is reserved by the runtime")
         }
         guard key.utf8.count <= 256, value.utf8.count <= 64 * 1024 else {
             throw RequestError.malformed("metadata key or value is too long (256 bytes / 64 KiB at most)")

@@ -55,11 +55,26 @@ public struct StateAPI: Sendable {
     /// Where each tenant's account (weight, `maxStateBytes`) is found; nil in tests that need no quotas.
     public let registry: TenantRegistry?
     public let metrics: RuntimeMetrics
+    /// Makes ETags opaque per tenant; nil shows the stores' ETags as they are (tests).
+    public let sealer: ETagSealer?
 
-    public init(components: ComponentHost, registry: TenantRegistry? = nil, metrics: RuntimeMetrics = RuntimeMetrics()) {
+    public init(
+        components: ComponentHost, registry: TenantRegistry? = nil, metrics: RuntimeMetrics = RuntimeMetrics(),
+        sealer: ETagSealer? = nil
+    ) {
         self.components = components
         self.registry = registry
         self.metrics = metrics
+        self.sealer = sealer
+    }
+
+    func seal(_ etag: String, _ handle: TenantStateHandle) -> String {
+        sealer?.seal(etag, namespace: handle.app.namespace) ?? etag
+    }
+
+    func unseal(_ etag: String?, _ handle: TenantStateHandle) -> String? {
+        guard let etag, let sealer, !etag.isEmpty else { return etag }
+        return sealer.unseal(etag, namespace: handle.app.namespace)
     }
 
     /// The key as the app wrote it, from a physical key (user keys never contain `||`).
@@ -101,14 +116,15 @@ public struct StateAPI: Sendable {
     func setRequest(_ item: StateItemRequest, _ handle: TenantStateHandle) throws(APIError) -> StateSetRequest {
         try Self.checkETagSupport(item.etag, handle)
         return StateSetRequest(
-            key: try handle.physicalKey(item.key), value: item.value, etag: item.etag,
+            key: try handle.physicalKey(item.key), value: item.value, etag: unseal(item.etag, handle),
             concurrency: item.concurrency, ttl: try Self.ttl(item.metadata, handle: handle),
             byteLimit: handle.tenant?.maxStateBytes)
     }
 
     func deleteRequest(_ item: StateItemRequest, _ handle: TenantStateHandle) throws(APIError) -> StateDeleteRequest {
         try Self.checkETagSupport(item.etag, handle)
-        return StateDeleteRequest(key: try handle.physicalKey(item.key), etag: item.etag, concurrency: item.concurrency)
+        return StateDeleteRequest(
+            key: try handle.physicalKey(item.key), etag: unseal(item.etag, handle), concurrency: item.concurrency)
     }
 
     /// `GetState`: nil when the key does not exist.
@@ -124,7 +140,7 @@ public struct StateAPI: Sendable {
             return eventLoop.makeFailedFuture(error)
         }
         return handle.run(on: eventLoop) { $0.get(physicalKey, on: eventLoop) }.map { entry in
-            entry.map { StateValue(data: $0.value, etag: $0.etag, metadata: Self.responseMetadata($0)) }
+            entry.map { StateValue(data: $0.value, etag: self.seal($0.etag, handle), metadata: Self.responseMetadata($0)) }
         }.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .get, store: store) }
     }
 
@@ -148,7 +164,8 @@ public struct StateAPI: Sendable {
                     BulkStateValue(
                         key: key,
                         value: entry.map {
-                            StateValue(data: $0.value, etag: $0.etag, metadata: Self.responseMetadata($0))
+                            StateValue(
+                                data: $0.value, etag: self.seal($0.etag, handle), metadata: Self.responseMetadata($0))
                         },
                         error: nil)
                 case .failure(let error):

@@ -55,12 +55,13 @@ public enum StateAPIError {
         case .etagMismatch(let key):
             return APIError(
                 errorCode: operation.rawValue, rpcCode: .aborted, httpStatus: 409,
-                message: "\(prefix): possible etag mismatch for key '\(StateAPI.userKey(key))'",
+                message: "\(prefix): possible etag mismatch for key \(Names.quoted(StateAPI.userKey(key)))",
                 reason: "DAPR_STATE_ETAG_MISMATCH", metadata: ["storeName": store])
-        case .invalidETag(let key, let etag):
+        case .invalidETag(let key, _):
             return APIError(
                 errorCode: operation.rawValue, rpcCode: .invalidArgument, httpStatus: 400,
-                message: "\(prefix): invalid etag '\(etag)' for key '\(StateAPI.userKey(key))'",
+                // The store's form of the ETag is not shown: it is the caller's ETag unsealed (see ETagSealer).
+                message: "\(prefix): invalid etag for key \(Names.quoted(StateAPI.userKey(key)))",
                 reason: "DAPR_STATE_ETAG_INVALID", metadata: ["storeName": store])
         case .backend(let message):
             return APIError(

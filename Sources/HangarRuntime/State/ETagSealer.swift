@@ -1,0 +1,119 @@
+import Foundation
+
+/// Makes state ETags opaque per tenant. A store's ETags come from one counter shared by every tenant of the
+/// store, so a tenant comparing the ETags of its own successive writes could count the writes of every other
+/// tenant. The sealer maps each ETag through a keyed pseudo-random permutation of 64-bit numbers (a 4-round
+/// Feistel network with SipHash-2-4 as its round function), with a key per tenant derived from a node secret:
+/// what a tenant sees is unique and stable per write, but says nothing about the counter behind it. Incoming ETags
+/// are mapped back before the store checks them.
+///
+/// The node secret lives in `<data-dir>/etag.key` (created on first start, mode 0600), so ETags survive restarts.
+public struct ETagSealer: Sendable {
+    private let key: (UInt64, UInt64)
+
+    public init(secret: [UInt8]) {
+        precondition(secret.count >= 16, "the ETag secret needs at least 16 bytes")
+        let first = secret[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
+        let second = secret[8..<16].enumerated().reduce(UInt64(0)) {
+            $0 | UInt64($1.element) << (8 * UInt64($1.offset))
+        }
+        key = (first, second)
+    }
+
+    /// Loads the node's secret from `directory/etag.key`, creating it with random bytes the first time.
+    public static func load(directory: String) throws -> ETagSealer {
+        let path = (directory as NSString).appendingPathComponent("etag.key")
+        if let data = FileManager.default.contents(atPath: path), data.count >= 16 {
+            return ETagSealer(secret: Array(data))
+        }
+        var secret = [UInt8](repeating: 0, count: 32)
+        var generator = SystemRandomNumberGenerator()
+        for index in secret.indices { secret[index] = generator.next() }
+        guard FileManager.default.createFile(atPath: path, contents: Data(secret), attributes: [.posixPermissions: 0o600])
+        else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path]) }
+        return ETagSealer(secret: secret)
+    }
+
+    /// The ETag a tenant sees for a store's ETag. ETags that are not 64-bit decimal numbers pass unchanged.
+    public func seal(_ etag: String, namespace: String) -> String {
+        guard let value = UInt64(etag) else { return etag }
+        return String(permute(value, tenantKey(namespace), inverse: false))
+    }
+
+    /// The store's ETag for one a tenant sent. Anything that is not a 64-bit decimal number passes unchanged (the
+    /// store then refuses it as invalid).
+    public func unseal(_ etag: String, namespace: String) -> String {
+        guard let value = UInt64(etag) else { return etag }
+        return String(permute(value, tenantKey(namespace), inverse: true))
+    }
+
+    private func tenantKey(_ namespace: String) -> (UInt64, UInt64) {
+        let bytes = Array(namespace.utf8)
+        return (SipHash.hash(key, bytes + [0x01]), SipHash.hash(key, bytes + [0x02]))
+    }
+
+    private func permute(_ value: UInt64, _ key: (UInt64, UInt64), inverse: Bool) -> UInt64 {
+        var left = UInt32(truncatingIfNeeded: value >> 32)
+        var right = UInt32(truncatingIfNeeded: value)
+        func round(_ index: UInt8, _ half: UInt32) -> UInt32 {
+            UInt32(
+                truncatingIfNeeded: SipHash.hash(
+                    key, [index, UInt8(half & 0xff), UInt8(half >> 8 & 0xff), UInt8(half >> 16 & 0xff), UInt8(half >> 24)]
+                ))
+        }
+        if inverse {
+            for index in (0..<4).reversed() {
+                (left, right) = (right ^ round(UInt8(index), left), left)
+            }
+        } else {
+            for index in 0..<4 {
+                (left, right) = (right, left ^ round(UInt8(index), right))
+            }
+        }
+        return UInt64(left) << 32 | UInt64(right)
+    }
+}
+
+/// SipHash-2-4 (Aumasson and Bernstein), a keyed pseudo-random function on short inputs.
+enum SipHash {
+    static func hash(_ key: (UInt64, UInt64), _ message: [UInt8]) -> UInt64 {
+        var v0: UInt64 = 0x736f_6d65_7073_6575 ^ key.0
+        var v1: UInt64 = 0x646f_7261_6e64_6f6d ^ key.1
+        var v2: UInt64 = 0x6c79_6765_6e65_7261 ^ key.0
+        var v3: UInt64 = 0x7465_6462_7974_6573 ^ key.1
+        func round() {
+            v0 &+= v1
+            v1 = v1.rotateLeft(13) ^ v0
+            v0 = v0.rotateLeft(32)
+            v2 &+= v3
+            v3 = v3.rotateLeft(16) ^ v2
+            v0 &+= v3
+            v3 = v3.rotateLeft(21) ^ v0
+            v2 &+= v1
+            v1 = v1.rotateLeft(17) ^ v2
+            v2 = v2.rotateLeft(32)
+        }
+        let blocks = message.count / 8
+        for block in 0..<blocks {
+            var m: UInt64 = 0
+            for byte in 0..<8 { m |= UInt64(message[block * 8 + byte]) << (8 * UInt64(byte)) }
+            v3 ^= m
+            round()
+            round()
+            v0 ^= m
+        }
+        var last = UInt64(message.count & 0xff) << 56
+        for (offset, byte) in message[(blocks * 8)...].enumerated() { last |= UInt64(byte) << (8 * UInt64(offset)) }
+        v3 ^= last
+        round()
+        round()
+        v0 ^= last
+        v2 ^= 0xff
+        for _ in 0..<4 { round() }
+        return v0 ^ v1 ^ v2 ^ v3
+    }
+}
+
+extension UInt64 {
+    fileprivate func rotateLeft(_ count: UInt64) -> UInt64 { self << count | self >> (64 - count) }
+}
