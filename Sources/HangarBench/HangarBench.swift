@@ -7,6 +7,8 @@ struct HangarBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "hangar-bench",
         abstract: "Benchmark hangard over its per-app Unix sockets with a minimal gRPC client.",
-        subcommands: [BenchRunCommand.self, EchoServerCommand.self],
+        subcommands: [
+            BenchRunCommand.self, EchoServerCommand.self, NoisyNeighbourCommand.self, AttachCommand.self,
+        ],
         defaultSubcommand: BenchRunCommand.self)
 }
