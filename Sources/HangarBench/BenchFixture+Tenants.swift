@@ -81,7 +81,7 @@ extension ManagedProcess {
             arguments: [
                 "--tenancy", fixture.tenancy, "--resources", fixture.resources, "--socket-root", fixture.socketRoot,
                 "--data-dir", fixture.dataDirectory, "--http-listen", "none", "--grpc-listen", "none",
-                "--log-level", "info",
+                "--metrics-listen", "none", "--log-level", "info",
             ],
             logPath: fixture.log("hangard"))
         do {
