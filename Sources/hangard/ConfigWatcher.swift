@@ -24,7 +24,7 @@ final class ConfigWatcher: Sendable {
     private let settle: Duration
 
     init(directories: [String], files: [String] = [], pollInterval: Duration = .seconds(2),
-        settle: Duration = .milliseconds(30))
+        settle: Duration = .milliseconds(10))
     {
         self.watched = Mutex(Watched(directories: directories, files: files))
         self.pollInterval = pollInterval
@@ -66,10 +66,11 @@ final class ConfigWatcher: Sendable {
                 // Wake at least every 250 ms to notice stop(); fingerprint on the poll interval.
                 let ready = poll(&pfd, 1, min(250, pollMillis))
                 if ready > 0 {
-                    // Let the burst finish, then drain every queued event.
+                    // Drain what woke us, then wait for the burst to settle: until a quiet `settle` passes.
+                    while read(fd, &buffer, buffer.count) > 0 {}
                     repeat {
                         usleep(settleMicros)
-                    } while read(fd, &buffer, buffer.count) > 0
+                    } while drain(fd, &buffer)
                     changed = true
                 }
             } else {
@@ -82,6 +83,13 @@ final class ConfigWatcher: Sendable {
             }
             if changed && !stopped.load(ordering: .acquiring) { notify() }
         }
+    }
+
+    /// Reads every queued event; true if there was any.
+    private func drain(_ fd: Int32, _ buffer: inout [UInt8]) -> Bool {
+        var any = false
+        while read(fd, &buffer, buffer.count) > 0 { any = true }
+        return any
     }
 
     private func addWatches(_ fd: Int32, _ watchedPaths: inout Set<String>) {

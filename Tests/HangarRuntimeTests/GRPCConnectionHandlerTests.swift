@@ -131,6 +131,26 @@ struct GRPCConnectionHandlerTests {
         #expect(out.contains { if case .rstStream(.noError) = $0.payload { true } else { false } })
     }
 
+    @Test("a call refused at HEADERS whose request ends in the same read is not reset; one that does not end, is")
+    func earlyRefusalResets() throws {
+        let channel = try channel()
+        let refused = requestHeaders("/dapr.proto.runtime.v1.Dapr/InvokeActor")
+        // HEADERS and DATA(END_STREAM) in one read: answered, and no RST_STREAM (clients count resets).
+        channel.pipeline.fireChannelRead(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: refused))))
+        channel.pipeline.fireChannelRead(
+            HTTP2Frame(streamID: 1, payload: .data(.init(data: .byteBuffer(try echo("x")), endStream: true))))
+        channel.pipeline.fireChannelReadComplete()
+        var out = try frames(channel)
+        #expect(trailers(out)?.first(name: "grpc-status") == "12")
+        #expect(!out.contains { if case .rstStream = $0.payload { true } else { false } })
+        // HEADERS alone: the stream is reset once the read ends, so the client stops sending.
+        channel.pipeline.fireChannelRead(HTTP2Frame(streamID: 3, payload: .headers(.init(headers: refused))))
+        channel.pipeline.fireChannelReadComplete()
+        out = try frames(channel)
+        #expect(trailers(out)?.first(name: "grpc-status") == "12")
+        #expect(out.contains { $0.streamID == 3 && { if case .rstStream(.noError) = $0.payload { true } else { false } }($0) })
+    }
+
     @Test("invalid protobuf is INVALID_ARGUMENT and the connection keeps serving")
     func invalidProtobuf() throws {
         let channel = try channel()

@@ -49,6 +49,13 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
     /// Set when the listener drains: no new streams; the connection closes once the last one is answered.
     private var draining = false
     private var needsFlush = false
+    /// Streams answered before their request ended (a refusal at HEADERS). The rest of the request usually
+    /// arrives in the same read; a stream still unfinished when the read ends is reset then. Resetting at once
+    /// would trip clients' rapid-reset protection (swift-nio-http2 closes a connection after 200 resets in 30 s)
+    /// when many calls are refused.
+    private var unfinishedRequests: Set<HTTP2StreamID> = []
+    /// The trailers of the last error answered on this connection, reused while the same error repeats.
+    private var lastErrorTrailers: (key: GRPCStatus.Key, headers: HPACKHeaders)?
 
     private static let responseHeaders: HPACKHeaders = [":status": "200", "content-type": "application/grpc"]
     private static let okTrailers: HPACKHeaders = ["grpc-status": "0"]
@@ -76,7 +83,9 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
         let frame = unwrapInboundIn(data)
         switch frame.payload {
         case .headers(let headers):
-            if streams[frame.streamID] == nil {
+            if unfinishedRequests.contains(frame.streamID) {
+                if headers.endStream { unfinishedRequests.remove(frame.streamID) }
+            } else if streams[frame.streamID] == nil {
                 onRequestHeaders(context, frame.streamID, headers.headers, endStream: headers.endStream)
             } else if headers.endStream {
                 onEndOfRequest(context, frame.streamID)
@@ -90,6 +99,11 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
 
     package func channelReadComplete(context: ChannelHandlerContext) {
         isReading = false
+        if !unfinishedRequests.isEmpty {
+            for id in unfinishedRequests { write(context, HTTP2Frame(streamID: id, payload: .rstStream(.noError))) }
+            unfinishedRequests.removeAll()
+            needsFlush = true
+        }
         if needsFlush {
             needsFlush = false
             context.flush()
@@ -100,6 +114,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
     package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let closed = event as? StreamClosedEvent {
             removeStream(closed.streamID)
+            unfinishedRequests.remove(closed.streamID)
             closeIfDrained(context)
         } else if event is GRPCDrainEvent {
             draining = true
@@ -204,7 +219,10 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
             connectionUnackedBytes = 0
             markFlush(context)
         }
-        guard var stream = streams[id] else { return }
+        guard var stream = streams[id] else {
+            if data.endStream { unfinishedRequests.remove(id) }
+            return
+        }
         let messages: [ByteBuffer]
         do throws(GRPCMessageDeframer.Failure) {
             messages = try stream.deframer.append(bytes)
@@ -300,10 +318,24 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
                 "gRPC call failed",
                 metadata: ["grpc.status": "\(status.code)", "error": "\(status.message)"])
         }
-        var headers = Self.responseHeaders
-        status.addTrailers(to: &headers)
+        let key = status.key
+        let headers: HPACKHeaders
+        if let last = lastErrorTrailers, last.key == key {
+            headers = last.headers
+        } else {
+            var built = Self.responseHeaders
+            status.addTrailers(to: &built)
+            lastErrorTrailers = (key, built)
+            headers = built
+        }
         write(context, HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: true))))
-        if !requestEnded { write(context, HTTP2Frame(streamID: id, payload: .rstStream(.noError))) }
+        if !requestEnded {
+            if isReading {
+                unfinishedRequests.insert(id)
+            } else {
+                write(context, HTTP2Frame(streamID: id, payload: .rstStream(.noError)))
+            }
+        }
         markFlush(context)
         if draining { context.flush(); closeIfDrained(context) }
     }

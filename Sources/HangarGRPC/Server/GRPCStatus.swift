@@ -32,6 +32,16 @@ package struct GRPCStatus: Error, Sendable {
         }
     }
 
+    /// What the trailers are made of, to reuse them for an identical status (a flood of one refusal).
+    package struct Key: Hashable, Sendable {
+        let code: RPCCode
+        let message: String
+        let reason: String?
+        let metadata: [String: String]?
+    }
+
+    package var key: Key { Key(code: code, message: message, reason: errorInfo?.reason, metadata: errorInfo?.metadata) }
+
     /// Trailer fields: `grpc-status`, `grpc-message`, `grpc-status-details-bin`.
     func addTrailers(to headers: inout HPACKHeaders) {
         headers.add(name: "grpc-status", value: String(code.rawValue))
