@@ -64,10 +64,12 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         help: ArgumentHelp(
             "RST_STREAM frames (and stream errors) a flood connection tolerates per 30 s before it closes itself.",
             discussion: """
-                Hangard follows every refusal with a RST_STREAM(NO_ERROR); swift-nio-http2's default limit, 200, \
-                makes a refused client drop its own connections (ExcessiveRSTFrames). Pass 200 to see that.
+                The default is swift-nio-http2's own, as a real client has it. Hangard resets a refused call's \
+                stream only when the rest of the request has not arrived by the end of the read, so refused \
+                clients stay under this limit; before that change they dropped their own connections \
+                (ExcessiveRSTFrames).
                 """))
-    var clientResetLimit = 1_000_000_000
+    var clientResetLimit = 200
 
     @Option(help: "The steady tenant's calls a second.")
     var steadyRate: Double = 500
