@@ -65,7 +65,9 @@ public struct DaprHTTPRoutes: Sendable {
     ) async throws -> Response {
         let started = NIODeadline.now()
         let admission = try runtime.gate.admit(
-            context.listener, token: request.headers[Self.tokenHeader], connection: context.channel)
+            // The first value, as Dapr reads it (and as the gRPC front-end does); joining repeated values would
+            // make the two front-ends disagree.
+            context.listener, token: request.headers[values: Self.tokenHeader].first, connection: context.channel)
         defer { admission.finish() }
         let code: RPCCode
         do {
