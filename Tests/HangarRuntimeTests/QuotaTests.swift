@@ -201,6 +201,23 @@ struct FairQueueTests {
         #expect(queue.depths.isEmpty)
     }
 
+    @Test("tryAcquire takes a free slot only when nobody waits, and respects the tenant's share")
+    func tryAcquire() {
+        let queue = FairQueue(capacity: 2, perTenant: 1)
+        #expect(queue.tryAcquire(tenant: "a"))
+        #expect(!queue.tryAcquire(tenant: "a"))  // a's share is 1
+        #expect(queue.tryAcquire(tenant: "b"))
+        #expect(!queue.tryAcquire(tenant: "c"))  // the pool is full
+        let recorder = Recorder()
+        queue.submit(tenant: "c", weight: 1, recorder.start("c1"))
+        queue.finished(tenant: "a")
+        #expect(recorder.order == ["c1"])  // the waiting tenant gets the freed slot
+        #expect(!queue.tryAcquire(tenant: "a"))  // pool full again (b and c run)
+        queue.finished(tenant: "b")
+        queue.finished(tenant: "c")
+        #expect(queue.depths.isEmpty)
+    }
+
     @Test("a weight of 2 starts two operations per turn")
     func weighted() {
         let queue = FairQueue(capacity: 1)

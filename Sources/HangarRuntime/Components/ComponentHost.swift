@@ -91,6 +91,14 @@ public final class StatePool: Sendable {
             future.whenComplete { _ in self.inFlight.subtract(1, ordering: .releasing) }
             return future
         }
+        if fairQueue.tryAcquire(tenant: namespace) {
+            let future = operation(store)
+            future.whenComplete { _ in
+                fairQueue.finished(tenant: namespace)
+                self.inFlight.subtract(1, ordering: .releasing)
+            }
+            return future
+        }
         let promise = eventLoop.makePromise(of: T.self)
         let store = self.store
         fairQueue.submit(tenant: namespace, weight: tenant?.weight ?? 1) {

@@ -48,6 +48,20 @@ final class FairQueue: Sendable {
         self.perTenant = max(1, min(perTenant ?? max(1, (capacity * 3) / 4), self.capacity))
     }
 
+    /// Takes a slot for `tenant` if the pool and the tenant have one free and nobody is waiting (the uncontended
+    /// case: no closure, no queue); the caller then runs its operation and calls `finished`. False: use `submit`.
+    func tryAcquire(tenant: String) -> Bool {
+        state.withLock { state in
+            guard state.running < capacity, state.queued == 0 else { return false }
+            var queue = state.tenants[tenant] ?? TenantQueue()
+            guard queue.running < perTenant else { return false }
+            queue.running += 1
+            state.running += 1
+            state.tenants[tenant] = queue
+            return true
+        }
+    }
+
     /// Starts `start` now if the pool and the tenant have a free slot and nobody is waiting, else queues it.
     func submit(tenant: String, weight: Int, _ start: @escaping Start) {
         let now = state.withLock { state -> Bool in
