@@ -7,15 +7,5 @@
 # Takes about 15 seconds after the build.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-
-# One product per invocation: `swift build` keeps only the last of several --product flags.
-swift build -c release --product hangard
-swift build -c release --product hangar-bench
-bin="$(swift build -c release --show-bin-path)"
-
-mkdir -p bench-results
-if git rev-parse --git-dir > /dev/null 2>&1; then
-    echo "source: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- Sources Package.swift || echo ' + uncommitted changes')" >&2
-fi
+source "$(dirname "$0")/lib/bench-build.sh"
 "$bin/hangar-bench" attach --hangard "$bin/hangard" --json bench-results/attach.json "$@"

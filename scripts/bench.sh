@@ -6,15 +6,5 @@
 # Takes about 2 minutes after the build on a 2-core machine.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-
-# One product per invocation: `swift build` keeps only the last of several --product flags.
-swift build -c release --product hangard
-swift build -c release --product hangar-bench
-bin="$(swift build -c release --show-bin-path)"
-
-mkdir -p bench-results
-if git rev-parse --git-dir > /dev/null 2>&1; then
-    echo "source: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- Sources Package.swift || echo ' + uncommitted changes')" >&2
-fi
+source "$(dirname "$0")/lib/bench-build.sh"
 "$bin/hangar-bench" --hangard "$bin/hangard" --scenario all --json bench-results/latest.json "$@"

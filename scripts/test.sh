@@ -7,7 +7,8 @@
 #
 # Runnable from any working directory, on a fresh Debian machine (as root, or with sudo) and again
 # quickly on one where it already ran. Stages:
-#   1. system packages: protoc (protobuf-compiler) and, if python3 cannot create a venv, python3-venv;
+#   1. system packages: protoc (protobuf-compiler), setpriv (util-linux) and, if python3 cannot create a
+#      venv, python3-venv;
 #      `apt-get update` runs once, and only when something is missing
 #   2. swift build             debug build of every product and the test targets
 #   3. swift test              Swift Testing unit and conformance tests (fails if none ran)
@@ -49,6 +50,8 @@ fi
 command -v swift >/dev/null || { log "swift is not installed"; exit 1; }
 command -v git >/dev/null || apt_install git ca-certificates
 command -v protoc >/dev/null || apt_install protobuf-compiler
+# setpriv (util-linux) runs e2e clients under other uids, for the peer-credential and permission tests.
+command -v setpriv >/dev/null || apt_install util-linux
 if ! command -v python3 >/dev/null; then
     apt_install python3 python3-venv
 fi

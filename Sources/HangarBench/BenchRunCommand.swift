@@ -145,12 +145,7 @@ struct BenchRunCommand: AsyncParsableCommand {
         report.checkTargets()
         print(ResultTable.render(report))
         if let json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            let url = URL(fileURLWithPath: json)
-            try FileManager.default.createDirectory(
-                at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try encoder.encode(report).write(to: url)
+            try TextTable.writeJSON(report, to: json)
             print("results written to \(json)")
         }
         if keep { print("configs and logs kept in \(fixture.root)") } else { fixture.remove() }
@@ -343,9 +338,7 @@ struct BenchRunCommand: AsyncParsableCommand {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 
-    private func progress(_ line: String) {
-        FileHandle.standardError.write(Data("· \(line)\n".utf8))
-    }
+    private func progress(_ line: String) { TextTable.progress(line) }
 
-    static func format(_ value: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", value) }
+    static func format(_ value: Double, _ decimals: Int) -> String { TextTable.format(value, decimals) }
 }

@@ -9,18 +9,33 @@ struct GRPCClientConnection: Sendable {
 
     var eventLoop: any EventLoop { channel.eventLoop }
 
-    /// Connects to `path` on one of `group`'s event loops.
-    static func connect(unixSocket path: String, group: any EventLoopGroup) async throws -> GRPCClientConnection {
+    /// Connects to `path` on one of `group`'s event loops. `resetLimit`, when given, replaces swift-nio-http2's
+    /// limit (200 per 30 s) on RST_STREAM frames, stream errors and connection "glitches" a connection tolerates
+    /// before it treats the peer as a rapid-reset attacker and closes itself (`ExcessiveRSTFrames`).
+    static func connect(
+        unixSocket path: String, group: any EventLoopGroup, resetLimit: Int? = nil
+    ) async throws -> GRPCClientConnection {
+        var connectionConfiguration = NIOHTTP2Handler.ConnectionConfiguration()
+        connectionConfiguration.initialSettings = GRPCClientHandler.settings
+        // The bench writes well-formed headers itself: skip validating them, to keep the client cheap.
+        connectionConfiguration.headerBlockValidation = .disabled
+        connectionConfiguration.contentLengthValidation = .disabled
+        var streamConfiguration = NIOHTTP2Handler.StreamConfiguration()
+        if let resetLimit {
+            connectionConfiguration.maximumConnectionGlitches = max(
+                connectionConfiguration.maximumConnectionGlitches, resetLimit)
+            streamConfiguration.streamResetFrameRateLimit.maximumCount = resetLimit
+            streamConfiguration.streamErrorRateLimit.maximumCount = resetLimit
+        }
+        let (connection, stream) = (connectionConfiguration, streamConfiguration)
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.maxMessagesPerRead, value: 16)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    // The bench writes well-formed headers itself: skip validating them, to keep the client cheap.
                     try sync.addHandler(
                         NIOHTTP2Handler(
-                            mode: .client, initialSettings: GRPCClientHandler.settings,
-                            headerBlockValidation: .disabled, contentLengthValidation: .disabled))
+                            mode: .client, connectionConfiguration: connection, streamConfiguration: stream))
                     try sync.addHandler(GRPCClientHandler())
                 }
             }

@@ -101,19 +101,11 @@ enum ResultTable {
         return lines.count > 2 ? lines : []
     }
 
-    /// Columns padded to their widest cell; the first `leftColumns` left-aligned, the rest right-aligned.
     private static func align(_ rows: [[String]], leftColumns: Int) -> [String] {
-        guard let columns = rows.first?.count else { return [] }
-        let widths = (0..<columns).map { column in rows.map { $0[column].count }.max() ?? 0 }
-        return rows.map { row in
-            row.enumerated().map { column, cell in
-                let padding = String(repeating: " ", count: widths[column] - cell.count)
-                return column < leftColumns ? cell + padding : padding + cell
-            }.joined(separator: "  ")
-        }
+        TextTable.align(rows, leftColumns: leftColumns)
     }
 
-    private static func format(_ value: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", value) }
+    private static func format(_ value: Double, _ decimals: Int) -> String { TextTable.format(value, decimals) }
 
     private static func signed(_ value: Double) -> String { String(format: "%+.1f", value) }
 }

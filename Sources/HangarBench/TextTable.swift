@@ -1,6 +1,6 @@
 import Foundation
 
-/// Plain-text tables and number formatting for the noisy-neighbour and attach reports.
+/// Plain-text tables, number formatting, progress lines and JSON output for every bench report.
 enum TextTable {
     /// Columns padded to their widest cell; the first `leftColumns` left-aligned, the rest right-aligned.
     static func align(_ rows: [[String]], leftColumns: Int = 1) -> [String] {

@@ -69,11 +69,9 @@ public struct DaprHTTPRoutes: Sendable {
             // make the two front-ends disagree.
             context.listener, token: request.headers[values: Self.tokenHeader].first, connection: context.channel)
         defer { admission.finish() }
-        let code: RPCCode
         do {
             let response = try await route(admission)
-            code = .ok
-            record(admission, method, code, started)
+            record(admission, method, .ok, started)
             return response
         } catch let error as any DaprAPIError {
             record(admission, method, error.rpcCode, started)
@@ -96,29 +94,16 @@ public struct DaprHTTPRoutes: Sendable {
     }
 
     /// The body, refused with 413 before it is buffered when its declared length is over the caller's
-    /// `maxRequestBytes`.
+    /// `maxRequestBytes`; a chunked body is refused once it passes the limit.
     func body(_ request: Request, _ admission: Admission) async throws -> ByteBuffer {
-        let limit = admission.maxRequestBytes
-        if let length = request.headers[.contentLength].flatMap({ Int($0) }), length > limit {
-            admission.recordTooLarge(runtime.metrics)
-            throw QuotaError.tooLarge(length, limit: limit, app: admission.caller.app)
-        }
+        if let length = request.headers[.contentLength].flatMap({ Int($0) }) { try admission.checkSize(length) }
         do {
-            return try await request.body.collect(upTo: limit)
+            return try await request.body.collect(upTo: admission.maxRequestBytes)
         } catch let error as HTTPError where error.status == .contentTooLarge {
-            throw bodyTooLarge(admission)
+            throw admission.tooLarge(nil)
         } catch is NIOTooManyBytesError {
-            // A chunked body has no declared length: it is refused once it passes the limit.
-            throw bodyTooLarge(admission)
+            throw admission.tooLarge(nil)
         }
-    }
-
-    func bodyTooLarge(_ admission: Admission) -> APIError {
-        admission.recordTooLarge(runtime.metrics)
-        return QuotaError.tooLarge(admission.maxRequestBytes + 1, limit: admission.maxRequestBytes, app: admission.caller.app)
-            .withMessage(
-                "quota exceeded: the request body is over the maximum of \(admission.maxRequestBytes) bytes "
-                    + "(maxRequestBytes) for app \(admission.caller.app)")
     }
 
     func json(_ request: Request, _ admission: Admission) async throws -> Any {

@@ -37,7 +37,7 @@ public struct Gate: Sendable {
             if newConnection, let connection, let connectionID {
                 connection.closeFuture.whenComplete { _ in account.closeConnection(connectionID) }
             }
-            return Admission(caller: caller, maxRequestBytes: maxRequestBytes, account: account)
+            return Admission(caller: caller, maxRequestBytes: maxRequestBytes, account: account, metrics: metrics)
         case .refused(let refusal):
             metrics.recordQuotaRefusal(app: caller.app, quota: refusal.quota)
             throw QuotaError.exceeded(refusal, app: caller.app)
@@ -48,10 +48,6 @@ public struct Gate: Sendable {
         }
     }
 
-    /// Refuses a request body over the node's limit (before any caller is known).
-    public func checkSize(_ size: Int) throws(APIError) {
-        if size > maxRequestBytes { throw RequestError.tooLarge(size, limit: maxRequestBytes) }
-    }
 }
 
 /// An admitted request: its caller, the size it may have, and the budget slot it holds until `finish()`.
@@ -60,18 +56,21 @@ public struct Admission: Sendable {
     /// The largest request message or body this caller may send (its `maxRequestBytes`, at most the node's).
     public let maxRequestBytes: Int
     let account: AppAccount
+    let metrics: RuntimeMetrics
 
     /// Returns the slot; call exactly once, when the call's work is done (answered, failed or abandoned).
     public func finish() { account.finish() }
 
     /// Refuses a request of `size` bytes over this caller's `maxRequestBytes`; nothing has been buffered yet.
     public func checkSize(_ size: Int) throws(APIError) {
-        if size > maxRequestBytes { throw QuotaError.tooLarge(size, limit: maxRequestBytes, app: caller.app) }
+        if size > maxRequestBytes { throw tooLarge(size) }
     }
 
-    /// Records a refusal of an over-size request (found while reading it).
-    public func recordTooLarge(_ metrics: RuntimeMetrics) {
+    /// The refusal of a request over `maxRequestBytes` (`size` nil when only its passing the limit is known, as
+    /// for a chunked body), counted as a quota refusal.
+    public func tooLarge(_ size: Int?) -> APIError {
         metrics.recordQuotaRefusal(app: caller.app, quota: "maxRequestBytes")
+        return QuotaError.tooLarge(size, limit: maxRequestBytes, app: caller.app)
     }
 }
 
@@ -104,11 +103,11 @@ public enum QuotaError {
             ])
     }
 
-    public static func tooLarge(_ size: Int, limit: Int, app: AppID) -> APIError {
+    public static func tooLarge(_ size: Int?, limit: Int, app: AppID) -> APIError {
         APIError(
             errorCode: errorCode, rpcCode: .resourceExhausted, httpStatus: 413,
-            message: "quota exceeded: a request of \(size) bytes is over the maximum of \(limit) bytes "
-                + "(maxRequestBytes) for app \(app)",
+            message: "quota exceeded: a request \(size.map { "of \($0) bytes " } ?? "")is over the maximum of "
+                + "\(limit) bytes (maxRequestBytes) for app \(app)",
             reason: reason,
             metadata: [
                 "quota": "maxRequestBytes", "limit": String(limit), "scope": "app", "namespace": app.namespace,

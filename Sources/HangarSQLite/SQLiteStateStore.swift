@@ -20,7 +20,7 @@ import Synchronization
 /// each write transaction (from the sizes of the rows it replaces) only once it has committed. It assumes this store
 /// is the table's only writer. Expired rows count until they are deleted: by `purgeExpired(on:)` (periodically, with
 /// `cleanupInterval`), by a write to their key, or, for the partition concerned, before a write is refused with
-/// `quotaExceeded`, so that a partition is never refused because of items that have already expired.
+/// `byteLimitExceeded`, so that a partition is never refused because of items that have already expired.
 public final class SQLiteStateStore: TransactionalStateStore {
     /// Where and how the store keeps its data.
     public struct Configuration: Sendable, Hashable {
@@ -285,7 +285,7 @@ public final class SQLiteStateStore: TransactionalStateStore {
 
     public var usageByPartition: [String: Int] { usage.withLock { $0 } }
 
-    /// Applies every operation or none. A transaction refused with `quotaExceeded` is tried again once the
+    /// Applies every operation or none. A transaction refused with `byteLimitExceeded` is tried again once the
     /// partition's expired items are deleted, if it had any.
     public func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         run(on: eventLoop) {
@@ -295,10 +295,10 @@ public final class SQLiteStateStore: TransactionalStateStore {
                         return try self.inTransaction(on: connection) {
                             ((), try self.apply(operations, now: Self.nowMilliseconds(), on: connection))
                         }
-                    } catch StateStoreError.quotaExceeded(let partition, let usage, let limit) {
+                    } catch StateStoreError.byteLimitExceeded(let partition, let usage, let limit) {
                         // Each retry deletes at least one row, so this ends.
                         guard try self.purgeExpired(partition: partition, on: connection) > 0 else {
-                            throw StateStoreError.quotaExceeded(partition: partition, usage: usage, limit: limit)
+                            throw StateStoreError.byteLimitExceeded(partition: partition, usage: usage, limit: limit)
                         }
                     }
                 }
@@ -400,7 +400,7 @@ public final class SQLiteStateStore: TransactionalStateStore {
                     // Only the writer changes `usage`, and this runs on the writer: no one can overshoot.
                     let after = usage.withLock { $0[partition, default: 0] } + changes[partition, default: 0] + delta
                     if after > limit {
-                        throw StateStoreError.quotaExceeded(partition: partition, usage: after, limit: limit)
+                        throw StateStoreError.byteLimitExceeded(partition: partition, usage: after, limit: limit)
                     }
                 }
                 counter += 1

@@ -77,14 +77,14 @@ extension StateStoreConformanceTests {
             #expect(store.usageByPartition == ["t": 9])  // 4 + 5
 
             // A new item: 9 + (4 + 7) = 20 > 15.
-            await #expect(throws: StateStoreError.quotaExceeded(partition: "t", usage: 20, limit: 15)) {
+            await #expect(throws: StateStoreError.byteLimitExceeded(partition: "t", usage: 20, limit: 15)) {
                 try await store.set(
                     StateSetRequest(key: "t||b", value: Data("1234567".utf8), byteLimit: 15), on: loop
                 ).get()
             }
             #expect(try await store.get("t||b", on: loop).get() == nil)
             // Growing an item: 9 - 9 + (4 + 9) = 13 > 12.
-            await #expect(throws: StateStoreError.quotaExceeded(partition: "t", usage: 13, limit: 12)) {
+            await #expect(throws: StateStoreError.byteLimitExceeded(partition: "t", usage: 13, limit: 12)) {
                 try await store.set(
                     StateSetRequest(key: "t||a", value: Data("123456789".utf8), byteLimit: 12), on: loop
                 ).get()
@@ -100,7 +100,7 @@ extension StateStoreConformanceTests {
             #expect(store.usageByPartition == ["t": 12])
 
             // In a transaction, the earlier operations count and are rolled back with it: 12 + 5 + 5 = 22 > 20.
-            await #expect(throws: StateStoreError.quotaExceeded(partition: "t", usage: 22, limit: 20)) {
+            await #expect(throws: StateStoreError.byteLimitExceeded(partition: "t", usage: 22, limit: 20)) {
                 try await store.transact(
                     [
                         .set(StateSetRequest(key: "t||c", value: Data("x".utf8))),
@@ -142,11 +142,11 @@ extension StateStoreConformanceTests {
             #expect(same.value == Data(repeating: 3, count: 10), "a write keeping the size passes")
             #expect(store.usageByPartition == ["t": 19])
 
-            await #expect(throws: StateStoreError.quotaExceeded(partition: "t", usage: 20, limit: 5)) {
+            await #expect(throws: StateStoreError.byteLimitExceeded(partition: "t", usage: 20, limit: 5)) {
                 try await store.set(StateSetRequest(key: "t||b", value: Data("12".utf8), byteLimit: 5), on: loop).get()
             }
             // Shrinking first does not get the partition under 5, so the growing write still fails: 19 - 10 + 1.
-            await #expect(throws: StateStoreError.quotaExceeded(partition: "t", usage: 10, limit: 5)) {
+            await #expect(throws: StateStoreError.byteLimitExceeded(partition: "t", usage: 10, limit: 5)) {
                 try await store.transact(
                     [
                         .set(StateSetRequest(key: "t||a", value: Data(), byteLimit: 5)),
@@ -171,14 +171,14 @@ extension StateStoreConformanceTests {
             try await store.set(StateSetRequest(key: "b||x", value: Data("1234".utf8), byteLimit: 8), on: loop).get()
             #expect(store.usageByPartition == ["a": 8, "b": 8])
 
-            await #expect(throws: StateStoreError.quotaExceeded(partition: "b", usage: 13, limit: 8)) {
+            await #expect(throws: StateStoreError.byteLimitExceeded(partition: "b", usage: 13, limit: 8)) {
                 try await store.set(StateSetRequest(key: "b||y", value: Data("1".utf8), byteLimit: 8), on: loop).get()
             }
             try await store.set(StateSetRequest(key: "a||y", value: Data("1".utf8), byteLimit: 13), on: loop).get()
             // A key without `||` is its own partition's key.
             try await store.set(StateSetRequest(key: "a", value: Data("1".utf8), byteLimit: 15), on: loop).get()
             #expect(store.usageByPartition == ["a": 15, "b": 8])
-            await #expect(throws: StateStoreError.quotaExceeded(partition: "ab", usage: 2, limit: 0)) {
+            await #expect(throws: StateStoreError.byteLimitExceeded(partition: "ab", usage: 2, limit: 0)) {
                 try await store.set(StateSetRequest(key: "ab", value: Data(), byteLimit: 0), on: loop).get()
             }
             #expect(store.usageByPartition == ["a": 15, "b": 8])
@@ -237,7 +237,7 @@ extension StateStoreConformanceTests {
             #expect(store.usageByPartition == ["t": 24, "t|x": 5, "t|}": 5, "u": 8])
             #expect(try await store.get("t||keep", on: loop).get()?.value == Data("k".utf8))
 
-            await #expect(throws: StateStoreError.quotaExceeded(partition: "t", usage: 36, limit: 30)) {
+            await #expect(throws: StateStoreError.byteLimitExceeded(partition: "t", usage: 36, limit: 30)) {
                 try await store.set(
                     StateSetRequest(key: "t||more", value: Data("12345".utf8), byteLimit: 30), on: loop
                 ).get()
@@ -266,7 +266,7 @@ extension StateStoreConformanceTests {
                                     on: loop
                                 ).get()
                                 written.append(key)
-                            } catch StateStoreError.quotaExceeded(let partition, let usage, let limit) {
+                            } catch StateStoreError.byteLimitExceeded(let partition, let usage, let limit) {
                                 #expect(partition == "c" && usage == 1020 && limit == 1000)
                                 refused += 1
                             }
@@ -376,7 +376,7 @@ struct UsageModel {
                 let partition = StatePartition.of(request.key)
                 let after = items.filter { StatePartition.of($0.key) == partition }.values.reduce(0, +) + delta
                 if let limit = request.byteLimit, delta > 0, after > limit {
-                    return (self.items, .quotaExceeded(partition: partition, usage: after, limit: limit))
+                    return (self.items, .byteLimitExceeded(partition: partition, usage: after, limit: limit))
                 }
                 items[request.key] = bytes
             case .delete(let request):
@@ -406,7 +406,7 @@ struct UsageModel {
             } catch let failure as StateStoreError {
                 #expect(failure == error, "\(operations)")
             }
-            if case .quotaExceeded = error { refusals += 1 }
+            if case .byteLimitExceeded = error { refusals += 1 }
             self.items = items
             #expect(store.usageByPartition == usage)
         }

@@ -35,9 +35,11 @@ struct GateTests {
     @Test("request size is checked against the limit")
     func size() throws {
         let gate = Gate(registry: registry)
-        try gate.checkSize(10)
-        let error = #expect(throws: APIError.self) { try gate.checkSize(11) }
+        let admission = try gate.admit(.tcp, token: "token-a", connection: nil)
+        try admission.checkSize(10)
+        let error = #expect(throws: APIError.self) { try admission.checkSize(11) }
         #expect(error?.rpcCode == .resourceExhausted)
+        admission.finish()
     }
 
     @Test("constant-time comparison agrees with equality")

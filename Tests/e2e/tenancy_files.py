@@ -6,6 +6,9 @@ import os
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
+
+STORE = "statestore"
 
 
 def tenant_yaml(namespace: str, apps: list[dict], quotas: dict | None = None, weight: int | None = None) -> str:
@@ -69,3 +72,21 @@ def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) -> float
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text).lstrip()
+
+
+def start_daemon(
+    factory: Any, tenants: dict[str, str], components: dict[str, str] | None = None, apps: tuple = ()
+) -> Any:
+    """A daemon (from the `hangard_factory` fixture) on its own --tenancy and --resources directories, holding
+    `tenants` and `components` (file name → YAML); by default one state.sqlite store named `statestore`."""
+    root = factory.root()
+    tenancy = root / "tenancy"
+    resources = root / "resources"
+    tenancy.mkdir()
+    resources.mkdir()
+    for name, text in tenants.items():
+        (tenancy / name).write_text(text)
+    components = components or {"store.yaml": component_yaml(STORE, "state.sqlite", {"connectionString": "s.db"})}
+    for name, text in components.items():
+        (resources / name).write_text(text)
+    return factory.start(root, tenancy=tenancy, resources=resources, apps=tuple(apps))

@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import socket
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 
 from hangar_e2e import Hangard, grpc_error_info, unique
-from tenancy_files import component_yaml, tenant_yaml
-
-STORE = "statestore"
+from tenancy_files import STORE, start_daemon, tenant_yaml
 
 
-def start(factory, tenants: list[str], components: list[str] | None = None, apps=()) -> Hangard:
-    root = factory.root()
-    tenancy = root / "tenancy"
-    resources = root / "resources"
-    tenancy.mkdir()
-    resources.mkdir()
-    for index, text in enumerate(tenants):
-        (tenancy / f"t{index}.yaml").write_text(text)
-    for index, text in enumerate(components or [component_yaml(STORE, "state.sqlite", {"connectionString": "s.db"})]):
-        (resources / f"c{index}.yaml").write_text(text)
-    return factory.start(root, tenancy=tenancy, resources=resources, apps=tuple(apps))
+def start(factory, tenants: list[str], apps=()) -> Hangard:
+    return start_daemon(factory, {f"t{index}.yaml": text for index, text in enumerate(tenants)}, apps=apps)
 
 
 def expect_quota(error: pytest.ExceptionInfo, quota: str, limit: int, scope: str) -> dict:

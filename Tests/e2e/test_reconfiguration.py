@@ -10,24 +10,8 @@ import time
 import grpc
 import pytest
 
-from hangar_e2e import Hangard, grpc_error_info, unique
-from tenancy_files import component_yaml, tenant_yaml, wait_until, write_atomically
-
-STORE = "statestore"
-
-
-def start(factory, tenants: dict[str, str], components: dict[str, str] | None = None, apps=()) -> Hangard:
-    root = factory.root()
-    tenancy = root / "tenancy"
-    resources = root / "resources"
-    tenancy.mkdir()
-    resources.mkdir()
-    for name, text in tenants.items():
-        (tenancy / name).write_text(text)
-    components = components or {"store.yaml": component_yaml(STORE, "state.sqlite", {"connectionString": "s.db"})}
-    for name, text in components.items():
-        (resources / name).write_text(text)
-    return factory.start(root, tenancy=tenancy, resources=resources, apps=tuple(apps))
+from hangar_e2e import Hangard, unique
+from tenancy_files import STORE, component_yaml, start_daemon as start, tenant_yaml, wait_until, write_atomically
 
 
 def sockets_up(daemon: Hangard, ns: str, app: str) -> bool:

@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// Byte accounting (`usageByPartition`) counts every item physically present, expired or not. Expired items are
 /// removed when their key is read or written, by a sweep every 1024 writes, by `purgeExpired(on:)`, and, for the
-/// partition concerned, before a write is refused with `quotaExceeded`: a partition is never refused because of
+/// partition concerned, before a write is refused with `byteLimitExceeded`: a partition is never refused because of
 /// items that have already expired.
 public final class InMemoryStateStore: TransactionalStateStore {
     private struct Storage {
@@ -76,7 +76,7 @@ public final class InMemoryStateStore: TransactionalStateStore {
                 if let limit = request.byteLimit, delta > 0 {
                     let partition = StatePartition.of(request.key)
                     let after = usage[partition, default: 0] + delta
-                    if after > limit { throw .quotaExceeded(partition: partition, usage: after, limit: limit) }
+                    if after > limit { throw .byteLimitExceeded(partition: partition, usage: after, limit: limit) }
                 }
                 put(
                     request.key,
@@ -183,7 +183,7 @@ public final class InMemoryStateStore: TransactionalStateStore {
         transact([.delete(request)], on: eventLoop)
     }
 
-    /// Applies every operation or none. A transaction refused with `quotaExceeded` is tried again once the
+    /// Applies every operation or none. A transaction refused with `byteLimitExceeded` is tried again once the
     /// partition's expired items are removed, if it had any.
     public func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         eventLoop.makeCompletedFuture {
@@ -195,7 +195,7 @@ public final class InMemoryStateStore: TransactionalStateStore {
                         return try storage.applyAll(operations, now: now)
                     } catch {
                         // Each retry removes at least one item, so this ends.
-                        guard case .quotaExceeded(let partition, _, _) = error,
+                        guard case .byteLimitExceeded(let partition, _, _) = error,
                             storage.sweep(partition: partition, now: now) > 0
                         else { throw error }
                     }

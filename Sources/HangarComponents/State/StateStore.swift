@@ -75,7 +75,7 @@ public struct StateSetRequest: Sendable, Hashable {
     /// The most bytes the key's partition (`StatePartition`) may hold after this write; nil means no limit.
     ///
     /// A write that would take the partition above the limit and grows it fails with
-    /// `StateStoreError.quotaExceeded`, changing nothing (in a transaction, the whole transaction fails). A write
+    /// `StateStoreError.byteLimitExceeded`, changing nothing (in a transaction, the whole transaction fails). A write
     /// that shrinks the partition or keeps its size always passes, so a partition over its limit can still be
     /// overwritten with smaller values. The check is atomic with the write: concurrent writers cannot overshoot.
     public var byteLimit: Int?
@@ -130,7 +130,7 @@ public enum StateStoreError: Error, Sendable, Hashable {
     /// The store has been closed.
     case closed
     /// A write with a `byteLimit` would have taken `partition` to `usage` bytes, above `limit`; nothing was written.
-    case quotaExceeded(partition: String, usage: Int, limit: Int)
+    case byteLimitExceeded(partition: String, usage: Int, limit: Int)
 }
 
 /// The core of a state store (components-contrib's `state.Store`).

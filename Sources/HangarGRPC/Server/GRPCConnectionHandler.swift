@@ -230,9 +230,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
             let status: GRPCStatus
             switch error {
             case .tooLarge(let length):
-                stream.admission.recordTooLarge(metrics)
-                status = GRPCStatus(
-                    QuotaError.tooLarge(length, limit: stream.admission.maxRequestBytes, app: stream.admission.caller.app))
+                status = GRPCStatus(stream.admission.tooLarge(length))
             case .compressed:
                 status = GRPCStatus(code: .internal, message: "compressed message without grpc-encoding")
             }

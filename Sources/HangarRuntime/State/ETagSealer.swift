@@ -48,18 +48,25 @@ public struct ETagSealer: Sendable {
     }
 
     private func tenantKey(_ namespace: String) -> (UInt64, UInt64) {
-        let bytes = Array(namespace.utf8)
-        return (SipHash.hash(key, bytes + [0x01]), SipHash.hash(key, bytes + [0x02]))
+        var first = SipHash(key: key)
+        var second = SipHash(key: key)
+        for byte in namespace.utf8 {
+            first.append(byte)
+            second.append(byte)
+        }
+        first.append(0x01)
+        second.append(0x02)
+        return (first.finish(), second.finish())
     }
 
     private func permute(_ value: UInt64, _ key: (UInt64, UInt64), inverse: Bool) -> UInt64 {
         var left = UInt32(truncatingIfNeeded: value >> 32)
         var right = UInt32(truncatingIfNeeded: value)
         func round(_ index: UInt8, _ half: UInt32) -> UInt32 {
-            UInt32(
-                truncatingIfNeeded: SipHash.hash(
-                    key, [index, UInt8(half & 0xff), UInt8(half >> 8 & 0xff), UInt8(half >> 16 & 0xff), UInt8(half >> 24)]
-                ))
+            var hash = SipHash(key: key)
+            hash.append(index)
+            for shift in stride(from: 0, to: 32, by: 8) { hash.append(UInt8(truncatingIfNeeded: half >> shift)) }
+            return UInt32(truncatingIfNeeded: hash.finish())
         }
         if inverse {
             for index in (0..<4).reversed() {
@@ -74,43 +81,63 @@ public struct ETagSealer: Sendable {
     }
 }
 
-/// SipHash-2-4 (Aumasson and Bernstein), a keyed pseudo-random function on short inputs.
-enum SipHash {
+/// SipHash-2-4 (Aumasson and Bernstein), a keyed pseudo-random function on short inputs, fed byte by byte so that
+/// hashing allocates nothing.
+struct SipHash {
+    private var v0: UInt64
+    private var v1: UInt64
+    private var v2: UInt64
+    private var v3: UInt64
+    private var block: UInt64 = 0
+    private var count = 0
+
+    init(key: (UInt64, UInt64)) {
+        v0 = 0x736f_6d65_7073_6575 ^ key.0
+        v1 = 0x646f_7261_6e64_6f6d ^ key.1
+        v2 = 0x6c79_6765_6e65_7261 ^ key.0
+        v3 = 0x7465_6462_7974_6573 ^ key.1
+    }
+
     static func hash(_ key: (UInt64, UInt64), _ message: [UInt8]) -> UInt64 {
-        var v0: UInt64 = 0x736f_6d65_7073_6575 ^ key.0
-        var v1: UInt64 = 0x646f_7261_6e64_6f6d ^ key.1
-        var v2: UInt64 = 0x6c79_6765_6e65_7261 ^ key.0
-        var v3: UInt64 = 0x7465_6462_7974_6573 ^ key.1
-        func round() {
-            v0 &+= v1
-            v1 = v1.rotateLeft(13) ^ v0
-            v0 = v0.rotateLeft(32)
-            v2 &+= v3
-            v3 = v3.rotateLeft(16) ^ v2
-            v0 &+= v3
-            v3 = v3.rotateLeft(21) ^ v0
-            v2 &+= v1
-            v1 = v1.rotateLeft(17) ^ v2
-            v2 = v2.rotateLeft(32)
+        var hash = SipHash(key: key)
+        for byte in message { hash.append(byte) }
+        return hash.finish()
+    }
+
+    mutating func append(_ byte: UInt8) {
+        block |= UInt64(byte) << (8 * UInt64(count & 7))
+        count += 1
+        if count & 7 == 0 {
+            compress(block)
+            block = 0
         }
-        let blocks = message.count / 8
-        for block in 0..<blocks {
-            var m: UInt64 = 0
-            for byte in 0..<8 { m |= UInt64(message[block * 8 + byte]) << (8 * UInt64(byte)) }
-            v3 ^= m
-            round()
-            round()
-            v0 ^= m
-        }
-        var last = UInt64(message.count & 0xff) << 56
-        for (offset, byte) in message[(blocks * 8)...].enumerated() { last |= UInt64(byte) << (8 * UInt64(offset)) }
-        v3 ^= last
-        round()
-        round()
-        v0 ^= last
+    }
+
+    consuming func finish() -> UInt64 {
+        compress(block | UInt64(count & 0xff) << 56)
         v2 ^= 0xff
         for _ in 0..<4 { round() }
         return v0 ^ v1 ^ v2 ^ v3
+    }
+
+    private mutating func compress(_ m: UInt64) {
+        v3 ^= m
+        round()
+        round()
+        v0 ^= m
+    }
+
+    private mutating func round() {
+        v0 &+= v1
+        v1 = v1.rotateLeft(13) ^ v0
+        v0 = v0.rotateLeft(32)
+        v2 &+= v3
+        v3 = v3.rotateLeft(16) ^ v2
+        v0 &+= v3
+        v3 = v3.rotateLeft(21) ^ v0
+        v2 &+= v1
+        v1 = v1.rotateLeft(17) ^ v2
+        v2 = v2.rotateLeft(32)
     }
 }
 

@@ -214,7 +214,7 @@ public struct StateAPI: Sendable {
     func mapError(_ error: any Error, _ caller: Caller, _ operation: StateAPIError.Operation, _ store: String)
         -> APIError
     {
-        if case .quotaExceeded = error as? StateStoreError {
+        if case .byteLimitExceeded = error as? StateStoreError {
             metrics.recordQuotaRefusal(app: caller.app, quota: "maxStateBytes")
         }
         return StateAPIError.from(error, operation: operation, store: store)

@@ -67,7 +67,7 @@ public enum StateAPIError {
             return APIError(
                 errorCode: operation.rawValue, rpcCode: .internal, httpStatus: 500, message: "\(prefix): \(message)",
                 reason: "DAPR_STATE_BACKEND_ERROR", metadata: ["storeName": store])
-        case .quotaExceeded(let partition, let usage, let limit):
+        case .byteLimitExceeded(let partition, let usage, let limit):
             return QuotaError.stateBytes(usage: usage, limit: limit, namespace: partition, store: store)
         case .closed:
             return APIError(

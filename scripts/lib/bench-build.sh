@@ -1,0 +1,14 @@
+# Sourced by the bench scripts: builds hangard and hangar-bench in release mode, sets $bin to their directory,
+# creates bench-results/ (git-ignored) and prints which source is measured.
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+# One product per invocation: `swift build` keeps only the last of several --product flags.
+swift build -c release --product hangard
+swift build -c release --product hangar-bench
+bin="$(swift build -c release --show-bin-path)"
+
+mkdir -p bench-results
+if git rev-parse --git-dir > /dev/null 2>&1; then
+    echo "source: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- Sources Package.swift || echo ' + uncommitted changes')" >&2
+fi
