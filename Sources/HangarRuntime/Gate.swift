@@ -5,8 +5,6 @@ public import NIOCore
 public struct Gate: Sendable {
     public let registry: TenantRegistry
     public let metrics: RuntimeMetrics
-    /// The largest request message or body any app may send (`--max-request-bytes`).
-    public var maxRequestBytes: Int { registry.nodeMaxRequestBytes }
 
     public init(registry: TenantRegistry, metrics: RuntimeMetrics = RuntimeMetrics()) {
         self.registry = registry

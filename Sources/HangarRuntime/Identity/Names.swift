@@ -1,7 +1,10 @@
+import HangarComponents
+
 /// Validation of the names that make physical keys unambiguous (DESIGN.md, "Identity and sockets").
 public enum Names {
-    /// The separator of physical state keys; user keys may not contain it.
-    public static let keySeparator = "||"
+    /// The separator of physical state keys; user keys may not contain it. The stores partition their byte
+    /// accounting by it, so it is theirs.
+    public static let keySeparator = StatePartition.separator
 
     /// Whether `key` contains `||` (a byte scan: this runs on every state call).
     /// A caller's key or name as error messages quote it: at most 128 characters, so that an error about a huge

@@ -116,8 +116,6 @@ public final class TenantRegistry: Sendable {
 
     public var configuration: NodeConfiguration { current.withLock { $0.configuration } }
 
-    public var appIDs: [AppID] { configuration.apps.map(\.id) }
-
     public func app(_ id: AppID) -> AppSpec? { current.withLock { $0.specs[id] } }
 
     public func tenant(_ namespace: String) -> TenantSpec? { current.withLock { $0.tenants[namespace] } }
@@ -150,8 +148,6 @@ public final class TenantRegistry: Sendable {
     /// Marks an app detached (after it called `Shutdown`); returns false if it already was (or is not served).
     @discardableResult
     public func detach(_ app: AppID) -> Bool { account(app)?.setStatus(.detached) ?? false }
-
-    public func isDetached(_ app: AppID) -> Bool { account(app)?.status == .detached }
 
     static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)

@@ -156,7 +156,6 @@ public final class AppAccount: Sendable {
 
     public var status: Status { state.withLock { $0.status } }
     public var openConnections: Int { state.withLock { $0.connections.count } }
-    public var maxRequestBytes: Int { state.withLock { $0.maxRequestBytes } }
 
     /// Takes a request slot from the app's and the tenant's budgets, all or nothing, and counts `connection` as one
     /// of the app's connections if it is not already.
