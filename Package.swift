@@ -63,6 +63,22 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // libsystemd (Debian: libsystemd-dev), linked for sd_notify, sd_listen_fds and the journal.
+        .systemLibrary(
+            name: "CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        // The service manager seen from hangard: readiness, watchdog and status notifications, inherited listening
+        // sockets (socket activation) and native journal logging. Everything is a no-op outside systemd.
+        .target(
+            name: "HangarSystemd",
+            dependencies: [
+                "CSystemd",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         // gRPC front-end: a purpose-built gRPC-over-HTTP/2 server on swift-nio-http2 + swift-protobuf.
         .target(
             name: "HangarGRPC",
@@ -90,6 +106,7 @@ let package = Package(
             name: "hangard",
             dependencies: [
                 "HangarRuntime",
+                "HangarSystemd",
                 "HangarGRPC",
                 "HangarHTTP",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -109,6 +126,11 @@ let package = Package(
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "HangarSystemdTests",
+            dependencies: ["HangarSystemd", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

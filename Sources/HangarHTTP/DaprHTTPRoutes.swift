@@ -20,9 +20,27 @@ public struct DaprHTTPRoutes: Sendable {
     public func router() -> Router<HangarRequestContext> {
         let router = Router(context: HangarRequestContext.self)
         router.add(middleware: DaprErrorMiddleware())
-        // Health: no token needed (the SDK probes it before it has a connection).
-        router.get("/v1.0/healthz") { _, _ in Response(status: .noContent) }
-        router.get("/v1.0/healthz/outbound") { _, _ in Response(status: .noContent) }
+        // Health: no token needed (the SDK probes /healthz/outbound before it has a connection). Both are 204 once
+        // every listener is up and every component has made its first initialisation attempt, 500 before, as in
+        // Dapr. A DOWN component does not fail them: the node serves its other tenants; it shows in the metadata
+        // API and in /healthz/detail on the metrics listener.
+        let health = runtime.health
+        router.get("/v1.0/healthz") { _, _ -> Response in
+            guard health.isReady else {
+                throw APIError(
+                    errorCode: "ERR_HEALTH_NOT_READY", rpcCode: .unavailable, httpStatus: 500,
+                    message: "dapr is not ready", reason: "HANGAR_NOT_READY")
+            }
+            return Response(status: .noContent)
+        }
+        router.get("/v1.0/healthz/outbound") { _, _ -> Response in
+            guard health.isReady else {
+                throw APIError(
+                    errorCode: "ERR_OUTBOUND_HEALTH_NOT_READY", rpcCode: .unavailable, httpStatus: 500,
+                    message: "dapr outbound is not ready", reason: "HANGAR_NOT_READY")
+            }
+            return Response(status: .noContent)
+        }
 
         router.post("/v1.0/state/:store", use: save)
         router.put("/v1.0/state/:store", use: save)

@@ -23,9 +23,11 @@ public struct HTTPServer: Sendable {
         self.logger = serverLogger
     }
 
-    /// A server for one listener, as a `Service`. `onRunning` is called once it accepts connections.
+    /// A server for one listener, as a `Service`: bound to `address`, or on `inheritedSocket` (a listening
+    /// descriptor from socket activation) when given. `onRunning` is called once it accepts connections.
     public func makeServer(
-        address: BindAddress, listener: ListenerIdentity, onRunning: (@Sendable (any Channel) async -> Void)? = nil
+        address: BindAddress, inheritedSocket: CInt? = nil, listener: ListenerIdentity,
+        onRunning: (@Sendable (any Channel) async -> Void)? = nil
     ) throws -> any Service {
         let responder = ListenerResponder(listener: listener, inner: self.responder)
         let logger = self.logger
@@ -36,19 +38,23 @@ public struct HTTPServer: Sendable {
                 AppSocketHandler(app: app, registry: registry, logger: logger)
             ])
         }
+        let respond: HTTPChannelHandler.Responder = { request, responseWriter, channel in
+            let context = HangarRequestContext(source: .init(channel: channel, logger: logger))
+            let response: Response
+            do {
+                response = try await responder.respond(to: request, context: context)
+            } catch {
+                response = DaprErrorMiddleware.response(RequestError.internal("\(error)"))
+            }
+            try await responseWriter.write(response: response.head, body: response.body)
+        }
+        if let inheritedSocket {
+            return InheritedSocketServer(
+                descriptor: inheritedSocket, childChannel: HTTP1Channel(responder: respond, configuration: configuration),
+                group: group, logger: logger, onRunning: onRunning)
+        }
         return try HTTPServerBuilder.http1(configuration: configuration).buildServer(
             configuration: ServerConfiguration(address: address, serverName: nil),
-            eventLoopGroup: group, logger: logger,
-            responder: { request, responseWriter, channel in
-                let context = HangarRequestContext(source: .init(channel: channel, logger: logger))
-                let response: Response
-                do {
-                    response = try await responder.respond(to: request, context: context)
-                } catch {
-                    response = DaprErrorMiddleware.response(RequestError.internal("\(error)"))
-                }
-                try await responseWriter.write(response: response.head, body: response.body)
-            },
-            onServerRunning: onRunning)
+            eventLoopGroup: group, logger: logger, responder: respond, onServerRunning: onRunning)
     }
 }

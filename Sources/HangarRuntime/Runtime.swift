@@ -11,6 +11,7 @@ public final class Runtime: Sendable {
     public let state: StateAPI
     public let metadata: MetadataAPI
     public let metrics: RuntimeMetrics
+    public let health: NodeHealth
     public let logger: Logger
     /// Serialises reconfigurations.
     private let applying = Mutex<Void>(())
@@ -35,7 +36,8 @@ public final class Runtime: Sendable {
                 path: dataDirectory + "/etag.key", field: "", message: "cannot read or create the ETag key: \(error)")
         }
         self.state = StateAPI(components: components, registry: registry, metrics: metrics, sealer: sealer)
-        self.metadata = MetadataAPI(components: components, registry: registry)
+        self.health = NodeHealth(components: components, registry: registry)
+        self.metadata = MetadataAPI(components: components, registry: registry, health: health)
         self.metrics = metrics
         self.logger = logger
     }

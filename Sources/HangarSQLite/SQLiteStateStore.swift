@@ -530,7 +530,8 @@ public final class SQLiteStateStore: TransactionalStateStore {
         }
     }
 
-    private static func validate(_ configuration: Configuration) throws(ConfigurationError) {
+    /// Checks a configuration without opening anything, so that a bad one is refused before any I/O.
+    public static func validate(_ configuration: Configuration) throws(ConfigurationError) {
         guard !configuration.path.isEmpty else { throw .emptyPath }
         let name = configuration.tableName.utf8
         let isLetter = { (byte: UInt8) in (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z") }

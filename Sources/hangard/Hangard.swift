@@ -3,6 +3,7 @@ import Foundation
 import HangarGRPC
 import HangarHTTP
 import HangarRuntime
+import HangarSystemd
 import Logging
 import NIOCore
 import NIOPosix
@@ -58,14 +59,16 @@ struct Hangard: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String = "info"
 
-    @Option(help: "text or json.")
-    var logFormat: String = "text"
+    @Option(help: "text, json or journal (native systemd journal entries with fields); auto: journal when standard error is the journal, else text.")
+    var logFormat: String = "auto"
 
     func validate() throws {
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("unknown --log-level '\(logLevel)'")
         }
-        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
+        guard ["auto", "text", "json", "journal"].contains(logFormat) else {
+            throw ValidationError("--log-format must be auto, text, json or journal")
+        }
         guard maxRequestBytes > 0 else { throw ValidationError("--max-request-bytes must be positive") }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
         guard watchInterval >= 0 else { throw ValidationError("--watch-interval must not be negative") }
@@ -76,24 +79,30 @@ struct Hangard: AsyncParsableCommand {
 
     func run() async throws {
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        let json = logFormat == "json"
+        let format = logFormat == "auto" ? (Systemd.standardErrorIsJournal ? "journal" : "text") : logFormat
         LoggingSystem.bootstrap { label in
             var handler: any LogHandler =
-                json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+                switch format {
+                case "json": JSONLogHandler(label: label)
+                case "journal": JournalLogHandler(label: label)
+                default: StreamLogHandler.standardError(label: label)
+                }
             handler.logLevel = level
             return handler
         }
         let logger = Logger(label: "hangard")
+        let http = try ListenAddress(httpListen, flag: "--http-listen")
+        let grpc = try ListenAddress(grpcListen, flag: "--grpc-listen")
+        let metrics = try ListenAddress(metricsListen, flag: "--metrics-listen")
         let environment = ProcessInfo.processInfo.environment
         let options = NodeOptions(
             socketRoot: socketRoot ?? Self.defaultSocketRoot(environment),
             dataDirectory: dataDir ?? Self.defaultDataDirectory(environment),
-            http: try ListenAddress(httpListen, flag: "--http-listen"),
-            grpc: try ListenAddress(grpcListen, flag: "--grpc-listen"),
-            metrics: try ListenAddress(metricsListen, flag: "--metrics-listen"),
+            http: http, grpc: grpc, metrics: metrics,
             drainTimeout: .milliseconds(Int64(drainTimeout * 1000)),
             tenancyDirectory: tenancy, resourcesDirectory: resources,
             watchInterval: watchInterval > 0 ? .milliseconds(Int64(watchInterval * 1000)) : nil,
+            inherited: InheritedListeners.take(http: http, grpc: grpc, metrics: metrics, logger: logger),
             environment: environment)
 
         let configuration: NodeConfiguration
@@ -114,20 +123,24 @@ struct Hangard: AsyncParsableCommand {
                 logger: logger)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("hangard: invalid configuration: \(error)\n".utf8))
+            Systemd.notify("STATUS=invalid configuration: \(error)")
             throw ExitCode(2)
         } catch {
             FileHandle.standardError.write(Data("hangard: cannot start: \(error)\n".utf8))
+            Systemd.notify("STATUS=cannot start: \(error)")
             throw ExitCode(1)
         }
         let node = NodeService(runtime: runtime, options: options, group: group, logger: logger)
         var running: [any Service] = [node]
-        if let address = options.metrics {
+        if options.metrics != nil || options.inherited.metrics != nil {
             // The node starts once the metrics endpoint listens. The endpoint comes first: the group stops services
             // in reverse order, so it is still scraped while the node drains.
             let (listening, continuation) = AsyncStream.makeStream(of: Void.self)
             running = [
                 MetricsEndpoint(
-                    runtime: runtime, address: address, group: group, logger: logger, listening: continuation),
+                    runtime: runtime, address: options.metrics ?? ListenAddress(host: "0.0.0.0", port: 0),
+                    inheritedSocket: options.inherited.metrics, group: group, logger: logger,
+                    listening: continuation),
                 AfterMetricsListen(listening: listening, service: node),
             ]
         }

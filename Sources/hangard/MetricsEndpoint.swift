@@ -1,12 +1,17 @@
 import HTTPTypes
+import HangarHTTP
 import HangarRuntime
+import HangarSystemd
 import HummingbirdCore
 import Logging
 import NIOCore
 import ServiceLifecycle
 
-/// The Prometheus endpoint (`--metrics-listen`): a small HTTP/1.1 server of its own on one TCP listener, answering
-/// `GET /metrics` with `runtime.metrics.render(gauges: runtime.gauges())` and anything else with 404.
+/// The operator's endpoint (`--metrics-listen`): a small HTTP/1.1 server of its own on one TCP listener, answering
+/// `GET /metrics` with `runtime.metrics.render(gauges: runtime.gauges())`, `GET /healthz` (204 when ready, 503
+/// before), `GET /healthz/detail` (the node's health as JSON: every component and tenant, `INIT`/`UP`/`DOWN`,
+/// the worst state wins; 200 when `UP`, 503 otherwise) and anything else with 404. It lists every tenant, so it
+/// is not on the apps' listeners.
 ///
 /// A `Service` of the daemon's `ServiceGroup`: a bind failure ends `run()` with a `MetricsEndpointError`, which
 /// stops the daemon. The node waits for `listening` (see `AfterMetricsListen`), so such a failure comes before any
@@ -14,6 +19,8 @@ import ServiceLifecycle
 struct MetricsEndpoint: Service {
     let runtime: Runtime
     let address: ListenAddress
+    /// A listening socket from socket activation, used instead of binding `address`.
+    let inheritedSocket: Systemd.InheritedSocket?
     let group: any EventLoopGroup
     let logger: Logger
     /// Gets one element once the endpoint listens; nothing if it never does.
@@ -27,24 +34,33 @@ struct MetricsEndpoint: Service {
         // Hummingbird logs its own "listening" at info; this service logs that line itself, with the port bound.
         var serverLogger = logger
         if serverLogger.logLevel < .notice { serverLogger.logLevel = .notice }
-        let server = try HTTPServerBuilder.http1().buildServer(
-            configuration: ServerConfiguration(address: .hostname(host, port: address.port), serverName: nil),
-            eventLoopGroup: group, logger: serverLogger,
-            responder: { request, responseWriter, _ in
-                let (head, body) = Self.respond(to: request, runtime: runtime)
-                try await responseWriter.write(response: head, body: body)
-            },
-            onServerRunning: { channel in
-                let port = channel.localAddress?.port ?? 0
-                logger.info(
-                    "metrics listening",
-                    metadata: [
-                        "metrics.listen": "\(Self.format(host: host, port: port))",
-                        "metrics.url": "http://\(Self.format(host: host, port: port))/metrics",
-                    ])
-                listening.yield()
-                listening.finish()
-            })
+        let respond: HTTPChannelHandler.Responder = { request, responseWriter, _ in
+            let (head, body) = Self.respond(to: request, runtime: runtime)
+            try await responseWriter.write(response: head, body: body)
+        }
+        let inherited = inheritedSocket
+        let onRunning: @Sendable (any Channel) async -> Void = { channel in
+            let port = channel.localAddress?.port ?? 0
+            let shown = inherited.map { "\($0.address) (inherited)" } ?? Self.format(host: host, port: port)
+            logger.info(
+                "metrics listening",
+                metadata: [
+                    "metrics.listen": "\(shown)",
+                    "metrics.url": "http://\(inherited?.address ?? Self.format(host: host, port: port))/metrics",
+                ])
+            listening.yield()
+            listening.finish()
+        }
+        let server: any Service =
+            if let inherited {
+                InheritedSocketServer(
+                    descriptor: inherited.descriptor, childChannel: HTTP1Channel(responder: respond), group: group,
+                    logger: serverLogger, onRunning: onRunning)
+            } else {
+                try HTTPServerBuilder.http1().buildServer(
+                    configuration: ServerConfiguration(address: .hostname(host, port: address.port), serverName: nil),
+                    eventLoopGroup: group, logger: serverLogger, responder: respond, onServerRunning: onRunning)
+            }
         do {
             try await server.run()
         } catch let error as CancellationError {
@@ -54,8 +70,17 @@ struct MetricsEndpoint: Service {
         }
     }
 
-    /// `GET /metrics` (any query) gets the scrape; everything else 404.
+    /// `GET /metrics` (any query) gets the scrape, `GET /healthz` and `/healthz/detail` the node's health;
+    /// everything else 404.
     static func respond(to request: Request, runtime: Runtime) -> (HTTPResponse, ResponseBody) {
+        if request.method == .get, request.uri.path == "/healthz" {
+            return (head(runtime.health.isReady ? .noContent : .serviceUnavailable, contentType: nil, length: 0), ResponseBody())
+        }
+        if request.method == .get, request.uri.path == "/healthz/detail" {
+            let body = ByteBuffer(bytes: runtime.health.detailJSON())
+            let status: HTTPResponse.Status = runtime.health.status == .up ? .ok : .serviceUnavailable
+            return (head(status, contentType: "application/json", length: body.readableBytes), ResponseBody(byteBuffer: body))
+        }
         guard request.method == .get, request.uri.path == "/metrics" else {
             let body = ByteBuffer(string: "404 page not found\n")
             let head = head(.notFound, contentType: "text/plain; charset=utf-8", length: body.readableBytes)
@@ -68,9 +93,9 @@ struct MetricsEndpoint: Service {
         )
     }
 
-    private static func head(_ status: HTTPResponse.Status, contentType: String, length: Int) -> HTTPResponse {
+    private static func head(_ status: HTTPResponse.Status, contentType: String?, length: Int) -> HTTPResponse {
         var fields = HTTPFields()
-        fields[.contentType] = contentType
+        if let contentType { fields[.contentType] = contentType }
         fields[.contentLength] = String(length)
         return HTTPResponse(status: status, headerFields: fields)
     }

@@ -5,6 +5,11 @@ struct ListenAddress: Sendable, Hashable {
     var host: String
     var port: Int
 
+    init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
     /// nil when the flag says `none`.
     init?(_ text: String, flag: String) throws {
         if text == "none" { return nil }
@@ -33,5 +38,7 @@ struct NodeOptions: Sendable {
     var resourcesDirectory: String?
     /// How often the files are re-checked besides inotify; nil turns watching off (`--watch-interval 0`).
     var watchInterval: Duration?
+    /// Listening sockets from socket activation, used instead of binding `http`, `grpc` and `metrics`.
+    var inherited: InheritedListeners = .none
     var environment: [String: String] = [:]
 }

@@ -2,6 +2,7 @@ import Foundation
 import HangarGRPC
 import HangarHTTP
 import HangarRuntime
+import HangarSystemd
 import HummingbirdCore
 import Logging
 import NIOCore
@@ -48,32 +49,44 @@ final class NodeService: Service {
         runtime.metadata.setDetachHandler { detachContinuation.yield($0) }
         let watcher = makeWatcher()
 
-        // App sockets, then the TCP listeners.
+        // Components open (on the thread pool) while the sockets are bound; calls to one still opening are refused
+        // with UNAVAILABLE, and /v1.0/healthz answers 500 until both are done.
         let started = ContinuousClock.now
+        async let componentsInitialised: Void = runtime.components.initialise()
         for (app, _, _) in runtime.configuration.apps { try await attach(app) }
         var tcp = Listeners()
-        if let address = options.grpc {
+        if let inherited = options.inherited.grpc {
+            tcp.grpc = try await grpc.adopt(socket: inherited.descriptor, address: inherited.address)
+        } else if let address = options.grpc {
             tcp.grpc = try await grpc.bind(host: address.host, port: address.port)
         }
-        if let address = options.http {
-            let (server, task) = try await runHTTP(.hostname(address.host, port: address.port), .tcp)
+        if options.http != nil || options.inherited.http != nil {
+            let address = options.http ?? ListenAddress(host: "0.0.0.0", port: 0)
+            let (server, task) = try await runHTTP(
+                .hostname(address.host, port: address.port), .tcp, inheritedSocket: options.inherited.http?.descriptor)
             tcp.http = server
             tcp.httpTask = task
         }
         listeners.withLock { $0[.tcp] = tcp }
+        runtime.health.markListenersUp()
+        await componentsInitialised
         let configuration = runtime.configuration
+        let counts = runtime.health.counts
         logger.info(
             "hangard ready",
             metadata: [
                 "tenants": "\(configuration.tenants.count)",
                 "apps": "\(configuration.apps.count)",
                 "components": "\(configuration.components.count)",
+                "components.down": "\(counts[.down, default: 0])",
                 "socket.root": "\(options.socketRoot)",
-                "http.listen": "\(options.http.map { "\($0.host):\($0.port)" } ?? "none")",
-                "grpc.listen": "\(options.grpc.map { "\($0.host):\($0.port)" } ?? "none")",
+                "http.listen": "\(Self.shown(options.http, options.inherited.http))",
+                "grpc.listen": "\(Self.shown(options.grpc, options.inherited.grpc))",
                 "watching": "\(watcher == nil ? "no" : "yes")",
                 "startup.ms": "\((ContinuousClock.now - started).milliseconds)",
             ])
+        let supervisor = ServiceManagerLink(runtime: runtime, group: group, logger: logger)
+        supervisor.ready()
 
         await withDiscardingTaskGroup { tasks in
             // Apps that call Shutdown.
@@ -83,14 +96,19 @@ final class NodeService: Service {
             // Configuration changes.
             if let watcher {
                 tasks.addTask {
-                    for await _ in watcher.changes() { await self.reload() }
+                    for await _ in watcher.changes() {
+                        await self.reload()
+                        supervisor.updateStatus()
+                    }
                 }
             }
             // SIGTERM: stop everything, then end the loops so the group can finish.
             tasks.addTask {
                 try? await gracefulShutdown()
+                supervisor.stopping()
                 watcher?.stop()
                 await self.stopAll()
+                supervisor.finished()
                 detachContinuation.finish()
             }
         }
@@ -121,12 +139,18 @@ final class NodeService: Service {
         }
     }
 
+    /// How a TCP listener is shown in logs.
+    static func shown(_ address: ListenAddress?, _ inherited: Systemd.InheritedSocket?) -> String {
+        if let inherited { return "\(inherited.address) (inherited)" }
+        return address.map { "\($0.host):\($0.port)" } ?? "none"
+    }
+
     /// Starts a Hummingbird server for one listener and returns once it accepts connections.
-    private func runHTTP(_ address: BindAddress, _ identity: ListenerIdentity) async throws
-        -> (ServiceGroup, Task<Void, any Error>)
+    private func runHTTP(_ address: BindAddress, _ identity: ListenerIdentity, inheritedSocket: CInt? = nil)
+        async throws -> (ServiceGroup, Task<Void, any Error>)
     {
         let (running, signal) = AsyncStream.makeStream(of: Void.self)
-        let server = try http.makeServer(address: address, listener: identity) { _ in
+        let server = try http.makeServer(address: address, inheritedSocket: inheritedSocket, listener: identity) { _ in
             signal.yield()
             signal.finish()
         }

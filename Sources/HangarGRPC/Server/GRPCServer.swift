@@ -42,6 +42,17 @@ public struct GRPCServer: Sendable {
         return listener
     }
 
+    /// Serves on a listening TCP socket inherited from the service manager (socket activation); like
+    /// `bind(host:port:)`, every call is identified by its `dapr-api-token`.
+    public func adopt(socket descriptor: CInt, address: String) async throws -> GRPCListener {
+        let listener = GRPCListener(address: address)
+        let channel = try await bootstrap(identity: .tcp, app: nil, tracker: listener.tracker)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .withBoundSocket(descriptor).get()
+        listener.attach(channel)
+        return listener
+    }
+
     private func bootstrap(
         identity: ListenerIdentity, app: AppID?, tracker: ConnectionSet
     ) -> ServerBootstrap {

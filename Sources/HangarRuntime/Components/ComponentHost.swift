@@ -1,6 +1,8 @@
+public import Foundation
 public import HangarComponents
 public import Logging
 public import NIOCore
+import NIOPosix
 import Synchronization
 
 /// Where Dapr's `keyPrefix` puts keys *within* a namespace. The namespace always comes first, so no setting can
@@ -40,25 +42,85 @@ public enum KeyPrefixPolicy: Sendable, Hashable {
     }
 }
 
+/// A component's health, as `/healthz/detail` and the metadata API report it. Ordered from best to worst, so the
+/// worst of several is their `max()`.
+public enum ComponentStatus: String, Sendable, Hashable, Comparable, CaseIterable {
+    /// Serving.
+    case up = "UP"
+    /// Not initialised yet: its first attempt is running.
+    case initialising = "INIT"
+    /// Its initialisation failed; it is retried with backoff, and calls to it are refused meanwhile.
+    case down = "DOWN"
+
+    var rank: Int {
+        switch self {
+        case .up: 0
+        case .initialising: 1
+        case .down: 2
+        }
+    }
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rank < rhs.rank }
+}
+
+/// One component's health at a moment.
+public struct ComponentHealth: Sendable, Hashable {
+    public var name: String
+    /// The namespace of a tenant's own component; nil for a shared one.
+    public var namespace: String?
+    public var type: String
+    public var status: ComponentStatus
+    /// Why it is DOWN (the last attempt's error).
+    public var error: String?
+    /// Initialisation attempts so far.
+    public var attempts: Int
+    /// When the status last changed.
+    public var since: Date
+}
+
 /// One live state store shared by every tenant allowed to use it (a component pool). Every operation goes through
 /// `run`, which counts it (so a replaced pool is closed only once its calls in flight are done) and, for a store
 /// whose operations block (SQLite's thread pool), queues it fairly between tenants.
+///
+/// A pool is created before its store is open: a store that never blocks opens at once; a blocking one is
+/// `INIT` until `open` succeeds. A failed open leaves the pool `DOWN` and is retried with backoff (1 s doubling to
+/// 30 s) until it succeeds or the pool is retired; calls meanwhile are refused with `UNAVAILABLE`.
 public final class StatePool: Sendable {
     public let spec: ComponentSpec
-    public let store: any StateStore
     public let keyPrefix: KeyPrefixPolicy
     let fairQueue: FairQueue?
+    private let recipe: StateStoreRecipe
+    private let eventLoopGroup: any EventLoopGroup
     private let inFlight = Atomic<Int>(0)
     private let retired = Atomic<Bool>(false)
 
+    private enum Phase {
+        case initialising
+        case up(any StateStore)
+        case down(String)
+        case closed
+    }
+
+    private struct State {
+        var phase: Phase = .initialising
+        var attempts = 0
+        var since = Date()
+    }
+
+    private let state = Mutex(State())
+
     /// Operations a blocking store runs at once, unless its metadata sets `maxConcurrentOperations`.
     static let defaultCapacity = 8
+    /// Delays between initialisation attempts of a DOWN component.
+    static let firstRetryDelay: Duration = .seconds(1)
+    static let maxRetryDelay: Duration = .seconds(30)
 
-    init(spec: ComponentSpec, store: any StateStore) throws(ConfigurationError) {
+    init(spec: ComponentSpec, recipe: StateStoreRecipe, eventLoopGroup: any EventLoopGroup) throws(ConfigurationError) {
         self.spec = spec
-        self.store = store
+        self.recipe = recipe
+        self.eventLoopGroup = eventLoopGroup
         self.keyPrefix = try KeyPrefixPolicy(spec.metadata["keyPrefix"], source: spec.source)
-        if store.executesInline {
+        if recipe.executesInline {
             fairQueue = nil
         } else {
             var capacity = Self.defaultCapacity
@@ -74,15 +136,107 @@ public final class StatePool: Sendable {
         }
     }
 
-    /// The tenant-scoped handle for one caller: the single place where state keys are partitioned.
-    public func handle(for app: AppID, tenant: TenantAccount?) -> TenantStateHandle {
-        TenantStateHandle(
-            pool: self, prefix: keyPrefix.prefix(for: app, component: spec.name), app: app, tenant: tenant)
+    /// The open store, or nil while the pool is not UP.
+    public var store: (any StateStore)? {
+        state.withLock { state in
+            if case .up(let store) = state.phase { return store }
+            return nil
+        }
+    }
+
+    public var health: ComponentHealth {
+        state.withLock { state in
+            let (status, error): (ComponentStatus, String?) =
+                switch state.phase {
+                case .initialising: (.initialising, nil)
+                case .up: (.up, nil)
+                case .down(let error): (.down, error)
+                case .closed: (.down, "closed")
+                }
+            return ComponentHealth(
+                name: spec.name, namespace: spec.namespace, type: spec.type, status: status, error: error,
+                attempts: state.attempts, since: state.since)
+        }
+    }
+
+    /// One initialisation attempt, blocking the calling thread for a store that does not run inline. Returns
+    /// the error when it failed (the pool is DOWN then).
+    @discardableResult
+    func open() -> (any Error)? {
+        let opened: Result<any StateStore, any Error> = Result { try recipe.open() }
+        let leftOver = state.withLock { state -> (any StateStore)? in
+            state.attempts += 1
+            if case .closed = state.phase {
+                // Retired while opening: the store was never served.
+                if case .success(let store) = opened { return store }
+                return nil
+            }
+            let wasUp: Bool
+            if case .up = state.phase { wasUp = true } else { wasUp = false }
+            switch opened {
+            case .success(let store):
+                state.phase = .up(store)
+            case .failure(let error):
+                state.phase = .down("\(error)")
+            }
+            if !wasUp { state.since = Date() }
+            return nil
+        }
+        if let leftOver { _ = leftOver.close(on: eventLoopGroup.any()) }
+        if case .failure(let error) = opened { return error }
+        return nil
+    }
+
+    /// Opens the store on `threadPool` (or at once when it runs inline), then, while it is DOWN, tries again with
+    /// backoff until it is UP or the pool is retired. The future completes after the first attempt.
+    func initialise(threadPool: NIOThreadPool, eventLoop: any EventLoop, logger: Logger) -> EventLoopFuture<Void> {
+        let attempted: EventLoopFuture<(any Error)?> =
+            recipe.executesInline
+            ? eventLoop.makeSucceededFuture(open())
+            : threadPool.runIfActive(eventLoop: eventLoop) { self.open() }
+        return attempted.map { failure in
+            self.attempted(
+                failure, threadPool: threadPool, eventLoop: eventLoop, nextDelay: Self.firstRetryDelay, logger: logger)
+        }.recover { _ in }  // the thread pool is shutting down
+    }
+
+    /// Logs an attempt's outcome and, after a failure, schedules the next one.
+    func attempted(
+        _ failure: (any Error)?, threadPool: NIOThreadPool, eventLoop: any EventLoop, nextDelay: Duration,
+        logger: Logger
+    ) {
+        var metadata = ComponentHost.metadata(spec)
+        metadata["component.attempts"] = "\(health.attempts)"
+        guard let failure else {
+            logger.info("component initialised", metadata: metadata)
+            return
+        }
+        guard !retired.load(ordering: .acquiring) else { return }
+        metadata["error"] = "\(failure)"
+        metadata["retry.in"] = "\(nextDelay)"
+        logger.error("component failed to initialise; it is DOWN and will be retried", metadata: metadata)
+        eventLoop.scheduleTask(in: TimeAmount(nextDelay)) {
+            guard !self.retired.load(ordering: .acquiring) else { return }
+            threadPool.runIfActive(eventLoop: eventLoop) { self.open() }.whenSuccess { failure in
+                self.attempted(
+                    failure, threadPool: threadPool, eventLoop: eventLoop,
+                    nextDelay: min(nextDelay * 2, Self.maxRetryDelay), logger: logger)
+            }
+        }
+    }
+
+    /// The tenant-scoped handle for one caller: the single place where state keys are partitioned. Refused with
+    /// `UNAVAILABLE` while the store is not UP.
+    public func handle(for app: AppID, tenant: TenantAccount?) throws(APIError) -> TenantStateHandle {
+        guard let store else { throw StateAPIError.unavailable(health) }
+        return TenantStateHandle(
+            pool: self, store: store, prefix: keyPrefix.prefix(for: app, component: spec.name), app: app,
+            tenant: tenant)
     }
 
     /// Runs one store operation for `tenant`: at once for a non-blocking store, else through the fair queue.
     func run<T: Sendable>(
-        _ tenant: TenantAccount?, namespace: String, on eventLoop: any EventLoop,
+        _ tenant: TenantAccount?, namespace: String, store: any StateStore, on eventLoop: any EventLoop,
         _ operation: @escaping @Sendable (any StateStore) -> EventLoopFuture<T>
     ) -> EventLoopFuture<T> {
         inFlight.add(1, ordering: .relaxed)
@@ -100,7 +254,6 @@ public final class StatePool: Sendable {
             return future
         }
         let promise = eventLoop.makePromise(of: T.self)
-        let store = self.store
         fairQueue.submit(tenant: namespace, weight: tenant?.weight ?? 1) {
             operation(store).whenComplete { result in
                 fairQueue.finished(tenant: namespace)
@@ -114,8 +267,19 @@ public final class StatePool: Sendable {
     /// Operations waiting and running in this pool, per tenant (empty for a non-blocking store).
     public var queueDepths: [(tenant: String, queued: Int, running: Int)] { fairQueue?.depths ?? [] }
 
-    /// Bytes stored per tenant.
-    public var storedBytes: [String: Int] { store.usageByPartition }
+    /// Bytes stored per tenant (nothing while the store is not open).
+    public var storedBytes: [String: Int] { store?.usageByPartition ?? [:] }
+
+    /// Stops retrying and closes the store now, if it is open.
+    func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        retired.store(true, ordering: .releasing)
+        let store = state.withLock { state -> (any StateStore)? in
+            defer { state.phase = .closed }
+            if case .up(let store) = state.phase { return store }
+            return nil
+        }
+        return store?.close(on: eventLoop) ?? eventLoop.makeSucceededVoidFuture()
+    }
 
     /// Takes the pool out of service after it was replaced or removed: it is closed once its calls in flight are
     /// done (checked every 100 ms), or after `timeout` at the latest.
@@ -127,7 +291,7 @@ public final class StatePool: Sendable {
             let busy = self.inFlight.load(ordering: .acquiring)
             guard busy == 0 || NIODeadline.now() >= deadline else { return }
             task.cancel()
-            self.store.close(on: eventLoop).whenComplete { _ in
+            self.close(on: eventLoop).whenComplete { _ in
                 logger.info(
                     "component closed",
                     metadata: [
@@ -142,12 +306,13 @@ public final class StatePool: Sendable {
 /// A caller's view of a state store: keys go in as the app wrote them and are stored under its tenant's prefix.
 public struct TenantStateHandle: Sendable {
     public let pool: StatePool
+    /// The pool's store, open when the handle was made.
+    public let store: any StateStore
     public let prefix: String
     public let app: AppID
     /// The caller's tenant account (its weight and `maxStateBytes`); nil only in tests without a registry.
     public let tenant: TenantAccount?
 
-    public var store: any StateStore { pool.store }
     public var name: String { pool.spec.name }
 
     /// The physical key for an app's key, refusing keys that could break partitioning.
@@ -165,7 +330,7 @@ public struct TenantStateHandle: Sendable {
     func run<T: Sendable>(
         on eventLoop: any EventLoop, _ operation: @escaping @Sendable (any StateStore) -> EventLoopFuture<T>
     ) -> EventLoopFuture<T> {
-        pool.run(tenant, namespace: app.namespace, on: eventLoop, operation)
+        pool.run(tenant, namespace: app.namespace, store: store, on: eventLoop, operation)
     }
 }
 
@@ -190,7 +355,8 @@ public final class ComponentHost: Sendable {
     /// How long a replaced component may keep serving calls in flight before it is closed anyway.
     public let retireTimeout: Duration
 
-    /// Creates every component; a component that cannot be created fails start-up with its file and field.
+    /// Checks every component and creates its pool; a component whose spec is invalid fails start-up with its file
+    /// and field. Stores that never block are open at once; the others are `INIT` until `initialise()`.
     public init(
         components: [ComponentSpec], stateFactory: StateStoreFactory, retireTimeout: Duration = .seconds(30),
         logger: Logger
@@ -199,54 +365,62 @@ public final class ComponentHost: Sendable {
         self.logger = logger
         self.retireTimeout = retireTimeout
         self.pools = Mutex(Pools())
-        let (state, _) = try Self.build(components, reusing: [:], factory: stateFactory, logger: logger)
+        let state = try Self.build(components, reusing: [:], factory: stateFactory)
+        for pool in state.values where pool.fairQueue == nil {
+            pool.attempted(
+                pool.open(), threadPool: stateFactory.threadPool, eventLoop: stateFactory.eventLoopGroup.any(),
+                nextDelay: StatePool.firstRetryDelay, logger: logger)
+        }
         pools.withLock { $0 = Pools(state: state, specs: components) }
     }
 
-    /// Creates the pools for `components`, reusing those whose spec is unchanged. On failure, every pool created
-    /// here is closed again and nothing changes.
-    private static func build(
-        _ components: [ComponentSpec], reusing existing: [PoolKey: StatePool], factory: StateStoreFactory,
-        logger: Logger
-    ) throws(ConfigurationError) -> (pools: [PoolKey: StatePool], created: [StatePool]) {
-        var pools: [PoolKey: StatePool] = [:]
-        var created: [StatePool] = []
-        do {
-            for spec in components where spec.buildingBlock == "state" {
-                let key = PoolKey(namespace: spec.namespace, name: spec.name)
-                if let pool = existing[key], pool.spec.sameInstance(as: spec) {
-                    pools[key] = pool
-                    continue
-                }
-                let pool = try StatePool(spec: spec, store: try factory.make(spec))
-                pools[key] = pool
-                created.append(pool)
-                logger.info(
-                    "component initialised",
-                    metadata: [
-                        "component.name": "\(spec.name)", "component.type": "\(spec.type)",
-                        "component.namespace": "\(spec.namespace ?? "*")",
-                    ])
-            }
-        } catch {
-            let loop = factory.eventLoopGroup.any()
-            for pool in created { _ = pool.store.close(on: loop) }
-            throw error
+    /// Opens every component not open yet, concurrently, and returns once each has made its first attempt. One
+    /// that fails is DOWN, retried in the background, and does not stop the others.
+    public func initialise() async {
+        let loop = factory.eventLoopGroup.any()
+        let attempts = statePools.filter { $0.health.status != .up }.map {
+            $0.initialise(threadPool: factory.threadPool, eventLoop: loop, logger: logger)
         }
-        return (pools, created)
+        try? await EventLoopFuture.andAllComplete(attempts, on: loop).get()
     }
 
-    /// Switches to a new set of components. New and changed components are created first; if one fails, nothing
-    /// changes and the error names its file and field. Replaced and removed instances are retired.
+    /// Creates the pools for `components` (their stores not opened), reusing those whose spec is unchanged.
+    private static func build(
+        _ components: [ComponentSpec], reusing existing: [PoolKey: StatePool], factory: StateStoreFactory
+    ) throws(ConfigurationError) -> [PoolKey: StatePool] {
+        var pools: [PoolKey: StatePool] = [:]
+        for spec in components where spec.buildingBlock == "state" {
+            let key = PoolKey(namespace: spec.namespace, name: spec.name)
+            if let pool = existing[key], pool.spec.sameInstance(as: spec) {
+                pools[key] = pool
+                continue
+            }
+            pools[key] = try StatePool(
+                spec: spec, recipe: try factory.recipe(spec), eventLoopGroup: factory.eventLoopGroup)
+        }
+        return pools
+    }
+
+    /// Switches to a new set of components. A spec that is invalid rejects the whole change (nothing changes; the
+    /// error names its file and field). New and changed components are opened before the switch, so calls move to
+    /// a working instance; one that fails to open goes in DOWN and is retried. Replaced and removed instances are
+    /// retired.
     public func apply(_ components: [ComponentSpec]) throws(ConfigurationError) {
         let existing = pools.withLock { $0.state }
-        let (state, created) = try Self.build(components, reusing: existing, factory: factory, logger: logger)
+        let state = try Self.build(components, reusing: existing, factory: factory)
+        let created = state.values.filter { pool in !existing.values.contains { $0 === pool } }
+        let loop = factory.eventLoopGroup.any()
+        for pool in created {
+            // Blocking, as reconfiguration runs off the event loops; retries run in the background.
+            pool.attempted(
+                pool.open(), threadPool: factory.threadPool, eventLoop: loop, nextDelay: StatePool.firstRetryDelay,
+                logger: logger)
+        }
         let retired = pools.withLock { pools -> [StatePool] in
             let old = pools.state
             pools = Pools(state: state, specs: components)
             return old.compactMap { key, pool in state[key] === pool ? nil : pool }
         }
-        let loop = factory.eventLoopGroup.any()
         for pool in retired {
             logger.info(
                 created.contains { $0.spec.poolKey == pool.spec.poolKey }
@@ -258,6 +432,21 @@ public final class ComponentHost: Sendable {
             pool.retire(on: loop, timeout: retireTimeout, logger: logger)
         }
     }
+
+    static func metadata(_ spec: ComponentSpec) -> Logger.Metadata {
+        [
+            "component.name": "\(spec.name)", "component.type": "\(spec.type)",
+            "component.namespace": "\(spec.namespace ?? "*")",
+        ]
+    }
+
+    /// Every component's health, shared ones first, then by namespace and name.
+    public var health: [ComponentHealth] {
+        statePools.map(\.health).sorted { ($0.namespace ?? "", $0.name) < ($1.namespace ?? "", $1.name) }
+    }
+
+    /// Whether every component has made its first initialisation attempt (none is `INIT`).
+    public var initialised: Bool { !statePools.contains { $0.health.status == .initialising } }
 
     public var specs: [ComponentSpec] { pools.withLock { $0.specs } }
 
@@ -292,13 +481,21 @@ public final class ComponentHost: Sendable {
     }
 
     public func features(of spec: ComponentSpec) -> [String] {
-        pools.withLock { $0.state[PoolKey(namespace: spec.namespace, name: spec.name)] }?.store.features.daprNames
+        pools.withLock { $0.state[PoolKey(namespace: spec.namespace, name: spec.name)] }?.store?.features.daprNames
             ?? []
+    }
+
+    /// The health of the components an app may use.
+    public func health(visibleTo app: AppID) -> [ComponentHealth] {
+        let visible = Set(visibleComponents(to: app).map(\.poolKey))
+        return pools.withLock { pools in
+            pools.state.values.filter { visible.contains($0.spec.poolKey) }.map(\.health)
+        }.sorted { $0.name < $1.name }
     }
 
     /// Closes every component.
     public func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        let closes = statePools.map { $0.store.close(on: eventLoop) }
+        let closes = statePools.map { $0.close(on: eventLoop) }
         return EventLoopFuture.andAllComplete(closes, on: eventLoop)
     }
 }

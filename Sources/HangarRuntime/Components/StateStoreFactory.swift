@@ -28,8 +28,11 @@ public struct StateStoreFactory: Sendable {
         ],
     ]
 
-    public func make(_ spec: ComponentSpec) throws(ConfigurationError) -> any StateStore {
-        let known = (Self.knownMetadata[spec.type] ?? []).union(["keyPrefix", "actorStateStore"])
+    /// Checks a component's spec and returns how to open it. Everything that can be judged from the spec alone
+    /// (type, metadata values) is a `ConfigurationError` here; what needs I/O (opening a file, later connecting to
+    /// a server) happens in the recipe's `open`, whose failure marks the component DOWN instead.
+    public func recipe(_ spec: ComponentSpec) throws(ConfigurationError) -> StateStoreRecipe {
+        let known = (Self.knownMetadata[spec.type] ?? []).union(["keyPrefix", "actorStateStore", "maxConcurrentOperations"])
         for name in spec.metadata.keys.sorted() where !known.contains(name) {
             logger.warning(
                 "unknown component metadata ignored",
@@ -37,16 +40,16 @@ public struct StateStoreFactory: Sendable {
         }
         switch spec.type {
         case "state.in-memory":
-            return InMemoryStateStore()
+            return StateStoreRecipe(executesInline: true) { InMemoryStateStore() }
         case "state.sqlite":
-            return try makeSQLite(spec)
+            return try sqliteRecipe(spec)
         default:
             throw ConfigurationError(
                 path: spec.source, field: "spec.type", message: "component type '\(spec.type)' is not supported")
         }
     }
 
-    private func makeSQLite(_ spec: ComponentSpec) throws(ConfigurationError) -> any StateStore {
+    private func sqliteRecipe(_ spec: ComponentSpec) throws(ConfigurationError) -> StateStoreRecipe {
         func error(_ field: String, _ message: String) -> ConfigurationError {
             ConfigurationError(path: spec.source, field: "spec.metadata.\(field)", message: message)
         }
@@ -65,11 +68,21 @@ public struct StateStoreFactory: Sendable {
             configuration.cleanupInterval = cleanup > .zero ? cleanup : nil
         }
         do {
-            return try SQLiteStateStore(
-                configuration: configuration, threadPool: threadPool, eventLoopGroup: eventLoopGroup, logger: logger)
+            try SQLiteStateStore.validate(configuration)
         } catch {
-            throw ConfigurationError(
-                path: spec.source, field: "spec.metadata", message: "cannot open state.sqlite: \(error)")
+            throw ConfigurationError(path: spec.source, field: "spec.metadata", message: "\(error)")
+        }
+        let threadPool = self.threadPool
+        let eventLoopGroup = self.eventLoopGroup
+        let logger = self.logger
+        return StateStoreRecipe(executesInline: false) { [configuration] in
+            do {
+                return try SQLiteStateStore(
+                    configuration: configuration, threadPool: threadPool, eventLoopGroup: eventLoopGroup,
+                    logger: logger)
+            } catch {
+                throw ComponentInitError("cannot open state.sqlite: \(error)")
+            }
         }
     }
 
@@ -82,5 +95,26 @@ public struct StateStoreFactory: Sendable {
         }
         if path == ":memory:" || path.hasPrefix("/") { return path }
         return (dataDirectory as NSString).appendingPathComponent(path)
+    }
+}
+
+/// How to create one state store: whether its operations run inline (it never blocks, so it is opened at once
+/// and needs no fair queue), and the function that opens it (blocking I/O for stores that do not run inline).
+public struct StateStoreRecipe: Sendable {
+    public let executesInline: Bool
+    public let open: @Sendable () throws -> any StateStore
+
+    public init(executesInline: Bool, open: @escaping @Sendable () throws -> any StateStore) {
+        self.executesInline = executesInline
+        self.open = open
+    }
+}
+
+/// Why a component could not be initialised (shown in its health and to callers).
+public struct ComponentInitError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+
+    public init(_ description: String) {
+        self.description = description
     }
 }

@@ -24,14 +24,16 @@ public final class MetadataAPI: Sendable {
 
     private let components: ComponentHost
     private let registry: TenantRegistry
+    private let health: NodeHealth
     /// Attributes set with `SetMetadata`, per app.
     private let attributes = Mutex<[AppID: [String: String]]>([:])
     /// Called when an app detaches, to close its sockets; set once by the daemon at start-up.
     private let onDetach = Mutex<(@Sendable (AppID) -> Void)?>(nil)
 
-    public init(components: ComponentHost, registry: TenantRegistry) {
+    init(components: ComponentHost, registry: TenantRegistry, health: NodeHealth) {
         self.components = components
         self.registry = registry
+        self.health = health
     }
 
     public func setDetachHandler(_ handler: @escaping @Sendable (AppID) -> Void) {
@@ -43,6 +45,13 @@ public final class MetadataAPI: Sendable {
         extended["daprRuntimeVersion"] = Self.runtimeVersion
         extended["hangar.namespace"] = caller.namespace
         extended["hangar.appId"] = caller.appId
+        // Health of what this app may use: the worst state, then each component's (with the error when DOWN).
+        let (status, healths) = health.health(of: caller.app)
+        extended["hangar.health"] = status.rawValue
+        for component in healths {
+            extended["hangar.health.\(component.name)"] =
+                component.error.map { "\(component.status.rawValue): \($0)" } ?? component.status.rawValue
+        }
         return RuntimeMetadata(
             id: caller.appId,
             runtimeVersion: Self.runtimeVersion,

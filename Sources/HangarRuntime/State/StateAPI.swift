@@ -88,7 +88,7 @@ public struct StateAPI: Sendable {
             if !components.hasStateStores(for: caller.app) { throw StateAPIError.notConfigured() }
             throw StateAPIError.storeNotFound(store)
         }
-        return pool.handle(for: caller.app, tenant: registry?.tenantAccount(caller.namespace))
+        return try pool.handle(for: caller.app, tenant: registry?.tenantAccount(caller.namespace))
     }
 
     static func ttl(_ metadata: [String: String], handle: TenantStateHandle) throws(APIError) -> Duration? {

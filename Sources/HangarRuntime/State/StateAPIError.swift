@@ -27,6 +27,18 @@ public enum StateAPIError {
             metadata: ["storeName": name])
     }
 
+    /// The store exists but is not serving: still initialising, or DOWN after a failed initialisation.
+    public static func unavailable(_ health: ComponentHealth) -> APIError {
+        let state =
+            health.status == .initialising
+            ? "is initialising"
+            : "is DOWN: \(health.error ?? "not initialised"); initialisation is retried"
+        return APIError(
+            errorCode: "ERR_STATE_STORE_NOT_READY", rpcCode: .unavailable, httpStatus: 503,
+            message: "state store \(health.name) \(state)", reason: "HANGAR_COMPONENT_\(health.status.rawValue)",
+            metadata: ["storeName": health.name, "status": health.status.rawValue])
+    }
+
     public static func notConfigured() -> APIError {
         APIError(
             errorCode: "ERR_STATE_STORE_NOT_CONFIGURED", rpcCode: .failedPrecondition, httpStatus: 500,

@@ -1,0 +1,48 @@
+public import HummingbirdCore
+public import Logging
+public import NIOCore
+import NIOPosix
+public import ServiceLifecycle
+
+/// An HTTP server on a listening socket the process inherited (systemd socket activation), which Hummingbird's
+/// own `Server` cannot adopt: the same child-channel set-up and request handling, accepted from the given
+/// descriptor. On graceful shutdown it stops accepting; open connections finish their request in flight (the
+/// child channels see the same graceful-shutdown signal) and close.
+public struct InheritedSocketServer<ChildChannel: ServerChildChannel>: Service {
+    let descriptor: CInt
+    let childChannel: ChildChannel
+    let group: any EventLoopGroup
+    let logger: Logger
+    let onRunning: (@Sendable (any Channel) async -> Void)?
+
+    public init(
+        descriptor: CInt, childChannel: ChildChannel, group: any EventLoopGroup, logger: Logger,
+        onRunning: (@Sendable (any Channel) async -> Void)? = nil
+    ) {
+        self.descriptor = descriptor
+        self.childChannel = childChannel
+        self.group = group
+        self.logger = logger
+        self.onRunning = onRunning
+    }
+
+    public func run() async throws {
+        let childChannel = self.childChannel
+        let logger = self.logger
+        let server = try await ServerBootstrap(group: group)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .bind(descriptor) { channel in childChannel.setup(channel: channel, logger: logger) }
+        await onRunning?(server.channel)
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        group.addTask { await childChannel.handle(value: connection, logger: logger) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            server.channel.close(promise: nil)
+        }
+    }
+}

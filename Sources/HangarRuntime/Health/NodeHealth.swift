@@ -1,0 +1,97 @@
+public import Foundation
+import Synchronization
+
+/// The node's health: whether its listeners are up, and every component's state. Readiness (`/v1.0/healthz`,
+/// `READY=1` to systemd) needs every listener up and every component past its first initialisation attempt; a
+/// component that is DOWN does not make the node unready (the other tenants are served), but it is the worst state
+/// in `/healthz/detail` and in its tenants' metadata.
+public final class NodeHealth: Sendable {
+    private let components: ComponentHost
+    private let registry: TenantRegistry
+    private let listenersUp = Atomic<Bool>(false)
+
+    init(components: ComponentHost, registry: TenantRegistry) {
+        self.components = components
+        self.registry = registry
+    }
+
+    /// Called by the node once every listener it was configured with accepts connections.
+    public func markListenersUp() { listenersUp.store(true, ordering: .releasing) }
+
+    /// Every listener is up and every component has made its first initialisation attempt.
+    public var isReady: Bool { listenersUp.load(ordering: .acquiring) && components.initialised }
+
+    /// One tenant's view: the components its apps may use, and the worst of their states.
+    public struct TenantHealth: Sendable, Hashable {
+        public var namespace: String
+        public var status: ComponentStatus
+        public var apps: Int
+        public var components: [ComponentHealth]
+    }
+
+    /// The health of the components an app may use, and the worst of them (`UP` when it may use none).
+    public func health(of app: AppID) -> (status: ComponentStatus, components: [ComponentHealth]) {
+        let components = components.health(visibleTo: app)
+        return (components.map(\.status).max() ?? .up, components)
+    }
+
+    /// Every tenant, with the components any of its apps may use.
+    public var tenants: [TenantHealth] {
+        let configuration = registry.configuration
+        return configuration.tenants.map { tenant in
+            var seen: [String: ComponentHealth] = [:]
+            for app in tenant.apps {
+                for component in components.health(visibleTo: AppID(namespace: tenant.namespace, appId: app.appId)) {
+                    seen["\(component.namespace ?? "*")/\(component.name)"] = component
+                }
+            }
+            let list = seen.values.sorted { ($0.namespace ?? "", $0.name) < ($1.namespace ?? "", $1.name) }
+            return TenantHealth(
+                namespace: tenant.namespace, status: list.map(\.status).max() ?? .up, apps: tenant.apps.count,
+                components: list)
+        }.sorted { $0.namespace < $1.namespace }
+    }
+
+    /// The node's overall state: the worst of its listeners (`INIT` until up) and its components.
+    public var status: ComponentStatus {
+        let listeners: ComponentStatus = listenersUp.load(ordering: .acquiring) ? .up : .initialising
+        return max(listeners, components.health.map(\.status).max() ?? .up)
+    }
+
+    /// Component counts by state, for systemd's `STATUS=` line and logs.
+    public var counts: [ComponentStatus: Int] {
+        var counts: [ComponentStatus: Int] = [:]
+        for component in components.health { counts[component.status, default: 0] += 1 }
+        return counts
+    }
+
+    /// `/healthz/detail`: the whole node as JSON, `{status, ready, listeners, components[], tenants[]}`. Sorted
+    /// keys, so that it diffs well.
+    public func detailJSON() -> Data {
+        func component(_ health: ComponentHealth, brief: Bool) -> [String: Any] {
+            var object: [String: Any] = ["name": health.name, "status": health.status.rawValue]
+            if let namespace = health.namespace { object["namespace"] = namespace }
+            if let error = health.error { object["error"] = error }
+            if !brief {
+                object["type"] = health.type
+                object["attempts"] = health.attempts
+                object["since"] = health.since.formatted(.iso8601)
+            }
+            return object
+        }
+        let up = listenersUp.load(ordering: .acquiring)
+        let object: [String: Any] = [
+            "status": status.rawValue,
+            "ready": isReady,
+            "listeners": ["status": (up ? ComponentStatus.up : .initialising).rawValue],
+            "components": components.health.map { component($0, brief: false) },
+            "tenants": tenants.map { tenant in
+                [
+                    "namespace": tenant.namespace, "status": tenant.status.rawValue, "apps": tenant.apps,
+                    "components": tenant.components.map { component($0, brief: true) },
+                ] as [String: Any]
+            },
+        ]
+        return (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])) ?? Data()
+    }
+}

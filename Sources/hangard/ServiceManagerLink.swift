@@ -1,0 +1,97 @@
+import HangarRuntime
+import HangarSystemd
+import Logging
+import NIOCore
+import Synchronization
+
+/// What hangard tells systemd, when systemd started it (`NOTIFY_SOCKET` set; otherwise nothing is sent):
+/// `READY=1` once every listener is up and every component has made its first initialisation attempt, `STATUS=`
+/// with the tenant, app and component counts (updated as they change), `WATCHDOG=1` every half `WatchdogSec=`
+/// after checking that every event loop runs a task, and `STOPPING=1` when shutdown begins.
+final class ServiceManagerLink: Sendable {
+    private let runtime: Runtime
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let supervised = Systemd.isSupervised
+    private let lastStatus = Mutex<String>("")
+    private let loop = Mutex<Task<Void, Never>?>(nil)
+
+    init(runtime: Runtime, group: any EventLoopGroup, logger: Logger) {
+        self.runtime = runtime
+        self.group = group
+        self.logger = logger
+    }
+
+    /// `READY=1` with the first `STATUS=`, then the watchdog and status loop.
+    func ready() {
+        guard supervised else { return }
+        let status = currentStatus()
+        lastStatus.withLock { $0 = status }
+        Systemd.notify("READY=1\nSTATUS=\(status)")
+        let watchdog = Systemd.watchdogTimeout
+        if let watchdog {
+            logger.info("systemd watchdog enabled", metadata: ["watchdog.timeout": "\(watchdog)"])
+        }
+        // Half the watchdog timeout, as sd_watchdog_enabled(3) advises; without a watchdog, STATUS= only.
+        let tick = watchdog.map { $0 / 2 } ?? .seconds(2)
+        loop.withLock {
+            $0 = Task { [self] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: tick)
+                    guard !Task.isCancelled else { return }
+                    if watchdog != nil { await pingWatchdog(within: tick) }
+                    updateStatus()
+                }
+            }
+        }
+    }
+
+    /// `STOPPING=1`; the watchdog keeps being fed while calls drain, until `finished()`.
+    func stopping() {
+        guard supervised else { return }
+        Systemd.notify("STOPPING=1\nSTATUS=stopping: draining calls in flight")
+    }
+
+    func finished() {
+        loop.withLock { $0?.cancel() }
+    }
+
+    /// Sends `STATUS=` when it changed.
+    func updateStatus() {
+        guard supervised else { return }
+        let status = currentStatus()
+        let changed = lastStatus.withLock { last -> Bool in
+            defer { last = status }
+            return last != status
+        }
+        if changed { Systemd.notify("STATUS=\(status)") }
+    }
+
+    func currentStatus() -> String {
+        let configuration = runtime.configuration
+        let counts = runtime.health.counts
+        return "serving \(configuration.tenants.count) tenants, \(configuration.apps.count) apps; components: "
+            + "\(counts[.up, default: 0]) up, \(counts[.initialising, default: 0]) initialising, "
+            + "\(counts[.down, default: 0]) down"
+    }
+
+    /// `WATCHDOG=1` only when every event loop ran a task within `timeout`: a stuck loop stops the pings, and
+    /// systemd restarts the service after `WatchdogSec=`.
+    private func pingWatchdog(within timeout: Duration) async {
+        let loops = Array(group.makeIterator())
+        let answered = Atomic<Int>(0)
+        for loop in loops { loop.execute { answered.add(1, ordering: .relaxed) } }
+        let deadline = ContinuousClock.now + timeout
+        while answered.load(ordering: .relaxed) < loops.count, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        let count = answered.load(ordering: .relaxed)
+        if count == loops.count {
+            Systemd.notify("WATCHDOG=1")
+        } else {
+            logger.error(
+                "an event loop did not run a task in time; the systemd watchdog is not fed",
+                metadata: ["loops": "\(loops.count)", "answered": "\(count)", "within": "\(timeout)"])
+        }
+    }
+}
