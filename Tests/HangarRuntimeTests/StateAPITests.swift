@@ -66,7 +66,7 @@ struct StateAPITests {
         try await save(Self.ordersA, "by-name", "n", "x")
         #expect(try await read(Self.billingA, "by-name", "n") == "x")
         let handle = try #require(runtime.components.statePool(named: "by-name", for: Self.ordersA.app))
-        #expect(handle.handle(for: Self.ordersA.app, tenant: nil).prefix == "team-a||by-name||")
+        #expect(try handle.handle(for: Self.ordersA.app, tenant: nil).prefix == "team-a||by-name||")
     }
 
     @Test("a namespaced component hides the shared one of the same name for its tenant")
@@ -188,8 +188,11 @@ struct StateAPITests {
 
     @Test("features a store does not advertise are refused with a clear error")
     func unadvertisedFeatures() async throws {
-        let pool = try StatePool(spec: ComponentSpec(name: "plain", type: "test.plain"), store: PlainStore())
-        let handle = pool.handle(for: Self.ordersA.app, tenant: nil)
+        let pool = try StatePool(
+            spec: ComponentSpec(name: "plain", type: "test.plain"),
+            recipe: StateStoreRecipe(executesInline: true) { PlainStore() }, eventLoopGroup: Self.group)
+        pool.open()
+        let handle = try pool.handle(for: Self.ordersA.app, tenant: nil)
         let ttl = #expect(throws: APIError.self) { try StateAPI.ttl(["ttlInSeconds": "5"], handle: handle) }
         #expect(ttl?.errorCode == "ERR_STATE_STORE_NOT_SUPPORTED")
         #expect(ttl?.message == "state store plain doesn't support TTL")
