@@ -38,11 +38,13 @@ final class ConfigWatcher: Sendable {
 
     func stop() { stopped.store(true, ordering: .releasing) }
 
-    /// A notification per settled change, until `stop()`.
+    /// A notification per settled change after this call, until `stop()`. The files are fingerprinted before it
+    /// returns, so a caller that reads the configuration after calling it misses no change.
     func changes() -> AsyncStream<Void> {
         let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let initial = currentFingerprint()
         let thread = Thread { [self] in
-            self.loop { continuation.yield() }
+            self.loop(from: initial) { continuation.yield() }
             continuation.finish()
         }
         thread.name = "hangard-config-watcher"
@@ -50,11 +52,11 @@ final class ConfigWatcher: Sendable {
         return stream
     }
 
-    private func loop(_ notify: () -> Void) {
+    private func loop(from initial: [String: [Int]], _ notify: () -> Void) {
         let fd = inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
         defer { if fd >= 0 { close(fd) } }
         var watchedPaths: Set<String> = []
-        var fingerprint = currentFingerprint()
+        var fingerprint = initial
         let pollMillis = Int32(pollInterval.components.seconds * 1000 + pollInterval.components.attoseconds / 1_000_000_000_000_000)
         let settleMicros = useconds_t(settle.components.attoseconds / 1_000_000_000_000 + settle.components.seconds * 1_000_000)
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)

@@ -96,7 +96,12 @@ final class NodeService: Service {
             // Configuration changes.
             if let watcher {
                 tasks.addTask {
-                    for await _ in watcher.changes() {
+                    // Changes from here on are seen; one made since the configuration was loaded at start-up is
+                    // picked up by this first reload (a no-op when nothing changed).
+                    let changes = watcher.changes()
+                    await self.reload()
+                    supervisor.updateStatus()
+                    for await _ in changes {
                         await self.reload()
                         supervisor.updateStatus()
                     }
