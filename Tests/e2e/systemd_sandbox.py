@@ -208,8 +208,8 @@ def install_filters(spec: dict) -> None:
                 (refuse, "shmat", [(2, SCMP_CMP_MASKED_EQ, SHM_EXEC, SHM_EXEC)]),
             ],
         )
-    # SystemCallFilter=: an allow-list; everything else fails with SystemCallErrorNumber=. Loaded last, as systemd
-    # does, because it forbids seccomp() itself.
+    # SystemCallFilter=: an allow-list; everything else fails with SystemCallErrorNumber=. Loaded last (systemd too
+    # installs it as its last step before execve()), because it forbids seccomp() itself.
     _load(lib, SCMP_ACT_ERRNO(spec["errno"]), [(SCMP_ACT_ALLOW, name, []) for name in spec["allow"]])
 
 
