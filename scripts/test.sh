@@ -7,8 +7,8 @@
 #
 # Runnable from any working directory, on a fresh Debian machine (as root, or with sudo) and again
 # quickly on one where it already ran. Stages:
-#   1. system packages: protoc (protobuf-compiler), setpriv (util-linux) and, if python3 cannot create a
-#      venv, python3-venv;
+#   1. system packages: protoc (protobuf-compiler), setpriv (util-linux), systemd-analyze and
+#      systemd-socket-activate (systemd) and, if python3 cannot create a venv, python3-venv;
 #      `apt-get update` runs once, and only when something is missing
 #   2. swift build             debug build of every product and the test targets
 #   3. swift test              Swift Testing unit and conformance tests (fails if none ran)
@@ -52,6 +52,11 @@ command -v git >/dev/null || apt_install git ca-certificates
 command -v protoc >/dev/null || apt_install protobuf-compiler
 # setpriv (util-linux) runs e2e clients under other uids, for the peer-credential and permission tests.
 command -v setpriv >/dev/null || apt_install util-linux
+# systemd-analyze checks the units in daemonset/systemd (test_deploy_systemd.py, which also uses systemd's
+# dependency libseccomp2); systemd-socket-activate hands hangard inherited listeners in the socket-activation
+# tests. Neither needs systemd running as PID 1.
+command -v systemd-analyze >/dev/null || apt_install systemd
+command -v systemd-socket-activate >/dev/null || apt_install systemd
 if ! command -v python3 >/dev/null; then
     apt_install python3 python3-venv
 fi
