@@ -11,6 +11,8 @@ if ! command -v swift >/dev/null 2>&1; then
     exit 1
 fi
 
+source scripts/lib/require-libsystemd.sh
+
 configuration="${HANGAR_BUILD:-release}"
 swift build -c "$configuration" --product hangard >&2
 exec ".build/$configuration/hangard" "$@"

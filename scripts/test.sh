@@ -7,7 +7,8 @@
 #
 # Runnable from any working directory, on a fresh Debian machine (as root, or with sudo) and again
 # quickly on one where it already ran. Stages:
-#   1. system packages: protoc (protobuf-compiler), setpriv (util-linux), systemd-analyze and
+#   1. system packages: libsystemd-dev (hangard links libsystemd), protoc (protobuf-compiler), setpriv
+#      (util-linux), systemd-analyze and
 #      systemd-socket-activate (systemd) and, if python3 cannot create a venv, python3-venv;
 #      `apt-get update` runs once, and only when something is missing
 #   2. swift build             debug build of every product and the test targets
@@ -49,6 +50,8 @@ if [ -z "$(command -v swift || true)" ] && [ -x /opt/swift/usr/bin/swift ]; then
 fi
 command -v swift >/dev/null || { log "swift is not installed"; exit 1; }
 command -v git >/dev/null || apt_install git ca-certificates
+# hangard links libsystemd (sd_notify, sd_listen_fds, the journal) through the CSystemd system-library target.
+[ -f /usr/include/systemd/sd-daemon.h ] || apt_install libsystemd-dev pkg-config
 command -v protoc >/dev/null || apt_install protobuf-compiler
 # setpriv (util-linux) runs e2e clients under other uids, for the peer-credential and permission tests.
 command -v setpriv >/dev/null || apt_install util-linux
