@@ -4,7 +4,7 @@
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 # One product per invocation: `swift build` keeps only the last of several --product flags.
-source "$(dirname "${BASH_SOURCE[0]}")/require-libsystemd.sh"
+source scripts/lib/require-libsystemd.sh
 swift build -c release --product hangard
 swift build -c release --product hangar-bench
 bin="$(swift build -c release --show-bin-path)"
