@@ -52,6 +52,8 @@ command -v git >/dev/null || apt_install git ca-certificates
 command -v protoc >/dev/null || apt_install protobuf-compiler
 # setpriv (util-linux) runs e2e clients under other uids, for the peer-credential and permission tests.
 command -v setpriv >/dev/null || apt_install util-linux
+# kubectl renders daemonset/kubernetes (Tests/e2e/test_deploy_kubernetes.py; Debian's 1.20 is too old for it).
+command -v kubectl >/dev/null || apt_install kubernetes-client
 if ! command -v python3 >/dev/null; then
     apt_install python3 python3-venv
 fi
