@@ -6,7 +6,9 @@
 #   scripts/setup-python.sh
 #
 # Creates <repo>/.venv (python3 -m venv) if it is missing and installs the pinned packages below:
-# the official Dapr Python SDK (the real client the e2e tests drive hangard with) and pytest.
+# the official Dapr Python SDK (the real client the e2e tests drive hangard with), pytest, and the two
+# checkers of the Kubernetes manifests (Tests/e2e/test_deploy_kubernetes.py): kubernetes-validate (the
+# Kubernetes JSON schemas) and yamllint.
 # Nothing else is needed: the tests talk HTTP with the standard library (http.client), also over
 # Unix sockets. Idempotent: when .venv already holds exactly these pins it returns at once.
 # Runnable from any working directory. Environment overrides:
@@ -22,7 +24,10 @@ PYTHON="${PYTHON:-python3}"
 REQUIREMENTS=(
     "dapr==1.19.0"
     "pytest==9.2.0"
+    "kubernetes-validate==1.34.0"
+    "yamllint==1.38.0"
 )
+IMPORTS="import dapr.clients, pytest, kubernetes_validate, yamllint"
 
 log() { echo "setup-python: $*" >&2; }
 
@@ -30,7 +35,7 @@ STAMP="$VENV/.hangar-requirements"
 WANTED="$(printf '%s\n' "${REQUIREMENTS[@]}")"
 
 if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANTED" ] \
-    && "$VENV/bin/python" -c 'import dapr.clients, pytest' >/dev/null 2>&1; then
+    && "$VENV/bin/python" -c "$IMPORTS" >/dev/null 2>&1; then
     log "$VENV is up to date"
     exit 0
 fi
@@ -43,6 +48,6 @@ fi
 
 log "installing ${REQUIREMENTS[*]}"
 "$VENV/bin/python" -m pip install --disable-pip-version-check --quiet "${REQUIREMENTS[@]}"
-"$VENV/bin/python" -c 'import dapr.clients, pytest'
+"$VENV/bin/python" -c "$IMPORTS"
 printf '%s\n' "$WANTED" >"$STAMP"
 log "done"

@@ -60,6 +60,10 @@ command -v setpriv >/dev/null || apt_install util-linux
 # tests. Neither needs systemd running as PID 1.
 command -v systemd-analyze >/dev/null || apt_install systemd
 command -v systemd-socket-activate >/dev/null || apt_install systemd
+# kubectl (with kustomize v5) renders daemonset/kubernetes in Tests/e2e/test_deploy_kubernetes.py. It comes with
+# this machine image; Debian's kubernetes-client (kubectl 1.20) is too old to render the manifests, so there is no
+# fallback here: without kubectl that test fails and says so.
+command -v kubectl >/dev/null || log "kubectl is missing: the Kubernetes manifest tests will fail"
 if ! command -v python3 >/dev/null; then
     apt_install python3 python3-venv
 fi
