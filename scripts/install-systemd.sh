@@ -64,7 +64,7 @@ fi
 if [ -z "$BINARY" ]; then
     command -v swift >/dev/null || die "swift is not on PATH: install the toolchain or pass --binary PATH"
     log "building hangard (swift build -c release --product hangard)"
-    (cd "$REPO" && swift build -c release --product hangard >&2)
+    (cd "$REPO" && source scripts/lib/require-libsystemd.sh && swift build -c release --product hangard >&2)
     BINARY="$(cd "$REPO" && swift build -c release --show-bin-path)/hangard"
 fi
 [ -f "$BINARY" ] && [ -x "$BINARY" ] || die "$BINARY is not an executable file"
