@@ -1,13 +1,15 @@
 public import HummingbirdCore
 public import Logging
 public import NIOCore
+import NIOExtras
 import NIOPosix
 public import ServiceLifecycle
 
 /// An HTTP server on a listening socket the process inherited (systemd socket activation), which Hummingbird's
 /// own `Server` cannot adopt: the same child-channel set-up and request handling, accepted from the given
-/// descriptor. On graceful shutdown it stops accepting; open connections finish their request in flight (the
-/// child channels see the same graceful-shutdown signal) and close.
+/// descriptor. On graceful shutdown it stops accepting and, as Hummingbird's server does, tells every open
+/// connection to quiesce (NIOExtras' `ServerQuiescingHelper`): idle keep-alive connections close at once, busy ones
+/// after the request in flight.
 public struct InheritedSocketServer<ChildChannel: ServerChildChannel>: Service {
     let descriptor: CInt
     let childChannel: ChildChannel
@@ -29,7 +31,14 @@ public struct InheritedSocketServer<ChildChannel: ServerChildChannel>: Service {
     public func run() async throws {
         let childChannel = self.childChannel
         let logger = self.logger
+        let quiescing = ServerQuiescingHelper(group: group)
         let server = try await ServerBootstrap(group: group)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        quiescing.makeServerChannelHandler(channel: channel))
+                }
+            }
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .bind(descriptor) { channel in childChannel.setup(channel: channel, logger: logger) }
         await onRunning?(server.channel)
@@ -42,7 +51,8 @@ public struct InheritedSocketServer<ChildChannel: ServerChildChannel>: Service {
                 }
             }
         } onGracefulShutdown: {
-            server.channel.close(promise: nil)
+            // Closes the listening channel (ending the accept loop) and quiesces every connection.
+            quiescing.initiateShutdown(promise: nil)
         }
     }
 }

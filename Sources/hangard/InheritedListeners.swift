@@ -31,6 +31,11 @@ struct InheritedListeners: Sendable {
             $0 == 0 ? nil : $0
         }
         for socket in sockets {
+            // The TCP listeners only: an inherited Unix or other socket would fail on TCP options.
+            guard socket.port != nil else {
+                unmatched.append((socket, "not a TCP socket"))
+                continue
+            }
             let role: Role?
             if let name = socket.name {
                 role = Role(rawValue: name)

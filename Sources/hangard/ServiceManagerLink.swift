@@ -37,10 +37,12 @@ final class ServiceManagerLink: Sendable {
         loop.withLock {
             $0 = Task { [self] in
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: tick)
-                    guard !Task.isCancelled else { return }
-                    if watchdog != nil { await pingWatchdog(within: tick) }
+                    // Each round takes at most one tick: the event loops get half of it to answer, so two pings
+                    // are never more than about half WatchdogSec apart.
+                    let round = ContinuousClock.now
+                    if watchdog != nil { await pingWatchdog(within: tick / 2) }
                     updateStatus()
+                    try? await Task.sleep(until: round + tick)
                 }
             }
         }

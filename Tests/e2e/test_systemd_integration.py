@@ -122,6 +122,16 @@ def test_socket_activation_serves_on_the_inherited_sockets_and_the_first_client_
             assert client.get_metadata().application_id == "orders"
         finally:
             client.close()
+
+        # An idle keep-alive connection on the inherited HTTP socket must not hold up shutdown: it is told to
+        # close (quiesced) rather than waited for.
+        idle = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+        idle.request("GET", "/v1.0/healthz")
+        assert idle.getresponse().read() == b""
+        started = time.monotonic()
+        supervised.stop()
+        assert time.monotonic() - started < 5, "shutdown waited for an idle keep-alive connection"
+        idle.close()
     finally:
         supervised.stop()
 

@@ -163,23 +163,26 @@ public final class StatePool: Sendable {
     /// the error when it failed (the pool is DOWN then).
     @discardableResult
     func open() -> (any Error)? {
+        if case .up = state.withLock({ $0.phase }) { return nil }
         let opened: Result<any StateStore, any Error> = Result { try recipe.open() }
         let leftOver = state.withLock { state -> (any StateStore)? in
-            state.attempts += 1
-            if case .closed = state.phase {
-                // Retired while opening: the store was never served.
-                if case .success(let store) = opened { return store }
+            switch (state.phase, opened) {
+            case (.closed, .success(let store)), (.up, .success(let store)):
+                // Retired while opening, or opened meanwhile by another attempt: this store is never served.
+                return store
+            case (.closed, .failure), (.up, .failure):
                 return nil
+            case (.initialising, _), (.down, _):
+                break
             }
-            let wasUp: Bool
-            if case .up = state.phase { wasUp = true } else { wasUp = false }
+            state.attempts += 1
+            let before = state.phase
             switch opened {
-            case .success(let store):
-                state.phase = .up(store)
-            case .failure(let error):
-                state.phase = .down("\(error)")
+            case .success(let store): state.phase = .up(store)
+            case .failure(let error): state.phase = .down("\(error)")
             }
-            if !wasUp { state.since = Date() }
+            // `since` is when the status last changed: not on a retry that fails again.
+            if case .down = before, case .down = state.phase {} else { state.since = Date() }
             return nil
         }
         if let leftOver { _ = leftOver.close(on: eventLoopGroup.any()) }
@@ -378,7 +381,8 @@ public final class ComponentHost: Sendable {
     /// that fails is DOWN, retried in the background, and does not stop the others.
     public func initialise() async {
         let loop = factory.eventLoopGroup.any()
-        let attempts = statePools.filter { $0.health.status != .up }.map {
+        // Stores that run inline were opened (and, failing, put on retry) when their pool was made.
+        let attempts = statePools.filter { $0.fairQueue != nil && $0.health.status == .initialising }.map {
             $0.initialise(threadPool: factory.threadPool, eventLoop: loop, logger: logger)
         }
         try? await EventLoopFuture.andAllComplete(attempts, on: loop).get()
