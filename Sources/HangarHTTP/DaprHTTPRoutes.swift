@@ -25,21 +25,18 @@ public struct DaprHTTPRoutes: Sendable {
         // Dapr. A DOWN component does not fail them: the node serves its other tenants; it shows in the metadata
         // API and in /healthz/detail on the metrics listener.
         let health = runtime.health
-        router.get("/v1.0/healthz") { _, _ -> Response in
-            guard health.isReady else {
-                throw APIError(
-                    errorCode: "ERR_HEALTH_NOT_READY", rpcCode: .unavailable, httpStatus: 500,
-                    message: "dapr is not ready", reason: "HANGAR_NOT_READY")
+        for (path, errorCode, what) in [
+            ("/v1.0/healthz", "ERR_HEALTH_NOT_READY", "dapr"),
+            ("/v1.0/healthz/outbound", "ERR_OUTBOUND_HEALTH_NOT_READY", "dapr outbound"),
+        ] {
+            router.get(RouterPath(path)) { _, _ -> Response in
+                guard health.isReady else {
+                    throw APIError(
+                        errorCode: errorCode, rpcCode: .unavailable, httpStatus: 500, message: "\(what) is not ready",
+                        reason: "HANGAR_NOT_READY")
+                }
+                return Response(status: .noContent)
             }
-            return Response(status: .noContent)
-        }
-        router.get("/v1.0/healthz/outbound") { _, _ -> Response in
-            guard health.isReady else {
-                throw APIError(
-                    errorCode: "ERR_OUTBOUND_HEALTH_NOT_READY", rpcCode: .unavailable, httpStatus: 500,
-                    message: "dapr outbound is not ready", reason: "HANGAR_NOT_READY")
-            }
-            return Response(status: .noContent)
         }
 
         router.post("/v1.0/state/:store", use: save)

@@ -75,7 +75,11 @@ def dedent(text: str) -> str:
 
 
 def start_daemon(
-    factory: Any, tenants: dict[str, str], components: dict[str, str] | None = None, apps: tuple = ()
+    factory: Any,
+    tenants: dict[str, str],
+    components: dict[str, str] | None = None,
+    apps: tuple = (),
+    extra_args: tuple[str, ...] = (),
 ) -> Any:
     """A daemon (from the `hangard_factory` fixture) on its own --tenancy and --resources directories, holding
     `tenants` and `components` (file name → YAML); by default one state.sqlite store named `statestore`."""
@@ -89,4 +93,4 @@ def start_daemon(
     components = components or {"store.yaml": component_yaml(STORE, "state.sqlite", {"connectionString": "s.db"})}
     for name, text in components.items():
         (resources / name).write_text(text)
-    return factory.start(root, tenancy=tenancy, resources=resources, apps=tuple(apps))
+    return factory.start(root, tenancy=tenancy, resources=resources, apps=tuple(apps), extra_args=extra_args)

@@ -10,14 +10,12 @@ import http.client
 import json
 import sqlite3
 import subprocess
-import time
-from pathlib import Path
 
 import grpc
 import pytest
 
 from hangar_e2e import HANGARD, free_port, grpc_error_info, unique
-from tenancy_files import STORE, component_yaml, tenant_yaml, wait_until, write_atomically
+from tenancy_files import STORE, component_yaml, start_daemon, tenant_yaml, wait_until, write_atomically
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -43,22 +41,17 @@ def start_with_broken_store(hangard_factory):
     """team-a (orders) and team-b (web); a shared good store and team-a's own `broken` store, whose database path
     lies under a regular file, so that it cannot be created (even by root) until that file is removed."""
     metrics_port = free_port()
-    root = hangard_factory.root()
-    tenancy, resources = root / "tenancy", root / "resources"
-    tenancy.mkdir()
-    resources.mkdir()
-    blocker = root / "blocker"
+    blocker = hangard_factory.root() / "blocker"
     blocker.write_text("a file where the store wants a directory\n")
-    (tenancy / "a.yaml").write_text(tenant_yaml("team-a", [{"appId": "orders"}]))
-    (tenancy / "b.yaml").write_text(tenant_yaml("team-b", [{"appId": "web"}]))
-    (resources / "store.yaml").write_text(component_yaml(STORE, "state.sqlite", {"connectionString": "s.db"}))
-    (resources / "broken.yaml").write_text(
-        component_yaml("broken", "state.sqlite", {"connectionString": str(blocker / "broken.db")}, namespace="team-a")
-    )
-    daemon = hangard_factory.start(
-        root,
-        tenancy=tenancy,
-        resources=resources,
+    daemon = start_daemon(
+        hangard_factory,
+        {"a.yaml": tenant_yaml("team-a", [{"appId": "orders"}]), "b.yaml": tenant_yaml("team-b", [{"appId": "web"}])},
+        {
+            "store.yaml": component_yaml(STORE, "state.sqlite", {"connectionString": "s.db"}),
+            "broken.yaml": component_yaml(
+                "broken", "state.sqlite", {"connectionString": str(blocker / "broken.db")}, namespace="team-a"
+            ),
+        },
         apps=(("team-a", "orders"), ("team-b", "web")),
         extra_args=("--metrics-listen", f"127.0.0.1:{metrics_port}"),
     )
@@ -135,16 +128,13 @@ def test_a_down_component_is_retried_and_comes_up_without_a_restart(hangard_fact
 
 def test_a_component_added_live_that_cannot_initialise_is_down_and_the_node_keeps_serving(hangard_factory):
     metrics_port = free_port()
-    root = hangard_factory.root()
-    tenancy, resources = root / "tenancy", root / "resources"
-    tenancy.mkdir()
-    resources.mkdir()
-    (tenancy / "a.yaml").write_text(tenant_yaml("team-a", [{"appId": "orders"}]))
-    (resources / "store.yaml").write_text(component_yaml(STORE, "state.sqlite", {"connectionString": "s.db"}))
-    daemon = hangard_factory.start(
-        root, tenancy=tenancy, resources=resources, apps=(("team-a", "orders"),),
+    daemon = start_daemon(
+        hangard_factory,
+        {"a.yaml": tenant_yaml("team-a", [{"appId": "orders"}])},
+        apps=(("team-a", "orders"),),
         extra_args=("--metrics-listen", f"127.0.0.1:{metrics_port}"),
     )
+    root, resources = daemon.root, daemon.resources
     client = daemon.client("team-a", "orders")
     client.save_state(STORE, "k", "before")
     (root / "blocker").write_text("x")

@@ -136,6 +136,9 @@ public final class StatePool: Sendable {
         }
     }
 
+    /// Whether the store never blocks: it is opened at once, where it is created, and needs no fair queue.
+    var opensInline: Bool { recipe.executesInline }
+
     /// The open store, or nil while the pool is not UP.
     public var store: (any StateStore)? {
         state.withLock { state in
@@ -369,7 +372,7 @@ public final class ComponentHost: Sendable {
         self.retireTimeout = retireTimeout
         self.pools = Mutex(Pools())
         let state = try Self.build(components, reusing: [:], factory: stateFactory)
-        for pool in state.values where pool.fairQueue == nil {
+        for pool in state.values where pool.opensInline {
             pool.attempted(
                 pool.open(), threadPool: stateFactory.threadPool, eventLoop: stateFactory.eventLoopGroup.any(),
                 nextDelay: StatePool.firstRetryDelay, logger: logger)
@@ -382,7 +385,7 @@ public final class ComponentHost: Sendable {
     public func initialise() async {
         let loop = factory.eventLoopGroup.any()
         // Stores that run inline were opened (and, failing, put on retry) when their pool was made.
-        let attempts = statePools.filter { $0.fairQueue != nil && $0.health.status == .initialising }.map {
+        let attempts = statePools.filter { !$0.opensInline && $0.health.status == .initialising }.map {
             $0.initialise(threadPool: factory.threadPool, eventLoop: loop, logger: logger)
         }
         try? await EventLoopFuture.andAllComplete(attempts, on: loop).get()
