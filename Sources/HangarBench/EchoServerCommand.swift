@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import HangarComponents
 import HangarGRPC
 import HangarRuntime
 import Logging
@@ -39,7 +40,7 @@ struct EchoServerCommand: AsyncParsableCommand {
         service.unary("/hangar.bench.v1.Echo/Echo", Hangar_Bench_V1_EchoRequest.self) { request, call in
             var response = Hangar_Bench_V1_EchoResponse()
             response.payload = request.payload
-            return call.eventLoop.makeSucceededFuture(response)
+            return .success(response)
         }
         var logger = Logger(label: "echo-server")
         logger.logLevel = .warning

@@ -1,38 +1,16 @@
 import Foundation
 import HangarRuntime
-import Hummingbird
+import NIOCore
+import NIOHTTP1
 
-/// Turns every error a route throws into Dapr's HTTP error shape, `{"errorCode", "message"}` with the status the
-/// error carries, so that no front-end code decides status codes by itself.
-struct DaprErrorMiddleware: RouterMiddleware {
-    typealias Context = HangarRequestContext
-
-    func handle(
-        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
-    ) async throws -> Response {
-        do {
-            return try await next(request, context)
-        } catch let error as any DaprAPIError {
-            return Self.response(error)
-        } catch let error as HTTPError where error.status == .contentTooLarge {
-            return Self.response(
-                RequestError.tooLarge(0, limit: 0).withMessage("the request body is too large"))
-        } catch let error as HTTPError where error.status == .notFound {
-            return Self.response(
-                APIError(
-                    errorCode: "ERR_NOT_FOUND", rpcCode: .notFound, httpStatus: 404,
-                    message: "no route for \(request.method) \(request.uri.path)", reason: "HANGAR_ROUTE_NOT_FOUND"))
-        } catch let error as HTTPError {
-            return Self.response(
-                APIError(
-                    errorCode: "ERR_MALFORMED_REQUEST", rpcCode: .invalidArgument, httpStatus: Int(error.status.code),
-                    message: error.body ?? "\(error.status)", reason: "DAPR_MALFORMED_REQUEST"))
-        } catch {
-            return Self.response(RequestError.internal("\(error)"))
-        }
+/// Dapr's HTTP error shape, `{"errorCode", "message", "details": [ErrorInfo]}` with the status the error carries,
+/// so that no route decides status codes by itself.
+enum DaprHTTPError {
+    static func response(_ error: any Error) -> HTTPResponse {
+        response(error as? any DaprAPIError ?? RequestError.internal("\(error)"))
     }
 
-    static func response(_ error: any DaprAPIError) -> Response {
+    static func response(_ error: any DaprAPIError) -> HTTPResponse {
         var body: [String: Any] = ["errorCode": error.errorCode, "message": error.message]
         var info: [String: Any] = [
             "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": error.reason, "domain": "dapr.io",
@@ -42,17 +20,26 @@ struct DaprErrorMiddleware: RouterMiddleware {
         let data =
             (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes]))
             ?? Data()
-        var headers: HTTPFields = [.contentType: "application/json"]
-        if error.httpStatus == 429 { headers[.retryAfter] = error.errorMetadata["retryAfterSeconds"] ?? "1" }
-        return Response(
-            status: .init(code: error.httpStatus), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+        var headers: HTTPHeaders = ["content-type": "application/json"]
+        if error.httpStatus == 429 {
+            headers.add(name: "retry-after", value: error.errorMetadata["retryAfterSeconds"] ?? "1")
+        }
+        return HTTPResponse(
+            status: HTTPResponseStatus(statusCode: error.httpStatus), headers: headers, body: ByteBuffer(bytes: data))
+    }
+
+    static let notFoundReason = "HANGAR_ROUTE_NOT_FOUND"
+
+    static func notFound(_ method: HTTPMethod, _ path: Substring) -> APIError {
+        APIError(
+            errorCode: "ERR_NOT_FOUND", rpcCode: .notFound, httpStatus: 404,
+            message: "no route for \(method) \(RequestError.quotedPath(path))", reason: notFoundReason)
     }
 }
 
-extension APIError {
-    func withMessage(_ message: String) -> APIError {
-        APIError(
-            errorCode: errorCode, rpcCode: rpcCode, httpStatus: httpStatus, message: message, reason: reason,
-            metadata: [:])
+extension RequestError {
+    /// A request path as error messages quote it: at most 128 characters.
+    static func quotedPath(_ path: Substring) -> String {
+        path.count <= 128 ? String(path) : String(path.prefix(128)) + "…"
     }
 }

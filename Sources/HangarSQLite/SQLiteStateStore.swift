@@ -247,19 +247,19 @@ public final class SQLiteStateStore: TransactionalStateStore {
         }
     }
 
-    public func get(_ key: String, on eventLoop: any EventLoop) -> EventLoopFuture<StateEntry?> {
-        run(on: eventLoop) {
+    public func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> {
+        .later(run(on: eventLoop) {
             try self.withReader { connection in
                 try self.read(key, now: Self.nowMilliseconds(), on: connection)
             }
-        }
+        })
     }
 
     /// Reads every key in one hop to the thread pool, from one consistent snapshot.
     public func bulkGet(
         _ keys: [String], on eventLoop: any EventLoop
-    ) -> EventLoopFuture<[Result<StateEntry?, StateStoreError>]> {
-        run(on: eventLoop) {
+    ) -> Eventual<[Result<StateEntry?, StateStoreError>]> {
+        .later(run(on: eventLoop) {
             try self.withReader { connection in
                 let now = Self.nowMilliseconds()
                 try connection.run("BEGIN")
@@ -272,14 +272,14 @@ public final class SQLiteStateStore: TransactionalStateStore {
             // As the protocol's default: a failure of the whole read is reported for every key.
             let failure = Self.storeError(error)
             return keys.map { _ in .failure(failure) }
-        }
+        })
     }
 
-    public func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    public func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
         transact([.set(request)], on: eventLoop)
     }
 
-    public func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    public func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
         transact([.delete(request)], on: eventLoop)
     }
 
@@ -287,8 +287,8 @@ public final class SQLiteStateStore: TransactionalStateStore {
 
     /// Applies every operation or none. A transaction refused with `byteLimitExceeded` is tried again once the
     /// partition's expired items are deleted, if it had any.
-    public func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        run(on: eventLoop) {
+    public func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> Eventual<Void> {
+        .later(run(on: eventLoop) {
             try self.withWriter { connection in
                 while true {
                     do {
@@ -303,7 +303,7 @@ public final class SQLiteStateStore: TransactionalStateStore {
                     }
                 }
             }
-        }
+        })
     }
 
     /// Deletes the items whose TTL has passed, takes their bytes off `usageByPartition`, and returns how many there

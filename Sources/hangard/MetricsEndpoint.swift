@@ -1,10 +1,10 @@
-import HTTPTypes
+import HangarComponents
 import HangarHTTP
 import HangarRuntime
 import HangarSystemd
-import HummingbirdCore
 import Logging
 import NIOCore
+import NIOHTTP1
 import ServiceLifecycle
 
 /// The operator's endpoint (`--metrics-listen`): a small HTTP/1.1 server of its own on one TCP listener, answering
@@ -27,83 +27,78 @@ struct MetricsEndpoint: Service {
     let listening: AsyncStream<Void>.Continuation
 
     func run() async throws {
-        let runtime = runtime
-        let logger = logger
-        let listening = listening
-        let host = address.host
-        // Hummingbird logs its own "listening" at info; this service logs that line itself, with the port bound.
-        var serverLogger = logger
-        if serverLogger.logLevel < .notice { serverLogger.logLevel = .notice }
-        let respond: HTTPChannelHandler.Responder = { request, responseWriter, _ in
-            let (head, body) = Self.respond(to: request, runtime: runtime)
-            try await responseWriter.write(response: head, body: body)
+        let responder = MetricsResponder(runtime: runtime)
+        let bootstrap = ListenerBootstrap(group: group, registry: runtime.registry, logger: logger) { channel, _ in
+            try HTTPServer.configure(channel, responder: responder)
         }
-        let inherited = inheritedSocket
-        let onRunning: @Sendable (any Channel) async -> Void = { channel in
-            let port = channel.localAddress?.port ?? 0
-            let shown = inherited.map { "\($0.address) (inherited)" } ?? Self.format(host: host, port: port)
-            logger.info(
-                "metrics listening",
-                metadata: [
-                    "metrics.listen": "\(shown)",
-                    "metrics.url": "http://\(inherited?.address ?? Self.format(host: host, port: port))/metrics",
-                ])
-            listening.yield()
-            listening.finish()
-        }
-        let server: any Service =
-            if let inherited {
-                InheritedSocketServer(
-                    descriptor: inherited.descriptor, childChannel: HTTP1Channel(responder: respond), group: group,
-                    logger: serverLogger, onRunning: onRunning)
-            } else {
-                try HTTPServerBuilder.http1().buildServer(
-                    configuration: ServerConfiguration(address: .hostname(host, port: address.port), serverName: nil),
-                    eventLoopGroup: group, logger: serverLogger, responder: respond, onServerRunning: onRunning)
-            }
+        let listener: Listener
         do {
-            try await server.run()
-        } catch let error as CancellationError {
-            throw error
+            if let inheritedSocket {
+                listener = try await bootstrap.adopt(socket: inheritedSocket.descriptor, address: inheritedSocket.address)
+            } else {
+                listener = try await bootstrap.bind(host: address.host, port: address.port)
+            }
         } catch {
-            throw MetricsEndpointError(address: Self.format(host: host, port: address.port), underlying: error)
+            throw MetricsEndpointError(address: Self.format(host: address.host, port: address.port), underlying: error)
         }
-    }
-
-    /// `GET /metrics` (any query) gets the scrape, `GET /healthz` and `/healthz/detail` the node's health;
-    /// everything else 404.
-    static func respond(to request: Request, runtime: Runtime) -> (HTTPResponse, ResponseBody) {
-        if request.method == .get, request.uri.path == "/healthz" {
-            return (head(runtime.health.isReady ? .noContent : .serviceUnavailable, contentType: nil, length: 0), ResponseBody())
-        }
-        if request.method == .get, request.uri.path == "/healthz/detail" {
-            let body = ByteBuffer(bytes: runtime.health.detailJSON())
-            let status: HTTPResponse.Status = runtime.health.status == .up ? .ok : .serviceUnavailable
-            return (head(status, contentType: "application/json", length: body.readableBytes), ResponseBody(byteBuffer: body))
-        }
-        guard request.method == .get, request.uri.path == "/metrics" else {
-            let body = ByteBuffer(string: "404 page not found\n")
-            let head = head(.notFound, contentType: "text/plain; charset=utf-8", length: body.readableBytes)
-            return (head, ResponseBody(byteBuffer: body))
-        }
-        let body = ByteBuffer(bytes: runtime.metrics.render(gauges: runtime.gauges()))
-        return (
-            head(.ok, contentType: RuntimeMetrics.contentType, length: body.readableBytes),
-            ResponseBody(byteBuffer: body)
-        )
-    }
-
-    private static func head(_ status: HTTPResponse.Status, contentType: String?, length: Int) -> HTTPResponse {
-        var fields = HTTPFields()
-        if let contentType { fields[.contentType] = contentType }
-        fields[.contentLength] = String(length)
-        return HTTPResponse(status: status, headerFields: fields)
+        let port = listener.localAddress?.port ?? address.port
+        let shown = inheritedSocket.map { "\($0.address) (inherited)" } ?? Self.format(host: address.host, port: port)
+        logger.info(
+            "metrics listening",
+            metadata: [
+                "metrics.listen": "\(shown)",
+                "metrics.url": "http://\(inheritedSocket?.address ?? Self.format(host: address.host, port: port))/metrics",
+            ])
+        listening.yield()
+        listening.finish()
+        // Serves until the daemon shuts down (or this task is cancelled), then lets scrapes in flight finish.
+        try? await gracefulShutdown()
+        await listener.drain(timeout: .seconds(1))
     }
 
     /// `HOST:PORT`, with an IPv6 host in brackets.
     static func format(host: String, port: Int) -> String {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
+}
+
+/// `GET /metrics` (any query) gets the scrape, `GET /healthz` and `/healthz/detail` the node's health;
+/// everything else 404. Every answer is made from the request's head.
+struct MetricsResponder: HTTPResponder {
+    let runtime: Runtime
+
+    func start(_ head: HTTPRequestHead, on channel: any Channel) -> HTTPStart<Never> {
+        let path = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)[0]
+        guard head.method == .GET else { return .respond(Self.notFound) }
+        switch path {
+        case "/healthz":
+            return .respond(HTTPResponse(status: runtime.health.isReady ? .noContent : .serviceUnavailable))
+        case "/healthz/detail":
+            return .respond(
+                HTTPResponse(
+                    status: runtime.health.status == .up ? .ok : .serviceUnavailable,
+                    headers: ["content-type": "application/json"], body: ByteBuffer(bytes: runtime.health.detailJSON())))
+        case "/metrics":
+            return .respond(
+                HTTPResponse(
+                    status: .ok, headers: ["content-type": RuntimeMetrics.contentType],
+                    body: ByteBuffer(bytes: runtime.metrics.render(gauges: runtime.gauges()))))
+        default:
+            return .respond(Self.notFound)
+        }
+    }
+
+    static let notFound = HTTPResponse(
+        status: .notFound, headers: ["content-type": "text/plain; charset=utf-8"],
+        body: ByteBuffer(string: "404 page not found\n"))
+
+    func respond(to call: Never, head: HTTPRequestHead, body: ByteBuffer, on channel: any Channel)
+        -> Eventual<HTTPResponse>
+    {}
+
+    func tooLarge(_ call: Never, declaredLength: Int?) -> HTTPResponse {}
+
+    func abandon(_ call: Never) {}
 }
 
 /// Runs `service` (the node) once the metrics endpoint listens: a taken metrics port then stops start-up before

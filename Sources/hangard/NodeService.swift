@@ -3,7 +3,6 @@ import HangarGRPC
 import HangarHTTP
 import HangarRuntime
 import HangarSystemd
-import HummingbirdCore
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -22,11 +21,10 @@ final class NodeService: Service {
     private let logger: Logger
     private let group: any EventLoopGroup
 
-    /// One listener's parts, for closing it: its gRPC side, its HTTP server and the task running it.
+    /// One listener identity's parts, for closing them: its gRPC and its HTTP listener.
     private struct Listeners {
-        var grpc: GRPCListener?
-        var http: ServiceGroup?
-        var httpTask: Task<Void, any Error>?
+        var grpc: Listener?
+        var http: Listener?
         var socketPaths: [String] = []
         var directory: String?
     }
@@ -60,12 +58,10 @@ final class NodeService: Service {
         } else if let address = options.grpc {
             tcp.grpc = try await grpc.bind(host: address.host, port: address.port)
         }
-        if options.http != nil || options.inherited.http != nil {
-            let address = options.http ?? ListenAddress(host: "0.0.0.0", port: 0)
-            let (server, task) = try await runHTTP(
-                .hostname(address.host, port: address.port), .tcp, inheritedSocket: options.inherited.http?.descriptor)
-            tcp.http = server
-            tcp.httpTask = task
+        if let inherited = options.inherited.http {
+            tcp.http = try await http.adopt(socket: inherited.descriptor, address: inherited.address)
+        } else if let address = options.http {
+            tcp.http = try await http.bind(host: address.host, port: address.port)
         }
         listeners.withLock { $0[.tcp] = tcp }
         runtime.health.markListenersUp()
@@ -130,11 +126,11 @@ final class NodeService: Service {
         let grpcListener = try await grpc.bind(unixSocket: grpcPath, app: app)
         layout.publish(grpcPath, spec: spec)
         do {
-            let (server, task) = try await runHTTP(.unixDomainSocket(path: httpPath), .app(app))
+            let httpListener = try await http.bind(unixSocket: httpPath, app: app)
             layout.publish(httpPath, spec: spec)
             listeners.withLock {
                 $0[.app(app)] = Listeners(
-                    grpc: grpcListener, http: server, httpTask: task, socketPaths: [grpcPath, httpPath],
+                    grpc: grpcListener, http: httpListener, socketPaths: [grpcPath, httpPath],
                     directory: layout.directory(app))
             }
         } catch {
@@ -148,26 +144,6 @@ final class NodeService: Service {
     static func shown(_ address: ListenAddress?, _ inherited: Systemd.InheritedSocket?) -> String {
         if let inherited { return "\(inherited.address) (inherited)" }
         return address.map { "\($0.host):\($0.port)" } ?? "none"
-    }
-
-    /// Starts a Hummingbird server for one listener and returns once it accepts connections.
-    private func runHTTP(_ address: BindAddress, _ identity: ListenerIdentity, inheritedSocket: CInt? = nil)
-        async throws -> (ServiceGroup, Task<Void, any Error>)
-    {
-        let (running, signal) = AsyncStream.makeStream(of: Void.self)
-        let server = try http.makeServer(address: address, inheritedSocket: inheritedSocket, listener: identity) { _ in
-            signal.yield()
-            signal.finish()
-        }
-        let serviceGroup = ServiceGroup(configuration: .init(services: [server], logger: logger))
-        let task = Task {
-            defer { signal.finish() }
-            try await serviceGroup.run()
-        }
-        for await _ in running { return (serviceGroup, task) }
-        // The server ended before it was running: report why.
-        try await task.value
-        throw SocketLayoutError.system("HTTP listener \(address) did not start", EADDRNOTAVAIL)
     }
 
     enum DetachReason {
@@ -282,12 +258,7 @@ final class NodeService: Service {
     private func stop(_ entry: Listeners) async {
         await withDiscardingTaskGroup { group in
             if let grpc = entry.grpc { group.addTask { await grpc.drain(timeout: self.options.drainTimeout) } }
-            if let http = entry.http {
-                group.addTask {
-                    await http.triggerGracefulShutdown()
-                    _ = try? await entry.httpTask?.value
-                }
-            }
+            if let http = entry.http { group.addTask { await http.drain(timeout: self.options.drainTimeout) } }
         }
         for path in entry.socketPaths { layout.removeSocket(path) }
     }

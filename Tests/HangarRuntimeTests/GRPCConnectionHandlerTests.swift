@@ -1,4 +1,5 @@
 import Foundation
+import HangarComponents
 import HangarRuntime
 import Logging
 import NIOCore
@@ -20,10 +21,10 @@ struct GRPCConnectionHandlerTests {
         service.unary("/hangar.bench.v1.Echo/Echo", Hangar_Bench_V1_EchoRequest.self) { request, call in
             var response = Hangar_Bench_V1_EchoResponse()
             response.payload = request.payload + Data(call.caller.appId.utf8)
-            return call.eventLoop.makeSucceededFuture(response)
+            return .success(response)
         }
         service.unary("/hangar.bench.v1.Echo/Never", Hangar_Bench_V1_EchoRequest.self) { _, call in
-            call.eventLoop.makePromise(of: Hangar_Bench_V1_EchoResponse.self).futureResult
+            .later(call.eventLoop.makePromise(of: Hangar_Bench_V1_EchoResponse.self).futureResult)
         }
         let registry = TenantRegistry(
             configuration: NodeConfiguration(

@@ -212,14 +212,8 @@ final class PlainStore: StateStore {
     let features: StateFeatures = []
     let executesInline = true
     let usageByPartition: [String: Int] = [:]
-    func get(_ key: String, on eventLoop: any EventLoop) -> EventLoopFuture<StateEntry?> {
-        eventLoop.makeSucceededFuture(nil)
-    }
-    func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        eventLoop.makeSucceededVoidFuture()
-    }
-    func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        eventLoop.makeSucceededVoidFuture()
-    }
+    func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> { .success(nil) }
+    func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> Eventual<Void> { .success(()) }
+    func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> Eventual<Void> { .success(()) }
     func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> { eventLoop.makeSucceededVoidFuture() }
 }

@@ -156,7 +156,7 @@ public final class InMemoryStateStore: TransactionalStateStore {
 
     private let storage = Mutex(Storage())
     public let features: StateFeatures = [.etag, .transactional, .ttl]
-    /// Always true: every operation completes its future before returning.
+    /// Always true: every operation is `.ready` when it returns.
     public var executesInline: Bool { true }
 
     public init() {}
@@ -166,8 +166,8 @@ public final class InMemoryStateStore: TransactionalStateStore {
 
     public var usageByPartition: [String: Int] { storage.withLock { $0.usage } }
 
-    public func get(_ key: String, on eventLoop: any EventLoop) -> EventLoopFuture<StateEntry?> {
-        eventLoop.makeCompletedFuture {
+    public func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> {
+        Eventual {
             try storage.withLock { storage throws(StateStoreError) in
                 guard !storage.closed else { throw .closed }
                 return storage.live(key, now: Date())
@@ -175,18 +175,18 @@ public final class InMemoryStateStore: TransactionalStateStore {
         }
     }
 
-    public func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    public func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
         transact([.set(request)], on: eventLoop)
     }
 
-    public func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    public func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
         transact([.delete(request)], on: eventLoop)
     }
 
     /// Applies every operation or none. A transaction refused with `byteLimitExceeded` is tried again once the
     /// partition's expired items are removed, if it had any.
-    public func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        eventLoop.makeCompletedFuture {
+    public func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> Eventual<Void> {
+        Eventual {
             try storage.withLock { storage throws(StateStoreError) in
                 guard !storage.closed else { throw .closed }
                 let now = Date()

@@ -150,17 +150,15 @@ public protocol StateStore: AnyObject, Sendable {
     var usageByPartition: [String: Int] { get }
 
     /// The entry for `key`, or nil when it does not exist or has expired.
-    func get(_ key: String, on eventLoop: any EventLoop) -> EventLoopFuture<StateEntry?>
+    func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?>
 
     /// Entries for many keys, in order; a failure for one key does not fail the others.
-    func bulkGet(_ keys: [String], on eventLoop: any EventLoop) -> EventLoopFuture<
-        [Result<StateEntry?, StateStoreError>]
-    >
+    func bulkGet(_ keys: [String], on eventLoop: any EventLoop) -> Eventual<[Result<StateEntry?, StateStoreError>]>
 
-    func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> Eventual<Void>
 
     /// Deleting a missing key succeeds unless an ETag was given.
-    func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> Eventual<Void>
 
     /// Releases connections and files. Later calls fail with `StateStoreError.closed`.
     func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void>
@@ -169,17 +167,26 @@ public protocol StateStore: AnyObject, Sendable {
 /// A state store that can apply several operations atomically (components-contrib's `TransactionalStore`).
 public protocol TransactionalStateStore: StateStore {
     /// Applies every operation or none: the first failing operation's error is returned and nothing is written.
-    func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+    func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> Eventual<Void>
 }
 
 extension StateStore {
     public func bulkGet(
         _ keys: [String], on eventLoop: any EventLoop
-    ) -> EventLoopFuture<[Result<StateEntry?, StateStoreError>]> {
-        let futures = keys.map { key in
-            self.get(key, on: eventLoop).map { Result<StateEntry?, StateStoreError>.success($0) }
-                .recover { error in .failure(error as? StateStoreError ?? .backend("\(error)")) }
+    ) -> Eventual<[Result<StateEntry?, StateStoreError>]> {
+        let outcomes = keys.map { key -> Eventual<Result<StateEntry?, StateStoreError>> in
+            switch get(key, on: eventLoop) {
+            case .ready(let result): .success(result.mapError(StateStoreError.from))
+            case .later(let future): .later(future.map { .success($0) }.recover { .failure(StateStoreError.from($0)) })
+            }
         }
-        return EventLoopFuture.whenAllSucceed(futures, on: eventLoop)
+        return Eventual.all(outcomes, on: eventLoop)
+    }
+}
+
+extension StateStoreError {
+    /// Any error as a store error (a foreign one as `.backend` with its description).
+    public static func from(_ error: any Error) -> StateStoreError {
+        error as? StateStoreError ?? .backend("\(error)")
     }
 }

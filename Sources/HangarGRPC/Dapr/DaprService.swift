@@ -110,10 +110,10 @@ package enum DaprService {
                 registered.capabilities = component.capabilities
                 return registered
             }
-            return call.eventLoop.makeSucceededFuture(response)
+            return .success(response)
         }
         service.unary(prefix + "SetMetadata", Dapr_Proto_Runtime_V1_SetMetadataRequest.self) { request, call in
-            call.eventLoop.makeCompletedFuture {
+            Eventual {
                 try metadata.set(call.caller, key: request.key, value: request.value)
                 return Google_Protobuf_Empty()
             }
@@ -121,7 +121,7 @@ package enum DaprService {
         service.unary(prefix + "Shutdown", Dapr_Proto_Runtime_V1_ShutdownRequest.self) { _, call in
             // The node closes the app's listeners asynchronously, letting calls in flight (this one too) finish.
             metadata.shutdown(call.caller)
-            return call.eventLoop.makeSucceededFuture(Google_Protobuf_Empty())
+            return .success(Google_Protobuf_Empty())
         }
     }
 }

@@ -116,7 +116,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
             removeStream(closed.streamID)
             unfinishedRequests.remove(closed.streamID)
             closeIfDrained(context)
-        } else if event is GRPCDrainEvent {
+        } else if event is ListenerDrainEvent {
             draining = true
             write(
                 context,
@@ -262,17 +262,27 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
                 requestEnded: true)
         }
         streams[id]!.running = true
-        let future = stream.method(request, stream.context)
-        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let admission = stream.admission
-        future.hop(to: context.eventLoop).whenComplete { result in
+        switch stream.method(request, stream.context) {
+        case .ready(let result):
+            // A non-blocking method answered during this read: no future, no callback.
             admission.finish()
-            let (handler, context) = bound.value
-            guard handler.streams[id] != nil else { return }  // reset by the client or past its deadline
-            switch result {
-            case .success(let response): handler.respond(context, id, response)
-            case .failure(let error): handler.respondError(context, id, GRPCStatus(error), requestEnded: true)
+            complete(context, id, result)
+        case .later(let future):
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            future.hop(to: context.eventLoop).whenComplete { result in
+                admission.finish()
+                let (handler, context) = bound.value
+                handler.complete(context, id, result)
             }
+        }
+    }
+
+    private func complete(_ context: ChannelHandlerContext, _ id: HTTP2StreamID, _ result: Result<ByteBuffer, any Error>) {
+        guard streams[id] != nil else { return }  // reset by the client or past its deadline
+        switch result {
+        case .success(let response): respond(context, id, response)
+        case .failure(let error): respondError(context, id, GRPCStatus(error), requestEnded: true)
         }
     }
 

@@ -1,3 +1,4 @@
+package import HangarComponents
 package import HangarRuntime
 package import NIOCore
 package import NIOHPACK
@@ -15,8 +16,9 @@ package struct GRPCCallContext: Sendable {
 /// The methods a gRPC server answers, by path (`/package.Service/Method`). Unary methods today; the table is where
 /// server- and bidirectional-streaming kinds join it.
 package struct GRPCService: Sendable {
-    /// A unary method: one request message in, one response message (framed) out.
-    package typealias UnaryHandler = @Sendable (ByteBuffer, GRPCCallContext) -> EventLoopFuture<ByteBuffer>
+    /// A unary method: one request message in, one response message (framed) out, at once when the method does
+    /// not block, else later on the call's event loop.
+    package typealias UnaryHandler = @Sendable (ByteBuffer, GRPCCallContext) -> Eventual<ByteBuffer>
 
     package enum Method: Sendable {
         case unary(UnaryHandler)
@@ -35,15 +37,15 @@ package struct GRPCService: Sendable {
     /// Registers a unary method with typed messages: decoding, encoding and framing happen here.
     package mutating func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         _ path: String, _ request: Request.Type = Request.self,
-        _ handler: @escaping @Sendable (Request, GRPCCallContext) -> EventLoopFuture<Response>
+        _ handler: @escaping @Sendable (Request, GRPCCallContext) -> Eventual<Response>
     ) {
         let name = path.split(separator: "/").last.map(String.init) ?? path
         methods[path] = Registered(name: name, method: .unary { bytes, context in
             let request: Request
             do {
-                request = try Request(serializedBytes: Array(bytes.readableBytesView))
+                request = try bytes.withUnsafeReadableBytes { try Request(serializedBytes: $0.bytes) }
             } catch {
-                return context.eventLoop.makeFailedFuture(GRPCStatus(error))
+                return .failure(GRPCStatus(error))
             }
             return handler(request, context).flatMapThrowing { response in
                 try Self.frame(response, allocator: context.allocator)
@@ -51,15 +53,44 @@ package struct GRPCService: Sendable {
         })
     }
 
-    /// One length-prefixed, uncompressed gRPC message.
+    /// One length-prefixed, uncompressed gRPC message, encoded straight into the buffer that is written.
     package static func frame(_ message: some SwiftProtobuf.Message, allocator: ByteBufferAllocator) throws
         -> ByteBuffer
     {
-        let bytes: [UInt8] = try message.serializedBytes()
-        var buffer = allocator.buffer(capacity: bytes.count + 5)
+        let framed: GRPCFramedBytes = try message.serializedBytes()
+        return framed.buffer
+    }
+}
+
+/// A buffer holding the 5-byte gRPC message prefix followed by the message: swift-protobuf sizes the message,
+/// creates this with that many bytes after the prefix and encodes into them, so a response is encoded once,
+/// into the buffer that goes on the wire.
+struct GRPCFramedBytes: SwiftProtobufContiguousBytes {
+    private static let allocator = ByteBufferAllocator()
+    private(set) var buffer: ByteBuffer
+
+    init(repeating byte: UInt8, count: Int) {
+        buffer = Self.allocator.buffer(capacity: count + 5)
         buffer.writeInteger(UInt8(0))
-        buffer.writeInteger(UInt32(bytes.count))
-        buffer.writeBytes(bytes)
-        return buffer
+        buffer.writeInteger(UInt32(truncatingIfNeeded: count))
+        buffer.writeRepeatingByte(byte, count: count)
+    }
+
+    init<S: Sequence>(_ sequence: S) where S.Element == UInt8 {
+        buffer = Self.allocator.buffer(capacity: sequence.underestimatedCount + 5)
+        buffer.writeInteger(UInt8(0))
+        buffer.writeInteger(UInt32(0))
+        let count = buffer.writeBytes(sequence)
+        buffer.setInteger(UInt32(truncatingIfNeeded: count), at: buffer.readerIndex + 1)
+    }
+
+    var count: Int { buffer.readableBytes - 5 }
+
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeReadableBytes { try body(UnsafeRawBufferPointer(rebasing: $0[5...])) }
+    }
+
+    mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        try buffer.withUnsafeMutableReadableBytes { try body(UnsafeMutableRawBufferPointer(rebasing: $0[5...])) }
     }
 }

@@ -243,21 +243,24 @@ public final class StatePool: Sendable {
     /// Runs one store operation for `tenant`: at once for a non-blocking store, else through the fair queue.
     func run<T: Sendable>(
         _ tenant: TenantAccount?, namespace: String, store: any StateStore, on eventLoop: any EventLoop,
-        _ operation: @escaping @Sendable (any StateStore) -> EventLoopFuture<T>
-    ) -> EventLoopFuture<T> {
+        _ operation: @escaping @Sendable (any StateStore) -> Eventual<T>
+    ) -> Eventual<T> {
         inFlight.add(1, ordering: .relaxed)
         guard let fairQueue else {
-            let future = operation(store)
-            future.whenComplete { _ in self.inFlight.subtract(1, ordering: .releasing) }
-            return future
+            let outcome = operation(store)
+            switch outcome {
+            case .ready: inFlight.subtract(1, ordering: .releasing)
+            case .later(let future): future.whenComplete { _ in self.inFlight.subtract(1, ordering: .releasing) }
+            }
+            return outcome
         }
         if fairQueue.tryAcquire(tenant: namespace) {
-            let future = operation(store)
-            future.whenComplete { _ in
+            let outcome = operation(store)
+            outcome.whenComplete { _ in
                 fairQueue.finished(tenant: namespace)
                 self.inFlight.subtract(1, ordering: .releasing)
             }
-            return future
+            return outcome
         }
         let promise = eventLoop.makePromise(of: T.self)
         fairQueue.submit(tenant: namespace, weight: tenant?.weight ?? 1) {
@@ -267,7 +270,7 @@ public final class StatePool: Sendable {
                 promise.completeWith(result)
             }
         }
-        return promise.futureResult
+        return .later(promise.futureResult)
     }
 
     /// Operations waiting and running in this pool, per tenant (empty for a non-blocking store).
@@ -334,8 +337,8 @@ public struct TenantStateHandle: Sendable {
 
     /// Runs one operation on the store, fairly queued against other tenants when the store blocks.
     func run<T: Sendable>(
-        on eventLoop: any EventLoop, _ operation: @escaping @Sendable (any StateStore) -> EventLoopFuture<T>
-    ) -> EventLoopFuture<T> {
+        on eventLoop: any EventLoop, _ operation: @escaping @Sendable (any StateStore) -> Eventual<T>
+    ) -> Eventual<T> {
         pool.run(tenant, namespace: app.namespace, store: store, on: eventLoop, operation)
     }
 }

@@ -130,32 +130,32 @@ public struct StateAPI: Sendable {
     /// `GetState`: nil when the key does not exist.
     public func get(
         _ caller: Caller, store: String, key: String, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<StateValue?> {
+    ) -> Eventual<StateValue?> {
         let handle: TenantStateHandle
         let physicalKey: String
         do {
             handle = try self.handle(caller, store)
             physicalKey = try handle.physicalKey(key)
         } catch {
-            return eventLoop.makeFailedFuture(error)
+            return .failure(error)
         }
         return handle.run(on: eventLoop) { $0.get(physicalKey, on: eventLoop) }.map { entry in
             entry.map { StateValue(data: $0.value, etag: self.seal($0.etag, handle), metadata: Self.responseMetadata($0)) }
-        }.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .get, store: store) }
+        }.mapError { StateAPIError.from($0, operation: .get, store: store) }
     }
 
     /// `GetBulkState`: one result per key, in order. As Dapr, an invalid key fails the whole call; a store's
     /// failure for one key is that key's error.
     public func bulkGet(
         _ caller: Caller, store: String, keys: [String], on eventLoop: any EventLoop
-    ) -> EventLoopFuture<[BulkStateValue]> {
+    ) -> Eventual<[BulkStateValue]> {
         let physicalKeys: [String]
         let handle: TenantStateHandle
         do {
             handle = try self.handle(caller, store)
             physicalKeys = try keys.map { (key) throws(APIError) in try handle.physicalKey(key) }
         } catch {
-            return eventLoop.makeFailedFuture(error)
+            return .failure(error)
         }
         return handle.run(on: eventLoop) { $0.bulkGet(physicalKeys, on: eventLoop) }.map { fetched in
             zip(keys, fetched).map { key, result in
@@ -174,40 +174,40 @@ public struct StateAPI: Sendable {
                         error: StateAPIError.from(error, operation: .bulkGet, store: store).message)
                 }
             }
-        }.flatMapErrorThrowing { throw StateAPIError.from($0, operation: .bulkGet, store: store) }
+        }.mapError { StateAPIError.from($0, operation: .bulkGet, store: store) }
     }
 
     /// `SaveState`. Several items are applied atomically when the store is transactional (so a request never
     /// half-applies), else one by one.
     public func save(
         _ caller: Caller, store: String, items: [StateItemRequest], on eventLoop: any EventLoop
-    ) -> EventLoopFuture<Void> {
+    ) -> Eventual<Void> {
         let handle: TenantStateHandle
         let requests: [StateSetRequest]
         do {
             handle = try self.handle(caller, store)
             requests = try items.map { (item) throws(APIError) in try setRequest(item, handle) }
         } catch {
-            return eventLoop.makeFailedFuture(error)
+            return .failure(error)
         }
         return handle.run(on: eventLoop) { Self.apply(requests.map { .set($0) }, to: $0, on: eventLoop) }
-            .flatMapErrorThrowing { throw self.mapError($0, caller, .save, store) }
+            .mapError { self.mapError($0, caller, .save, store) }
     }
 
     /// `DeleteState` and `DeleteBulkState`.
     public func delete(
         _ caller: Caller, store: String, items: [StateItemRequest], on eventLoop: any EventLoop
-    ) -> EventLoopFuture<Void> {
+    ) -> Eventual<Void> {
         let handle: TenantStateHandle
         let requests: [StateDeleteRequest]
         do {
             handle = try self.handle(caller, store)
             requests = try items.map { (item) throws(APIError) in try deleteRequest(item, handle) }
         } catch {
-            return eventLoop.makeFailedFuture(error)
+            return .failure(error)
         }
         return handle.run(on: eventLoop) { Self.apply(requests.map { .delete($0) }, to: $0, on: eventLoop) }
-            .flatMapErrorThrowing { throw self.mapError($0, caller, .delete, store) }
+            .mapError { self.mapError($0, caller, .delete, store) }
     }
 
     /// A write's error as the API reports it; a refusal by `maxStateBytes` is counted as a quota refusal.
@@ -224,23 +224,23 @@ public struct StateAPI: Sendable {
     /// half-applies), else one by one.
     static func apply(
         _ operations: [StateOperation], to store: any StateStore, on eventLoop: any EventLoop
-    ) -> EventLoopFuture<Void> {
+    ) -> Eventual<Void> {
         if operations.count != 1, let transactional = store as? any TransactionalStateStore {
             return transactional.transact(operations, on: eventLoop)
         }
-        let futures = operations.map { operation in
+        let outcomes = operations.map { operation in
             switch operation {
             case .set(let request): store.set(request, on: eventLoop)
             case .delete(let request): store.delete(request, on: eventLoop)
             }
         }
-        return futures.count == 1 ? futures[0] : EventLoopFuture.andAllSucceed(futures, on: eventLoop)
+        return outcomes.count == 1 ? outcomes[0] : Eventual.all(outcomes, on: eventLoop).map { _ in }
     }
 
     /// `ExecuteStateTransaction`: all operations or none.
     public func transact(
         _ caller: Caller, store: String, operations: [StateTransactionOperation], on eventLoop: any EventLoop
-    ) -> EventLoopFuture<Void> {
+    ) -> Eventual<Void> {
         let handle: TenantStateHandle
         let transactional: any TransactionalStateStore
         let requests: [StateOperation]
@@ -258,10 +258,10 @@ public struct StateAPI: Sendable {
                 }
             }
         } catch {
-            return eventLoop.makeFailedFuture(error)
+            return .failure(error)
         }
-        if requests.isEmpty { return eventLoop.makeSucceededVoidFuture() }
+        if requests.isEmpty { return .success(()) }
         return handle.run(on: eventLoop) { _ in transactional.transact(requests, on: eventLoop) }
-            .flatMapErrorThrowing { throw self.mapError($0, caller, .transaction, store) }
+            .mapError { self.mapError($0, caller, .transaction, store) }
     }
 }
