@@ -5,8 +5,9 @@ import NIOPosix
 
 /// `hangar-bench run` (the default): starts hangard with N apps and two state stores, and Hangar's own gRPC
 /// server with a trivial echo method as the baseline; measures their memory, then in each round GetState and
-/// SaveState on each store and Echo, each with one caller and with many; prints a table (per phase, the round
-/// with the median server CPU per call) and optionally writes every result as JSON.
+/// SaveState on each store over gRPC, on the in-memory store over HTTP, and Echo, each with one caller and with
+/// many; prints a table (per phase, the round with the median server CPU per call) and optionally writes every
+/// result as JSON.
 struct BenchRunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
@@ -97,7 +98,8 @@ struct BenchRunCommand: AsyncParsableCommand {
             command: CommandLine.arguments.joined(separator: " "),
             machine: BenchReport.currentMachine(),
             options: BenchReport.Options(
-                apps: apps, concurrency: concurrency, sequentialCalls: duration == nil ? calls : nil,
+                apps: apps, concurrency: concurrency, connectApps: appsConnected,
+                sequentialCalls: duration == nil ? calls : nil,
                 concurrentCallsPerCaller: duration == nil ? callsPerCaller : nil, durationSeconds: duration,
                 warmupSeconds: warmup, rounds: rounds, valueBytes: valueBytes, keysPerCaller: keys,
                 clientThreads: clientThreads, patienceSeconds: patience, attempts: attempts))
@@ -132,7 +134,7 @@ struct BenchRunCommand: AsyncParsableCommand {
         } catch {
             for server in servers {
                 _ = await server.process.terminate(timeout: .seconds(10))
-                await BenchServer.close(server.connections)
+                await server.closeConnections()
             }
             try? await group.shutdownGracefully()
             if !keep { fixture.remove() }
@@ -151,156 +153,6 @@ struct BenchRunCommand: AsyncParsableCommand {
         if keep { print("configs and logs kept in \(fixture.root)") } else { fixture.remove() }
     }
 
-    // MARK: Servers
-
-    /// Starts hangard, measures its RSS idle and with every app connected (one connection and one call each),
-    /// and stores the keys the state loads read.
-    private func startDaemon(
-        fixture: BenchFixture, group: any EventLoopGroup, selected: Set<BenchScenario>, budget: PatienceBudget
-    ) async throws -> BenchServer {
-        let process = try ManagedProcess.spawn(
-            name: "hangard", executable: hangard,
-            arguments: [
-                "--tenancy", fixture.tenancy, "--resources", fixture.resources, "--socket-root", fixture.socketRoot,
-                "--data-dir", fixture.dataDirectory, "--http-listen", "none", "--grpc-listen", "none",
-                "--metrics-listen", "none",
-                // "hangard ready" is logged at info; nothing is logged per call at info.
-                "--log-level", "info",
-            ],
-            logPath: fixture.log("hangard"))
-        var connections: [GRPCClientConnection] = []
-        do {
-            let secondsToReady = try await process.waitForLog("hangard ready", timeout: .seconds(120))
-            progress("hangard ready in \(Self.format(secondsToReady, 2)) s with \(apps) apps (pid \(process.pid))")
-            try await Task.sleep(for: .seconds(1))
-            let idle = try ProcessSample.read(pid: process.pid)
-            for index in 0..<apps {
-                connections.append(
-                    try await GRPCClientConnection.connect(unixSocket: fixture.grpcSocket(app: index), group: group))
-            }
-            let firstCall = try BenchRequests.getState(store: "memstore", key: "absent")
-            try await Self.callEach(connections, path: BenchRequests.getStatePath, message: firstCall)
-            try await Task.sleep(for: .milliseconds(500))
-            let connected = try ProcessSample.read(pid: process.pid)
-            let info = Self.serverInfo(
-                path: hangard, apps: apps, secondsToReady: secondsToReady, idle: idle, connected: connected)
-            progress(
-                "hangard RSS: idle \(Self.format(info.idleRSSMB, 1)) MB, "
-                    + "\(apps) apps connected \(Self.format(info.connectedRSSMB, 1)) MB")
-
-            var loads: [LoadGenerator.Load] = []
-            let stores: [(name: String, get: BenchScenario, save: BenchScenario)] = [
-                ("memstore", .getMemory, .saveMemory), ("sqlstore", .getSQLite, .saveSQLite),
-            ]
-            let keySets = (0..<concurrency).map { caller in
-                (0..<keys).map { BenchRequests.key(caller: caller, index: $0) }
-            }
-            let value = BenchRequests.value(bytes: valueBytes)
-            for store in stores where selected.contains(store.get) || selected.contains(store.save) {
-                try await prefill(store.name, keySets: keySets, value: value, connections: connections)
-                if selected.contains(store.get) {
-                    loads.append(
-                        LoadGenerator.Load(
-                            operation: "GetState", store: store.name, path: BenchRequests.getStatePath,
-                            requests: try keySets.map { keys in
-                                try keys.map { try BenchRequests.getState(store: store.name, key: $0) }
-                            }))
-                }
-                if selected.contains(store.save) {
-                    loads.append(
-                        LoadGenerator.Load(
-                            operation: "SaveState", store: store.name, path: BenchRequests.saveStatePath,
-                            requests: try keySets.map { keys in
-                                try keys.map {
-                                    try BenchRequests.saveState(store: store.name, keys: [$0], value: value)
-                                }
-                            }))
-                }
-            }
-            let generator = LoadGenerator(
-                serverPID: process.pid, serverName: "hangard", patience: budget, attempts: attempts)
-            return BenchServer(
-                process: process, connections: connections, generator: generator, loads: loads, info: info)
-        } catch {
-            _ = await process.terminate(timeout: .seconds(10))
-            await BenchServer.close(connections)
-            throw error
-        }
-    }
-
-    /// Stores every key the callers will use (one bulk SaveState per caller) and reads one back.
-    private func prefill(
-        _ store: String, keySets: [[String]], value: Data, connections: [GRPCClientConnection]
-    ) async throws {
-        var futures: [EventLoopFuture<ByteBuffer>] = []
-        for (caller, keys) in keySets.enumerated() {
-            let connection = connections[caller % connections.count]
-            futures.append(
-                connection.unary(
-                    path: BenchRequests.saveStatePath,
-                    message: try BenchRequests.saveState(store: store, keys: keys, value: value)))
-        }
-        for future in futures { _ = try await future.get() }
-        let response = try await connections[0].unary(
-            path: BenchRequests.getStatePath, message: try BenchRequests.getState(store: store, key: keySets[0][0])
-        ).get()
-        guard try BenchRequests.decodeGetState(response) == value else {
-            throw BenchError("GetState on \(store) did not return the value just saved")
-        }
-    }
-
-    /// Starts the echo server (this executable, `echo-server`) with as many connections as the hangard
-    /// concurrent phases use, all to its one socket.
-    private func startEcho(
-        fixture: BenchFixture, group: any EventLoopGroup, budget: PatienceBudget
-    ) async throws -> BenchServer {
-        let process = try ManagedProcess.spawn(
-            name: "echo-server", executable: Self.ownExecutable(),
-            arguments: ["echo-server", "--socket", fixture.echoSocket], logPath: fixture.log("echo"))
-        var connections: [GRPCClientConnection] = []
-        do {
-            let secondsToReady = try await process.waitForLog(EchoServerCommand.readyMarker, timeout: .seconds(30))
-            try await Task.sleep(for: .seconds(1))
-            let idle = try ProcessSample.read(pid: process.pid)
-            for _ in 0..<min(concurrency, apps) {
-                connections.append(try await GRPCClientConnection.connect(unixSocket: fixture.echoSocket, group: group))
-            }
-            let payload = BenchRequests.value(bytes: valueBytes)
-            let request = try BenchRequests.echo(payload: payload)
-            try await Self.callEach(connections, path: BenchRequests.echoPath, message: request)
-            let response = try await connections[0].unary(path: BenchRequests.echoPath, message: request).get()
-            guard try BenchRequests.decodeEcho(response) == payload else {
-                throw BenchError("echo returned another payload")
-            }
-            try await Task.sleep(for: .milliseconds(500))
-            let connected = try ProcessSample.read(pid: process.pid)
-            let info = Self.serverInfo(
-                path: Self.ownExecutable() + " echo-server", apps: 1, secondsToReady: secondsToReady, idle: idle,
-                connected: connected)
-            let load = LoadGenerator.Load(
-                operation: "Echo", store: nil, path: BenchRequests.echoPath,
-                requests: Array(repeating: [request], count: concurrency))
-            let generator = LoadGenerator(
-                serverPID: process.pid, serverName: "echo", patience: budget, attempts: attempts)
-            return BenchServer(
-                process: process, connections: connections, generator: generator, loads: [load], info: info)
-        } catch {
-            _ = await process.terminate(timeout: .seconds(5))
-            await BenchServer.close(connections)
-            throw error
-        }
-    }
-
-    private static func serverInfo(
-        path: String, apps: Int, secondsToReady: Double, idle: ProcessSample, connected: ProcessSample
-    ) -> BenchReport.ServerProcess {
-        BenchReport.ServerProcess(
-            path: path, apps: apps, secondsToReady: secondsToReady, idleRSSMB: BenchServer.megabytes(idle.rssKiB),
-            idleAnonymousRSSMB: BenchServer.megabytes(idle.anonymousRSSKiB),
-            idleFileRSSMB: BenchServer.megabytes(idle.fileRSSKiB), idleThreads: idle.threads,
-            connectedRSSMB: BenchServer.megabytes(connected.rssKiB), connectedThreads: connected.threads)
-    }
-
     // MARK: Phases
 
     /// The sequential phase (one caller, on the first connection), then the concurrent one.
@@ -313,8 +165,8 @@ struct BenchRunCommand: AsyncParsableCommand {
         var results: [PhaseResult] = []
         for phase in phases {
             var result = try await server.generator.measure(
-                load, callers: phase.callers, connections: server.connections, warmup: .seconds(warmup),
-                length: phase.length)
+                load, callers: phase.callers, connections: server.connections(callers: phase.callers),
+                warmup: .seconds(warmup), length: phase.length)
             result.round = round
             progress(
                 "\(result.server) \(result.label): \(result.calls) calls, "
@@ -327,18 +179,10 @@ struct BenchRunCommand: AsyncParsableCommand {
         return results
     }
 
-    /// One call on every connection, all at once.
-    private static func callEach(_ connections: [GRPCClientConnection], path: String, message: ByteBuffer) async throws
-    {
-        let futures = connections.map { $0.unary(path: path, message: message) }
-        for future in futures { _ = try await future.get() }
-    }
+    /// The apps the concurrent callers are spread over.
+    var appsConnected: Int { min(concurrency, apps) }
 
-    private static func ownExecutable() -> String {
-        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    }
-
-    private func progress(_ line: String) { TextTable.progress(line) }
+    func progress(_ line: String) { TextTable.progress(line) }
 
     static func format(_ value: Double, _ decimals: Int) -> String { TextTable.format(value, decimals) }
 }

@@ -130,8 +130,8 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         var floodRequests: [ByteBuffer]
 
         func close() async {
-            await BenchServer.close(steady)
-            await BenchServer.close(flood)
+            await GRPCClientConnection.close(steady)
+            await GRPCClientConnection.close(flood)
         }
     }
 
@@ -366,18 +366,9 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         _ connections: [GRPCClientConnection], requests: [[ByteBuffer]], path: String, rate: Double,
         schedule: PacedSchedule
     ) -> [EventLoopFuture<PacedOutcome>] {
-        let perConnection = rate / Double(connections.count)
-        return connections.enumerated().map { index, connection in
-            let handler = connection.handler
-            let callerRequests = requests[index]
-            let offset = UInt64(Double(index) * 1_000_000_000 / rate)
-            return connection.eventLoop.flatSubmit {
-                PacedCaller(
-                    handler: handler.value, path: path, requests: callerRequests, rate: perConnection, offset: offset,
-                    schedule: schedule, eventLoop: connection.eventLoop
-                ).start()
-            }
-        }
+        PacedCaller.start(
+            on: connections, requests: requests.map { GRPCClientRequest.batch(path: path, $0) }, rate: rate,
+            schedule: schedule)
     }
 
     /// Sleeps until a monotonic instant (`NIODeadline` clock).

@@ -13,16 +13,15 @@ enum ResultTable {
         lines.append("")
 
         let header = [
-            "server", "operation", "store", "mode", "callers", "conns", "calls", "calls/s", "p50 µs", "p90 µs",
-            "p99 µs",
-            "p99.9 µs", "server CPU µs/call", "(rounds min–max)", "server cs/call", "client CPU µs/call", "other load",
-            "steal %", "errors",
+            "server", "operation", "store", "api", "mode", "callers", "apps", "conns", "calls", "calls/s", "p50 µs",
+            "p90 µs", "p99 µs", "p99.9 µs", "server CPU µs/call", "(rounds min–max)", "server cs/call",
+            "client CPU µs/call", "other load", "steal %", "errors",
         ]
         var rows = [header]
         for phase in report.phases {
             rows.append([
-                phase.server, phase.operation, phase.store ?? "-", phase.mode, "\(phase.callers)",
-                "\(phase.connections)",
+                phase.server, phase.operation, phase.store ?? "-", phase.api.rawValue, phase.mode, "\(phase.callers)",
+                phase.apps.map(String.init) ?? "-", "\(phase.connections)",
                 "\(phase.calls)", format(phase.callsPerSecond, 0), format(phase.latency.p50, 1),
                 format(phase.latency.p90, 1), format(phase.latency.p99, 1), format(phase.latency.p999, 1),
                 format(phase.serverCPUMicrosPerCall, 1),
@@ -32,7 +31,7 @@ enum ResultTable {
                 phase.stealPercent.map { format($0, 1) } ?? "-", "\(phase.errors)",
             ])
         }
-        lines.append(contentsOf: align(rows, leftColumns: 4))
+        lines.append(contentsOf: align(rows, leftColumns: 5))
         let disturbed = report.phases.filter { ($0.otherBusyCores ?? 0) > 0.1 }
         if !disturbed.isEmpty {
             lines.append(
