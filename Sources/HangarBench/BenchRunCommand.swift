@@ -28,6 +28,16 @@ struct BenchRunCommand: AsyncParsableCommand {
     @Option(help: "Callers in the concurrent phases, spread round-robin over the app connections (1 skips them).")
     var concurrency = 32
 
+    @Option(
+        help: ArgumentHelp(
+            "Apps the concurrent callers are spread over, round-robin (default: one app per caller, up to --apps).",
+            discussion: """
+                Over gRPC the callers of one app share its one HTTP/2 connection (several calls in flight on it). \
+                HTTP/1.1 has no multiplexing: every caller has a connection of its own to its app's HTTP socket. \
+                Each echo phase uses as many connections as hangard's gRPC phases.
+                """))
+    var connectApps: Int?
+
     @Option(help: "Calls in each sequential phase.")
     var calls = 20_000
 
@@ -75,6 +85,9 @@ struct BenchRunCommand: AsyncParsableCommand {
     func validate() throws {
         guard apps >= 1 else { throw ValidationError("--apps must be at least 1") }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
+        if let connectApps, !(1...apps).contains(connectApps) {
+            throw ValidationError("--connect-apps must be between 1 and --apps (\(apps))")
+        }
         guard calls >= 1, callsPerCaller >= 1, rounds >= 1, attempts >= 1 else {
             throw ValidationError("--calls, --calls-per-caller, --rounds and --attempts must be positive")
         }
@@ -180,7 +193,7 @@ struct BenchRunCommand: AsyncParsableCommand {
     }
 
     /// The apps the concurrent callers are spread over.
-    var appsConnected: Int { min(concurrency, apps) }
+    var appsConnected: Int { connectApps ?? min(concurrency, apps) }
 
     func progress(_ line: String) { TextTable.progress(line) }
 
