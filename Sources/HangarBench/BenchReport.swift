@@ -61,6 +61,8 @@ struct BenchReport: Codable, Sendable {
     var options: Options
     var daemon: ServerProcess?
     var echo: ServerProcess?
+    /// The memory scenario, from hangards of its own.
+    var memory: MemoryReport?
     /// One result per phase: the round with the median server CPU per call, with the spread over the rounds.
     var phases: [PhaseResult] = []
     /// Every round of every phase, in the order run.
@@ -122,6 +124,7 @@ struct BenchReport: Codable, Sendable {
                     unit: "×",
                     met: ratio <= 1.5, range: ratios.count > 1 ? [ratios[0], ratios[ratios.count - 1]] : nil))
         }
+        targets += memory?.targets ?? []
         if let daemon {
             targets.append(
                 TargetCheck(

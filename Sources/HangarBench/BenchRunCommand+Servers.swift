@@ -21,7 +21,7 @@ extension BenchRunCommand {
                     try await GRPCClientConnection.connect(unixSocket: fixture.grpcSocket(app: index), group: group))
             }
             let firstCall = try BenchRequests.getState(store: "memstore", key: "absent")
-            try await Self.callEach(
+            try await GRPCClientConnection.callEach(
                 connections, GRPCClientRequest(path: BenchRequests.getStatePath, message: firstCall))
             try await Task.sleep(for: .milliseconds(500))
             let connected = try ProcessSample.read(pid: process.pid)
@@ -129,7 +129,7 @@ extension BenchRunCommand {
             let payload = BenchRequests.value(bytes: valueBytes)
             let request = GRPCClientRequest(
                 path: BenchRequests.echoPath, message: try BenchRequests.echo(payload: payload))
-            try await Self.callEach(connections, request)
+            try await GRPCClientConnection.callEach(connections, request)
             let response = try await connections[0].call(request).get()
             guard try BenchRequests.decodeEcho(response) == payload else {
                 throw BenchError("echo returned another payload")
@@ -161,14 +161,6 @@ extension BenchRunCommand {
             idleAnonymousRSSMB: BenchServer.megabytes(idle.anonymousRSSKiB),
             idleFileRSSMB: BenchServer.megabytes(idle.fileRSSKiB), idleThreads: idle.threads,
             connectedRSSMB: BenchServer.megabytes(connected.rssKiB), connectedThreads: connected.threads)
-    }
-
-    /// One call on every connection, all at once.
-    static func callEach<Connection: UnaryClientConnection>(
-        _ connections: [Connection], _ request: Connection.Handler.Request
-    ) async throws {
-        let futures = connections.map { $0.call(request) }
-        for future in futures { _ = try await future.get() }
     }
 
     private static func ownExecutable() -> String {

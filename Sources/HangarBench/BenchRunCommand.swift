@@ -38,6 +38,12 @@ struct BenchRunCommand: AsyncParsableCommand {
                 """))
     var connectApps: Int?
 
+    @Option(help: "Apps declared in the memory scenario's second hangard.")
+    var memoryApps = 1000
+
+    @Option(help: "Apps of those the memory scenario connects (one gRPC connection and one GetState each).")
+    var memoryConnected = 200
+
     @Option(help: "Calls in each sequential phase.")
     var calls = 20_000
 
@@ -88,6 +94,9 @@ struct BenchRunCommand: AsyncParsableCommand {
         if let connectApps, !(1...apps).contains(connectApps) {
             throw ValidationError("--connect-apps must be between 1 and --apps (\(apps))")
         }
+        guard memoryApps >= 2, (1...memoryApps).contains(memoryConnected) else {
+            throw ValidationError("--memory-apps must be at least 2, --memory-connected between 1 and --memory-apps")
+        }
         guard calls >= 1, callsPerCaller >= 1, rounds >= 1, attempts >= 1 else {
             throw ValidationError("--calls, --calls-per-caller, --rounds and --attempts must be positive")
         }
@@ -102,7 +111,7 @@ struct BenchRunCommand: AsyncParsableCommand {
     func run() async throws {
         let selected = Set(scenario.contains(.all) ? BenchScenario.allCases.filter { $0 != .all } : scenario)
         let needsDaemon = selected.contains { $0.needsDaemon }
-        if needsDaemon, !FileManager.default.isExecutableFile(atPath: hangard) {
+        if needsDaemon || selected.contains(.memory), !FileManager.default.isExecutableFile(atPath: hangard) {
             throw BenchError(
                 "no hangard at \(hangard); build it (swift build -c release --product hangard) or pass --hangard")
         }
@@ -121,6 +130,12 @@ struct BenchRunCommand: AsyncParsableCommand {
         let budget = PatienceBudget(.milliseconds(Int64(patience * 1000)))
         var servers: [BenchServer] = []
         do {
+            // First, while no other hangard runs: PSS divides shared pages among the processes that map them.
+            if selected.contains(.memory) {
+                report.memory = try await MemoryFootprint(
+                    hangard: hangard, resources: resources, declared: memoryApps, connected: memoryConnected, keep: keep
+                ).measure(group: group)
+            }
             if needsDaemon {
                 servers.append(
                     try await startDaemon(fixture: fixture, group: group, selected: selected, budget: budget))
@@ -128,7 +143,7 @@ struct BenchRunCommand: AsyncParsableCommand {
             if selected.contains(.echo) {
                 servers.append(try await startEcho(fixture: fixture, group: group, budget: budget))
             }
-            for round in 1...rounds {
+            for round in 1...rounds where !servers.isEmpty {
                 if rounds > 1 { progress("round \(round) of \(rounds)") }
                 for server in servers {
                     for load in server.loads {

@@ -41,6 +41,12 @@ extension UnaryClientConnection {
         }
     }
 
+    /// One call on every connection, all at once; fails if one of them fails.
+    static func callEach(_ connections: [Self], _ request: Handler.Request) async throws {
+        let futures = connections.map { $0.call(request) }
+        for future in futures { _ = try await future.get() }
+    }
+
     /// Closes every connection, one after the other.
     static func close(_ connections: [Self]) async {
         for connection in connections { await connection.close() }
