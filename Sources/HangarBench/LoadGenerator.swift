@@ -71,11 +71,7 @@ struct LoadGenerator: Sendable {
     /// Waits (within the patience budget) until other processes use less than `quietCores`.
     private func waitForQuiet() async throws {
         guard let patience, !patience.isExhausted else { return }
-        let started = ContinuousClock.now
-        let busy = try await SystemCPUSample.waitForQuiet(
-            threshold: quietCores, limit: patience.allowance(.seconds(15)))
-        // The first half-second look is the normal cost of a phase; only waiting beyond it is charged.
-        patience.spend(ContinuousClock.now - started - .milliseconds(500))
+        let busy = try await patience.waitForQuiet(threshold: quietCores, limit: .seconds(15))
         if busy >= quietCores {
             Self.warn("other processes keep \(String(format: "%.2f", busy)) cores busy; measuring anyway")
         }
@@ -107,16 +103,8 @@ struct LoadGenerator: Sendable {
         let seconds = Double(nanoseconds) / 1_000_000_000
         let serverMicros = ProcessSample.cpuMicros(from: before, to: after)
         let clientMicros = clientAfter - clientBefore
-        var otherBusyCores: Double?
-        var stealPercent: Double?
-        if let systemBefore, let systemAfter, systemAfter.totalTicks > systemBefore.totalTicks {
-            let ticks = Double(ProcessSample.ticksPerSecond)
-            let busyMicros = Double(systemAfter.busyTicks - systemBefore.busyTicks) / ticks * 1_000_000
-            otherBusyCores = max(0, (busyMicros - serverMicros - clientMicros) / 1_000_000 / seconds)
-            stealPercent =
-                Double(systemAfter.stealTicks - systemBefore.stealTicks)
-                / Double(systemAfter.totalTicks - systemBefore.totalTicks) * 100
-        }
+        let (otherBusyCores, stealPercent) = SystemCPUSample.otherLoad(
+            from: systemBefore, to: systemAfter, knownMicros: serverMicros + clientMicros, seconds: seconds)
         return PhaseResult(
             server: serverName, operation: load.operation, store: load.store, transport: load.transport,
             mode: callers == 1 ? "sequential" : "concurrent", callers: callers, apps: connections.apps,

@@ -271,9 +271,7 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
     ) async throws -> NoisyNeighbourReport.Phase {
         let name = flooding ? "noisy" : "quiet"
         if !budget.isExhausted {
-            let waitStarted = ContinuousClock.now
-            let busy = try await SystemCPUSample.waitForQuiet(threshold: 0.1, limit: budget.allowance(.seconds(20)))
-            budget.spend(ContinuousClock.now - waitStarted - .milliseconds(500))
+            let busy = try await budget.waitForQuiet(threshold: 0.1, limit: .seconds(20))
             if busy >= 0.1 {
                 TextTable.progress(
                     "other processes keep \(TextTable.format(busy, 2)) cores busy; measuring \(name) anyway")
@@ -297,13 +295,13 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
                 schedule: PacedSchedule(start: origin, measureFrom: measureFrom, end: end))
         }
 
-        try await Self.sleep(until: measureFrom)
+        try await PacedSchedule.sleep(until: measureFrom)
         let systemBefore = SystemCPUSample.read()
         let before = try ProcessSample.read(pid: pid)
         let benchBefore = ProcessSample.ownCPUMicros()
         let schedulerBefore = (daemon: SchedulerSample.read(pid: pid), bench: SchedulerSample.read(pid: getpid()))
         let sampledFrom = NIODeadline.now().uptimeNanoseconds
-        try await Self.sleep(until: end)
+        try await PacedSchedule.sleep(until: end)
         let sampledUntil = NIODeadline.now().uptimeNanoseconds
         let schedulerAfter = (daemon: SchedulerSample.read(pid: pid), bench: SchedulerSample.read(pid: getpid()))
         let benchAfter = ProcessSample.ownCPUMicros()
@@ -322,17 +320,8 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         let answered = max(1, steady.issued - steady.unanswered + (flood.map { $0.issued - $0.unanswered } ?? 0))
         let daemonMicros = ProcessSample.cpuMicros(from: before, to: after)
         let benchMicros = benchAfter - benchBefore
-        var otherCores: Double?
-        var stealPercent: Double?
-        if let systemBefore, let systemAfter, systemAfter.totalTicks > systemBefore.totalTicks {
-            let busyMicros =
-                Double(systemAfter.busyTicks - systemBefore.busyTicks) / Double(ProcessSample.ticksPerSecond)
-                * 1_000_000
-            otherCores = max(0, (busyMicros - daemonMicros - benchMicros) / 1_000_000 / sampledSeconds)
-            stealPercent =
-                Double(systemAfter.stealTicks - systemBefore.stealTicks)
-                / Double(systemAfter.totalTicks - systemBefore.totalTicks) * 100
-        }
+        let (otherCores, stealPercent) = SystemCPUSample.otherLoad(
+            from: systemBefore, to: systemAfter, knownMicros: daemonMicros + benchMicros, seconds: sampledSeconds)
         let phase = NoisyNeighbourReport.Phase(
             name: name, seconds: seconds, steady: steady, flood: flood,
             acceptedOverQuota: flood.map { $0.okPerSecond / Double(quota) },
@@ -369,11 +358,5 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         PacedCaller.start(
             on: connections, requests: requests.map { GRPCClientRequest.batch(path: path, $0) }, rate: rate,
             schedule: schedule)
-    }
-
-    /// Sleeps until a monotonic instant (`NIODeadline` clock).
-    private static func sleep(until instant: UInt64) async throws {
-        let now = NIODeadline.now().uptimeNanoseconds
-        if instant > now { try await Task.sleep(for: .nanoseconds(Int64(instant - now))) }
     }
 }

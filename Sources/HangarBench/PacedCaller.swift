@@ -49,6 +49,12 @@ struct PacedSchedule: Sendable {
     /// How long after `end` the caller waits for the answers of the window's calls before counting them
     /// unanswered.
     var answerTimeout: UInt64 = 5_000_000_000
+
+    /// Sleeps until a monotonic instant (`NIODeadline` clock).
+    static func sleep(until instant: UInt64) async throws {
+        let now = NIODeadline.now().uptimeNanoseconds
+        if instant > now { try await Task.sleep(for: .nanoseconds(Int64(instant - now))) }
+    }
 }
 
 /// An open-loop caller on one connection: a timer on the connection's event loop, firing at most once a
