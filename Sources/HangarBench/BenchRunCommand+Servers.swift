@@ -9,7 +9,8 @@ extension BenchRunCommand {
     func startDaemon(
         fixture: BenchFixture, group: any EventLoopGroup, selected: Set<BenchScenario>, budget: PatienceBudget
     ) async throws -> BenchServer {
-        let (process, secondsToReady) = try await ManagedProcess.startHangard(executable: hangard, fixture: fixture)
+        let (process, secondsToReady) = try await ManagedProcess.startHangard(
+            executable: common.hangard, fixture: fixture)
         var server: BenchServer?
         var connections: [GRPCClientConnection] = []
         do {
@@ -26,7 +27,7 @@ extension BenchRunCommand {
             try await Task.sleep(for: .milliseconds(500))
             let connected = try ProcessSample.read(pid: process.pid)
             let info = Self.serverInfo(
-                path: hangard, apps: apps, secondsToReady: secondsToReady, idle: idle, connected: connected)
+                path: common.hangard, apps: apps, secondsToReady: secondsToReady, idle: idle, connected: connected)
             progress(
                 "hangard RSS: idle \(Self.format(info.idleRSSMB, 1)) MB, "
                     + "\(apps) apps connected \(Self.format(info.connectedRSSMB, 1)) MB")

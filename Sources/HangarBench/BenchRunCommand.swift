@@ -13,11 +13,7 @@ struct BenchRunCommand: AsyncParsableCommand {
         commandName: "run",
         abstract: "Measure hangard: RSS, GetState/SaveState latency, throughput and daemon CPU per call.")
 
-    @Option(help: "The hangard binary to start.")
-    var hangard = ".build/release/hangard"
-
-    @Option(help: "Directory of the Component YAML to load (stores 'memstore' and 'sqlstore').")
-    var resources = "bench/resources"
+    @OptionGroup var common: HangardOptions
 
     @Option(help: "What to measure (repeatable).")
     var scenario: [BenchScenario] = [.all]
@@ -82,12 +78,6 @@ struct BenchRunCommand: AsyncParsableCommand {
     @Option(help: "Runs of a phase at most, while other processes disturb it.")
     var attempts = 3
 
-    @Option(help: "Write every result as JSON to this path.")
-    var json: String?
-
-    @Flag(help: "Keep the temporary directory (configs, logs, SQLite file) instead of removing it.")
-    var keep = false
-
     func validate() throws {
         guard apps >= 1 else { throw ValidationError("--apps must be at least 1") }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
@@ -111,9 +101,10 @@ struct BenchRunCommand: AsyncParsableCommand {
     func run() async throws {
         let selected = Set(scenario.contains(.all) ? BenchScenario.allCases.filter { $0 != .all } : scenario)
         let needsDaemon = selected.contains { $0.needsDaemon }
-        if needsDaemon || selected.contains(.memory), !FileManager.default.isExecutableFile(atPath: hangard) {
+        if needsDaemon || selected.contains(.memory), !FileManager.default.isExecutableFile(atPath: common.hangard) {
             throw BenchError(
-                "no hangard at \(hangard); build it (swift build -c release --product hangard) or pass --hangard")
+                "no hangard at \(common.hangard); build it (swift build -c release --product hangard) or pass --hangard"
+            )
         }
         var report = BenchReport(
             date: ISO8601DateFormatter().string(from: Date()),
@@ -125,7 +116,7 @@ struct BenchRunCommand: AsyncParsableCommand {
                 concurrentCallsPerCaller: duration == nil ? callsPerCaller : nil, durationSeconds: duration,
                 warmupSeconds: warmup, rounds: rounds, valueBytes: valueBytes, keysPerCaller: keys,
                 clientThreads: clientThreads, patienceSeconds: patience, attempts: attempts))
-        let fixture = try BenchFixture.create(apps: apps, resourcesSource: needsDaemon ? resources : nil)
+        let fixture = try BenchFixture.create(apps: apps, resourcesSource: needsDaemon ? common.resources : nil)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
         let budget = PatienceBudget(.milliseconds(Int64(patience * 1000)))
         var servers: [BenchServer] = []
@@ -133,7 +124,9 @@ struct BenchRunCommand: AsyncParsableCommand {
             // First, while no other hangard runs: PSS divides shared pages among the processes that map them.
             if selected.contains(.memory) {
                 report.memory = try await MemoryFootprint(
-                    hangard: hangard, resources: resources, declared: memoryApps, connected: memoryConnected, keep: keep
+                    hangard: common.hangard, resources: common.resources, declared: memoryApps,
+                    connected: memoryConnected,
+                    keep: common.keep
                 ).measure(group: group)
             }
             if needsDaemon {
@@ -165,7 +158,7 @@ struct BenchRunCommand: AsyncParsableCommand {
                 await server.closeConnections()
             }
             try? await group.shutdownGracefully()
-            if !keep { fixture.remove() }
+            if !common.keep { fixture.remove() }
             throw error
         }
         try await group.shutdownGracefully()
@@ -173,12 +166,8 @@ struct BenchRunCommand: AsyncParsableCommand {
         report.echo = servers.first { $0.generator.serverName == "echo" }?.info
         report.phases = PhaseResult.medians(report.allPhases)
         report.checkTargets()
-        print(ResultTable.render(report))
-        if let json {
-            try TextTable.writeJSON(report, to: json)
-            print("results written to \(json)")
-        }
-        if keep { print("configs and logs kept in \(fixture.root)") } else { fixture.remove() }
+        try common.publish(ResultTable.render(report), report)
+        common.finish(fixture)
     }
 
     // MARK: Phases

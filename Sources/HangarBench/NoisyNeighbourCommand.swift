@@ -39,11 +39,7 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
     static let steadyNamespace = "steady"
     static let steadyApp = "calm"
 
-    @Option(help: "The hangard binary to start.")
-    var hangard = ".build/release/hangard"
-
-    @Option(help: "Directory of the Component YAML to load (stores 'memstore' and 'sqlstore').")
-    var resources = "bench/resources"
+    @OptionGroup var common: HangardOptions
 
     @Option(help: "The noisy tenant's requestsPerSecond quota (Q); its burst is max(1, Q/10).")
     var quota = 200
@@ -101,12 +97,6 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
     @Option(help: "Seconds the run may spend waiting, before a phase, for other processes to use less than 0.1 cores.")
     var patience: Double = 60
 
-    @Option(help: "Write the results as JSON to this path.")
-    var json: String?
-
-    @Flag(help: "Keep the temporary directory (configs, logs, SQLite file) instead of removing it.")
-    var keep = false
-
     func validate() throws {
         guard quota >= 1, floodFactor >= 1, floodConnections >= 1, steadyConnections >= 1, floodThreads >= 1 else {
             throw ValidationError(
@@ -155,7 +145,7 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
                     quotas: ["requestsPerSecond": quota, "burst": burst]),
                 BenchTenant(namespace: Self.steadyNamespace, apps: [Self.steadyApp], quotas: BenchTenant.unlimited),
             ],
-            resourcesSource: resources)
+            resourcesSource: common.resources)
         // The steady tenant's client has an event loop of its own, so that the flood's answers never queue in
         // front of its own on the client side.
         let steadyGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -163,7 +153,7 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         var process: ManagedProcess?
         var clients: Clients?
         do {
-            let started = try await ManagedProcess.startHangard(executable: hangard, fixture: fixture)
+            let started = try await ManagedProcess.startHangard(executable: common.hangard, fixture: fixture)
             process = started.process
             report.hangardSecondsToReady = started.secondsToReady
             TextTable.progress(
@@ -180,7 +170,7 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
             await clients?.close()
             try? await steadyGroup.shutdownGracefully()
             try? await floodGroup.shutdownGracefully()
-            if !keep { fixture.remove() }
+            if !common.keep { fixture.remove() }
             throw error
         }
         if let process {
@@ -192,12 +182,8 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         try await steadyGroup.shutdownGracefully()
         try await floodGroup.shutdownGracefully()
         report.evaluate()
-        print(report.render())
-        if let json {
-            try TextTable.writeJSON(report, to: json)
-            print("results written to \(json)")
-        }
-        if keep { print("configs and logs kept in \(fixture.root)") } else { fixture.remove() }
+        try common.publish(report.render(), report)
+        common.finish(fixture)
     }
 
     // MARK: Set-up

@@ -14,11 +14,7 @@ struct SidecarCommand: AsyncParsableCommand {
         commandName: "sidecar",
         abstract: "Compare one hangard serving every app with one hangard per app (the sidecar model), same load.")
 
-    @Option(help: "The hangard binary to start.")
-    var hangard = ".build/release/hangard"
-
-    @Option(help: "Directory of the Component YAML every hangard loads (stores 'memstore' and 'sqlstore').")
-    var resources = "bench/resources"
+    @OptionGroup var common: HangardOptions
 
     @Option(help: "Apps, each with one connection and one paced caller.")
     var apps = 50
@@ -44,12 +40,6 @@ struct SidecarCommand: AsyncParsableCommand {
     @Option(help: "Seconds the run may spend waiting, before a model, for other processes to use less than 0.1 cores.")
     var patience: Double = 60
 
-    @Option(help: "Write the results as JSON to this path.")
-    var json: String?
-
-    @Flag(help: "Keep the temporary directories (configs, logs) instead of removing them.")
-    var keep = false
-
     func validate() throws {
         guard apps >= 1, keys >= 1 else { throw ValidationError("--apps and --keys must be positive") }
         guard rate > 0, duration > 0, warmup >= 0, patience >= 0, valueBytes >= 0 else {
@@ -66,7 +56,7 @@ struct SidecarCommand: AsyncParsableCommand {
             machine: BenchReport.currentMachine(),
             options: SidecarReport.Options(
                 apps: apps, ratePerApp: rate, store: store, durationSeconds: duration, warmupSeconds: warmup,
-                keys: keys, valueBytes: valueBytes, resources: resources))
+                keys: keys, valueBytes: valueBytes, resources: common.resources))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let budget = PatienceBudget(.milliseconds(Int64(patience * 1000)))
         do {
@@ -79,11 +69,7 @@ struct SidecarCommand: AsyncParsableCommand {
         }
         try await group.shutdownGracefully()
         report.evaluate()
-        print(report.render())
-        if let json {
-            try TextTable.writeJSON(report, to: json)
-            print("results written to \(json)")
-        }
+        try common.publish(report.render(), report)
     }
 
     // MARK: Models
@@ -91,7 +77,7 @@ struct SidecarCommand: AsyncParsableCommand {
     /// The fixtures of a model: one declaring every app (node), or one per app (sidecar); app `i` is `app-<i>` of
     /// tenant `bench` either way.
     private func fixtures(_ name: String) throws -> [BenchFixture] {
-        if name == "node" { return [try BenchFixture.create(apps: apps, resourcesSource: resources)] }
+        if name == "node" { return [try BenchFixture.create(apps: apps, resourcesSource: common.resources)] }
         var fixtures: [BenchFixture] = []
         do {
             for index in 0..<apps {
@@ -102,7 +88,7 @@ struct SidecarCommand: AsyncParsableCommand {
                                 namespace: BenchFixture.namespace, apps: [BenchFixture.appID(index)],
                                 quotas: BenchTenant.unlimited)
                         ],
-                        resourcesSource: resources))
+                        resourcesSource: common.resources))
             }
             return fixtures
         } catch {
@@ -118,9 +104,9 @@ struct SidecarCommand: AsyncParsableCommand {
         let fixtures = try fixtures(name)
         let fleet: HangardFleet
         do {
-            fleet = try await HangardFleet.start(executable: hangard, fixtures: fixtures)
+            fleet = try await HangardFleet.start(executable: common.hangard, fixtures: fixtures)
         } catch {
-            if !keep { for fixture in fixtures { fixture.remove() } }
+            if !common.keep { for fixture in fixtures { fixture.remove() } }
             throw error
         }
         TextTable.progress(
@@ -141,7 +127,7 @@ struct SidecarCommand: AsyncParsableCommand {
             await GRPCClientConnection.close(connections)
             let killed = await fleet.stop()
             TextTable.progress("\(name): stopped\(killed > 0 ? ", \(killed) killed after 10 s" : "")")
-            if keep {
+            if common.keep {
                 TextTable.progress("\(name): configs and logs kept in \(fixtures.map(\.root).joined(separator: " "))")
             } else {
                 fleet.removeFixtures()
@@ -150,7 +136,7 @@ struct SidecarCommand: AsyncParsableCommand {
         } catch {
             await GRPCClientConnection.close(connections)
             await fleet.stop()
-            if !keep { fleet.removeFixtures() }
+            if !common.keep { fleet.removeFixtures() }
             throw error
         }
     }
