@@ -114,5 +114,5 @@ enum ResultTable {
 
     private static func format(_ value: Double, _ decimals: Int) -> String { TextTable.format(value, decimals) }
 
-    private static func signed(_ value: Double) -> String { String(format: "%+.1f", value) }
+    private static func signed(_ value: Double) -> String { TextTable.signed(value, 1) }
 }
