@@ -16,11 +16,7 @@ struct AttachCommand: AsyncParsableCommand {
 
     static let app = "app"
 
-    @Option(help: "The hangard binary to start.")
-    var hangard = ".build/release/hangard"
-
-    @Option(help: "Directory of the Component YAML to load (stores 'memstore' and 'sqlstore').")
-    var resources = "bench/resources"
+    @OptionGroup var common: HangardOptions
 
     @Option(help: "Apps declared (tenant 'bench') before the samples.")
     var apps = 100
@@ -33,12 +29,6 @@ struct AttachCommand: AsyncParsableCommand {
 
     @Option(help: "Seconds an attach or a detach may take before the run fails.")
     var timeout: Double = 10
-
-    @Option(help: "Write the results as JSON to this path.")
-    var json: String?
-
-    @Flag(help: "Keep the temporary directory (configs, logs) instead of removing it.")
-    var keep = false
 
     /// How often the socket is polled.
     static let poll: Duration = .milliseconds(1)
@@ -58,11 +48,11 @@ struct AttachCommand: AsyncParsableCommand {
                 apps: apps, samples: samples, pauseSeconds: pause,
                 pollMilliseconds: Double(Self.poll.components.attoseconds) / 1e15),
             hangardSecondsToReady: 0)
-        let fixture = try BenchFixture.create(apps: apps, resourcesSource: resources)
+        let fixture = try BenchFixture.create(apps: apps, resourcesSource: common.resources)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var process: ManagedProcess?
         do {
-            let started = try await ManagedProcess.startHangard(executable: hangard, fixture: fixture)
+            let started = try await ManagedProcess.startHangard(executable: common.hangard, fixture: fixture)
             process = started.process
             report.hangardSecondsToReady = started.secondsToReady
             TextTable.progress(
@@ -81,7 +71,7 @@ struct AttachCommand: AsyncParsableCommand {
         } catch {
             if let process { _ = await process.terminate(timeout: .seconds(10)) }
             try? await group.shutdownGracefully()
-            if !keep { fixture.remove() }
+            if !common.keep { fixture.remove() }
             throw error
         }
         if let process {
@@ -92,12 +82,8 @@ struct AttachCommand: AsyncParsableCommand {
         }
         try await group.shutdownGracefully()
         report.summarise()
-        print(report.render())
-        if let json {
-            try TextTable.writeJSON(report, to: json)
-            print("results written to \(json)")
-        }
-        if keep { print("configs and logs kept in \(fixture.root)") } else { fixture.remove() }
+        try common.publish(report.render(), report)
+        common.finish(fixture)
     }
 
     /// One attach and detach of tenant `attach-<index>`.

@@ -72,11 +72,22 @@ extension ManagedProcess {
     static func startHangard(
         executable: String, fixture: BenchFixture, timeout: Duration = .seconds(120)
     ) async throws -> (process: ManagedProcess, secondsToReady: Double) {
+        let process = try spawnHangard(executable: executable, fixture: fixture)
+        do {
+            return (process, try await process.waitForHangard(timeout: timeout))
+        } catch {
+            _ = await process.terminate(timeout: .seconds(10))
+            throw error
+        }
+    }
+
+    /// Spawns hangard on `fixture` (as `startHangard`) without waiting for it.
+    static func spawnHangard(executable: String, fixture: BenchFixture) throws -> ManagedProcess {
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw BenchError(
                 "no hangard at \(executable); build it (swift build -c release --product hangard) or pass --hangard")
         }
-        let process = try spawn(
+        return try spawn(
             name: "hangard", executable: executable,
             arguments: [
                 "--tenancy", fixture.tenancy, "--resources", fixture.resources, "--socket-root", fixture.socketRoot,
@@ -84,11 +95,11 @@ extension ManagedProcess {
                 "--metrics-listen", "none", "--log-level", "info",
             ],
             logPath: fixture.log("hangard"))
-        do {
-            return (process, try await process.waitForLog("hangard ready", timeout: timeout))
-        } catch {
-            _ = await process.terminate(timeout: .seconds(10))
-            throw error
-        }
+    }
+
+    /// Waits for a spawned hangard's "hangard ready" (logged at info; nothing is logged per call at info);
+    /// returns the seconds from spawn.
+    func waitForHangard(timeout: Duration = .seconds(120)) async throws -> Double {
+        try await waitForLog("hangard ready", timeout: timeout)
     }
 }

@@ -17,9 +17,14 @@ struct BenchFixture: Sendable {
 
     static func appID(_ index: Int) -> String { "app-\(index)" }
 
-    func grpcSocket(app index: Int) -> String {
+    func grpcSocket(app index: Int) -> String { appSocket(index, "grpc") }
+
+    func httpSocket(app index: Int) -> String { appSocket(index, "http") }
+
+    /// `<socket root>/bench/app-<index>/dapr-app-<index>-<kind>.socket`, as hangard binds it.
+    private func appSocket(_ index: Int, _ kind: String) -> String {
         let app = Self.appID(index)
-        return "\(socketRoot)/\(Self.namespace)/\(app)/dapr-\(app)-grpc.socket"
+        return "\(socketRoot)/\(Self.namespace)/\(app)/dapr-\(app)-\(kind).socket"
     }
 
     func log(_ name: String) -> String { "\(root)/\(name).log" }

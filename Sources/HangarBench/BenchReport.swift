@@ -11,6 +11,8 @@ struct BenchReport: Codable, Sendable {
     struct Options: Codable, Sendable {
         var apps: Int
         var concurrency: Int
+        /// The apps the concurrent callers are spread over; nil in results written before `--connect-apps`.
+        var connectApps: Int?
         var sequentialCalls: Int?
         var concurrentCallsPerCaller: Int?
         var durationSeconds: Double?
@@ -59,37 +61,45 @@ struct BenchReport: Codable, Sendable {
     var options: Options
     var daemon: ServerProcess?
     var echo: ServerProcess?
+    /// The memory scenario, from hangards of its own.
+    var memory: MemoryReport?
     /// One result per phase: the round with the median server CPU per call, with the spread over the rounds.
     var phases: [PhaseResult] = []
     /// Every round of every phase, in the order run.
     var allPhases: [PhaseResult] = []
     var targets: [TargetCheck] = []
 
-    func phase(server: String, operation: String, store: String?, mode: String) -> PhaseResult? {
-        phases.first { $0.server == server && $0.operation == operation && $0.store == store && $0.mode == mode }
+    func phase(
+        server: String, operation: String, store: String?, mode: String, transport: BenchTransport = .grpc
+    ) -> PhaseResult? {
+        phases.first {
+            $0.server == server && $0.operation == operation && $0.store == store && $0.mode == mode
+                && $0.api == transport
+        }
     }
 
     /// Checks the targets that this run has the numbers for.
     mutating func checkTargets() {
         targets = []
-        let getSequential = phase(server: "hangard", operation: "GetState", store: "memstore", mode: "sequential")
-        let getConcurrent = phase(server: "hangard", operation: "GetState", store: "memstore", mode: "concurrent")
-        if let getSequential {
-            targets.append(
-                TargetCheck(
-                    name: "hangard CPU per GetState (in-memory, 1 caller)", target: "<= 40",
-                    measured: getSequential.serverCPUMicrosPerCall, unit: "µs",
-                    met: getSequential.serverCPUMicrosPerCall <= 40))
+        for transport in [BenchTransport.grpc, .http] {
+            let over = transport == .http ? " over HTTP" : ""
+            for mode in ["sequential", "concurrent"] {
+                guard
+                    let get = phase(
+                        server: "hangard", operation: "GetState", store: "memstore", mode: mode, transport: transport)
+                else { continue }
+                let callers = get.callers == 1 ? "1 caller" : "\(get.callers) callers"
+                targets.append(
+                    TargetCheck(
+                        name: "hangard CPU per GetState\(over) (in-memory, \(callers))", target: "<= 40",
+                        measured: get.serverCPUMicrosPerCall, unit: "µs", met: get.serverCPUMicrosPerCall <= 40))
+            }
         }
-        if let getConcurrent {
+        if let getConcurrent = phase(server: "hangard", operation: "GetState", store: "memstore", mode: "concurrent") {
+            let apps = getConcurrent.apps.map { " over \($0) apps" } ?? ""
             targets.append(
                 TargetCheck(
-                    name: "hangard CPU per GetState (in-memory, \(getConcurrent.callers) callers)", target: "<= 40",
-                    measured: getConcurrent.serverCPUMicrosPerCall, unit: "µs",
-                    met: getConcurrent.serverCPUMicrosPerCall <= 40))
-            targets.append(
-                TargetCheck(
-                    name: "GetState calls/s (in-memory, \(getConcurrent.callers) callers)", target: ">= 20000",
+                    name: "GetState calls/s (in-memory, \(getConcurrent.callers) callers\(apps))", target: ">= 20000",
                     measured: getConcurrent.callsPerSecond, unit: "calls/s", met: getConcurrent.callsPerSecond >= 20_000
                 ))
         }
@@ -98,7 +108,7 @@ struct BenchReport: Codable, Sendable {
             func sequential(_ server: String, _ operation: String, _ store: String?) -> PhaseResult? {
                 allPhases.first {
                     $0.round == round && $0.server == server && $0.operation == operation && $0.store == store
-                        && $0.mode == "sequential"
+                        && $0.mode == "sequential" && $0.api == .grpc
                 }
             }
             guard let get = sequential("hangard", "GetState", "memstore"), let echo = sequential("echo", "Echo", nil),
@@ -114,6 +124,7 @@ struct BenchReport: Codable, Sendable {
                     unit: "×",
                     met: ratio <= 1.5, range: ratios.count > 1 ? [ratios[0], ratios[ratios.count - 1]] : nil))
         }
+        targets += memory?.targets ?? []
         if let daemon {
             targets.append(
                 TargetCheck(

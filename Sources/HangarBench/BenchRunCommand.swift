@@ -5,18 +5,15 @@ import NIOPosix
 
 /// `hangar-bench run` (the default): starts hangard with N apps and two state stores, and Hangar's own gRPC
 /// server with a trivial echo method as the baseline; measures their memory, then in each round GetState and
-/// SaveState on each store and Echo, each with one caller and with many; prints a table (per phase, the round
-/// with the median server CPU per call) and optionally writes every result as JSON.
+/// SaveState on each store over gRPC, on the in-memory store over HTTP, and Echo, each with one caller and with
+/// many; prints a table (per phase, the round with the median server CPU per call) and optionally writes every
+/// result as JSON.
 struct BenchRunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Measure hangard: RSS, GetState/SaveState latency, throughput and daemon CPU per call.")
 
-    @Option(help: "The hangard binary to start.")
-    var hangard = ".build/release/hangard"
-
-    @Option(help: "Directory of the Component YAML to load (stores 'memstore' and 'sqlstore').")
-    var resources = "bench/resources"
+    @OptionGroup var common: HangardOptions
 
     @Option(help: "What to measure (repeatable).")
     var scenario: [BenchScenario] = [.all]
@@ -26,6 +23,22 @@ struct BenchRunCommand: AsyncParsableCommand {
 
     @Option(help: "Callers in the concurrent phases, spread round-robin over the app connections (1 skips them).")
     var concurrency = 32
+
+    @Option(
+        help: ArgumentHelp(
+            "Apps the concurrent callers are spread over, round-robin (default: one app per caller, up to --apps).",
+            discussion: """
+                Over gRPC the callers of one app share its one HTTP/2 connection (several calls in flight on it). \
+                HTTP/1.1 has no multiplexing: every caller has a connection of its own to its app's HTTP socket. \
+                Each echo phase uses as many connections as hangard's gRPC phases.
+                """))
+    var connectApps: Int?
+
+    @Option(help: "Apps declared in the memory scenario's second hangard.")
+    var memoryApps = 1000
+
+    @Option(help: "Apps of those the memory scenario connects (one gRPC connection and one GetState each).")
+    var memoryConnected = 200
 
     @Option(help: "Calls in each sequential phase.")
     var calls = 20_000
@@ -65,15 +78,15 @@ struct BenchRunCommand: AsyncParsableCommand {
     @Option(help: "Runs of a phase at most, while other processes disturb it.")
     var attempts = 3
 
-    @Option(help: "Write every result as JSON to this path.")
-    var json: String?
-
-    @Flag(help: "Keep the temporary directory (configs, logs, SQLite file) instead of removing it.")
-    var keep = false
-
     func validate() throws {
         guard apps >= 1 else { throw ValidationError("--apps must be at least 1") }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
+        if let connectApps, !(1...apps).contains(connectApps) {
+            throw ValidationError("--connect-apps must be between 1 and --apps (\(apps))")
+        }
+        guard memoryApps >= 2, (1...memoryApps).contains(memoryConnected) else {
+            throw ValidationError("--memory-apps must be at least 2, --memory-connected between 1 and --memory-apps")
+        }
         guard calls >= 1, callsPerCaller >= 1, rounds >= 1, attempts >= 1 else {
             throw ValidationError("--calls, --calls-per-caller, --rounds and --attempts must be positive")
         }
@@ -88,24 +101,34 @@ struct BenchRunCommand: AsyncParsableCommand {
     func run() async throws {
         let selected = Set(scenario.contains(.all) ? BenchScenario.allCases.filter { $0 != .all } : scenario)
         let needsDaemon = selected.contains { $0.needsDaemon }
-        if needsDaemon, !FileManager.default.isExecutableFile(atPath: hangard) {
+        if needsDaemon || selected.contains(.memory), !FileManager.default.isExecutableFile(atPath: common.hangard) {
             throw BenchError(
-                "no hangard at \(hangard); build it (swift build -c release --product hangard) or pass --hangard")
+                "no hangard at \(common.hangard); build it (swift build -c release --product hangard) or pass --hangard"
+            )
         }
         var report = BenchReport(
             date: ISO8601DateFormatter().string(from: Date()),
             command: CommandLine.arguments.joined(separator: " "),
             machine: BenchReport.currentMachine(),
             options: BenchReport.Options(
-                apps: apps, concurrency: concurrency, sequentialCalls: duration == nil ? calls : nil,
+                apps: apps, concurrency: concurrency, connectApps: appsConnected,
+                sequentialCalls: duration == nil ? calls : nil,
                 concurrentCallsPerCaller: duration == nil ? callsPerCaller : nil, durationSeconds: duration,
                 warmupSeconds: warmup, rounds: rounds, valueBytes: valueBytes, keysPerCaller: keys,
                 clientThreads: clientThreads, patienceSeconds: patience, attempts: attempts))
-        let fixture = try BenchFixture.create(apps: apps, resourcesSource: needsDaemon ? resources : nil)
+        let fixture = try BenchFixture.create(apps: apps, resourcesSource: needsDaemon ? common.resources : nil)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
         let budget = PatienceBudget(.milliseconds(Int64(patience * 1000)))
         var servers: [BenchServer] = []
         do {
+            // First, while no other hangard runs: PSS divides shared pages among the processes that map them.
+            if selected.contains(.memory) {
+                report.memory = try await MemoryFootprint(
+                    hangard: common.hangard, resources: common.resources, declared: memoryApps,
+                    connected: memoryConnected,
+                    keep: common.keep
+                ).measure(group: group)
+            }
             if needsDaemon {
                 servers.append(
                     try await startDaemon(fixture: fixture, group: group, selected: selected, budget: budget))
@@ -113,7 +136,7 @@ struct BenchRunCommand: AsyncParsableCommand {
             if selected.contains(.echo) {
                 servers.append(try await startEcho(fixture: fixture, group: group, budget: budget))
             }
-            for round in 1...rounds {
+            for round in 1...rounds where !servers.isEmpty {
                 if rounds > 1 { progress("round \(round) of \(rounds)") }
                 for server in servers {
                     for load in server.loads {
@@ -132,10 +155,10 @@ struct BenchRunCommand: AsyncParsableCommand {
         } catch {
             for server in servers {
                 _ = await server.process.terminate(timeout: .seconds(10))
-                await BenchServer.close(server.connections)
+                await server.closeConnections()
             }
             try? await group.shutdownGracefully()
-            if !keep { fixture.remove() }
+            if !common.keep { fixture.remove() }
             throw error
         }
         try await group.shutdownGracefully()
@@ -143,162 +166,8 @@ struct BenchRunCommand: AsyncParsableCommand {
         report.echo = servers.first { $0.generator.serverName == "echo" }?.info
         report.phases = PhaseResult.medians(report.allPhases)
         report.checkTargets()
-        print(ResultTable.render(report))
-        if let json {
-            try TextTable.writeJSON(report, to: json)
-            print("results written to \(json)")
-        }
-        if keep { print("configs and logs kept in \(fixture.root)") } else { fixture.remove() }
-    }
-
-    // MARK: Servers
-
-    /// Starts hangard, measures its RSS idle and with every app connected (one connection and one call each),
-    /// and stores the keys the state loads read.
-    private func startDaemon(
-        fixture: BenchFixture, group: any EventLoopGroup, selected: Set<BenchScenario>, budget: PatienceBudget
-    ) async throws -> BenchServer {
-        let process = try ManagedProcess.spawn(
-            name: "hangard", executable: hangard,
-            arguments: [
-                "--tenancy", fixture.tenancy, "--resources", fixture.resources, "--socket-root", fixture.socketRoot,
-                "--data-dir", fixture.dataDirectory, "--http-listen", "none", "--grpc-listen", "none",
-                "--metrics-listen", "none",
-                // "hangard ready" is logged at info; nothing is logged per call at info.
-                "--log-level", "info",
-            ],
-            logPath: fixture.log("hangard"))
-        var connections: [GRPCClientConnection] = []
-        do {
-            let secondsToReady = try await process.waitForLog("hangard ready", timeout: .seconds(120))
-            progress("hangard ready in \(Self.format(secondsToReady, 2)) s with \(apps) apps (pid \(process.pid))")
-            try await Task.sleep(for: .seconds(1))
-            let idle = try ProcessSample.read(pid: process.pid)
-            for index in 0..<apps {
-                connections.append(
-                    try await GRPCClientConnection.connect(unixSocket: fixture.grpcSocket(app: index), group: group))
-            }
-            let firstCall = try BenchRequests.getState(store: "memstore", key: "absent")
-            try await Self.callEach(connections, path: BenchRequests.getStatePath, message: firstCall)
-            try await Task.sleep(for: .milliseconds(500))
-            let connected = try ProcessSample.read(pid: process.pid)
-            let info = Self.serverInfo(
-                path: hangard, apps: apps, secondsToReady: secondsToReady, idle: idle, connected: connected)
-            progress(
-                "hangard RSS: idle \(Self.format(info.idleRSSMB, 1)) MB, "
-                    + "\(apps) apps connected \(Self.format(info.connectedRSSMB, 1)) MB")
-
-            var loads: [LoadGenerator.Load] = []
-            let stores: [(name: String, get: BenchScenario, save: BenchScenario)] = [
-                ("memstore", .getMemory, .saveMemory), ("sqlstore", .getSQLite, .saveSQLite),
-            ]
-            let keySets = (0..<concurrency).map { caller in
-                (0..<keys).map { BenchRequests.key(caller: caller, index: $0) }
-            }
-            let value = BenchRequests.value(bytes: valueBytes)
-            for store in stores where selected.contains(store.get) || selected.contains(store.save) {
-                try await prefill(store.name, keySets: keySets, value: value, connections: connections)
-                if selected.contains(store.get) {
-                    loads.append(
-                        LoadGenerator.Load(
-                            operation: "GetState", store: store.name, path: BenchRequests.getStatePath,
-                            requests: try keySets.map { keys in
-                                try keys.map { try BenchRequests.getState(store: store.name, key: $0) }
-                            }))
-                }
-                if selected.contains(store.save) {
-                    loads.append(
-                        LoadGenerator.Load(
-                            operation: "SaveState", store: store.name, path: BenchRequests.saveStatePath,
-                            requests: try keySets.map { keys in
-                                try keys.map {
-                                    try BenchRequests.saveState(store: store.name, keys: [$0], value: value)
-                                }
-                            }))
-                }
-            }
-            let generator = LoadGenerator(
-                serverPID: process.pid, serverName: "hangard", patience: budget, attempts: attempts)
-            return BenchServer(
-                process: process, connections: connections, generator: generator, loads: loads, info: info)
-        } catch {
-            _ = await process.terminate(timeout: .seconds(10))
-            await BenchServer.close(connections)
-            throw error
-        }
-    }
-
-    /// Stores every key the callers will use (one bulk SaveState per caller) and reads one back.
-    private func prefill(
-        _ store: String, keySets: [[String]], value: Data, connections: [GRPCClientConnection]
-    ) async throws {
-        var futures: [EventLoopFuture<ByteBuffer>] = []
-        for (caller, keys) in keySets.enumerated() {
-            let connection = connections[caller % connections.count]
-            futures.append(
-                connection.unary(
-                    path: BenchRequests.saveStatePath,
-                    message: try BenchRequests.saveState(store: store, keys: keys, value: value)))
-        }
-        for future in futures { _ = try await future.get() }
-        let response = try await connections[0].unary(
-            path: BenchRequests.getStatePath, message: try BenchRequests.getState(store: store, key: keySets[0][0])
-        ).get()
-        guard try BenchRequests.decodeGetState(response) == value else {
-            throw BenchError("GetState on \(store) did not return the value just saved")
-        }
-    }
-
-    /// Starts the echo server (this executable, `echo-server`) with as many connections as the hangard
-    /// concurrent phases use, all to its one socket.
-    private func startEcho(
-        fixture: BenchFixture, group: any EventLoopGroup, budget: PatienceBudget
-    ) async throws -> BenchServer {
-        let process = try ManagedProcess.spawn(
-            name: "echo-server", executable: Self.ownExecutable(),
-            arguments: ["echo-server", "--socket", fixture.echoSocket], logPath: fixture.log("echo"))
-        var connections: [GRPCClientConnection] = []
-        do {
-            let secondsToReady = try await process.waitForLog(EchoServerCommand.readyMarker, timeout: .seconds(30))
-            try await Task.sleep(for: .seconds(1))
-            let idle = try ProcessSample.read(pid: process.pid)
-            for _ in 0..<min(concurrency, apps) {
-                connections.append(try await GRPCClientConnection.connect(unixSocket: fixture.echoSocket, group: group))
-            }
-            let payload = BenchRequests.value(bytes: valueBytes)
-            let request = try BenchRequests.echo(payload: payload)
-            try await Self.callEach(connections, path: BenchRequests.echoPath, message: request)
-            let response = try await connections[0].unary(path: BenchRequests.echoPath, message: request).get()
-            guard try BenchRequests.decodeEcho(response) == payload else {
-                throw BenchError("echo returned another payload")
-            }
-            try await Task.sleep(for: .milliseconds(500))
-            let connected = try ProcessSample.read(pid: process.pid)
-            let info = Self.serverInfo(
-                path: Self.ownExecutable() + " echo-server", apps: 1, secondsToReady: secondsToReady, idle: idle,
-                connected: connected)
-            let load = LoadGenerator.Load(
-                operation: "Echo", store: nil, path: BenchRequests.echoPath,
-                requests: Array(repeating: [request], count: concurrency))
-            let generator = LoadGenerator(
-                serverPID: process.pid, serverName: "echo", patience: budget, attempts: attempts)
-            return BenchServer(
-                process: process, connections: connections, generator: generator, loads: [load], info: info)
-        } catch {
-            _ = await process.terminate(timeout: .seconds(5))
-            await BenchServer.close(connections)
-            throw error
-        }
-    }
-
-    private static func serverInfo(
-        path: String, apps: Int, secondsToReady: Double, idle: ProcessSample, connected: ProcessSample
-    ) -> BenchReport.ServerProcess {
-        BenchReport.ServerProcess(
-            path: path, apps: apps, secondsToReady: secondsToReady, idleRSSMB: BenchServer.megabytes(idle.rssKiB),
-            idleAnonymousRSSMB: BenchServer.megabytes(idle.anonymousRSSKiB),
-            idleFileRSSMB: BenchServer.megabytes(idle.fileRSSKiB), idleThreads: idle.threads,
-            connectedRSSMB: BenchServer.megabytes(connected.rssKiB), connectedThreads: connected.threads)
+        try common.publish(ResultTable.render(report), report)
+        common.finish(fixture)
     }
 
     // MARK: Phases
@@ -313,8 +182,8 @@ struct BenchRunCommand: AsyncParsableCommand {
         var results: [PhaseResult] = []
         for phase in phases {
             var result = try await server.generator.measure(
-                load, callers: phase.callers, connections: server.connections, warmup: .seconds(warmup),
-                length: phase.length)
+                load, callers: phase.callers, connections: server.connections(callers: phase.callers),
+                warmup: .seconds(warmup), length: phase.length)
             result.round = round
             progress(
                 "\(result.server) \(result.label): \(result.calls) calls, "
@@ -327,18 +196,10 @@ struct BenchRunCommand: AsyncParsableCommand {
         return results
     }
 
-    /// One call on every connection, all at once.
-    private static func callEach(_ connections: [GRPCClientConnection], path: String, message: ByteBuffer) async throws
-    {
-        let futures = connections.map { $0.unary(path: path, message: message) }
-        for future in futures { _ = try await future.get() }
-    }
+    /// The apps the concurrent callers are spread over.
+    var appsConnected: Int { connectApps ?? min(concurrency, apps) }
 
-    private static func ownExecutable() -> String {
-        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    }
-
-    private func progress(_ line: String) { TextTable.progress(line) }
+    func progress(_ line: String) { TextTable.progress(line) }
 
     static func format(_ value: Double, _ decimals: Int) -> String { TextTable.format(value, decimals) }
 }

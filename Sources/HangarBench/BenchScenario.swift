@@ -1,7 +1,9 @@
 import ArgumentParser
 
 /// What `--scenario` selects. The RSS numbers (idle, then every app connected once) are taken whenever hangard
-/// runs; each state scenario runs a sequential phase (one caller) and, with `--concurrency` above 1, a concurrent one.
+/// runs; each state scenario runs a sequential phase (one caller) and, with `--concurrency` above 1, a concurrent
+/// one. The `-http` scenarios call Dapr's HTTP API on the apps' HTTP sockets, the others gRPC. `memory` starts
+/// hangards of its own (`--memory-apps`, `--memory-connected`) before the others.
 enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
     case all
     case rss
@@ -9,8 +11,11 @@ enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
     case saveMemory = "save-memory"
     case getSQLite = "get-sqlite"
     case saveSQLite = "save-sqlite"
+    case getHTTP = "get-http"
+    case saveHTTP = "save-http"
     case echo
+    case memory
 
-    /// Whether the scenario needs hangard running.
-    var needsDaemon: Bool { self != .echo && self != .all }
+    /// Whether the scenario needs the hangard the load scenarios run against.
+    var needsDaemon: Bool { self != .echo && self != .all && self != .memory }
 }

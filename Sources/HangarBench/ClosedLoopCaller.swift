@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHPACK
 
 /// When a caller stops: after a number of calls, or at a monotonic instant (nanoseconds, `NIODeadline` clock).
 enum CallerStop: Sendable {
@@ -16,12 +15,11 @@ struct CallerOutcome: Sendable {
 
 /// One caller that issues its next call as soon as the previous one returns, entirely on its connection's event
 /// loop (no hop to the concurrency pool between calls, so the client adds as little as it can to what it
-/// measures). It cycles through pre-encoded requests. A gRPC error is counted and the loop goes on; a closed
-/// stream or a malformed response ends the caller.
-final class ClosedLoopCaller {
-    private let handler: GRPCClientHandler
-    private let headers: HPACKHeaders
-    private let requests: [ByteBuffer]
+/// measures). It cycles through pre-encoded requests, gRPC or HTTP. An error the server answered with (a gRPC or
+/// HTTP status) is counted and the loop goes on; a closed connection or a malformed response ends the caller.
+final class ClosedLoopCaller<Handler: UnaryClientHandler> {
+    private let handler: Handler
+    private let requests: [Handler.Request]
     private let stop: CallerStop
     private let done: EventLoopPromise<CallerOutcome>
     private var nextRequest = 0
@@ -30,10 +28,9 @@ final class ClosedLoopCaller {
     private var outcome = CallerOutcome(samples: [], errors: 0, firstError: nil)
 
     /// Call on the connection's event loop.
-    init(handler: GRPCClientHandler, path: String, requests: [ByteBuffer], stop: CallerStop, eventLoop: any EventLoop) {
+    init(handler: Handler, requests: [Handler.Request], stop: CallerStop, eventLoop: any EventLoop) {
         precondition(!requests.isEmpty, "a caller needs at least one request")
         self.handler = handler
-        self.headers = GRPCClientHandler.requestHeaders(path: path)
         self.requests = requests
         self.stop = stop
         self.done = eventLoop.makePromise(of: CallerOutcome.self)
@@ -58,23 +55,20 @@ final class ClosedLoopCaller {
         let request = requests[nextRequest]
         nextRequest = nextRequest + 1 == requests.count ? 0 : nextRequest + 1
         startedAt = now
-        handler.call(headers: headers, message: request) { result in
+        handler.call(request) { result in
             self.completed(result)
         }
     }
 
-    private func completed(_ result: Result<ByteBuffer, GRPCCallError>) {
+    private func completed(_ result: Result<ByteBuffer, Handler.Failure>) {
         let elapsed = NIODeadline.now().uptimeNanoseconds - startedAt
         switch result {
         case .success:
             outcome.samples.append(elapsed)
-        case .failure(.status(let code, let message)):
-            outcome.errors += 1
-            if outcome.firstError == nil { outcome.firstError = "grpc-status \(code): \(message)" }
         case .failure(let error):
             outcome.errors += 1
             if outcome.firstError == nil { outcome.firstError = "\(error)" }
-            return done.succeed(outcome)
+            if !error.isAnswer { return done.succeed(outcome) }
         }
         issueOrFinish()
     }

@@ -3,7 +3,7 @@ import NIOHTTP2
 import NIOPosix
 
 /// One HTTP/2 connection to a gRPC server on a Unix socket, carrying any number of concurrent unary calls.
-struct GRPCClientConnection: Sendable {
+struct GRPCClientConnection: UnaryClientConnection {
     let channel: any Channel
     let handler: NIOLoopBound<GRPCClientHandler>
 
@@ -49,14 +49,7 @@ struct GRPCClientConnection: Sendable {
 
     /// One unary call from any thread; returns the response message without its prefix.
     func unary(path: String, message: ByteBuffer) -> EventLoopFuture<ByteBuffer> {
-        let handler = self.handler
-        return eventLoop.flatSubmit {
-            let promise = channel.eventLoop.makePromise(of: ByteBuffer.self)
-            handler.value.call(headers: GRPCClientHandler.requestHeaders(path: path), message: message) { result in
-                promise.completeWith(result.mapError { $0 as any Error })
-            }
-            return promise.futureResult
-        }
+        call(GRPCClientRequest(path: path, message: message))
     }
 
     func close() async {

@@ -16,20 +16,40 @@ struct LoadGenerator: Sendable {
     /// Other processes' load, in cores, above which a phase counts as disturbed.
     var quietCores = 0.1
 
-    /// What a phase calls: `requests[i]` are the framed requests caller `i` cycles through.
+    /// What a phase calls: `requests[i]` are the pre-encoded requests caller `i` cycles through, over gRPC or HTTP.
     struct Load: Sendable {
         var operation: String
         var store: String?
-        var path: String
-        var requests: [[ByteBuffer]]
+        var requests: Requests
+
+        enum Requests: Sendable {
+            case grpc([[GRPCClientRequest]])
+            case http([[HTTPClientRequest]])
+        }
+
+        var transport: BenchTransport {
+            switch requests {
+            case .grpc: .grpc
+            case .http: .http
+            }
+        }
+
+        var callerCount: Int {
+            switch requests {
+            case .grpc(let requests): requests.count
+            case .http(let requests): requests.count
+            }
+        }
     }
 
-    /// Runs a warm-up, then the measured phase, with `callers` callers spread round-robin over `connections`;
-    /// again (up to `attempts` times) while other processes kept more than `quietCores` cores busy meanwhile.
+    /// Runs a warm-up, then the measured phase, with `callers` callers spread round-robin over the connections of
+    /// the load's transport; again (up to `attempts` times) while other processes kept more than `quietCores`
+    /// cores busy meanwhile.
     func measure(
-        _ load: Load, callers: Int, connections: [GRPCClientConnection], warmup: PhaseLength, length: PhaseLength
+        _ load: Load, callers: Int, connections: BenchConnections, warmup: PhaseLength, length: PhaseLength
     ) async throws -> PhaseResult {
-        precondition(callers > 0 && !connections.isEmpty && load.requests.count >= callers)
+        precondition(
+            callers > 0 && connections.count(load.transport) > 0 && load.callerCount >= callers)
         var best: PhaseResult?
         for attempt in 1...max(1, attempts) {
             try await waitForQuiet()
@@ -51,11 +71,7 @@ struct LoadGenerator: Sendable {
     /// Waits (within the patience budget) until other processes use less than `quietCores`.
     private func waitForQuiet() async throws {
         guard let patience, !patience.isExhausted else { return }
-        let started = ContinuousClock.now
-        let busy = try await SystemCPUSample.waitForQuiet(
-            threshold: quietCores, limit: patience.allowance(.seconds(15)))
-        // The first half-second look is the normal cost of a phase; only waiting beyond it is charged.
-        patience.spend(ContinuousClock.now - started - .milliseconds(500))
+        let busy = try await patience.waitForQuiet(threshold: quietCores, limit: .seconds(15))
         if busy >= quietCores {
             Self.warn("other processes keep \(String(format: "%.2f", busy)) cores busy; measuring anyway")
         }
@@ -66,7 +82,7 @@ struct LoadGenerator: Sendable {
     }
 
     private func measureOnce(
-        _ load: Load, callers: Int, connections: [GRPCClientConnection], warmup: PhaseLength, length: PhaseLength
+        _ load: Load, callers: Int, connections: BenchConnections, warmup: PhaseLength, length: PhaseLength
     ) async throws -> PhaseResult {
         _ = try await drive(load, callers: callers, connections: connections, length: warmup)
 
@@ -87,20 +103,12 @@ struct LoadGenerator: Sendable {
         let seconds = Double(nanoseconds) / 1_000_000_000
         let serverMicros = ProcessSample.cpuMicros(from: before, to: after)
         let clientMicros = clientAfter - clientBefore
-        var otherBusyCores: Double?
-        var stealPercent: Double?
-        if let systemBefore, let systemAfter, systemAfter.totalTicks > systemBefore.totalTicks {
-            let ticks = Double(ProcessSample.ticksPerSecond)
-            let busyMicros = Double(systemAfter.busyTicks - systemBefore.busyTicks) / ticks * 1_000_000
-            otherBusyCores = max(0, (busyMicros - serverMicros - clientMicros) / 1_000_000 / seconds)
-            stealPercent =
-                Double(systemAfter.stealTicks - systemBefore.stealTicks)
-                / Double(systemAfter.totalTicks - systemBefore.totalTicks) * 100
-        }
+        let (otherBusyCores, stealPercent) = SystemCPUSample.otherLoad(
+            from: systemBefore, to: systemAfter, knownMicros: serverMicros + clientMicros, seconds: seconds)
         return PhaseResult(
-            server: serverName, operation: load.operation, store: load.store,
-            mode: callers == 1 ? "sequential" : "concurrent", callers: callers,
-            connections: min(callers, connections.count), calls: calls, errors: errors,
+            server: serverName, operation: load.operation, store: load.store, transport: load.transport,
+            mode: callers == 1 ? "sequential" : "concurrent", callers: callers, apps: connections.apps,
+            connections: min(callers, connections.count(load.transport)), calls: calls, errors: errors,
             firstError: outcomes.lazy.compactMap(\.firstError).first, seconds: seconds,
             callsPerSecond: Double(calls) / seconds, latency: LatencySummary(samples: samples),
             serverCPUMicrosPerCall: serverMicros / Double(attempted),
@@ -112,7 +120,18 @@ struct LoadGenerator: Sendable {
 
     /// Runs the callers until each stops; returns what each saw and the wall time from start to the last one done.
     private func drive(
-        _ load: Load, callers: Int, connections: [GRPCClientConnection], length: PhaseLength
+        _ load: Load, callers: Int, connections: BenchConnections, length: PhaseLength
+    ) async throws -> ([CallerOutcome], UInt64) {
+        switch load.requests {
+        case .grpc(let requests):
+            try await drive(requests, callers: callers, connections: connections.grpc, length: length)
+        case .http(let requests):
+            try await drive(requests, callers: callers, connections: connections.http, length: length)
+        }
+    }
+
+    private func drive<Connection: UnaryClientConnection>(
+        _ requests: [[Connection.Handler.Request]], callers: Int, connections: [Connection], length: PhaseLength
     ) async throws -> ([CallerOutcome], UInt64) {
         let start = NIODeadline.now().uptimeNanoseconds
         let stop = length.stop(callers: callers, start: start)
@@ -120,13 +139,11 @@ struct LoadGenerator: Sendable {
         for index in 0..<callers {
             let connection = connections[index % connections.count]
             let handler = connection.handler
-            let requests = load.requests[index]
-            let path = load.path
+            let callerRequests = requests[index]
             futures.append(
                 connection.eventLoop.flatSubmit {
                     ClosedLoopCaller(
-                        handler: handler.value, path: path, requests: requests, stop: stop,
-                        eventLoop: connection.eventLoop
+                        handler: handler.value, requests: callerRequests, stop: stop, eventLoop: connection.eventLoop
                     ).start()
                 })
         }

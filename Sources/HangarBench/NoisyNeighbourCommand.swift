@@ -39,11 +39,7 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
     static let steadyNamespace = "steady"
     static let steadyApp = "calm"
 
-    @Option(help: "The hangard binary to start.")
-    var hangard = ".build/release/hangard"
-
-    @Option(help: "Directory of the Component YAML to load (stores 'memstore' and 'sqlstore').")
-    var resources = "bench/resources"
+    @OptionGroup var common: HangardOptions
 
     @Option(help: "The noisy tenant's requestsPerSecond quota (Q); its burst is max(1, Q/10).")
     var quota = 200
@@ -101,12 +97,6 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
     @Option(help: "Seconds the run may spend waiting, before a phase, for other processes to use less than 0.1 cores.")
     var patience: Double = 60
 
-    @Option(help: "Write the results as JSON to this path.")
-    var json: String?
-
-    @Flag(help: "Keep the temporary directory (configs, logs, SQLite file) instead of removing it.")
-    var keep = false
-
     func validate() throws {
         guard quota >= 1, floodFactor >= 1, floodConnections >= 1, steadyConnections >= 1, floodThreads >= 1 else {
             throw ValidationError(
@@ -130,8 +120,8 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         var floodRequests: [ByteBuffer]
 
         func close() async {
-            await BenchServer.close(steady)
-            await BenchServer.close(flood)
+            await GRPCClientConnection.close(steady)
+            await GRPCClientConnection.close(flood)
         }
     }
 
@@ -155,7 +145,7 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
                     quotas: ["requestsPerSecond": quota, "burst": burst]),
                 BenchTenant(namespace: Self.steadyNamespace, apps: [Self.steadyApp], quotas: BenchTenant.unlimited),
             ],
-            resourcesSource: resources)
+            resourcesSource: common.resources)
         // The steady tenant's client has an event loop of its own, so that the flood's answers never queue in
         // front of its own on the client side.
         let steadyGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -163,7 +153,7 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         var process: ManagedProcess?
         var clients: Clients?
         do {
-            let started = try await ManagedProcess.startHangard(executable: hangard, fixture: fixture)
+            let started = try await ManagedProcess.startHangard(executable: common.hangard, fixture: fixture)
             process = started.process
             report.hangardSecondsToReady = started.secondsToReady
             TextTable.progress(
@@ -180,7 +170,7 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
             await clients?.close()
             try? await steadyGroup.shutdownGracefully()
             try? await floodGroup.shutdownGracefully()
-            if !keep { fixture.remove() }
+            if !common.keep { fixture.remove() }
             throw error
         }
         if let process {
@@ -192,12 +182,8 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         try await steadyGroup.shutdownGracefully()
         try await floodGroup.shutdownGracefully()
         report.evaluate()
-        print(report.render())
-        if let json {
-            try TextTable.writeJSON(report, to: json)
-            print("results written to \(json)")
-        }
-        if keep { print("configs and logs kept in \(fixture.root)") } else { fixture.remove() }
+        try common.publish(report.render(), report)
+        common.finish(fixture)
     }
 
     // MARK: Set-up
@@ -271,9 +257,7 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
     ) async throws -> NoisyNeighbourReport.Phase {
         let name = flooding ? "noisy" : "quiet"
         if !budget.isExhausted {
-            let waitStarted = ContinuousClock.now
-            let busy = try await SystemCPUSample.waitForQuiet(threshold: 0.1, limit: budget.allowance(.seconds(20)))
-            budget.spend(ContinuousClock.now - waitStarted - .milliseconds(500))
+            let busy = try await budget.waitForQuiet(threshold: 0.1, limit: .seconds(20))
             if busy >= 0.1 {
                 TextTable.progress(
                     "other processes keep \(TextTable.format(busy, 2)) cores busy; measuring \(name) anyway")
@@ -297,13 +281,13 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
                 schedule: PacedSchedule(start: origin, measureFrom: measureFrom, end: end))
         }
 
-        try await Self.sleep(until: measureFrom)
+        try await PacedSchedule.sleep(until: measureFrom)
         let systemBefore = SystemCPUSample.read()
         let before = try ProcessSample.read(pid: pid)
         let benchBefore = ProcessSample.ownCPUMicros()
         let schedulerBefore = (daemon: SchedulerSample.read(pid: pid), bench: SchedulerSample.read(pid: getpid()))
         let sampledFrom = NIODeadline.now().uptimeNanoseconds
-        try await Self.sleep(until: end)
+        try await PacedSchedule.sleep(until: end)
         let sampledUntil = NIODeadline.now().uptimeNanoseconds
         let schedulerAfter = (daemon: SchedulerSample.read(pid: pid), bench: SchedulerSample.read(pid: getpid()))
         let benchAfter = ProcessSample.ownCPUMicros()
@@ -322,17 +306,8 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         let answered = max(1, steady.issued - steady.unanswered + (flood.map { $0.issued - $0.unanswered } ?? 0))
         let daemonMicros = ProcessSample.cpuMicros(from: before, to: after)
         let benchMicros = benchAfter - benchBefore
-        var otherCores: Double?
-        var stealPercent: Double?
-        if let systemBefore, let systemAfter, systemAfter.totalTicks > systemBefore.totalTicks {
-            let busyMicros =
-                Double(systemAfter.busyTicks - systemBefore.busyTicks) / Double(ProcessSample.ticksPerSecond)
-                * 1_000_000
-            otherCores = max(0, (busyMicros - daemonMicros - benchMicros) / 1_000_000 / sampledSeconds)
-            stealPercent =
-                Double(systemAfter.stealTicks - systemBefore.stealTicks)
-                / Double(systemAfter.totalTicks - systemBefore.totalTicks) * 100
-        }
+        let (otherCores, stealPercent) = SystemCPUSample.otherLoad(
+            from: systemBefore, to: systemAfter, knownMicros: daemonMicros + benchMicros, seconds: sampledSeconds)
         let phase = NoisyNeighbourReport.Phase(
             name: name, seconds: seconds, steady: steady, flood: flood,
             acceptedOverQuota: flood.map { $0.okPerSecond / Double(quota) },
@@ -366,23 +341,8 @@ struct NoisyNeighbourCommand: AsyncParsableCommand {
         _ connections: [GRPCClientConnection], requests: [[ByteBuffer]], path: String, rate: Double,
         schedule: PacedSchedule
     ) -> [EventLoopFuture<PacedOutcome>] {
-        let perConnection = rate / Double(connections.count)
-        return connections.enumerated().map { index, connection in
-            let handler = connection.handler
-            let callerRequests = requests[index]
-            let offset = UInt64(Double(index) * 1_000_000_000 / rate)
-            return connection.eventLoop.flatSubmit {
-                PacedCaller(
-                    handler: handler.value, path: path, requests: callerRequests, rate: perConnection, offset: offset,
-                    schedule: schedule, eventLoop: connection.eventLoop
-                ).start()
-            }
-        }
-    }
-
-    /// Sleeps until a monotonic instant (`NIODeadline` clock).
-    private static func sleep(until instant: UInt64) async throws {
-        let now = NIODeadline.now().uptimeNanoseconds
-        if instant > now { try await Task.sleep(for: .nanoseconds(Int64(instant - now))) }
+        PacedCaller.start(
+            on: connections, requests: requests.map { GRPCClientRequest.batch(path: path, $0) }, rate: rate,
+            schedule: schedule)
     }
 }

@@ -23,42 +23,8 @@ struct NoisyNeighbourReport: Codable, Sendable {
         var clientResetLimit: Int
     }
 
-    /// One tenant's calls in the measured window of a phase (by the instant each call was sent).
-    struct Traffic: Codable, Sendable {
-        var issued: Int
-        var ok: Int
-        var refused: Int
-        var failed: Int
-        var unanswered: Int
-        var offeredPerSecond: Double
-        /// OK answers a second: for the noisy tenant, the calls its quota let through.
-        var okPerSecond: Double
-        var refusedPerSecond: Double
-        /// Client-observed latency of the OK calls, in microseconds.
-        var latency: LatencySummary
-        /// How late the calls left against their schedule (the bench client's own delay), in microseconds.
-        var issueLag: LatencySummary
-        var firstRefusal: String?
-        var firstError: String?
-
-        init(_ outcome: PacedOutcome, seconds: Double) {
-            issued = outcome.issued
-            ok = outcome.succeeded
-            refused = outcome.refused
-            failed = outcome.failed
-            unanswered = outcome.unanswered
-            offeredPerSecond = Double(outcome.issued) / seconds
-            okPerSecond = Double(outcome.succeeded) / seconds
-            refusedPerSecond = Double(outcome.refused) / seconds
-            latency = LatencySummary(samples: outcome.latencies)
-            issueLag = LatencySummary(samples: outcome.issueLags)
-            firstRefusal = outcome.firstRefusal
-            firstError = outcome.firstError
-        }
-
-        /// Calls that did not get an OK answer, refusals included.
-        var errors: Int { refused + failed + unanswered }
-    }
+    /// One tenant's calls in the measured window of a phase.
+    typealias Traffic = PacedTraffic
 
     /// One phase: `quiet` (the steady tenant alone) or `noisy` (with the flood).
     struct Phase: Codable, Sendable {

@@ -1,5 +1,4 @@
 import NIOCore
-import NIOHPACK
 
 /// What one paced caller saw of the calls it issued inside its measured window (calls issued before the window,
 /// its warm-up, are answered but not counted).
@@ -50,6 +49,12 @@ struct PacedSchedule: Sendable {
     /// How long after `end` the caller waits for the answers of the window's calls before counting them
     /// unanswered.
     var answerTimeout: UInt64 = 5_000_000_000
+
+    /// Sleeps until a monotonic instant (`NIODeadline` clock).
+    static func sleep(until instant: UInt64) async throws {
+        let now = NIODeadline.now().uptimeNanoseconds
+        if instant > now { try await Task.sleep(for: .nanoseconds(Int64(instant - now))) }
+    }
 }
 
 /// An open-loop caller on one connection: a timer on the connection's event loop, firing at most once a
@@ -69,8 +74,7 @@ final class PacedCaller {
     static let tick: UInt64 = 1_000_000
 
     private let handler: GRPCClientHandler
-    private let headers: HPACKHeaders
-    private let requests: [ByteBuffer]
+    private let requests: [GRPCClientRequest]
     private let interval: Double
     private let offset: UInt64
     private let schedule: PacedSchedule
@@ -88,12 +92,11 @@ final class PacedCaller {
     /// Call on the connection's event loop. `rate` is in calls a second; `offset` (nanoseconds) shifts this
     /// caller's schedule.
     init(
-        handler: GRPCClientHandler, path: String, requests: [ByteBuffer], rate: Double, offset: UInt64,
+        handler: GRPCClientHandler, requests: [GRPCClientRequest], rate: Double, offset: UInt64,
         schedule: PacedSchedule, eventLoop: any EventLoop
     ) {
         precondition(!requests.isEmpty && rate > 0, "a paced caller needs a request and a positive rate")
         self.handler = handler
-        self.headers = GRPCClientHandler.requestHeaders(path: path)
         self.requests = requests
         self.interval = 1_000_000_000 / rate
         self.offset = offset
@@ -103,6 +106,25 @@ final class PacedCaller {
         let windowCalls = Int(Double(schedule.end - min(schedule.end, schedule.measureFrom)) / interval) + 1
         outcome.latencies.reserveCapacity(windowCalls)
         outcome.issueLags.reserveCapacity(windowCalls)
+    }
+
+    /// Starts one paced caller per connection (caller `i` cycling through `requests[i]`), sharing `rate` calls a
+    /// second evenly and interleaved.
+    static func start(
+        on connections: [GRPCClientConnection], requests: [[GRPCClientRequest]], rate: Double, schedule: PacedSchedule
+    ) -> [EventLoopFuture<PacedOutcome>] {
+        let perConnection = rate / Double(connections.count)
+        return connections.enumerated().map { index, connection in
+            let handler = connection.handler
+            let callerRequests = requests[index]
+            let offset = UInt64(Double(index) * 1_000_000_000 / rate)
+            return connection.eventLoop.flatSubmit {
+                PacedCaller(
+                    handler: handler.value, requests: callerRequests, rate: perConnection, offset: offset,
+                    schedule: schedule, eventLoop: connection.eventLoop
+                ).start()
+            }
+        }
     }
 
     /// Starts the timer; the future completes once the window's calls are all answered (or timed out).
@@ -150,7 +172,7 @@ final class PacedCaller {
             pendingInWindow += 1
         }
         let sent = NIODeadline.now().uptimeNanoseconds
-        handler.call(headers: headers, message: request) { result in
+        handler.call(request) { result in
             self.completed(result, sent: sent, counted: counted)
         }
     }

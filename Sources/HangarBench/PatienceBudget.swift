@@ -19,4 +19,14 @@ final class PatienceBudget: Sendable {
     func spend(_ spent: Duration) {
         remaining.withLock { $0 -= spent }
     }
+
+    /// Waits, for at most `limit` of what is left, until other processes use less than `threshold` cores; returns
+    /// their last busy level. The first half-second look is the normal cost of a phase; only waiting beyond it is
+    /// charged.
+    func waitForQuiet(threshold: Double, limit: Duration) async throws -> Double {
+        let started = ContinuousClock.now
+        let busy = try await SystemCPUSample.waitForQuiet(threshold: threshold, limit: allowance(limit))
+        spend(ContinuousClock.now - started - .milliseconds(500))
+        return busy
+    }
 }

@@ -6,9 +6,13 @@ struct PhaseResult: Codable, Sendable {
     var operation: String
     /// The state store (`memstore`, `sqlstore`), or nil for echo.
     var store: String?
+    /// gRPC or Dapr's HTTP API; nil in results written before the HTTP scenarios existed (they were gRPC).
+    var transport: BenchTransport?
     /// `sequential` (one caller) or `concurrent`.
     var mode: String
     var callers: Int
+    /// The distinct apps (sockets) the callers were spread over; nil in older results.
+    var apps: Int?
     var connections: Int
     /// Successful calls measured (warm-up excluded).
     var calls: Int
@@ -42,9 +46,12 @@ struct PhaseResult: Codable, Sendable {
     /// Server RSS at the end of the phase, in MB (10^6 bytes).
     var serverRSSMB: Double
 
-    /// A short label for tables: `GetState memstore sequential`.
+    /// The transport, gRPC when the result predates the field.
+    var api: BenchTransport { transport ?? .grpc }
+
+    /// A short label for tables: `GetState memstore sequential`, `GetState memstore HTTP concurrent`.
     var label: String {
-        [operation, store, mode].compactMap { $0 }.joined(separator: " ")
+        [operation, store, api == .http ? "HTTP" : nil, mode].compactMap { $0 }.joined(separator: " ")
     }
 
     /// What identifies a phase across rounds.

@@ -56,8 +56,8 @@ struct ProcessSample: Sendable {
         return user + system
     }
 
-    /// The number after `key:` in a `/proc/.../status` file.
-    private static func statusValue(_ status: String, _ key: String) -> Int? {
+    /// The number after `key:` in a `/proc/.../status` (or `smaps_rollup`) file.
+    static func statusValue(_ status: String, _ key: String) -> Int? {
         for line in status.split(separator: "\n") where line.hasPrefix(key + ":") {
             return line.dropFirst(key.count + 1).split(whereSeparator: { $0 == " " || $0 == "\t" }).first.flatMap {
                 Int($0)

@@ -10,29 +10,10 @@ enum ResultTable {
                 + "\(report.options.rounds) round(s), each phase shown from its median round")
         if let daemon = report.daemon { lines.append(describe("hangard", daemon)) }
         if let echo = report.echo { lines.append(describe("echo server", echo)) }
-        lines.append("")
-
-        let header = [
-            "server", "operation", "store", "mode", "callers", "conns", "calls", "calls/s", "p50 µs", "p90 µs",
-            "p99 µs",
-            "p99.9 µs", "server CPU µs/call", "(rounds min–max)", "server cs/call", "client CPU µs/call", "other load",
-            "steal %", "errors",
-        ]
-        var rows = [header]
-        for phase in report.phases {
-            rows.append([
-                phase.server, phase.operation, phase.store ?? "-", phase.mode, "\(phase.callers)",
-                "\(phase.connections)",
-                "\(phase.calls)", format(phase.callsPerSecond, 0), format(phase.latency.p50, 1),
-                format(phase.latency.p90, 1), format(phase.latency.p99, 1), format(phase.latency.p999, 1),
-                format(phase.serverCPUMicrosPerCall, 1),
-                phase.serverCPUMicrosPerCallRange.map { "\(format($0[0], 1))–\(format($0[1], 1))" } ?? "-",
-                format(phase.serverContextSwitchesPerCall, 2),
-                format(phase.clientCPUMicrosPerCall, 1), phase.otherBusyCores.map { format($0, 2) } ?? "-",
-                phase.stealPercent.map { format($0, 1) } ?? "-", "\(phase.errors)",
-            ])
+        if !report.phases.isEmpty {
+            lines.append("")
+            lines += phaseTable(report.phases)
         }
-        lines.append(contentsOf: align(rows, leftColumns: 4))
         let disturbed = report.phases.filter { ($0.otherBusyCores ?? 0) > 0.1 }
         if !disturbed.isEmpty {
             lines.append(
@@ -42,6 +23,8 @@ enum ResultTable {
         for phase in report.phases where phase.errors > 0 {
             lines.append("  \(phase.server) \(phase.label): first error: \(phase.firstError ?? "?")")
         }
+
+        lines += report.memory?.lines ?? []
 
         if !report.targets.isEmpty {
             lines.append("")
@@ -58,6 +41,30 @@ enum ResultTable {
         }
         lines.append(contentsOf: sidecarComparison(report))
         return lines.joined(separator: "\n")
+    }
+
+    /// One row per phase.
+    private static func phaseTable(_ phases: [PhaseResult]) -> [String] {
+        let header = [
+            "server", "operation", "store", "api", "mode", "callers", "apps", "conns", "calls", "calls/s", "p50 µs",
+            "p90 µs", "p99 µs", "p99.9 µs", "server CPU µs/call", "(rounds min–max)", "server cs/call",
+            "client CPU µs/call", "other load", "steal %", "errors",
+        ]
+        var rows = [header]
+        for phase in phases {
+            rows.append([
+                phase.server, phase.operation, phase.store ?? "-", phase.api.rawValue, phase.mode, "\(phase.callers)",
+                phase.apps.map(String.init) ?? "-", "\(phase.connections)",
+                "\(phase.calls)", format(phase.callsPerSecond, 0), format(phase.latency.p50, 1),
+                format(phase.latency.p90, 1), format(phase.latency.p99, 1), format(phase.latency.p999, 1),
+                format(phase.serverCPUMicrosPerCall, 1),
+                phase.serverCPUMicrosPerCallRange.map { "\(format($0[0], 1))–\(format($0[1], 1))" } ?? "-",
+                format(phase.serverContextSwitchesPerCall, 2),
+                format(phase.clientCPUMicrosPerCall, 1), phase.otherBusyCores.map { format($0, 2) } ?? "-",
+                phase.stealPercent.map { format($0, 1) } ?? "-", "\(phase.errors)",
+            ])
+        }
+        return align(rows, leftColumns: 5)
     }
 
     private static func describe(_ name: String, _ server: BenchReport.ServerProcess) -> String {
@@ -107,5 +114,5 @@ enum ResultTable {
 
     private static func format(_ value: Double, _ decimals: Int) -> String { TextTable.format(value, decimals) }
 
-    private static func signed(_ value: Double) -> String { String(format: "%+.1f", value) }
+    private static func signed(_ value: Double) -> String { TextTable.signed(value, 1) }
 }

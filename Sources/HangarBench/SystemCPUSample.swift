@@ -19,6 +19,20 @@ struct SystemCPUSample: Sendable {
 }
 
 extension SystemCPUSample {
+    /// What else ran between two samples taken `seconds` apart, in cores: the machine's busy time minus
+    /// `knownMicros` (the CPU the bench and the processes it measures used meanwhile); and the share of the
+    /// machine's time the hypervisor stole, in percent. Nil when either sample is missing.
+    static func otherLoad(
+        from start: SystemCPUSample?, to end: SystemCPUSample?, knownMicros: Double, seconds: Double
+    ) -> (otherCores: Double?, stealPercent: Double?) {
+        guard let start, let end, end.totalTicks > start.totalTicks else { return (nil, nil) }
+        let busyMicros = Double(end.busyTicks - start.busyTicks) / Double(ProcessSample.ticksPerSecond) * 1_000_000
+        return (
+            max(0, (busyMicros - knownMicros) / 1_000_000 / seconds),
+            Double(end.stealTicks - start.stealTicks) / Double(end.totalTicks - start.totalTicks) * 100
+        )
+    }
+
     /// Waits, up to `limit`, for a half-second window in which the machine is busy with less than `threshold`
     /// cores (the bench and its server idle meanwhile, so this is everything else); returns the last busy level.
     static func waitForQuiet(threshold: Double, limit: Duration) async throws -> Double {

@@ -16,6 +16,9 @@ enum TextTable {
 
     static func format(_ value: Double, _ decimals: Int) -> String { String(format: "%.\(decimals)f", value) }
 
+    /// With its sign, `+` included.
+    static func signed(_ value: Double, _ decimals: Int) -> String { String(format: "%+.\(decimals)f", value) }
+
     /// A goal line: `met    name: measured unit (target …)`.
     static func goal(_ check: BenchReport.TargetCheck, decimals: Int) -> String {
         "  \(check.met ? "met   " : "MISSED") \(check.name): \(format(check.measured, decimals)) \(check.unit) "

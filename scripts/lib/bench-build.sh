@@ -1,12 +1,14 @@
-# Sourced by the bench scripts: builds hangard and hangar-bench in release mode, sets $bin to their directory,
-# creates bench-results/ (git-ignored) and prints which source is measured.
+# Sourced by the bench scripts: builds hangard and hangar-bench in release mode (or only the products listed in
+# $bench_products, e.g. bench_products="hangar-bench"), sets $bin to their directory, creates bench-results/
+# (git-ignored) and prints which source is measured.
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 # One product per invocation: `swift build` keeps only the last of several --product flags.
 source scripts/lib/require-libsystemd.sh
-swift build -c release --product hangard
-swift build -c release --product hangar-bench
+for product in ${bench_products:-hangard hangar-bench}; do
+    swift build -c release --product "$product"
+done
 bin="$(swift build -c release --show-bin-path)"
 
 mkdir -p bench-results
