@@ -4,10 +4,11 @@
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-# One product per invocation: `swift build` keeps only the last of several --product flags.
+# One product per invocation: `swift build` keeps only the last of several --product flags. Linked with
+# --static-swift-stdlib, as the container image and the systemd installer build it, so memory is measured as deployed.
 source scripts/lib/require-libsystemd.sh
 for product in ${bench_products:-hangard hangar-bench}; do
-    swift build -c release --product "$product"
+    swift build -c release --static-swift-stdlib --product "$product"
 done
 bin="$(swift build -c release --show-bin-path)"
 

@@ -24,7 +24,9 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
         HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024),
     ]
 
-    private struct Stream {
+    /// One call in progress. A class, so that the per-frame updates happen in place rather than by copying the
+    /// state out of the dictionary and back.
+    private final class Stream {
         let method: GRPCService.UnaryHandler
         let name: String
         let admission: Admission
@@ -36,6 +38,42 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
         var request: ByteBuffer?
         var unackedBytes = 0
         var deadline: Scheduled<Void>?
+
+        init(
+            method: @escaping GRPCService.UnaryHandler, name: String, admission: Admission, context: GRPCCallContext,
+            deframer: GRPCMessageDeframer
+        ) {
+            self.method = method
+            self.name = name
+            self.admission = admission
+            self.started = .now()
+            self.context = context
+            self.deframer = deframer
+        }
+    }
+
+    /// The request headers the server reads, found in one pass over the block.
+    private struct RequestHeaders {
+        var method: String?
+        var contentType: String?
+        var path: String?
+        var encoding: String?
+        var token: String?
+        var timeout: String?
+
+        init(_ headers: HPACKHeaders) {
+            for (name, value, _) in headers {
+                switch name {
+                case ":method": method = method ?? value
+                case ":path": path = path ?? value
+                case "content-type": contentType = contentType ?? value
+                case "grpc-encoding": encoding = encoding ?? value
+                case "dapr-api-token": token = token ?? value  // the first value, as Dapr reads it
+                case "grpc-timeout": timeout = timeout ?? value
+                default: break
+                }
+            }
+        }
     }
 
     private let service: GRPCService
@@ -149,13 +187,15 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
     private func onRequestHeaders(
         _ context: ChannelHandlerContext, _ id: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool
     ) {
-        guard headers.first(name: ":method") == "POST" else {
+        // HTTP/2 header names are lower case; a block with others is not a gRPC request and is refused below.
+        let fields = RequestHeaders(headers)
+        guard fields.method == "POST" else {
             return respondHTTPError(context, id, status: "405", message: "gRPC requires POST")
         }
-        guard let contentType = headers.first(name: "content-type"), contentType.hasPrefix("application/grpc") else {
+        guard let contentType = fields.contentType, contentType.hasPrefix("application/grpc") else {
             return respondHTTPError(context, id, status: "415", message: "content-type must be application/grpc")
         }
-        let path = headers.first(name: ":path") ?? ""
+        let path = fields.path ?? ""
         guard let registered = service.methods[path] else {
             let name = path.split(separator: "/").last.map(String.init) ?? path
             return respondError(
@@ -163,7 +203,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
                 GRPCStatus(code: .unimplemented, message: "method \(name) (\(path)) is not implemented by Hangar"),
                 requestEnded: endStream)
         }
-        if let encoding = headers.first(name: "grpc-encoding"), encoding != "identity" {
+        if let encoding = fields.encoding, encoding != "identity" {
             return respondError(
                 context, id,
                 GRPCStatus(code: .unimplemented, message: "grpc-encoding '\(encoding)' is not supported"),
@@ -171,23 +211,22 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
         }
         let admission: Admission
         do {
-            admission = try gate.admit(
-                identity, token: headers.first(name: "dapr-api-token"), connection: context.channel)
+            admission = try gate.admit(identity, token: fields.token, connection: context.channel)
         } catch {
             return respondError(context, id, GRPCStatus(error), requestEnded: endStream)
         }
-        var stream = Stream(
+        let stream = Stream(
             method: {
                 switch registered.method {
                 case .unary(let handler): handler
                 }
             }(),
-            name: registered.name, admission: admission, started: .now(),
+            name: registered.name, admission: admission,
             context: GRPCCallContext(
                 caller: admission.caller, headers: headers, eventLoop: context.eventLoop,
                 allocator: context.channel.allocator),
             deframer: GRPCMessageDeframer(maxMessageBytes: admission.maxRequestBytes))
-        if let timeout = headers.first(name: "grpc-timeout").flatMap(Self.parseTimeout) {
+        if let timeout = fields.timeout.flatMap(Self.parseTimeout) {
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             stream.deadline = context.eventLoop.scheduleTask(in: timeout) {
                 let (handler, context) = bound.value
@@ -219,7 +258,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
             connectionUnackedBytes = 0
             markFlush(context)
         }
-        guard var stream = streams[id] else {
+        guard let stream = streams[id] else {
             if data.endStream { unfinishedRequests.remove(id) }
             return
         }
@@ -250,7 +289,6 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
             stream.unackedBytes = 0
             markFlush(context)
         }
-        streams[id] = stream
         if data.endStream { onEndOfRequest(context, id) }
     }
 
@@ -261,7 +299,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
                 context, id, GRPCStatus(code: .internal, message: "the request ended without a complete message"),
                 requestEnded: true)
         }
-        streams[id]!.running = true
+        stream.running = true
         let admission = stream.admission
         switch stream.method(request, stream.context) {
         case .ready(let result):

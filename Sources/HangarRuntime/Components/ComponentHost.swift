@@ -33,11 +33,12 @@ public enum KeyPrefixPolicy: Sendable, Hashable {
     /// The physical key prefix for a caller: `<namespace>||[<part>||]`.
     func prefix(for app: AppID, component: String) -> String {
         switch self {
-        case .appId: "\(app.namespace)||\(app.appId)||"
-        case .componentName: "\(app.namespace)||\(component)||"
-        case .namespacedAppId: "\(app.namespace)||\(app.namespace).\(app.appId)||"
-        case .none: "\(app.namespace)||"
-        case .literal(let literal): "\(app.namespace)||\(literal)||"
+        // Concatenation rather than interpolation: this runs on every state call.
+        case .appId: app.namespace + "||" + app.appId + "||"
+        case .componentName: app.namespace + "||" + component + "||"
+        case .namespacedAppId: app.namespace + "||" + app.namespace + "." + app.appId + "||"
+        case .none: app.namespace + "||"
+        case .literal(let literal): app.namespace + "||" + literal + "||"
         }
     }
 }
