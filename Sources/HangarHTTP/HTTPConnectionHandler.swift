@@ -45,11 +45,16 @@ public protocol HTTPResponder: Sendable {
     func abandon(_ call: Call)
 }
 
-/// One HTTP/1.1 connection, behind NIOHTTP1's decoder, encoder and pipelining handler: reads each request's head
-/// and body, hands them to the responder, writes its response. Everything runs on the connection's event loop;
-/// a responder whose work does not block answers in the same read, with no task, future or thread hop.
-final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelInboundHandler {
+/// One HTTP/1.1 connection, behind NIOHTTP1's decoder and encoder: reads each request's head and body, hands them
+/// to the responder, writes its response. Everything runs on the connection's event loop; a responder whose work
+/// does not block answers in the same read, with no task, future or thread hop.
+///
+/// It also does what NIOHTTP1's pipelining and error handlers would, without two more handlers on every request's
+/// path: pipelined requests wait (and the socket is not read) while a response is pending, and a request NIOHTTP1
+/// cannot parse is answered with 400 before the connection closes.
+final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
 
     private enum State {
@@ -71,6 +76,12 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelInboundHandl
     private var needsFlush = false
     /// Set when the listener drains: the connection closes after the response in progress, or at once when idle.
     private var draining = false
+    /// Request parts that arrived while a response was pending (pipelining), handled once it is written.
+    private var queued = CircularBuffer<HTTPServerRequestPart>()
+    /// A read was asked for while a response was pending; it is issued once the response is written.
+    private var readDeferred = false
+    /// Whether a response has been started since the last request began (a parse error then only closes).
+    private var responseStarted = false
 
     init(responder: Responder) {
         self.responder = responder
@@ -78,10 +89,44 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelInboundHandl
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         isReading = true
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        if case .responding = state {
+            queued.append(part)
+        } else if !queued.isEmpty {
+            queued.append(part)
+        } else {
+            handle(context, part)
+        }
+    }
+
+    private func handle(_ context: ChannelHandlerContext, _ part: HTTPServerRequestPart) {
+        switch part {
         case .head(let head): onHead(context, head)
         case .body(let chunk): onBody(context, chunk)
         case .end: onEnd(context)
+        }
+    }
+
+    /// Handles pipelined parts that waited for the response just written, then lets the socket be read again.
+    private func resume(_ context: ChannelHandlerContext) {
+        while !queued.isEmpty {
+            switch state {
+            case .responding, .closing: return
+            case .idle, .reading, .discarding: handle(context, queued.removeFirst())
+            }
+        }
+        if readDeferred, case .idle = state {
+            readDeferred = false
+            context.read()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        switch state {
+        case .responding:
+            readDeferred = true
+        default:
+            if queued.isEmpty { context.read() } else { readDeferred = true }
         }
     }
 
@@ -100,9 +145,24 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelInboundHandl
         context.fireChannelInactive()
     }
 
-    /// A malformed request (NIOHTTP1's error handler has answered it with 400) or a broken connection: close.
+    /// A request NIOHTTP1 cannot parse is answered with 400 (unless a response is under way); then, as for any
+    /// error on the connection, it closes.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
+        guard error is HTTPParserError, !responseStarted, !isClosing else {
+            context.close(promise: nil)
+            return
+        }
+        var head = HTTPResponseHead(version: .http1_1, status: .badRequest)
+        head.headers.add(name: "connection", value: "close")
+        head.headers.add(name: "content-length", value: "0")
+        state = .closing
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    private var isClosing: Bool {
+        if case .closing = state { true } else { false }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
@@ -115,6 +175,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelInboundHandl
 
     private func onHead(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
         guard case .idle = state else { return }
+        responseStarted = false
         switch responder.start(head, on: context.channel) {
         case .respond(let response):
             state = .discarding
@@ -181,11 +242,13 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelInboundHandl
         case .failure(let error): response = HTTPResponse(status: .internalServerError, body: .init(string: "\(error)"))
         }
         write(context, response, version: head.version, keepAlive: head.isKeepAlive && !draining)
+        resume(context)
     }
 
     private func write(
         _ context: ChannelHandlerContext, _ response: HTTPResponse, version: HTTPVersion, keepAlive: Bool
     ) {
+        responseStarted = true
         var head = HTTPResponseHead(version: version, status: response.status, headers: response.headers)
         head.headers.replaceOrAdd(name: "content-length", value: String(response.body?.readableBytes ?? 0))
         if !keepAlive {

@@ -29,11 +29,11 @@ public struct HTTPServer: Sendable {
         try await listeners.adopt(socket: descriptor, address: address)
     }
 
-    /// Makes `channel` an HTTP/1.1 server connection answered by `responder`. Malformed requests get 400 and the
-    /// connection is closed (NIOHTTP1's error handler); pipelined requests are answered in order.
+    /// Makes `channel` an HTTP/1.1 server connection answered by `responder`: NIOHTTP1's encoder and decoder, then
+    /// `HTTPConnectionHandler`, which answers malformed requests with 400 and pipelined ones in order.
     public static func configure(_ channel: any Channel, responder: some HTTPResponder) throws {
         let sync = channel.pipeline.syncOperations
-        try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+        try sync.configureHTTPServerPipeline(withPipeliningAssistance: false, withErrorHandling: false)
         try sync.addHandler(HTTPConnectionHandler(responder: responder))
     }
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import time
 
@@ -287,4 +288,30 @@ def test_many_idle_connections_do_not_stop_service(hangard):
 def test_oversized_http_header_is_refused(hangard):
     result = hangard.http("team-a", "orders", "GET", "/v1.0/healthz", headers={"X-Big": "a" * 200_000})
     assert 400 <= result.status < 500, result
+    still_serves(hangard)
+
+
+def test_pipelined_http_requests_are_answered_in_order(hangard):
+    """HTTP/1.1 pipelining: several requests in one write get their responses in order on the same connection,
+    including one refused at its head (unknown store) between two that reach the store."""
+    key = unique("pipelined")
+    save = (
+        f'[{{"key": "{key}", "value": "v1"}}]'
+    ).encode()
+    payload = (
+        b"POST /v1.0/state/statestore HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(save)}\r\n\r\n".encode() + save
+        + f"GET /v1.0/state/nosuchstore/{key} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        + f"GET /v1.0/state/statestore/{key} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
+    answer = send_and_drain(hangard.http_socket("team-a", "orders"), payload)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)
+    assert statuses == [b"204", b"400", b"200"], answer
+    assert answer.endswith(b'"v1"'), answer
+    still_serves(hangard)
+
+
+def test_malformed_http_request_gets_400_and_the_connection_closes(hangard):
+    answer = send_and_drain(hangard.http_socket("team-a", "orders"), b"GET /v1.0/healthz HTTP/1.1\r\nBad Header\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
     still_serves(hangard)
