@@ -45,7 +45,7 @@ struct EchoServerCommand: AsyncParsableCommand {
         var logger = Logger(label: "echo-server")
         logger.logLevel = .warning
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
-        let server = GRPCServer(service: service, gate: gate, group: group, logger: logger)
+        let server = GRPCServer.listeners(service: service, gate: gate, group: group, logger: logger)
         _ = try await server.bind(unixSocket: socket, app: app)
         FileHandle.standardOutput.write(Data("\(Self.readyMarker)\n".utf8))
         // Serves until SIGTERM or SIGINT; a bench fixture has nothing to drain, so it just exits.

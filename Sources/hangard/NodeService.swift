@@ -16,8 +16,8 @@ final class NodeService: Service {
     private let runtime: Runtime
     private let options: NodeOptions
     private let layout: SocketLayout
-    private let grpc: GRPCServer
-    private let http: HTTPServer
+    private let grpc: ListenerBootstrap
+    private let http: ListenerBootstrap
     private let logger: Logger
     private let group: any EventLoopGroup
 
@@ -36,8 +36,8 @@ final class NodeService: Service {
         self.runtime = runtime
         self.options = options
         self.layout = SocketLayout(root: options.socketRoot)
-        self.grpc = GRPCServer(runtime: runtime, group: group, logger: logger)
-        self.http = HTTPServer(runtime: runtime, group: group, logger: logger)
+        self.grpc = GRPCServer.listeners(runtime: runtime, group: group, logger: logger)
+        self.http = HTTPServer.listeners(runtime: runtime, group: group, logger: logger)
         self.logger = logger
         self.group = group
     }
