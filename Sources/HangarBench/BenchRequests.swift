@@ -9,8 +9,6 @@ enum BenchRequests {
     static let saveStatePath = "/dapr.proto.runtime.v1.Dapr/SaveState"
     static let echoPath = "/hangar.bench.v1.Echo/Echo"
 
-    private static let allocator = ByteBufferAllocator()
-
     /// The key caller `caller` uses as its `index`-th key.
     static func key(caller: Int, index: Int) -> String { "k\(caller)-\(index)" }
 
@@ -23,7 +21,7 @@ enum BenchRequests {
         var request = Dapr_Proto_Runtime_V1_GetStateRequest()
         request.storeName = store
         request.key = key
-        return try GRPCService.frame(request, allocator: allocator)
+        return try GRPCService.frame(request)
     }
 
     static func saveState(store: String, keys: [String], value: Data) throws -> ByteBuffer {
@@ -35,13 +33,13 @@ enum BenchRequests {
             item.value = value
             return item
         }
-        return try GRPCService.frame(request, allocator: allocator)
+        return try GRPCService.frame(request)
     }
 
     static func echo(payload: Data) throws -> ByteBuffer {
         var request = Hangar_Bench_V1_EchoRequest()
         request.payload = payload
-        return try GRPCService.frame(request, allocator: allocator)
+        return try GRPCService.frame(request)
     }
 
     /// The data a GetState response carries.

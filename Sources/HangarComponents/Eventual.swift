@@ -80,14 +80,6 @@ public enum Eventual<Value: Sendable>: Sendable {
         }
     }
 
-    /// Blocks the calling thread until the value is there (tests and tools only; never on an event loop).
-    public func wait() throws -> Value {
-        switch self {
-        case .ready(let result): try result.get()
-        case .later(let future): try future.wait()
-        }
-    }
-
     /// Joins every outcome: ready when all of them are, else a future of all their values, in order.
     public static func all(_ outcomes: [Eventual<Value>], on eventLoop: any EventLoop) -> Eventual<[Value]> {
         var values: [Value] = []

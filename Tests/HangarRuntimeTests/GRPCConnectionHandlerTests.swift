@@ -59,7 +59,7 @@ struct GRPCConnectionHandlerTests {
     func echo(_ payload: String) throws -> ByteBuffer {
         var request = Hangar_Bench_V1_EchoRequest()
         request.payload = Data(payload.utf8)
-        return try GRPCService.frame(request, allocator: ByteBufferAllocator())
+        return try GRPCService.frame(request)
     }
 
     func frames(_ channel: EmbeddedChannel) throws -> [HTTP2Frame] {

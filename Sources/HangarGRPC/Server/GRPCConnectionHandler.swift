@@ -223,8 +223,7 @@ package final class GRPCConnectionHandler: ChannelInboundHandler {
             }(),
             name: registered.name, admission: admission,
             context: GRPCCallContext(
-                caller: admission.caller, headers: headers, eventLoop: context.eventLoop,
-                allocator: context.channel.allocator),
+                caller: admission.caller, headers: headers, eventLoop: context.eventLoop),
             deframer: GRPCMessageDeframer(maxMessageBytes: admission.maxRequestBytes))
         if let timeout = fields.timeout.flatMap(Self.parseTimeout) {
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)

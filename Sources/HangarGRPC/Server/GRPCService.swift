@@ -10,7 +10,6 @@ package struct GRPCCallContext: Sendable {
     package let caller: Caller
     package let headers: HPACKHeaders
     package let eventLoop: any EventLoop
-    package let allocator: ByteBufferAllocator
 }
 
 /// The methods a gRPC server answers, by path (`/package.Service/Method`). Unary methods today; the table is where
@@ -48,13 +47,13 @@ package struct GRPCService: Sendable {
                 return .failure(GRPCStatus(error))
             }
             return handler(request, context).flatMapThrowing { response in
-                try Self.frame(response, allocator: context.allocator)
+                try Self.frame(response)
             }
         })
     }
 
     /// One length-prefixed, uncompressed gRPC message, encoded straight into the buffer that is written.
-    package static func frame(_ message: some SwiftProtobuf.Message, allocator: ByteBufferAllocator) throws
+    package static func frame(_ message: some SwiftProtobuf.Message) throws
         -> ByteBuffer
     {
         let framed: GRPCFramedBytes = try message.serializedBytes()
