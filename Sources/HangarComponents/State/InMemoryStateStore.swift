@@ -43,12 +43,15 @@ public final class InMemoryStateStore: TransactionalStateStore {
                 previous = items.removeValue(forKey: key)
             }
             let delta = (entry.map { Self.bytes(key, $0) } ?? 0) - (previous.map { Self.bytes(key, $0) } ?? 0)
+            let expiresAt = entry?.expiresAt
+            // An overwrite of the same size without a TTL (the common case) needs no partition.
+            guard delta != 0 || expiresAt != nil else { return }
             let partition = StatePartition.of(key)
             if delta != 0 {
                 let total = usage[partition, default: 0] + delta
                 usage[partition] = total > 0 ? total : nil
             }
-            if let expiresAt = entry?.expiresAt, earliestExpiry[partition].map({ expiresAt < $0 }) ?? true {
+            if let expiresAt, earliestExpiry[partition].map({ expiresAt < $0 }) ?? true {
                 earliestExpiry[partition] = expiresAt
             }
         }
