@@ -83,12 +83,13 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // gRPC front-end: a purpose-built gRPC-over-HTTP/2 server on swift-nio-http2 + swift-protobuf.
+        // gRPC front-end: a purpose-built gRPC server on its own HTTP/2 connection handler (HPACK decoding from
+        // swift-nio-http2's NIOHPACK) + swift-protobuf.
         .target(
             name: "HangarGRPC",
             dependencies: [
                 "HangarRuntime",
-                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ] + nioAndLogging,
             exclude: ["Protos"],

@@ -1,0 +1,740 @@
+import HangarRuntime
+import NIOCore
+import NIOHPACK
+
+/// What an `HTTP2ServerConnection` tells the layer above it (the gRPC calls). Every method runs on the connection's
+/// event loop.
+protocol HTTP2ServerDelegate: AnyObject {
+    /// A request's header block: the start of stream `stream` or, when it already started, its trailers (always with
+    /// `endStream`).
+    func received(headers: HPACKHeaders, stream: UInt32, endStream: Bool)
+    /// Request body bytes (the DATA frame's payload without padding).
+    func received(data: ByteBuffer, stream: UInt32, endStream: Bool)
+    /// The stream is gone without an answer: reset by the client, or ended by a stream error or the connection's
+    /// end. Whatever the delegate holds for it can go; anything it sends for it later is dropped.
+    func reset(stream: UInt32)
+}
+
+/// A server-side HTTP/2 connection (RFC 9113) made for unary gRPC, written directly on the channel's bytes instead
+/// of `NIOHTTP2Handler`: that handler's per-frame state machines, frame objects and per-stream events were about half
+/// of the CPU a call cost. This one parses frames in place, keeps one small object per open stream, writes every
+/// frame of a read burst into one buffer and flushes once, and encodes response headers from fixed bytes.
+///
+/// What it implements: the preface and SETTINGS exchange (and ACKs), PING, GOAWAY both ways, RST_STREAM,
+/// WINDOW_UPDATE and flow control in both directions (DATA waits for the peer's windows; WINDOW_UPDATEs go out as
+/// request bytes are consumed), CONTINUATION, padding, PRIORITY (ignored), HPACK decoding (NIOHPACK's decoder, with
+/// a header-list limit), and the stream rules for idle, open, half-closed and closed streams. It never pushes and
+/// never opens streams.
+///
+/// Defences: a frame over 16 KiB, a header block over 64 KiB or 32 frames, more than 128 concurrent streams
+/// (REFUSED_STREAM), more than 200 resets by the client in 30 s, and a run of empty DATA frames end the connection
+/// or the stream with the matching error. Everything a peer can make the server write (SETTINGS and PING ACKs,
+/// RST_STREAMs) is bounded by not reading from a peer that does not read: the socket is not read while the
+/// channel is not writable.
+final class HTTP2ServerConnection: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    struct Settings {
+        var maxConcurrentStreams = 128
+        /// The stream-level receive window advertised in SETTINGS.
+        var streamWindow = 1 << 20
+        /// The connection-level receive window, raised from 64 KiB by a WINDOW_UPDATE when the connection starts.
+        var connectionWindow = 8 << 20
+        /// The largest decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE; HTTP 431-worthy beyond).
+        var maxHeaderListSize = 16 * 1024
+    }
+
+    static let maxHeaderBlockBytes = 64 * 1024
+    static let maxHeaderBlockFrames = 32
+    static let maxResetsPerWindow = 200
+    static let resetWindow = TimeAmount.seconds(30)
+    static let maxSequentialEmptyDataFrames = 16
+
+    /// Per open stream: the send and receive windows and whether each side has ended.
+    private final class Stream {
+        var sendWindow: Int
+        var receiveWindow: Int
+        var receivedUnacked = 0
+        /// The client sent END_STREAM.
+        var remoteClosed: Bool
+        /// The server's answer is complete (or queued complete, waiting for window).
+        var localClosed = false
+        /// Response DATA waiting for flow-control window, and what follows it.
+        var pending: ByteBuffer?
+        var pendingTrailers: [UInt8]?
+        var endStreamWithData = false
+
+        init(sendWindow: Int, receiveWindow: Int, remoteClosed: Bool) {
+            self.sendWindow = sendWindow
+            self.receiveWindow = receiveWindow
+            self.remoteClosed = remoteClosed
+        }
+    }
+
+    private struct HeaderBlock {
+        let stream: UInt32
+        let endStream: Bool
+        var bytes: ByteBuffer
+        var frames: Int
+    }
+
+    private enum Phase {
+        case preface
+        case firstSettings
+        case open
+        case closed
+    }
+
+    let delegate: any HTTP2ServerDelegate
+    private let settings: Settings
+    private var context: ChannelHandlerContext?
+    private var phase = Phase.preface
+    private var inbound: ByteBuffer?
+    private var out: ByteBuffer?
+    private var decoder: HPACKDecoder
+    private var streams: [UInt32: Stream] = [:]
+    /// The highest stream id the client has opened; every lower odd id not in `streams` is closed.
+    private var lastStreamID: UInt32 = 0
+    private var continuation: HeaderBlock?
+    private var peerMaxFrameSize = HTTP2Wire.defaultMaxFrameSize
+    private var peerInitialWindow = HTTP2Wire.defaultWindow
+    private var connectionSendWindow = HTTP2Wire.defaultWindow
+    private var connectionReceiveWindow = HTTP2Wire.defaultWindow
+    private var connectionReceivedUnacked = 0
+    /// Streams whose DATA waits for window, in the order they blocked.
+    private var blocked: [UInt32] = []
+    /// Streams answered while the client was still sending; reset with NO_ERROR when the read burst ends unless
+    /// their request ended meanwhile (resetting at once would trip clients' own rapid-reset limits when many calls
+    /// are refused).
+    private var answeredEarly: [UInt32] = []
+    private var isReading = false
+    private var needsFlush = false
+    private var readDeferred = false
+    /// GOAWAY sent (the listener drains) or received: the connection closes once its last stream ends.
+    private var goingAway = false
+    private var resets = 0
+    private var resetWindowStart = NIODeadline.uptimeNanoseconds(0)
+    private var emptyDataFrames = 0
+
+    init(delegate: any HTTP2ServerDelegate, settings: Settings = Settings()) {
+        self.delegate = delegate
+        self.settings = settings
+        self.connectionReceiveWindow = settings.connectionWindow
+        self.decoder = HPACKDecoder(
+            allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize,
+            maxHeaderListSize: settings.maxHeaderListSize)
+    }
+
+    // MARK: What the layer above uses
+
+    var eventLoop: (any EventLoop)? { context?.eventLoop }
+    var channel: (any Channel)? { context?.channel }
+
+    /// Whether the stream is open and not yet answered.
+    func isAwaitingAnswer(_ id: UInt32) -> Bool { streams[id].map { !$0.localClosed } ?? false }
+
+    /// A complete gRPC response: the fixed response head, one message (already length-prefixed) and trailers.
+    func respond(_ id: UInt32, message: ByteBuffer, trailers: [UInt8]) {
+        guard let stream = streams[id], !stream.localClosed else { return }
+        writeHeaders(id, HPACKLiteral.grpcResponseHead, endStream: false)
+        stream.localClosed = true
+        stream.pending = message
+        stream.pendingTrailers = trailers
+        sendPending(id, stream)
+        afterAnswer(id, stream)
+    }
+
+    /// A response of headers alone that ends the stream (a gRPC trailers-only response).
+    func respond(_ id: UInt32, headersOnly block: [UInt8]) {
+        guard let stream = streams[id], !stream.localClosed else { return }
+        stream.localClosed = true
+        writeHeaders(id, block, endStream: true)
+        afterAnswer(id, stream)
+    }
+
+    /// A response of headers and a body that ends the stream (an HTTP error for a request that is not gRPC).
+    func respond(_ id: UInt32, headers block: [UInt8], body: ByteBuffer) {
+        guard let stream = streams[id], !stream.localClosed else { return }
+        writeHeaders(id, block, endStream: false)
+        stream.localClosed = true
+        stream.pending = body
+        stream.endStreamWithData = true
+        sendPending(id, stream)
+        afterAnswer(id, stream)
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isActive { start(context) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        start(context)
+        context.fireChannelActive()
+    }
+
+    /// The server preface: SETTINGS, then the connection window raised past HTTP/2's 64 KiB.
+    private func start(_ context: ChannelHandlerContext) {
+        guard out == nil, phase == .preface, !needsFlush else { return }
+        let entries: [(UInt16, UInt32)] = [
+            (HTTP2Wire.Setting.maxConcurrentStreams, UInt32(settings.maxConcurrentStreams)),
+            (HTTP2Wire.Setting.initialWindowSize, UInt32(settings.streamWindow)),
+            (HTTP2Wire.Setting.maxHeaderListSize, UInt32(settings.maxHeaderListSize)),
+            (HTTP2Wire.Setting.enablePush, 0),
+        ]
+        var buffer = output(context)
+        buffer.writeHTTP2FrameHeader(length: entries.count * 6, type: HTTP2Wire.FrameType.settings, flags: 0, stream: 0)
+        for (identifier, value) in entries {
+            buffer.writeInteger(identifier)
+            buffer.writeInteger(value)
+        }
+        let increment = settings.connectionWindow - HTTP2Wire.defaultWindow
+        if increment > 0 {
+            buffer.writeHTTP2FrameHeader(length: 4, type: HTTP2Wire.FrameType.windowUpdate, flags: 0, stream: 0)
+            buffer.writeInteger(UInt32(increment))
+        }
+        out = buffer
+        needsFlush = true
+        flush(context)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        isReading = true
+        var bytes = unwrapInboundIn(data)
+        if var pending = inbound {
+            inbound = nil
+            pending.writeBuffer(&bytes)
+            bytes = pending
+        }
+        process(context, &bytes)
+        if bytes.readableBytes > 0, phase != .closed {
+            bytes.discardReadBytes()
+            inbound = bytes
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        isReading = false
+        if !answeredEarly.isEmpty {
+            for id in answeredEarly {
+                guard let stream = streams[id], !stream.remoteClosed else { continue }
+                writeReset(id, .noError)
+                remove(id)
+            }
+            answeredEarly.removeAll()
+        }
+        flush(context)
+        closeIfDone(context)
+        context.fireChannelReadComplete()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        // A peer that does not read its responses is not read either: what it can make the server write stays
+        // within the channel's write buffer limits.
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readDeferred = true
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if readDeferred && context.channel.isWritable {
+            readDeferred = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ListenerDrainEvent, phase != .closed {
+            // No new streams after the ones already opened; close once they are answered.
+            goingAway = true
+            writeGoAway(lastStream: UInt32(Int32.max), .noError, debug: "")
+            flush(context)
+            closeIfDone(context)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        close(context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        phase = .closed
+        let ids = Array(streams.keys)
+        streams.removeAll()
+        blocked.removeAll()
+        for id in ids { delegate.reset(stream: id) }
+        context.fireChannelInactive()
+    }
+
+    // MARK: Frames in
+
+    private func process(_ context: ChannelHandlerContext, _ bytes: inout ByteBuffer) {
+        if phase == .preface {
+            guard bytes.readableBytes >= HTTP2Wire.preface.count else {
+                let matches = bytes.readableBytesView.elementsEqual(HTTP2Wire.preface.prefix(bytes.readableBytes))
+                if !matches { connectionError(context, .protocolError, "expected the HTTP/2 connection preface") }
+                return
+            }
+            let matches = bytes.readableBytesView.prefix(HTTP2Wire.preface.count).elementsEqual(HTTP2Wire.preface)
+            guard matches else {
+                return connectionError(context, .protocolError, "expected the HTTP/2 connection preface")
+            }
+            bytes.moveReaderIndex(forwardBy: HTTP2Wire.preface.count)
+            phase = .firstSettings
+        }
+        while phase != .closed, let header = HTTP2Wire.FrameHeader.peek(bytes) {
+            guard header.length <= HTTP2Wire.defaultMaxFrameSize else {
+                return connectionError(
+                    context, .frameSizeError, "frame of \(header.length) bytes is over SETTINGS_MAX_FRAME_SIZE")
+            }
+            guard bytes.readableBytes >= HTTP2Wire.frameHeaderBytes + header.length else { return }
+            bytes.moveReaderIndex(forwardBy: HTTP2Wire.frameHeaderBytes)
+            var payload = bytes.readSlice(length: header.length)!
+            if phase == .firstSettings {
+                guard header.type == HTTP2Wire.FrameType.settings, header.flags & HTTP2Wire.Flag.ack == 0 else {
+                    return connectionError(context, .protocolError, "the client preface must end with SETTINGS")
+                }
+                phase = .open
+            }
+            frame(context, header, &payload)
+        }
+    }
+
+    private func frame(_ context: ChannelHandlerContext, _ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer) {
+        if let block = continuation, header.type != HTTP2Wire.FrameType.continuation || header.stream != block.stream {
+            return connectionError(context, .protocolError, "expected CONTINUATION of stream \(block.stream)")
+        }
+        switch header.type {
+        case HTTP2Wire.FrameType.data: onData(context, header, &payload)
+        case HTTP2Wire.FrameType.headers: onHeaders(context, header, &payload)
+        case HTTP2Wire.FrameType.continuation: onContinuation(context, header, &payload)
+        case HTTP2Wire.FrameType.settings: onSettings(context, header, &payload)
+        case HTTP2Wire.FrameType.ping: onPing(context, header, &payload)
+        case HTTP2Wire.FrameType.windowUpdate: onWindowUpdate(context, header, &payload)
+        case HTTP2Wire.FrameType.rstStream: onReset(context, header, &payload)
+        case HTTP2Wire.FrameType.goAway:
+            guard header.stream == 0 else { return connectionError(context, .protocolError, "GOAWAY on a stream") }
+            goingAway = true
+        case HTTP2Wire.FrameType.priority:
+            guard header.stream != 0 else { return connectionError(context, .protocolError, "PRIORITY on stream 0") }
+            if header.length != 5 { streamError(context, header.stream, .frameSizeError) }
+        case HTTP2Wire.FrameType.pushPromise:
+            connectionError(context, .protocolError, "a client cannot send PUSH_PROMISE")
+        default:
+            break  // unknown frame types are ignored (RFC 9113 §4.1)
+        }
+    }
+
+    /// Strips padding (RFC 9113 §6.1); nil when the padding is longer than the payload.
+    private func unpad(_ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer) -> Bool {
+        guard header.flags & HTTP2Wire.Flag.padded != 0 else { return true }
+        guard let padding = payload.readInteger(as: UInt8.self), Int(padding) <= payload.readableBytes else {
+            return false
+        }
+        payload.moveWriterIndex(to: payload.writerIndex - Int(padding))
+        return true
+    }
+
+    private func onData(_ context: ChannelHandlerContext, _ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer) {
+        let id = header.stream
+        guard id != 0 else { return connectionError(context, .protocolError, "DATA on stream 0") }
+        guard id <= lastStreamID, id & 1 == 1 else {
+            return connectionError(context, .protocolError, "DATA on idle stream \(id)")
+        }
+        // The whole payload, padding included, counts against the connection's window even when the stream is gone.
+        connectionReceiveWindow -= header.length
+        guard connectionReceiveWindow >= 0 else {
+            return connectionError(context, .flowControlError, "DATA beyond the connection's window")
+        }
+        connectionReceivedUnacked += header.length
+        if connectionReceivedUnacked >= settings.connectionWindow / 4 {
+            writeWindowUpdate(0, connectionReceivedUnacked)
+            connectionReceiveWindow += connectionReceivedUnacked
+            connectionReceivedUnacked = 0
+        }
+        guard unpad(header, &payload) else {
+            return connectionError(context, .protocolError, "DATA padding longer than the frame")
+        }
+        let endStream = header.flags & HTTP2Wire.Flag.endStream != 0
+        if payload.readableBytes == 0 && !endStream {
+            emptyDataFrames += 1
+            if emptyDataFrames > Self.maxSequentialEmptyDataFrames {
+                return connectionError(context, .enhanceYourCalm, "too many empty DATA frames")
+            }
+        } else {
+            emptyDataFrames = 0
+        }
+        guard let stream = streams[id] else { return }  // closed: frames in flight are ignored
+        guard !stream.remoteClosed else { return streamError(context, id, .streamClosed) }
+        stream.receiveWindow -= header.length
+        guard stream.receiveWindow >= 0 else { return streamError(context, id, .flowControlError) }
+        if endStream { stream.remoteClosed = true }
+        if stream.localClosed {
+            // Answered already: the rest of the request is not needed.
+            if endStream { remove(id) }
+            return
+        }
+        stream.receivedUnacked += header.length
+        if !endStream && stream.receivedUnacked >= settings.streamWindow / 2 {
+            writeWindowUpdate(id, stream.receivedUnacked)
+            stream.receiveWindow += stream.receivedUnacked
+            stream.receivedUnacked = 0
+        }
+        delegate.received(data: payload, stream: id, endStream: endStream)
+        if endStream && stream.localClosed && stream.pending == nil { remove(id) }
+    }
+
+    private func onHeaders(
+        _ context: ChannelHandlerContext, _ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer
+    ) {
+        guard header.stream != 0 else { return connectionError(context, .protocolError, "HEADERS on stream 0") }
+        guard unpad(header, &payload) else {
+            return connectionError(context, .protocolError, "HEADERS padding longer than the frame")
+        }
+        if header.flags & HTTP2Wire.Flag.priority != 0 {
+            guard payload.readableBytes >= 5 else {
+                return connectionError(context, .frameSizeError, "HEADERS too short for its priority")
+            }
+            payload.moveReaderIndex(forwardBy: 5)
+        }
+        let block = HeaderBlock(
+            stream: header.stream, endStream: header.flags & HTTP2Wire.Flag.endStream != 0, bytes: payload, frames: 1)
+        if header.flags & HTTP2Wire.Flag.endHeaders != 0 {
+            headerBlock(context, block)
+        } else {
+            continuation = block
+        }
+    }
+
+    private func onContinuation(
+        _ context: ChannelHandlerContext, _ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer
+    ) {
+        guard var block = continuation else {
+            return connectionError(context, .protocolError, "CONTINUATION without HEADERS")
+        }
+        continuation = nil
+        block.frames += 1
+        guard block.bytes.readableBytes + payload.readableBytes <= Self.maxHeaderBlockBytes,
+            block.frames <= Self.maxHeaderBlockFrames
+        else {
+            return connectionError(context, .enhanceYourCalm, "header block too large")
+        }
+        block.bytes.writeBuffer(&payload)
+        if header.flags & HTTP2Wire.Flag.endHeaders != 0 {
+            headerBlock(context, block)
+        } else {
+            continuation = block
+        }
+    }
+
+    private func headerBlock(_ context: ChannelHandlerContext, _ block: HeaderBlock) {
+        var bytes = block.bytes
+        let headers: HPACKHeaders
+        do {
+            // Always decoded, even for a stream that is refused or closed: the decoder's table must stay in step.
+            headers = try decoder.decodeHeaders(from: &bytes)
+        } catch {
+            return connectionError(context, .compressionError, "cannot decode a header block: \(error)")
+        }
+        let id = block.stream
+        if let stream = streams[id] {
+            // Trailers: they must end the request.
+            guard block.endStream else { return streamError(context, id, .protocolError) }
+            guard !stream.remoteClosed else { return streamError(context, id, .streamClosed) }
+            stream.remoteClosed = true
+            if stream.localClosed {
+                if stream.pending == nil { remove(id) }
+                return
+            }
+            delegate.received(headers: headers, stream: id, endStream: true)
+            if stream.localClosed && stream.pending == nil { remove(id) }
+            return
+        }
+        guard id & 1 == 1 else { return connectionError(context, .protocolError, "even stream id \(id) from a client") }
+        guard id > lastStreamID else { return }  // a closed stream: frames in flight are ignored
+        lastStreamID = id
+        guard streams.count < settings.maxConcurrentStreams else {
+            writeReset(id, .refusedStream)
+            return
+        }
+        let stream = Stream(
+            sendWindow: peerInitialWindow, receiveWindow: settings.streamWindow, remoteClosed: block.endStream)
+        streams[id] = stream
+        delegate.received(headers: headers, stream: id, endStream: block.endStream)
+        if stream.localClosed && stream.remoteClosed && stream.pending == nil { remove(id) }
+    }
+
+    private func onSettings(
+        _ context: ChannelHandlerContext, _ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer
+    ) {
+        guard header.stream == 0 else { return connectionError(context, .protocolError, "SETTINGS on a stream") }
+        if header.flags & HTTP2Wire.Flag.ack != 0 {
+            guard header.length == 0 else {
+                return connectionError(context, .frameSizeError, "SETTINGS ACK with a payload")
+            }
+            return
+        }
+        guard header.length % 6 == 0 else {
+            return connectionError(context, .frameSizeError, "SETTINGS length not a multiple of 6")
+        }
+        while let identifier = payload.readInteger(as: UInt16.self), let value = payload.readInteger(as: UInt32.self) {
+            switch identifier {
+            case HTTP2Wire.Setting.enablePush:
+                guard value <= 1 else { return connectionError(context, .protocolError, "SETTINGS_ENABLE_PUSH \(value)") }
+            case HTTP2Wire.Setting.initialWindowSize:
+                guard value <= UInt32(HTTP2Wire.maxWindow) else {
+                    return connectionError(context, .flowControlError, "SETTINGS_INITIAL_WINDOW_SIZE \(value)")
+                }
+                let delta = Int(value) - peerInitialWindow
+                peerInitialWindow = Int(value)
+                for stream in streams.values {
+                    stream.sendWindow += delta
+                    guard stream.sendWindow <= HTTP2Wire.maxWindow else {
+                        return connectionError(context, .flowControlError, "a stream window over 2^31-1")
+                    }
+                }
+            case HTTP2Wire.Setting.maxFrameSize:
+                guard value >= 16_384, value <= 16_777_215 else {
+                    return connectionError(context, .protocolError, "SETTINGS_MAX_FRAME_SIZE \(value)")
+                }
+                peerMaxFrameSize = Int(value)
+            default:
+                break  // the header table (never used: responses are encoded without it) and advisory limits
+            }
+        }
+        var out = output(context)
+        out.writeHTTP2FrameHeader(length: 0, type: HTTP2Wire.FrameType.settings, flags: HTTP2Wire.Flag.ack, stream: 0)
+        self.out = out
+        needsFlush = true
+        sendBlocked()
+    }
+
+    private func onPing(_ context: ChannelHandlerContext, _ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer) {
+        guard header.stream == 0 else { return connectionError(context, .protocolError, "PING on a stream") }
+        guard header.length == 8 else { return connectionError(context, .frameSizeError, "PING not 8 bytes") }
+        guard header.flags & HTTP2Wire.Flag.ack == 0 else { return }
+        var out = output(context)
+        out.writeHTTP2FrameHeader(length: 8, type: HTTP2Wire.FrameType.ping, flags: HTTP2Wire.Flag.ack, stream: 0)
+        out.writeBuffer(&payload)
+        self.out = out
+        needsFlush = true
+    }
+
+    private func onWindowUpdate(
+        _ context: ChannelHandlerContext, _ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer
+    ) {
+        guard header.length == 4, let raw = payload.readInteger(as: UInt32.self) else {
+            return connectionError(context, .frameSizeError, "WINDOW_UPDATE not 4 bytes")
+        }
+        let increment = Int(raw & 0x7FFF_FFFF)
+        let id = header.stream
+        if id == 0 {
+            guard increment > 0 else { return connectionError(context, .protocolError, "WINDOW_UPDATE of 0") }
+            connectionSendWindow += increment
+            guard connectionSendWindow <= HTTP2Wire.maxWindow else {
+                return connectionError(context, .flowControlError, "connection window over 2^31-1")
+            }
+        } else {
+            guard id <= lastStreamID else {
+                return connectionError(context, .protocolError, "WINDOW_UPDATE on idle stream \(id)")
+            }
+            guard let stream = streams[id] else { return }
+            guard increment > 0 else { return streamError(context, id, .protocolError) }
+            stream.sendWindow += increment
+            guard stream.sendWindow <= HTTP2Wire.maxWindow else { return streamError(context, id, .flowControlError) }
+        }
+        sendBlocked()
+    }
+
+    private func onReset(_ context: ChannelHandlerContext, _ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer) {
+        guard header.stream != 0 else { return connectionError(context, .protocolError, "RST_STREAM on stream 0") }
+        guard header.length == 4 else { return connectionError(context, .frameSizeError, "RST_STREAM not 4 bytes") }
+        guard header.stream <= lastStreamID else {
+            return connectionError(context, .protocolError, "RST_STREAM on idle stream \(header.stream)")
+        }
+        let now = NIODeadline.now()
+        if now - resetWindowStart > Self.resetWindow {
+            resetWindowStart = now
+            resets = 0
+        }
+        resets += 1
+        guard resets <= Self.maxResetsPerWindow else {
+            return connectionError(context, .enhanceYourCalm, "too many streams reset")
+        }
+        guard streams[header.stream] != nil else { return }
+        remove(header.stream)
+        delegate.reset(stream: header.stream)
+    }
+
+    // MARK: Frames out
+
+    private func output(_ context: ChannelHandlerContext) -> ByteBuffer {
+        if let out {
+            self.out = nil
+            return out
+        }
+        return context.channel.allocator.buffer(capacity: 512)
+    }
+
+    private func writeHeaders(_ id: UInt32, _ block: [UInt8], endStream: Bool) {
+        guard let context else { return }
+        var out = output(context)
+        var offset = 0
+        var first = true
+        repeat {
+            let length = min(block.count - offset, peerMaxFrameSize)
+            let last = offset + length == block.count
+            var flags: UInt8 = last ? HTTP2Wire.Flag.endHeaders : 0
+            if first && endStream { flags |= HTTP2Wire.Flag.endStream }
+            out.writeHTTP2FrameHeader(
+                length: length, type: first ? HTTP2Wire.FrameType.headers : HTTP2Wire.FrameType.continuation,
+                flags: flags, stream: id)
+            out.writeBytes(block[offset..<(offset + length)])
+            offset += length
+            first = false
+        } while offset < block.count
+        self.out = out
+        needsFlush = true
+    }
+
+    private func writeReset(_ id: UInt32, _ code: HTTP2Wire.ErrorCode) {
+        guard let context else { return }
+        var out = output(context)
+        out.writeHTTP2FrameHeader(length: 4, type: HTTP2Wire.FrameType.rstStream, flags: 0, stream: id)
+        out.writeInteger(code.rawValue)
+        self.out = out
+        needsFlush = true
+    }
+
+    private func writeWindowUpdate(_ id: UInt32, _ increment: Int) {
+        guard let context else { return }
+        var out = output(context)
+        out.writeHTTP2FrameHeader(length: 4, type: HTTP2Wire.FrameType.windowUpdate, flags: 0, stream: id)
+        out.writeInteger(UInt32(increment))
+        self.out = out
+        needsFlush = true
+    }
+
+    private func writeGoAway(lastStream: UInt32, _ code: HTTP2Wire.ErrorCode, debug: String) {
+        guard let context else { return }
+        let debugBytes = Array(debug.utf8.prefix(256))
+        var out = output(context)
+        out.writeHTTP2FrameHeader(
+            length: 8 + debugBytes.count, type: HTTP2Wire.FrameType.goAway, flags: 0, stream: 0)
+        out.writeInteger(lastStream & 0x7FFF_FFFF)
+        out.writeInteger(code.rawValue)
+        out.writeBytes(debugBytes)
+        self.out = out
+        needsFlush = true
+    }
+
+    /// Writes what the windows allow of a stream's pending DATA, then its trailers once no DATA is left.
+    private func sendPending(_ id: UInt32, _ stream: Stream) {
+        guard let context else { return }
+        if var data = stream.pending {
+            var out = output(context)
+            while true {
+                let allowed = min(data.readableBytes, stream.sendWindow, connectionSendWindow, peerMaxFrameSize)
+                if data.readableBytes > 0 && allowed <= 0 { break }
+                var chunk = data.readSlice(length: allowed)!
+                let last = data.readableBytes == 0
+                let flags = last && stream.endStreamWithData ? HTTP2Wire.Flag.endStream : 0
+                out.writeHTTP2FrameHeader(length: allowed, type: HTTP2Wire.FrameType.data, flags: flags, stream: id)
+                out.writeBuffer(&chunk)
+                stream.sendWindow -= allowed
+                connectionSendWindow -= allowed
+                if last { break }
+            }
+            self.out = out
+            needsFlush = true
+            if data.readableBytes > 0 {
+                stream.pending = data
+                if !blocked.contains(id) { blocked.append(id) }
+                return
+            }
+            stream.pending = nil
+        }
+        if let trailers = stream.pendingTrailers {
+            stream.pendingTrailers = nil
+            writeHeaders(id, trailers, endStream: true)
+        }
+    }
+
+    /// Sends what newly opened windows allow, in the order streams blocked.
+    private func sendBlocked() {
+        guard !blocked.isEmpty else { return }
+        let waiting = blocked
+        blocked.removeAll()
+        for id in waiting {
+            guard let stream = streams[id], stream.pending != nil else { continue }
+            sendPending(id, stream)
+            if stream.pending == nil && stream.remoteClosed { remove(id) }
+        }
+    }
+
+    /// After the server's answer is written or queued: the stream ends once both sides have; a request still
+    /// coming is reset.
+    private func afterAnswer(_ id: UInt32, _ stream: Stream) {
+        if stream.remoteClosed {
+            if stream.pending == nil { remove(id) }
+        } else if isReading {
+            answeredEarly.append(id)
+        } else {
+            writeReset(id, .noError)
+            remove(id)
+        }
+        if !isReading, let context {
+            flush(context)
+            closeIfDone(context)
+        }
+    }
+
+    private func remove(_ id: UInt32) {
+        streams.removeValue(forKey: id)
+    }
+
+    private func streamError(_ context: ChannelHandlerContext, _ id: UInt32, _ code: HTTP2Wire.ErrorCode) {
+        writeReset(id, code)
+        if streams.removeValue(forKey: id) != nil { delegate.reset(stream: id) }
+    }
+
+    private func connectionError(_ context: ChannelHandlerContext, _ code: HTTP2Wire.ErrorCode, _ reason: String) {
+        guard phase != .closed else { return }
+        writeGoAway(lastStream: lastStreamID, code, debug: reason)
+        close(context)
+    }
+
+    private func close(_ context: ChannelHandlerContext) {
+        guard phase != .closed else { return }
+        flush(context)
+        phase = .closed
+        inbound = nil
+        context.close(promise: nil)
+    }
+
+    private func flush(_ context: ChannelHandlerContext) {
+        guard needsFlush else { return }
+        needsFlush = false
+        if let out {
+            self.out = nil
+            context.write(wrapOutboundOut(out), promise: nil)
+        }
+        context.flush()
+    }
+
+    private func closeIfDone(_ context: ChannelHandlerContext) {
+        if goingAway && streams.isEmpty && phase != .closed { close(context) }
+    }
+}
