@@ -16,7 +16,64 @@ import Testing
 struct GRPCConnectionHandlerTests {
     let app = AppID(namespace: "team-a", appId: "echo")
 
-    func channel(maxRequestBytes: Int = 1024) throws -> EmbeddedChannel {
+    /// A connection under test: Hangar's server on one EmbeddedChannel (bytes), swift-nio-http2's client on
+    /// another, and `pump()` carrying bytes between them.
+    final class Pair {
+        let server: EmbeddedChannel
+        let client: EmbeddedChannel
+
+        init(server: EmbeddedChannel, clientSettings: HTTP2Settings) throws {
+            self.server = server
+            client = EmbeddedChannel(handler: NIOHTTP2Handler(mode: .client, initialSettings: clientSettings))
+            try server.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x")).wait()
+            try client.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x")).wait()
+            try pump()
+            _ = try frames()  // SETTINGS, WINDOW_UPDATE, SETTINGS ACK
+        }
+
+        /// Carries every pending byte both ways until neither side has more; each side's bytes go in as one read.
+        func pump() throws {
+            var moved = true
+            while moved {
+                moved = false
+                if let bytes = try Self.drain(client) {
+                    try server.writeInbound(bytes)
+                    moved = true
+                }
+                if let bytes = try Self.drain(server) {
+                    try client.writeInbound(bytes)
+                    moved = true
+                }
+            }
+        }
+
+        static func drain(_ channel: EmbeddedChannel) throws -> ByteBuffer? {
+            var all: ByteBuffer?
+            while var bytes = try channel.readOutbound(as: ByteBuffer.self) {
+                if all == nil { all = bytes } else { all!.writeBuffer(&bytes) }
+            }
+            return all
+        }
+
+        func write(_ frame: HTTP2Frame) {
+            client.write(frame, promise: nil)
+        }
+
+        /// Flushes what the client wrote and returns the frames it then received.
+        func exchange() throws -> [HTTP2Frame] {
+            client.flush()
+            try pump()
+            return try frames()
+        }
+
+        func frames() throws -> [HTTP2Frame] {
+            var frames: [HTTP2Frame] = []
+            while let frame = try client.readInbound(as: HTTP2Frame.self) { frames.append(frame) }
+            return frames
+        }
+    }
+
+    func makeService() -> GRPCService {
         var service = GRPCService()
         service.unary("/hangar.bench.v1.Echo/Echo", Hangar_Bench_V1_EchoRequest.self) { request, call in
             var response = Hangar_Bench_V1_EchoResponse()
@@ -26,33 +83,45 @@ struct GRPCConnectionHandlerTests {
         service.unary("/hangar.bench.v1.Echo/Never", Hangar_Bench_V1_EchoRequest.self) { _, call in
             .later(call.eventLoop.makePromise(of: Hangar_Bench_V1_EchoResponse.self).futureResult)
         }
-        let registry = TenantRegistry(
-            configuration: NodeConfiguration(
-                tenants: [TenantSpec(namespace: "team-a", apps: [AppSpec(appId: "echo")])], components: []),
-            maxRequestBytes: maxRequestBytes)
+        return service
+    }
+
+    func makeGate(maxRequestBytes: Int = 1024) -> Gate {
+        Gate(
+            registry: TenantRegistry(
+                configuration: NodeConfiguration(
+                    tenants: [TenantSpec(namespace: "team-a", apps: [AppSpec(appId: "echo")])], components: []),
+                maxRequestBytes: maxRequestBytes))
+    }
+
+    func serverChannel(maxRequestBytes: Int = 1024, gate: Gate? = nil) -> EmbeddedChannel {
         let handler = GRPCConnectionHandler(
-            service: service, identity: .app(app), gate: Gate(registry: registry),
+            service: makeService(), identity: .app(app), gate: gate ?? makeGate(maxRequestBytes: maxRequestBytes),
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        let channel = EmbeddedChannel(handler: handler)
-        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x")).wait()
-        _ = try channel.readOutbound(as: HTTP2Frame.self)  // the initial connection WINDOW_UPDATE
-        return channel
+        return EmbeddedChannel(handler: handler.makeConnection())
+    }
+
+    func channel(
+        maxRequestBytes: Int = 1024, gate: Gate? = nil,
+        clientSettings: HTTP2Settings = [HTTP2Setting(parameter: .initialWindowSize, value: 1 << 20)]
+    ) throws -> Pair {
+        try Pair(server: serverChannel(maxRequestBytes: maxRequestBytes, gate: gate), clientSettings: clientSettings)
     }
 
     func requestHeaders(_ path: String, contentType: String = "application/grpc", extra: [(String, String)] = [])
         -> HPACKHeaders
     {
-        var headers: HPACKHeaders = [":method": "POST", ":path": path, ":scheme": "http", "content-type": contentType]
+        var headers: HPACKHeaders = [
+            ":method": "POST", ":path": path, ":scheme": "http", ":authority": "localhost", "content-type": contentType,
+        ]
         for (name, value) in extra { headers.add(name: name, value: value) }
         return headers
     }
 
-    func send(_ channel: EmbeddedChannel, _ id: HTTP2StreamID, headers: HPACKHeaders, message: ByteBuffer?) throws {
-        try channel.writeInbound(
-            HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: message == nil))))
+    func send(_ channel: Pair, _ id: HTTP2StreamID, headers: HPACKHeaders, message: ByteBuffer?) throws {
+        channel.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers, endStream: message == nil))))
         if let message {
-            try channel.writeInbound(
-                HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message), endStream: true))))
+            channel.write(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message), endStream: true))))
         }
     }
 
@@ -62,10 +131,9 @@ struct GRPCConnectionHandlerTests {
         return try GRPCService.frame(request)
     }
 
-    func frames(_ channel: EmbeddedChannel) throws -> [HTTP2Frame] {
-        var frames: [HTTP2Frame] = []
-        while let frame = try channel.readOutbound(as: HTTP2Frame.self) { frames.append(frame) }
-        return frames
+    /// The frames the client received on streams (not the connection's own).
+    func frames(_ channel: Pair) throws -> [HTTP2Frame] {
+        try channel.exchange().filter { $0.streamID != .rootStream }
     }
 
     func trailers(_ frames: [HTTP2Frame]) -> HPACKHeaders? {
@@ -123,9 +191,9 @@ struct GRPCConnectionHandlerTests {
         var prefix = ByteBuffer()
         prefix.writeInteger(UInt8(0))
         prefix.writeInteger(UInt32(1 << 30))
-        try channel.writeInbound(
+        channel.write(
             HTTP2Frame(streamID: 1, payload: .headers(.init(headers: requestHeaders("/hangar.bench.v1.Echo/Echo")))))
-        try channel.writeInbound(HTTP2Frame(streamID: 1, payload: .data(.init(data: .byteBuffer(prefix)))))
+        channel.write(HTTP2Frame(streamID: 1, payload: .data(.init(data: .byteBuffer(prefix)))))
         let out = try frames(channel)
         let trailers = try #require(self.trailers(out))
         #expect(trailers.first(name: "grpc-status") == "8")
@@ -137,16 +205,13 @@ struct GRPCConnectionHandlerTests {
         let channel = try channel()
         let refused = requestHeaders("/dapr.proto.runtime.v1.Dapr/InvokeActor")
         // HEADERS and DATA(END_STREAM) in one read: answered, and no RST_STREAM (clients count resets).
-        channel.pipeline.fireChannelRead(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: refused))))
-        channel.pipeline.fireChannelRead(
-            HTTP2Frame(streamID: 1, payload: .data(.init(data: .byteBuffer(try echo("x")), endStream: true))))
-        channel.pipeline.fireChannelReadComplete()
+        channel.write(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: refused))))
+        channel.write(HTTP2Frame(streamID: 1, payload: .data(.init(data: .byteBuffer(try echo("x")), endStream: true))))
         var out = try frames(channel)
         #expect(trailers(out)?.first(name: "grpc-status") == "12")
         #expect(!out.contains { if case .rstStream = $0.payload { true } else { false } })
         // HEADERS alone: the stream is reset once the read ends, so the client stops sending.
-        channel.pipeline.fireChannelRead(HTTP2Frame(streamID: 3, payload: .headers(.init(headers: refused))))
-        channel.pipeline.fireChannelReadComplete()
+        channel.write(HTTP2Frame(streamID: 3, payload: .headers(.init(headers: refused))))
         out = try frames(channel)
         #expect(trailers(out)?.first(name: "grpc-status") == "12")
         #expect(out.contains { $0.streamID == 3 && { if case .rstStream(.noError) = $0.payload { true } else { false } }($0) })
@@ -172,7 +237,7 @@ struct GRPCConnectionHandlerTests {
             channel, 1, headers: requestHeaders("/hangar.bench.v1.Echo/Never", extra: [("grpc-timeout", "50m")]),
             message: try echo(""))
         #expect(try frames(channel).isEmpty)
-        channel.embeddedEventLoop.advanceTime(by: .milliseconds(60))
+        channel.server.embeddedEventLoop.advanceTime(by: .milliseconds(60))
         #expect(trailers(try frames(channel))?.first(name: "grpc-status") == "4")
     }
 
