@@ -59,6 +59,45 @@ def test_garbage_on_the_grpc_socket(hangard, payload):
     still_serves(hangard)
 
 
+def h2_frame(kind, flags, stream, payload=b"", length=None):
+    """One raw HTTP/2 frame."""
+    size = len(payload) if length is None else length
+    return size.to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0)
+
+
+def goaway_code(answer):
+    """The error code of the first GOAWAY frame in what the server wrote, or None."""
+    offset = 0
+    while offset + 9 <= len(answer):
+        size = int.from_bytes(answer[offset:offset + 3], "big")
+        kind = answer[offset + 3]
+        payload = answer[offset + 9:offset + 9 + size]
+        if kind == 7 and len(payload) >= 8:
+            return int.from_bytes(payload[4:8], "big")
+        offset += 9 + size
+    return None
+
+
+@pytest.mark.parametrize(
+    "payload, code",
+    [
+        (H2_PREFACE + h2_frame(0, 0, 1, length=1 << 20), 0x6),  # a frame over 16 KiB: FRAME_SIZE_ERROR
+        (H2_PREFACE + h2_frame(1, 0, 1, b"\x82") + h2_frame(9, 0, 1) * 64, 0xB),  # CONTINUATION flood
+        (H2_PREFACE + h2_frame(1, 0x4, 1, b"\xff\xff\xff\xff"), 0x9),  # undecodable HPACK: COMPRESSION_ERROR
+        (H2_PREFACE + h2_frame(0, 0, 0, b"x"), 0x1),  # DATA on stream 0: PROTOCOL_ERROR
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0x1),  # not HTTP/2 at all
+    ],
+    ids=["oversized-frame", "continuation-flood", "bad-hpack", "data-on-stream-0", "http1"],
+)
+def test_http2_violations_get_goaway_and_close(hangard, payload, code):
+    answer = send_and_drain(hangard.grpc_socket("team-a", "orders"), payload)
+    assert goaway_code(answer) == code, answer[:200]
+    still_serves(hangard)
+
+
 @pytest.mark.parametrize(
     "payload",
     [os.urandom(4096), b"\x16\x03\x01\x02\x00" + b"\x00" * 100, b"GET /v1.0/healthz HTTP/9.9\r\n\r\n" + b"\xff" * 100],
