@@ -133,6 +133,11 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
+            name: "HangarHTTPTests",
+            dependencies: ["HangarHTTP", .product(name: "NIOHTTP1", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
             name: "HangarSystemdTests",
             dependencies: ["HangarSystemd", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict

@@ -2,7 +2,7 @@ import Foundation
 import NIOHTTP1
 
 /// The Dapr HTTP API's routes (`/v1.0/...`), matched from a request's method and target without allocating a
-/// router: the path is split into segments once and compared with the few shapes Dapr defines.
+/// router: the path's segments are found once and compared with the few shapes Dapr defines.
 enum DaprHTTPRoute: Sendable {
     case health(outbound: Bool)
     case saveState(store: String)
@@ -39,21 +39,23 @@ enum DaprHTTPRoute: Sendable {
     ]
 
     static func match(_ method: HTTPMethod, path: Substring) -> DaprHTTPRoute {
-        let segments = path.split(separator: "/")
-        guard let version = segments.first else { return .notFound }
-        let rest = segments.dropFirst()
+        let segments = PathSegments(path)
+        guard segments.count > 0 else { return .notFound }
+        let version = segments[0]
+        let restCount = segments.count - 1
+        let api: Substring? = restCount > 0 ? segments[1] : nil
         let isWrite = method == .POST || method == .PUT
         if version == "v1.0" {
-            switch (rest.first, rest.count) {
+            switch (api, restCount) {
             case ("healthz", 1) where method == .GET:
                 return .health(outbound: false)
-            case ("healthz", 2) where method == .GET && rest.last == "outbound":
+            case ("healthz", 2) where method == .GET && segments[2] == "outbound":
                 return .health(outbound: true)
             case ("state", 2) where isWrite:
-                return .saveState(store: decoded(rest[rest.startIndex + 1]))
+                return .saveState(store: decoded(segments[2]))
             case ("state", 3):
-                let store = decoded(rest[rest.startIndex + 1])
-                let last = rest[rest.startIndex + 2]
+                let store = decoded(segments[2])
+                let last = segments[3]
                 switch method {
                 case .GET: return .getState(store: store, key: decoded(last))
                 case .DELETE: return .deleteState(store: store, key: decoded(last))
@@ -66,15 +68,15 @@ enum DaprHTTPRoute: Sendable {
             case ("metadata", 1) where method == .GET:
                 return .getMetadata
             case ("metadata", 2) where method == .PUT:
-                return .setMetadata(key: decoded(rest[rest.startIndex + 1]))
+                return .setMetadata(key: decoded(segments[2]))
             case ("shutdown", 1) where isWrite:
                 return .shutdown
             default:
                 break
             }
         }
-        if version == "v1.0" || version == "v1.0-alpha1" || version == "v1.0-beta1", rest.count >= 1,
-            let api = rest.first, unimplementedAPIs.contains(api),
+        if version == "v1.0" || version == "v1.0-alpha1" || version == "v1.0-beta1",
+            let api, unimplementedAPIs.contains(api),
             [.GET, .POST, .PUT, .DELETE, .PATCH].contains(method)
         {
             return .unimplemented(api: String(api))
@@ -86,6 +88,49 @@ enum DaprHTTPRoute: Sendable {
     static func decoded(_ segment: Substring) -> String {
         guard segment.utf8.contains(UInt8(ascii: "%")) else { return String(segment) }
         return segment.removingPercentEncoding ?? String(segment)
+    }
+}
+
+/// The non-empty segments of a path, as `split(separator: "/")` gives them, without an array: the routes need the
+/// first four and the count.
+struct PathSegments {
+    private(set) var count = 0
+    private var first: (Substring, Substring, Substring, Substring) = ("", "", "", "")
+
+    init(_ path: Substring) {
+        let utf8 = path.utf8
+        var start = utf8.startIndex
+        var index = start
+        while index != utf8.endIndex {
+            if utf8[index] == UInt8(ascii: "/") {
+                if index > start { append(path[start..<index]) }
+                start = utf8.index(after: index)
+            }
+            index = utf8.index(after: index)
+        }
+        if index > start { append(path[start..<index]) }
+    }
+
+    private mutating func append(_ segment: Substring) {
+        switch count {
+        case 0: first.0 = segment
+        case 1: first.1 = segment
+        case 2: first.2 = segment
+        case 3: first.3 = segment
+        default: break
+        }
+        count += 1
+    }
+
+    /// One of the first four segments.
+    subscript(index: Int) -> Substring {
+        switch index {
+        case 0: first.0
+        case 1: first.1
+        case 2: first.2
+        case 3: first.3
+        default: preconditionFailure("only the first four segments are kept")
+        }
     }
 }
 

@@ -119,7 +119,10 @@ struct DaprHTTPResponder: HTTPResponder {
             return state.get(caller, store: store, key: key, on: eventLoop).map { value in
                 guard let value else { return HTTPResponse(status: .noContent) }
                 var headers: HTTPHeaders = ["content-type": "application/json", "etag": value.etag]
-                for (name, field) in value.metadata { headers.add(name: "metadata.\(name)", value: field) }
+                for (name, field) in value.metadata
+                where HTTPHeaderField.isValidName(name) && HTTPHeaderField.isValidValue(field) {
+                    headers.add(name: "metadata.\(name)", value: field)
+                }
                 return HTTPResponse(status: .ok, headers: headers, body: ByteBuffer(bytes: value.data))
             }
         case .saveState(let store):
@@ -256,5 +259,22 @@ struct DaprHTTPResponder: HTTPResponder {
             withJSONObject: object, options: [.fragmentsAllowed, .withoutEscapingSlashes])
         return HTTPResponse(
             status: .ok, headers: ["content-type": "application/json"], body: ByteBuffer(bytes: data))
+    }
+}
+
+/// RFC 9110 §5.1 and §5.5 checks for header fields built from stored data, so that nothing a caller stored can
+/// split a response (the encoder's own validation is off).
+enum HTTPHeaderField {
+    /// A token: visible ASCII without delimiters.
+    static func isValidName(_ name: String) -> Bool {
+        !name.isEmpty
+            && name.utf8.allSatisfy { byte in
+                byte > 0x20 && byte < 0x7F && !"\"(),/:;<=>?@[\\]{}".utf8.contains(byte)
+            }
+    }
+
+    /// No control characters other than horizontal tab (so no CR, LF or NUL).
+    static func isValidValue(_ value: String) -> Bool {
+        value.utf8.allSatisfy { byte in byte == 0x09 || (byte >= 0x20 && byte != 0x7F) }
     }
 }
