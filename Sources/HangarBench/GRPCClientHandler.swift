@@ -2,9 +2,10 @@ import NIOCore
 import NIOHPACK
 import NIOHTTP2
 
-/// A gRPC unary client for one HTTP/2 connection, mirroring the shape of Hangar's server: one handler behind
-/// `NIOHTTP2Handler` that owns every stream (no multiplexer, no child channel per call), allocates stream ids,
-/// writes HEADERS + one DATA frame, and completes the call on the trailers. Every method runs on the channel's
+/// A gRPC unary client for one HTTP/2 connection, on swift-nio-http2 (so the bench's client is independent of
+/// Hangar's own HTTP/2 server code): one handler behind `NIOHTTP2Handler` that owns every stream (no multiplexer,
+/// no child channel per call), allocates stream ids, writes HEADERS + one DATA frame, and completes the call on the
+/// trailers. Every method runs on the channel's
 /// event loop; completions are called there too.
 final class GRPCClientHandler: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame

@@ -109,6 +109,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     /// their request ended meanwhile (resetting at once would trip clients' own rapid-reset limits when many calls
     /// are refused).
     private var answeredEarly: [UInt32] = []
+    private var prefaceSent = false
     private var isReading = false
     private var needsFlush = false
     private var readDeferred = false
@@ -131,9 +132,6 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     var eventLoop: (any EventLoop)? { context?.eventLoop }
     var channel: (any Channel)? { context?.channel }
-
-    /// Whether the stream is open and not yet answered.
-    func isAwaitingAnswer(_ id: UInt32) -> Bool { streams[id].map { !$0.localClosed } ?? false }
 
     /// A complete gRPC response: the fixed response head, one message (already length-prefixed) and trailers.
     func respond(_ id: UInt32, message: ByteBuffer, trailers: [UInt8]) {
@@ -183,7 +181,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     /// The server preface: SETTINGS, then the connection window raised past HTTP/2's 64 KiB.
     private func start(_ context: ChannelHandlerContext) {
-        guard out == nil, phase == .preface, !needsFlush else { return }
+        guard !prefaceSent else { return }
+        prefaceSent = true
         let entries: [(UInt16, UInt32)] = [
             (HTTP2Wire.Setting.maxConcurrentStreams, UInt32(settings.maxConcurrentStreams)),
             (HTTP2Wire.Setting.initialWindowSize, UInt32(settings.streamWindow)),
@@ -573,9 +572,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         guard resets <= Self.maxResetsPerWindow else {
             return connectionError(context, .enhanceYourCalm, "too many streams reset")
         }
-        guard streams[header.stream] != nil else { return }
-        remove(header.stream)
-        delegate.reset(stream: header.stream)
+        if remove(header.stream) { delegate.reset(stream: header.stream) }
     }
 
     // MARK: Frames out
@@ -701,13 +698,15 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         }
     }
 
-    private func remove(_ id: UInt32) {
-        streams.removeValue(forKey: id)
+    /// Forgets a stream; whether it was open.
+    @discardableResult
+    private func remove(_ id: UInt32) -> Bool {
+        streams.removeValue(forKey: id) != nil
     }
 
     private func streamError(_ context: ChannelHandlerContext, _ id: UInt32, _ code: HTTP2Wire.ErrorCode) {
         writeReset(id, code)
-        if streams.removeValue(forKey: id) != nil { delegate.reset(stream: id) }
+        if remove(id) { delegate.reset(stream: id) }
     }
 
     private func connectionError(_ context: ChannelHandlerContext, _ code: HTTP2Wire.ErrorCode, _ reason: String) {
