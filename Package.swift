@@ -34,7 +34,11 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "hangard", targets: ["hangard"]),
-        .executable(name: "hangar-bench", targets: ["HangarBench"]),
+        // Libraries only for the benchmark package (Benchmarks/, which depends on this one by path): its echo server
+        // is Hangar's own gRPC server, reached through HangarGRPC's `@_spi(Benchmarks)` surface. Not an API.
+        .library(name: "HangarGRPC", targets: ["HangarGRPC"]),
+        .library(name: "HangarRuntime", targets: ["HangarRuntime"]),
+        .library(name: "HangarComponents", targets: ["HangarComponents"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -128,19 +132,6 @@ let package = Package(
             ] + nioAndLogging,
             swiftSettings: strict,
             linkerSettings: releaseLink
-        ),
-        .executableTarget(
-            name: "HangarBench",
-            dependencies: [
-                "HangarGRPC",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
-                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-            ],
-            swiftSettings: strict
         ),
         .testTarget(
             name: "HangarHTTPTests",

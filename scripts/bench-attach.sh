@@ -8,4 +8,4 @@
 set -euo pipefail
 
 source "$(dirname "$0")/lib/bench-build.sh"
-"$bin/hangar-bench" attach --hangard "$bin/hangard" --json bench-results/attach.json "$@"
+"$bench" attach --hangard "$hangard" --json bench-results/attach.json "$@"

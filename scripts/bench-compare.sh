@@ -9,11 +9,11 @@
 set -euo pipefail
 
 here="$(pwd)"
-bench_products="hangar-bench"
+bench_only=1
 source "$(dirname "$0")/lib/bench-build.sh" # builds, and moves to the repository root
 resolve() { case "$1" in /*) echo "$1" ;; *) echo "$here/$1" ;; esac }
 baseline="bench/baseline.json"
 current="bench-results/latest.json"
 if [[ $# -ge 1 ]]; then baseline="$(resolve "$1")"; fi
 if [[ $# -ge 2 ]]; then current="$(resolve "$2")"; fi
-"$bin/hangar-bench" compare --baseline "$baseline" --current "$current" --json bench-results/compare.json
+"$bench" compare --baseline "$baseline" --current "$current" --json bench-results/compare.json

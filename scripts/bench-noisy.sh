@@ -8,4 +8,4 @@
 set -euo pipefail
 
 source "$(dirname "$0")/lib/bench-build.sh"
-"$bin/hangar-bench" noisy-neighbour --hangard "$bin/hangard" --json bench-results/noisy.json "$@"
+"$bench" noisy-neighbour --hangard "$hangard" --json bench-results/noisy.json "$@"

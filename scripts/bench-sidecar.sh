@@ -9,4 +9,4 @@
 set -euo pipefail
 
 source "$(dirname "$0")/lib/bench-build.sh"
-"$bin/hangar-bench" sidecar --hangard "$bin/hangard" --json bench-results/sidecar.json "$@"
+"$bench" sidecar --hangard "$hangard" --json bench-results/sidecar.json "$@"

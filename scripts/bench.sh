@@ -15,13 +15,13 @@ set -euo pipefail
 source "$(dirname "$0")/lib/bench-build.sh"
 started=$SECONDS
 
-"$bin/hangar-bench" run --hangard "$bin/hangard" --scenario all --connect-apps 16 --duration 4 --patience 90 \
+"$bench" run --hangard "$hangard" --scenario all --connect-apps 16 --duration 4 --patience 90 \
     --json bench-results/latest.json "$@"
-"$bin/hangar-bench" sidecar --hangard "$bin/hangard" --patience 30 --json bench-results/sidecar.json
-"$bin/hangar-bench" attach --hangard "$bin/hangard" --json bench-results/attach.json
+"$bench" sidecar --hangard "$hangard" --patience 30 --json bench-results/sidecar.json
+"$bench" attach --hangard "$hangard" --json bench-results/attach.json
 
 if [[ -f bench/baseline.json ]]; then
-    "$bin/hangar-bench" compare --baseline bench/baseline.json --current bench-results/latest.json \
+    "$bench" compare --baseline bench/baseline.json --current bench-results/latest.json \
         --json bench-results/compare.json
 else
     echo "no bench/baseline.json: comparison skipped (it is committed from a release run of this script:" \

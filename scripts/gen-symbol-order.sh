@@ -30,7 +30,7 @@ nm="$toolchain/llvm-nm"; [[ -x "$nm" ]] || nm=nm
 work="$(mktemp -d /tmp/gso.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 # valgrind (3.19 in bookworm) cannot read DWARF 5: profile a copy without debug information (symbols stay).
-"$objcopy" --strip-debug "$bin/hangard" "$work/hangard"
+"$objcopy" --strip-debug "$hangard" "$work/hangard"
 cat > "$work/hangard-vg" << EOF
 #!/usr/bin/env bash
 exec valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.%p" --demangle=no --compress-strings=no \
@@ -39,10 +39,10 @@ EOF
 chmod +x "$work/hangard-vg"
 
 echo "gen-symbol-order.sh: profiling hangard under callgrind (bench scenarios, attach, TCP default)" >&2
-"$bin/hangar-bench" run --hangard "$work/hangard-vg" --scenario all --concurrency 2 --rounds 1 --duration 1 \
+"$bench" run --hangard "$work/hangard-vg" --scenario all --concurrency 2 --rounds 1 --duration 1 \
     --warmup 0.2 --patience 0 --memory-apps 200 --memory-connected 50 > "$work/run.log" 2>&1 \
     || { tail -20 "$work/run.log" >&2; exit 1; }
-"$bin/hangar-bench" attach --hangard "$work/hangard-vg" --apps 10 --samples 3 --timeout 60 > "$work/attach.log" 2>&1 \
+"$bench" attach --hangard "$work/hangard-vg" --apps 10 --samples 3 --timeout 60 > "$work/attach.log" 2>&1 \
     || { tail -20 "$work/attach.log" >&2; exit 1; }
 
 # The development default (embedded SQLite store, TCP listeners) with JSON logs, on ports derived from the pid.
@@ -89,5 +89,5 @@ awk -v target="$work/hangard" '
 echo "gen-symbol-order.sh: bench/hangard.order lists $(grep -vc '^#' bench/hangard.order) functions" >&2
 
 # SwiftPM does not know the link depends on the file: remove the binary so the next release build links again.
-rm -f "$bin/hangard"
-echo "gen-symbol-order.sh: removed $bin/hangard; rebuild (source scripts/lib/bench-build.sh) to link with it" >&2
+rm -f "$hangard"
+echo "gen-symbol-order.sh: removed $hangard; rebuild (scripts/lib/build-hangard.sh) to link with it" >&2

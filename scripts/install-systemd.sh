@@ -5,7 +5,7 @@
 # Usage:
 #   scripts/install-systemd.sh [--binary PATH] [--root DIR] [--no-start]
 #
-#   --binary PATH  install this hangard binary instead of building one (`swift build -c release --static-swift-stdlib --product hangard`)
+#   --binary PATH  install this hangard binary instead of building one (scripts/lib/build-hangard.sh)
 #   --root DIR     install into DIR instead of / (an image being built, or a test): DIR/usr/local/bin/hangard,
 #                  DIR/etc/systemd/system/..., DIR/etc/hangar/...; the units are then enabled offline
 #                  (`systemctl --root=DIR enable`) and nothing is started
@@ -63,9 +63,8 @@ fi
 # --- the binary ----------------------------------------------------------------------------------------------
 if [ -z "$BINARY" ]; then
     command -v swift >/dev/null || die "swift is not on PATH: install the toolchain or pass --binary PATH"
-    log "building hangard (swift build -c release --static-swift-stdlib --product hangard)"
-    (cd "$REPO" && source scripts/lib/require-libsystemd.sh && swift build -c release --static-swift-stdlib --product hangard >&2)
-    BINARY="$(cd "$REPO" && swift build -c release --show-bin-path)/hangard"
+    log "building hangard (scripts/lib/build-hangard.sh: swift build -c release --static-swift-stdlib --product hangard)"
+    BINARY="$("$REPO/scripts/lib/build-hangard.sh" release)"
 fi
 [ -f "$BINARY" ] && [ -x "$BINARY" ] || die "$BINARY is not an executable file"
 

@@ -7,16 +7,19 @@
 #
 # Runnable from any working directory, on a fresh Debian machine (as root, or with sudo) and again
 # quickly on one where it already ran. Stages:
-#   1. system packages: libsystemd-dev (hangard links libsystemd), protoc (protobuf-compiler), setpriv
-#      (util-linux), systemd-analyze and
-#      systemd-socket-activate (systemd) and, if python3 cannot create a venv, python3-venv;
-#      `apt-get update` runs once, and only when something is missing
-#   2. swift build             debug build of every product and the test targets
+#   1. system packages: libsystemd-dev and pkg-config (hangard links libsystemd), protoc (protobuf-compiler),
+#      setpriv (util-linux), systemd-analyze and systemd-socket-activate (systemd) and, if python3 cannot create a
+#      venv, python3-venv; `apt-get update` runs once, and only when something is missing. (protoc's well-known
+#      types come from swift-protobuf's source, scripts/lib/swift-protobuf-source.sh, not from libprotobuf-dev.)
+#   2. swift build             debug build of every product and the test targets (not the benchmarks: Benchmarks/
+#                              is a package of its own, built by scripts/bench*.sh)
 #   3. swift test              Swift Testing unit and conformance tests (fails if none ran)
-#   4. scripts/check-protos.sh the committed generated protobuf code is current
+#   4. scripts/check-protos.sh the committed generated protobuf code (both packages) is current
 #   5. scripts/setup-python.sh .venv with the pinned Dapr SDK and pytest
 #   6. pytest Tests/e2e        end-to-end tests: the real hangard binary driven by the official Dapr SDK
-# A failing build stops the run; after it every stage runs, and the script exits non-zero if any failed.
+# A failing build stops the run; after it every stage runs, and the script exits non-zero if any failed. It ends
+# with one line per stage: what it counted and how long it took (e.g. `e2e: 572 passed, 0 failed (181 s)`).
+# scripts/check-fresh-machine.sh runs this script in a clean clone with its packages removed.
 
 set -euo pipefail
 
@@ -26,9 +29,23 @@ export DEBIAN_FRONTEND=noninteractive
 
 START=$SECONDS
 FAILED=()
+SUMMARY=()
+STAGE_NAME=""
+STAGE_START=$SECONDS
 
 log() { echo "test.sh: $*" >&2; }
-stage() { log "== $* ($((SECONDS - START)) s)"; }
+# stage NAME: starts timing a stage; done_stage RESULT: records "NAME: RESULT (N s)" for the closing summary.
+stage() {
+    STAGE_NAME="$1"
+    STAGE_START=$SECONDS
+    log "== $1 ($((SECONDS - START)) s)"
+}
+done_stage() { SUMMARY+=("$STAGE_NAME: $1 ($((SECONDS - STAGE_START)) s)"); }
+print_summary() {
+    echo
+    echo "test.sh summary:"
+    printf '%s\n' "${SUMMARY[@]}"
+}
 
 # --- 1. system packages ------------------------------------------------------------------------
 SUDO=""
@@ -72,38 +89,78 @@ if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     apt_install python3-venv
     export PYTHON=/usr/bin/python3
 fi
+done_stage "ready"
 
 # --- 2. build ----------------------------------------------------------------------------------
 stage "swift build"
-swift build --build-tests
+if swift build --build-tests; then
+    done_stage "ok"
+else
+    done_stage "FAILED"
+    print_summary
+    log "FAILED after $((SECONDS - START)) s: swift build"
+    exit 1
+fi
 
 # --- 3. unit and conformance tests -------------------------------------------------------------
 stage "swift test"
 SWIFT_TEST_LOG="$(mktemp "${TMPDIR:-/tmp}/hangar-swift-test.XXXXXX")"
 trap 'rm -f "$SWIFT_TEST_LOG"' EXIT
-if swift test --skip-build 2>&1 | tee "$SWIFT_TEST_LOG"; then
-    # Swift Testing closes with "Test run with N tests ... passed"; N must not be 0.
-    if ! grep -Eq 'Test run with [1-9][0-9]* tests? .*passed' "$SWIFT_TEST_LOG"; then
-        log "swift test ran no Swift Testing test"
-        FAILED+=("swift test (no tests ran)")
-    fi
-else
+swift_test_ok=1
+swift test --skip-build 2>&1 | tee "$SWIFT_TEST_LOG" || swift_test_ok=0
+# Swift Testing closes with "Test run with N tests in M suites passed|failed after ..."; a failed test prints
+# "✘ Test name() failed after ..." (and "recorded an issue" lines, which are not counted).
+swift_total="$(sed -nE 's/.*Test run with ([0-9]+) tests?.*/\1/p' "$SWIFT_TEST_LOG" | tail -1)"
+swift_failed="$(grep -E '✘ Test .* failed after' "$SWIFT_TEST_LOG" | grep -cv 'Test run with' || true)"
+if [ -z "$swift_total" ] || [ "$swift_total" -eq 0 ]; then
+    log "swift test ran no Swift Testing test (or did not finish)"
+    FAILED+=("swift test (no test run reported)")
+    done_stage "no test run reported"
+elif [ "$swift_test_ok" -eq 0 ] && [ "$swift_failed" -eq 0 ]; then
     FAILED+=("swift test")
+    done_stage "$swift_total tests, FAILED without a failed test (see the log above)"
+else
+    [ "$swift_test_ok" -eq 1 ] || FAILED+=("swift test")
+    done_stage "$((swift_total - swift_failed)) passed, $swift_failed failed"
 fi
 
 # --- 4. generated code -------------------------------------------------------------------------
 stage "check-protos"
-"$ROOT/scripts/check-protos.sh" || FAILED+=("check-protos")
+if "$ROOT/scripts/check-protos.sh"; then done_stage "up to date"; else FAILED+=("check-protos"); done_stage "FAILED"; fi
 
 # --- 5. python environment ---------------------------------------------------------------------
 stage "setup-python"
-"$ROOT/scripts/setup-python.sh"
+if "$ROOT/scripts/setup-python.sh"; then
+    done_stage "ok"
+else
+    FAILED+=("setup-python")
+    done_stage "FAILED"
+fi
 
 # --- 6. end-to-end tests -----------------------------------------------------------------------
-stage "pytest Tests/e2e"
+stage "e2e"
 export HANGARD="$ROOT/.build/debug/hangard"
-.venv/bin/python -m pytest Tests/e2e -v || FAILED+=("e2e tests")
+E2E_XML="$(mktemp "${TMPDIR:-/tmp}/hangar-e2e.XXXXXX")"
+trap 'rm -f "$SWIFT_TEST_LOG" "$E2E_XML"' EXIT
+if [ -x .venv/bin/python ]; then
+    .venv/bin/python -m pytest Tests/e2e -v --junitxml="$E2E_XML" || FAILED+=("e2e tests")
+    # Counts from pytest's JUnit report: errors (a failing fixture) count as failed.
+    e2e_counts="$(.venv/bin/python - "$E2E_XML" <<'PY' 2>/dev/null || true
+import sys, xml.etree.ElementTree as ET
+suites = ET.parse(sys.argv[1]).getroot()
+suites = [suites] if suites.tag == "testsuite" else list(suites)
+n = lambda key: sum(int(s.get(key, 0)) for s in suites)
+failed = n("failures") + n("errors")
+print(f"{n('tests') - failed - n('skipped')} passed, {failed} failed, {n('skipped')} skipped")
+PY
+)"
+    done_stage "${e2e_counts:-no report}"
+else
+    FAILED+=("e2e tests (no .venv)")
+    done_stage "not run (no .venv)"
+fi
 
+print_summary
 if [ "${#FAILED[@]}" -ne 0 ]; then
     log "FAILED after $((SECONDS - START)) s: ${FAILED[*]}"
     exit 1

@@ -9,7 +9,7 @@ import NIOHTTP2
 import SwiftProtobuf
 import Testing
 
-@testable import HangarGRPC
+@_spi(Benchmarks) @testable import HangarGRPC
 
 /// The gRPC connection handler driven frame by frame on an `EmbeddedChannel`.
 @Suite("gRPC connection handler")
@@ -75,13 +75,13 @@ struct GRPCConnectionHandlerTests {
 
     func makeService() -> GRPCService {
         var service = GRPCService()
-        service.unary("/hangar.bench.v1.Echo/Echo", Hangar_Bench_V1_EchoRequest.self) { request, call in
-            var response = Hangar_Bench_V1_EchoResponse()
-            response.payload = request.payload + Data(call.caller.appId.utf8)
+        service.unary("/hangar.test.v1.Echo/Echo", Google_Protobuf_BytesValue.self) { request, call in
+            var response = Google_Protobuf_BytesValue()
+            response.value = request.value + Data(call.caller.appId.utf8)
             return .success(response)
         }
-        service.unary("/hangar.bench.v1.Echo/Never", Hangar_Bench_V1_EchoRequest.self) { _, call in
-            .later(call.eventLoop.makePromise(of: Hangar_Bench_V1_EchoResponse.self).futureResult)
+        service.unary("/hangar.test.v1.Echo/Never", Google_Protobuf_BytesValue.self) { _, call in
+            .later(call.eventLoop.makePromise(of: Google_Protobuf_BytesValue.self).futureResult)
         }
         return service
     }
@@ -126,8 +126,8 @@ struct GRPCConnectionHandlerTests {
     }
 
     func echo(_ payload: String) throws -> ByteBuffer {
-        var request = Hangar_Bench_V1_EchoRequest()
-        request.payload = Data(payload.utf8)
+        var request = Google_Protobuf_BytesValue()
+        request.value = Data(payload.utf8)
         return try GRPCService.frame(request)
     }
 
@@ -146,7 +146,7 @@ struct GRPCConnectionHandlerTests {
     @Test("a unary call is answered with HEADERS, one DATA message and grpc-status 0 trailers")
     func unaryCall() throws {
         let channel = try channel()
-        try send(channel, 1, headers: requestHeaders("/hangar.bench.v1.Echo/Echo"), message: try echo("hi "))
+        try send(channel, 1, headers: requestHeaders("/hangar.test.v1.Echo/Echo"), message: try echo("hi "))
         let out = try frames(channel)
         #expect(out.count == 3)
         guard case .data(let data) = out[1].payload, case .byteBuffer(var body) = data.data else {
@@ -157,9 +157,9 @@ struct GRPCConnectionHandlerTests {
         let prefix = body.readInteger(as: UInt32.self)
         #expect(flag == 0)
         let length = try #require(prefix)
-        let response = try Hangar_Bench_V1_EchoResponse(
+        let response = try Google_Protobuf_BytesValue(
             serializedBytes: Array(body.readableBytesView.prefix(Int(length))))
-        #expect(String(decoding: response.payload, as: UTF8.self) == "hi echo")
+        #expect(String(decoding: response.value, as: UTF8.self) == "hi echo")
         #expect(trailers(out)?.first(name: "grpc-status") == "0")
     }
 
@@ -192,7 +192,7 @@ struct GRPCConnectionHandlerTests {
         prefix.writeInteger(UInt8(0))
         prefix.writeInteger(UInt32(1 << 30))
         channel.write(
-            HTTP2Frame(streamID: 1, payload: .headers(.init(headers: requestHeaders("/hangar.bench.v1.Echo/Echo")))))
+            HTTP2Frame(streamID: 1, payload: .headers(.init(headers: requestHeaders("/hangar.test.v1.Echo/Echo")))))
         channel.write(HTTP2Frame(streamID: 1, payload: .data(.init(data: .byteBuffer(prefix)))))
         let out = try frames(channel)
         let trailers = try #require(self.trailers(out))
@@ -224,9 +224,9 @@ struct GRPCConnectionHandlerTests {
         garbage.writeInteger(UInt8(0))
         garbage.writeInteger(UInt32(3))
         garbage.writeBytes([0xFF, 0xFF, 0xFF])
-        try send(channel, 1, headers: requestHeaders("/hangar.bench.v1.Echo/Echo"), message: garbage)
+        try send(channel, 1, headers: requestHeaders("/hangar.test.v1.Echo/Echo"), message: garbage)
         #expect(trailers(try frames(channel))?.first(name: "grpc-status") == "3")
-        try send(channel, 3, headers: requestHeaders("/hangar.bench.v1.Echo/Echo"), message: try echo("again"))
+        try send(channel, 3, headers: requestHeaders("/hangar.test.v1.Echo/Echo"), message: try echo("again"))
         #expect(trailers(try frames(channel))?.first(name: "grpc-status") == "0")
     }
 
@@ -234,7 +234,7 @@ struct GRPCConnectionHandlerTests {
     func deadline() throws {
         let channel = try channel()
         try send(
-            channel, 1, headers: requestHeaders("/hangar.bench.v1.Echo/Never", extra: [("grpc-timeout", "50m")]),
+            channel, 1, headers: requestHeaders("/hangar.test.v1.Echo/Never", extra: [("grpc-timeout", "50m")]),
             message: try echo(""))
         #expect(try frames(channel).isEmpty)
         channel.server.embeddedEventLoop.advanceTime(by: .milliseconds(60))
@@ -245,7 +245,7 @@ struct GRPCConnectionHandlerTests {
     func compression() throws {
         let channel = try channel()
         try send(
-            channel, 1, headers: requestHeaders("/hangar.bench.v1.Echo/Echo", extra: [("grpc-encoding", "gzip")]),
+            channel, 1, headers: requestHeaders("/hangar.test.v1.Echo/Echo", extra: [("grpc-encoding", "gzip")]),
             message: try echo(""))
         #expect(trailers(try frames(channel))?.first(name: "grpc-status") == "12")
     }

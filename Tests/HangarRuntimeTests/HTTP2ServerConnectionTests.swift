@@ -8,7 +8,7 @@ import NIOHTTP2
 import SwiftProtobuf
 import Testing
 
-@testable import HangarGRPC
+@_spi(Benchmarks) @testable import HangarGRPC
 
 /// Hangar's HTTP/2 connection at the frame level: flow control and frame sizes against swift-nio-http2's client, and
 /// what a hostile or broken client gets, in raw bytes.
@@ -98,7 +98,7 @@ struct HTTP2ServerConnectionTests {
         return try RawClient(EmbeddedChannel(handler: handler.makeConnection(settings: settings)), preface: preface)
     }
 
-    func echoPath() -> HPACKHeaders { handlerTests.requestHeaders("/hangar.bench.v1.Echo/Echo") }
+    func echoPath() -> HPACKHeaders { handlerTests.requestHeaders("/hangar.test.v1.Echo/Echo") }
 
     // MARK: Against swift-nio-http2's client
 
@@ -149,7 +149,7 @@ struct HTTP2ServerConnectionTests {
                     components: []),
                 maxRequestBytes: 1024))
         let pair = try handlerTests.channel(gate: gate)
-        let never = handlerTests.requestHeaders("/hangar.bench.v1.Echo/Never")
+        let never = handlerTests.requestHeaders("/hangar.test.v1.Echo/Never")
         // Admitted at its HEADERS; its message has not come yet.
         pair.write(HTTP2Frame(streamID: 1, payload: .headers(.init(headers: never))))
         #expect(try handlerTests.frames(pair).isEmpty)
@@ -241,7 +241,7 @@ struct HTTP2ServerConnectionTests {
         var settings = HTTP2ServerConnection.Settings()
         settings.maxConcurrentStreams = 2
         let client = try raw(settings: settings)
-        let never = try client.headerBlock(handlerTests.requestHeaders("/hangar.bench.v1.Echo/Never"))
+        let never = try client.headerBlock(handlerTests.requestHeaders("/hangar.test.v1.Echo/Never"))
         for stream: UInt32 in [1, 3, 5] {
             try client.send(client.frame(HTTP2Wire.FrameType.headers, flags: HTTP2Wire.Flag.endHeaders, stream: stream, never))
         }
@@ -255,7 +255,7 @@ struct HTTP2ServerConnectionTests {
     @Test("more than 200 resets from a client in 30 s is ENHANCE_YOUR_CALM")
     func rapidReset() throws {
         let client = try raw()
-        let never = try client.headerBlock(handlerTests.requestHeaders("/hangar.bench.v1.Echo/Never"))
+        let never = try client.headerBlock(handlerTests.requestHeaders("/hangar.test.v1.Echo/Never"))
         var stream: UInt32 = 1
         for _ in 0..<201 {
             try client.send(

@@ -330,6 +330,13 @@ def test_the_image_builds_hangard_statically_on_the_runtime_debian_release():
     assert "libsystemd-dev" in build.apt_installs()
     builds = [r for r in build.runs() if "swift build" in r]
     assert builds and all(f in builds[0] for f in ("-c release", "--product hangard", "--static-swift-stdlib"))
+    # The image holds the binary scripts/run.sh starts and the benchmarks measure: the same release flags as
+    # scripts/lib/build-hangard.sh (Package.swift adds the release link options to both).
+    script = (REPO_ROOT / "scripts" / "lib" / "build-hangard.sh").read_text()
+    release_flags = re.search(r"^\s*release\) flags=\(([^)]*)\)", script, re.MULTILINE)
+    assert release_flags, "scripts/lib/build-hangard.sh has no release) flags=(...) line"
+    for flag in release_flags.group(1).split():
+        assert flag in builds[0].split(), f"the Containerfile's build lacks {flag} (scripts/lib/build-hangard.sh)"
     copied = [rest for instruction, rest in runtime.instructions if instruction == "COPY"]
     assert any(c.startswith(f"--from={build.name} ") and c.endswith("/usr/local/bin/hangard") for c in copied)
     instructions = dict(runtime.instructions)

@@ -8,7 +8,9 @@ type, label, referenced message/enum type, oneof membership and JSON name.
 
 Our protos are compiled with the system `protoc` (grpcio-tools is deliberately not required)
 into a FileDescriptorSet, which is loaded into a private DescriptorPool and compared with the
-SDK's default pool. The test is skipped only when `protoc` is not installed.
+SDK's default pool. The well-known types they import come from where scripts/generate-protos.sh
+takes them (scripts/lib/swift-protobuf-source.sh --include: swift-protobuf's own source), not from
+wherever the machine's protoc keeps them. scripts/test.sh installs protoc; without it these tests fail.
 
 Run with:  python -m pytest Tests/e2e/test_proto_compat.py
 """
@@ -52,26 +54,24 @@ class OurProtos:
     files: tuple[str, ...]  # our .proto files (not the well-known types pulled in by imports)
 
 
-def _find_protoc_include(protoc: str) -> Path | None:
-    """Directory holding google/protobuf/*.proto (the well-known types)."""
-    candidates = [
-        Path(protoc).resolve().parent.parent / "include",
-        Path("/usr/include"),
-        Path("/usr/local/include"),
-    ]
-    for candidate in candidates:
-        if (candidate / "google" / "protobuf" / "any.proto").is_file():
-            return candidate
-    return None
+def _well_known_types_include() -> Path:
+    """Directory holding google/protobuf/*.proto: the one rule generate-protos.sh also follows."""
+    result = subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "lib" / "swift-protobuf-source.sh"), "--include"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, f"scripts/lib/swift-protobuf-source.sh failed:\n{result.stderr}"
+    include = Path(result.stdout.strip())
+    assert (include / "google" / "protobuf" / "any.proto").is_file(), f"no google/protobuf/any.proto in {include}"
+    return include
 
 
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory: pytest.TempPathFactory) -> OurProtos:
     protoc = shutil.which("protoc")
-    if protoc is None:
-        pytest.skip("protoc is not installed (apt-get install protobuf-compiler); cannot compile Hangar's protos")
-    include = _find_protoc_include(protoc)
-    assert include is not None, "protoc is installed but google/protobuf/any.proto was not found next to it"
+    assert protoc is not None, "protoc is not installed (scripts/test.sh installs Debian's protobuf-compiler)"
+    include = _well_known_types_include()
 
     proto_files = sorted(p.relative_to(PROTO_DIR).as_posix() for p in PROTO_DIR.rglob("*.proto"))
     assert proto_files, f"no .proto files under {PROTO_DIR}"
@@ -174,7 +174,6 @@ def test_protos_compile_and_cover_expected_files(ours):
         "dapr/proto/runtime/v1/dapr.proto",
         "google/rpc/status.proto",
         "google/rpc/error_details.proto",
-        "hangar/bench/v1/echo.proto",
     ):
         assert expected in names
 

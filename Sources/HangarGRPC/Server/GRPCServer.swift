@@ -9,7 +9,8 @@ public enum GRPCServer {
         listeners(service: DaprService.make(runtime: runtime), gate: runtime.gate, group: group, logger: logger)
     }
 
-    package static func listeners(service: GRPCService, gate: Gate, group: any EventLoopGroup, logger: Logger)
+    /// The listeners of any method table (`@_spi(Benchmarks)`: the benchmark package's echo server).
+    @_spi(Benchmarks) public static func listeners(service: GRPCService, gate: Gate, group: any EventLoopGroup, logger: Logger)
         -> ListenerBootstrap
     {
         ListenerBootstrap(group: group, registry: gate.registry, logger: logger) { channel, identity in

@@ -1,20 +1,22 @@
-package import HangarComponents
-package import HangarRuntime
-package import NIOCore
+public import HangarComponents
+public import HangarRuntime
+public import NIOCore
 package import NIOHPACK
-package import SwiftProtobuf
+public import SwiftProtobuf
 
 /// What a handler knows about the call it serves.
-package struct GRPCCallContext: Sendable {
+@_spi(Benchmarks) public struct GRPCCallContext: Sendable {
     /// Who is calling, established by the gate.
-    package let caller: Caller
+    @_spi(Benchmarks) public let caller: Caller
     package let headers: HPACKHeaders
-    package let eventLoop: any EventLoop
+    @_spi(Benchmarks) public let eventLoop: any EventLoop
 }
 
 /// The methods a gRPC server answers, by path (`/package.Service/Method`). Unary methods today; the table is where
 /// server- and bidirectional-streaming kinds join it.
-package struct GRPCService: Sendable {
+///
+/// `@_spi(Benchmarks)`: the benchmark package's echo server registers its one method here; not an API.
+@_spi(Benchmarks) public struct GRPCService: Sendable {
     /// A unary method: one request message in, one response message (framed) out, at once when the method does
     /// not block, else later on the call's event loop.
     package typealias UnaryHandler = @Sendable (ByteBuffer, GRPCCallContext) -> Eventual<ByteBuffer>
@@ -31,10 +33,10 @@ package struct GRPCService: Sendable {
 
     package private(set) var methods: [String: Registered] = [:]
 
-    package init() {}
+    @_spi(Benchmarks) public init() {}
 
     /// Registers a unary method with typed messages: decoding, encoding and framing happen here.
-    package mutating func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+    @_spi(Benchmarks) public mutating func unary<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         _ path: String, _ request: Request.Type = Request.self,
         _ handler: @escaping @Sendable (Request, GRPCCallContext) -> Eventual<Response>
     ) {

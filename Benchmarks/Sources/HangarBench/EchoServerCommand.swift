@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import HangarComponents
-import HangarGRPC
+@_spi(Benchmarks) import HangarGRPC
 import HangarRuntime
 import Logging
 import NIOCore

@@ -1,5 +1,4 @@
 import Foundation
-import HangarGRPC
 import NIOCore
 import SwiftProtobuf
 
@@ -21,7 +20,7 @@ enum BenchRequests {
         var request = Dapr_Proto_Runtime_V1_GetStateRequest()
         request.storeName = store
         request.key = key
-        return try GRPCService.frame(request)
+        return try frame(request)
     }
 
     static func saveState(store: String, keys: [String], value: Data) throws -> ByteBuffer {
@@ -33,13 +32,24 @@ enum BenchRequests {
             item.value = value
             return item
         }
-        return try GRPCService.frame(request)
+        return try frame(request)
     }
 
     static func echo(payload: Data) throws -> ByteBuffer {
         var request = Hangar_Bench_V1_EchoRequest()
         request.payload = payload
-        return try GRPCService.frame(request)
+        return try frame(request)
+    }
+
+    /// One length-prefixed, uncompressed gRPC message.
+    static func frame(_ message: some SwiftProtobuf.Message) throws -> ByteBuffer {
+        let bytes: [UInt8] = try message.serializedBytes()
+        var buffer = ByteBuffer()
+        buffer.reserveCapacity(5 + bytes.count)
+        buffer.writeInteger(UInt8(0))
+        buffer.writeInteger(UInt32(bytes.count))
+        buffer.writeBytes(bytes)
+        return buffer
     }
 
     /// The data a GetState response carries.
