@@ -103,6 +103,7 @@ let package = Package(
             name: "HangarGRPC",
             dependencies: [
                 "HangarRuntime",
+                "HangarComponents",
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ] + nioAndLogging,
@@ -115,6 +116,7 @@ let package = Package(
             name: "HangarHTTP",
             dependencies: [
                 "HangarRuntime",
+                "HangarComponents",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ] + nioAndLogging,
             swiftSettings: strict
