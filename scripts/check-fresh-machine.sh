@@ -53,6 +53,9 @@ if [ -n "$(git -C "$ROOT" status --porcelain --untracked-files=no)" ]; then
 fi
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/hangar-fresh.XXXXXX")"
+# mktemp makes it 0700; the end-to-end tests run clients under other uids from the clone's .venv, so the clone must
+# be traversable by them, as a clone in an ordinary directory (and CI's) is.
+chmod 0755 "$WORK"
 REMOVED=()
 restore() {
     local missing=()

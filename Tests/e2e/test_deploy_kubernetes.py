@@ -460,6 +460,9 @@ def run_app(pod: Pod, ports: dict[int, int], store: str, key: str, value: str = 
         env={"PATH": os.environ["PATH"], "DAPR_API_TIMEOUT_SECONDS": "10", "DAPR_HEALTH_TIMEOUT": "10", **env},
         capture_output=True, text=True, timeout=60,
     )
+    assert "No module named 'dapr'" not in result.stderr, (
+        f"uid {uid} cannot read the Dapr SDK in {sys.prefix}: the repository (and its .venv) must be in a directory "
+        "other users can traverse (mode 0755 up the path), as the app's uid runs the SDK from it")
     assert result.returncode == 0, f"the app (uid {uid}, gid {gid}, env {env}) failed:\n{result.stderr[-3000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])
 
