@@ -83,8 +83,17 @@ final class NodeService: Service {
             ])
         let supervisor = ServiceManagerLink(runtime: runtime, group: group, logger: logger)
         supervisor.ready()
+        let (drained, drainedContinuation) = AsyncStream.makeStream(of: Never.self)
 
         await withDiscardingTaskGroup { tasks in
+            // The systemd watchdog and status, fed until every call has drained.
+            tasks.addTask {
+                await withDiscardingTaskGroup { watching in
+                    watching.addTask { await supervisor.watch() }
+                    for await _ in drained {}
+                    watching.cancelAll()
+                }
+            }
             // Apps that call Shutdown.
             tasks.addTask {
                 for await app in detachRequests { await self.detach(app, reason: .shutdownCall) }
@@ -109,7 +118,7 @@ final class NodeService: Service {
                 supervisor.stopping()
                 watcher?.stop()
                 await self.stopAll()
-                supervisor.finished()
+                drainedContinuation.finish()
                 detachContinuation.finish()
             }
         }

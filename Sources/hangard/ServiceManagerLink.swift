@@ -14,7 +14,6 @@ final class ServiceManagerLink: Sendable {
     private let logger: Logger
     private let supervised = Systemd.isSupervised
     private let lastStatus = Mutex<String>("")
-    private let loop = Mutex<Task<Void, Never>?>(nil)
 
     init(runtime: Runtime, group: any EventLoopGroup, logger: Logger) {
         self.runtime = runtime
@@ -22,40 +21,38 @@ final class ServiceManagerLink: Sendable {
         self.logger = logger
     }
 
-    /// `READY=1` with the first `STATUS=`, then the watchdog and status loop.
+    /// `READY=1` with the first `STATUS=`.
     func ready() {
         guard supervised else { return }
         let status = currentStatus()
         lastStatus.withLock { $0 = status }
         Systemd.notify("READY=1\nSTATUS=\(status)")
-        let watchdog = Systemd.watchdogTimeout
-        if let watchdog {
+        if let watchdog = Systemd.watchdogTimeout {
             logger.info("systemd watchdog enabled", metadata: ["watchdog.timeout": "\(watchdog)"])
-        }
-        // Half the watchdog timeout, as sd_watchdog_enabled(3) advises; without a watchdog, STATUS= only.
-        let tick = watchdog.map { $0 / 2 } ?? .seconds(2)
-        loop.withLock {
-            $0 = Task { [self] in
-                while !Task.isCancelled {
-                    // Each round takes at most one tick: the event loops get half of it to answer, so two pings
-                    // are never more than about half WatchdogSec apart.
-                    let round = ContinuousClock.now
-                    if watchdog != nil { await pingWatchdog(within: tick / 2) }
-                    updateStatus()
-                    try? await Task.sleep(until: round + tick)
-                }
-            }
         }
     }
 
-    /// `STOPPING=1`; the watchdog keeps being fed while calls drain, until `finished()`.
+    /// The watchdog and status loop, until the task running it is cancelled (NodeService runs it in its task group
+    /// from `ready()` until every call has drained): `WATCHDOG=1` every half `WatchdogSec=`, as sd_watchdog_enabled(3)
+    /// advises, and `STATUS=` when it changed; without a watchdog, `STATUS=` only, every 2 s.
+    func watch() async {
+        guard supervised else { return }
+        let watchdog = Systemd.watchdogTimeout
+        let tick = watchdog.map { $0 / 2 } ?? .seconds(2)
+        while !Task.isCancelled {
+            // Each round takes at most one tick: the event loops get half of it to answer, so two pings are never
+            // more than about half WatchdogSec apart.
+            let round = ContinuousClock.now
+            if watchdog != nil { await pingWatchdog(within: tick / 2) }
+            updateStatus()
+            try? await Task.sleep(until: round + tick)
+        }
+    }
+
+    /// `STOPPING=1`; the watchdog keeps being fed while calls drain, until `watch()` is cancelled.
     func stopping() {
         guard supervised else { return }
         Systemd.notify("STOPPING=1\nSTATUS=stopping: draining calls in flight")
-    }
-
-    func finished() {
-        loop.withLock { $0?.cancel() }
     }
 
     /// Sends `STATUS=` when it changed.
