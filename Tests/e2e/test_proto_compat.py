@@ -29,7 +29,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 # Importing these registers the SDK's descriptors (and all their dependencies) in the
 # default pool.
 from dapr.proto.common.v1 import common_pb2  # noqa: F401
-from dapr.proto.runtime.v1 import dapr_pb2  # noqa: F401
+from dapr.proto.runtime.v1 import appcallback_pb2, dapr_pb2  # noqa: F401
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -38,8 +38,10 @@ PROTO_DIR = REPO_ROOT / "Sources" / "HangarGRPC" / "Protos"
 # Packages whose messages must match upstream. hangar.* protos are Hangar's own.
 CHECKED_PACKAGES = ("dapr.proto.", "google.rpc")
 
-# The runtime service whose rpcs we document in dapr/proto/runtime/v1/dapr.proto.
+# The runtime service whose rpcs we document in dapr/proto/runtime/v1/dapr.proto, and the app-side
+# services Hangar calls (the app channel), in dapr/proto/runtime/v1/appcallback.proto.
 DAPR_SERVICE = "dapr.proto.runtime.v1.Dapr"
+APP_SERVICES = ("dapr.proto.runtime.v1.AppCallback", "dapr.proto.runtime.v1.AppCallbackHealthCheck")
 
 # Fields of the SDK's messages that Hangar's protos deliberately leave out, as
 # "<message full name>.<field name>". Anything missing that is not listed here fails
@@ -172,6 +174,7 @@ def test_protos_compile_and_cover_expected_files(ours):
     for expected in (
         "dapr/proto/common/v1/common.proto",
         "dapr/proto/runtime/v1/dapr.proto",
+        "dapr/proto/runtime/v1/appcallback.proto",
         "google/rpc/status.proto",
         "google/rpc/error_details.proto",
     ):
@@ -241,15 +244,16 @@ def test_no_unexpected_omissions(ours, sdk):
     )
 
 
-def test_dapr_service_methods_match_sdk(ours, sdk):
-    service = ours.pool.FindServiceByName(DAPR_SERVICE)
-    upstream = sdk.FindServiceByName(DAPR_SERVICE)
+@pytest.mark.parametrize("service_name", (DAPR_SERVICE, *APP_SERVICES))
+def test_service_methods_match_sdk(ours, sdk, service_name):
+    service = ours.pool.FindServiceByName(service_name)
+    upstream = sdk.FindServiceByName(service_name)
     assert len(service.methods) > 0
     problems: list[str] = []
     for method in service.methods:
         theirs = upstream.methods_by_name.get(method.name)
         if theirs is None:
-            problems.append(f"rpc {method.name}: not in the SDK's {DAPR_SERVICE}")
+            problems.append(f"rpc {method.name}: not in the SDK's {service_name}")
             continue
         for attr in ("input_type", "output_type"):
             mine_t, their_t = getattr(method, attr).full_name, getattr(theirs, attr).full_name
@@ -260,15 +264,15 @@ def test_dapr_service_methods_match_sdk(ours, sdk):
                 problems.append(f"rpc {method.name}: {attr} is {getattr(method, attr)}, SDK has {getattr(theirs, attr)}")
         if method.GetOptions().deprecated != theirs.GetOptions().deprecated:
             problems.append(f"rpc {method.name}: deprecated option differs from the SDK")
-    assert not problems, "service Dapr differs from the SDK:\n  " + "\n  ".join(problems)
+    assert not problems, f"service {service_name} differs from the SDK:\n  " + "\n  ".join(problems)
 
 
-def test_only_dapr_service_is_declared_in_dapr_package(ours):
-    """Keep the Dapr service declaration unique so the doc block can't drift into a second copy."""
+def test_only_known_services_are_declared_in_dapr_package(ours):
+    """Keep each service declaration unique so a doc block can't drift into a second copy."""
     services = [
         s.full_name
         for f in _files(ours)
         for s in f.services_by_name.values()
         if s.full_name.startswith("dapr.")
     ]
-    assert services == [DAPR_SERVICE]
+    assert sorted(services) == sorted([DAPR_SERVICE, *APP_SERVICES])

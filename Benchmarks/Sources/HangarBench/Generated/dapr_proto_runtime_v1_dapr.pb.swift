@@ -23,9 +23,9 @@
 // Dapr Python SDK 1.19.0.
 //
 // Upstream splits this package over several files (dapr.proto holds the service and
-// ShutdownRequest; state.proto, pubsub.proto, metadata.proto and appcallback.proto hold the
+// ShutdownRequest; state.proto, pubsub.proto, metadata.proto and invoke.proto hold the
 // messages). Protobuf identifies messages by full name, not by file, so Hangar keeps the
-// subset it serves in this one file. Field names, numbers, types and explicit json_name
+// subset it serves in this one file (and the app-side services it calls in appcallback.proto). Field names, numbers, types and explicit json_name
 // options must stay identical to upstream; this is checked by Tests/e2e/test_proto_compat.py.
 //
 // The `service Dapr` block below lists only the rpcs Hangar serves and is documentation:
@@ -99,6 +99,32 @@ nonisolated enum Dapr_Proto_Runtime_V1_PubsubSubscriptionType: SwiftProtobuf.Enu
     .streaming,
   ]
 
+}
+
+/// InvokeServiceRequest represents the request message for Service invocation.
+nonisolated struct Dapr_Proto_Runtime_V1_InvokeServiceRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Required. Callee's app id.
+  var id: String = String()
+
+  /// Required. message which will be delivered to callee.
+  var message: Dapr_Proto_Common_V1_InvokeRequest {
+    get {_message ?? Dapr_Proto_Common_V1_InvokeRequest()}
+    set {_message = newValue}
+  }
+  /// Returns true if `message` has been explicitly set.
+  var hasMessage: Bool {self._message != nil}
+  /// Clears the value of `message`. Subsequent reads from it will return its default value.
+  mutating func clearMessage() {self._message = nil}
+
+  var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  init() {}
+
+  fileprivate var _message: Dapr_Proto_Common_V1_InvokeRequest? = nil
 }
 
 /// GetStateRequest is the message to get key-value states from specific state store.
@@ -1202,6 +1228,45 @@ fileprivate nonisolated let _protobuf_package = "dapr.proto.runtime.v1"
 
 nonisolated extension Dapr_Proto_Runtime_V1_PubsubSubscriptionType: SwiftProtobuf._ProtoNameProviding {
   static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0UNKNOWN\0\u{1}DECLARATIVE\0\u{1}PROGRAMMATIC\0\u{1}STREAMING\0")
+}
+
+nonisolated extension Dapr_Proto_Runtime_V1_InvokeServiceRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  static let protoMessageName: String = _protobuf_package + ".InvokeServiceRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{2}\u{2}message\0")
+
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._message) }()
+      default: break
+      }
+    }
+  }
+
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    try { if let v = self._message {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  static func ==(lhs: Dapr_Proto_Runtime_V1_InvokeServiceRequest, rhs: Dapr_Proto_Runtime_V1_InvokeServiceRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs._message != rhs._message {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Dapr_Proto_Runtime_V1_GetStateRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
