@@ -105,6 +105,8 @@ let package = Package(
                 "HangarRuntime",
                 "HangarComponents",
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                // The app channel's client side (AppCallback calls into apps) runs on NIOHTTP2Handler.
+                .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ] + nioAndLogging,
             exclude: ["Protos"],

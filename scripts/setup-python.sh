@@ -6,7 +6,8 @@
 #   scripts/setup-python.sh
 #
 # Creates <repo>/.venv (python3 -m venv) if it is missing and installs the pinned packages below:
-# the official Dapr Python SDK (the real client the e2e tests drive hangard with), pytest, and the two
+# the official Dapr Python SDK with its grpc and fastapi extras (the real client the e2e tests drive hangard with, and
+# the app-side servers dapr.ext.grpc.App and dapr.ext.fastapi.DaprApp that hangard calls into), pytest, and the two
 # checkers of the Kubernetes manifests (Tests/e2e/test_deploy_kubernetes.py): kubernetes-validate (the
 # Kubernetes JSON schemas) and yamllint.
 # Nothing else is needed: the tests talk HTTP with the standard library (http.client), also over
@@ -22,12 +23,12 @@ PYTHON="${PYTHON:-python3}"
 
 # Pinned: the SDK version the reference (shared/reference/dapr-api.md) was written against.
 REQUIREMENTS=(
-    "dapr==1.19.0"
+    "dapr[grpc,fastapi]==1.19.0"
     "pytest==9.2.0"
     "kubernetes-validate==1.34.0"
     "yamllint==1.38.0"
 )
-IMPORTS="import dapr.clients, pytest, kubernetes_validate, yamllint"
+IMPORTS="import dapr.clients, dapr.ext.grpc, dapr.ext.fastapi, pytest, kubernetes_validate, yamllint"
 
 log() { echo "setup-python: $*" >&2; }
 

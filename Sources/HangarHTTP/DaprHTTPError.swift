@@ -11,6 +11,17 @@ enum DaprHTTPError {
     }
 
     static func response(_ error: any DaprAPIError) -> HTTPResponse {
+        if let callee = error as? AppCalleeError {
+            // An invoked gRPC app's error status: the HTTP status Dapr maps its code to, and the status as JSON
+            // (protojson of google.rpc.Status), as Dapr answers.
+            let body: [String: Any] = ["code": callee.rpcCode.rawValue, "message": callee.message, "details": []]
+            let data =
+                (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes]))
+                ?? Data()
+            return HTTPResponse(
+                status: HTTPResponseStatus(statusCode: callee.httpStatus), headers: ["content-type": "application/json"],
+                body: ByteBuffer(bytes: data))
+        }
         var body: [String: Any] = ["errorCode": error.errorCode, "message": error.message]
         var info: [String: Any] = [
             "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": error.reason, "domain": "dapr.io",

@@ -10,6 +10,9 @@ public final class Runtime: Sendable {
     public let components: ComponentHost
     public let state: StateAPI
     public let metadata: MetadataAPI
+    public let invocation: InvocationAPI
+    /// The app channels of the apps that declare one (how invocation calls into apps).
+    public let appChannels: AppChannels
     public let metrics: RuntimeMetrics
     public let health: NodeHealth
     public let logger: Logger
@@ -19,7 +22,8 @@ public final class Runtime: Sendable {
     public init(
         configuration: NodeConfiguration, dataDirectory: String, maxRequestBytes: Int,
         eventLoopGroup: any EventLoopGroup, threadPool: NIOThreadPool, metrics: RuntimeMetrics = RuntimeMetrics(),
-        retireTimeout: Duration = .seconds(30), etagSealer: ETagSealer? = nil, logger: Logger
+        retireTimeout: Duration = .seconds(30), etagSealer: ETagSealer? = nil,
+        appChannelFactory: AppChannelFactory? = nil, invocationTimeout: Duration = .seconds(60), logger: Logger
     ) throws(ConfigurationError) {
         self.registry = TenantRegistry(configuration: configuration, maxRequestBytes: maxRequestBytes)
         self.gate = Gate(registry: registry, metrics: metrics)
@@ -38,6 +42,10 @@ public final class Runtime: Sendable {
         self.state = StateAPI(components: components, registry: registry, metrics: metrics, sealer: sealer)
         self.health = NodeHealth(components: components, registry: registry)
         self.metadata = MetadataAPI(components: components, registry: registry, health: health)
+        self.appChannels = AppChannels(factory: appChannelFactory, logger: logger)
+        appChannels.update(configuration)
+        self.invocation = InvocationAPI(
+            registry: registry, channels: appChannels, metrics: metrics, defaultTimeout: TimeAmount(invocationTimeout))
         self.metrics = metrics
         self.logger = logger
     }
@@ -53,7 +61,9 @@ public final class Runtime: Sendable {
             if configuration.components != components.specs {
                 try components.apply(configuration.components)
             }
-            return registry.apply(configuration)
+            let change = registry.apply(configuration)
+            appChannels.update(configuration)
+            return change
         }
     }
 

@@ -120,6 +120,9 @@ struct Hangard: AsyncParsableCommand {
             runtime = try Runtime(
                 configuration: configuration, dataDirectory: options.dataDirectory, maxRequestBytes: maxRequestBytes,
                 eventLoopGroup: group, threadPool: threadPool, retireTimeout: .milliseconds(Int64(drainTimeout * 1000)),
+                appChannelFactory: Self.appChannelFactory(
+                    layout: SocketLayout(root: options.socketRoot), group: group, maxResponseBytes: maxRequestBytes,
+                    logger: logger),
                 logger: logger)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("hangard: invalid configuration: \(error)\n".utf8))
@@ -157,6 +160,25 @@ struct Hangard: AsyncParsableCommand {
         }
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
+    }
+
+    /// How the runtime reaches each app's app channel: gRPC apps through `GRPCAppChannel` (at the declared address,
+    /// or at `app-<appId>-grpc.socket` in the app's directory); the HTTP app channel is not in this build yet.
+    static func appChannelFactory(
+        layout: SocketLayout, group: any EventLoopGroup, maxResponseBytes: Int, logger: Logger
+    ) -> AppChannelFactory {
+        { app, spec in
+            switch spec.protocol {
+            case .grpc:
+                GRPCAppChannel(
+                    app: app, address: spec.address ?? .unix(path: layout.appChannelSocket(app, .grpc)), group: group,
+                    maxResponseBytes: maxResponseBytes, logger: logger)
+            case .http:
+                UnsupportedAppChannel(
+                    reason: "app \(app) declares an HTTP app channel, which this build of hangard cannot call yet; "
+                        + "declare appChannel.protocol: grpc")
+            }
+        }
     }
 
     static func defaultSocketRoot(_ environment: [String: String]) -> String {

@@ -86,13 +86,16 @@ final class NodeService: Service {
         let (drained, drainedContinuation) = AsyncStream.makeStream(of: Never.self)
 
         await withDiscardingTaskGroup { tasks in
-            // The systemd watchdog and status, fed until every call has drained.
+            // Loops that run until every call has drained: the systemd watchdog and status, and the apps' health
+            // probes; then the app channels close.
             tasks.addTask {
                 await withDiscardingTaskGroup { watching in
                     watching.addTask { await supervisor.watch() }
+                    watching.addTask { await self.runtime.appChannels.watchHealth(on: self.group) }
                     for await _ in drained {}
                     watching.cancelAll()
                 }
+                self.runtime.appChannels.closeAll()
             }
             // Apps that call Shutdown.
             tasks.addTask {

@@ -13,6 +13,11 @@ struct SocketLayout: Sendable {
     func directory(_ app: AppID) -> String { "\(root)/\(app.namespace)/\(app.appId)" }
     func grpcSocket(_ app: AppID) -> String { "\(directory(app))/dapr-\(app.appId)-grpc.socket" }
     func httpSocket(_ app: AppID) -> String { "\(directory(app))/dapr-\(app.appId)-http.socket" }
+    /// Where the app serves its app channel when its `appChannel` gives no address: `app-<appId>-grpc.socket` (or
+    /// `-http.socket`) in its directory, which the app creates and hangard never removes.
+    func appChannelSocket(_ app: AppID, _ channel: AppChannelSpec.ChannelProtocol) -> String {
+        "\(directory(app))/app-\(app.appId)-\(channel.rawValue).socket"
+    }
 
     /// Refuses a configuration whose socket paths would not fit in a Unix socket address.
     func validate(_ configuration: NodeConfiguration) throws(ConfigurationError) {

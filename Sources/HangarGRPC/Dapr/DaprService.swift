@@ -13,6 +13,7 @@ package enum DaprService {
         var service = GRPCService()
         registerState(&service, runtime.state)
         registerMetadata(&service, runtime.metadata)
+        registerInvoke(&service, runtime.invocation)
         return service
     }
 }

@@ -21,6 +21,9 @@ package struct GRPCStatus: Error, Sendable {
         switch error {
         case let status as GRPCStatus:
             self = status
+        case let callee as AppCalleeError:
+            // An invoked app's own status reaches the caller as the app sent it, as Dapr relays it.
+            self.init(code: callee.rpcCode, message: callee.message)
         case let error as any DaprAPIError:
             self.init(
                 code: error.rpcCode, message: error.message,

@@ -82,6 +82,8 @@ public struct AppSpec: Sendable, Hashable {
     public var apiToken: String?
     public var apiTokenFile: String?
     public var quotas: Quotas?
+    /// How the runtime calls into the app; nil when the app serves no app channel (it is never invoked then).
+    public var appChannel: AppChannelSpec?
 
     public init(
         appId: String, uids: [UInt32] = [], gids: [UInt32] = [], apiToken: String? = nil, quotas: Quotas? = nil
@@ -101,6 +103,8 @@ public struct TenantSpec: Sendable, Hashable {
     public var quotas: Quotas
     /// The tenant's share of a contended component pool relative to other tenants (`spec.weight`, default 1).
     public var weight: Int
+    /// Apps of other namespaces allowed to invoke this tenant's apps (`spec.allowInvocationFrom`); none by default.
+    public var allowInvocationFrom: [InvocationGrant] = []
     public var source: String
 
     public init(
@@ -131,17 +135,22 @@ public struct TenantSpec: Sendable, Hashable {
         if let problem = Names.dns1123Problem(namespace) { throw metadata.error("name", problem) }
         source = document.path
         guard let spec = try document.mapping("spec") else { throw document.error("spec", "is required") }
-        try spec.rejectUnknownKeys(["apps", "quotas", "weight"])
+        try spec.rejectUnknownKeys(["apps", "quotas", "weight", "allowInvocationFrom"])
         quotas = try spec.mapping("quotas").map { (node) throws(ConfigurationError) in try Quotas(node) } ?? Quotas()
         weight = try spec.int("weight") ?? 1
         guard (1...Self.maxWeight).contains(weight) else {
             throw spec.error("weight", "must be an integer from 1 to \(Self.maxWeight)")
         }
+        for (index, item) in try spec.list("allowInvocationFrom").enumerated() {
+            let node = try YAMLMapping(
+                path: document.path, field: spec.fieldPath("allowInvocationFrom[\(index)]"), value: item)
+            allowInvocationFrom.append(try InvocationGrant(node))
+        }
         var apps: [AppSpec] = []
         var seen: Set<String> = []
         for (index, item) in try spec.list("apps").enumerated() {
             let node = try YAMLMapping(path: document.path, field: spec.fieldPath("apps[\(index)]"), value: item)
-            try node.rejectUnknownKeys(["appId", "uids", "gids", "apiToken", "apiTokenFile", "quotas"])
+            try node.rejectUnknownKeys(["appId", "uids", "gids", "apiToken", "apiTokenFile", "quotas", "appChannel"])
             let appId = try node.requiredString("appId")
             if let problem = Names.dns1123Problem(appId) { throw node.error("appId", problem) }
             guard seen.insert(appId).inserted else { throw node.error("appId", "'\(appId)' is declared twice") }
@@ -173,6 +182,9 @@ public struct TenantSpec: Sendable, Hashable {
             }
             app.quotas = try node.mapping("quotas").map { (node) throws(ConfigurationError) in
                 try Quotas(node, app: true)
+            }
+            app.appChannel = try node.mapping("appChannel").map { (node) throws(ConfigurationError) in
+                try AppChannelSpec(node)
             }
             apps.append(app)
         }

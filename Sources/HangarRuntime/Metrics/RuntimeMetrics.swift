@@ -31,6 +31,10 @@ public final class RuntimeMetrics: Sendable {
         public static let poolRunning = "hangar_component_pool_running"
         /// Gauge `{version}`, always 1.
         public static let buildInfo = "hangar_build_info"
+        /// Counter `{namespace, app_id, target_namespace, target_app_id, code}`: service invocations finished.
+        public static let invocations = "hangar_invocations_total"
+        /// Histogram `{namespace, app_id, target_namespace, target_app_id}`: invocation latency in seconds.
+        public static let invocationDuration = "hangar_invocation_duration_seconds"
     }
 
     /// The content type of `render(gauges:)`'s output: the Prometheus text exposition format 0.0.4.
@@ -57,6 +61,8 @@ public final class RuntimeMetrics: Sendable {
         Name.poolQueued: "Operations waiting for a component's pool, by tenant.",
         Name.poolRunning: "Operations running in a component's pool, by tenant.",
         Name.buildInfo: "Always 1; the version label is hangard's version.",
+        Name.invocations: "Service invocations finished, by calling app, target app and gRPC status code.",
+        Name.invocationDuration: "Time from an invocation's start to the target's answer, in seconds.",
     ]
 
     private struct RequestKey: Hashable {
@@ -70,6 +76,12 @@ public final class RuntimeMetrics: Sendable {
     private struct RequestSeries: Sendable {
         var count: CoreMetrics.Counter
         var duration: CoreMetrics.Timer
+    }
+
+    private struct InvocationKey: Hashable {
+        var caller: AppID
+        var target: AppID
+        var code: RPCCode
     }
 
     private struct RefusalKey: Hashable {
@@ -101,6 +113,7 @@ public final class RuntimeMetrics: Sendable {
     private let factory: PrometheusMetricsFactory
     private let requests = Mutex<[RequestKey: RequestSeries]>([:])
     private let refusals = Mutex<[RefusalKey: CoreMetrics.Counter]>([:])
+    private let invocations = Mutex<[InvocationKey: RequestSeries]>([:])
     /// Also serializes scrapes: a scrape sets the gauges and emits under this lock.
     private let gaugeSeries = Mutex(GaugeSeries())
     private let buildInfo: CoreMetrics.Meter
@@ -109,7 +122,9 @@ public final class RuntimeMetrics: Sendable {
     public init(version: String = RuntimeMetrics.defaultVersion) {
         let registry = PrometheusCollectorRegistry()
         var factory = PrometheusMetricsFactory(registry: registry)
-        factory.durationHistogramBuckets = [Name.requestDuration: Self.durationBuckets]
+        factory.durationHistogramBuckets = [
+            Name.requestDuration: Self.durationBuckets, Name.invocationDuration: Self.durationBuckets,
+        ]
         self.registry = registry
         self.factory = factory
         self.buildInfo = CoreMetrics.Meter(label: Name.buildInfo, dimensions: [("version", version)], factory: factory)
@@ -144,6 +159,31 @@ public final class RuntimeMetrics: Sendable {
         let key = RefusalKey(app: app, quota: quota)
         let counter = refusals.withLock { $0[key] } ?? makeRefusalCounter(key)
         counter.increment()
+    }
+
+    /// One finished service invocation from `caller` to `target` (both declared apps, so the series are bounded
+    /// by the configuration).
+    public func recordInvocation(caller: AppID, target: AppID, code: RPCCode, duration: Duration) {
+        let key = InvocationKey(caller: caller, target: target, code: code)
+        let series = invocations.withLock { $0[key] } ?? makeInvocationSeries(key)
+        series.count.increment()
+        series.duration.recordNanoseconds(Self.nanoseconds(duration))
+    }
+
+    private func makeInvocationSeries(_ key: InvocationKey) -> RequestSeries {
+        let labels = [
+            ("namespace", key.caller.namespace), ("app_id", key.caller.appId),
+            ("target_namespace", key.target.namespace), ("target_app_id", key.target.appId),
+        ]
+        let series = RequestSeries(
+            count: CoreMetrics.Counter(
+                label: Name.invocations, dimensions: labels + [("code", key.code.metricLabel)], factory: factory),
+            duration: CoreMetrics.Timer(label: Name.invocationDuration, dimensions: labels, factory: factory))
+        return invocations.withLock { invocations in
+            if let existing = invocations[key] { return existing }
+            invocations[key] = series
+            return series
+        }
     }
 
     private func makeRequestSeries(_ key: RequestKey) -> RequestSeries {

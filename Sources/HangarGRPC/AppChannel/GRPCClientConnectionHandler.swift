@@ -1,0 +1,266 @@
+import Foundation
+import HangarRuntime
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+
+/// A unary call's answer: the response headers (initial metadata), the one response message (without its 5-byte
+/// prefix) and the trailers.
+struct GRPCClientResponse: Sendable {
+    var headers: HPACKHeaders
+    var message: ByteBuffer
+    var trailers: HPACKHeaders
+}
+
+/// The client side of one HTTP/2 connection to an app's gRPC server, behind swift-nio-http2's `NIOHTTP2Handler`
+/// in client mode (the library's state machines and flow control: robustness matters more than the last
+/// microsecond on this side). One handler owns every stream of the connection, without a multiplexer: it allocates
+/// stream ids, writes HEADERS and one DATA frame per call, collects the answer, and completes the call on its
+/// trailers, on a stream reset, at its deadline (RST_STREAM CANCEL), or when the connection ends. Every method runs
+/// on the channel's event loop.
+final class GRPCClientConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    /// The stream-level receive window advertised in SETTINGS.
+    static let streamWindow = 1 << 20
+    /// The connection-level receive window, raised from HTTP/2's 64 KiB when the connection starts.
+    static let connectionWindow = 8 << 20
+
+    /// The SETTINGS this client advertises (no server push).
+    static let settings: HTTP2Settings = [
+        HTTP2Setting(parameter: .enablePush, value: 0),
+        HTTP2Setting(parameter: .initialWindowSize, value: streamWindow),
+        HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024),
+    ]
+
+    private struct Call {
+        let promise: EventLoopPromise<GRPCClientResponse>
+        var headers: HPACKHeaders?
+        var message: ByteBuffer?
+        var unackedBytes = 0
+        var timeout: Scheduled<Void>?
+    }
+
+    private let maxResponseBytes: Int
+    private var context: ChannelHandlerContext?
+    private var calls: [HTTP2StreamID: Call] = [:]
+    private var nextStreamID: Int32 = 1
+    private var connectionUnackedBytes = 0
+    private var isReading = false
+    private var needsFlush = false
+    /// The server sent GOAWAY or the connection closed: calls already sent are answered, new ones go elsewhere.
+    private(set) var isGoingAway = false
+
+    init(maxResponseBytes: Int) {
+        self.maxResponseBytes = maxResponseBytes
+    }
+
+    /// Whether a new call may start on this connection.
+    var isUsable: Bool { context != nil && !isGoingAway && nextStreamID < Int32.max - 2 }
+
+    /// Starts a unary call. `message` is already length-prefixed; the answer completes `promise`.
+    func call(
+        path: String, authority: String, metadata: [(name: String, value: String)], message: ByteBuffer,
+        deadline: NIODeadline, promise: EventLoopPromise<GRPCClientResponse>
+    ) {
+        guard let context, isUsable else {
+            return promise.fail(AppChannelError.unreachable("the connection to the app is closing"))
+        }
+        let remaining = deadline - .now()
+        guard remaining > .zero else { return promise.fail(AppChannelError.deadlineExceeded) }
+        let id = HTTP2StreamID(nextStreamID)
+        nextStreamID += 2
+        var headers: HPACKHeaders = [
+            ":method": "POST", ":scheme": "http", ":path": path, ":authority": authority,
+            "content-type": "application/grpc", "te": "trailers",
+            "grpc-timeout": "\(max(1, remaining.nanoseconds / 1_000_000))m",
+        ]
+        for (name, value) in metadata where Self.isValid(name: name, value: value) {
+            headers.add(name: name, value: value)
+        }
+        var call = Call(promise: promise)
+        call.timeout = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            self?.expire(id)
+        }
+        calls[id] = call
+        context.write(
+            wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers)))), promise: nil)
+        context.write(
+            wrapOutboundOut(
+                HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message), endStream: true)))),
+            promise: nil)
+        markFlush(context)
+    }
+
+    /// A header field an HTTP/2 peer accepts: a lowercase token name (not a pseudo-header) and a value without
+    /// CR, LF or NUL. Anything else is left out rather than failing the call.
+    static func isValid(name: String, value: String) -> Bool {
+        !name.isEmpty && !name.hasPrefix(":")
+            && name.utf8.allSatisfy { byte in
+                (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+                    || "-_.!#$%&'*+^`|~".utf8.contains(byte)
+            }
+            && value.utf8.allSatisfy { $0 != 0 && $0 != 0x0A && $0 != 0x0D }
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.write(
+            wrapOutboundOut(
+                HTTP2Frame(
+                    streamID: .rootStream,
+                    payload: .windowUpdate(windowSizeIncrement: Self.connectionWindow - 65_535))),
+            promise: nil)
+        context.flush()
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        isReading = true
+        let frame = unwrapInboundIn(data)
+        switch frame.payload {
+        case .headers(let headers):
+            onHeaders(frame.streamID, headers.headers, endStream: headers.endStream)
+        case .data(let data):
+            onData(context, frame.streamID, data)
+        case .rstStream(let code):
+            finish(frame.streamID, .failure(AppChannelError.unreachable("the app reset the call (\(code))")))
+        case .goAway:
+            isGoingAway = true
+        default:
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        isReading = false
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let closed = event as? StreamClosedEvent {
+            finish(closed.streamID, .failure(AppChannelError.unreachable("the call's stream closed without an answer")))
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is NIOHTTP2Errors.StreamError { return }
+        isGoingAway = true
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        isGoingAway = true
+        let pending = calls
+        calls.removeAll()
+        for call in pending.values {
+            call.timeout?.cancel()
+            call.promise.fail(AppChannelError.unreachable("the connection to the app closed"))
+        }
+        context.fireChannelInactive()
+    }
+
+    private func finish(_ id: HTTP2StreamID, _ result: Result<GRPCClientResponse, any Error>) {
+        guard let call = calls.removeValue(forKey: id) else { return }
+        call.timeout?.cancel()
+        call.promise.completeWith(result)
+    }
+
+    private func expire(_ id: HTTP2StreamID) {
+        guard calls[id] != nil, let context else { return }
+        finish(id, .failure(AppChannelError.deadlineExceeded))
+        context.writeAndFlush(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)
+    }
+
+    private func onHeaders(_ id: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
+        guard var call = calls[id] else { return }
+        if call.headers == nil {
+            guard headers.first(name: ":status") == "200" else {
+                let status = headers.first(name: ":status") ?? "none"
+                return finish(id, .failure(AppChannelError.protocolViolation("HTTP status \(status), not a gRPC answer")))
+            }
+            call.headers = headers
+            calls[id] = call
+            guard endStream else { return }
+        }
+        guard endStream else { return }
+        // Trailers, or a trailers-only answer.
+        guard let code = headers.first(name: "grpc-status").flatMap({ Int($0) }) else {
+            return finish(id, .failure(AppChannelError.protocolViolation("no grpc-status in the trailers")))
+        }
+        guard code == 0 else {
+            let message = headers.first(name: "grpc-message").map(Self.percentDecoded) ?? ""
+            return finish(id, .failure(AppChannelError.status(code: RPCCode(rawValue: code) ?? .unknown, message: message)))
+        }
+        guard var body = call.message, body.readableBytes >= 5, body.readInteger(as: UInt8.self) == 0,
+            let length = body.readInteger(as: UInt32.self), body.readableBytes == Int(length)
+        else {
+            return finish(
+                id, .failure(AppChannelError.protocolViolation("the answer is not exactly one uncompressed message")))
+        }
+        finish(id, .success(GRPCClientResponse(headers: call.headers ?? [:], message: body, trailers: headers)))
+    }
+
+    private func onData(_ context: ChannelHandlerContext, _ id: HTTP2StreamID, _ data: HTTP2Frame.FramePayload.Data) {
+        guard case .byteBuffer(var bytes) = data.data else { return }
+        let size = bytes.readableBytes + (data.paddingBytes ?? 0)
+        connectionUnackedBytes += size
+        if connectionUnackedBytes >= Self.connectionWindow / 4 {
+            let increment = connectionUnackedBytes
+            connectionUnackedBytes = 0
+            context.write(
+                wrapOutboundOut(
+                    HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: increment))),
+                promise: nil)
+            markFlush(context)
+        }
+        guard var call = calls[id] else { return }
+        if (call.message?.readableBytes ?? 0) + bytes.readableBytes > maxResponseBytes + 5 {
+            finish(id, .failure(AppChannelError.protocolViolation("the answer is over \(maxResponseBytes) bytes")))
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)
+            return markFlush(context)
+        }
+        if call.message == nil {
+            call.message = bytes
+        } else {
+            call.message!.writeBuffer(&bytes)
+        }
+        call.unackedBytes += size
+        if !data.endStream && call.unackedBytes >= Self.streamWindow / 2 {
+            let increment = call.unackedBytes
+            call.unackedBytes = 0
+            context.write(
+                wrapOutboundOut(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment))),
+                promise: nil)
+            markFlush(context)
+        }
+        calls[id] = call
+    }
+
+    /// Flushes now, or once the current read burst ends so that calls started from completions share a syscall.
+    private func markFlush(_ context: ChannelHandlerContext) {
+        if isReading {
+            needsFlush = true
+        } else {
+            context.flush()
+        }
+    }
+
+    /// `grpc-message` is percent-encoded (gRPC over HTTP/2).
+    static func percentDecoded(_ text: String) -> String {
+        text.removingPercentEncoding ?? text
+    }
+}

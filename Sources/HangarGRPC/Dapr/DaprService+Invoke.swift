@@ -1,0 +1,47 @@
+import Foundation
+import HangarComponents
+import HangarRuntime
+import NIOCore
+import SwiftProtobuf
+
+extension DaprService {
+    /// `InvokeService` (deprecated upstream in favour of proxying, still what the SDK's gRPC invocation sends): the
+    /// runtime's `InvocationAPI` calls the target over its app channel; the caller's metadata is forwarded as Dapr
+    /// forwards it.
+    static func registerInvoke(_ service: inout GRPCService, _ invocation: InvocationAPI) {
+        service.unary(prefix + "InvokeService", Dapr_Proto_Runtime_V1_InvokeServiceRequest.self) { request, call in
+            let message = request.message
+            var invoked = AppInvocation(
+                method: message.method, data: ByteBuffer(bytes: message.data.value),
+                dataTypeURL: message.data.typeURL, contentType: message.contentType)
+            if message.hasHTTPExtension, message.httpExtension.verb != .none {
+                invoked.verb = verbName(message.httpExtension.verb)
+                invoked.query = message.httpExtension.querystring
+            }
+            let headers = call.headers.map { (name: $0.name, value: $0.value) }
+            return invocation.invoke(call.caller, target: request.id, invoked, headers: headers, on: call.eventLoop)
+                .map { result in
+                    var response = Dapr_Proto_Common_V1_InvokeResponse()
+                    response.data.typeURL = result.dataTypeURL
+                    response.data.value = Data(result.data.readableBytesView)
+                    response.contentType = result.contentType
+                    return response
+                }
+        }
+    }
+
+    static func verbName(_ verb: Dapr_Proto_Common_V1_HTTPExtension.Verb) -> String? {
+        switch verb {
+        case .get: "GET"
+        case .head: "HEAD"
+        case .post: "POST"
+        case .put: "PUT"
+        case .delete: "DELETE"
+        case .connect: "CONNECT"
+        case .options: "OPTIONS"
+        case .trace: "TRACE"
+        case .patch: "PATCH"
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,43 @@
+import Foundation
+import HangarComponents
+import HangarRuntime
+import NIOCore
+import NIOHTTP1
+
+extension DaprHTTPAPI {
+    /// `/v1.0/invoke/{id}/method/{method...}` with any verb: the runtime's `InvocationAPI` calls the target over its
+    /// app channel. The verb, the raw query string, the body and its content type go to the callee, and the
+    /// caller's headers as Dapr forwards them; the callee's answer comes back with its content type and headers.
+    static var invoke: [Route] {
+        [Route(nil, "/v1.0/invoke/{id}/method/{method...}", name: "InvokeService", .call(invoke))]
+    }
+
+    /// Response headers the front-end sets itself or that must not cross a hop.
+    private static let notRelayed: Set<String> = [
+        "content-length", "content-type", "connection", "keep-alive", "transfer-encoding", "upgrade", "te",
+        "trailer", "proxy-connection",
+    ]
+
+    private static func invoke(_ request: DaprHTTPRequest) throws -> Eventual<HTTPResponse> {
+        let head = request.head
+        let invocation = AppInvocation(
+            method: request.parameters["method"],
+            data: request.body, contentType: head.headers.first(name: "content-type") ?? "",
+            verb: head.method.rawValue, query: request.target.query.map(String.init) ?? "")
+        let headers = head.headers.map { (name: $0.name, value: $0.value) }
+        return request.runtime.invocation.invoke(
+            request.caller, target: request.parameters["id"], invocation, headers: headers, on: request.eventLoop
+        ).map { result in
+            var headers = HTTPHeaders()
+            if !result.contentType.isEmpty { headers.add(name: "content-type", value: result.contentType) }
+            for (name, value) in result.metadata
+            where !notRelayed.contains(name)
+                && HTTPHeaderField.isValidName(name) && HTTPHeaderField.isValidValue(value)
+            {
+                headers.add(name: name, value: value)
+            }
+            return HTTPResponse(
+                status: HTTPResponseStatus(statusCode: result.httpStatus ?? 200), headers: headers, body: result.data)
+        }
+    }
+}

@@ -1,0 +1,118 @@
+public import NIOCore
+
+/// A call into an app over its app channel, in the runtime's terms: both front-ends build it, each kind of app
+/// channel (gRPC `AppCallback.OnInvoke`, HTTP) encodes it.
+public struct AppInvocation: Sendable {
+    /// The method, without a leading slash (`orders/1`).
+    public var method: String
+    public var data: ByteBuffer
+    /// The `google.protobuf.Any` type URL of `data` when a gRPC caller sent a packed message; empty for raw bytes.
+    public var dataTypeURL: String
+    public var contentType: String
+    /// The HTTP verb (`GET`, `POST`, ...) when the call carries one (HTTP callers always; gRPC callers through
+    /// `http_extension`).
+    public var verb: String?
+    /// The raw query string, without `?`.
+    public var query: String
+    /// What the callee receives as headers or metadata, already filtered (no token, no hop-by-hop headers) and
+    /// with Dapr's caller and callee headers added.
+    public var metadata: [(name: String, value: String)]
+
+    public init(
+        method: String, data: ByteBuffer, dataTypeURL: String = "", contentType: String, verb: String? = nil,
+        query: String = "", metadata: [(name: String, value: String)] = []
+    ) {
+        self.method = method
+        self.data = data
+        self.dataTypeURL = dataTypeURL
+        self.contentType = contentType
+        self.verb = verb
+        self.query = query
+        self.metadata = metadata
+    }
+}
+
+/// What the callee answered.
+public struct AppInvocationResult: Sendable {
+    public var data: ByteBuffer
+    public var dataTypeURL: String
+    public var contentType: String
+    /// The callee's response headers (gRPC: its initial metadata).
+    public var metadata: [(name: String, value: String)]
+    /// The status an HTTP callee answered with; nil for a gRPC callee.
+    public var httpStatus: Int?
+
+    public init(
+        data: ByteBuffer, dataTypeURL: String = "", contentType: String,
+        metadata: [(name: String, value: String)] = [], httpStatus: Int? = nil
+    ) {
+        self.data = data
+        self.dataTypeURL = dataTypeURL
+        self.contentType = contentType
+        self.metadata = metadata
+        self.httpStatus = httpStatus
+    }
+}
+
+/// Why a call into an app failed.
+public enum AppChannelError: Error, Sendable, CustomStringConvertible {
+    /// The app could not be reached (refused, unreachable, closed before answering).
+    case unreachable(String)
+    /// The app answered the call with a gRPC error status.
+    case status(code: RPCCode, message: String)
+    /// The call's deadline passed before the app answered.
+    case deadlineExceeded
+    /// The app answered something that is not a valid response.
+    case protocolViolation(String)
+    /// This build cannot call apps of this kind.
+    case unsupported(String)
+
+    public var description: String {
+        switch self {
+        case .unreachable(let why): "the app is unreachable: \(why)"
+        case .status(let code, let message): "the app answered \(code) \(message)"
+        case .deadlineExceeded: "the app did not answer before the deadline"
+        case .protocolViolation(let why): "the app's answer is not valid: \(why)"
+        case .unsupported(let what): what
+        }
+    }
+}
+
+/// One app's channel: how the runtime calls into it. Implemented by the front-end that speaks its protocol
+/// (HangarGRPC's `GRPCAppChannel`), built by the node for each app that declares `appChannel`.
+public protocol AppChannel: Sendable {
+    /// Invokes a method on the app; the future completes on `eventLoop`.
+    func invoke(_ invocation: AppInvocation, deadline: NIODeadline, on eventLoop: any EventLoop)
+        -> EventLoopFuture<AppInvocationResult>
+
+    /// Probes the app's health (gRPC `AppCallbackHealthCheck/HealthCheck`, HTTP `GET path`).
+    func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+
+    /// Closes the channel's connections; calls in flight fail.
+    func close()
+}
+
+/// Builds the channel of an app from its `appChannel`; nil when this build has no channel of that protocol.
+public typealias AppChannelFactory = @Sendable (AppID, AppChannelSpec) -> (any AppChannel)?
+
+/// The channel of an app whose `appChannel` protocol this build cannot call yet: every call fails with
+/// `UNIMPLEMENTED` / 501 naming what is missing, so the app's callers get a clear answer.
+public struct UnsupportedAppChannel: AppChannel {
+    let reason: String
+
+    public init(reason: String) {
+        self.reason = reason
+    }
+
+    public func invoke(_ invocation: AppInvocation, deadline: NIODeadline, on eventLoop: any EventLoop)
+        -> EventLoopFuture<AppInvocationResult>
+    {
+        eventLoop.makeFailedFuture(AppChannelError.unsupported(reason))
+    }
+
+    public func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        eventLoop.makeFailedFuture(AppChannelError.unsupported(reason))
+    }
+
+    public func close() {}
+}

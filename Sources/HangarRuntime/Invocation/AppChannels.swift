@@ -1,0 +1,138 @@
+public import Logging
+public import NIOCore
+import Synchronization
+
+/// The app channels of every app that declares one, kept in step with the configuration: a channel is built when
+/// its app appears or its `appChannel` changes, and closed when the app goes. Holds each app's health (from its
+/// `healthCheck` probes) and its `maxConcurrency` slots.
+public final class AppChannels: Sendable {
+    /// One app's channel, its health and its slots.
+    final class Entry: Sendable {
+        let spec: AppChannelSpec
+        let channel: any AppChannel
+        /// Healthy until `threshold` probes in a row fail; a single success makes it healthy again.
+        private let probe = Mutex<(healthy: Bool, failures: Int, due: NIODeadline, running: Bool)>(
+            (true, 0, .now(), false))
+        private let slots: Mutex<(inFlight: Int, waiting: CircularBuffer<EventLoopPromise<Void>>)> = Mutex((0, []))
+
+        init(spec: AppChannelSpec, channel: any AppChannel) {
+            self.spec = spec
+            self.channel = channel
+        }
+
+        var isHealthy: Bool { probe.withLock { $0.healthy } }
+
+        /// A slot for one call: at once while fewer than `maxConcurrency` calls run, else in arrival order.
+        func acquire(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+            guard let limit = spec.maxConcurrency else { return eventLoop.makeSucceededVoidFuture() }
+            return slots.withLock { slots -> EventLoopFuture<Void> in
+                if slots.inFlight < limit {
+                    slots.inFlight += 1
+                    return eventLoop.makeSucceededVoidFuture()
+                }
+                let promise = eventLoop.makePromise(of: Void.self)
+                slots.waiting.append(promise)
+                return promise.futureResult
+            }
+        }
+
+        /// Returns a slot, handing it to the oldest waiting call.
+        func release() {
+            guard spec.maxConcurrency != nil else { return }
+            let next = slots.withLock { slots -> EventLoopPromise<Void>? in
+                if let next = slots.waiting.popFirst() { return next }
+                slots.inFlight -= 1
+                return nil
+            }
+            next?.succeed()
+        }
+
+        /// Starts a probe when one is due; `report` is called with the new health when it changes.
+        func probeIfDue(now: NIODeadline, on eventLoop: any EventLoop, report: @escaping @Sendable (Bool) -> Void) {
+            guard let check = spec.healthCheck else { return }
+            let start = probe.withLock { state -> Bool in
+                guard !state.running, state.due <= now else { return false }
+                state.running = true
+                state.due = now + TimeAmount(check.interval)
+                return true
+            }
+            guard start else { return }
+            channel.checkHealth(path: check.path, deadline: now + TimeAmount(check.timeout), on: eventLoop).whenComplete { result in
+                let changed = self.probe.withLock { state -> Bool? in
+                    state.running = false
+                    let wasHealthy = state.healthy
+                    switch result {
+                    case .success:
+                        state.failures = 0
+                        state.healthy = true
+                    case .failure:
+                        state.failures += 1
+                        if state.failures >= check.threshold { state.healthy = false }
+                    }
+                    return wasHealthy != state.healthy ? state.healthy : nil
+                }
+                if let changed { report(changed) }
+            }
+        }
+    }
+
+    private let factory: AppChannelFactory?
+    private let entries = Mutex<[AppID: Entry]>([:])
+    private let logger: Logger
+
+    public init(factory: AppChannelFactory?, logger: Logger) {
+        self.factory = factory
+        self.logger = logger
+    }
+
+    /// Builds, replaces and closes channels for `configuration`'s apps.
+    public func update(_ configuration: NodeConfiguration) {
+        guard let factory else { return }
+        var wanted: [AppID: AppChannelSpec] = [:]
+        for (id, spec, _) in configuration.apps {
+            if let channel = spec.appChannel { wanted[id] = channel }
+        }
+        let closed = entries.withLock { entries -> [Entry] in
+            var closed: [Entry] = []
+            for (id, entry) in entries where wanted[id] != entry.spec {
+                closed.append(entry)
+                entries[id] = nil
+            }
+            for (id, spec) in wanted where entries[id] == nil {
+                if let channel = factory(id, spec) { entries[id] = Entry(spec: spec, channel: channel) }
+            }
+            return closed
+        }
+        for entry in closed { entry.channel.close() }
+    }
+
+    /// The channel of `app`, nil when it declares none.
+    func entry(_ app: AppID) -> Entry? { entries.withLock { $0[app] } }
+
+    /// Probes every app with a `healthCheck` at its interval until the calling task is cancelled (the node runs
+    /// it in its task group).
+    public func watchHealth(on group: any EventLoopGroup) async {
+        while !Task.isCancelled {
+            let now = NIODeadline.now()
+            for (app, entry) in entries.withLock({ Array($0) }) {
+                entry.probeIfDue(now: now, on: group.next()) { [logger] healthy in
+                    if healthy {
+                        logger.info("app is healthy", metadata: ["app": "\(app)"])
+                    } else {
+                        logger.warning("app is unhealthy: calls into it fail at once", metadata: ["app": "\(app)"])
+                    }
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Closes every channel (at shutdown).
+    public func closeAll() {
+        let all = entries.withLock { entries in
+            defer { entries.removeAll() }
+            return Array(entries.values)
+        }
+        for entry in all { entry.channel.close() }
+    }
+}

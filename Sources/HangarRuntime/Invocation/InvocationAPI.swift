@@ -1,0 +1,131 @@
+public import HangarComponents
+public import NIOCore
+
+/// Service invocation, shared by both front-ends: resolves the target app, applies the tenancy rules (same
+/// namespace allowed; another namespace only when its Tenant grants it), and calls the target over its app channel
+/// with Dapr's headers. The caller's quotas were applied by the gate; the target's `maxConcurrency` is applied here.
+public struct InvocationAPI: Sendable {
+    let registry: TenantRegistry
+    let channels: AppChannels
+    let metrics: RuntimeMetrics
+    /// How long a call into an app may take when the caller set no deadline.
+    let defaultTimeout: TimeAmount
+
+    init(registry: TenantRegistry, channels: AppChannels, metrics: RuntimeMetrics, defaultTimeout: TimeAmount) {
+        self.registry = registry
+        self.channels = channels
+        self.metrics = metrics
+        self.defaultTimeout = defaultTimeout
+    }
+
+    /// Calls `invocation.method` on `target` (`appId`, or `appId.namespace`). `headers` are the caller's request
+    /// headers or metadata; the callee receives them filtered as Dapr filters them, plus `dapr-caller-app-id`,
+    /// `dapr-caller-namespace` and `dapr-callee-app-id`.
+    public func invoke(
+        _ caller: Caller, target: String, _ invocation: AppInvocation, headers: [(name: String, value: String)],
+        deadline: NIODeadline? = nil, on eventLoop: any EventLoop
+    ) -> Eventual<AppInvocationResult> {
+        let callee: AppID
+        var invocation = invocation
+        do {
+            callee = try Self.resolve(target, from: caller.app)
+            invocation.method = try Self.normalise(invocation.method)
+        } catch {
+            return .failure(error)
+        }
+        guard let tenant = registry.tenant(callee.namespace), registry.app(callee) != nil else {
+            return .failure(InvocationError.notFound(callee))
+        }
+        if callee.namespace != caller.namespace,
+            !tenant.allowInvocationFrom.contains(where: { $0.allows(caller.app, method: invocation.method) })
+        {
+            return .failure(InvocationError.denied(caller: caller.app, target: callee, method: invocation.method))
+        }
+        guard let entry = channels.entry(callee) else { return .failure(InvocationError.noChannel(callee)) }
+        guard entry.isHealthy else { return .failure(InvocationError.unhealthy(callee)) }
+        invocation.metadata = Self.forwarded(headers, caller: caller.app, callee: callee)
+        let request = invocation
+        let deadline = deadline ?? .now() + defaultTimeout
+        let started = NIODeadline.now()
+        let call = entry.acquire(on: eventLoop).flatMap {
+            entry.channel.invoke(request, deadline: deadline, on: eventLoop).always { _ in entry.release() }
+        }.flatMapErrorThrowing { error -> AppInvocationResult in
+            switch error {
+            case AppChannelError.status(let code, let message): throw AppCalleeError(code: code, message: message)
+            case let failure as AppChannelError: throw InvocationError.failed(callee, failure)
+            default: throw error
+            }
+        }
+        call.whenComplete { [metrics] result in
+            let code: RPCCode =
+                switch result {
+                case .success: .ok
+                case .failure(let error as any DaprAPIError): error.rpcCode
+                case .failure: .internal
+                }
+            metrics.recordInvocation(
+                caller: caller.app, target: callee, code: code,
+                duration: .nanoseconds((NIODeadline.now() - started).nanoseconds))
+        }
+        return .later(call)
+    }
+
+    /// `appId` in the caller's namespace, or `appId.namespace`; more than one dot is refused, as in Dapr.
+    static func resolve(_ target: String, from caller: AppID) throws(APIError) -> AppID {
+        let parts = target.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count <= 2 else { throw InvocationError.invalidTarget(target, "more than one '.'") }
+        let appId = String(parts[0])
+        let namespace = parts.count == 2 ? String(parts[1]) : caller.namespace
+        if let problem = Names.dns1123Problem(appId) { throw InvocationError.invalidTarget(target, problem) }
+        if let problem = Names.dns1123Problem(namespace) { throw InvocationError.invalidTarget(target, problem) }
+        return AppID(namespace: namespace, appId: appId)
+    }
+
+    /// Dapr's method normalisation: no `#`, `?`, NUL or control character; then `path.Clean` without a leading
+    /// slash, with leading `../` dropped (`a/./b/../c` is `a/c`; `../../x` is `x`).
+    static func normalise(_ method: String) throws(APIError) -> String {
+        if method.unicodeScalars.contains(where: { $0 == "#" || $0 == "?" || $0.value < 0x20 || $0.value == 0x7F }) {
+            throw InvocationError.invalidMethod(method)
+        }
+        var segments: [Substring] = []
+        for segment in method.split(separator: "/", omittingEmptySubsequences: true) {
+            switch segment {
+            case ".": continue
+            case "..": _ = segments.popLast()
+            default: segments.append(segment)
+            }
+        }
+        return segments.joined(separator: "/")
+    }
+
+    /// Headers Dapr never forwards to the callee: the caller's credentials and routing, hop-by-hop headers, and
+    /// what the transport to the callee sets itself.
+    static let dropped: Set<String> = [
+        "dapr-api-token", "dapr-app-id", "destination-app-id", "connection", "keep-alive", "proxy-connection",
+        "transfer-encoding", "upgrade", "http2-settings", "te", "trailer", "proxy-authorization",
+        "proxy-authenticate", "content-length", "host", "content-type", "user-agent", "dapr-caller-app-id",
+        "dapr-caller-namespace", "dapr-callee-app-id",
+    ]
+
+    /// The caller's headers as the callee receives them.
+    static func forwarded(_ headers: [(name: String, value: String)], caller: AppID, callee: AppID)
+        -> [(name: String, value: String)]
+    {
+        var dropped = Self.dropped
+        for (name, value) in headers where name.lowercased() == "connection" {
+            for listed in value.split(separator: ",") {
+                dropped.insert(listed.trimmingCharacters(in: .whitespaces).lowercased())
+            }
+        }
+        var forwarded: [(name: String, value: String)] = []
+        for (name, value) in headers {
+            let lower = name.lowercased()
+            if lower.hasPrefix(":") || lower.hasPrefix("grpc-") || dropped.contains(lower) { continue }
+            forwarded.append((lower, value))
+        }
+        forwarded.append(("dapr-caller-app-id", caller.appId))
+        forwarded.append(("dapr-caller-namespace", caller.namespace))
+        forwarded.append(("dapr-callee-app-id", callee.appId))
+        return forwarded
+    }
+}

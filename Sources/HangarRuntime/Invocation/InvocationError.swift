@@ -1,0 +1,96 @@
+/// Service invocation's refusals and failures, with Dapr's codes (`ERR_DIRECT_INVOKE`, `ERR_PERMISSION_DENIED`).
+public enum InvocationError {
+    public static let errorCode = "ERR_DIRECT_INVOKE"
+
+    static func invalidTarget(_ target: String, _ why: String) -> APIError {
+        APIError(
+            errorCode: errorCode, rpcCode: .invalidArgument, httpStatus: 400,
+            message: "invalid app id '\(target.prefix(128))': \(why)", reason: "HANGAR_INVALID_APP_ID")
+    }
+
+    static func invalidMethod(_ method: String) -> APIError {
+        APIError(
+            errorCode: errorCode, rpcCode: .invalidArgument, httpStatus: 400,
+            message: "invalid method: \(method.prefix(128).debugDescription)", reason: "HANGAR_INVALID_METHOD")
+    }
+
+    static func notFound(_ target: AppID) -> APIError {
+        APIError(
+            errorCode: errorCode, rpcCode: .notFound, httpStatus: 404,
+            message: "failed to invoke, id: \(target.appId), err: no app '\(target.appId)' in namespace "
+                + "'\(target.namespace)'",
+            reason: "HANGAR_APP_NOT_FOUND", metadata: ["namespace": target.namespace, "appId": target.appId])
+    }
+
+    static func noChannel(_ target: AppID) -> APIError {
+        APIError(
+            errorCode: errorCode, rpcCode: .notFound, httpStatus: 404,
+            message: "failed to invoke, id: \(target.appId), err: app \(target) declares no appChannel, so it "
+                + "cannot be invoked (see tenancy/README.md)",
+            reason: "HANGAR_NO_APP_CHANNEL", metadata: ["namespace": target.namespace, "appId": target.appId])
+    }
+
+    static func denied(caller: AppID, target: AppID, method: String) -> APIError {
+        APIError(
+            errorCode: "ERR_PERMISSION_DENIED", rpcCode: .permissionDenied, httpStatus: 403,
+            message: "app \(caller) may not invoke '\(method.prefix(128))' on app \(target): calls across namespaces "
+                + "are denied unless tenant '\(target.namespace)' allows them (spec.allowInvocationFrom)",
+            reason: "HANGAR_INVOCATION_DENIED",
+            metadata: [
+                "callerNamespace": caller.namespace, "callerAppId": caller.appId, "namespace": target.namespace,
+                "appId": target.appId,
+            ])
+    }
+
+    static func unhealthy(_ target: AppID) -> APIError {
+        APIError(
+            errorCode: errorCode, rpcCode: .unavailable, httpStatus: 500,
+            message: "failed to invoke, id: \(target.appId), err: app is not in a healthy state",
+            reason: "HANGAR_APP_UNHEALTHY", metadata: ["namespace": target.namespace, "appId": target.appId])
+    }
+
+    static func failed(_ target: AppID, _ error: AppChannelError) -> APIError {
+        let (code, status): (RPCCode, Int) =
+            switch error {
+            case .deadlineExceeded: (.deadlineExceeded, 504)
+            case .unsupported: (.unimplemented, 501)
+            default: (.unavailable, 500)
+            }
+        return APIError(
+            errorCode: errorCode, rpcCode: code, httpStatus: status,
+            message: "failed to invoke, id: \(target.appId), err: \(error)",
+            reason: "HANGAR_APP_UNREACHABLE", metadata: ["namespace": target.namespace, "appId": target.appId])
+    }
+}
+
+/// The callee answered with a gRPC error status: a gRPC caller gets that status as it is; an HTTP caller gets the
+/// status Dapr maps it to and the status as JSON.
+public struct AppCalleeError: DaprAPIError {
+    public let rpcCode: RPCCode
+    public let message: String
+    public var errorCode: String { "" }
+    public var reason: String { "" }
+
+    public init(code: RPCCode, message: String) {
+        self.rpcCode = code
+        self.message = message
+    }
+
+    /// Dapr's `HTTPStatusFromCode`.
+    public var httpStatus: Int {
+        switch rpcCode {
+        case .ok: 200
+        case .cancelled: 499
+        case .invalidArgument, .failedPrecondition, .outOfRange: 400
+        case .deadlineExceeded: 504
+        case .notFound: 404
+        case .alreadyExists, .aborted: 409
+        case .permissionDenied: 403
+        case .resourceExhausted: 429
+        case .unimplemented: 501
+        case .unavailable: 503
+        case .unauthenticated: 401
+        case .unknown, .internal, .dataLoss: 500
+        }
+    }
+}

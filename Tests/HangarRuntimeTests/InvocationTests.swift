@@ -1,0 +1,131 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import HangarRuntime
+
+@Suite("Service invocation: app channels, targets, methods and headers")
+struct InvocationTests {
+    let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    func load(_ spec: String) throws -> NodeConfiguration {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("hangar-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try """
+        apiVersion: hangar.dev/v1alpha1
+        kind: Tenant
+        metadata:
+          name: team-a
+        spec:
+        \(spec)
+        """.write(toFile: "\(path)/t.yaml", atomically: true, encoding: .utf8)
+        return try NodeConfiguration.load(tenancyDirectory: path, resourcesDirectory: nil, logger: logger)
+    }
+
+    @Test("an app channel is read with its protocol, address, health check and concurrency")
+    func appChannel() throws {
+        let configuration = try load(
+            """
+              apps:
+                - appId: orders
+                  appChannel:
+                    protocol: grpc
+                    address: 127.0.0.1:50051
+                    maxConcurrency: 8
+                    healthCheck: {path: /health, intervalSeconds: 2, timeoutSeconds: 0.25, threshold: 5}
+                - appId: web
+                  appChannel: {protocol: http, address: "unix:///run/web.sock"}
+                - appId: plain
+              allowInvocationFrom:
+                - namespace: team-b
+                  appIds: [checkout]
+                  methods: [/orders/]
+            """)
+        let tenant = try #require(configuration.tenants.first)
+        let orders = try #require(tenant.apps[0].appChannel)
+        #expect(orders.protocol == .grpc)
+        #expect(orders.address == .tcp(host: "127.0.0.1", port: 50051))
+        #expect(orders.maxConcurrency == 8)
+        #expect(orders.healthCheck?.path == "/health")
+        #expect(orders.healthCheck?.interval == .seconds(2))
+        #expect(orders.healthCheck?.timeout == .milliseconds(250))
+        #expect(orders.healthCheck?.threshold == 5)
+        #expect(tenant.apps[1].appChannel == AppChannelSpec(protocol: .http, address: .unix(path: "/run/web.sock")))
+        #expect(tenant.apps[2].appChannel == nil)
+        #expect(tenant.allowInvocationFrom == [InvocationGrant(namespace: "team-b", appIds: ["checkout"], methods: ["orders/"])])
+    }
+
+    @Test(
+        "a bad app channel is refused naming its field",
+        arguments: [
+            ("appChannel: {protocol: soap}", "spec.apps[0].appChannel.protocol"),
+            ("appChannel: {address: 127.0.0.1}", "spec.apps[0].appChannel.address"),
+            ("appChannel: {address: 'h:70000'}", "spec.apps[0].appChannel.address"),
+            ("appChannel: {address: 'unix://relative'}", "spec.apps[0].appChannel.address"),
+            ("appChannel: {maxConcurrency: 0}", "spec.apps[0].appChannel.maxConcurrency"),
+            ("appChannel: {healthCheck: {threshold: 0}}", "spec.apps[0].appChannel.healthCheck.threshold"),
+            ("appChannel: {healthCheck: {path: health}}", "spec.apps[0].appChannel.healthCheck.path"),
+            ("appChannel: {port: 1}", "spec.apps[0].appChannel"),
+        ])
+    func refusesBadAppChannels(line: String, field: String) throws {
+        let error = #expect(throws: ConfigurationError.self) {
+            try load("  apps:\n    - appId: orders\n      \(line)")
+        }
+        #expect(error?.field.hasPrefix(field) == true, "\(String(describing: error))")
+    }
+
+    @Test("a grant names a valid namespace")
+    func refusesBadGrants() throws {
+        let error = #expect(throws: ConfigurationError.self) {
+            try load("  apps:\n    - appId: a\n  allowInvocationFrom:\n    - namespace: ../x")
+        }
+        #expect(error?.field == "spec.allowInvocationFrom[0].namespace")
+    }
+
+    @Test(
+        "targets resolve in the caller's namespace, or in the one after a single dot",
+        arguments: [
+            ("orders", "team-a/orders"), ("orders.team-b", "team-b/orders"), ("a.b.c", "refused"), ("../x", "refused"),
+            ("a||b", "refused"), ("orders.", "refused"), ("", "refused"),
+        ])
+    func targets(target: String, expected: String) {
+        let caller = AppID(namespace: "team-a", appId: "caller")
+        let resolved = (try? InvocationAPI.resolve(target, from: caller)).map(\.description) ?? "refused"
+        #expect(resolved == expected)
+    }
+
+    @Test(
+        "methods are cleaned as Dapr cleans them, and control characters, ? and # are refused",
+        arguments: [
+            ("orders/1", "orders/1"), ("/a/./b/../c/", "a/c"), ("../../x", "x"), ("a//b", "a/b"), ("", ""),
+            ("a?b", "refused"), ("a#b", "refused"), ("a\u{0}b", "refused"), ("a\nb", "refused"),
+        ])
+    func methods(method: String, expected: String) {
+        #expect(((try? InvocationAPI.normalise(method)) ?? "refused") == expected)
+    }
+
+    @Test("the callee gets the caller's headers without credentials, routing or hop-by-hop headers, plus Dapr's")
+    func forwardedHeaders() {
+        let forwarded = InvocationAPI.forwarded(
+            [
+                ("X-Custom", "1"), ("dapr-api-token", "secret"), ("dapr-app-id", "orders"), ("Connection", "x-hop"),
+                ("x-hop", "gone"), ("content-length", "3"), (":path", "/x"), ("grpc-timeout", "1S"),
+                ("traceparent", "00-abc"), ("dapr-caller-app-id", "forged"),
+            ],
+            caller: AppID(namespace: "team-a", appId: "caller"), callee: AppID(namespace: "team-a", appId: "orders"))
+        #expect(forwarded.map { "\($0.name)=\($0.value)" } == [
+            "x-custom=1", "traceparent=00-abc", "dapr-caller-app-id=caller", "dapr-caller-namespace=team-a",
+            "dapr-callee-app-id=orders",
+        ])
+    }
+
+    @Test("a grant matches its namespace, its apps and its method prefixes")
+    func grants() {
+        let grant = InvocationGrant(namespace: "team-b", appIds: ["checkout"], methods: ["orders/"])
+        #expect(grant.allows(AppID(namespace: "team-b", appId: "checkout"), method: "orders/1"))
+        #expect(!grant.allows(AppID(namespace: "team-b", appId: "checkout"), method: "payments/1"))
+        #expect(!grant.allows(AppID(namespace: "team-b", appId: "cart"), method: "orders/1"))
+        #expect(!grant.allows(AppID(namespace: "team-c", appId: "checkout"), method: "orders/1"))
+        #expect(InvocationGrant(namespace: "team-b").allows(AppID(namespace: "team-b", appId: "any"), method: "x"))
+    }
+}

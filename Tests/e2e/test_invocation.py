@@ -1,0 +1,242 @@
+"""Service invocation: the real hangard calls into gRPC apps over their app channel.
+
+Callers use the official SDK (`invoke_method` over HTTP, the SDK's default, and gRPC `InvokeService`) and plain HTTP
+on their own Unix socket; callees are the SDK's own app server (`dapr.ext.grpc.App`) and a plain grpcio AppCallback
+servicer that reports everything it received (Tests/e2e/apps/grpc_callee.py), each on loopback TCP.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import grpc
+import pytest
+
+from hangar_e2e import free_port, sdk_environment
+from tenancy_files import dedent, start_daemon, wait_until, write_atomically
+
+CALLEE = Path(__file__).parent / "apps" / "grpc_callee.py"
+CALLER_TOKEN = "caller-token-0123456789"
+OUTSIDER_TOKEN = "outsider-token-0123456789"
+
+
+class Callee:
+    """A callee process (`sdk` or `raw` mode) listening on a loopback port."""
+
+    def __init__(self, mode: str, port: int):
+        self.mode = mode
+        self.port = port
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> "Callee":
+        self.process = subprocess.Popen(
+            [sys.executable, str(CALLEE), self.mode, str(self.port)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line.strip() == "ready", f"the callee did not start: {line}{self.process.stdout.read()}"
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def tenants(sdk_port: int, raw_port: int, down_port: int, grants: str = "") -> dict[str, str]:
+    team_a = dedent(f"""
+        apiVersion: hangar.dev/v1alpha1
+        kind: Tenant
+        metadata:
+          name: team-a
+        spec:
+          apps:
+            - appId: caller
+              apiToken: {CALLER_TOKEN}
+            - appId: callee
+              appChannel:
+                protocol: grpc
+                address: 127.0.0.1:{sdk_port}
+            - appId: raw
+              appChannel:
+                address: 127.0.0.1:{raw_port}
+            - appId: down
+              appChannel:
+                address: 127.0.0.1:{down_port}
+            - appId: silent
+        """)
+    team_a += grants
+    team_b = dedent(f"""
+        apiVersion: hangar.dev/v1alpha1
+        kind: Tenant
+        metadata:
+          name: team-b
+        spec:
+          apps:
+            - appId: outsider
+              apiToken: {OUTSIDER_TOKEN}
+        """)
+    return {"team-a.yaml": team_a, "team-b.yaml": team_b}
+
+
+@pytest.fixture
+def node(hangard_factory) -> Iterator[dict]:
+    sdk, raw = Callee("sdk", free_port()).start(), Callee("raw", free_port()).start()
+    down_port = free_port()
+    daemon = start_daemon(hangard_factory, tenants(sdk.port, raw.port, down_port))
+    try:
+        yield {"daemon": daemon, "sdk": sdk, "raw": raw, "down_port": down_port}
+    finally:
+        sdk.stop()
+        raw.stop()
+
+
+def sdk_client(daemon, token: str):
+    """The SDK's DaprClient as an app reaches a node over TCP: its token says which app it is."""
+    from dapr.clients import DaprClient
+
+    with sdk_environment(daemon.http_port, token):
+        client = DaprClient(address=f"127.0.0.1:{daemon.grpc_port}")
+    daemon._clients.append(client)
+    return client
+
+
+def test_sdk_invoke_method_over_http_reaches_a_dapr_ext_grpc_app(node):
+    daemon = node["daemon"]
+    client = sdk_client(daemon, CALLER_TOKEN)
+    # The SDK's HTTP invocation reads DAPR_HTTP_ENDPOINT and DAPR_API_TOKEN at each call.
+    with sdk_environment(daemon.http_port, CALLER_TOKEN):
+        response = client.invoke_method("callee", "echo", data='{"n": 1}', http_verb="POST")
+    body = json.loads(response.data)
+    assert body["data"] == '{"n": 1}'
+    assert body["content_type"] == "application/json; charset=utf-8"
+    metadata = body["metadata"]
+    assert metadata["dapr-caller-app-id"] == "caller"
+    assert metadata["dapr-caller-namespace"] == "team-a"
+    assert metadata["dapr-callee-app-id"] == "callee"
+    assert "dapr-api-token" not in metadata and "dapr-app-id" not in metadata
+    assert response.content_type == "application/json"
+
+
+def test_grpc_invoke_service_reaches_the_callee(node):
+    from dapr.clients.grpc.client import DaprGrpcClient
+
+    daemon = node["daemon"]
+    client = daemon.client("team-a", "caller")
+    response = DaprGrpcClient.invoke_method(client, "callee", "whoami", data="")
+    assert response.text() == f"callee on {node['sdk'].port}"
+    echoed = json.loads(DaprGrpcClient.invoke_method(client, "callee", "echo", data="x", metadata=(("x-trace", "1"),)).text())
+    assert echoed["metadata"]["x-trace"] == "1"
+    assert echoed["metadata"]["dapr-caller-app-id"] == "caller"
+
+
+@pytest.mark.parametrize("verb", ["GET", "POST", "PUT", "DELETE", "PATCH"])
+def test_verbs_query_strings_and_headers_pass_to_the_callee(node, verb):
+    daemon = node["daemon"]
+    result = daemon.http(
+        "team-a", "caller", verb, "/v1.0/invoke/raw/method/orders/42?x=1&y=a%20b",
+        body=b"payload", headers={"content-type": "text/plain", "x-custom": "yes", "dapr-api-token": "secret"},
+    )
+    assert result.status == 200, result.body
+    assert result.headers.get("x-callee") == "raw"
+    got = result.json()
+    assert got["method"] == "orders/42"
+    assert got["verb"] == verb
+    assert got["querystring"] == "x=1&y=a%20b"
+    assert got["content_type"] == "text/plain"
+    assert got["data"] == "payload"
+    assert got["metadata"]["x-custom"] == "yes"
+    assert "dapr-api-token" not in got["metadata"]
+
+
+def test_a_callee_error_status_maps_to_dapr_http_status(node):
+    daemon = node["daemon"]
+    result = daemon.http("team-a", "caller", "POST", "/v1.0/invoke/raw/method/status/NOT_FOUND", body=b"")
+    assert result.status == 404
+    assert result.json() == {"code": 5, "message": "the callee says no", "details": []}
+    unknown = daemon.http("team-a", "caller", "POST", "/v1.0/invoke/callee/method/nope", body=b"")
+    assert unknown.status == 501
+    assert unknown.json()["code"] == 12
+
+
+def test_grpc_caller_gets_the_callee_status(node):
+    from dapr.clients.grpc.client import DaprGrpcClient
+
+    client = node["daemon"].client("team-a", "caller")
+    with pytest.raises(Exception) as raised:
+        DaprGrpcClient.invoke_method(client, "raw", "status/PERMISSION_DENIED", data="")
+    error = raised.value
+    assert getattr(error, "code", lambda: None)() == grpc.StatusCode.PERMISSION_DENIED or "PERMISSION_DENIED" in str(error)
+
+
+def test_methods_are_normalised_and_bad_ones_refused(node):
+    daemon = node["daemon"]
+    cleaned = daemon.http("team-a", "caller", "GET", "/v1.0/invoke/raw/method/a/./b/../c")
+    assert cleaned.status == 200 and cleaned.json()["method"] == "a/c"
+    bad = daemon.http("team-a", "caller", "GET", "/v1.0/invoke/raw/method/a%00b")
+    assert bad.status == 400 and bad.json()["errorCode"] == "ERR_DIRECT_INVOKE"
+    for target in ("a.b.c", "../x", "a||b"):
+        refused = daemon.http("team-a", "caller", "GET", f"/v1.0/invoke/{target}/method/x")
+        assert refused.status in (400, 404), (target, refused.status)
+
+
+def test_unknown_apps_and_apps_without_a_channel_are_clear_errors(node):
+    daemon = node["daemon"]
+    missing = daemon.http("team-a", "caller", "GET", "/v1.0/invoke/nobody/method/x")
+    assert missing.status == 404 and missing.json()["errorCode"] == "ERR_DIRECT_INVOKE"
+    assert "no app 'nobody'" in missing.json()["message"]
+    silent = daemon.http("team-a", "caller", "GET", "/v1.0/invoke/silent/method/x")
+    assert silent.status == 404 and "declares no appChannel" in silent.json()["message"]
+
+
+def test_other_namespaces_are_denied_until_the_target_allows_them(node):
+    daemon = node["daemon"]
+    denied = daemon.http("team-b", "outsider", "POST", "/v1.0/invoke/callee.team-a/method/whoami", body=b"")
+    assert denied.status == 403, denied.body
+    assert denied.json()["errorCode"] == "ERR_PERMISSION_DENIED"
+    assert "team-b/outsider" in denied.json()["message"] and "team-a/callee" in denied.json()["message"]
+
+    client = sdk_client(daemon, OUTSIDER_TOKEN)
+    from dapr.clients.grpc.client import DaprGrpcClient
+
+    with pytest.raises(Exception) as raised:
+        DaprGrpcClient.invoke_method(client, "callee.team-a", "whoami", data="")
+    assert "PERMISSION_DENIED" in str(raised.value) or "denied" in str(raised.value)
+
+    grant = dedent("""
+          allowInvocationFrom:
+            - namespace: team-b
+              appIds: [outsider]
+              methods: [who]
+        """)
+    grant = "\n".join("  " + line if line else line for line in grant.splitlines()) + "\n"
+    write_atomically(daemon.tenancy / "team-a.yaml", tenants(node["sdk"].port, node["raw"].port, node["down_port"], grant)["team-a.yaml"])
+
+    def allowed() -> bool:
+        return daemon.http("team-b", "outsider", "POST", "/v1.0/invoke/callee.team-a/method/whoami", body=b"").status == 200
+
+    wait_until(allowed, timeout=10)
+    other_method = daemon.http("team-b", "outsider", "POST", "/v1.0/invoke/callee.team-a/method/echo", body=b"")
+    assert other_method.status == 403
+
+
+def test_a_callee_that_is_down_fails_fast_and_is_served_once_it_is_back(node):
+    daemon = node["daemon"]
+    started = time.monotonic()
+    down = daemon.http("team-a", "caller", "GET", "/v1.0/invoke/down/method/whoami")
+    assert time.monotonic() - started < 3
+    assert down.status == 500 and down.json()["errorCode"] == "ERR_DIRECT_INVOKE"
+    callee = Callee("sdk", node["down_port"]).start()
+    try:
+        back = time.monotonic()
+        wait_until(lambda: daemon.http("team-a", "caller", "GET", "/v1.0/invoke/down/method/whoami").status == 200, timeout=5)
+        assert time.monotonic() - back < 5
+    finally:
+        callee.stop()
+    wait_until(lambda: daemon.http("team-a", "caller", "GET", "/v1.0/invoke/down/method/whoami").status == 500, timeout=5)
