@@ -23,7 +23,10 @@ struct DaprHTTPResponder: HTTPResponder {
 
     func start(_ head: HTTPRequestHead, on channel: any Channel) -> HTTPStart<Call> {
         let target = RequestTarget(head.uri)
-        guard let match = DaprHTTPAPI.router.match(head.method, path: target.path) else {
+        guard
+            let match = DaprHTTPAPI.router.match(head.method, path: target.path)
+                ?? DaprHTTPAPI.invokeByHeader(head, path: target.path)
+        else {
             return .respond(DaprHTTPError.response(DaprHTTPError.notFound(head.method, target.path)))
         }
         if case .atHead(let answer) = match.route.handler {

@@ -113,10 +113,27 @@ struct InvocationTests {
                 ("traceparent", "00-abc"), ("dapr-caller-app-id", "forged"),
             ],
             caller: AppID(namespace: "team-a", appId: "caller"), callee: AppID(namespace: "team-a", appId: "orders"))
-        #expect(forwarded.map { "\($0.name)=\($0.value)" } == [
-            "x-custom=1", "traceparent=00-abc", "dapr-caller-app-id=caller", "dapr-caller-namespace=team-a",
-            "dapr-callee-app-id=orders",
+        #expect(forwarded.filter { $0.name != "traceparent" }.map { "\($0.name)=\($0.value)" } == [
+            "x-custom=1", "dapr-caller-app-id=caller", "dapr-caller-namespace=team-a", "dapr-callee-app-id=orders",
         ])
+        // "00-abc" is no valid traceparent: the callee gets a new trace.
+        let trace = forwarded.first { $0.name == "traceparent" }?.value ?? ""
+        #expect(trace.wholeMatch(of: /00-[0-9a-f]{32}-[0-9a-f]{16}-01/) != nil)
+    }
+
+    @Test("a caller's W3C trace continues with a new span; none or an invalid one starts a new trace")
+    func traceContext() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        let continued = InvocationAPI.traceparent(continuing: incoming)
+        #expect(continued.continued)
+        #expect(continued.value.hasPrefix("00-4bf92f3577b34da6a3ce929d0e0e4736-"))
+        #expect(continued.value.hasSuffix("-01"))
+        #expect(!continued.value.contains("00f067aa0ba902b7"))
+        for bad in [nil, "", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "zz-x-y-z"] {
+            let fresh = InvocationAPI.traceparent(continuing: bad)
+            #expect(!fresh.continued)
+            #expect(fresh.value.wholeMatch(of: /00-[0-9a-f]{32}-[0-9a-f]{16}-01/) != nil)
+        }
     }
 
     @Test("a grant matches its namespace, its apps and its method prefixes")

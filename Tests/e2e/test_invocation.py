@@ -70,6 +70,14 @@ def tenants(sdk_port: int, raw_port: int, down_port: int, grants: str = "") -> d
               appChannel:
                 address: 127.0.0.1:{down_port}
             - appId: silent
+            - appId: fit
+              appChannel:
+                address: 127.0.0.1:{sdk_port}
+                healthCheck: {{intervalSeconds: 0.2, timeoutSeconds: 1, threshold: 2}}
+            - appId: sick
+              appChannel:
+                address: 127.0.0.1:{raw_port}
+                healthCheck: {{intervalSeconds: 0.2, timeoutSeconds: 1, threshold: 2}}
         """)
     team_a += grants
     team_b = dedent(f"""
@@ -240,3 +248,40 @@ def test_a_callee_that_is_down_fails_fast_and_is_served_once_it_is_back(node):
     finally:
         callee.stop()
     wait_until(lambda: daemon.http("team-a", "caller", "GET", "/v1.0/invoke/down/method/whoami").status == 500, timeout=5)
+
+
+def test_the_dapr_app_id_header_invokes_with_the_whole_path(node):
+    daemon = node["daemon"]
+    result = daemon.http(
+        "team-a", "caller", "PUT", "/orders/7?x=1", body=b"b", headers={"dapr-app-id": "raw", "content-type": "text/plain"})
+    assert result.status == 200, result.body
+    got = result.json()
+    assert (got["method"], got["verb"], got["querystring"], got["data"]) == ("orders/7", "PUT", "x=1", "b")
+    assert "dapr-app-id" not in got["metadata"]
+
+
+def test_the_trace_context_reaches_the_callee_as_a_new_span_of_the_callers_trace(node):
+    daemon = node["daemon"]
+    incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    got = daemon.http(
+        "team-a", "caller", "GET", "/v1.0/invoke/raw/method/t", headers={"traceparent": incoming, "tracestate": "k=v"}
+    ).json()["metadata"]
+    assert got["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-") and got["traceparent"] != incoming
+    assert got["tracestate"] == "k=v"
+    fresh = daemon.http("team-a", "caller", "GET", "/v1.0/invoke/raw/method/t").json()["metadata"]["traceparent"]
+    assert len(fresh.split("-")[1]) == 32 and not fresh.startswith("00-4bf92f35")
+
+
+def test_an_app_that_fails_its_health_checks_is_not_invoked(node):
+    """`sick` is the grpcio servicer, which serves no AppCallbackHealthCheck (UNIMPLEMENTED, like a
+    dapr.ext.grpc.App without register_health_check): after two failed probes calls into it fail at once. `fit`,
+    the SDK's app with a health check, stays healthy."""
+    daemon = node["daemon"]
+
+    def sick_refused() -> bool:
+        result = daemon.http("team-a", "caller", "GET", "/v1.0/invoke/sick/method/x")
+        return result.status == 500 and "not in a healthy state" in result.json()["message"]
+
+    wait_until(sick_refused, timeout=5)
+    assert daemon.http("team-a", "caller", "GET", "/v1.0/invoke/fit/method/whoami").status == 200
+    assert daemon.wait_for_log("app is unhealthy", timeout=2)

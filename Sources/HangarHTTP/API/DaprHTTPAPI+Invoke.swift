@@ -12,6 +12,20 @@ extension DaprHTTPAPI {
         [Route(nil, "/v1.0/invoke/{id}/method/{method...}", name: "InvokeService", .call(invoke))]
     }
 
+    /// Dapr's other form of invocation: any request that no route matches (by path or by method) but that carries a
+    /// `dapr-app-id` header invokes that app, with the whole path (without its leading `/`) as the method.
+    static let invokeByHeader = Route(nil, "/{method...}", name: "InvokeService", .call(invoke))
+
+    /// The match of `invokeByHeader` for a request that no route matched, when it names its target in a
+    /// `dapr-app-id` header.
+    static func invokeByHeader(_ head: HTTPRequestHead, path: Substring) -> HTTPRouter<DaprHTTPHandler>.Match? {
+        guard let target = head.headers.first(name: "dapr-app-id"), !target.isEmpty else { return nil }
+        var values = HTTPRouteParameters.Values()
+        values.append(target[...])
+        values.append(path.drop { $0 == "/" })
+        return .init(route: invokeByHeader, parameters: HTTPRouteParameters(names: ["id", "method"], values: values))
+    }
+
     /// Response headers the front-end sets itself or that must not cross a hop.
     private static let notRelayed: Set<String> = [
         "content-length", "content-type", "connection", "keep-alive", "transfer-encoding", "upgrade", "te",

@@ -118,14 +118,50 @@ public struct InvocationAPI: Sendable {
             }
         }
         var forwarded: [(name: String, value: String)] = []
+        var incomingTrace: String?
         for (name, value) in headers {
             let lower = name.lowercased()
             if lower.hasPrefix(":") || lower.hasPrefix("grpc-") || dropped.contains(lower) { continue }
+            if lower == "traceparent" {
+                incomingTrace = value
+                continue
+            }
             forwarded.append((lower, value))
         }
+        let trace = traceparent(continuing: incomingTrace)
+        if !trace.continued { forwarded.removeAll { $0.name == "tracestate" } }
+        forwarded.append(("traceparent", trace.value))
         forwarded.append(("dapr-caller-app-id", caller.appId))
         forwarded.append(("dapr-caller-namespace", caller.namespace))
         forwarded.append(("dapr-callee-app-id", callee.appId))
         return forwarded
+    }
+
+    /// The W3C `traceparent` the callee receives: the caller's trace with a new span id (this hop), or a new trace
+    /// when the caller sent none or an invalid one (its `tracestate` is then dropped too).
+    static func traceparent(continuing incoming: String?) -> (value: String, continued: Bool) {
+        func hex(_ count: Int) -> String {
+            var text = ""
+            for _ in 0..<count { text += String(UInt8.random(in: 0...255), radix: 16).leftPadded(to: 2) }
+            return text
+        }
+        if let incoming {
+            let parts = incoming.split(separator: "-", omittingEmptySubsequences: false)
+            let isHex = { (part: Substring, length: Int) in
+                part.utf8.count == length && part.utf8.allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+            }
+            if parts.count >= 4, isHex(parts[0], 2), parts[0] != "ff", isHex(parts[1], 32), isHex(parts[2], 16),
+                isHex(parts[3], 2), parts[1].contains(where: { $0 != "0" })
+            {
+                return ("00-\(parts[1])-\(hex(8))-\(parts[3])", true)
+            }
+        }
+        return ("00-\(hex(16))-\(hex(8))-01", false)
+    }
+}
+
+extension String {
+    fileprivate func leftPadded(to length: Int) -> String {
+        count >= length ? self : String(repeating: "0", count: length - count) + self
     }
 }
