@@ -51,6 +51,7 @@ let package = Package(
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // Building-block protocols, their value types and the in-memory drivers. Knows nothing of gRPC, HTTP or tenants.
@@ -120,6 +121,8 @@ let package = Package(
                 "HangarRuntime",
                 "HangarComponents",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                // The HTTP app channel (calls into HTTP apps, over TCP or a Unix socket, pooled per app).
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ] + nioAndLogging,
             swiftSettings: strict
         ),
@@ -130,6 +133,7 @@ let package = Package(
                 "HangarSystemd",
                 "HangarGRPC",
                 "HangarHTTP",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -7,7 +7,8 @@
 #
 # Runnable from any working directory, on a fresh Debian machine (as root, or with sudo) and again
 # quickly on one where it already ran. Stages:
-#   1. system packages: libsystemd-dev and pkg-config (hangard links libsystemd), protoc (protobuf-compiler),
+#   1. system packages: libsystemd-dev and pkg-config (hangard links libsystemd), zlib1g-dev (AsyncHTTPClient
+#      links zlib), protoc (protobuf-compiler),
 #      setpriv (util-linux), systemd-analyze and systemd-socket-activate (systemd) and, if python3 cannot create a
 #      venv, python3-venv; `apt-get update` runs once, and only when something is missing. (protoc's well-known
 #      types come from swift-protobuf's source, scripts/lib/swift-protobuf-source.sh, not from libprotobuf-dev.)
@@ -69,6 +70,8 @@ command -v swift >/dev/null || { log "swift is not installed"; exit 1; }
 command -v git >/dev/null || apt_install git ca-certificates
 # hangard links libsystemd (sd_notify, sd_listen_fds, the journal) through the CSystemd system-library target.
 [ -f /usr/include/systemd/sd-daemon.h ] || apt_install libsystemd-dev pkg-config
+# AsyncHTTPClient (the HTTP app channel) links zlib through swift-nio-extras.
+[ -f /usr/include/zlib.h ] || apt_install zlib1g-dev
 command -v protoc >/dev/null || apt_install protobuf-compiler
 # setpriv (util-linux) runs e2e clients under other uids, for the peer-credential and permission tests.
 command -v setpriv >/dev/null || apt_install util-linux

@@ -1,4 +1,5 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
 import HangarGRPC
 import HangarHTTP
@@ -107,6 +108,7 @@ struct Hangard: AsyncParsableCommand {
 
         let configuration: NodeConfiguration
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+        let appHTTPClient = Self.appHTTPClient(group: group)
         let threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
         let runtime: Runtime
         do {
@@ -121,16 +123,18 @@ struct Hangard: AsyncParsableCommand {
                 configuration: configuration, dataDirectory: options.dataDirectory, maxRequestBytes: maxRequestBytes,
                 eventLoopGroup: group, threadPool: threadPool, retireTimeout: .milliseconds(Int64(drainTimeout * 1000)),
                 appChannelFactory: Self.appChannelFactory(
-                    layout: SocketLayout(root: options.socketRoot), group: group, maxResponseBytes: maxRequestBytes,
-                    logger: logger),
+                    layout: SocketLayout(root: options.socketRoot), group: group, httpClient: appHTTPClient,
+                    maxResponseBytes: maxRequestBytes, logger: logger),
                 logger: logger)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("hangard: invalid configuration: \(error)\n".utf8))
             Systemd.notify("STATUS=invalid configuration: \(error)")
+            try? await appHTTPClient.shutdown()
             throw ExitCode(2)
         } catch {
             FileHandle.standardError.write(Data("hangard: cannot start: \(error)\n".utf8))
             Systemd.notify("STATUS=cannot start: \(error)")
+            try? await appHTTPClient.shutdown()
             throw ExitCode(1)
         }
         let node = NodeService(runtime: runtime, options: options, group: group, logger: logger)
@@ -154,29 +158,40 @@ struct Hangard: AsyncParsableCommand {
             try await services.run()
         } catch {
             logger.error("hangard stopped on error", metadata: ["error": "\(error)"])
+            try? await appHTTPClient.shutdown()
             try? await threadPool.shutdownGracefully()
             try? await group.shutdownGracefully()
             throw ExitCode(1)
         }
+        try? await appHTTPClient.shutdown()
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
     }
 
-    /// How the runtime reaches each app's app channel: gRPC apps through `GRPCAppChannel` (at the declared address,
-    /// or at `app-<appId>-grpc.socket` in the app's directory); the HTTP app channel is not in this build yet.
+    /// The one HTTP client of every HTTP app channel (its pool keeps connections per app address): no redirects
+    /// followed, no decompression, a 3 s connect timeout so that a call to an app that is down fails fast.
+    static func appHTTPClient(group: any EventLoopGroup) -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.decompression = .disabled
+        configuration.timeout = .init(connect: .seconds(3))
+        return HTTPClient(eventLoopGroup: group, configuration: configuration)
+    }
+
+    /// How the runtime reaches each app's app channel, at the declared address or at `app-<appId>-grpc.socket`
+    /// (`-http.socket`) in the app's directory: gRPC apps through `GRPCAppChannel`, HTTP apps through
+    /// `HTTPAppChannel` on the node's one HTTP client.
     static func appChannelFactory(
-        layout: SocketLayout, group: any EventLoopGroup, maxResponseBytes: Int, logger: Logger
+        layout: SocketLayout, group: any EventLoopGroup, httpClient: HTTPClient, maxResponseBytes: Int, logger: Logger
     ) -> AppChannelFactory {
         { app, spec in
-            switch spec.protocol {
+            let address = spec.address ?? .unix(path: layout.appChannelSocket(app, spec.protocol))
+            return switch spec.protocol {
             case .grpc:
                 GRPCAppChannel(
-                    app: app, address: spec.address ?? .unix(path: layout.appChannelSocket(app, .grpc)), group: group,
-                    maxResponseBytes: maxResponseBytes, logger: logger)
+                    app: app, address: address, group: group, maxResponseBytes: maxResponseBytes, logger: logger)
             case .http:
-                UnsupportedAppChannel(
-                    reason: "app \(app) declares an HTTP app channel, which this build of hangard cannot call yet; "
-                        + "declare appChannel.protocol: grpc")
+                HTTPAppChannel(app: app, address: address, client: httpClient, maxResponseBytes: maxResponseBytes)
             }
         }
     }

@@ -21,21 +21,25 @@ from hangar_e2e import free_port, sdk_environment
 from tenancy_files import dedent, start_daemon, wait_until, write_atomically
 
 CALLEE = Path(__file__).parent / "apps" / "grpc_callee.py"
+HTTP_CALLEE = Path(__file__).parent / "apps" / "http_callee.py"
 CALLER_TOKEN = "caller-token-0123456789"
 OUTSIDER_TOKEN = "outsider-token-0123456789"
 
 
 class Callee:
-    """A callee process (`sdk` or `raw` mode) listening on a loopback port."""
+    """A callee process listening on a loopback port: grpc_callee.py (`sdk` or `raw` mode), or http_callee.py
+    (`tcp`, `where` a port, or `uds`, `where` a socket path)."""
 
-    def __init__(self, mode: str, port: int):
+    def __init__(self, mode: str, port: int | None = None, where: str | None = None):
         self.mode = mode
         self.port = port
+        self.where = where if where is not None else str(port)
         self.process: subprocess.Popen[str] | None = None
 
     def start(self) -> "Callee":
+        script = HTTP_CALLEE if self.mode in ("tcp", "uds") else CALLEE
         self.process = subprocess.Popen(
-            [sys.executable, str(CALLEE), self.mode, str(self.port)],
+            [sys.executable, str(script), self.mode, self.where],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         assert self.process.stdout is not None
@@ -47,9 +51,11 @@ class Callee:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+        if self.mode == "uds":
+            Path(self.where).unlink(missing_ok=True)  # a killed server leaves its socket file
 
 
-def tenants(sdk_port: int, raw_port: int, down_port: int, grants: str = "") -> dict[str, str]:
+def tenants(sdk_port: int, raw_port: int, down_port: int, grants: str = "", web_port: int = 1) -> dict[str, str]:
     team_a = dedent(f"""
         apiVersion: hangar.dev/v1alpha1
         kind: Tenant
@@ -78,6 +84,13 @@ def tenants(sdk_port: int, raw_port: int, down_port: int, grants: str = "") -> d
               appChannel:
                 address: 127.0.0.1:{raw_port}
                 healthCheck: {{intervalSeconds: 0.2, timeoutSeconds: 1, threshold: 2}}
+            - appId: web
+              appChannel:
+                protocol: http
+                address: 127.0.0.1:{web_port}
+                healthCheck: {{intervalSeconds: 0.2, timeoutSeconds: 1, threshold: 2}}
+            - appId: webuds
+              appChannel: {{protocol: http}}
         """)
     team_a += grants
     team_b = dedent(f"""
@@ -96,13 +109,17 @@ def tenants(sdk_port: int, raw_port: int, down_port: int, grants: str = "") -> d
 @pytest.fixture
 def node(hangard_factory) -> Iterator[dict]:
     sdk, raw = Callee("sdk", free_port()).start(), Callee("raw", free_port()).start()
+    web = Callee("tcp", free_port()).start()
     down_port = free_port()
-    daemon = start_daemon(hangard_factory, tenants(sdk.port, raw.port, down_port))
+    daemon = start_daemon(hangard_factory, tenants(sdk.port, raw.port, down_port, web_port=web.port))
+    # The default address of an HTTP app channel: app-<appId>-http.socket in the app's directory, which the app
+    # creates once hangard has made the directory.
+    webuds = Callee("uds", where=str(daemon.app_dir("team-a", "webuds") / "app-webuds-http.socket")).start()
     try:
-        yield {"daemon": daemon, "sdk": sdk, "raw": raw, "down_port": down_port}
+        yield {"daemon": daemon, "sdk": sdk, "raw": raw, "web": web, "down_port": down_port}
     finally:
-        sdk.stop()
-        raw.stop()
+        for callee in (sdk, raw, web, webuds):
+            callee.stop()
 
 
 def sdk_client(daemon, token: str):
@@ -224,7 +241,9 @@ def test_other_namespaces_are_denied_until_the_target_allows_them(node):
               methods: [who]
         """)
     grant = "\n".join("  " + line if line else line for line in grant.splitlines()) + "\n"
-    write_atomically(daemon.tenancy / "team-a.yaml", tenants(node["sdk"].port, node["raw"].port, node["down_port"], grant)["team-a.yaml"])
+    write_atomically(
+        daemon.tenancy / "team-a.yaml",
+        tenants(node["sdk"].port, node["raw"].port, node["down_port"], grant, web_port=node["web"].port)["team-a.yaml"])
 
     def allowed() -> bool:
         return daemon.http("team-b", "outsider", "POST", "/v1.0/invoke/callee.team-a/method/whoami", body=b"").status == 200
@@ -285,3 +304,51 @@ def test_an_app_that_fails_its_health_checks_is_not_invoked(node):
     wait_until(sick_refused, timeout=5)
     assert daemon.http("team-a", "caller", "GET", "/v1.0/invoke/fit/method/whoami").status == 200
     assert daemon.wait_for_log("app is unhealthy", timeout=2)
+
+
+@pytest.mark.parametrize("app", ["web", "webuds"])
+@pytest.mark.parametrize("verb", ["GET", "POST", "PUT", "DELETE", "PATCH"])
+def test_an_http_app_receives_the_verb_path_query_headers_and_body(node, app, verb):
+    daemon = node["daemon"]
+    result = daemon.http(
+        "team-a", "caller", verb, f"/v1.0/invoke/{app}/method/orders/42?x=1&y=a%20b", body=b"payload",
+        headers={"content-type": "text/plain", "x-custom": "yes", "dapr-api-token": "secret"},
+    )
+    assert result.status == 200, result.body
+    got = result.json()
+    assert (got["verb"], got["path"], got["query"], got["body"]) == (verb, "/orders/42", "x=1&y=a%20b", "payload")
+    headers = got["headers"]
+    assert headers["content-type"] == "text/plain" and headers["x-custom"] == "yes"
+    assert headers["dapr-caller-app-id"] == "caller" and headers["dapr-callee-app-id"] == app
+    assert "dapr-api-token" not in headers
+    assert result.headers.get("content-type") == "application/json"
+
+
+def test_an_http_apps_status_and_body_pass_back_to_an_http_caller(node):
+    daemon = node["daemon"]
+    result = daemon.http("team-a", "caller", "POST", "/v1.0/invoke/web/method/status/418", body=b"")
+    assert result.status == 418
+    assert result.body == b"the callee answers 418"
+    big = daemon.http("team-a", "caller", "GET", "/v1.0/invoke/web/method/big/1000000")
+    assert big.status == 200 and len(big.body) == 1_000_000
+
+
+def test_a_grpc_caller_reaches_an_http_app_with_a_verb_and_gets_its_status_as_a_grpc_error(node):
+    from dapr.clients.grpc.client import DaprGrpcClient
+
+    client = node["daemon"].client("team-a", "caller")
+    response = DaprGrpcClient.invoke_method(client, "web", "things/1", data="d", http_verb="PUT", http_querystring=(("q", "1"),))
+    got = json.loads(response.text())
+    assert (got["verb"], got["path"], got["query"], got["body"]) == ("PUT", "/things/1", "q=1", "d")
+    with pytest.raises(Exception) as raised:
+        DaprGrpcClient.invoke_method(client, "web", "status/404", data="", http_verb="GET")
+    assert "NOT_FOUND" in str(raised.value) or "Not Found" in str(raised.value)
+    with pytest.raises(Exception) as missing:
+        DaprGrpcClient.invoke_method(client, "web", "things/1", data="")
+    assert "missing HTTP extension field" in str(missing.value)
+
+
+def test_an_http_app_with_a_health_check_is_invoked(node):
+    daemon = node["daemon"]
+    time.sleep(0.6)  # a few probe rounds of /healthz
+    assert daemon.http("team-a", "caller", "GET", "/v1.0/invoke/web/method/x").status == 200

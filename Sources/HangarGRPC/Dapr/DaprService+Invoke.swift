@@ -20,7 +20,11 @@ extension DaprService {
             }
             let headers = call.headers.map { (name: $0.name, value: $0.value) }
             return invocation.invoke(call.caller, target: request.id, invoked, headers: headers, on: call.eventLoop)
-                .map { result in
+                .flatMapThrowing { result in
+                    // An HTTP callee's answer outside 2xx is an error for a gRPC caller, as in Dapr.
+                    if let status = result.httpStatus, !(200..<300).contains(status) {
+                        throw InvocationError.httpStatus(status, body: result.data)
+                    }
                     var response = Dapr_Proto_Common_V1_InvokeResponse()
                     response.data.typeURL = result.dataTypeURL
                     response.data.value = Data(result.data.readableBytesView)

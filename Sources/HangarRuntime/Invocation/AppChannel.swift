@@ -64,8 +64,8 @@ public enum AppChannelError: Error, Sendable, CustomStringConvertible {
     case deadlineExceeded
     /// The app answered something that is not a valid response.
     case protocolViolation(String)
-    /// This build cannot call apps of this kind.
-    case unsupported(String)
+    /// The call cannot be made to this kind of app as it is (an HTTP app called without a verb).
+    case invalidRequest(String)
 
     public var description: String {
         switch self {
@@ -73,7 +73,7 @@ public enum AppChannelError: Error, Sendable, CustomStringConvertible {
         case .status(let code, let message): "the app answered \(code) \(message)"
         case .deadlineExceeded: "the app did not answer before the deadline"
         case .protocolViolation(let why): "the app's answer is not valid: \(why)"
-        case .unsupported(let what): what
+        case .invalidRequest(let why): why
         }
     }
 }
@@ -94,25 +94,3 @@ public protocol AppChannel: Sendable {
 
 /// Builds the channel of an app from its `appChannel`; nil when this build has no channel of that protocol.
 public typealias AppChannelFactory = @Sendable (AppID, AppChannelSpec) -> (any AppChannel)?
-
-/// The channel of an app whose `appChannel` protocol this build cannot call yet: every call fails with
-/// `UNIMPLEMENTED` / 501 naming what is missing, so the app's callers get a clear answer.
-public struct UnsupportedAppChannel: AppChannel {
-    let reason: String
-
-    public init(reason: String) {
-        self.reason = reason
-    }
-
-    public func invoke(_ invocation: AppInvocation, deadline: NIODeadline, on eventLoop: any EventLoop)
-        -> EventLoopFuture<AppInvocationResult>
-    {
-        eventLoop.makeFailedFuture(AppChannelError.unsupported(reason))
-    }
-
-    public func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        eventLoop.makeFailedFuture(AppChannelError.unsupported(reason))
-    }
-
-    public func close() {}
-}

@@ -1,3 +1,5 @@
+public import NIOCore
+
 /// Service invocation's refusals and failures, with Dapr's codes (`ERR_DIRECT_INVOKE`, `ERR_PERMISSION_DENIED`).
 public enum InvocationError {
     public static let errorCode = "ERR_DIRECT_INVOKE"
@@ -53,13 +55,47 @@ public enum InvocationError {
         let (code, status): (RPCCode, Int) =
             switch error {
             case .deadlineExceeded: (.deadlineExceeded, 504)
-            case .unsupported: (.unimplemented, 501)
+            case .invalidRequest: (.invalidArgument, 400)
             default: (.unavailable, 500)
             }
         return APIError(
             errorCode: errorCode, rpcCode: code, httpStatus: status,
             message: "failed to invoke, id: \(target.appId), err: \(error)",
             reason: "HANGAR_APP_UNREACHABLE", metadata: ["namespace": target.namespace, "appId": target.appId])
+    }
+}
+
+extension InvocationError {
+    static let reasonPhrases: [Int: String] = [
+        300: "Multiple Choices", 301: "Moved Permanently", 302: "Found", 304: "Not Modified", 400: "Bad Request",
+        401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
+        409: "Conflict", 410: "Gone", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
+        422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error", 501: "Not Implemented",
+        502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+    ]
+
+    /// What a gRPC caller gets when an HTTP callee answered outside 2xx: Dapr's `CodeFromHTTPStatus`, the status
+    /// text as the message, and the first 63 bytes of the body in the ErrorInfo (the body itself is lost, as in Dapr).
+    public static func httpStatus(_ status: Int, body: ByteBuffer) -> APIError {
+        let code: RPCCode =
+            switch status {
+            case 400: .internal
+            case 401: .unauthenticated
+            case 403: .permissionDenied
+            case 404: .notFound
+            case 409: .alreadyExists
+            case 429: .resourceExhausted
+            case 501: .unimplemented
+            case 503: .unavailable
+            case 504: .deadlineExceeded
+            default: .unknown
+            }
+        let text = reasonPhrases[status] ?? "HTTP \(status)"
+        return APIError(
+            errorCode: "", rpcCode: code, httpStatus: status, message: text, reason: text,
+            metadata: [
+                "http.code": String(status), "http.error_message": String(decoding: body.readableBytesView.prefix(63), as: UTF8.self),
+            ])
     }
 }
 
