@@ -91,6 +91,11 @@ def tenants(sdk_port: int, raw_port: int, down_port: int, grants: str = "", web_
                 healthCheck: {{intervalSeconds: 0.2, timeoutSeconds: 1, threshold: 2}}
             - appId: webuds
               appChannel: {{protocol: http}}
+            - appId: narrow
+              appChannel: {{address: 127.0.0.1:{raw_port}, maxConcurrency: 1}}
+            - appId: busy
+              apiToken: busy-token-0123456789
+              quotas: {{maxConcurrentRequests: 2}}
         """)
     team_a += grants
     team_b = dedent(f"""
@@ -352,3 +357,40 @@ def test_an_http_app_with_a_health_check_is_invoked(node):
     daemon = node["daemon"]
     time.sleep(0.6)  # a few probe rounds of /healthz
     assert daemon.http("team-a", "caller", "GET", "/v1.0/invoke/web/method/x").status == 200
+
+
+def concurrently(calls) -> list:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+def test_max_concurrency_queues_calls_into_the_app(node):
+    daemon = node["daemon"]
+    call = lambda: daemon.http("team-a", "caller", "GET", "/v1.0/invoke/narrow/method/sleep/400")  # noqa: E731
+    started = time.monotonic()
+    results = concurrently([call, call, call])
+    assert [r.status for r in results] == [200, 200, 200]
+    assert time.monotonic() - started >= 1.1  # one at a time: three calls of 0.4 s
+    started = time.monotonic()
+    results = concurrently([lambda: daemon.http("team-a", "caller", "GET", "/v1.0/invoke/raw/method/sleep/400")] * 3)
+    assert [r.status for r in results] == [200, 200, 200] and time.monotonic() - started < 1.1
+
+
+def test_a_slow_target_holds_no_more_than_the_callers_quota(node):
+    daemon = node["daemon"]
+    call = lambda: daemon.http("team-a", "busy", "GET", "/v1.0/invoke/raw/method/sleep/600")  # noqa: E731
+    statuses = sorted(r.status for r in concurrently([call, call, call, call]))
+    assert statuses.count(200) == 2 and statuses.count(429) == 2, statuses
+
+
+def test_a_grpc_callers_deadline_bounds_the_call_into_the_app(node):
+    from dapr.clients.grpc.client import DaprGrpcClient
+
+    client = node["daemon"].client("team-a", "caller")
+    started = time.monotonic()
+    with pytest.raises(Exception) as raised:
+        DaprGrpcClient.invoke_method(client, "raw", "sleep/3000", data="", timeout=1)
+    assert time.monotonic() - started < 2.5
+    assert "DEADLINE_EXCEEDED" in str(raised.value) or "Deadline" in str(raised.value)

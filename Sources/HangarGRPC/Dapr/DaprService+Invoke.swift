@@ -19,7 +19,11 @@ extension DaprService {
                 invoked.query = message.httpExtension.querystring
             }
             let headers = call.headers.map { (name: $0.name, value: $0.value) }
-            return invocation.invoke(call.caller, target: request.id, invoked, headers: headers, on: call.eventLoop)
+            // The caller's own deadline bounds the call into the app too (else the runtime's default applies).
+            let deadline = call.headers.first(name: "grpc-timeout").flatMap(GRPCConnectionHandler.parseTimeout)
+                .map { NIODeadline.now() + $0 }
+            return invocation.invoke(
+                call.caller, target: request.id, invoked, headers: headers, deadline: deadline, on: call.eventLoop)
                 .flatMapThrowing { result in
                     // An HTTP callee's answer outside 2xx is an error for a gRPC caller, as in Dapr.
                     if let status = result.httpStatus, !(200..<300).contains(status) {

@@ -3,7 +3,8 @@
 sdk: the official SDK's app server, dapr.ext.grpc.App, with methods `echo` (answers a JSON summary of what it
      received: data, content type and metadata) and `whoami`, and a health check.
 raw: a plain grpcio AppCallback servicer whose OnInvoke answers the whole InvokeRequest as JSON (method, verb,
-     query string, content type, data, metadata): what dapr.ext.grpc.App does not show its handlers.
+     query string, content type, data, metadata): what dapr.ext.grpc.App does not show its handlers. Method
+     `sleep/<ms>` answers after that long; `status/<CODE>` fails with that gRPC status.
 Prints "ready" once it listens.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from concurrent import futures
 
 
@@ -57,6 +59,8 @@ def run_raw(port: int) -> None:
                 "data": request.data.value.decode(errors="replace"),
                 "metadata": metadata_dict(context.invocation_metadata()),
             }
+            if request.method.startswith("sleep/"):
+                time.sleep(int(request.method.split("/", 1)[1]) / 1000)
             if request.method.startswith("status/"):
                 context.abort(grpc.StatusCode[request.method.split("/", 1)[1]], "the callee says no")
             context.send_initial_metadata((("x-callee", "raw"),))
