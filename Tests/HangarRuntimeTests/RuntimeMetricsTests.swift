@@ -93,6 +93,31 @@ import Testing
         #expect(scrape.samples[prefix + #"app_id="billing",method="GetState",transport="grpc",code="OK"}"#] == 1)
     }
 
+    @Test func invocationsAreCountedByCallerTargetAndCode() {
+        let metrics = RuntimeMetrics()
+        let outsider = AppID(namespace: "team-b", appId: "checkout")
+        metrics.recordInvocation(caller: billing, target: orders, code: .ok, duration: .milliseconds(2))
+        metrics.recordInvocation(caller: billing, target: orders, code: .ok, duration: .milliseconds(4))
+        metrics.recordInvocation(caller: outsider, target: orders, code: .permissionDenied, duration: .zero)
+
+        let scrape = Exposition(metrics.render(gauges: RuntimeGauges()))
+        #expect(scrape.types["hangar_invocations_total"] == "counter")
+        #expect(scrape.types["hangar_invocation_duration_seconds"] == "histogram")
+        let billingToOrders =
+            #"hangar_invocations_total{namespace="team-a",app_id="billing",target_namespace="team-a","#
+            + #"target_app_id="orders",code="OK"}"#
+        let denied =
+            #"hangar_invocations_total{namespace="team-b",app_id="checkout",target_namespace="team-a","#
+            + #"target_app_id="orders",code="PERMISSION_DENIED"}"#
+        #expect(scrape.series(of: "hangar_invocations_total") == [billingToOrders, denied].sorted())
+        #expect(scrape.samples[billingToOrders] == 2)
+        #expect(scrape.samples[denied] == 1)
+        let count =
+            #"hangar_invocation_duration_seconds_count{namespace="team-a",app_id="billing",target_namespace="team-a","#
+            + #"target_app_id="orders"}"#
+        #expect(scrape.samples[count] == 2)
+    }
+
     @Test func durationsFillTheHistogramBuckets() {
         let metrics = RuntimeMetrics()
         // Three calls of GetState on gRPC (two codes, one histogram) and one on HTTP.

@@ -33,16 +33,21 @@ public struct InvocationAPI: Sendable {
         } catch {
             return .failure(error)
         }
+        // Refusals of a declared target count in its metrics like calls that reached it.
+        let refuse = { [metrics] (error: APIError) -> Eventual<AppInvocationResult> in
+            metrics.recordInvocation(caller: caller.app, target: callee, code: error.rpcCode, duration: .zero)
+            return .failure(error)
+        }
         guard let tenant = registry.tenant(callee.namespace), registry.app(callee) != nil else {
             return .failure(InvocationError.notFound(callee))
         }
         if callee.namespace != caller.namespace,
             !tenant.allowInvocationFrom.contains(where: { $0.allows(caller.app, method: invocation.method) })
         {
-            return .failure(InvocationError.denied(caller: caller.app, target: callee, method: invocation.method))
+            return refuse(InvocationError.denied(caller: caller.app, target: callee, method: invocation.method))
         }
-        guard let entry = channels.entry(callee) else { return .failure(InvocationError.noChannel(callee)) }
-        guard entry.isHealthy else { return .failure(InvocationError.unhealthy(callee)) }
+        guard let entry = channels.entry(callee) else { return refuse(InvocationError.noChannel(callee)) }
+        guard entry.isHealthy else { return refuse(InvocationError.unhealthy(callee)) }
         invocation.metadata = Self.forwarded(headers, caller: caller.app, callee: callee)
         let request = invocation
         let deadline = deadline ?? .now() + defaultTimeout
