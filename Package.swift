@@ -72,8 +72,7 @@ let package = Package(
         .target(
             name: "HangarRuntime",
             dependencies: [
-                "HangarComponents",
-                "HangarSQLite",
+                "HangarComponents"
             ] + nioAndLogging + [
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -122,6 +121,8 @@ let package = Package(
         .executableTarget(
             name: "hangard",
             dependencies: [
+                "HangarComponents",
+                "HangarSQLite",
                 "HangarRuntime",
                 "HangarSystemd",
                 "HangarGRPC",
@@ -157,6 +158,7 @@ let package = Package(
                 "HangarRuntime",
                 "HangarGRPC",
                 "HangarComponents",
+                "HangarSQLite",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

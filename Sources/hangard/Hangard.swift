@@ -1,8 +1,10 @@
 import ArgumentParser
 import Foundation
+import HangarComponents
 import HangarGRPC
 import HangarHTTP
 import HangarRuntime
+import HangarSQLite
 import HangarSystemd
 import Logging
 import NIOCore
@@ -105,13 +107,18 @@ struct Hangard: AsyncParsableCommand {
             inherited: InheritedListeners.take(http: http, grpc: grpc, metrics: metrics, logger: logger),
             environment: environment)
 
+        var componentRegistry = ComponentRegistry()
+        HangarComponents.register(into: &componentRegistry)
+        HangarSQLite.register(into: &componentRegistry)
+
         let configuration: NodeConfiguration
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
         let runtime: Runtime
         do {
             configuration = try NodeConfiguration.load(
-                tenancyDirectory: tenancy, resourcesDirectory: resources, environment: environment, logger: logger)
+                tenancyDirectory: tenancy, resourcesDirectory: resources, registry: componentRegistry,
+                environment: environment, logger: logger)
             try SocketLayout(root: options.socketRoot).validate(configuration)
             try FileManager.default.createDirectory(
                 atPath: options.dataDirectory, withIntermediateDirectories: true,
@@ -119,7 +126,8 @@ struct Hangard: AsyncParsableCommand {
             threadPool.start()
             runtime = try Runtime(
                 configuration: configuration, dataDirectory: options.dataDirectory, maxRequestBytes: maxRequestBytes,
-                eventLoopGroup: group, threadPool: threadPool, retireTimeout: .milliseconds(Int64(drainTimeout * 1000)),
+                componentRegistry: componentRegistry, eventLoopGroup: group, threadPool: threadPool,
+                retireTimeout: .milliseconds(Int64(drainTimeout * 1000)),
                 logger: logger)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("hangard: invalid configuration: \(error)\n".utf8))

@@ -191,7 +191,7 @@ final class NodeService: Service {
         do {
             configuration = try NodeConfiguration.load(
                 tenancyDirectory: options.tenancyDirectory, resourcesDirectory: options.resourcesDirectory,
-                environment: options.environment, logger: logger)
+                registry: runtime.components.registry, environment: options.environment, logger: logger)
             guard configuration != runtime.configuration else { return }
             try layout.validate(configuration)
             change = try runtime.apply(configuration)

@@ -41,7 +41,7 @@ struct ComponentHealthTests {
             ])
         return try Runtime(
             configuration: configuration, dataDirectory: directory.path, maxRequestBytes: 1 << 20,
-            eventLoopGroup: group, threadPool: NIOThreadPool.singleton,
+            componentRegistry: .node, eventLoopGroup: group, threadPool: NIOThreadPool.singleton,
             etagSealer: ETagSealer(secret: Array(repeating: 1, count: 32)), logger: logger)
     }
 
@@ -158,7 +158,7 @@ struct ComponentHealthTests {
         let error = #expect(throws: ConfigurationError.self) {
             try Runtime(
                 configuration: configuration, dataDirectory: "/nonexistent", maxRequestBytes: 1 << 20,
-                eventLoopGroup: Self.group, threadPool: NIOThreadPool.singleton,
+                componentRegistry: .node, eventLoopGroup: Self.group, threadPool: NIOThreadPool.singleton,
                 etagSealer: ETagSealer(secret: Array(repeating: 1, count: 32)), logger: Self.logger)
         }
         #expect(error?.field == "spec.metadata")

@@ -154,6 +154,11 @@ INVALID_COMPONENTS = [
      "keyPrefix"),
     ("duplicate-name", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\n"
      "spec:\n  type: state.in-memory\n  version: v1\n", "metadata.name"),
+    ("unknown-metadata", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\n"
+     "spec:\n  type: state.sqlite\n  version: v1\n  metadata:\n    - name: conectionString\n      value: c.db\n",
+     "spec.metadata.conectionString"),
+    ("unsupported-version", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\n"
+     "spec:\n  type: state.in-memory\n  version: v2\n", "spec.version"),
 ]
 
 
