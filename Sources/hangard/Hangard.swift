@@ -139,16 +139,18 @@ struct Hangard: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let node = NodeService(runtime: runtime, options: options, group: group, logger: logger)
-        var running: [any Service] = [node]
+        // The group stops services in reverse order: the node drains first, then the component host closes the
+        // components, then the metrics endpoint (still scraped while the node drains) stops.
+        var running: [any Service] = [runtime.components, node]
         if options.metrics != nil || options.inherited.metrics != nil {
-            // The node starts once the metrics endpoint listens. The endpoint comes first: the group stops services
-            // in reverse order, so it is still scraped while the node drains.
+            // The node starts once the metrics endpoint listens.
             let (listening, continuation) = AsyncStream.makeStream(of: Void.self)
             running = [
                 MetricsEndpoint(
                     runtime: runtime, address: options.metrics ?? ListenAddress(host: "0.0.0.0", port: 0),
                     inheritedSocket: options.inherited.metrics, group: group, logger: logger,
                     listening: continuation),
+                runtime.components,
                 AfterMetricsListen(listening: listening, service: node),
             ]
         }

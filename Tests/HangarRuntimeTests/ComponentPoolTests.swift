@@ -112,10 +112,33 @@ struct ComponentPoolTests {
         #expect(down.error == "backend away")
         #expect(host.initialised)
         gated.failing.store(false, ordering: .releasing)
-        #expect(try await Self.eventually(5) { host.health.first?.status == .up })
-        #expect((host.health.first?.attempts ?? 0) >= 2)
-        #expect(host.health.first?.error == nil)
-        try await host.close(on: Self.loop).get()
+        try await host.running { () async throws in
+            #expect(try await Self.eventually(5) { host.health.first?.status == .up })
+            #expect((host.health.first?.attempts ?? 0) >= 2)
+            #expect(host.health.first?.error == nil)
+        }
+        // Stopping the service closed it.
+        #expect(gated.stores.first?.isClosed == true)
+    }
+
+    @Test("a retired instance whose calls outlive the retire timeout is closed at the timeout")
+    func retiredAtTimeout() async throws {
+        let gated = Gated()
+        let host = try ComponentHost(
+            components: [ComponentSpec(name: "g", type: "state.gated", metadata: ["generation": "1"])],
+            registry: gated.registry, context: .test, retireTimeout: .milliseconds(200))
+        await host.initialise()
+        let old = try host.scoped(TenantStateHandle.self, named: "g", for: Self.orders, tenant: nil)
+        let pending = old.run(on: Self.loop) { $0.get("k", on: Self.loop) }
+        try await host.running { () async throws in
+            try host.apply([ComponentSpec(name: "g", type: "state.gated", metadata: ["generation": "2"])])
+            #expect(try await Self.eventually(3) { gated.stores.first?.isClosed == true })
+            #expect(old.pool.callsInFlight == 1)
+            #expect(gated.stores.last?.isClosed == false)
+        }
+        #expect(gated.stores.last?.isClosed == true)
+        gated.stores.first?.release()
+        _ = try await pending.get()
     }
 
     @Test("calls are counted in flight until they complete")

@@ -2,11 +2,16 @@ public import HangarComponents
 import Logging
 public import NIOCore
 import NIOPosix
+public import ServiceLifecycle
 import Synchronization
 
 /// Every component instance of the node, created once from the registry's descriptors and shared by the tenants
 /// allowed to use them. Replaced live by `apply`: an unchanged component keeps its instance; a changed one is
 /// re-created and swapped in, and the old instance is closed once the calls it is serving are done.
+///
+/// A `Service`: its `run()` owns the components' background work (reopening DOWN components with backoff, closing
+/// retired ones that outlive the retire timeout) in one task group, and closes every component on shutdown. It
+/// runs in hangard's `ServiceGroup` before the node, so it closes components after the node has drained.
 public final class ComponentHost: Sendable {
     /// A component instance's identity: its namespace (nil when shared) and name. Names are unique per namespace
     /// across building blocks, as in Dapr.
@@ -21,6 +26,14 @@ public final class ComponentHost: Sendable {
     }
 
     private let pools: Mutex<Pools>
+
+    /// Background work for `run()`, queued by whoever finds it (an attempt that failed, a retirement).
+    private enum Work: Sendable {
+        case reopen(any AnyComponentPool, after: Duration)
+        case expire(any AnyComponentPool, after: Duration)
+    }
+
+    private let work = AsyncStream.makeStream(of: Work.self)
     /// The component types this build can create.
     public let registry: ComponentRegistry
     private let context: ComponentContext
@@ -44,22 +57,47 @@ public final class ComponentHost: Sendable {
         self.pools = Mutex(Pools())
         let all = try build(components, reusing: [:])
         for pool in all.values where pool.opensInline {
-            pool.attempted(
-                pool.open(), threadPool: context.threadPool, eventLoop: context.eventLoopGroup.any(),
-                nextDelay: Self.firstRetryDelay)
+            attempted(pool, failure: pool.open(), nextDelay: Self.firstRetryDelay)
         }
         pools.withLock { $0 = Pools(all: all, specs: components) }
     }
 
     /// Opens every component not open yet, concurrently, and returns once each has made its first attempt. One
-    /// that fails is DOWN, retried in the background, and does not stop the others.
+    /// that fails is DOWN and is retried by `run()`; it does not stop the others.
     public func initialise() async {
-        let loop = context.eventLoopGroup.any()
-        // Components that execute inline were opened (and, failing, put on retry) when their pool was made.
-        let attempts = all.filter { !$0.opensInline && $0.health.status == .initialising }.map {
-            $0.initialise(threadPool: context.threadPool, eventLoop: loop)
+        // Components that execute inline were opened (and, failing, queued for retry) when their pool was made.
+        await withDiscardingTaskGroup { group in
+            for pool in all where !pool.opensInline && pool.health.status == .initialising {
+                group.addTask {
+                    self.attempted(pool, failure: await self.attempt(pool), nextDelay: Self.firstRetryDelay)
+                }
+            }
         }
-        try? await EventLoopFuture.andAllComplete(attempts, on: loop).get()
+    }
+
+    /// One initialisation attempt, on the thread pool unless the component executes inline.
+    private func attempt(_ pool: any AnyComponentPool) async -> (any Error)? {
+        if pool.opensInline { return pool.open() }
+        do {
+            return try await context.threadPool.runIfActive { pool.open() }
+        } catch {
+            return error  // the thread pool is shutting down
+        }
+    }
+
+    /// Logs an attempt's outcome and, after a failure, queues the next one for `run()`.
+    private func attempted(_ pool: any AnyComponentPool, failure: (any Error)?, nextDelay: Duration) {
+        var metadata = Self.metadata(pool.spec)
+        metadata["component.attempts"] = "\(pool.health.attempts)"
+        guard let failure else {
+            logger.info("component initialised", metadata: metadata)
+            return
+        }
+        guard !pool.isRetired else { return }
+        metadata["error"] = "\(failure)"
+        metadata["retry.in"] = "\(nextDelay)"
+        logger.error("component failed to initialise; it is DOWN and will be retried", metadata: metadata)
+        work.continuation.yield(.reopen(pool, after: nextDelay))
     }
 
     /// Checks a spec against the registry, naming its file and field when it is refused.
@@ -102,11 +140,9 @@ public final class ComponentHost: Sendable {
         let existing = pools.withLock { $0.all }
         let all = try build(components, reusing: existing)
         let created = all.values.filter { pool in !existing.values.contains { $0 === pool } }
-        let loop = context.eventLoopGroup.any()
         for pool in created {
             // Blocking, as reconfiguration runs off the event loops; retries run in the background.
-            pool.attempted(
-                pool.open(), threadPool: context.threadPool, eventLoop: loop, nextDelay: Self.firstRetryDelay)
+            attempted(pool, failure: pool.open(), nextDelay: Self.firstRetryDelay)
         }
         let retired = pools.withLock { pools -> [any AnyComponentPool] in
             let old = pools.all
@@ -121,7 +157,7 @@ public final class ComponentHost: Sendable {
                 metadata: [
                     "component.name": "\(pool.spec.name)", "component.namespace": "\(pool.spec.namespace ?? "*")",
                 ])
-            pool.retire(timeout: retireTimeout)
+            if pool.retire() { work.continuation.yield(.expire(pool, after: retireTimeout)) }
         }
     }
 
@@ -201,5 +237,40 @@ public final class ComponentHost: Sendable {
     public func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         let closes = all.map { $0.close(on: eventLoop) }
         return EventLoopFuture.andAllComplete(closes, on: eventLoop)
+    }
+}
+
+extension ComponentHost: Service {
+    /// Runs the queued background work, each item a child task, until graceful shutdown or cancellation; then
+    /// cancels what is left (a retired component waiting for its timeout is closed at once) and closes every
+    /// component.
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            for await item in work.stream.cancelOnGracefulShutdown() {
+                switch item {
+                case .reopen(let pool, let delay):
+                    group.addTask { await self.reopen(pool, after: delay) }
+                case .expire(let pool, let delay):
+                    group.addTask {
+                        try? await Task.sleep(for: delay)
+                        pool.expire()
+                    }
+                }
+            }
+            group.cancelAll()
+        }
+        try? await close(on: context.eventLoopGroup.any()).get()
+    }
+
+    /// The next attempt for a DOWN component, after `delay`; a failure queues the one after, the delay doubled up to
+    /// `maxRetryDelay`.
+    private func reopen(_ pool: any AnyComponentPool, after delay: Duration) async {
+        do {
+            try await Task.sleep(for: delay)
+        } catch {
+            return
+        }
+        guard !pool.isRetired else { return }
+        attempted(pool, failure: await attempt(pool), nextDelay: min(delay * 2, Self.maxRetryDelay))
     }
 }

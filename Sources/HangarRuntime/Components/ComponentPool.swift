@@ -2,7 +2,6 @@ import Foundation
 public import HangarComponents
 import Logging
 public import NIOCore
-package import NIOPosix
 import Synchronization
 
 /// One live component shared by every tenant allowed to use it, whatever its building block: its lifecycle
@@ -13,8 +12,8 @@ import Synchronization
 /// Nothing here depends on what the block does with the component.
 ///
 /// A pool is created before its component is open: one that executes inline opens at once; a blocking one is
-/// `INIT` until `open` succeeds. A failed open leaves the pool `DOWN` and is retried with backoff (1 s doubling to
-/// 30 s) until it succeeds or the pool is retired; calls meanwhile are refused with the block's `unavailable`.
+/// `INIT` until `open` succeeds. A failed open leaves the pool `DOWN`; the component host's service tries again with
+/// backoff until it succeeds or the pool is retired; calls meanwhile are refused with the block's `unavailable`.
 public final class ComponentPool<Scope: TenantScope>: Sendable {
     public let spec: ComponentSpec
     /// The block's reading of the spec (state: the key prefix policy).
@@ -193,43 +192,6 @@ public final class ComponentPool<Scope: TenantScope>: Sendable {
         return nil
     }
 
-    /// Opens the component on `threadPool` (or at once when it executes inline), then, while it is DOWN, tries
-    /// again with backoff until it is UP or the pool is retired. The future completes after the first attempt.
-    package func initialise(threadPool: NIOThreadPool, eventLoop: any EventLoop) -> EventLoopFuture<Void> {
-        let attempted: EventLoopFuture<(any Error)?> =
-            executesInline
-            ? eventLoop.makeSucceededFuture(open())
-            : threadPool.runIfActive(eventLoop: eventLoop) { self.open() }
-        return attempted.map { failure in
-            self.attempted(
-                failure, threadPool: threadPool, eventLoop: eventLoop, nextDelay: ComponentHost.firstRetryDelay)
-        }.recover { _ in }  // the thread pool is shutting down
-    }
-
-    /// Logs an attempt's outcome and, after a failure, schedules the next one.
-    package func attempted(
-        _ failure: (any Error)?, threadPool: NIOThreadPool, eventLoop: any EventLoop, nextDelay: Duration
-    ) {
-        var metadata = ComponentHost.metadata(spec)
-        metadata["component.attempts"] = "\(health.attempts)"
-        guard let failure else {
-            logger.info("component initialised", metadata: metadata)
-            return
-        }
-        guard !retired.load(ordering: .acquiring) else { return }
-        metadata["error"] = "\(failure)"
-        metadata["retry.in"] = "\(nextDelay)"
-        logger.error("component failed to initialise; it is DOWN and will be retried", metadata: metadata)
-        eventLoop.scheduleTask(in: TimeAmount(nextDelay)) {
-            guard !self.retired.load(ordering: .acquiring) else { return }
-            threadPool.runIfActive(eventLoop: eventLoop) { self.open() }.whenSuccess { failure in
-                self.attempted(
-                    failure, threadPool: threadPool, eventLoop: eventLoop,
-                    nextDelay: min(nextDelay * 2, ComponentHost.maxRetryDelay))
-            }
-        }
-    }
-
     /// Operations waiting and running in this pool, per tenant (empty for a component that executes inline).
     public var queueDepths: [(tenant: String, queued: Int, running: Int)] { fairQueue?.depths ?? [] }
 
@@ -252,17 +214,24 @@ public final class ComponentPool<Scope: TenantScope>: Sendable {
         return Scope.close(component, on: eventLoop)
     }
 
+    /// Whether the pool is out of service (retired or closed): it is no longer reopened.
+    package var isRetired: Bool { retired.load(ordering: .acquiring) }
+
     /// Takes the pool out of service after it was replaced or removed: it is closed when its last call in flight
-    /// is done (at once when there is none), or after `timeout` at the latest, abandoning what still runs.
-    package func retire(timeout: Duration) {
-        guard !retired.exchange(true, ordering: .sequentiallyConsistent) else { return }
+    /// is done, at once when there is none. Returns whether calls are still in flight (the host then closes it at
+    /// its retire timeout with `expire()` at the latest).
+    package func retire() -> Bool {
+        guard !retired.exchange(true, ordering: .sequentiallyConsistent) else { return false }
         if inFlight.load(ordering: .sequentiallyConsistent) == 0 {
             closeRetired(abandoned: 0)
-            return
+            return false
         }
-        eventLoopGroup.any().scheduleTask(in: TimeAmount(timeout)) {
-            self.closeRetired(abandoned: self.inFlight.load(ordering: .acquiring))
-        }
+        return true
+    }
+
+    /// Closes a retired pool whose calls outlived the retire timeout, abandoning them; nothing when it is closed.
+    package func expire() {
+        closeRetired(abandoned: inFlight.load(ordering: .acquiring))
     }
 
     /// Closes a retired pool once (the last call, the timeout and the node's shutdown may all try) and logs it.
