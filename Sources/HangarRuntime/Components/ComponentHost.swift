@@ -10,8 +10,9 @@ import Synchronization
 /// re-created and swapped in, and the old instance is closed once the calls it is serving are done.
 ///
 /// A `Service`: its `run()` owns the components' background work (reopening DOWN components with backoff, closing
-/// retired ones that outlive the retire timeout) in one task group, and closes every component on shutdown. It
-/// runs in hangard's `ServiceGroup` before the node, so it closes components after the node has drained.
+/// retired ones that outlive the retire timeout) in one task group, and closes every component on shutdown. It is
+/// listed before the node in hangard's `ServiceGroup`, which stops services in reverse order: the node drains
+/// first, then the components close.
 public final class ComponentHost: Sendable {
     /// A component instance's identity: its namespace (nil when shared) and name. Names are unique per namespace
     /// across building blocks, as in Dapr.
