@@ -73,12 +73,12 @@ let package = Package(
         .target(
             name: "HangarRuntime",
             dependencies: [
-                "HangarComponents",
-                "HangarSQLite",
+                "HangarComponents"
             ] + nioAndLogging + [
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -129,6 +129,8 @@ let package = Package(
         .executableTarget(
             name: "hangard",
             dependencies: [
+                "HangarComponents",
+                "HangarSQLite",
                 "HangarRuntime",
                 "HangarSystemd",
                 "HangarGRPC",
@@ -165,6 +167,7 @@ let package = Package(
                 "HangarRuntime",
                 "HangarGRPC",
                 "HangarComponents",
+                "HangarSQLite",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

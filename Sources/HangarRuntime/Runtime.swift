@@ -1,3 +1,4 @@
+public import HangarComponents
 public import Logging
 public import NIOCore
 public import NIOPosix
@@ -21,17 +22,17 @@ public final class Runtime: Sendable {
 
     public init(
         configuration: NodeConfiguration, dataDirectory: String, maxRequestBytes: Int,
-        eventLoopGroup: any EventLoopGroup, threadPool: NIOThreadPool, metrics: RuntimeMetrics = RuntimeMetrics(),
-        retireTimeout: Duration = .seconds(30), etagSealer: ETagSealer? = nil,
+        componentRegistry: ComponentRegistry, eventLoopGroup: any EventLoopGroup, threadPool: NIOThreadPool,
+        metrics: RuntimeMetrics = RuntimeMetrics(), retireTimeout: Duration = .seconds(30), etagSealer: ETagSealer? = nil,
         appChannelFactory: AppChannelFactory? = nil, invocationTimeout: Duration = .seconds(60), logger: Logger
     ) throws(ConfigurationError) {
         self.registry = TenantRegistry(configuration: configuration, maxRequestBytes: maxRequestBytes)
         self.gate = Gate(registry: registry, metrics: metrics)
         self.components = try ComponentHost(
-            components: configuration.components,
-            stateFactory: StateStoreFactory(
+            components: configuration.components, registry: componentRegistry,
+            context: ComponentContext(
                 dataDirectory: dataDirectory, threadPool: threadPool, eventLoopGroup: eventLoopGroup, logger: logger),
-            retireTimeout: retireTimeout, logger: logger)
+            retireTimeout: retireTimeout)
         let sealer: ETagSealer
         do {
             sealer = try etagSealer ?? ETagSealer.load(directory: dataDirectory)
@@ -73,13 +74,15 @@ public final class Runtime: Sendable {
         for account in registry.accounts {
             gauges.connections.append(.init(app: account.app, open: account.openConnections))
         }
-        for pool in components.statePools {
+        for pool in components.all {
             for (namespace, bytes) in pool.storedBytes {
                 gauges.stateBytes.append(.init(namespace: namespace, store: pool.spec.name, bytes: bytes))
             }
             for depth in pool.queueDepths {
                 gauges.poolQueues.append(
-                    .init(component: pool.spec.name, namespace: depth.tenant, queued: depth.queued, running: depth.running))
+                    .init(
+                        component: pool.spec.name, namespace: depth.tenant, queued: depth.queued, running: depth.running
+                    ))
             }
         }
         return gauges

@@ -1,9 +1,11 @@
 import ArgumentParser
 import AsyncHTTPClient
 import Foundation
+import HangarComponents
 import HangarGRPC
 import HangarHTTP
 import HangarRuntime
+import HangarSQLite
 import HangarSystemd
 import Logging
 import NIOCore
@@ -106,6 +108,10 @@ struct Hangard: AsyncParsableCommand {
             inherited: InheritedListeners.take(http: http, grpc: grpc, metrics: metrics, logger: logger),
             environment: environment)
 
+        var componentRegistry = ComponentRegistry()
+        HangarComponents.register(into: &componentRegistry)
+        HangarSQLite.register(into: &componentRegistry)
+
         let configuration: NodeConfiguration
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
         let appHTTPClient = Self.appHTTPClient(group: group)
@@ -113,7 +119,8 @@ struct Hangard: AsyncParsableCommand {
         let runtime: Runtime
         do {
             configuration = try NodeConfiguration.load(
-                tenancyDirectory: tenancy, resourcesDirectory: resources, environment: environment, logger: logger)
+                tenancyDirectory: tenancy, resourcesDirectory: resources, registry: componentRegistry,
+                environment: environment, logger: logger)
             try SocketLayout(root: options.socketRoot).validate(configuration)
             try FileManager.default.createDirectory(
                 atPath: options.dataDirectory, withIntermediateDirectories: true,
@@ -121,7 +128,8 @@ struct Hangard: AsyncParsableCommand {
             threadPool.start()
             runtime = try Runtime(
                 configuration: configuration, dataDirectory: options.dataDirectory, maxRequestBytes: maxRequestBytes,
-                eventLoopGroup: group, threadPool: threadPool, retireTimeout: .milliseconds(Int64(drainTimeout * 1000)),
+                componentRegistry: componentRegistry, eventLoopGroup: group, threadPool: threadPool,
+                retireTimeout: .milliseconds(Int64(drainTimeout * 1000)),
                 appChannelFactory: Self.appChannelFactory(
                     layout: SocketLayout(root: options.socketRoot), group: group, httpClient: appHTTPClient,
                     maxResponseBytes: maxRequestBytes, logger: logger),
@@ -138,16 +146,18 @@ struct Hangard: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let node = NodeService(runtime: runtime, options: options, group: group, logger: logger)
-        var running: [any Service] = [node]
+        // The group stops services in reverse order: the node drains first, then the component host closes the
+        // components, then the metrics endpoint (still scraped while the node drains) stops.
+        var running: [any Service] = [runtime.components, node]
         if options.metrics != nil || options.inherited.metrics != nil {
-            // The node starts once the metrics endpoint listens. The endpoint comes first: the group stops services
-            // in reverse order, so it is still scraped while the node drains.
+            // The node starts once the metrics endpoint listens.
             let (listening, continuation) = AsyncStream.makeStream(of: Void.self)
             running = [
                 MetricsEndpoint(
                     runtime: runtime, address: options.metrics ?? ListenAddress(host: "0.0.0.0", port: 0),
                     inheritedSocket: options.inherited.metrics, group: group, logger: logger,
                     listening: continuation),
+                runtime.components,
                 AfterMetricsListen(listening: listening, service: node),
             ]
         }

@@ -10,8 +10,8 @@ import Synchronization
 
 /// The node: binds every app's sockets and the TCP listeners, serves until shutdown, follows changes of the
 /// tenancy and resource files (binding new apps' sockets, closing removed apps' after their calls in flight),
-/// detaches apps that call `Shutdown`, and on SIGTERM stops accepting, drains calls in flight (bounded), closes
-/// components and removes the sockets.
+/// detaches apps that call `Shutdown`, and on SIGTERM stops accepting, drains calls in flight (bounded) and removes
+/// the sockets; the component host, stopped after it, then closes the components.
 final class NodeService: Service {
     private let runtime: Runtime
     private let options: NodeOptions
@@ -203,7 +203,7 @@ final class NodeService: Service {
         do {
             configuration = try NodeConfiguration.load(
                 tenancyDirectory: options.tenancyDirectory, resourcesDirectory: options.resourcesDirectory,
-                environment: options.environment, logger: logger)
+                registry: runtime.components.registry, environment: options.environment, logger: logger)
             guard configuration != runtime.configuration else { return }
             try layout.validate(configuration)
             change = try runtime.apply(configuration)
@@ -262,8 +262,6 @@ final class NodeService: Service {
         await withDiscardingTaskGroup { group in
             for entry in all { group.addTask { await self.stop(entry) } }
         }
-        let loop = group.any()
-        try? await runtime.components.close(on: loop).get()
         logger.info("hangard stopped")
     }
 

@@ -41,7 +41,7 @@ struct ComponentHealthTests {
             ])
         return try Runtime(
             configuration: configuration, dataDirectory: directory.path, maxRequestBytes: 1 << 20,
-            eventLoopGroup: group, threadPool: NIOThreadPool.singleton,
+            componentRegistry: .node, eventLoopGroup: group, threadPool: NIOThreadPool.singleton,
             etagSealer: ETagSealer(secret: Array(repeating: 1, count: 32)), logger: logger)
     }
 
@@ -133,19 +133,22 @@ struct ComponentHealthTests {
         #expect(status(runtime, "broken")?.status == .down)
         // The cause goes away; the next attempt (1 s later, then 2 s) succeeds.
         try FileManager.default.removeItem(at: directory.appendingPathComponent("blocked"))
-        let deadline = ContinuousClock.now + .seconds(5)
-        while status(runtime, "broken")?.status != .up, ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(50))
+        try await runtime.components.running { () async throws in
+            let deadline = ContinuousClock.now + .seconds(5)
+            while status(runtime, "broken")?.status != .up, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let health = try #require(status(runtime, "broken"))
+            #expect(health.status == .up)
+            #expect(health.attempts >= 2)
+            #expect(health.error == nil)
+            try await runtime.state.save(
+                Self.orders, store: "broken", items: [StateItemRequest(key: "k", value: Data("v".utf8))],
+                on: Self.group.any()
+            ).get()
         }
-        let health = try #require(status(runtime, "broken"))
-        #expect(health.status == .up)
-        #expect(health.attempts >= 2)
-        #expect(health.error == nil)
-        try await runtime.state.save(
-            Self.orders, store: "broken", items: [StateItemRequest(key: "k", value: Data("v".utf8))],
-            on: Self.group.any()
-        ).get()
-        try await runtime.components.close(on: Self.group.any()).get()
+        #expect(status(runtime, "broken")?.status == .down)
+        #expect(status(runtime, "broken")?.error == "closed")
     }
 
     @Test("a spec that is invalid on its face is still a configuration error, not a DOWN component")
@@ -158,7 +161,7 @@ struct ComponentHealthTests {
         let error = #expect(throws: ConfigurationError.self) {
             try Runtime(
                 configuration: configuration, dataDirectory: "/nonexistent", maxRequestBytes: 1 << 20,
-                eventLoopGroup: Self.group, threadPool: NIOThreadPool.singleton,
+                componentRegistry: .node, eventLoopGroup: Self.group, threadPool: NIOThreadPool.singleton,
                 etagSealer: ETagSealer(secret: Array(repeating: 1, count: 32)), logger: Self.logger)
         }
         #expect(error?.field == "spec.metadata")

@@ -19,7 +19,7 @@ struct InvocationTests {
         spec:
         \(spec)
         """.write(toFile: "\(path)/t.yaml", atomically: true, encoding: .utf8)
-        return try NodeConfiguration.load(tenancyDirectory: path, resourcesDirectory: nil, logger: logger)
+        return try NodeConfiguration.load(tenancyDirectory: path, resourcesDirectory: nil, registry: .node, logger: logger)
     }
 
     @Test("an app channel is read with its protocol, address, health check and concurrency")

@@ -1,4 +1,5 @@
 import Foundation
+import HangarComponents
 import Logging
 import Testing
 
@@ -30,7 +31,8 @@ struct NodeConfigurationTests {
 
     @Test("with no directories the development default is one tenant, one app, tokenless TCP and statestore")
     func developmentDefault() throws {
-        let configuration = try NodeConfiguration.load(tenancyDirectory: nil, resourcesDirectory: nil, logger: logger)
+        let configuration = try NodeConfiguration.load(
+            tenancyDirectory: nil, resourcesDirectory: nil, registry: .node, logger: logger)
         #expect(configuration.tenants.map(\.namespace) == ["default"])
         #expect(configuration.apps.map(\.id) == [AppID(namespace: "default", appId: "default")])
         #expect(configuration.tokenlessTCPApp == AppID(namespace: "default", appId: "default"))
@@ -52,7 +54,8 @@ struct NodeConfigurationTests {
                         - appId: billing
                     """) + "\n  quotas:\n    requestsPerSecond: 100\n    burst: 200\n    maxStateBytes: 1048576\n"
         ])
-        let configuration = try NodeConfiguration.load(tenancyDirectory: dir, resourcesDirectory: nil, logger: logger)
+        let configuration = try NodeConfiguration.load(
+            tenancyDirectory: dir, resourcesDirectory: nil, registry: .node, logger: logger)
         let team = try #require(configuration.tenants.first)
         #expect(team.namespace == "team-a")
         #expect(team.apps.map(\.appId) == ["orders", "billing"])
@@ -76,7 +79,7 @@ struct NodeConfigurationTests {
     func refusesBadNames(namespace: String, appId: String, field: String) throws {
         let dir = try directory(["bad.yaml": tenant("\"\(namespace)\"", apps: "    - appId: \"\(appId)\"")])
         let error = #expect(throws: ConfigurationError.self) {
-            try NodeConfiguration.load(tenancyDirectory: dir, resourcesDirectory: nil, logger: logger)
+            try NodeConfiguration.load(tenancyDirectory: dir, resourcesDirectory: nil, registry: .node, logger: logger)
         }
         #expect(error?.path == "\(dir)/bad.yaml")
         #expect(error?.field == field)
@@ -88,7 +91,8 @@ struct NodeConfigurationTests {
             "a.yaml": tenant("team-a", apps: "    - appId: a") + "\n  weight: 3\n",
             "b.yaml": tenant("team-b", apps: "    - appId: a"),
         ])
-        let configuration = try NodeConfiguration.load(tenancyDirectory: dir, resourcesDirectory: nil, logger: logger)
+        let configuration = try NodeConfiguration.load(
+            tenancyDirectory: dir, resourcesDirectory: nil, registry: .node, logger: logger)
         #expect(configuration.tenants.map(\.weight) == [3, 1])
     }
 
@@ -96,7 +100,7 @@ struct NodeConfigurationTests {
     func yamlSyntaxError() throws {
         let dir = try directory(["broken.yaml": "apiVersion: [unclosed\nkind: Tenant\n"])
         let error = #expect(throws: ConfigurationError.self) {
-            try NodeConfiguration.load(tenancyDirectory: dir, resourcesDirectory: nil, logger: logger)
+            try NodeConfiguration.load(tenancyDirectory: dir, resourcesDirectory: nil, registry: .node, logger: logger)
         }
         #expect(error?.path == "\(dir)/broken.yaml")
         #expect(error?.message.contains("invalid YAML") == true)
@@ -124,7 +128,8 @@ struct NodeConfigurationTests {
         for (text, field) in cases {
             let dir = try directory(["t.yaml": text])
             let error = #expect(throws: ConfigurationError.self) {
-                try NodeConfiguration.load(tenancyDirectory: dir, resourcesDirectory: nil, logger: logger)
+                try NodeConfiguration.load(
+                    tenancyDirectory: dir, resourcesDirectory: nil, registry: .node, logger: logger)
             }
             #expect(error?.field == field, "\(text)")
         }
@@ -162,7 +167,8 @@ struct NodeConfigurationTests {
               ignoreErrors: true
             """,
         ])
-        let configuration = try NodeConfiguration.load(tenancyDirectory: nil, resourcesDirectory: dir, logger: logger)
+        let configuration = try NodeConfiguration.load(
+            tenancyDirectory: nil, resourcesDirectory: dir, registry: .node, logger: logger)
         #expect(configuration.components.count == 1)
         let cache = try #require(configuration.components.first)
         #expect(cache.namespace == "team-a")
@@ -176,7 +182,8 @@ struct NodeConfigurationTests {
             "e.yaml": "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata: {name: q}\nspec: {type: pubsub.kafka}\n"
         ])
         let error = #expect(throws: ConfigurationError.self) {
-            try NodeConfiguration.load(tenancyDirectory: nil, resourcesDirectory: strict, logger: logger)
+            try NodeConfiguration.load(
+                tenancyDirectory: nil, resourcesDirectory: strict, registry: .node, logger: logger)
         }
         #expect(error?.field == "spec.type")
     }

@@ -33,7 +33,7 @@ struct StateAPITests {
             ])
         runtime = try Runtime(
             configuration: configuration, dataDirectory: "/nonexistent", maxRequestBytes: 1 << 20,
-            eventLoopGroup: Self.group, threadPool: NIOThreadPool.singleton,
+            componentRegistry: .node, eventLoopGroup: Self.group, threadPool: NIOThreadPool.singleton,
             etagSealer: ETagSealer(secret: Array(repeating: 1, count: 32)),
             logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
     }
@@ -65,16 +65,23 @@ struct StateAPITests {
         #expect(try await read(Self.ordersB, "none", "k") == nil)
         try await save(Self.ordersA, "by-name", "n", "x")
         #expect(try await read(Self.billingA, "by-name", "n") == "x")
-        let handle = try #require(runtime.components.statePool(named: "by-name", for: Self.ordersA.app))
-        #expect(try handle.handle(for: Self.ordersA.app, tenant: nil).prefix == "team-a||by-name||")
+        let handle = try runtime.components.scoped(
+            TenantStateHandle.self, named: "by-name", for: Self.ordersA, tenant: nil)
+        #expect(handle.prefix == "team-a||by-name||")
     }
 
     @Test("a namespaced component hides the shared one of the same name for its tenant")
     func namespacedHidesShared() async throws {
         try await save(Self.ordersB, "shared", "k", "b")
         try await save(Self.ordersA, "shared", "k", "a")
-        let poolA = try #require(runtime.components.statePool(named: "shared", for: Self.ordersA.app))
-        let poolB = try #require(runtime.components.statePool(named: "shared", for: Self.ordersB.app))
+        let poolA = try runtime.components.scoped(
+            TenantStateHandle.self, named: "shared", for: Self.ordersA, tenant: nil
+        )
+        .pool
+        let poolB = try runtime.components.scoped(
+            TenantStateHandle.self, named: "shared", for: Self.ordersB, tenant: nil
+        )
+        .pool
         #expect(poolA.spec.namespace == nil)
         #expect(poolB.spec.namespace == "team-b")
         #expect(try await read(Self.ordersB, "shared", "k") == "b")
@@ -188,11 +195,12 @@ struct StateAPITests {
 
     @Test("features a store does not advertise are refused with a clear error")
     func unadvertisedFeatures() async throws {
-        let pool = try StatePool(
-            spec: ComponentSpec(name: "plain", type: "test.plain"),
-            recipe: StateStoreRecipe(executesInline: true) { PlainStore() }, eventLoopGroup: Self.group)
+        let descriptor = ComponentDescriptor(
+            type: "test.plain", executesInline: true, make: .state { _, _ in { PlainStore() } })
+        let pool = try ComponentPool<TenantStateHandle>(
+            spec: ComponentSpec(name: "plain", type: "test.plain"), descriptor: descriptor, context: .test)
         pool.open()
-        let handle = try pool.handle(for: Self.ordersA.app, tenant: nil)
+        let handle = try #require(pool.scope(for: Self.ordersA.app, tenant: nil))
         let ttl = #expect(throws: APIError.self) { try StateAPI.ttl(["ttlInSeconds": "5"], handle: handle) }
         #expect(ttl?.errorCode == "ERR_STATE_STORE_NOT_SUPPORTED")
         #expect(ttl?.message == "state store plain doesn't support TTL")

@@ -154,6 +154,8 @@ INVALID_COMPONENTS = [
      "keyPrefix"),
     ("duplicate-name", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\n"
      "spec:\n  type: state.in-memory\n  version: v1\n", "metadata.name"),
+    ("unsupported-version", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\n"
+     "spec:\n  type: state.in-memory\n  version: v2\n", "spec.version"),
 ]
 
 
@@ -166,6 +168,20 @@ def test_invalid_component_is_refused_naming_file_and_field(hangard_factory, cas
     result = run_hangard_expecting_failure(root, tenancy, resources)
     assert str(bad) in result.stderr, f"stderr does not name {bad}:\n{result.stderr}"
     assert field in result.stderr, f"stderr does not name the field {field}:\n{result.stderr}"
+
+
+def test_unknown_component_metadata_is_ignored_with_a_warning(hangard_factory):
+    """Dapr ignores metadata a component does not know, so Dapr YAML keeps working; hangard says so."""
+    root = hangard_factory.root()
+    tenancy, resources = copy_examples(root)
+    (resources / "typo.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: typo\n"
+        "spec:\n  type: state.in-memory\n  version: v1\n  metadata:\n    - name: conectionString\n      value: c.db\n"
+    )
+    daemon = hangard_factory.examples(root)
+    line = daemon.wait_for_log("unknown component metadata ignored", "conectionString")
+    assert line is not None, f"no warning names the field\nlog:\n{daemon.log}"
+    daemon.client("team-a", "orders").save_state("typo", unique(), "works")
 
 
 def test_other_resource_kinds_are_ignored_with_a_warning(hangard_factory):

@@ -1,4 +1,5 @@
 import Foundation
+public import HangarComponents
 
 /// A Dapr `Component` resource (`dapr.io/v1alpha1`) as users already write it.
 public struct ComponentSpec: Sendable, Hashable {
@@ -34,6 +35,11 @@ public struct ComponentSpec: Sendable, Hashable {
     public func isVisible(to app: AppID) -> Bool {
         if let namespace, namespace != app.namespace { return false }
         return scopes.isEmpty || scopes.contains(app.appId)
+    }
+
+    /// What the component's factory reads of it.
+    public var definition: ComponentDefinition {
+        ComponentDefinition(name: name, type: type, version: version, metadata: metadata)
     }
 
     /// The key that identifies this component's live instance on the node.

@@ -1,4 +1,5 @@
 public import Foundation
+public import HangarComponents
 public import Logging
 
 /// Everything the daemon serves: tenants with their apps, and components. Loaded from `--tenancy` and
@@ -15,9 +16,6 @@ public struct NodeConfiguration: Sendable, Hashable {
         self.tokenlessTCPApp = tokenlessTCPApp
     }
 
-    /// Component types this build can instantiate.
-    public static let supportedComponentTypes: Set<String> = ["state.in-memory", "state.sqlite"]
-
     /// The development default tenant: namespace `default`, app `default`.
     public static let defaultTenant = TenantSpec(namespace: "default", apps: [AppSpec(appId: "default")])
 
@@ -26,9 +24,10 @@ public struct NodeConfiguration: Sendable, Hashable {
         ComponentSpec(name: "statestore", type: "state.sqlite", metadata: ["connectionString": "state.db"])
     ]
 
-    /// Loads the configuration. A nil directory falls back to the development default for that half.
+    /// Loads the configuration. A nil directory falls back to the development default for that half. Every
+    /// component is checked against `registry` (type, version, metadata names), before any is created.
     public static func load(
-        tenancyDirectory: String?, resourcesDirectory: String?,
+        tenancyDirectory: String?, resourcesDirectory: String?, registry: ComponentRegistry,
         environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger
     ) throws(ConfigurationError) -> NodeConfiguration {
         var tenants: [TenantSpec] = [defaultTenant]
@@ -59,18 +58,22 @@ public struct NodeConfiguration: Sendable, Hashable {
                         continue
                     }
                     let component = try ComponentSpec(document: document, environment: environment)
-                    guard supportedComponentTypes.contains(component.type) else {
-                        let ignore = (try? document.mapping("spec")?.string("ignoreErrors")) == "true"
-                        if ignore {
-                            logger.warning(
-                                "component type not supported; ignored (spec.ignoreErrors)",
-                                metadata: ["file": "\(file)", "component.name": "\(component.name)"])
-                            continue
-                        }
-                        throw document.error(
-                            "spec.type",
-                            "component type '\(component.type)' is not supported (supported: "
-                                + "\(supportedComponentTypes.sorted().joined(separator: ", ")))")
+                    if registry.descriptor(for: component.type) == nil,
+                        (try? document.mapping("spec")?.string("ignoreErrors")) == "true"
+                    {
+                        logger.warning(
+                            "component type not supported; ignored (spec.ignoreErrors)",
+                            metadata: ["file": "\(file)", "component.name": "\(component.name)"])
+                        continue
+                    }
+                    _ = try ComponentHost.check(component, in: registry)
+                    for name in registry.unknownMetadata(component.definition) {
+                        logger.warning(
+                            "unknown component metadata ignored",
+                            metadata: [
+                                "file": "\(file)", "component.name": "\(component.name)", "metadata.name": "\(name)",
+                                "component.type": "\(component.type)",
+                            ])
                     }
                     components.append(component)
                 }

@@ -84,11 +84,8 @@ public struct StateAPI: Sendable {
     }
 
     func handle(_ caller: Caller, _ store: String) throws(APIError) -> TenantStateHandle {
-        guard let pool = components.statePool(named: store, for: caller.app) else {
-            if !components.hasStateStores(for: caller.app) { throw StateAPIError.notConfigured() }
-            throw StateAPIError.storeNotFound(store)
-        }
-        return try pool.handle(for: caller.app, tenant: registry?.tenantAccount(caller.namespace))
+        try components.scoped(
+            TenantStateHandle.self, named: store, for: caller, tenant: registry?.tenantAccount(caller.namespace))
     }
 
     static func ttl(_ metadata: [String: String], handle: TenantStateHandle) throws(APIError) -> Duration? {
@@ -140,7 +137,9 @@ public struct StateAPI: Sendable {
             return .failure(error)
         }
         return handle.run(on: eventLoop) { $0.get(physicalKey, on: eventLoop) }.map { entry in
-            entry.map { StateValue(data: $0.value, etag: self.seal($0.etag, handle), metadata: Self.responseMetadata($0)) }
+            entry.map {
+                StateValue(data: $0.value, etag: self.seal($0.etag, handle), metadata: Self.responseMetadata($0))
+            }
         }.mapError { StateAPIError.from($0, operation: .get, store: store) }
     }
 

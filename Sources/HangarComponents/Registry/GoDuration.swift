@@ -1,7 +1,7 @@
 /// Parses durations as Dapr's metadata writes them (Go's `time.ParseDuration`: `500ms`, `2s`, `1h30m`), and bare
 /// integers as seconds.
-enum GoDuration {
-    static func parse(_ text: String) -> Duration? {
+package enum GoDuration {
+    package static func parse(_ text: String) -> Duration? {
         let text = text.trimmingCharacters(in: .whitespaces)
         if let seconds = Int(text) { return .seconds(seconds) }
         var total: Double = 0

@@ -1,0 +1,24 @@
+package import HangarComponents
+package import NIOCore
+
+/// A component pool of any building block, as the component host, health and metrics see it: lifecycle and
+/// accounting, not the component itself (a block reaches that through `ComponentHost.scoped`).
+package protocol AnyComponentPool: AnyObject, Sendable {
+    var spec: ComponentSpec { get }
+    var block: BuildingBlock { get }
+    var health: ComponentHealth { get }
+    var capabilities: [String] { get }
+    var storedBytes: [String: Int] { get }
+    var queueDepths: [(tenant: String, queued: Int, running: Int)] { get }
+    var callsInFlight: Int { get }
+    var opensInline: Bool { get }
+    var isRetired: Bool { get }
+    @discardableResult func open() -> (any Error)?
+    func retire() -> Bool
+    func expire()
+    func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void>
+}
+
+extension ComponentPool: AnyComponentPool {
+    package var block: BuildingBlock { Scope.block }
+}
