@@ -5,7 +5,8 @@ import ArgumentParser
 /// one. The `-http` scenarios call Dapr's HTTP API on the apps' HTTP sockets, the others gRPC. `memory` starts
 /// hangards of its own (`--memory-apps`, `--memory-connected`) before the others. `invoke` measures service
 /// invocation: callers call `AppCallback/OnInvoke` on the echo server directly, then `Dapr/InvokeService` through
-/// hangard to the same echo server (declared as the app `callee`), so that the difference is what hangard adds.
+/// hangard to the same echo server (declared as the app `callee`), so that the difference is what hangard adds; its
+/// goals are ratios to GetState's, so they are printed when `get-memory` runs too (as in `all`).
 enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
     case all
     case rss
