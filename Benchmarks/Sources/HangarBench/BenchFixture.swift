@@ -2,9 +2,13 @@ import Foundation
 
 /// The files of one bench run, in a short temporary directory under /tmp (Unix socket paths must stay within
 /// 107 bytes): a generated Tenant `bench` declaring `app-0` … `app-<n-1>`, the component YAML copied from
-/// `bench/resources`, hangard's socket root and data directory, and the children's logs.
+/// `bench/resources`, hangard's socket root and data directory, and the children's logs. For the `invoke`
+/// scenario the Tenant also declares `callee`, whose app channel is the echo server's socket: hangard invokes the
+/// same process the direct calls reach.
 struct BenchFixture: Sendable {
     static let namespace = "bench"
+    /// The app the `invoke` scenario invokes through hangard: the echo server, over gRPC `AppCallback`.
+    static let calleeAppID = "callee"
 
     let root: String
     let apps: Int
@@ -30,8 +34,9 @@ struct BenchFixture: Sendable {
     func log(_ name: String) -> String { "\(root)/\(name).log" }
 
     /// Creates the directory and writes the configuration; `resourcesSource` holds the Component YAML (nil when
-    /// hangard is not started).
-    static func create(apps: Int, resourcesSource: String?) throws -> BenchFixture {
+    /// hangard is not started). With `callee`, the Tenant declares the app `callee` too, its app channel on the
+    /// echo server's socket (hangard connects when the first call needs it, so the echo server may start later).
+    static func create(apps: Int, resourcesSource: String?, callee: Bool = false) throws -> BenchFixture {
         var template = Array("/tmp/hb.XXXXXX".utf8CString)
         guard let created = mkdtemp(&template) else { throw BenchError("cannot create a directory under /tmp") }
         let fixture = BenchFixture(root: String(cString: created), apps: apps)
@@ -63,6 +68,15 @@ struct BenchFixture: Sendable {
 
             """
         for index in 0..<apps { tenant += "    - appId: \(appID(index))\n" }
+        if callee {
+            tenant += """
+                    - appId: \(calleeAppID)
+                      appChannel:
+                        protocol: grpc
+                        address: "unix://\(fixture.echoSocket)"
+
+                """
+        }
         try tenant.write(toFile: fixture.tenancy + "/\(namespace).yaml", atomically: true, encoding: .utf8)
         guard fixture.grpcSocket(app: apps - 1).utf8.count <= 107 else {
             throw BenchError("socket path \(fixture.grpcSocket(app: apps - 1)) is longer than 107 bytes")

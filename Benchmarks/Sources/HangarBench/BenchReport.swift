@@ -67,6 +67,8 @@ struct BenchReport: Codable, Sendable {
     var phases: [PhaseResult] = []
     /// Every round of every phase, in the order run.
     var allPhases: [PhaseResult] = []
+    /// Service invocation over a direct call, per caller count (the `invoke` scenario); nil without it.
+    var invocation: [InvocationOverhead]?
     var targets: [TargetCheck] = []
 
     func phase(
@@ -124,6 +126,9 @@ struct BenchReport: Codable, Sendable {
                     unit: "×",
                     met: ratio <= 1.5, range: ratios.count > 1 ? [ratios[0], ratios[ratios.count - 1]] : nil))
         }
+        let invocation = InvocationOverhead.measure(allPhases)
+        self.invocation = invocation.isEmpty ? nil : invocation
+        targets += invocation.flatMap(\.targets)
         targets += memory?.targets ?? []
         if let daemon {
             targets.append(

@@ -7,6 +7,12 @@ enum BenchRequests {
     static let getStatePath = "/dapr.proto.runtime.v1.Dapr/GetState"
     static let saveStatePath = "/dapr.proto.runtime.v1.Dapr/SaveState"
     static let echoPath = "/hangar.bench.v1.Echo/Echo"
+    /// What hangard calls on an app's gRPC server for service invocation (the echo server answers it too).
+    static let onInvokePath = "/dapr.proto.runtime.v1.AppCallback/OnInvoke"
+    static let invokeServicePath = "/dapr.proto.runtime.v1.Dapr/InvokeService"
+    /// The method the `invoke` scenario calls on the callee.
+    static let invokeMethod = "echo"
+    static let invokeContentType = "application/octet-stream"
 
     /// The key caller `caller` uses as its `index`-th key.
     static func key(caller: Int, index: Int) -> String { "k\(caller)-\(index)" }
@@ -41,6 +47,29 @@ enum BenchRequests {
         return try frame(request)
     }
 
+    /// The `InvokeRequest` an app's `OnInvoke` receives: the method and `payload` as the data (an `Any` without a
+    /// type URL, as the SDKs send raw bytes).
+    static func invokeRequest(payload: Data) -> Dapr_Proto_Common_V1_InvokeRequest {
+        var request = Dapr_Proto_Common_V1_InvokeRequest()
+        request.method = invokeMethod
+        request.data.value = payload
+        request.contentType = invokeContentType
+        return request
+    }
+
+    /// A direct call of the echo server's `OnInvoke`, as hangard makes it.
+    static func onInvoke(payload: Data) throws -> ByteBuffer {
+        try frame(invokeRequest(payload: payload))
+    }
+
+    /// `InvokeService` of `payload` on app `id` (its `echo` method), as an app calls it on its own socket.
+    static func invokeService(id: String, payload: Data) throws -> ByteBuffer {
+        var request = Dapr_Proto_Runtime_V1_InvokeServiceRequest()
+        request.id = id
+        request.message = invokeRequest(payload: payload)
+        return try frame(request)
+    }
+
     /// One length-prefixed, uncompressed gRPC message.
     static func frame(_ message: some SwiftProtobuf.Message) throws -> ByteBuffer {
         let bytes: [UInt8] = try message.serializedBytes()
@@ -55,6 +84,11 @@ enum BenchRequests {
     /// The data a GetState response carries.
     static func decodeGetState(_ response: ByteBuffer) throws -> Data {
         try Dapr_Proto_Runtime_V1_GetStateResponse(serializedBytes: Array(response.readableBytesView)).data
+    }
+
+    /// The data an `InvokeResponse` carries (the answer of `OnInvoke` and of `InvokeService`).
+    static func decodeInvokeResponse(_ response: ByteBuffer) throws -> Data {
+        try Dapr_Proto_Common_V1_InvokeResponse(serializedBytes: Array(response.readableBytesView)).data.value
     }
 
     /// The payload an echo response carries.

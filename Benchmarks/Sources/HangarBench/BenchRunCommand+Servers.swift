@@ -112,9 +112,10 @@ extension BenchRunCommand {
     }
 
     /// Starts the echo server (this executable, `echo-server`) with as many connections, all to its one socket, as
-    /// hangard's concurrent gRPC phases use.
+    /// hangard's concurrent gRPC phases use; with `echo`, its load is the Echo method (the `invoke` scenario adds
+    /// `OnInvoke` itself).
     func startEcho(
-        fixture: BenchFixture, group: any EventLoopGroup, budget: PatienceBudget
+        fixture: BenchFixture, group: any EventLoopGroup, budget: PatienceBudget, echo: Bool
     ) async throws -> BenchServer {
         let process = try ManagedProcess.spawn(
             name: "echo-server", executable: Self.ownExecutable(),
@@ -146,7 +147,7 @@ extension BenchRunCommand {
                 serverPID: process.pid, serverName: "echo", patience: budget, attempts: attempts)
             return BenchServer(
                 process: process, connections: connections, connectApps: appsConnected, apps: 1,
-                generator: generator, loads: [load], info: info)
+                generator: generator, loads: echo ? [load] : [], info: info)
         } catch {
             _ = await process.terminate(timeout: .seconds(5))
             await GRPCClientConnection.close(connections)

@@ -5,9 +5,9 @@ import NIOPosix
 
 /// `hangar-bench run` (the default): starts hangard with N apps and two state stores, and Hangar's own gRPC
 /// server with a trivial echo method as the baseline; measures their memory, then in each round GetState and
-/// SaveState on each store over gRPC, on the in-memory store over HTTP, and Echo, each with one caller and with
-/// many; prints a table (per phase, the round with the median server CPU per call) and optionally writes every
-/// result as JSON.
+/// SaveState on each store over gRPC, on the in-memory store over HTTP, Echo, and service invocation (through
+/// hangard to the echo server, and directly), each with one caller and with many; prints a table (per phase, the
+/// round with the median server CPU per call) and optionally writes every result as JSON.
 struct BenchRunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
@@ -116,7 +116,9 @@ struct BenchRunCommand: AsyncParsableCommand {
                 concurrentCallsPerCaller: duration == nil ? callsPerCaller : nil, durationSeconds: duration,
                 warmupSeconds: warmup, rounds: rounds, valueBytes: valueBytes, keysPerCaller: keys,
                 clientThreads: clientThreads, patienceSeconds: patience, attempts: attempts))
-        let fixture = try BenchFixture.create(apps: apps, resourcesSource: needsDaemon ? common.resources : nil)
+        let invoke = selected.contains(.invoke)
+        let fixture = try BenchFixture.create(
+            apps: apps, resourcesSource: needsDaemon ? common.resources : nil, callee: invoke)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
         let budget = PatienceBudget(.milliseconds(Int64(patience * 1000)))
         var servers: [BenchServer] = []
@@ -133,9 +135,11 @@ struct BenchRunCommand: AsyncParsableCommand {
                 servers.append(
                     try await startDaemon(fixture: fixture, group: group, selected: selected, budget: budget))
             }
-            if selected.contains(.echo) {
-                servers.append(try await startEcho(fixture: fixture, group: group, budget: budget))
+            if selected.contains(where: \.needsEchoServer) {
+                servers.append(
+                    try await startEcho(fixture: fixture, group: group, budget: budget, echo: selected.contains(.echo)))
             }
+            if invoke { try await addInvocationLoads(to: &servers) }
             for round in 1...rounds where !servers.isEmpty {
                 if rounds > 1 { progress("round \(round) of \(rounds)") }
                 for server in servers {

@@ -3,7 +3,10 @@ import ArgumentParser
 /// What `--scenario` selects. The RSS numbers (idle, then every app connected once) are taken whenever hangard
 /// runs; each state scenario runs a sequential phase (one caller) and, with `--concurrency` above 1, a concurrent
 /// one. The `-http` scenarios call Dapr's HTTP API on the apps' HTTP sockets, the others gRPC. `memory` starts
-/// hangards of its own (`--memory-apps`, `--memory-connected`) before the others.
+/// hangards of its own (`--memory-apps`, `--memory-connected`) before the others. `invoke` measures service
+/// invocation: callers call `AppCallback/OnInvoke` on the echo server directly, then `Dapr/InvokeService` through
+/// hangard to the same echo server (declared as the app `callee`), so that the difference is what hangard adds; its
+/// goals are ratios to GetState's, so they are printed when `get-memory` runs too (as in `all`).
 enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
     case all
     case rss
@@ -15,7 +18,12 @@ enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
     case saveHTTP = "save-http"
     case echo
     case memory
+    case invoke
 
     /// Whether the scenario needs the hangard the load scenarios run against.
     var needsDaemon: Bool { self != .echo && self != .all && self != .memory }
+
+    /// Whether the scenario needs the echo server: as the baseline (`echo`), or as the app that is invoked
+    /// (`invoke`).
+    var needsEchoServer: Bool { self == .echo || self == .invoke }
 }

@@ -7,8 +7,10 @@ import Logging
 import NIOCore
 import NIOPosix
 
-/// `hangar-bench echo-server`: Hangar's own gRPC server with one trivial method, `/hangar.bench.v1.Echo/Echo`, and
-/// nothing behind it (no state store). The bench runs it as a separate process, like hangard, so that both are
+/// `hangar-bench echo-server`: Hangar's own gRPC server with two trivial methods and nothing behind them (no state
+/// store): `/hangar.bench.v1.Echo/Echo`, and `/dapr.proto.runtime.v1.AppCallback/OnInvoke`, which answers an
+/// `InvokeResponse` with the request's data, so that the same process is the invoked app of the `invoke` scenario,
+/// called directly and through hangard. The bench runs it as a separate process, like hangard, so that both are
 /// measured the same way: same client, same kind of socket, same event-loop count, CPU read from `/proc`.
 struct EchoServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -40,6 +42,12 @@ struct EchoServerCommand: AsyncParsableCommand {
         service.unary("/hangar.bench.v1.Echo/Echo", Hangar_Bench_V1_EchoRequest.self) { request, call in
             var response = Hangar_Bench_V1_EchoResponse()
             response.payload = request.payload
+            return .success(response)
+        }
+        service.unary(BenchRequests.onInvokePath, Dapr_Proto_Common_V1_InvokeRequest.self) { request, call in
+            var response = Dapr_Proto_Common_V1_InvokeResponse()
+            response.data = request.data
+            response.contentType = request.contentType
             return .success(response)
         }
         var logger = Logger(label: "echo-server")

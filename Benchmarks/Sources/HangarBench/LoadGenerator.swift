@@ -21,6 +21,9 @@ struct LoadGenerator: Sendable {
         var operation: String
         var store: String?
         var requests: Requests
+        /// The process the server passes every call on to (the invoked app, for service invocation), if any: its
+        /// CPU is measured beside the server's, and not counted as other processes' load.
+        var calleePID: pid_t? = nil
 
         enum Requests: Sendable {
             case grpc([[GRPCClientRequest]])
@@ -88,9 +91,11 @@ struct LoadGenerator: Sendable {
 
         let systemBefore = SystemCPUSample.read()
         let before = try ProcessSample.read(pid: serverPID)
+        let calleeBefore = try load.calleePID.map(ProcessSample.read(pid:))
         let clientBefore = ProcessSample.ownCPUMicros()
         let (outcomes, nanoseconds) = try await drive(load, callers: callers, connections: connections, length: length)
         let clientAfter = ProcessSample.ownCPUMicros()
+        let calleeAfter = try load.calleePID.map(ProcessSample.read(pid:))
         let after = try ProcessSample.read(pid: serverPID)
         let systemAfter = SystemCPUSample.read()
 
@@ -103,8 +108,13 @@ struct LoadGenerator: Sendable {
         let seconds = Double(nanoseconds) / 1_000_000_000
         let serverMicros = ProcessSample.cpuMicros(from: before, to: after)
         let clientMicros = clientAfter - clientBefore
+        var calleeMicros: Double?
+        if let calleeBefore, let calleeAfter {
+            calleeMicros = ProcessSample.cpuMicros(from: calleeBefore, to: calleeAfter)
+        }
         let (otherBusyCores, stealPercent) = SystemCPUSample.otherLoad(
-            from: systemBefore, to: systemAfter, knownMicros: serverMicros + clientMicros, seconds: seconds)
+            from: systemBefore, to: systemAfter, knownMicros: serverMicros + clientMicros + (calleeMicros ?? 0),
+            seconds: seconds)
         return PhaseResult(
             server: serverName, operation: load.operation, store: load.store, transport: load.transport,
             mode: callers == 1 ? "sequential" : "concurrent", callers: callers, apps: connections.apps,
@@ -113,7 +123,8 @@ struct LoadGenerator: Sendable {
             callsPerSecond: Double(calls) / seconds, latency: LatencySummary(samples: samples),
             serverCPUMicrosPerCall: serverMicros / Double(attempted),
             serverContextSwitchesPerCall: Double(after.contextSwitches - before.contextSwitches) / Double(attempted),
-            clientCPUMicrosPerCall: clientMicros / Double(attempted), otherBusyCores: otherBusyCores,
+            clientCPUMicrosPerCall: clientMicros / Double(attempted),
+            calleeCPUMicrosPerCall: calleeMicros.map { $0 / Double(attempted) }, otherBusyCores: otherBusyCores,
             stealPercent: stealPercent,
             serverRSSMB: Double(after.rssKiB) * 1024 / 1_000_000)
     }

@@ -2,7 +2,7 @@
 struct PhaseResult: Codable, Sendable {
     /// `hangard` or `echo`.
     var server: String
-    /// `GetState`, `SaveState` or `Echo`.
+    /// `GetState`, `SaveState`, `Echo`, `InvokeService` (through hangard) or `OnInvoke` (the echo server, direct).
     var operation: String
     /// The state store (`memstore`, `sqlstore`), or nil for echo.
     var store: String?
@@ -28,6 +28,9 @@ struct PhaseResult: Codable, Sendable {
     var serverContextSwitchesPerCall: Double
     /// The bench's own CPU time over the phase, divided by the calls.
     var clientCPUMicrosPerCall: Double
+    /// The CPU time of the process the server passed the calls on to (the invoked echo server, when hangard
+    /// invokes it), divided by the calls; nil when there is none.
+    var calleeCPUMicrosPerCall: Double?
     /// Cores busy with anything other than the server and the bench during the phase (from `/proc/stat`); more
     /// than a few hundredths means the numbers were disturbed.
     var otherBusyCores: Double?

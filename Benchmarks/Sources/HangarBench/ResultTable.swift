@@ -24,6 +24,7 @@ enum ResultTable {
             lines.append("  \(phase.server) \(phase.label): first error: \(phase.firstError ?? "?")")
         }
 
+        lines += invocationLines(report.invocation ?? [])
         lines += report.memory?.lines ?? []
 
         if !report.targets.isEmpty {
@@ -82,6 +83,42 @@ enum ResultTable {
         return text
     }
 
+    /// Service invocation's added latency and CPU, beside GetState's from the same rounds.
+    private static func invocationLines(_ overheads: [InvocationOverhead]) -> [String] {
+        guard !overheads.isEmpty else { return [] }
+        var lines = [
+            "",
+            "service invocation: app → hangard → echo server (InvokeService) against app → echo server "
+                + "(OnInvoke), paired per round, medians over \(overheads[0].rounds) round(s):",
+        ]
+        for overhead in overheads {
+            func figure(_ figure: InvocationOverhead.Figure) -> String { format(figure.median, 1) }
+            func ratio(_ figure: InvocationOverhead.Figure) -> String {
+                format(figure.median, 2) + "×"
+                    + (figure.range.map { " (rounds \(format($0[0], 2))–\(format($0[1], 2)))" } ?? "")
+            }
+            let direct = "direct p50 \(figure(overhead.directP50)) / p99 \(figure(overhead.directP99)) µs"
+            let through = "p50 \(figure(overhead.throughP50)) / p99 \(figure(overhead.throughP99)) µs"
+            lines.append("  \(overhead.callersLabel): \(direct); through hangard \(through)")
+            let addedP50 = signed(overhead.addedP50.median)
+            let addedP99 = signed(overhead.addedP99.median)
+            let getP50 = figure(overhead.getStateP50)
+            let getP99 = figure(overhead.getStateP99)
+            lines.append(
+                "    added p50 \(addedP50) µs = \(ratio(overhead.addedP50Ratio)) GetState's p50 (\(getP50) µs); "
+                    + "added p99 \(addedP99) µs = \(ratio(overhead.addedP99Ratio)) GetState's p99 (\(getP99) µs)")
+            let perInvocation = figure(overhead.hangardCPUPerInvocation)
+            let perGet = figure(overhead.hangardCPUPerGetState)
+            let echoDirect = figure(overhead.echoCPUDirect)
+            let echoThrough = overhead.echoCPUThrough.map(figure) ?? "-"
+            lines.append(
+                "    hangard CPU \(perInvocation) µs per invocation = \(ratio(overhead.cpuRatio)) its \(perGet) µs "
+                    + "per GetState; echo server CPU \(echoDirect) µs per direct call, \(echoThrough) µs per call "
+                    + "through hangard")
+        }
+        return lines
+    }
+
     /// Hangar next to the published per-sidecar figures of Dapr (different workload and machine: orders of
     /// magnitude only).
     private static func sidecarComparison(_ report: BenchReport) -> [String] {
@@ -104,6 +141,11 @@ enum ResultTable {
             lines.append(
                 "  latency over the bare echo server (1 caller): \(signed(get.latency.p50 - echo.latency.p50)) µs p50, "
                     + "\(signed(get.latency.p99 - echo.latency.p99)) µs p99 (GetState in-memory)")
+        }
+        for overhead in report.invocation ?? [] {
+            lines.append(
+                "  service invocation added (\(overhead.callersLabel)): \(signed(overhead.addedP50.median)) µs p50, "
+                    + "\(signed(overhead.addedP99.median)) µs p99 (Dapr: +1060 µs p50, +2900 µs p99)")
         }
         return lines.count > 2 ? lines : []
     }
