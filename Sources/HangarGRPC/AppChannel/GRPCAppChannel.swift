@@ -128,8 +128,9 @@ package final class GRPCAppChannel: AppChannel {
         }
         let next = state.withLock { current -> Next in
             switch current.state {
-            case .ready(let connection) where connection.channel.isActive:
-                // The handler's own view (GOAWAY) is checked on its loop below; a closed channel is not reused.
+            case .ready(let connection):
+                // A connection that is going away (GOAWAY, error, closed) has already been dropped from the state
+                // by its handler; one that goes away between here and the call fails that call as unreachable.
                 return .use(connection.channel.eventLoop.makeSucceededFuture(connection))
             case .connecting(let future):
                 return .use(future)
@@ -145,13 +146,7 @@ package final class GRPCAppChannel: AppChannel {
         }
         switch next {
         case .use(let future):
-            return future.flatMap { connection in
-                connection.channel.eventLoop.submit { connection.handler.value.isUsable }.flatMap { usable in
-                    if usable { return connection.channel.eventLoop.makeSucceededFuture(connection) }
-                    self.forget(connection)
-                    return self.connection(on: eventLoop)
-                }
-            }.hop(to: eventLoop)
+            return future.hop(to: eventLoop)
         case .fail(let error):
             return eventLoop.makeFailedFuture(AppChannelError.unreachable(error))
         case .connect(let promise):
@@ -160,10 +155,10 @@ package final class GRPCAppChannel: AppChannel {
         }
     }
 
-    /// Drops `connection` from the state (it is going away) so that the next call makes a new one.
-    private func forget(_ connection: Connection) {
+    /// Drops the connection on `channel` from the state (it is going away) so that the next call makes a new one.
+    private func forget(_ channel: any Channel) {
         state.withLock { current in
-            if case .ready(let ready) = current.state, ready.channel === connection.channel { current.state = .idle }
+            if case .ready(let ready) = current.state, ready.channel === channel { current.state = .idle }
         }
     }
 
@@ -176,7 +171,10 @@ package final class GRPCAppChannel: AppChannel {
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(
                         NIOHTTP2Handler(mode: .client, initialSettings: GRPCClientConnectionHandler.settings))
-                    try sync.addHandler(GRPCClientConnectionHandler(maxResponseBytes: maxResponseBytes))
+                    try sync.addHandler(
+                        GRPCClientConnectionHandler(maxResponseBytes: maxResponseBytes) { [weak self] in
+                            self?.forget(channel)
+                        })
                 }
             }
         let connected: EventLoopFuture<any Channel> =
@@ -200,7 +198,7 @@ package final class GRPCAppChannel: AppChannel {
                     connection.channel.close(promise: nil)
                     return promise.fail(AppChannelError.unreachable("the app channel is closed"))
                 }
-                connection.channel.closeFuture.whenComplete { _ in self.forget(connection) }
+                connection.channel.closeFuture.whenComplete { _ in self.forget(connection.channel) }
                 promise.succeed(connection)
             case .failure(let error):
                 let message = "cannot connect to \(self.address): \(error)"

@@ -43,6 +43,8 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
     }
 
     private let maxResponseBytes: Int
+    /// Called once, when the connection stops taking new calls (GOAWAY, an error, or its end).
+    private let onGoingAway: @Sendable () -> Void
     private var context: ChannelHandlerContext?
     private var calls: [HTTP2StreamID: Call] = [:]
     private var nextStreamID: Int32 = 1
@@ -50,10 +52,13 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
     private var isReading = false
     private var needsFlush = false
     /// The server sent GOAWAY or the connection closed: calls already sent are answered, new ones go elsewhere.
-    private(set) var isGoingAway = false
+    private(set) var isGoingAway = false {
+        didSet { if isGoingAway, !oldValue { onGoingAway() } }
+    }
 
-    init(maxResponseBytes: Int) {
+    init(maxResponseBytes: Int, onGoingAway: @escaping @Sendable () -> Void) {
         self.maxResponseBytes = maxResponseBytes
+        self.onGoingAway = onGoingAway
     }
 
     /// Whether a new call may start on this connection.

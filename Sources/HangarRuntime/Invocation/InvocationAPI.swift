@@ -145,11 +145,6 @@ public struct InvocationAPI: Sendable {
     /// The W3C `traceparent` the callee receives: the caller's trace with a new span id (this hop), or a new trace
     /// when the caller sent none or an invalid one (its `tracestate` is then dropped too).
     static func traceparent(continuing incoming: String?) -> (value: String, continued: Bool) {
-        func hex(_ count: Int) -> String {
-            var text = ""
-            for _ in 0..<count { text += String(UInt8.random(in: 0...255), radix: 16).leftPadded(to: 2) }
-            return text
-        }
         if let incoming {
             let parts = incoming.split(separator: "-", omittingEmptySubsequences: false)
             let isHex = { (part: Substring, length: Int) in
@@ -158,15 +153,22 @@ public struct InvocationAPI: Sendable {
             if parts.count >= 4, isHex(parts[0], 2), parts[0] != "ff", isHex(parts[1], 32), isHex(parts[2], 16),
                 isHex(parts[3], 2), parts[1].contains(where: { $0 != "0" })
             {
-                return ("00-\(parts[1])-\(hex(8))-\(parts[3])", true)
+                return ("00-\(parts[1])-\(hex(UInt64.random(in: .min ... .max)))-\(parts[3])", true)
             }
         }
-        return ("00-\(hex(16))-\(hex(8))-01", false)
+        // Three draws (one system call each) rather than one per byte: this runs on every invocation.
+        let trace = hex(UInt64.random(in: .min ... .max)) + hex(UInt64.random(in: 1 ... .max))
+        return ("00-\(trace)-\(hex(UInt64.random(in: .min ... .max)))-01", false)
     }
-}
 
-extension String {
-    fileprivate func leftPadded(to length: Int) -> String {
-        count >= length ? self : String(repeating: "0", count: length - count) + self
+    /// 16 lowercase hex digits.
+    private static func hex(_ value: UInt64) -> String {
+        String(unsafeUninitializedCapacity: 16) { buffer in
+            let digits: StaticString = "0123456789abcdef"
+            digits.withUTF8Buffer { digits in
+                for index in 0..<16 { buffer[index] = digits[Int((value >> UInt64(60 - 4 * index)) & 0xF)] }
+            }
+            return 16
+        }
     }
 }
