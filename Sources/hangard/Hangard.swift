@@ -131,7 +131,7 @@ struct Hangard: AsyncParsableCommand {
                 componentRegistry: componentRegistry, eventLoopGroup: group, threadPool: threadPool,
                 retireTimeout: .milliseconds(Int64(drainTimeout * 1000)),
                 appChannelFactory: Self.appChannelFactory(
-                    layout: SocketLayout(root: options.socketRoot), group: group, httpClient: appHTTPClient,
+                    layout: SocketLayout(root: options.socketRoot), httpClient: appHTTPClient,
                     maxResponseBytes: maxRequestBytes, logger: logger),
                 logger: logger)
         } catch let error as ConfigurationError {
@@ -192,14 +192,13 @@ struct Hangard: AsyncParsableCommand {
     /// (`-http.socket`) in the app's directory: gRPC apps through `GRPCAppChannel`, HTTP apps through
     /// `HTTPAppChannel` on the node's one HTTP client.
     static func appChannelFactory(
-        layout: SocketLayout, group: any EventLoopGroup, httpClient: HTTPClient, maxResponseBytes: Int, logger: Logger
+        layout: SocketLayout, httpClient: HTTPClient, maxResponseBytes: Int, logger: Logger
     ) -> AppChannelFactory {
         { app, spec in
             let address = spec.address ?? .unix(path: layout.appChannelSocket(app, spec.protocol))
             return switch spec.protocol {
             case .grpc:
-                GRPCAppChannel(
-                    app: app, address: address, group: group, maxResponseBytes: maxResponseBytes, logger: logger)
+                GRPCAppChannel(app: app, address: address, maxResponseBytes: maxResponseBytes, logger: logger)
             case .http:
                 HTTPAppChannel(app: app, address: address, client: httpClient, maxResponseBytes: maxResponseBytes)
             }

@@ -8,13 +8,15 @@ import NIOPosix
 import SwiftProtobuf
 import Synchronization
 
-/// An app's gRPC app channel: `AppCallback` calls on one HTTP/2 connection to the app's gRPC server (TCP or a Unix
-/// socket), made when the first call needs it and made again after it closes or the app sends GOAWAY.
+/// An app's gRPC app channel: `AppCallback` calls on HTTP/2 connections to the app's gRPC server (TCP or a Unix
+/// socket), one per event loop that calls it, so a call never hops threads: it is written and answered on the loop
+/// of the request that made it. A connection is made when the first call on its loop needs it, and made again after
+/// it closes or the app sends GOAWAY.
 ///
 /// A call to an app that is down fails fast: a refused connection at once, an unreachable address after
-/// `connectTimeout` (3 s). After a failed connection attempt, calls fail at once with that error until a backoff
-/// has passed (100 ms, doubling to at most 2 s, with jitter), then the next call tries again, so an app that comes
-/// back is served again within about 2 s, without a restart.
+/// `connectTimeout` (3 s). After a failed connection attempt, calls on every loop fail at once with that error until
+/// a backoff has passed (100 ms, doubling to at most 2 s, with jitter), then the next call tries again, so an app
+/// that comes back is served again within about 2 s, without a restart.
 package final class GRPCAppChannel: AppChannel {
     static let onInvoke = "/dapr.proto.runtime.v1.AppCallback/OnInvoke"
     static let healthCheck = "/dapr.proto.runtime.v1.AppCallbackHealthCheck/HealthCheck"
@@ -26,29 +28,32 @@ package final class GRPCAppChannel: AppChannel {
         let handler: NIOLoopBound<GRPCClientConnectionHandler>
     }
 
-    private enum State {
-        case idle
+    private enum Slot {
         case connecting(EventLoopFuture<Connection>)
         case ready(Connection)
-        case backingOff(until: NIODeadline, error: String)
-        case closed
+    }
+
+    /// The connections by event loop, and the backoff every loop shares (the app is down for all of them).
+    private struct State {
+        var slots: [ObjectIdentifier: Slot] = [:]
+        var backingOff: (until: NIODeadline, error: String)?
+        var backoff = GRPCAppChannel.initialBackoff
+        var closed = false
     }
 
     private let app: AppID
     private let address: AppChannelSpec.Address
-    private let group: any EventLoopGroup
     private let connectTimeout: TimeAmount
     private let maxResponseBytes: Int
     private let logger: Logger
-    private let state = Mutex<(state: State, backoff: TimeAmount)>((.idle, GRPCAppChannel.initialBackoff))
+    private let state = Mutex(State())
 
     package init(
-        app: AppID, address: AppChannelSpec.Address, group: any EventLoopGroup, connectTimeout: TimeAmount = .seconds(3),
-        maxResponseBytes: Int, logger: Logger
+        app: AppID, address: AppChannelSpec.Address, connectTimeout: TimeAmount = .seconds(3), maxResponseBytes: Int,
+        logger: Logger
     ) {
         self.app = app
         self.address = address
-        self.group = group
         self.connectTimeout = connectTimeout
         self.maxResponseBytes = maxResponseBytes
         self.logger = logger
@@ -86,14 +91,16 @@ package final class GRPCAppChannel: AppChannel {
     }
 
     package func close() {
-        let previous = state.withLock { current -> State in
-            defer { current.state = .closed }
-            return current.state
+        let slots = state.withLock { current -> [Slot] in
+            current.closed = true
+            defer { current.slots.removeAll() }
+            return Array(current.slots.values)
         }
-        switch previous {
-        case .ready(let connection): connection.channel.close(promise: nil)
-        case .connecting(let future): future.whenSuccess { $0.channel.close(promise: nil) }
-        default: break
+        for slot in slots {
+            switch slot {
+            case .ready(let connection): connection.channel.close(promise: nil)
+            case .connecting(let future): future.whenSuccess { $0.channel.close(promise: nil) }
+            }
         }
     }
 
@@ -108,63 +115,63 @@ package final class GRPCAppChannel: AppChannel {
             return eventLoop.makeFailedFuture(error)
         }
         let authority = address.authority
+        // The connection lives on `eventLoop`: the closure runs there, so the handler is used on its own loop.
         return connection(on: eventLoop).flatMap { connection in
-            let promise = connection.channel.eventLoop.makePromise(of: GRPCClientResponse.self)
-            connection.channel.eventLoop.execute {
-                connection.handler.value.call(
-                    path: path, authority: authority, metadata: metadata, message: framed, deadline: deadline,
-                    promise: promise)
-            }
-            return promise.futureResult.hop(to: eventLoop)
+            let promise = eventLoop.makePromise(of: GRPCClientResponse.self)
+            connection.handler.value.call(
+                path: path, authority: authority, metadata: metadata, message: framed, deadline: deadline,
+                promise: promise)
+            return promise.futureResult
         }
     }
 
-    /// The connection for a new call: the open one, the one being made, or a new one.
+    /// The connection on `eventLoop` for a new call: the open one, the one being made, or a new one.
     private func connection(on eventLoop: any EventLoop) -> EventLoopFuture<Connection> {
         enum Next {
             case use(EventLoopFuture<Connection>)
             case fail(String)
             case connect(EventLoopPromise<Connection>)
         }
+        let key = ObjectIdentifier(eventLoop)
         let next = state.withLock { current -> Next in
-            switch current.state {
+            if current.closed { return .fail("the app channel is closed") }
+            switch current.slots[key] {
             case .ready(let connection):
-                // A connection that is going away (GOAWAY, error, closed) has already been dropped from the state
-                // by its handler; one that goes away between here and the call fails that call as unreachable.
-                return .use(connection.channel.eventLoop.makeSucceededFuture(connection))
+                // A connection that is going away (GOAWAY, error, closed) has already been dropped by its handler;
+                // one that goes away between here and the call fails that call as unreachable.
+                return .use(eventLoop.makeSucceededFuture(connection))
             case .connecting(let future):
                 return .use(future)
-            case .backingOff(let until, let error) where until > .now():
-                return .fail(error)
-            case .closed:
-                return .fail("the app channel is closed")
-            default:
-                let promise = group.next().makePromise(of: Connection.self)
-                current.state = .connecting(promise.futureResult)
+            case nil:
+                if let backingOff = current.backingOff, backingOff.until > .now() { return .fail(backingOff.error) }
+                let promise = eventLoop.makePromise(of: Connection.self)
+                current.slots[key] = .connecting(promise.futureResult)
                 return .connect(promise)
             }
         }
         switch next {
         case .use(let future):
-            return future.hop(to: eventLoop)
+            return future
         case .fail(let error):
             return eventLoop.makeFailedFuture(AppChannelError.unreachable(error))
         case .connect(let promise):
-            connect(promise)
-            return promise.futureResult.hop(to: eventLoop)
+            connect(on: eventLoop, promise)
+            return promise.futureResult
         }
     }
 
-    /// Drops the connection on `channel` from the state (it is going away) so that the next call makes a new one.
+    /// Drops the connection on `channel` (it is going away) so that the next call on its loop makes a new one.
     private func forget(_ channel: any Channel) {
         state.withLock { current in
-            if case .ready(let ready) = current.state, ready.channel === channel { current.state = .idle }
+            let key = ObjectIdentifier(channel.eventLoop)
+            if case .ready(let ready) = current.slots[key], ready.channel === channel { current.slots[key] = nil }
         }
     }
 
-    private func connect(_ promise: EventLoopPromise<Connection>) {
+    private func connect(on eventLoop: any EventLoop, _ promise: EventLoopPromise<Connection>) {
+        let key = ObjectIdentifier(eventLoop)
         let maxResponseBytes = maxResponseBytes
-        let bootstrap = ClientBootstrap(group: promise.futureResult.eventLoop)
+        let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -189,8 +196,9 @@ package final class GRPCAppChannel: AppChannel {
             switch result {
             case .success(let connection):
                 let keep = self.state.withLock { current -> Bool in
-                    guard case .connecting = current.state else { return false }
-                    current.state = .ready(connection)
+                    guard !current.closed, case .connecting = current.slots[key] else { return false }
+                    current.slots[key] = .ready(connection)
+                    current.backingOff = nil
                     current.backoff = Self.initialBackoff
                     return true
                 }
@@ -199,14 +207,16 @@ package final class GRPCAppChannel: AppChannel {
                     return promise.fail(AppChannelError.unreachable("the app channel is closed"))
                 }
                 connection.channel.closeFuture.whenComplete { _ in self.forget(connection.channel) }
-                promise.succeed(connection)
+                // On the loop's next turn: the connect future completes before `channelActive` has reached the
+                // HTTP/2 handler, and a call written now would go out ahead of the connection preface.
+                eventLoop.execute { promise.succeed(connection) }
             case .failure(let error):
                 let message = "cannot connect to \(self.address): \(error)"
                 self.state.withLock { current in
-                    guard case .connecting = current.state else { return }
+                    current.slots[key] = nil
                     // Jitter of up to a fifth, so apps that went down together are not retried in lockstep.
                     let jitter = Int64.random(in: 0...(current.backoff.nanoseconds / 5))
-                    current.state = .backingOff(until: .now() + current.backoff + .nanoseconds(jitter), error: message)
+                    current.backingOff = (.now() + current.backoff + .nanoseconds(jitter), message)
                     current.backoff = min(current.backoff * 2, Self.maxBackoff)
                 }
                 self.logger.debug(
