@@ -95,6 +95,8 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     }
 
     func received(data: ByteBuffer, stream id: UInt32, endStream: Bool) {
+        // A unary request is consumed as it arrives: the deframer holds it, bounded by the message limit.
+        connection?.consumed(id, bytes: data.readableBytes)
         guard let call = calls[id] else { return }
         let messages: [ByteBuffer]
         do throws(GRPCMessageDeframer.Failure) {
@@ -122,6 +124,8 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     func reset(stream id: UInt32) {
         removeCall(id)
     }
+
+    func writable(stream id: UInt32) {}
 
     // MARK: Requests
 
