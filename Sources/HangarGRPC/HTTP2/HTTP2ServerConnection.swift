@@ -36,6 +36,12 @@ protocol HTTP2ServerDelegate: AnyObject {
 /// with NO_ERROR only once its END_STREAM is written, never while DATA is queued. It never pushes and never opens
 /// streams.
 ///
+/// Connection management (`HTTP2ConnectionState`): a drain (the listener's, or the idle timeout's) is a two-phase
+/// GOAWAY — GOAWAY(2^31-1) and a PING, then, on the PING's ACK or after `drainPingTimeout`, a final GOAWAY naming
+/// the last stream served; streams opened after it are refused (REFUSED_STREAM) and the connection closes when its
+/// streams are done, so no request in flight is lost. Keepalive PINGs go out after `keepaliveInterval` without
+/// reads and close the connection when nothing is read within `keepaliveTimeout`.
+///
 /// Defences: a frame over 16 KiB, a header block over 64 KiB or 32 frames, more than 128 concurrent streams
 /// (REFUSED_STREAM), more than 200 resets by the client in 30 s, and a run of empty DATA frames end the connection
 /// or the stream with the matching error. Everything a peer can make the server write (SETTINGS and PING ACKs,
@@ -57,6 +63,17 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         var connectionWindow = 8 << 20
         /// The largest decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE; HTTP 431-worthy beyond).
         var maxHeaderListSize = 16 * 1024
+        /// Time without reading anything after which a keepalive PING goes out; nil: never. gRPC servers' default
+        /// (grpc-swift-nio-transport, grpc-go): 2 hours.
+        var keepaliveInterval: TimeAmount? = .hours(2)
+        /// How long the client has to answer a keepalive PING (anything read counts) before the connection is
+        /// closed as dead. gRPC's default: 20 s.
+        var keepaliveTimeout = TimeAmount.seconds(20)
+        /// Time with no stream open after which the connection is drained and closed; nil: never, gRPC servers'
+        /// default (an app keeps its one connection to the daemon for its whole life).
+        var maxIdleTime: TimeAmount? = nil
+        /// How long a drain waits for the ACK of its PING before sending the final GOAWAY anyway.
+        var drainPingTimeout = TimeAmount.seconds(2)
     }
 
     static let maxHeaderBlockBytes = 64 * 1024
@@ -125,8 +142,16 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var isReading = false
     private var needsFlush = false
     private var readDeferred = false
-    /// GOAWAY sent (the listener drains) or received: the connection closes once its last stream ends.
-    private var goingAway = false
+    /// Graceful close and keepalive: see the type's documentation.
+    private var state = HTTP2ConnectionState()
+    /// When the last read burst ended (the event loop's clock), while keepalive is on.
+    private var lastRead = NIODeadline.uptimeNanoseconds(0)
+    /// When the last stream ended (or the connection started), while the idle timeout is on.
+    private var idleSince = NIODeadline.uptimeNanoseconds(0)
+    private var keepaliveTimer: Scheduled<Void>?
+    private var keepaliveTimeoutTimer: Scheduled<Void>?
+    private var idleTimer: Scheduled<Void>?
+    private var drainTimer: Scheduled<Void>?
     private var resets = 0
     private var resetWindowStart = NIODeadline.uptimeNanoseconds(0)
     private var emptyDataFrames = 0
@@ -258,6 +283,11 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         out = buffer
         needsFlush = true
         flush(context)
+        let now = context.eventLoop.now
+        lastRead = now
+        idleSince = now
+        if let interval = settings.keepaliveInterval { scheduleKeepalive(context, at: now + interval) }
+        if let idle = settings.maxIdleTime { scheduleIdleCheck(context, at: now + idle) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -277,6 +307,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         isReading = false
+        if settings.keepaliveInterval != nil { lastRead = context.eventLoop.now }
         if !answeredEarly.isEmpty {
             for id in answeredEarly {
                 guard let stream = streams[id], stream.state.phase == .halfClosedLocal else { continue }
@@ -310,13 +341,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ListenerDrainEvent, phase != .closed {
-            // No new streams after the ones already opened; close once they are answered.
-            goingAway = true
-            writeGoAway(lastStream: UInt32(Int32.max), .noError, debug: "")
-            flush(context)
-            closeIfDone(context)
-        }
+        if event is ListenerDrainEvent { drain(context) }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -326,6 +351,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         phase = .closed
+        state.close()
+        cancelTimers()
         let ids = Array(streams.keys)
         streams.removeAll()
         waiting.removeAll()
@@ -381,7 +408,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         case HTTP2Wire.FrameType.rstStream: onReset(context, header, &payload)
         case HTTP2Wire.FrameType.goAway:
             guard header.stream == 0 else { return connectionError(context, .protocolError, "GOAWAY on a stream") }
-            goingAway = true
+            state.receivedGoAway()
         case HTTP2Wire.FrameType.priority:
             guard header.stream != 0 else { return connectionError(context, .protocolError, "PRIORITY on stream 0") }
             if header.length != 5 { streamError(context, header.stream, .frameSizeError) }
@@ -516,6 +543,11 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         guard id & 1 == 1 else { return connectionError(context, .protocolError, "even stream id \(id) from a client") }
         guard id > lastStreamID else { return }  // a closed stream: frames in flight are ignored
         lastStreamID = id
+        guard state.acceptsStreams else {
+            // After the final GOAWAY: not processed, so the client may retry it elsewhere (RFC 9113 §6.8).
+            writeReset(id, .refusedStream)
+            return
+        }
         guard streams.count < settings.maxConcurrentStreams else {
             writeReset(id, .refusedStream)
             return
@@ -579,7 +611,14 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private func onPing(_ context: ChannelHandlerContext, _ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer) {
         guard header.stream == 0 else { return connectionError(context, .protocolError, "PING on a stream") }
         guard header.length == 8 else { return connectionError(context, .frameSizeError, "PING not 8 bytes") }
-        guard header.flags & HTTP2Wire.Flag.ack == 0 else { return }
+        guard header.flags & HTTP2Wire.Flag.ack == 0 else {
+            switch state.receivedPingAck(payload.readInteger(as: UInt64.self) ?? 0) {
+            case .keepalive: keepaliveTimeoutTimer?.cancel()
+            case .drain: finishDrain(context)
+            case .unknown: break
+            }
+            return
+        }
         var out = output(context)
         out.writeHTTP2FrameHeader(length: 8, type: HTTP2Wire.FrameType.ping, flags: HTTP2Wire.Flag.ack, stream: 0)
         out.writeBuffer(&payload)
@@ -680,6 +719,15 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         var out = output(context)
         out.writeHTTP2FrameHeader(length: 4, type: HTTP2Wire.FrameType.windowUpdate, flags: 0, stream: id)
         out.writeInteger(UInt32(increment))
+        self.out = out
+        needsFlush = true
+    }
+
+    private func writePing(_ payload: UInt64) {
+        guard let context else { return }
+        var out = output(context)
+        out.writeHTTP2FrameHeader(length: 8, type: HTTP2Wire.FrameType.ping, flags: 0, stream: 0)
+        out.writeInteger(payload)
         self.out = out
         needsFlush = true
     }
@@ -831,7 +879,88 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     /// Forgets a stream once it is closed: the one place streams leave the table.
     private func settle(_ id: UInt32, _ stream: Stream) {
-        if stream.state.isClosed { streams.removeValue(forKey: id) }
+        guard stream.state.isClosed, streams.removeValue(forKey: id) != nil else { return }
+        if streams.isEmpty, settings.maxIdleTime != nil, let context { idleSince = context.eventLoop.now }
+    }
+
+    // MARK: Connection management
+
+    /// The first phase of a graceful close: GOAWAY(2^31-1) and a PING whose ACK (or `drainPingTimeout`) brings
+    /// the final GOAWAY.
+    private func drain(_ context: ChannelHandlerContext) {
+        guard phase != .closed, state.drain() else { return }
+        writeGoAway(lastStream: UInt32(Int32.max), .noError, debug: "")
+        writePing(HTTP2ConnectionState.drainPing)
+        flush(context)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        drainTimer = context.eventLoop.scheduleTask(in: settings.drainPingTimeout) {
+            guard let context = bound.value.context else { return }
+            bound.value.finishDrain(context)
+        }
+    }
+
+    /// The second phase: the final GOAWAY with the last stream served; the connection closes when those are done.
+    private func finishDrain(_ context: ChannelHandlerContext) {
+        guard phase != .closed, let last = state.finishDrain(lastStreamID: lastStreamID) else { return }
+        drainTimer?.cancel()
+        writeGoAway(lastStream: last, .noError, debug: "")
+        if !isReading {
+            flush(context)
+            closeIfDone(context)
+        }
+    }
+
+    private func scheduleKeepalive(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        keepaliveTimer = context.eventLoop.scheduleTask(deadline: deadline) {
+            guard let context = bound.value.context else { return }
+            bound.value.keepaliveDue(context)
+        }
+    }
+
+    /// Sends a keepalive PING if nothing was read for `keepaliveInterval`, else waits until that is so.
+    private func keepaliveDue(_ context: ChannelHandlerContext) {
+        guard phase != .closed, let interval = settings.keepaliveInterval else { return }
+        let now = context.eventLoop.now
+        guard now >= lastRead + interval else { return scheduleKeepalive(context, at: lastRead + interval) }
+        scheduleKeepalive(context, at: now + interval)
+        guard state.sendKeepalive() else { return }
+        writePing(HTTP2ConnectionState.keepalivePing)
+        if !isReading { flush(context) }
+        let sent = now
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        keepaliveTimeoutTimer = context.eventLoop.scheduleTask(in: settings.keepaliveTimeout) {
+            let connection = bound.value
+            guard let context = connection.context, connection.state.awaitingKeepalive,
+                connection.lastRead <= sent
+            else { return }
+            connection.connectionError(context, .noError, "keepalive PING not acknowledged")
+        }
+    }
+
+    private func scheduleIdleCheck(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(deadline: deadline) {
+            guard let context = bound.value.context else { return }
+            bound.value.idleCheck(context)
+        }
+    }
+
+    /// Drains the connection once no stream has been open for `maxIdleTime`; otherwise checks again when that
+    /// could first be so.
+    private func idleCheck(_ context: ChannelHandlerContext) {
+        guard phase != .closed, let idle = settings.maxIdleTime else { return }
+        let now = context.eventLoop.now
+        guard streams.isEmpty else { return scheduleIdleCheck(context, at: now + idle) }
+        guard now >= idleSince + idle else { return scheduleIdleCheck(context, at: idleSince + idle) }
+        drain(context)
+    }
+
+    private func cancelTimers() {
+        keepaliveTimer?.cancel()
+        keepaliveTimeoutTimer?.cancel()
+        idleTimer?.cancel()
+        drainTimer?.cancel()
     }
 
     private func streamError(_ context: ChannelHandlerContext, _ id: UInt32, _ code: HTTP2Wire.ErrorCode) {
@@ -844,7 +973,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     private func connectionError(_ context: ChannelHandlerContext, _ code: HTTP2Wire.ErrorCode, _ reason: String) {
         guard phase != .closed else { return }
-        writeGoAway(lastStream: lastStreamID, code, debug: reason)
+        writeGoAway(lastStream: state.goAwayLastStreamID(highest: lastStreamID), code, debug: reason)
         close(context)
     }
 
@@ -852,6 +981,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         guard phase != .closed else { return }
         flush(context)
         phase = .closed
+        state.close()
+        cancelTimers()
         inbound = nil
         context.close(promise: nil)
     }
@@ -867,6 +998,6 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     }
 
     private func closeIfDone(_ context: ChannelHandlerContext) {
-        if goingAway && streams.isEmpty && phase != .closed { close(context) }
+        if phase != .closed && state.isDone(openStreams: streams.count) { close(context) }
     }
 }
