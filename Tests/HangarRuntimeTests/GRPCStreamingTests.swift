@@ -236,11 +236,13 @@ struct GRPCStreamingTests {
     }
 
     func request(
-        _ client: HTTP2ServerConnectionTests.RawClient, _ stream: UInt32, _ headers: HPACKHeaders, _ message: ByteBuffer?,
+        _ client: HTTP2ServerConnectionTests.RawClient, _ stream: UInt32, _ headers: HPACKHeaders,
+        _ message: ByteBuffer?,
         end: Bool = true
     ) throws {
         let block = try client.headerBlock(headers)
-        try client.send(client.frame(HTTP2Wire.FrameType.headers, flags: HTTP2Wire.Flag.endHeaders, stream: stream, block))
+        try client.send(
+            client.frame(HTTP2Wire.FrameType.headers, flags: HTTP2Wire.Flag.endHeaders, stream: stream, block))
         if var message {
             try client.send(
                 client.frame(
@@ -254,11 +256,14 @@ struct GRPCStreamingTests {
         let client = try raw(gate(), initialWindow: 200)
         try request(client, 1, headers("Count"), count(100_000))
         var frames = try client.frames()
-        #expect(frames.filter { $0.stream == 1 && $0.type == HTTP2Wire.FrameType.data }.reduce(0) { $0 + $1.payload.count } == 200)
+        #expect(
+            frames.filter { $0.stream == 1 && $0.type == HTTP2Wire.FrameType.data }.reduce(0) { $0 + $1.payload.count }
+                == 200)
         try request(client, 3, handlerTests.requestHeaders("/hangar.test.v1.Echo/Echo"), handlerTests.echo("hi"))
         frames = try client.frames()
         let three = frames.filter { $0.stream == 3 }
-        #expect(three.map(\.type) == [HTTP2Wire.FrameType.headers, HTTP2Wire.FrameType.data, HTTP2Wire.FrameType.headers])
+        #expect(
+            three.map(\.type) == [HTTP2Wire.FrameType.headers, HTTP2Wire.FrameType.data, HTTP2Wire.FrameType.headers])
         #expect(three.last.map { $0.flags & HTTP2Wire.Flag.endStream != 0 } == true)
         #expect(!frames.contains { $0.stream == 1 }, "stream 1 waits for its window")
     }

@@ -62,7 +62,10 @@ struct HTTP2ConnectionManagementTests {
         // Opened before the client read the first GOAWAY: still served.
         try open(client, 3, method: "Echo")
         frames = try client.frames()
-        #expect(frames.contains { $0.stream == 3 && $0.type == HTTP2Wire.FrameType.headers && $0.flags & HTTP2Wire.Flag.endStream != 0 })
+        #expect(
+            frames.contains {
+                $0.stream == 3 && $0.type == HTTP2Wire.FrameType.headers && $0.flags & HTTP2Wire.Flag.endStream != 0
+            })
 
         try client.send(client.frame(HTTP2Wire.FrameType.ping, flags: HTTP2Wire.Flag.ack, stream: 0, ping.payload))
         let final = try #require(try client.goAway())

@@ -69,11 +69,16 @@ struct HTTP2ServerConnectionFlowTests {
         func payload(_ count: Int) -> ByteBuffer { ByteBuffer(repeating: 1, count: count) }
 
         func dataBytes(_ frames: [RawFrame], stream: UInt32) -> Int {
-            frames.filter { $0.type == HTTP2Wire.FrameType.data && $0.stream == stream }.reduce(0) { $0 + $1.payload.count }
+            frames.filter { $0.type == HTTP2Wire.FrameType.data && $0.stream == stream }.reduce(0) {
+                $0 + $1.payload.count
+            }
         }
 
         func ended(_ frames: [RawFrame], stream: UInt32) -> Bool {
-            frames.contains { $0.stream == stream && $0.type != HTTP2Wire.FrameType.rstStream && $0.flags & HTTP2Wire.Flag.endStream != 0 }
+            frames.contains {
+                $0.stream == stream && $0.type != HTTP2Wire.FrameType.rstStream
+                    && $0.flags & HTTP2Wire.Flag.endStream != 0
+            }
         }
 
         func resetCode(_ frames: [RawFrame], stream: UInt32) -> UInt32? {

@@ -128,4 +128,22 @@ struct HTTP2StreamStateTests {
         #expect(queue.next(window: 0, maxFrameSize: 100) == .data(bytes(0), endStream: true))
         #expect(queue.isEmpty && queue.dataBytes == 0)
     }
+
+    @Test("thousands of small frames come out in order, appended while being taken")
+    func queueMany() {
+        var queue = HTTP2OutboundQueue()
+        var taken: [UInt8] = []
+        for round in 0..<10 {
+            for value in 0..<500 {
+                queue.append(data: ByteBuffer(bytes: [UInt8((round * 500 + value) % 251)]), endStream: false)
+            }
+            for _ in 0..<300 {
+                guard case .data(let bytes, _) = queue.next(window: 100, maxFrameSize: 100) else { break }
+                taken += bytes.readableBytesView
+            }
+        }
+        while case .data(let bytes, _) = queue.next(window: 100, maxFrameSize: 100) { taken += bytes.readableBytesView }
+        #expect(queue.isEmpty && queue.dataBytes == 0)
+        #expect(taken == (0..<5000).map { UInt8($0 % 251) })
+    }
 }

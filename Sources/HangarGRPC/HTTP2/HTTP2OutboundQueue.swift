@@ -10,17 +10,20 @@ struct HTTP2OutboundQueue {
         case headers([UInt8], endStream: Bool)
     }
 
+    /// Frames from `head` on are queued: taking one is O(1) even when a stream has queued thousands of small
+    /// messages, and an empty queue allocates nothing (the unary path creates one per stream).
     private var items: [Frame] = []
+    private var head = 0
     /// DATA bytes queued: what the per-stream writability limit is measured against.
     private(set) var dataBytes = 0
 
-    var isEmpty: Bool { items.isEmpty }
+    var isEmpty: Bool { head == items.count }
 
     /// Whether the queue holds the frame that ends the stream.
     var endsStream: Bool {
-        switch items.last {
-        case .data(_, let endStream), .headers(_, let endStream): endStream
-        case nil: false
+        guard !isEmpty else { return false }
+        switch items[items.count - 1] {
+        case .data(_, let endStream), .headers(_, let endStream): return endStream
         }
     }
 
@@ -36,10 +39,11 @@ struct HTTP2OutboundQueue {
     /// Takes the next frame: a header block whatever the window, or up to `min(window, maxFrameSize)` bytes of
     /// DATA (an empty DATA frame that ends the stream needs no window). Nil when empty or when DATA waits for window.
     mutating func next(window: Int, maxFrameSize: Int) -> Frame? {
-        guard let first = items.first else { return nil }
+        guard !isEmpty else { return nil }
+        let first = items[head]
         switch first {
         case .headers:
-            items.removeFirst()
+            removeFirst()
             return first
         case .data(var bytes, let endStream):
             let length = min(bytes.readableBytes, window, maxFrameSize)
@@ -47,11 +51,22 @@ struct HTTP2OutboundQueue {
             let chunk = bytes.readSlice(length: max(length, 0))!
             dataBytes -= chunk.readableBytes
             if bytes.readableBytes == 0 {
-                items.removeFirst()
+                removeFirst()
                 return .data(chunk, endStream: endStream)
             }
-            items[0] = .data(bytes, endStream: endStream)
+            items[head] = .data(bytes, endStream: endStream)
             return .data(chunk, endStream: false)
+        }
+    }
+
+    private mutating func removeFirst() {
+        head += 1
+        if head == items.count {
+            items.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head >= 64 && head * 2 >= items.count {
+            items.removeFirst(head)
+            head = 0
         }
     }
 }

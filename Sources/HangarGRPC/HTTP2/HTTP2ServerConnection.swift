@@ -233,16 +233,6 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         if !isReading, let context { flush(context) }
     }
 
-    /// Ends a stream at once, dropping what is queued (the layer above cancels it).
-    func reset(_ id: UInt32, _ code: HTTP2Wire.ErrorCode) {
-        guard let stream = streams[id] else { return }
-        stream.answered = true
-        writeReset(id, code)
-        stream.state.reset()
-        settle(id, stream)
-        afterWrite()
-    }
-
     // MARK: Channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
