@@ -16,10 +16,11 @@ public struct Gate: Sendable {
     /// holds a slot of its app's and tenant's budgets until `Admission.finish()`; a refused one changes nothing.
     ///
     /// `connection` is the channel the request came on: it counts towards the app's `maxConnections` from its
-    /// first admitted request (app sockets count theirs when accepted).
-    public func admit(_ listener: ListenerIdentity, token: String?, connection: (any Channel)?) throws(APIError)
-        -> Admission
-    {
+    /// first admitted request (app sockets count theirs when accepted). A `stream` (a streaming gRPC call, open for
+    /// as long as the app likes) counts against the app's `maxStreams` rather than `maxConcurrentRequests`.
+    public func admit(
+        _ listener: ListenerIdentity, token: String?, connection: (any Channel)?, stream: Bool = false
+    ) throws(APIError) -> Admission {
         let caller: Caller
         switch listener {
         case .app(let app):
@@ -30,12 +31,13 @@ public struct Gate: Sendable {
         }
         guard let account = registry.account(caller.app) else { throw RequestError.removed(caller.app) }
         let connectionID = connection.map(ObjectIdentifier.init)
-        switch account.admit(connection: connectionID, now: NIODeadline.now().uptimeNanoseconds) {
+        switch account.admit(connection: connectionID, now: NIODeadline.now().uptimeNanoseconds, stream: stream) {
         case .admitted(let maxRequestBytes, let newConnection):
             if newConnection, let connection, let connectionID {
                 connection.closeFuture.whenComplete { _ in account.closeConnection(connectionID) }
             }
-            return Admission(caller: caller, maxRequestBytes: maxRequestBytes, account: account, metrics: metrics)
+            return Admission(
+                caller: caller, maxRequestBytes: maxRequestBytes, account: account, metrics: metrics, isStream: stream)
         case .refused(let refusal):
             metrics.recordQuotaRefusal(app: caller.app, quota: refusal.quota)
             throw QuotaError.exceeded(refusal, app: caller.app)
@@ -55,9 +57,11 @@ public struct Admission: Sendable {
     public let maxRequestBytes: Int
     let account: AppAccount
     let metrics: RuntimeMetrics
+    /// Admitted against `maxStreams`.
+    let isStream: Bool
 
     /// Returns the slot; call exactly once, when the call's work is done (answered, failed or abandoned).
-    public func finish() { account.finish() }
+    public func finish() { account.finish(stream: isStream) }
 
     /// Refuses a request of `size` bytes over this caller's `maxRequestBytes`; nothing has been buffered yet.
     public func checkSize(_ size: Int) throws(APIError) {
@@ -86,6 +90,7 @@ public enum QuotaError {
             case "requestsPerSecond": " requests per second"
             case "maxConcurrentRequests": " calls in flight"
             case "maxConnections": " connections"
+            case "maxStreams": " open streams"
             case "maxStateBytes": " bytes"
             default: ""
             }

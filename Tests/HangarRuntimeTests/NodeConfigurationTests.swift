@@ -50,7 +50,7 @@ struct NodeConfigurationTests {
                           uids: [1000, 1001]
                           gids: [2000]
                           apiToken: s3cret
-                          quotas: {requestsPerSecond: 10}
+                          quotas: {requestsPerSecond: 10, maxStreams: 5}
                         - appId: billing
                     """) + "\n  quotas:\n    requestsPerSecond: 100\n    burst: 200\n    maxStateBytes: 1048576\n"
         ])
@@ -63,6 +63,7 @@ struct NodeConfigurationTests {
         #expect(team.apps[0].gids == [2000])
         #expect(team.apps[0].apiToken == "s3cret")
         #expect(team.apps[0].quotas?.requestsPerSecond == 10)
+        #expect(team.apps[0].quotas?.maxStreams == 5)
         #expect(team.quotas == Quotas(requestsPerSecond: 100, burst: 200, maxStateBytes: 1_048_576))
         #expect(configuration.tokenlessTCPApp == nil)
     }
@@ -124,6 +125,7 @@ struct NodeConfigurationTests {
             (tenant("t", apps: "    - appId: a") + "\n  weight: 0\n", "spec.weight"),
             (tenant("t", apps: "    - appId: a") + "\n  weight: 101\n", "spec.weight"),
             (tenant("t", apps: "    - appId: a") + "\n  quotas:\n    maxConnections: -3\n", "spec.quotas.maxConnections"),
+            (tenant("t", apps: "    - appId: a") + "\n  quotas:\n    maxStreams: 0\n", "spec.quotas.maxStreams"),
         ]
         for (text, field) in cases {
             let dir = try directory(["t.yaml": text])

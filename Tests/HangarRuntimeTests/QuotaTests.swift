@@ -117,6 +117,32 @@ struct QuotaTests {
         #expect(gate.registry.account(Self.orders)?.openConnections == 2)
     }
 
+    @Test("maxStreams counts streams apart from calls in flight, per app, and frees a slot when one ends")
+    func streams() throws {
+        let gate = Self.gate(Self.configuration(tenant: Quotas(maxConcurrentRequests: 1, maxStreams: 2)))
+        let first = try gate.admit(.app(Self.orders), token: nil, connection: nil, stream: true)
+        _ = try gate.admit(.app(Self.orders), token: nil, connection: nil, stream: true)
+        // Streams take no request slot: the tenant's one call in flight is still free.
+        let call = try admit(gate, Self.orders)
+        #expect(gate.registry.account(Self.orders)?.openStreams == 2)
+        #expect(gate.registry.tenantAccount("team-a")?.inFlight == 1)
+        do {
+            _ = try gate.admit(.app(Self.orders), token: nil, connection: nil, stream: true)
+            Issue.record("a third stream was admitted")
+        } catch {
+            #expect(error.rpcCode == .resourceExhausted)
+            #expect(error.errorMetadata["quota"] == "maxStreams")
+            #expect(error.errorMetadata["scope"] == "app")
+        }
+        // Per app: billing has its own.
+        _ = try gate.admit(.app(Self.billing), token: "billing-token", connection: nil, stream: true)
+        first.finish()
+        call.finish()
+        #expect(gate.registry.account(Self.orders)?.openStreams == 1)
+        #expect(gate.registry.tenantAccount("team-a")?.inFlight == 0)
+        _ = try gate.admit(.app(Self.orders), token: nil, connection: nil, stream: true)
+    }
+
     @Test("maxRequestBytes: an app's override, never above the node's --max-request-bytes")
     func requestBytes() throws {
         let gate = Self.gate(

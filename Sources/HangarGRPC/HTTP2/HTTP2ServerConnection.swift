@@ -8,23 +8,39 @@ protocol HTTP2ServerDelegate: AnyObject {
     /// A request's header block: the start of stream `stream` or, when it already started, its trailers (always with
     /// `endStream`).
     func received(headers: HPACKHeaders, stream: UInt32, endStream: Bool)
-    /// Request body bytes (the DATA frame's payload without padding).
+    /// Request body bytes (the DATA frame's payload without padding). They count against the stream's receive
+    /// window until the delegate reports them consumed (`HTTP2ServerConnection.consumed`): that is the client's
+    /// backpressure.
     func received(data: ByteBuffer, stream: UInt32, endStream: Bool)
+    /// The stream's queue of unsent response DATA fell back under `Settings.streamWriteBufferBytes` after
+    /// `send` had reported it full: the producer may send again.
+    func writable(stream: UInt32)
     /// The stream is gone without an answer: reset by the client, or ended by a stream error or the connection's
     /// end. Whatever the delegate holds for it can go; anything it sends for it later is dropped.
     func reset(stream: UInt32)
 }
 
-/// A server-side HTTP/2 connection (RFC 9113) made for unary gRPC, written directly on the channel's bytes instead
-/// of `NIOHTTP2Handler`: that handler's per-frame state machines, frame objects and per-stream events were about half
-/// of the CPU a call cost. This one parses frames in place, keeps one small object per open stream, writes every
-/// frame of a read burst into one buffer and flushes once, and encodes response headers from fixed bytes.
+/// A server-side HTTP/2 connection (RFC 9113) made for gRPC, written directly on the channel's bytes instead of
+/// `NIOHTTP2Handler`: that handler's per-frame state machines, frame objects and per-stream events were about half
+/// of the CPU a unary call cost. This one parses frames in place, keeps one small object per open stream, writes
+/// every frame of a read burst into one buffer and flushes once, and encodes response headers from fixed bytes.
 ///
 /// What it implements: the preface and SETTINGS exchange (and ACKs), PING, GOAWAY both ways, RST_STREAM,
-/// WINDOW_UPDATE and flow control in both directions (DATA waits for the peer's windows; WINDOW_UPDATEs go out as
-/// request bytes are consumed), CONTINUATION, padding, PRIORITY (ignored), HPACK decoding (NIOHPACK's decoder, with
-/// a header-list limit), and the stream rules for idle, open, half-closed and closed streams. It never pushes and
-/// never opens streams.
+/// WINDOW_UPDATE, CONTINUATION, padding, PRIORITY (ignored), HPACK decoding (NIOHPACK's decoder, with a header-list
+/// limit), and the stream life cycle of RFC 9113 §5.1 as an explicit `HTTP2StreamState` per stream. Flow control
+/// both ways, per stream: response DATA the peer's windows do not allow waits in the stream's own
+/// `HTTP2OutboundQueue`, so a stream whose reader is slow holds back only itself, and streams waiting for the
+/// connection window take turns a frame at a time; request bytes are credited back to the client (stream
+/// WINDOW_UPDATE) when the delegate reports them consumed, the connection window as they arrive (what can be
+/// buffered is bounded by the streams times their window). A stream answered before its request ended is reset
+/// with NO_ERROR only once its END_STREAM is written, never while DATA is queued. It never pushes and never opens
+/// streams.
+///
+/// Connection management (`HTTP2ConnectionState`): a drain (the listener's, or the idle timeout's) is a two-phase
+/// GOAWAY — GOAWAY(2^31-1) and a PING, then, on the PING's ACK or after `drainPingTimeout`, a final GOAWAY naming
+/// the last stream served; streams opened after it are refused (REFUSED_STREAM) and the connection closes when its
+/// streams are done, so no request in flight is lost. Keepalive PINGs go out after `keepaliveInterval` without
+/// reads and close the connection when nothing is read within `keepaliveTimeout`.
 ///
 /// Defences: a frame over 16 KiB, a header block over 64 KiB or 32 frames, more than 128 concurrent streams
 /// (REFUSED_STREAM), more than 200 resets by the client in 30 s, and a run of empty DATA frames end the connection
@@ -38,12 +54,26 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     struct Settings {
         var maxConcurrentStreams = 128
+        /// Unsent response DATA a stream may queue before `send` reports it full (the producer then waits for
+        /// `HTTP2ServerDelegate.writable`).
+        var streamWriteBufferBytes = 64 * 1024
         /// The stream-level receive window advertised in SETTINGS.
         var streamWindow = 1 << 20
         /// The connection-level receive window, raised from 64 KiB by a WINDOW_UPDATE when the connection starts.
         var connectionWindow = 8 << 20
         /// The largest decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE; HTTP 431-worthy beyond).
         var maxHeaderListSize = 16 * 1024
+        /// Time without reading anything after which a keepalive PING goes out; nil: never. gRPC servers' default
+        /// (grpc-swift-nio-transport, grpc-go): 2 hours.
+        var keepaliveInterval: TimeAmount? = .hours(2)
+        /// How long the client has to answer a keepalive PING (anything read counts) before the connection is
+        /// closed as dead. gRPC's default: 20 s.
+        var keepaliveTimeout = TimeAmount.seconds(20)
+        /// Time with no stream open after which the connection is drained and closed; nil: never, gRPC servers'
+        /// default (an app keeps its one connection to the daemon for its whole life).
+        var maxIdleTime: TimeAmount? = nil
+        /// How long a drain waits for the ACK of its PING before sending the final GOAWAY anyway.
+        var drainPingTimeout = TimeAmount.seconds(2)
     }
 
     static let maxHeaderBlockBytes = 64 * 1024
@@ -52,24 +82,23 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     static let resetWindow = TimeAmount.seconds(30)
     static let maxSequentialEmptyDataFrames = 16
 
-    /// Per open stream: the send and receive windows and whether each side has ended.
+    /// Per stream that is not closed: its life-cycle state, windows and unsent answer.
     private final class Stream {
+        var state = HTTP2StreamState()
         var sendWindow: Int
         var receiveWindow: Int
-        var receivedUnacked = 0
-        /// The client sent END_STREAM.
-        var remoteClosed: Bool
-        /// The server's answer is complete (or queued complete, waiting for window).
-        var localClosed = false
-        /// Response DATA waiting for flow-control window, and what follows it.
-        var pending: ByteBuffer?
-        var pendingTrailers: [UInt8]?
-        var endStreamWithData = false
+        /// Request bytes consumed (or discarded) and not yet returned to the client by a WINDOW_UPDATE.
+        var consumedUnacked = 0
+        /// The layer above has given its whole answer (it may still wait in `queue`): later request bytes are
+        /// discarded.
+        var answered = false
+        /// `send` reported the queue full; `writable` is due when it drains.
+        var wantsWritable = false
+        var queue = HTTP2OutboundQueue()
 
-        init(sendWindow: Int, receiveWindow: Int, remoteClosed: Bool) {
+        init(sendWindow: Int, receiveWindow: Int) {
             self.sendWindow = sendWindow
             self.receiveWindow = receiveWindow
-            self.remoteClosed = remoteClosed
         }
     }
 
@@ -103,18 +132,26 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var connectionSendWindow = HTTP2Wire.defaultWindow
     private var connectionReceiveWindow = HTTP2Wire.defaultWindow
     private var connectionReceivedUnacked = 0
-    /// Streams whose DATA waits for window, in the order they blocked.
-    private var blocked: [UInt32] = []
-    /// Streams answered while the client was still sending; reset with NO_ERROR when the read burst ends unless
-    /// their request ended meanwhile (resetting at once would trip clients' own rapid-reset limits when many calls
-    /// are refused).
+    /// Streams with a non-empty queue, in the order they started waiting; they take turns, a frame each.
+    private var waiting: [UInt32] = []
+    /// Streams whose END_STREAM went out while the client was still sending; reset with NO_ERROR when the read
+    /// burst ends unless their request ended meanwhile (resetting at once would trip clients' own rapid-reset
+    /// limits when many calls are refused).
     private var answeredEarly: [UInt32] = []
     private var prefaceSent = false
     private var isReading = false
     private var needsFlush = false
     private var readDeferred = false
-    /// GOAWAY sent (the listener drains) or received: the connection closes once its last stream ends.
-    private var goingAway = false
+    /// Graceful close and keepalive: see the type's documentation.
+    private var state = HTTP2ConnectionState()
+    /// When the last read burst ended (the event loop's clock), while keepalive is on.
+    private var lastRead = NIODeadline.uptimeNanoseconds(0)
+    /// When the last stream ended (or the connection started), while the idle timeout is on.
+    private var idleSince = NIODeadline.uptimeNanoseconds(0)
+    private var keepaliveTimer: Scheduled<Void>?
+    private var keepaliveTimeoutTimer: Scheduled<Void>?
+    private var idleTimer: Scheduled<Void>?
+    private var drainTimer: Scheduled<Void>?
     private var resets = 0
     private var resetWindowStart = NIODeadline.uptimeNanoseconds(0)
     private var emptyDataFrames = 0
@@ -135,32 +172,65 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     /// A complete gRPC response: the fixed response head, one message (already length-prefixed) and trailers.
     func respond(_ id: UInt32, message: ByteBuffer, trailers: [UInt8]) {
-        guard let stream = streams[id], !stream.localClosed else { return }
+        guard let stream = streams[id], !stream.answered else { return }
+        stream.answered = true
         writeHeaders(id, HPACKLiteral.grpcResponseHead, endStream: false)
-        stream.localClosed = true
-        stream.pending = message
-        stream.pendingTrailers = trailers
-        sendPending(id, stream)
-        afterAnswer(id, stream)
+        enqueue(id, stream, data: message, endStream: false)
+        enqueue(id, stream, headers: trailers)
+        afterWrite()
     }
 
-    /// A response of headers alone that ends the stream (a gRPC trailers-only response).
+    /// A response of headers alone that ends the stream (a gRPC trailers-only response, or trailers after
+    /// streamed messages).
     func respond(_ id: UInt32, headersOnly block: [UInt8]) {
-        guard let stream = streams[id], !stream.localClosed else { return }
-        stream.localClosed = true
-        writeHeaders(id, block, endStream: true)
-        afterAnswer(id, stream)
+        guard let stream = streams[id], !stream.answered else { return }
+        stream.answered = true
+        enqueue(id, stream, headers: block)
+        afterWrite()
     }
 
     /// A response of headers and a body that ends the stream (an HTTP error for a request that is not gRPC).
     func respond(_ id: UInt32, headers block: [UInt8], body: ByteBuffer) {
-        guard let stream = streams[id], !stream.localClosed else { return }
+        guard let stream = streams[id], !stream.answered else { return }
+        stream.answered = true
         writeHeaders(id, block, endStream: false)
-        stream.localClosed = true
-        stream.pending = body
-        stream.endStreamWithData = true
-        sendPending(id, stream)
-        afterAnswer(id, stream)
+        enqueue(id, stream, data: body, endStream: true)
+        afterWrite()
+    }
+
+    /// The head of a response whose body follows with `send` (a streaming call).
+    func sendHeaders(_ id: UInt32, _ block: [UInt8]) {
+        guard let stream = streams[id], !stream.answered else { return }
+        writeHeaders(id, block, endStream: false)
+        afterWrite()
+    }
+
+    /// Response DATA for a stream whose head was sent. Returns whether the stream can take more: false once its
+    /// unsent DATA reaches `Settings.streamWriteBufferBytes`; `HTTP2ServerDelegate.writable` follows when it
+    /// drains. Nothing is lost either way (the queue is the producer's to bound).
+    @discardableResult
+    func send(_ id: UInt32, _ data: ByteBuffer) -> Bool {
+        guard let stream = streams[id], !stream.answered else { return false }
+        enqueue(id, stream, data: data, endStream: false)
+        afterWrite()
+        guard stream.queue.dataBytes < settings.streamWriteBufferBytes else {
+            stream.wantsWritable = true
+            return false
+        }
+        return true
+    }
+
+    /// Whether the stream is open and its unsent DATA is under `Settings.streamWriteBufferBytes`.
+    func isWritable(_ id: UInt32) -> Bool {
+        guard let stream = streams[id], !stream.answered else { return false }
+        return stream.queue.dataBytes < settings.streamWriteBufferBytes
+    }
+
+    /// Request bytes of `stream` the layer above has consumed: they go back to the client as stream window.
+    func consumed(_ id: UInt32, bytes: Int) {
+        guard bytes > 0, let stream = streams[id] else { return }
+        credit(id, stream, bytes)
+        if !isReading, let context { flush(context) }
     }
 
     // MARK: Channel events
@@ -203,6 +273,11 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         out = buffer
         needsFlush = true
         flush(context)
+        let now = context.eventLoop.now
+        lastRead = now
+        idleSince = now
+        if let interval = settings.keepaliveInterval { scheduleKeepalive(context, at: now + interval) }
+        if let idle = settings.maxIdleTime { scheduleIdleCheck(context, at: now + idle) }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -222,11 +297,13 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         isReading = false
+        if settings.keepaliveInterval != nil { lastRead = context.eventLoop.now }
         if !answeredEarly.isEmpty {
             for id in answeredEarly {
-                guard let stream = streams[id], !stream.remoteClosed else { continue }
+                guard let stream = streams[id], stream.state.phase == .halfClosedLocal else { continue }
                 writeReset(id, .noError)
-                remove(id)
+                stream.state.reset()
+                settle(id, stream)
             }
             answeredEarly.removeAll()
         }
@@ -254,13 +331,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is ListenerDrainEvent, phase != .closed {
-            // No new streams after the ones already opened; close once they are answered.
-            goingAway = true
-            writeGoAway(lastStream: UInt32(Int32.max), .noError, debug: "")
-            flush(context)
-            closeIfDone(context)
-        }
+        if event is ListenerDrainEvent { drain(context) }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -270,9 +341,11 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         phase = .closed
+        state.close()
+        cancelTimers()
         let ids = Array(streams.keys)
         streams.removeAll()
-        blocked.removeAll()
+        waiting.removeAll()
         for id in ids { delegate.reset(stream: id) }
         context.fireChannelInactive()
     }
@@ -325,7 +398,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         case HTTP2Wire.FrameType.rstStream: onReset(context, header, &payload)
         case HTTP2Wire.FrameType.goAway:
             guard header.stream == 0 else { return connectionError(context, .protocolError, "GOAWAY on a stream") }
-            goingAway = true
+            state.receivedGoAway()
         case HTTP2Wire.FrameType.priority:
             guard header.stream != 0 else { return connectionError(context, .protocolError, "PRIORITY on stream 0") }
             if header.length != 5 { streamError(context, header.stream, .frameSizeError) }
@@ -376,23 +449,22 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             emptyDataFrames = 0
         }
         guard let stream = streams[id] else { return }  // closed: frames in flight are ignored
-        guard !stream.remoteClosed else { return streamError(context, id, .streamClosed) }
+        do {
+            try stream.state.receiveData(endStream: endStream)
+        } catch {
+            return streamError(context, id, .streamClosed)
+        }
         stream.receiveWindow -= header.length
         guard stream.receiveWindow >= 0 else { return streamError(context, id, .flowControlError) }
-        if endStream { stream.remoteClosed = true }
-        if stream.localClosed {
-            // Answered already: the rest of the request is not needed.
-            if endStream { remove(id) }
-            return
+        if stream.answered {
+            // Answered already: the rest of the request is not needed, and its window goes back at once.
+            credit(id, stream, header.length)
+            return settle(id, stream)
         }
-        stream.receivedUnacked += header.length
-        if !endStream && stream.receivedUnacked >= settings.streamWindow / 2 {
-            writeWindowUpdate(id, stream.receivedUnacked)
-            stream.receiveWindow += stream.receivedUnacked
-            stream.receivedUnacked = 0
-        }
+        // Padding is nobody's to consume.
+        credit(id, stream, header.length - payload.readableBytes)
         delegate.received(data: payload, stream: id, endStream: endStream)
-        if endStream && stream.localClosed && stream.pending == nil { remove(id) }
+        settle(id, stream)
     }
 
     private func onHeaders(
@@ -450,29 +522,35 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         let id = block.stream
         if let stream = streams[id] {
             // Trailers: they must end the request.
-            guard block.endStream else { return streamError(context, id, .protocolError) }
-            guard !stream.remoteClosed else { return streamError(context, id, .streamClosed) }
-            stream.remoteClosed = true
-            if stream.localClosed {
-                if stream.pending == nil { remove(id) }
-                return
+            do {
+                try stream.state.receiveHeaders(endStream: block.endStream)
+            } catch {
+                return streamError(context, id, error == .protocolError ? .protocolError : .streamClosed)
             }
-            delegate.received(headers: headers, stream: id, endStream: true)
-            if stream.localClosed && stream.pending == nil { remove(id) }
-            return
+            if !stream.answered { delegate.received(headers: headers, stream: id, endStream: true) }
+            return settle(id, stream)
         }
         guard id & 1 == 1 else { return connectionError(context, .protocolError, "even stream id \(id) from a client") }
         guard id > lastStreamID else { return }  // a closed stream: frames in flight are ignored
         lastStreamID = id
+        guard state.acceptsStreams else {
+            // After the final GOAWAY: not processed, so the client may retry it elsewhere (RFC 9113 §6.8).
+            writeReset(id, .refusedStream)
+            return
+        }
         guard streams.count < settings.maxConcurrentStreams else {
             writeReset(id, .refusedStream)
             return
         }
-        let stream = Stream(
-            sendWindow: peerInitialWindow, receiveWindow: settings.streamWindow, remoteClosed: block.endStream)
+        let stream = Stream(sendWindow: peerInitialWindow, receiveWindow: settings.streamWindow)
+        do {
+            try stream.state.receiveHeaders(endStream: block.endStream)
+        } catch {
+            return streamError(context, id, .protocolError)  // an idle stream accepts any HEADERS; kept total
+        }
         streams[id] = stream
         delegate.received(headers: headers, stream: id, endStream: block.endStream)
-        if stream.localClosed && stream.remoteClosed && stream.pending == nil { remove(id) }
+        settle(id, stream)
     }
 
     private func onSettings(
@@ -517,13 +595,20 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         out.writeHTTP2FrameHeader(length: 0, type: HTTP2Wire.FrameType.settings, flags: HTTP2Wire.Flag.ack, stream: 0)
         self.out = out
         needsFlush = true
-        sendBlocked()
+        sendWaiting()
     }
 
     private func onPing(_ context: ChannelHandlerContext, _ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer) {
         guard header.stream == 0 else { return connectionError(context, .protocolError, "PING on a stream") }
         guard header.length == 8 else { return connectionError(context, .frameSizeError, "PING not 8 bytes") }
-        guard header.flags & HTTP2Wire.Flag.ack == 0 else { return }
+        guard header.flags & HTTP2Wire.Flag.ack == 0 else {
+            switch state.receivedPingAck(payload.readInteger(as: UInt64.self) ?? 0) {
+            case .keepalive: keepaliveTimeoutTimer?.cancel()
+            case .drain: finishDrain(context)
+            case .unknown: break
+            }
+            return
+        }
         var out = output(context)
         out.writeHTTP2FrameHeader(length: 8, type: HTTP2Wire.FrameType.ping, flags: HTTP2Wire.Flag.ack, stream: 0)
         out.writeBuffer(&payload)
@@ -554,7 +639,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             stream.sendWindow += increment
             guard stream.sendWindow <= HTTP2Wire.maxWindow else { return streamError(context, id, .flowControlError) }
         }
-        sendBlocked()
+        sendWaiting()
     }
 
     private func onReset(_ context: ChannelHandlerContext, _ header: HTTP2Wire.FrameHeader, _ payload: inout ByteBuffer) {
@@ -572,7 +657,11 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         guard resets <= Self.maxResetsPerWindow else {
             return connectionError(context, .enhanceYourCalm, "too many streams reset")
         }
-        if remove(header.stream) { delegate.reset(stream: header.stream) }
+        if let stream = streams[header.stream] {
+            stream.state.reset()
+            settle(header.stream, stream)
+            delegate.reset(stream: header.stream)
+        }
     }
 
     // MARK: Frames out
@@ -624,6 +713,15 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         needsFlush = true
     }
 
+    private func writePing(_ payload: UInt64) {
+        guard let context else { return }
+        var out = output(context)
+        out.writeHTTP2FrameHeader(length: 8, type: HTTP2Wire.FrameType.ping, flags: 0, stream: 0)
+        out.writeInteger(payload)
+        self.out = out
+        needsFlush = true
+    }
+
     private func writeGoAway(lastStream: UInt32, _ code: HTTP2Wire.ErrorCode, debug: String) {
         guard let context else { return }
         let debugBytes = Array(debug.utf8.prefix(256))
@@ -637,81 +735,235 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         needsFlush = true
     }
 
-    /// Writes what the windows allow of a stream's pending DATA, then its trailers once no DATA is left.
-    private func sendPending(_ id: UInt32, _ stream: Stream) {
-        guard let context else { return }
-        if var data = stream.pending {
-            var out = output(context)
-            while true {
-                let allowed = min(data.readableBytes, stream.sendWindow, connectionSendWindow, peerMaxFrameSize)
-                if data.readableBytes > 0 && allowed <= 0 { break }
-                var chunk = data.readSlice(length: allowed)!
-                let last = data.readableBytes == 0
-                let flags = last && stream.endStreamWithData ? HTTP2Wire.Flag.endStream : 0
-                out.writeHTTP2FrameHeader(length: allowed, type: HTTP2Wire.FrameType.data, flags: flags, stream: id)
-                out.writeBuffer(&chunk)
-                stream.sendWindow -= allowed
-                connectionSendWindow -= allowed
-                if last { break }
+    /// Writes DATA now as far as the windows allow and queues the rest; a stream with a queue keeps its order.
+    private func enqueue(_ id: UInt32, _ stream: Stream, data: ByteBuffer, endStream: Bool) {
+        guard stream.queue.isEmpty, let context else {
+            return queue(id, stream) { $0.append(data: data, endStream: endStream) }
+        }
+        var data = data
+        var out = output(context)
+        while true {
+            let length = min(data.readableBytes, stream.sendWindow, connectionSendWindow, peerMaxFrameSize)
+            if data.readableBytes > 0 && length <= 0 { break }
+            var chunk = data.readSlice(length: length)!
+            let last = data.readableBytes == 0
+            out.writeHTTP2FrameHeader(
+                length: length, type: HTTP2Wire.FrameType.data, flags: last && endStream ? HTTP2Wire.Flag.endStream : 0,
+                stream: id)
+            out.writeBuffer(&chunk)
+            stream.sendWindow -= length
+            connectionSendWindow -= length
+            if last { break }
+        }
+        self.out = out
+        needsFlush = true
+        if data.readableBytes > 0 {
+            queue(id, stream) { $0.append(data: data, endStream: endStream) }
+        } else if endStream {
+            wroteEndStream(id, stream)
+        }
+    }
+
+    /// Writes a header block that ends the stream (trailers) now, or after the DATA queued before it.
+    private func enqueue(_ id: UInt32, _ stream: Stream, headers: [UInt8]) {
+        guard stream.queue.isEmpty else { return queue(id, stream) { $0.append(headers: headers, endStream: true) } }
+        writeHeaders(id, headers, endStream: true)
+        wroteEndStream(id, stream)
+    }
+
+    private func queue(_ id: UInt32, _ stream: Stream, _ append: (inout HTTP2OutboundQueue) -> Void) {
+        if stream.queue.isEmpty { waiting.append(id) }
+        append(&stream.queue)
+    }
+
+    /// Sends what the windows now allow of the waiting streams' queues: a frame per stream per turn, so streams
+    /// share the connection window; a stream without window of its own waits without holding up the others.
+    private func sendWaiting() {
+        guard !waiting.isEmpty, let context else { return }
+        var progressed = true
+        while progressed && !waiting.isEmpty {
+            progressed = false
+            var index = 0
+            while index < waiting.count {
+                let id = waiting[index]
+                guard let stream = streams[id], !stream.queue.isEmpty else {
+                    waiting.remove(at: index)
+                    continue
+                }
+                if sendNext(context, id, stream) { progressed = true }
+                if stream.queue.isEmpty {
+                    waiting.remove(at: index)
+                } else {
+                    index += 1
+                }
+                // Under half the limit, so that a producer is not woken for every frame.
+                if stream.wantsWritable && !stream.answered
+                    && stream.queue.dataBytes < settings.streamWriteBufferBytes / 2
+                {
+                    stream.wantsWritable = false
+                    delegate.writable(stream: id)
+                }
             }
+        }
+    }
+
+    /// Writes the next frame of a stream's queue; whether there was one the windows allowed.
+    private func sendNext(_ context: ChannelHandlerContext, _ id: UInt32, _ stream: Stream) -> Bool {
+        let window = min(stream.sendWindow, connectionSendWindow)
+        switch stream.queue.next(window: window, maxFrameSize: peerMaxFrameSize) {
+        case nil:
+            return false
+        case .headers(let block, let endStream):
+            writeHeaders(id, block, endStream: endStream)
+            if endStream { wroteEndStream(id, stream) }
+        case .data(var chunk, let endStream):
+            let length = chunk.readableBytes
+            var out = output(context)
+            out.writeHTTP2FrameHeader(
+                length: length, type: HTTP2Wire.FrameType.data, flags: endStream ? HTTP2Wire.Flag.endStream : 0,
+                stream: id)
+            out.writeBuffer(&chunk)
             self.out = out
             needsFlush = true
-            if data.readableBytes > 0 {
-                stream.pending = data
-                if !blocked.contains(id) { blocked.append(id) }
-                return
+            stream.sendWindow -= length
+            connectionSendWindow -= length
+            if endStream { wroteEndStream(id, stream) }
+        }
+        return true
+    }
+
+    /// The stream's END_STREAM is written: it is closed if the request has ended, else the rest of the request is
+    /// refused with RST_STREAM(NO_ERROR) (RFC 9113 §8.1), at the end of the read burst when one is under way.
+    private func wroteEndStream(_ id: UInt32, _ stream: Stream) {
+        stream.state.sendEndStream()
+        if stream.state.phase == .halfClosedLocal {
+            if isReading {
+                answeredEarly.append(id)
+            } else {
+                writeReset(id, .noError)
+                stream.state.reset()
             }
-            stream.pending = nil
         }
-        if let trailers = stream.pendingTrailers {
-            stream.pendingTrailers = nil
-            writeHeaders(id, trailers, endStream: true)
-        }
+        settle(id, stream)
     }
 
-    /// Sends what newly opened windows allow, in the order streams blocked.
-    private func sendBlocked() {
-        guard !blocked.isEmpty else { return }
-        let waiting = blocked
-        blocked.removeAll()
-        for id in waiting {
-            guard let stream = streams[id], stream.pending != nil else { continue }
-            sendPending(id, stream)
-            if stream.pending == nil && stream.remoteClosed { remove(id) }
-        }
-    }
-
-    /// After the server's answer is written or queued: the stream ends once both sides have; a request still
-    /// coming is reset.
-    private func afterAnswer(_ id: UInt32, _ stream: Stream) {
-        if stream.remoteClosed {
-            if stream.pending == nil { remove(id) }
-        } else if isReading {
-            answeredEarly.append(id)
-        } else {
-            writeReset(id, .noError)
-            remove(id)
-        }
+    /// After the layer above wrote outside a read burst: what it wrote goes out now.
+    private func afterWrite() {
         if !isReading, let context {
             flush(context)
             closeIfDone(context)
         }
     }
 
-    /// Forgets a stream; whether it was open.
-    @discardableResult
-    private func remove(_ id: UInt32) -> Bool {
-        streams.removeValue(forKey: id) != nil
+    /// Returns consumed request bytes to the client, a WINDOW_UPDATE once half the stream window is owed (none
+    /// after the request ended: the client sends no more).
+    private func credit(_ id: UInt32, _ stream: Stream, _ bytes: Int) {
+        guard bytes > 0 else { return }
+        stream.consumedUnacked += bytes
+        if !stream.state.isRemoteClosed && stream.consumedUnacked >= settings.streamWindow / 2 {
+            writeWindowUpdate(id, stream.consumedUnacked)
+            stream.receiveWindow += stream.consumedUnacked
+            stream.consumedUnacked = 0
+        }
+    }
+
+    /// Forgets a stream once it is closed: the one place streams leave the table.
+    private func settle(_ id: UInt32, _ stream: Stream) {
+        guard stream.state.isClosed, streams.removeValue(forKey: id) != nil else { return }
+        if streams.isEmpty, settings.maxIdleTime != nil, let context { idleSince = context.eventLoop.now }
+    }
+
+    // MARK: Connection management
+
+    /// The first phase of a graceful close: GOAWAY(2^31-1) and a PING whose ACK (or `drainPingTimeout`) brings
+    /// the final GOAWAY.
+    private func drain(_ context: ChannelHandlerContext) {
+        guard phase != .closed, state.drain() else { return }
+        writeGoAway(lastStream: UInt32(Int32.max), .noError, debug: "")
+        writePing(HTTP2ConnectionState.drainPing)
+        flush(context)
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        drainTimer = context.eventLoop.scheduleTask(in: settings.drainPingTimeout) {
+            guard let context = bound.value.context else { return }
+            bound.value.finishDrain(context)
+        }
+    }
+
+    /// The second phase: the final GOAWAY with the last stream served; the connection closes when those are done.
+    private func finishDrain(_ context: ChannelHandlerContext) {
+        guard phase != .closed, let last = state.finishDrain(lastStreamID: lastStreamID) else { return }
+        drainTimer?.cancel()
+        writeGoAway(lastStream: last, .noError, debug: "")
+        if !isReading {
+            flush(context)
+            closeIfDone(context)
+        }
+    }
+
+    private func scheduleKeepalive(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        keepaliveTimer = context.eventLoop.scheduleTask(deadline: deadline) {
+            guard let context = bound.value.context else { return }
+            bound.value.keepaliveDue(context)
+        }
+    }
+
+    /// Sends a keepalive PING if nothing was read for `keepaliveInterval`, else waits until that is so.
+    private func keepaliveDue(_ context: ChannelHandlerContext) {
+        guard phase != .closed, let interval = settings.keepaliveInterval else { return }
+        let now = context.eventLoop.now
+        guard now >= lastRead + interval else { return scheduleKeepalive(context, at: lastRead + interval) }
+        scheduleKeepalive(context, at: now + interval)
+        guard state.sendKeepalive() else { return }
+        writePing(HTTP2ConnectionState.keepalivePing)
+        if !isReading { flush(context) }
+        let sent = now
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        keepaliveTimeoutTimer = context.eventLoop.scheduleTask(in: settings.keepaliveTimeout) {
+            let connection = bound.value
+            guard let context = connection.context, connection.state.awaitingKeepalive,
+                connection.lastRead <= sent
+            else { return }
+            connection.connectionError(context, .noError, "keepalive PING not acknowledged")
+        }
+    }
+
+    private func scheduleIdleCheck(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(deadline: deadline) {
+            guard let context = bound.value.context else { return }
+            bound.value.idleCheck(context)
+        }
+    }
+
+    /// Drains the connection once no stream has been open for `maxIdleTime`; otherwise checks again when that
+    /// could first be so.
+    private func idleCheck(_ context: ChannelHandlerContext) {
+        guard phase != .closed, let idle = settings.maxIdleTime else { return }
+        let now = context.eventLoop.now
+        guard streams.isEmpty else { return scheduleIdleCheck(context, at: now + idle) }
+        guard now >= idleSince + idle else { return scheduleIdleCheck(context, at: idleSince + idle) }
+        drain(context)
+    }
+
+    private func cancelTimers() {
+        keepaliveTimer?.cancel()
+        keepaliveTimeoutTimer?.cancel()
+        idleTimer?.cancel()
+        drainTimer?.cancel()
     }
 
     private func streamError(_ context: ChannelHandlerContext, _ id: UInt32, _ code: HTTP2Wire.ErrorCode) {
         writeReset(id, code)
-        if remove(id) { delegate.reset(stream: id) }
+        guard let stream = streams[id] else { return }
+        stream.state.reset()
+        settle(id, stream)
+        delegate.reset(stream: id)
     }
 
     private func connectionError(_ context: ChannelHandlerContext, _ code: HTTP2Wire.ErrorCode, _ reason: String) {
         guard phase != .closed else { return }
-        writeGoAway(lastStream: lastStreamID, code, debug: reason)
+        writeGoAway(lastStream: state.goAwayLastStreamID(highest: lastStreamID), code, debug: reason)
         close(context)
     }
 
@@ -719,6 +971,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         guard phase != .closed else { return }
         flush(context)
         phase = .closed
+        state.close()
+        cancelTimers()
         inbound = nil
         context.close(promise: nil)
     }
@@ -734,6 +988,6 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     }
 
     private func closeIfDone(_ context: ChannelHandlerContext) {
-        if goingAway && streams.isEmpty && phase != .closed { close(context) }
+        if phase != .closed && state.isDone(openStreams: streams.count) { close(context) }
     }
 }

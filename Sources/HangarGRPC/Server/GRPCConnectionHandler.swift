@@ -6,11 +6,15 @@ import NIOHPACK
 /// The gRPC calls of one HTTP/2 connection: `HTTP2ServerConnection` hands it every stream's headers and data; it
 /// keeps per-call state in a dictionary, deframes incrementally, runs the method on the event loop and answers with
 /// the response message and trailers. No stream multiplexer, no per-call child channel, no thread hop.
+///
+/// A streaming method gets a `GRPCStreamCall` at once (its admission counts against the app's `maxStreams`, not
+/// `maxConcurrentRequests`): request messages reach it as they are deframed, their bytes go back to the client's
+/// window once delivered, and its responses go out through the stream's own queue.
 package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     /// One call in progress. A class, so that the per-frame updates happen in place rather than by copying the
     /// state out of the dictionary and back.
     private final class Call {
-        let method: GRPCService.UnaryHandler
+        let method: GRPCService.Method
         let name: String
         let admission: Admission
         let started: NIODeadline
@@ -20,9 +24,15 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         var deframer: GRPCMessageDeframer
         var request: ByteBuffer?
         var deadline: Scheduled<Void>?
+        /// A streaming call's side for its method.
+        var stream: GRPCStreamCall?
+        /// Request bytes of a streaming call not yet returned to the client's window.
+        var held = 0
+        /// A streaming call's response head is out: its end is trailers, not a trailers-only response.
+        var headSent = false
 
         init(
-            method: @escaping GRPCService.UnaryHandler, name: String, admission: Admission, context: GRPCCallContext,
+            method: GRPCService.Method, name: String, admission: Admission, context: GRPCCallContext,
             deframer: GRPCMessageDeframer
         ) {
             self.method = method
@@ -95,7 +105,16 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     }
 
     func received(data: ByteBuffer, stream id: UInt32, endStream: Bool) {
-        guard let call = calls[id] else { return }
+        guard let call = calls[id] else {
+            connection?.consumed(id, bytes: data.readableBytes)
+            return
+        }
+        if call.stream == nil {
+            // A unary request is consumed as it arrives: the deframer holds it, bounded by the message limit.
+            connection?.consumed(id, bytes: data.readableBytes)
+        } else {
+            call.held += data.readableBytes
+        }
         let messages: [ByteBuffer]
         do throws(GRPCMessageDeframer.Failure) {
             messages = try call.deframer.append(data)
@@ -108,6 +127,14 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
                 status = GRPCStatus(code: .internal, message: "compressed message without grpc-encoding")
             }
             return respondError(id, status)
+        }
+        if let stream = call.stream {
+            if endStream && call.deframer.hasPartialMessage {
+                return respondError(
+                    id, GRPCStatus(code: .internal, message: "the request ended inside a message"))
+            }
+            stream.received(messages, end: endStream)
+            return credit(id)
         }
         for message in messages {
             guard call.request == nil else {
@@ -122,6 +149,53 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     func reset(stream id: UInt32) {
         removeCall(id)
     }
+
+    func writable(stream id: UInt32) {
+        calls[id]?.stream?.writable()
+    }
+
+    // MARK: Streaming calls (from GRPCStreamCall)
+
+    func isWritable(_ id: UInt32) -> Bool {
+        connection?.isWritable(id) ?? false
+    }
+
+    func send(_ id: UInt32, _ message: ByteBuffer) -> Bool {
+        guard let call = calls[id], let connection else { return false }
+        if !call.headSent {
+            call.headSent = true
+            connection.sendHeaders(id, HPACKLiteral.grpcResponseHead)
+        }
+        return connection.send(id, message)
+    }
+
+    func finish(_ id: UInt32, _ status: GRPCStatus?) {
+        guard let call = calls[id] else { return }
+        guard let status else {
+            record(removeCall(id), .ok)
+            connection?.respond(id, headersOnly: call.headSent ? HPACKLiteral.grpcOKTrailers : Self.okOnly)
+            return
+        }
+        respondError(id, status)
+    }
+
+    /// A request message was delivered to its method: its bytes go back to the client.
+    func delivered(_ id: UInt32) {
+        credit(id)
+    }
+
+    /// Returns what a streaming call holds beyond its undelivered messages to the client's window.
+    private func credit(_ id: UInt32) {
+        guard let call = calls[id], let stream = call.stream else { return }
+        let keep = min(call.held, stream.undeliveredBytes)
+        connection?.consumed(id, bytes: call.held - keep)
+        call.held = keep
+    }
+
+    /// A trailers-only OK response (a stream that ends with no message).
+    private static let okOnly = HPACKLiteral.encode([
+        (":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "0"),
+    ])
 
     // MARK: Requests
 
@@ -145,18 +219,20 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             return respondError(
                 id, GRPCStatus(code: .unimplemented, message: "grpc-encoding '\(encoding)' is not supported"))
         }
+        let streaming: GRPCService.StreamHandler?
+        switch registered.method {
+        case .unary: streaming = nil
+        case .streaming(let handler): streaming = handler
+        }
         let admission: Admission
         do {
-            admission = try gate.admit(identity, token: fields.token, connection: connection.channel)
+            admission = try gate.admit(
+                identity, token: fields.token, connection: connection.channel, stream: streaming != nil)
         } catch {
             return respondError(id, GRPCStatus(error))
         }
         let call = Call(
-            method: {
-                switch registered.method {
-                case .unary(let handler): handler
-                }
-            }(),
+            method: registered.method,
             name: registered.name, admission: admission,
             context: GRPCCallContext(caller: admission.caller, headers: headers, eventLoop: eventLoop),
             deframer: GRPCMessageDeframer(maxMessageBytes: admission.maxRequestBytes))
@@ -169,18 +245,32 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             }
         }
         calls[id] = call
+        if let streaming {
+            let stream = GRPCStreamCall(context: call.context, stream: id, handler: self)
+            call.stream = stream
+            streaming(stream)
+            if endStream { stream.received([], end: true) }
+            return
+        }
         if endStream { onEndOfRequest(id) }
     }
 
     private func onEndOfRequest(_ id: UInt32) {
         guard let call = calls[id] else { return }
+        if let stream = call.stream {
+            guard !call.deframer.hasPartialMessage else {
+                return respondError(id, GRPCStatus(code: .internal, message: "the request ended inside a message"))
+            }
+            return stream.received([], end: true)
+        }
+        guard case .unary(let method) = call.method else { return }
         guard let request = call.request, !call.deframer.hasPartialMessage else {
             return respondError(
                 id, GRPCStatus(code: .internal, message: "the request ended without a complete message"))
         }
         call.running = true
         let admission = call.admission
-        switch call.method(request, call.context) {
+        switch method(request, call.context) {
         case .ready(let result):
             // A non-blocking method answered during this read: no future, no callback.
             admission.finish()
@@ -211,6 +301,7 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         guard let call = calls.removeValue(forKey: id) else { return nil }
         call.deadline?.cancel()
         if !call.running { call.admission.finish() }
+        call.stream?.cancelled()
         return call
     }
 
@@ -227,14 +318,23 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         connection?.respond(id, message: message, trailers: HPACKLiteral.grpcOKTrailers)
     }
 
-    /// A trailers-only response. When the client is still sending, the connection then resets the stream with
-    /// NO_ERROR, which HTTP/2 provides for a server that has answered before reading the whole request.
+    /// A trailers-only response, or trailers after a streaming call's messages. When the client is still sending,
+    /// the connection then resets the stream with NO_ERROR (once the trailers are written), which HTTP/2 provides
+    /// for a server that has answered before reading the whole request.
     private func respondError(_ id: UInt32, _ status: GRPCStatus) {
-        record(removeCall(id), status.code)
+        let call = removeCall(id)
+        record(call, status.code)
         if status.code == .internal || status.code == .unknown {
             logger.warning(
                 "gRPC call failed",
                 metadata: ["grpc.status": "\(status.code)", "error": "\(status.message)"])
+        }
+        if call?.headSent == true {
+            // After streamed messages: trailers proper, without the response head's fields.
+            var trailers = HPACKHeaders()
+            status.addTrailers(to: &trailers)
+            connection?.respond(id, headersOnly: HPACKLiteral.encode(trailers))
+            return
         }
         let key = status.key
         let block: [UInt8]

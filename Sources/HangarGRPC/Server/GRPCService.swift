@@ -12,8 +12,8 @@ public import SwiftProtobuf
     @_spi(Benchmarks) public let eventLoop: any EventLoop
 }
 
-/// The methods a gRPC server answers, by path (`/package.Service/Method`). Unary methods today; the table is where
-/// server- and bidirectional-streaming kinds join it.
+/// The methods a gRPC server answers, by path (`/package.Service/Method`): unary, server-streaming and
+/// bidirectional-streaming (client streaming is bidirectional with one response).
 ///
 /// `@_spi(Benchmarks)`: the benchmark package's echo server registers its one method here; not an API.
 @_spi(Benchmarks) public struct GRPCService: Sendable {
@@ -21,8 +21,13 @@ public import SwiftProtobuf
     /// not block, else later on the call's event loop.
     package typealias UnaryHandler = @Sendable (ByteBuffer, GRPCCallContext) -> Eventual<ByteBuffer>
 
+    /// A streaming method: handed its call once the request's headers are admitted, it sets the call's callbacks
+    /// and works with it on the call's event loop.
+    package typealias StreamHandler = @Sendable (GRPCStreamCall) -> Void
+
     package enum Method: Sendable {
         case unary(UnaryHandler)
+        case streaming(StreamHandler)
     }
 
     /// A method and its short name (`GetState`), which metrics and logs use.
@@ -52,6 +57,43 @@ public import SwiftProtobuf
                 try Self.frame(response)
             }
         })
+    }
+
+    /// Registers a server-streaming method: one request message, then the responses the handler sends on the call
+    /// until it finishes it.
+    package mutating func serverStreaming<Request: SwiftProtobuf.Message>(
+        _ path: String, _ request: Request.Type = Request.self,
+        _ handler: @escaping @Sendable (Request, GRPCStreamCall) -> Void
+    ) {
+        bidirectionalStreaming(path) { call in
+            var request: Request?
+            call.onMessage = { [unowned call] bytes in
+                guard request == nil else {
+                    return call.finish(
+                        GRPCStatus(code: .internal, message: "server-streaming method received more than one message"))
+                }
+                do {
+                    request = try bytes.withUnsafeReadableBytes { try Request(serializedBytes: $0.bytes) }
+                } catch {
+                    call.finish(GRPCStatus(error))
+                }
+            }
+            call.onEnd = { [unowned call] in
+                guard let request else {
+                    return call.finish(
+                        GRPCStatus(code: .internal, message: "the request ended without a complete message"))
+                }
+                call.onMessage = { _ in }
+                handler(request, call)
+            }
+        }
+    }
+
+    /// Registers a bidirectional-streaming (or client-streaming) method: it sees every request message as it
+    /// arrives and sends responses when it likes.
+    package mutating func bidirectionalStreaming(_ path: String, _ handler: @escaping StreamHandler) {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        methods[path] = Registered(name: name, method: .streaming(handler))
     }
 
     /// One length-prefixed, uncompressed gRPC message, encoded straight into the buffer that is written.

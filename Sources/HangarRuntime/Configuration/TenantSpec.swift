@@ -5,6 +5,7 @@ import Foundation
 /// On a tenant, `requestsPerSecond`/`burst`, `maxConcurrentRequests` and `maxStateBytes` are the tenant's totals,
 /// shared by all its apps; `maxRequestBytes` and `maxConnections` apply to each app. On an app they give that app
 /// its own, narrower budget (the tenant's totals still apply) and replace `maxRequestBytes`/`maxConnections`.
+/// `maxStreams` (long-lived gRPC streams, which do not count as requests in flight) applies to each app.
 public struct Quotas: Sendable, Hashable {
     public var requestsPerSecond: Int?
     public var burst: Int?
@@ -12,10 +13,11 @@ public struct Quotas: Sendable, Hashable {
     public var maxRequestBytes: Int?
     public var maxStateBytes: Int?
     public var maxConnections: Int?
+    public var maxStreams: Int?
 
     public init(
         requestsPerSecond: Int? = nil, burst: Int? = nil, maxConcurrentRequests: Int? = nil,
-        maxRequestBytes: Int? = nil, maxStateBytes: Int? = nil, maxConnections: Int? = nil
+        maxRequestBytes: Int? = nil, maxStateBytes: Int? = nil, maxConnections: Int? = nil, maxStreams: Int? = nil
     ) {
         self.requestsPerSecond = requestsPerSecond
         self.burst = burst
@@ -23,13 +25,14 @@ public struct Quotas: Sendable, Hashable {
         self.maxRequestBytes = maxRequestBytes
         self.maxStateBytes = maxStateBytes
         self.maxConnections = maxConnections
+        self.maxStreams = maxStreams
     }
 
     /// What a tenant that sets no quota gets: generous for one app, but bounded so that no tenant can take a
     /// shared node's threads, memory or file descriptors. Documented in `tenancy/README.md`.
     public static let defaults = Quotas(
         requestsPerSecond: 5000, burst: 10000, maxConcurrentRequests: 64, maxRequestBytes: nil,
-        maxStateBytes: 1 << 30, maxConnections: 256)
+        maxStateBytes: 1 << 30, maxConnections: 256, maxStreams: 100)
 
     /// These quotas with every field not given taken from `fallback`.
     public func merged(over fallback: Quotas) -> Quotas {
@@ -39,13 +42,15 @@ public struct Quotas: Sendable, Hashable {
             maxConcurrentRequests: maxConcurrentRequests ?? fallback.maxConcurrentRequests,
             maxRequestBytes: maxRequestBytes ?? fallback.maxRequestBytes,
             maxStateBytes: maxStateBytes ?? fallback.maxStateBytes,
-            maxConnections: maxConnections ?? fallback.maxConnections)
+            maxConnections: maxConnections ?? fallback.maxConnections,
+            maxStreams: maxStreams ?? fallback.maxStreams)
         if merged.burst == nil, let rate = merged.requestsPerSecond { merged.burst = rate }
         return merged
     }
 
     static let fields: Set<String> = [
         "requestsPerSecond", "burst", "maxConcurrentRequests", "maxRequestBytes", "maxStateBytes", "maxConnections",
+        "maxStreams",
     ]
 
     init(_ node: YAMLMapping, app: Bool = false) throws(ConfigurationError) {
@@ -65,6 +70,7 @@ public struct Quotas: Sendable, Hashable {
         maxRequestBytes = try positive("maxRequestBytes")
         maxStateBytes = try positive("maxStateBytes")
         maxConnections = try positive("maxConnections")
+        maxStreams = try positive("maxStreams")
         if burst != nil, requestsPerSecond == nil {
             throw node.error("burst", "needs requestsPerSecond")
         }

@@ -154,7 +154,7 @@ public final class RuntimeMetrics: Sendable {
     }
 
     /// A call refused by a quota (`requestsPerSecond`, `maxConcurrentRequests`, `maxRequestBytes`,
-    /// `maxConnections`, `maxStateBytes`).
+    /// `maxConnections`, `maxStreams`, `maxStateBytes`).
     public func recordQuotaRefusal(app: AppID, quota: String) {
         let key = RefusalKey(app: app, quota: quota)
         let counter = refusals.withLock { $0[key] } ?? makeRefusalCounter(key)

@@ -111,8 +111,11 @@ public final class AppAccount: Sendable {
         var bucket: TokenBucket?
         var maxConcurrentRequests: Int?
         var maxConnections: Int?
+        var maxStreams: Int?
         var maxRequestBytes: Int
         var inFlight = 0
+        /// Long-lived streams open: counted against `maxStreams` instead of `inFlight`.
+        var streams = 0
         var connections: Set<ObjectIdentifier> = []
         var status = Status.active
     }
@@ -142,6 +145,7 @@ public final class AppAccount: Sendable {
             state.bucket = TokenBucket.make(own, now: now, previous: state.bucket)
             state.maxConcurrentRequests = own.maxConcurrentRequests
             state.maxConnections = effective.maxConnections
+            state.maxStreams = effective.maxStreams
             state.maxRequestBytes = min(effective.maxRequestBytes ?? nodeMaxRequestBytes, nodeMaxRequestBytes)
         }
     }
@@ -158,8 +162,9 @@ public final class AppAccount: Sendable {
     public var openConnections: Int { state.withLock { $0.connections.count } }
 
     /// Takes a request slot from the app's and the tenant's budgets, all or nothing, and counts `connection` as one
-    /// of the app's connections if it is not already.
-    func admit(connection: ObjectIdentifier?, now: UInt64) -> Outcome {
+    /// of the app's connections if it is not already. A `stream` (a long-lived call) takes a slot of the app's
+    /// `maxStreams` instead of a request in flight; rate limits apply to both.
+    func admit(connection: ObjectIdentifier?, now: UInt64, stream: Bool = false) -> Outcome {
         state.withLock { state in
             guard state.status == .active else { return .inactive(state.status) }
             var newConnection = false
@@ -169,7 +174,11 @@ public final class AppAccount: Sendable {
                 }
                 newConnection = true
             }
-            if let limit = state.maxConcurrentRequests, state.inFlight >= limit {
+            if stream {
+                if let limit = state.maxStreams, state.streams >= limit {
+                    return .refused(QuotaRefusal(quota: "maxStreams", limit: limit, scope: .app))
+                }
+            } else if let limit = state.maxConcurrentRequests, state.inFlight >= limit {
                 return .refused(QuotaRefusal(quota: "maxConcurrentRequests", limit: limit, scope: .app))
             }
             if state.bucket != nil {
@@ -182,7 +191,7 @@ public final class AppAccount: Sendable {
                 }
             }
             let tenantRefusal = tenant.state.withLock { tenant -> QuotaRefusal? in
-                if let limit = tenant.maxConcurrentRequests, tenant.inFlight >= limit {
+                if !stream, let limit = tenant.maxConcurrentRequests, tenant.inFlight >= limit {
                     return QuotaRefusal(quota: "maxConcurrentRequests", limit: limit, scope: .tenant)
                 }
                 if tenant.bucket != nil {
@@ -194,22 +203,26 @@ public final class AppAccount: Sendable {
                     }
                     tenant.bucket!.tokens -= 1
                 }
-                tenant.inFlight += 1
+                if !stream { tenant.inFlight += 1 }
                 return nil
             }
             if let tenantRefusal { return .refused(tenantRefusal) }
             if state.bucket != nil { state.bucket!.tokens -= 1 }
-            state.inFlight += 1
+            if stream { state.streams += 1 } else { state.inFlight += 1 }
             if let connection, newConnection { state.connections.insert(connection) }
             return .admitted(maxRequestBytes: state.maxRequestBytes, newConnection: newConnection)
         }
     }
 
     /// Ends a request admitted by `admit`.
-    func finish() {
+    func finish(stream: Bool = false) {
+        guard !stream else { return state.withLock { $0.streams -= 1 } }
         state.withLock { $0.inFlight -= 1 }
         tenant.state.withLock { $0.inFlight -= 1 }
     }
+
+    /// Long-lived streams the app has open.
+    public var openStreams: Int { state.withLock { $0.streams } }
 
     /// Counts a connection when it is accepted; false when the app is at `maxConnections` (or no longer served).
     func openConnection(_ connection: ObjectIdentifier) -> Bool {

@@ -1,0 +1,124 @@
+package import NIOCore
+package import SwiftProtobuf
+
+/// One streaming call (server-streaming or bidirectional) as its method sees it. Used on the call's event loop
+/// only, like a channel handler: the method sets the callbacks when it is handed the call, then sends messages and
+/// finishes with a status whenever it likes.
+///
+/// Backpressure both ways: `send` says when the call's queue of unsent responses is full (the client is not
+/// reading), and `onWritable` when it may send again; request messages are delivered as they are deframed, and
+/// their bytes return to the client's flow-control window once delivered, so a method that `pause()`s stops the
+/// client within one window.
+package final class GRPCStreamCall {
+    /// Who calls and on which event loop.
+    package let context: GRPCCallContext
+    /// A request message, without its 5-byte prefix, as soon as it is complete.
+    package var onMessage: (ByteBuffer) -> Void = { _ in }
+    /// The client finished sending (after its last message was delivered).
+    package var onEnd: () -> Void = {}
+    /// The call ended without the method finishing it: reset by the client, past its deadline, or its connection
+    /// gone. Nothing sent later reaches the client.
+    package var onCancel: () -> Void = {}
+    /// The queue of unsent responses drained after `send` returned false.
+    package var onWritable: () -> Void = {}
+
+    /// Whether the call is over: finished by the method or cancelled.
+    package private(set) var isDone = false
+    /// Whether `onMessage` deliveries are held back.
+    package private(set) var isPaused = false
+
+    private let stream: UInt32
+    private weak var handler: GRPCConnectionHandler?
+    private var inbox: [ByteBuffer] = []
+    /// Wire bytes (prefix included) of the messages in `inbox`: what the client's window is not credited for.
+    private(set) var undeliveredBytes = 0
+    private var ended = false
+
+    init(context: GRPCCallContext, stream: UInt32, handler: GRPCConnectionHandler) {
+        self.context = context
+        self.stream = stream
+        self.handler = handler
+    }
+
+    /// Whether the client is taking responses as fast as they are sent.
+    package var isWritable: Bool { !isDone && (handler?.isWritable(stream) ?? false) }
+
+    /// Sends a response message; false when the call's queue is full (the message is queued all the same; wait for
+    /// `onWritable` before sending more) or the call is over.
+    @discardableResult
+    package func send(_ message: some SwiftProtobuf.Message) throws -> Bool {
+        try send(framed: GRPCService.frame(message))
+    }
+
+    /// Sends an already length-prefixed message.
+    @discardableResult
+    package func send(framed message: ByteBuffer) -> Bool {
+        guard !isDone, let handler else { return false }
+        return handler.send(stream, message)
+    }
+
+    /// Ends the call with `status` (OK when nil) in the trailers.
+    package func finish(_ status: GRPCStatus? = nil) {
+        guard !isDone else { return }
+        isDone = true
+        releaseCallbacks()
+        handler?.finish(stream, status)
+    }
+
+    /// Holds back request messages (and the client's window) until `resume()`.
+    package func pause() {
+        isPaused = true
+    }
+
+    package func resume() {
+        guard isPaused else { return }
+        isPaused = false
+        deliver()
+    }
+
+    // MARK: From the connection handler
+
+    /// Request messages just deframed; the client ended its side when `end`.
+    func received(_ messages: [ByteBuffer], end: Bool) {
+        for message in messages {
+            undeliveredBytes += 5 + message.readableBytes
+            inbox.append(message)
+        }
+        if end { ended = true }
+        deliver()
+    }
+
+    func cancelled() {
+        guard !isDone else { return }
+        isDone = true
+        inbox.removeAll()
+        let onCancel = onCancel
+        releaseCallbacks()
+        onCancel()
+    }
+
+    /// The callbacks often capture the call: dropping them when it is over breaks that cycle.
+    private func releaseCallbacks() {
+        onMessage = { _ in }
+        onEnd = {}
+        onCancel = {}
+        onWritable = {}
+    }
+
+    func writable() {
+        if !isDone { onWritable() }
+    }
+
+    private func deliver() {
+        while !isPaused, !isDone, !inbox.isEmpty {
+            let message = inbox.removeFirst()
+            undeliveredBytes -= 5 + message.readableBytes
+            handler?.delivered(stream)
+            onMessage(message)
+        }
+        if ended, inbox.isEmpty, !isPaused, !isDone {
+            ended = false
+            onEnd()
+        }
+    }
+}
