@@ -394,3 +394,36 @@ def test_a_grpc_callers_deadline_bounds_the_call_into_the_app(node):
         DaprGrpcClient.invoke_method(client, "raw", "sleep/3000", data="", timeout=1)
     assert time.monotonic() - started < 2.5
     assert "DEADLINE_EXCEEDED" in str(raised.value) or "Deadline" in str(raised.value)
+
+
+def test_grpc_proxying_forwards_a_unary_call_to_the_targets_own_service(node):
+    """A plain gRPC client on the caller's socket calls the callee's own method through hangard with
+    `dapr-app-id`, as Dapr's proxy mode does; the message is forwarded undecoded."""
+    daemon = node["daemon"]
+    channel = grpc.insecure_channel(f"unix://{daemon.grpc_socket('team-a', 'caller')}")
+    echo = channel.unary_unary("/test.Echo/Echo")
+    try:
+        answer = json.loads(echo(b"hello", metadata=(("dapr-app-id", "raw"), ("x-custom", "1")), timeout=10))
+        assert answer["request"] == "hello"
+        assert answer["metadata"]["x-custom"] == "1"
+        assert answer["metadata"]["dapr-caller-app-id"] == "caller"
+        assert "dapr-app-id" not in answer["metadata"]
+        with pytest.raises(grpc.RpcError) as failed:
+            echo(b"fail", metadata=(("dapr-app-id", "raw"),), timeout=10)
+        assert failed.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert failed.value.details() == "the callee says no"
+        with pytest.raises(grpc.RpcError) as unnamed:
+            echo(b"x", timeout=10)
+        assert unnamed.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.RpcError) as http_app:
+            echo(b"x", metadata=(("dapr-app-id", "web"),), timeout=10)
+        assert http_app.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        channel.close()
+    outsider = grpc.insecure_channel(f"unix://{daemon.grpc_socket('team-b', 'outsider')}")
+    try:
+        with pytest.raises(grpc.RpcError) as denied:
+            outsider.unary_unary("/test.Echo/Echo")(b"x", metadata=(("dapr-app-id", "raw.team-a"),), timeout=10)
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        outsider.close()

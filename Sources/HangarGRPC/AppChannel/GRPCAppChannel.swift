@@ -86,6 +86,18 @@ package final class GRPCAppChannel: AppChannel {
             }
     }
 
+    package func proxy(
+        path: String, message: ByteBuffer, metadata: [(name: String, value: String)], deadline: NIODeadline,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<ByteBuffer> {
+        var framed = ByteBuffer()
+        framed.reserveCapacity(5 + message.readableBytes)
+        framed.writeInteger(UInt8(0))
+        framed.writeInteger(UInt32(message.readableBytes))
+        framed.writeImmutableBuffer(message)
+        return call(path, framed: framed, metadata: metadata, deadline: deadline, on: eventLoop).map(\.message)
+    }
+
     package func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         unary(Self.healthCheck, Google_Protobuf_Empty(), metadata: [], deadline: deadline, on: eventLoop).map { _ in }
     }
@@ -114,6 +126,14 @@ package final class GRPCAppChannel: AppChannel {
         } catch {
             return eventLoop.makeFailedFuture(error)
         }
+        return call(path, framed: framed, metadata: metadata, deadline: deadline, on: eventLoop)
+    }
+
+    /// One unary call with an already framed request message.
+    private func call(
+        _ path: String, framed: ByteBuffer, metadata: [(name: String, value: String)], deadline: NIODeadline,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<GRPCClientResponse> {
         let authority = address.authority
         // The connection lives on `eventLoop`: the closure runs there, so the handler is used on its own loop.
         return connection(on: eventLoop).flatMap { connection in

@@ -14,6 +14,7 @@ package enum DaprService {
         registerState(&service, runtime.state)
         registerMetadata(&service, runtime.metadata)
         registerInvoke(&service, runtime.invocation)
+        registerProxy(&service, runtime.invocation)
         return service
     }
 }

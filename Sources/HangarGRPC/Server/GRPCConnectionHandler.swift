@@ -210,7 +210,7 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             return respondHTTPError(id, status: "415", message: "content-type must be application/grpc")
         }
         let path = fields.path ?? ""
-        guard let registered = service.methods[path] else {
+        guard let registered = service.method(path, headers: headers) else {
             let name = path.split(separator: "/").last.map(String.init) ?? path
             return respondError(
                 id, GRPCStatus(code: .unimplemented, message: "method \(name) (\(path)) is not implemented by Hangar"))

@@ -38,6 +38,18 @@ public import SwiftProtobuf
 
     package private(set) var methods: [String: Registered] = [:]
 
+    /// What answers a unary call to a method that is not registered when its request names a target app in
+    /// `dapr-app-id` (gRPC proxying); nil when the service proxies nothing.
+    package var proxy: Registered?
+
+    /// The method for `path`: a registered one, else the proxy when the call names a target app (`headers` are
+    /// only read then, off the path of registered methods).
+    package func method(_ path: String, headers: HPACKHeaders) -> Registered? {
+        if let registered = methods[path] { return registered }
+        guard let proxy, headers.first(name: "dapr-app-id") != nil else { return nil }
+        return proxy
+    }
+
     @_spi(Benchmarks) public init() {}
 
     /// Registers a unary method with typed messages: decoding, encoding and framing happen here.

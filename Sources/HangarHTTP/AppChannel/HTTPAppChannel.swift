@@ -53,6 +53,16 @@ package final class HTTPAppChannel: AppChannel {
         }
     }
 
+    package func proxy(
+        path: String, message: ByteBuffer, metadata: [(name: String, value: String)], deadline: NIODeadline,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<ByteBuffer> {
+        eventLoop.makeFailedFuture(
+            AppChannelError.invalidRequest(
+                "app \(app) declares an HTTP app channel: gRPC calls can be proxied only to an app with appChannel "
+                    + "protocol grpc"))
+    }
+
     package func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         send(.GET, uri: path, headers: [:], body: nil, deadline: deadline, on: eventLoop).flatMapThrowing { response in
             guard (200..<300).contains(response.status.code) else {

@@ -85,6 +85,13 @@ public protocol AppChannel: Sendable {
     func invoke(_ invocation: AppInvocation, deadline: NIODeadline, on eventLoop: any EventLoop)
         -> EventLoopFuture<AppInvocationResult>
 
+    /// Forwards one unary gRPC call to the app's own gRPC server as it came (gRPC proxying): `message` is the
+    /// request message without its 5-byte prefix; the answer is the response message, likewise.
+    func proxy(
+        path: String, message: ByteBuffer, metadata: [(name: String, value: String)], deadline: NIODeadline,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<ByteBuffer>
+
     /// Probes the app's health (gRPC `AppCallbackHealthCheck/HealthCheck`, HTTP `GET path`).
     func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
 

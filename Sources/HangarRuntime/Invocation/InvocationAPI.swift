@@ -75,6 +75,57 @@ public struct InvocationAPI: Sendable {
         return .later(call)
     }
 
+    /// gRPC proxying: a unary call to `path` (`/package.Service/Method`), which hangard does not serve, made with
+    /// `dapr-app-id: <target>`, goes to the target app's own gRPC server as it came, its message undecoded. The
+    /// same target and tenancy rules apply as to `invoke` (the method is the full path without its leading slash);
+    /// the callee gets the caller's metadata without `dapr-app-id` and the token, plus Dapr's caller headers.
+    public func proxy(
+        _ caller: Caller, path: String, message: ByteBuffer, headers: [(name: String, value: String)],
+        deadline: NIODeadline? = nil, on eventLoop: any EventLoop
+    ) -> Eventual<ByteBuffer> {
+        let target = headers.first { $0.name.lowercased() == "dapr-app-id" }?.value ?? ""
+        let callee: AppID
+        do {
+            callee = try Self.resolve(target, from: caller.app)
+        } catch {
+            return .failure(error)
+        }
+        let method = String(path.drop { $0 == "/" })
+        guard let tenant = registry.tenant(callee.namespace), registry.app(callee) != nil else {
+            return .failure(InvocationError.notFound(callee))
+        }
+        if callee.namespace != caller.namespace,
+            !tenant.allowInvocationFrom.contains(where: { $0.allows(caller.app, method: method) })
+        {
+            return .failure(InvocationError.denied(caller: caller.app, target: callee, method: method))
+        }
+        guard let entry = channels.entry(callee) else { return .failure(InvocationError.noChannel(callee)) }
+        guard entry.isHealthy else { return .failure(InvocationError.unhealthy(callee)) }
+        let started = NIODeadline.now()
+        let call = entry.channel.proxy(
+            path: path, message: message, metadata: Self.forwarded(headers, caller: caller.app, callee: callee),
+            deadline: deadline ?? .now() + defaultTimeout, on: eventLoop
+        ).flatMapErrorThrowing { error -> ByteBuffer in
+            switch error {
+            case AppChannelError.status(let code, let message): throw AppCalleeError(code: code, message: message)
+            case let failure as AppChannelError: throw InvocationError.failed(callee, failure)
+            default: throw error
+            }
+        }
+        call.whenComplete { [metrics] result in
+            let code: RPCCode =
+                switch result {
+                case .success: .ok
+                case .failure(let error as any DaprAPIError): error.rpcCode
+                case .failure: .internal
+                }
+            metrics.recordInvocation(
+                caller: caller.app, target: callee, code: code,
+                duration: .nanoseconds((NIODeadline.now() - started).nanoseconds))
+        }
+        return .later(call)
+    }
+
     /// `appId` in the caller's namespace, or `appId.namespace`; more than one dot is refused, as in Dapr.
     static func resolve(_ target: String, from caller: AppID) throws(APIError) -> AppID {
         let parts = target.split(separator: ".", omittingEmptySubsequences: false)

@@ -4,7 +4,8 @@ sdk: the official SDK's app server, dapr.ext.grpc.App, with methods `echo` (answ
      received: data, content type and metadata) and `whoami`, and a health check.
 raw: a plain grpcio AppCallback servicer whose OnInvoke answers the whole InvokeRequest as JSON (method, verb,
      query string, content type, data, metadata): what dapr.ext.grpc.App does not show its handlers. Method
-     `sleep/<ms>` answers after that long; `status/<CODE>` fails with that gRPC status.
+     `sleep/<ms>` answers after that long; `status/<CODE>` fails with that gRPC status. It also serves its own
+     `/test.Echo/Echo` (raw bytes: answers the request and its metadata as JSON; `fail` fails it), for proxying.
 Prints "ready" once it listens.
 """
 
@@ -68,8 +69,17 @@ def run_raw(port: int) -> None:
             answer.data.value = json.dumps(body).encode()
             return answer
 
+    def echo(request: bytes, context) -> bytes:
+        if request == b"fail":
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the callee says no")
+        body = {"request": request.decode(errors="replace"), "metadata": metadata_dict(context.invocation_metadata())}
+        return json.dumps(body).encode()
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     appcallback_pb2_grpc.add_AppCallbackServicer_to_server(Servicer(), server)
+    # A service of the app's own, reached through hangard by gRPC proxying (raw bytes in and out).
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("test.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print("ready", flush=True)
