@@ -114,7 +114,7 @@ struct Hangard: AsyncParsableCommand {
 
         let configuration: NodeConfiguration
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        let appHTTPClient = Self.appHTTPClient(group: group)
+        let appHTTPClient = AppHTTPClient(group: group)
         let threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
         let runtime: Runtime
         do {
@@ -178,21 +178,11 @@ struct Hangard: AsyncParsableCommand {
         try? await group.shutdownGracefully()
     }
 
-    /// The one HTTP client of every HTTP app channel (its pool keeps connections per app address): no redirects
-    /// followed, no decompression, a 3 s connect timeout so that a call to an app that is down fails fast.
-    static func appHTTPClient(group: any EventLoopGroup) -> HTTPClient {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        configuration.decompression = .disabled
-        configuration.timeout = .init(connect: .seconds(3))
-        return HTTPClient(eventLoopGroup: group, configuration: configuration)
-    }
-
     /// How the runtime reaches each app's app channel, at the declared address or at `app-<appId>-grpc.socket`
     /// (`-http.socket`) in the app's directory: gRPC apps through `GRPCAppChannel`, HTTP apps through
     /// `HTTPAppChannel` on the node's one HTTP client.
     static func appChannelFactory(
-        layout: SocketLayout, httpClient: HTTPClient, maxResponseBytes: Int, logger: Logger
+        layout: SocketLayout, httpClient: AppHTTPClient, maxResponseBytes: Int, logger: Logger
     ) -> AppChannelFactory {
         { app, spec in
             let address = spec.address ?? .unix(path: layout.appChannelSocket(app, spec.protocol))
@@ -200,7 +190,7 @@ struct Hangard: AsyncParsableCommand {
             case .grpc:
                 GRPCAppChannel(app: app, address: address, maxResponseBytes: maxResponseBytes, logger: logger)
             case .http:
-                HTTPAppChannel(app: app, address: address, client: httpClient, maxResponseBytes: maxResponseBytes)
+                HTTPAppChannel(app: app, address: address, client: httpClient.client, maxResponseBytes: maxResponseBytes)
             }
         }
     }
