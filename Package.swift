@@ -165,10 +165,22 @@ let package = Package(
             name: "HangarRuntimeTests",
             dependencies: [
                 "HangarRuntime",
-                "HangarGRPC",
                 "HangarComponents",
                 "HangarSQLite",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+            ] + nioAndLogging,
+            swiftSettings: strict
+        ),
+        // The gRPC front-end: its HTTP/2 connection (states, flow control, management), the call table and streaming,
+        // driven frame by frame on EmbeddedChannels against swift-nio-http2's client.
+        .testTarget(
+            name: "HangarGRPCTests",
+            dependencies: [
+                "HangarGRPC",
+                "HangarRuntime",
+                "HangarComponents",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ] + nioAndLogging,
