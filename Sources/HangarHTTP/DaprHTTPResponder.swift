@@ -15,7 +15,6 @@ struct DaprHTTPResponder: HTTPResponder {
         let match: HTTPRouter<DaprHTTPHandler>.Match
         let target: RequestTarget
         let admission: Admission
-        let started: NIODeadline
     }
 
     let runtime: Runtime
@@ -38,7 +37,7 @@ struct DaprHTTPResponder: HTTPResponder {
             let admission = try runtime.gate.admit(
                 listener, token: head.headers.first(name: "dapr-api-token"), connection: channel)
             return .readBody(
-                Call(match: match, target: target, admission: admission, started: .now()),
+                Call(match: match, target: target, admission: admission),
                 limit: admission.maxRequestBytes)
         } catch {
             return .respond(DaprHTTPError.response(error))
@@ -90,9 +89,7 @@ struct DaprHTTPResponder: HTTPResponder {
         case .failure(let error):
             (code, response) = (.internal, DaprHTTPError.response(error))
         }
-        runtime.metrics.recordRequest(
-            app: call.admission.caller.app, method: call.match.route.name, transport: "http", code: code,
-            duration: .nanoseconds((NIODeadline.now() - call.started).nanoseconds))
+        call.admission.record(method: call.match.route.name, transport: "http", code: code)
         return response
     }
 }

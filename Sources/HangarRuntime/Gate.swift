@@ -31,13 +31,15 @@ public struct Gate: Sendable {
         }
         guard let account = registry.account(caller.app) else { throw RequestError.removed(caller.app) }
         let connectionID = connection.map(ObjectIdentifier.init)
-        switch account.admit(connection: connectionID, now: NIODeadline.now().uptimeNanoseconds, stream: stream) {
+        let now = NIODeadline.now()
+        switch account.admit(connection: connectionID, now: now.uptimeNanoseconds, stream: stream) {
         case .admitted(let maxRequestBytes, let newConnection):
             if newConnection, let connection, let connectionID {
                 connection.closeFuture.whenComplete { _ in account.closeConnection(connectionID) }
             }
             return Admission(
-                caller: caller, maxRequestBytes: maxRequestBytes, account: account, metrics: metrics, isStream: stream)
+                caller: caller, maxRequestBytes: maxRequestBytes, account: account, metrics: metrics, isStream: stream,
+                admitted: now)
         case .refused(let refusal):
             metrics.recordQuotaRefusal(app: caller.app, quota: refusal.quota)
             throw QuotaError.exceeded(refusal, app: caller.app)
@@ -59,9 +61,20 @@ public struct Admission: Sendable {
     let metrics: RuntimeMetrics
     /// Admitted against `maxStreams`.
     let isStream: Bool
+    /// When the gate admitted the call: its duration in the metrics counts from here.
+    let admitted: NIODeadline
 
     /// Returns the slot; call exactly once, when the call's work is done (answered, failed or abandoned).
     public func finish() { account.finish(stream: isStream) }
+
+    /// Counts the finished call in the metrics under `method` (the Dapr gRPC method's name for both front-ends) and
+    /// `transport` (`grpc` or `http`), with its duration since admission: the one place both front-ends record a
+    /// call's end.
+    public func record(method: String, transport: String, code: RPCCode) {
+        metrics.recordRequest(
+            app: caller.app, method: method, transport: transport, code: code,
+            duration: .nanoseconds((NIODeadline.now() - admitted).nanoseconds))
+    }
 
     /// Refuses a request of `size` bytes over this caller's `maxRequestBytes`; nothing has been buffered yet.
     public func checkSize(_ size: Int) throws(APIError) {

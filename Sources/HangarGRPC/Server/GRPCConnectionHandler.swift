@@ -17,7 +17,6 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         let method: GRPCService.Method
         let name: String
         let admission: Admission
-        let started: NIODeadline
         /// Set once the method runs: from then on its completion returns the admission's slot.
         var running = false
         let context: GRPCCallContext
@@ -38,7 +37,6 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             self.method = method
             self.name = name
             self.admission = admission
-            self.started = .now()
             self.context = context
             self.deframer = deframer
         }
@@ -71,7 +69,6 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     private let service: GRPCService
     private let identity: ListenerIdentity
     private let gate: Gate
-    private let metrics: RuntimeMetrics
     private let logger: Logger
     private var calls: [UInt32: Call] = [:]
     /// The connection that delivers this handler's streams (it owns the handler).
@@ -83,7 +80,6 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         self.service = service
         self.identity = identity
         self.gate = gate
-        self.metrics = gate.metrics
         self.logger = logger
     }
 
@@ -306,11 +302,7 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     }
 
     private func record(_ call: Call?, _ code: RPCCode) {
-        guard let call else { return }
-        let elapsed = NIODeadline.now() - call.started
-        metrics.recordRequest(
-            app: call.admission.caller.app, method: call.name, transport: "grpc", code: code,
-            duration: .nanoseconds(elapsed.nanoseconds))
+        call?.admission.record(method: call?.name ?? "", transport: "grpc", code: code)
     }
 
     private func respond(_ id: UInt32, _ message: ByteBuffer) {
