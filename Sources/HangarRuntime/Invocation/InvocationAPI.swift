@@ -25,54 +25,23 @@ public struct InvocationAPI: Sendable {
         _ caller: Caller, target: String, _ invocation: AppInvocation, headers: [(name: String, value: String)],
         deadline: NIODeadline? = nil, on eventLoop: any EventLoop
     ) -> Eventual<AppInvocationResult> {
-        let callee: AppID
         var invocation = invocation
+        let route: Route
         do {
-            callee = try Self.resolve(target, from: caller.app)
             invocation.method = try Self.normalise(invocation.method)
+            route = try self.route(caller, to: target, method: invocation.method)
         } catch {
             return .failure(error)
         }
-        // Refusals of a declared target count in its metrics like calls that reached it.
-        let refuse = { [metrics] (error: APIError) -> Eventual<AppInvocationResult> in
-            metrics.recordInvocation(caller: caller.app, target: callee, code: error.rpcCode, duration: .zero)
-            return .failure(error)
-        }
-        guard let tenant = registry.tenant(callee.namespace), registry.app(callee) != nil else {
-            return .failure(InvocationError.notFound(callee))
-        }
-        if callee.namespace != caller.namespace,
-            !tenant.allowInvocationFrom.contains(where: { $0.allows(caller.app, method: invocation.method) })
-        {
-            return refuse(InvocationError.denied(caller: caller.app, target: callee, method: invocation.method))
-        }
-        guard let entry = channels.entry(callee) else { return refuse(InvocationError.noChannel(callee)) }
-        guard entry.isHealthy else { return refuse(InvocationError.unhealthy(callee)) }
-        invocation.metadata = Self.forwarded(headers, caller: caller.app, callee: callee)
+        invocation.metadata = Self.forwarded(headers, caller: caller.app, callee: route.callee)
         let request = invocation
         let deadline = deadline ?? .now() + defaultTimeout
-        let started = NIODeadline.now()
-        let call = entry.acquire(on: eventLoop).flatMap {
-            entry.channel.invoke(request, deadline: deadline, on: eventLoop).always { _ in entry.release() }
-        }.flatMapErrorThrowing { error -> AppInvocationResult in
-            switch error {
-            case AppChannelError.status(let code, let message): throw AppCalleeError(code: code, message: message)
-            case let failure as AppChannelError: throw InvocationError.failed(callee, failure)
-            default: throw error
+        let entry = route.entry
+        return finish(route, caller: caller) {
+            entry.acquire(on: eventLoop).flatMap {
+                entry.channel.invoke(request, deadline: deadline, on: eventLoop).always { _ in entry.release() }
             }
         }
-        call.whenComplete { [metrics] result in
-            let code: RPCCode =
-                switch result {
-                case .success: .ok
-                case .failure(let error as any DaprAPIError): error.rpcCode
-                case .failure: .internal
-                }
-            metrics.recordInvocation(
-                caller: caller.app, target: callee, code: code,
-                duration: .nanoseconds((NIODeadline.now() - started).nanoseconds))
-        }
-        return .later(call)
     }
 
     /// gRPC proxying: a unary call to `path` (`/package.Service/Method`), which hangard does not serve, made with
@@ -84,35 +53,63 @@ public struct InvocationAPI: Sendable {
         deadline: NIODeadline? = nil, on eventLoop: any EventLoop
     ) -> Eventual<ByteBuffer> {
         let target = headers.first { $0.name.lowercased() == "dapr-app-id" }?.value ?? ""
-        let callee: AppID
+        let route: Route
         do {
-            callee = try Self.resolve(target, from: caller.app)
+            route = try self.route(caller, to: target, method: String(path.drop { $0 == "/" }))
         } catch {
             return .failure(error)
         }
-        let method = String(path.drop { $0 == "/" })
+        let metadata = Self.forwarded(headers, caller: caller.app, callee: route.callee)
+        let deadline = deadline ?? .now() + defaultTimeout
+        return finish(route, caller: caller) {
+            route.entry.channel.proxy(
+                path: path, message: message, metadata: metadata, deadline: deadline, on: eventLoop)
+        }
+    }
+
+    /// Where a call goes: the target app and its channel.
+    struct Route {
+        let callee: AppID
+        let entry: AppChannels.Entry
+    }
+
+    /// The tenancy rules of every call into an app, in order: the target resolves and is declared, a call from
+    /// another namespace is granted by the target's Tenant, the target has an app channel and is healthy. Refusals
+    /// of a declared target count in its metrics like calls that reached it.
+    func route(_ caller: Caller, to target: String, method: String) throws(APIError) -> Route {
+        let callee = try Self.resolve(target, from: caller.app)
         guard let tenant = registry.tenant(callee.namespace), registry.app(callee) != nil else {
-            return .failure(InvocationError.notFound(callee))
+            throw InvocationError.notFound(callee)
+        }
+        let refuse = { [metrics] (refusal: APIError) -> APIError in
+            metrics.recordInvocation(caller: caller.app, target: callee, code: refusal.rpcCode, duration: .zero)
+            return refusal
         }
         if callee.namespace != caller.namespace,
             !tenant.allowInvocationFrom.contains(where: { $0.allows(caller.app, method: method) })
         {
-            return .failure(InvocationError.denied(caller: caller.app, target: callee, method: method))
+            throw refuse(InvocationError.denied(caller: caller.app, target: callee, method: method))
         }
-        guard let entry = channels.entry(callee) else { return .failure(InvocationError.noChannel(callee)) }
-        guard entry.isHealthy else { return .failure(InvocationError.unhealthy(callee)) }
+        guard let entry = channels.entry(callee) else { throw refuse(InvocationError.noChannel(callee)) }
+        guard entry.isHealthy else { throw refuse(InvocationError.unhealthy(callee)) }
+        return Route(callee: callee, entry: entry)
+    }
+
+    /// Runs a call into the app: its channel's failures become Dapr's errors (the callee's own status is kept), and
+    /// the call is counted in the metrics with its duration.
+    func finish<Value: Sendable>(
+        _ route: Route, caller: Caller, _ call: () -> EventLoopFuture<Value>
+    ) -> Eventual<Value> {
         let started = NIODeadline.now()
-        let call = entry.channel.proxy(
-            path: path, message: message, metadata: Self.forwarded(headers, caller: caller.app, callee: callee),
-            deadline: deadline ?? .now() + defaultTimeout, on: eventLoop
-        ).flatMapErrorThrowing { error -> ByteBuffer in
+        let callee = route.callee
+        let future = call().flatMapErrorThrowing { error -> Value in
             switch error {
             case AppChannelError.status(let code, let message): throw AppCalleeError(code: code, message: message)
             case let failure as AppChannelError: throw InvocationError.failed(callee, failure)
             default: throw error
             }
         }
-        call.whenComplete { [metrics] result in
+        future.whenComplete { [metrics] result in
             let code: RPCCode =
                 switch result {
                 case .success: .ok
@@ -123,7 +120,7 @@ public struct InvocationAPI: Sendable {
                 caller: caller.app, target: callee, code: code,
                 duration: .nanoseconds((NIODeadline.now() - started).nanoseconds))
         }
-        return .later(call)
+        return .later(future)
     }
 
     /// `appId` in the caller's namespace, or `appId.namespace`; more than one dot is refused, as in Dapr.
