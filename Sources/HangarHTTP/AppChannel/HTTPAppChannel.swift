@@ -33,7 +33,7 @@ package final class HTTPAppChannel: AppChannel {
             // Dapr: an HTTP app needs the verb; a gRPC caller gives it in http_extension.
             return eventLoop.makeFailedFuture(
                 AppChannelError.invalidRequest(
-                    invocation.verb == nil ? "missing HTTP extension field" : "invalid HTTP verb: \(verb(invocation))"))
+                    invocation.verb == nil ? "missing HTTP extension field" : "invalid HTTP verb: \(invocation.verb ?? "")"))
         }
         let path = "/" + (invocation.method.addingPercentEncoding(withAllowedCharacters: Self.pathAllowed) ?? "")
         let uri = invocation.query.isEmpty ? path : "\(path)?\(invocation.query)"
@@ -73,8 +73,6 @@ package final class HTTPAppChannel: AppChannel {
 
     /// The shared client outlives every channel; nothing to close per app.
     package func close() {}
-
-    private func verb(_ invocation: AppInvocation) -> String { invocation.verb ?? "" }
 
     private func send(
         _ method: HTTPMethod, uri: String, headers: HTTPHeaders, body: ByteBuffer?, deadline: NIODeadline,
