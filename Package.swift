@@ -39,6 +39,7 @@ let package = Package(
         .library(name: "HangarGRPC", targets: ["HangarGRPC"]),
         .library(name: "HangarRuntime", targets: ["HangarRuntime"]),
         .library(name: "HangarComponents", targets: ["HangarComponents"]),
+        .library(name: "HangarTransport", targets: ["HangarTransport"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -69,11 +70,19 @@ let package = Package(
             ] + nioAndLogging,
             swiftSettings: strict
         ),
+        // The socket layer: listeners (Unix, TCP, inherited), their connections and draining, peer credentials, and a
+        // gatekeeper hook in front of each connection. Knows nothing of tenants, gRPC or HTTP.
+        .target(
+            name: "HangarTransport",
+            dependencies: nioAndLogging,
+            swiftSettings: strict
+        ),
         // The runtime: configuration, tenancy, identity, the gate, and building-block operations shared by both front-ends.
         .target(
             name: "HangarRuntime",
             dependencies: [
-                "HangarComponents"
+                "HangarComponents",
+                "HangarTransport",
             ] + nioAndLogging + [
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -104,6 +113,7 @@ let package = Package(
             name: "HangarGRPC",
             dependencies: [
                 "HangarRuntime",
+                "HangarTransport",
                 "HangarComponents",
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 // The app channel's client side (AppCallback calls into apps) runs on NIOHTTP2Handler.
@@ -119,6 +129,7 @@ let package = Package(
             name: "HangarHTTP",
             dependencies: [
                 "HangarRuntime",
+                "HangarTransport",
                 "HangarComponents",
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 // The HTTP app channel (calls into HTTP apps, over TCP or a Unix socket, pooled per app).
@@ -133,6 +144,7 @@ let package = Package(
                 "HangarSQLite",
                 "HangarRuntime",
                 "HangarSystemd",
+                "HangarTransport",
                 "HangarGRPC",
                 "HangarHTTP",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -146,6 +158,11 @@ let package = Package(
         .testTarget(
             name: "HangarHTTPTests",
             dependencies: ["HangarHTTP", .product(name: "NIOHTTP1", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "HangarTransportTests",
+            dependencies: ["HangarTransport", .product(name: "NIOEmbedded", package: "swift-nio")] + nioAndLogging,
             swiftSettings: strict
         ),
         .testTarget(
@@ -179,6 +196,7 @@ let package = Package(
                 "HangarGRPC",
                 "HangarRuntime",
                 "HangarComponents",
+                "HangarTransport",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
                 .product(name: "NIOHTTP2", package: "swift-nio-http2"),

@@ -1,5 +1,6 @@
 public import HangarComponents
 import HangarRuntime
+import HangarTransport
 public import NIOCore
 public import NIOHTTP1
 

@@ -1,4 +1,5 @@
 public import HangarRuntime
+public import HangarTransport
 public import Logging
 public import NIOCore
 import NIOHTTP1
@@ -6,8 +7,10 @@ import NIOHTTP1
 /// The HTTP/1.1 front-end's listeners: each accepted connection (an app's Unix socket or TCP) serves Dapr's HTTP
 /// API through NIOHTTP1's codec and one `HTTPConnectionHandler` with the Dapr routes.
 public enum HTTPServer {
-    public static func listeners(runtime: Runtime, group: any EventLoopGroup, logger: Logger) -> ListenerBootstrap {
-        ListenerBootstrap(group: group, registry: runtime.registry, logger: logger) { channel, identity in
+    public static func listeners(runtime: Runtime, group: any EventLoopGroup, logger: Logger) -> ListenerBootstrap<ListenerIdentity> {
+        ListenerBootstrap(
+            group: group, gatekeeper: AppConnectionGatekeeper.forListeners(registry: runtime.registry, logger: logger)
+        ) { channel, identity in
             try configure(channel, responder: DaprHTTPResponder(runtime: runtime, listener: identity))
         }
     }

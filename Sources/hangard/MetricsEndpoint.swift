@@ -2,6 +2,7 @@ import HangarComponents
 import HangarHTTP
 import HangarRuntime
 import HangarSystemd
+import HangarTransport
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -28,15 +29,15 @@ struct MetricsEndpoint: Service {
 
     func run() async throws {
         let responder = MetricsResponder(runtime: runtime)
-        let bootstrap = ListenerBootstrap(group: group, registry: runtime.registry, logger: logger) { channel, _ in
+        let bootstrap = ListenerBootstrap<Void>(group: group) { channel, _ in
             try HTTPServer.configure(channel, responder: responder)
         }
         let listener: Listener
         do {
             if let inheritedSocket {
-                listener = try await bootstrap.adopt(socket: inheritedSocket.descriptor, address: inheritedSocket.address)
+                listener = try await bootstrap.adopt(socket: inheritedSocket.descriptor, address: inheritedSocket.address, identity: ())
             } else {
-                listener = try await bootstrap.bind(host: address.host, port: address.port)
+                listener = try await bootstrap.bind(host: address.host, port: address.port, identity: ())
             }
         } catch {
             throw MetricsEndpointError(address: Self.format(host: address.host, port: address.port), underlying: error)

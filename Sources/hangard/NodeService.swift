@@ -3,6 +3,7 @@ import HangarGRPC
 import HangarHTTP
 import HangarRuntime
 import HangarSystemd
+import HangarTransport
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -16,8 +17,8 @@ final class NodeService: Service {
     private let runtime: Runtime
     private let options: NodeOptions
     private let layout: SocketLayout
-    private let grpc: ListenerBootstrap
-    private let http: ListenerBootstrap
+    private let grpc: ListenerBootstrap<ListenerIdentity>
+    private let http: ListenerBootstrap<ListenerIdentity>
     private let logger: Logger
     private let group: any EventLoopGroup
 
@@ -54,14 +55,14 @@ final class NodeService: Service {
         for (app, _, _) in runtime.configuration.apps { try await attach(app) }
         var tcp = Listeners()
         if let inherited = options.inherited.grpc {
-            tcp.grpc = try await grpc.adopt(socket: inherited.descriptor, address: inherited.address)
+            tcp.grpc = try await grpc.adopt(socket: inherited.descriptor, address: inherited.address, identity: .tcp)
         } else if let address = options.grpc {
-            tcp.grpc = try await grpc.bind(host: address.host, port: address.port)
+            tcp.grpc = try await grpc.bind(host: address.host, port: address.port, identity: .tcp)
         }
         if let inherited = options.inherited.http {
-            tcp.http = try await http.adopt(socket: inherited.descriptor, address: inherited.address)
+            tcp.http = try await http.adopt(socket: inherited.descriptor, address: inherited.address, identity: .tcp)
         } else if let address = options.http {
-            tcp.http = try await http.bind(host: address.host, port: address.port)
+            tcp.http = try await http.bind(host: address.host, port: address.port, identity: .tcp)
         }
         listeners.withLock { $0[.tcp] = tcp }
         runtime.health.markListenersUp()
@@ -135,10 +136,10 @@ final class NodeService: Service {
         try layout.prepare(app, spec: spec, logger: logger)
         let grpcPath = layout.grpcSocket(app)
         let httpPath = layout.httpSocket(app)
-        let grpcListener = try await grpc.bind(unixSocket: grpcPath, app: app)
+        let grpcListener = try await grpc.bind(unixSocket: grpcPath, identity: .app(app))
         layout.publish(grpcPath, spec: spec)
         do {
-            let httpListener = try await http.bind(unixSocket: httpPath, app: app)
+            let httpListener = try await http.bind(unixSocket: httpPath, identity: .app(app))
             layout.publish(httpPath, spec: spec)
             listeners.withLock {
                 $0[.app(app)] = Listeners(

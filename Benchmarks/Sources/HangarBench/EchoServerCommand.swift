@@ -54,7 +54,7 @@ struct EchoServerCommand: AsyncParsableCommand {
         logger.logLevel = .warning
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         let server = GRPCServer.listeners(service: service, gate: gate, group: group, logger: logger)
-        _ = try await server.bind(unixSocket: socket, app: app)
+        _ = try await server.bind(unixSocket: socket, identity: .app(app))
         FileHandle.standardOutput.write(Data("\(Self.readyMarker)\n".utf8))
         // Serves until SIGTERM or SIGINT; a bench fixture has nothing to drain, so it just exits.
         let (signals, continuation) = AsyncStream.makeStream(of: Int32.self)

@@ -1,4 +1,5 @@
 import HangarRuntime
+import HangarTransport
 import NIOCore
 import NIOHPACK
 

@@ -1,19 +1,22 @@
 public import HangarRuntime
+public import HangarTransport
 public import Logging
 public import NIOCore
 
 /// The gRPC front-end's listeners: each accepted connection (an app's Unix socket or TCP) serves
 /// `dapr.proto.runtime.v1.Dapr` through one `HTTP2ServerConnection` and its `GRPCConnectionHandler`.
 public enum GRPCServer {
-    public static func listeners(runtime: Runtime, group: any EventLoopGroup, logger: Logger) -> ListenerBootstrap {
+    public static func listeners(runtime: Runtime, group: any EventLoopGroup, logger: Logger) -> ListenerBootstrap<ListenerIdentity> {
         listeners(service: DaprService.make(runtime: runtime), gate: runtime.gate, group: group, logger: logger)
     }
 
     /// The listeners of any method table (`@_spi(Benchmarks)`: the benchmark package's echo server).
     @_spi(Benchmarks) public static func listeners(service: GRPCService, gate: Gate, group: any EventLoopGroup, logger: Logger)
-        -> ListenerBootstrap
+        -> ListenerBootstrap<ListenerIdentity>
     {
-        ListenerBootstrap(group: group, registry: gate.registry, logger: logger) { channel, identity in
+        ListenerBootstrap(
+            group: group, gatekeeper: AppConnectionGatekeeper.forListeners(registry: gate.registry, logger: logger)
+        ) { channel, identity in
             let handler = GRPCConnectionHandler(service: service, identity: identity, gate: gate, logger: logger)
             try channel.pipeline.syncOperations.addHandler(handler.makeConnection())
         }

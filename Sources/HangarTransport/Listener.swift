@@ -1,0 +1,62 @@
+public import Logging
+public import NIOCore
+import NIOPosix
+import Synchronization
+
+/// Asks a connection to finish: take no new requests, close once those in flight have been answered. Each
+/// front-end's connection handler acts on it (gRPC sends GOAWAY; HTTP/1.1 closes after the current response).
+public struct ListenerDrainEvent: Sendable {
+    public init() {}
+}
+
+/// One bound listener (an app's socket or a TCP address) and the connections it accepted, so that it can be
+/// drained: stop accepting, let calls in flight finish (bounded), then close. Front-end neutral: the gRPC and the
+/// HTTP servers, and the operator's metrics endpoint, all bind through `ListenerBootstrap` and hold one of these.
+public final class Listener: Sendable {
+    public let address: String
+    private let connections = ConnectionSet()
+    private let serverChannel = Mutex<(any Channel)?>(nil)
+
+    init(address: String) {
+        self.address = address
+    }
+
+    var tracker: ConnectionSet { connections }
+
+    func attach(_ channel: any Channel) {
+        serverChannel.withLock { $0 = channel }
+    }
+
+    /// The address the listener is bound to (for a TCP port 0, the port chosen).
+    public var localAddress: SocketAddress? { serverChannel.withLock { $0?.localAddress } }
+
+    /// How many connections are open.
+    public var connectionCount: Int { connections.count }
+
+    /// Stops accepting, asks every connection to finish its calls, and closes what is still open after `timeout`.
+    public func drain(timeout: Duration) async {
+        if let channel = serverChannel.withLock({ $0 }) { try? await channel.close() }
+        let open = connections.all
+        for channel in open { channel.pipeline.fireUserInboundEventTriggered(ListenerDrainEvent()) }
+        let deadline = ContinuousClock.now + timeout
+        while connections.count > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        for channel in connections.all { try? await channel.close() }
+    }
+}
+
+/// The open connections of a listener.
+final class ConnectionSet: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+    var count: Int { channels.withLock { $0.count } }
+    var all: [any Channel] { channels.withLock { Array($0.values) } }
+
+    func add(_ channel: any Channel) {
+        let id = ObjectIdentifier(channel)
+        channels.withLock { $0[id] = channel }
+        channel.closeFuture.whenComplete { [weak self] _ in self?.channels.withLock { _ = $0.removeValue(forKey: id) } }
+    }
+}
+
