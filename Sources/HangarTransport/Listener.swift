@@ -59,4 +59,3 @@ final class ConnectionSet: Sendable {
         channel.closeFuture.whenComplete { [weak self] _ in self?.channels.withLock { _ = $0.removeValue(forKey: id) } }
     }
 }
-

@@ -17,7 +17,9 @@ public struct ListenerBootstrap<Identity: Sendable>: Sendable {
     let gatekeeper: Gatekeeping
     let configure: Configure
 
-    public init(group: any EventLoopGroup, gatekeeper: @escaping Gatekeeping = { _ in nil }, configure: @escaping Configure) {
+    public init(
+        group: any EventLoopGroup, gatekeeper: @escaping Gatekeeping = { _ in nil }, configure: @escaping Configure
+    ) {
         self.group = group
         self.gatekeeper = gatekeeper
         self.configure = configure

@@ -58,7 +58,9 @@ struct ConnectionGateHandlerTests {
         #expect(recorder.reads == ["PRI ", "* HTTP/2.0"])
         #expect(recorder.readCompletes == 1)
         // The gate has left the pipeline: later bytes go straight through.
-        #expect(throws: (any Error).self) { try channel.pipeline.syncOperations.handler(type: ConnectionGateHandler.self) }
+        #expect(throws: (any Error).self) {
+            try channel.pipeline.syncOperations.handler(type: ConnectionGateHandler.self)
+        }
         try channel.writeInbound(ByteBuffer(string: "later"))
         #expect(recorder.reads.last == "later")
         _ = try channel.finish()
