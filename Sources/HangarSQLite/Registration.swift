@@ -1,6 +1,6 @@
-public import HangarComponents
+package import HangarComponents
 
 /// Registers this target's component types: `state.sqlite`.
-public func register(into registry: inout ComponentRegistry) {
+package func register(into registry: inout ComponentRegistry) {
     registry.register(SQLiteStateStore.descriptor)
 }

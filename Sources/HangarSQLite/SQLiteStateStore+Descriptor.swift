@@ -1,10 +1,10 @@
 import Foundation
-public import HangarComponents
+package import HangarComponents
 
 extension SQLiteStateStore {
     /// `state.sqlite`: Dapr's SQLite state store metadata; blocking, so its calls run on the thread pool behind
     /// the pool's fair queue.
-    public static let descriptor = ComponentDescriptor(
+    package static let descriptor = ComponentDescriptor(
         type: "state.sqlite",
         metadata: [
             "connectionString", "tableName", "busyTimeout", "cleanupInterval", "timeout", "timeoutInSeconds",

@@ -1,8 +1,8 @@
 import Foundation
-public import HangarComponents
-public import Logging
-public import NIOCore
-public import NIOPosix
+package import HangarComponents
+package import Logging
+package import NIOCore
+package import NIOPosix
 import Synchronization
 
 /// `state.sqlite`: a state store in one SQLite file (or in memory), with ETags, transactions and TTLs.
@@ -21,20 +21,20 @@ import Synchronization
 /// is the table's only writer. Expired rows count until they are deleted: by `purgeExpired(on:)` (periodically, with
 /// `cleanupInterval`), by a write to their key, or, for the partition concerned, before a write is refused with
 /// `byteLimitExceeded`, so that a partition is never refused because of items that have already expired.
-public final class SQLiteStateStore: TransactionalStateStore {
+package final class SQLiteStateStore: TransactionalStateStore {
     /// Where and how the store keeps its data.
-    public struct Configuration: Sendable, Hashable {
+    package struct Configuration: Sendable, Hashable {
         /// A file path (parent directories are created), `:memory:`, or a SQLite `file:` URI.
-        public var path: String
+        package var path: String
         /// The table holding the items; `<tableName>_metadata` is created next to it. Must match
         /// `^[A-Za-z_][A-Za-z0-9_]{0,62}$`.
-        public var tableName: String
+        package var tableName: String
         /// How long a connection waits for a lock held by another connection or process before failing.
-        public var busyTimeout: Duration
+        package var busyTimeout: Duration
         /// How often expired items are deleted; nil disables the periodic cleanup (reads still hide them).
-        public var cleanupInterval: Duration?
+        package var cleanupInterval: Duration?
 
-        public init(
+        package init(
             path: String, tableName: String = "state", busyTimeout: Duration = .seconds(2),
             cleanupInterval: Duration? = .seconds(3600)
         ) {
@@ -46,7 +46,7 @@ public final class SQLiteStateStore: TransactionalStateStore {
     }
 
     /// A configuration the store refuses at initialisation.
-    public enum ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+    package enum ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
         /// The table name is not a plain SQL identifier of at most 63 characters.
         case invalidTableName(String)
         /// The path is empty.
@@ -54,7 +54,7 @@ public final class SQLiteStateStore: TransactionalStateStore {
         /// The cleanup interval is zero or negative.
         case invalidCleanupInterval(Duration)
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .invalidTableName(let name):
                 "invalid SQLite table name '\(name)': it must match ^[A-Za-z_][A-Za-z0-9_]{0,62}$"
@@ -144,11 +144,11 @@ public final class SQLiteStateStore: TransactionalStateStore {
     private static let readerCount = 4
 
     /// ETags, transactions and TTLs.
-    public let features: StateFeatures = [.etag, .transactional, .ttl]
+    package let features: StateFeatures = [.etag, .transactional, .ttl]
     /// Always false: operations run on the thread pool and complete their futures later.
-    public var executesInline: Bool { false }
+    package var executesInline: Bool { false }
     /// The configuration the store was opened with.
-    public let configuration: Configuration
+    package let configuration: Configuration
 
     private let threadPool: NIOThreadPool
     private let logger: Logger
@@ -164,7 +164,7 @@ public final class SQLiteStateStore: TransactionalStateStore {
 
     /// Opens the database (blocking: meant for start-up), creating the file, its parent directories and the tables
     /// when missing, and schedules the periodic cleanup of expired items on `eventLoopGroup`.
-    public init(
+    package init(
         configuration: Configuration, threadPool: NIOThreadPool, eventLoopGroup: any EventLoopGroup, logger: Logger
     ) throws {
         try Self.validate(configuration)
@@ -247,7 +247,7 @@ public final class SQLiteStateStore: TransactionalStateStore {
         }
     }
 
-    public func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> {
+    package func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> {
         .later(run(on: eventLoop) {
             try self.withReader { connection in
                 try self.read(key, now: Self.nowMilliseconds(), on: connection)
@@ -256,7 +256,7 @@ public final class SQLiteStateStore: TransactionalStateStore {
     }
 
     /// Reads every key in one hop to the thread pool, from one consistent snapshot.
-    public func bulkGet(
+    package func bulkGet(
         _ keys: [String], on eventLoop: any EventLoop
     ) -> Eventual<[Result<StateEntry?, StateStoreError>]> {
         .later(run(on: eventLoop) {
@@ -275,19 +275,19 @@ public final class SQLiteStateStore: TransactionalStateStore {
         })
     }
 
-    public func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
+    package func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
         transact([.set(request)], on: eventLoop)
     }
 
-    public func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
+    package func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
         transact([.delete(request)], on: eventLoop)
     }
 
-    public var usageByPartition: [String: Int] { usage.withLock { $0 } }
+    package var usageByPartition: [String: Int] { usage.withLock { $0 } }
 
     /// Applies every operation or none. A transaction refused with `byteLimitExceeded` is tried again once the
     /// partition's expired items are deleted, if it had any.
-    public func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> Eventual<Void> {
+    package func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> Eventual<Void> {
         .later(run(on: eventLoop) {
             try self.withWriter { connection in
                 while true {
@@ -308,7 +308,7 @@ public final class SQLiteStateStore: TransactionalStateStore {
 
     /// Deletes the items whose TTL has passed, takes their bytes off `usageByPartition`, and returns how many there
     /// were. Runs periodically when `cleanupInterval` is set; reads hide expired items either way.
-    public func purgeExpired(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+    package func purgeExpired(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         run(on: eventLoop) {
             try self.withWriter { connection in
                 try self.inTransaction(on: connection) {
@@ -327,7 +327,7 @@ public final class SQLiteStateStore: TransactionalStateStore {
     }
 
     /// Stops the cleanup, finalizes the statements and closes the connections. Closing twice succeeds.
-    public func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    package func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else {
             return eventLoop.makeSucceededVoidFuture()
         }
@@ -531,7 +531,7 @@ public final class SQLiteStateStore: TransactionalStateStore {
     }
 
     /// Checks a configuration without opening anything, so that a bad one is refused before any I/O.
-    public static func validate(_ configuration: Configuration) throws(ConfigurationError) {
+    package static func validate(_ configuration: Configuration) throws(ConfigurationError) {
         guard !configuration.path.isEmpty else { throw .emptyPath }
         let name = configuration.tableName.utf8
         let isLetter = { (byte: UInt8) in (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z") }

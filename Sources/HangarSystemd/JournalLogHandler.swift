@@ -1,5 +1,5 @@
 import CSystemd
-public import Logging
+package import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,21 +9,21 @@ import Glibc
 /// The runtime's identity keys get short names: `tenant.namespace` → `TENANT`, `app.id` → `APP`,
 /// `component.name` → `COMPONENT`; other keys are upper-cased with `.`/`-` as `_` (`config.path` → `CONFIG_PATH`).
 /// `MESSAGE` also carries the metadata as `key=value` pairs, for the default one-line view.
-public struct JournalLogHandler: LogHandler {
-    public let label: String
-    public var logLevel: Logger.Level = .info
-    public var metadata: Logger.Metadata = [:]
+package struct JournalLogHandler: LogHandler {
+    package let label: String
+    package var logLevel: Logger.Level = .info
+    package var metadata: Logger.Metadata = [:]
 
-    public init(label: String) {
+    package init(label: String) {
         self.label = label
     }
 
-    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+    package subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
-    public func log(event: LogEvent) {
+    package func log(event: LogEvent) {
         let merged = metadata.merging(event.metadata ?? [:]) { _, new in new }
         let fields = Self.fields(
             level: event.level, message: "\(event.message)", metadata: merged, label: label, file: event.file,
@@ -32,7 +32,7 @@ public struct JournalLogHandler: LogHandler {
     }
 
     /// The journal fields of one entry, as `NAME=value` strings.
-    public static func fields(
+    package static func fields(
         level: Logger.Level, message: String, metadata: Logger.Metadata, label: String, file: String = #fileID,
         line: UInt = #line, function: String = #function
     ) -> [String] {

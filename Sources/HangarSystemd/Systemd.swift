@@ -5,40 +5,40 @@ import Glibc
 
 /// hangard and its service manager (systemd), through libsystemd. Outside systemd (no `NOTIFY_SOCKET`,
 /// `LISTEN_FDS`, `WATCHDOG_USEC` or `JOURNAL_STREAM`) every call is a no-op or answers "none".
-public enum Systemd {
+package enum Systemd {
     /// Sends state changes (`READY=1`, `STATUS=…`, `WATCHDOG=1`, `STOPPING=1`; several separated by newlines).
     /// Returns whether a service manager was told.
     @discardableResult
-    public static func notify(_ state: String) -> Bool {
+    package static func notify(_ state: String) -> Bool {
         sd_notify(0, state) > 0
     }
 
     /// Whether a service manager listens for notifications (`NOTIFY_SOCKET` is set).
-    public static var isSupervised: Bool { getenv("NOTIFY_SOCKET") != nil }
+    package static var isSupervised: Bool { getenv("NOTIFY_SOCKET") != nil }
 
     /// How often the service manager expects `WATCHDOG=1` (`WatchdogSec=`), when it enabled the watchdog for this
     /// process; nil otherwise.
-    public static var watchdogTimeout: Duration? {
+    package static var watchdogTimeout: Duration? {
         var microseconds: UInt64 = 0
         guard sd_watchdog_enabled(0, &microseconds) > 0, microseconds > 0 else { return nil }
         return .microseconds(Int64(microseconds))
     }
 
     /// A listening socket passed by the service manager (socket activation).
-    public struct InheritedSocket: Sendable, Hashable {
-        public let descriptor: CInt
+    package struct InheritedSocket: Sendable, Hashable {
+        package let descriptor: CInt
         /// Its `FileDescriptorName=`; nil when the unit gave none (systemd passes "unknown" then).
-        public let name: String?
+        package let name: String?
         /// The local TCP port, when it is an AF_INET/AF_INET6 socket.
-        public let port: Int?
+        package let port: Int?
         /// `host:port` as bound, for logs.
-        public let address: String
+        package let address: String
     }
 
     /// Takes the listening sockets passed with `LISTEN_FDS`/`LISTEN_FDNAMES` (and unsets those variables, so
     /// that nothing started later inherits them). Descriptors that are not listening stream sockets are closed
     /// and reported in `rejected`.
-    public static func takeInheritedSockets() -> (sockets: [InheritedSocket], rejected: [CInt]) {
+    package static func takeInheritedSockets() -> (sockets: [InheritedSocket], rejected: [CInt]) {
         var names: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
         let count = sd_listen_fds_with_names(1, &names)
         guard count > 0 else { return ([], []) }
@@ -98,7 +98,7 @@ public enum Systemd {
 
     /// Whether standard error is the journal's stream for this service (`JOURNAL_STREAM` names its device and
     /// inode), so that logs should go to the journal natively, with priorities and fields.
-    public static var standardErrorIsJournal: Bool {
+    package static var standardErrorIsJournal: Bool {
         guard let value = getenv("JOURNAL_STREAM").map({ String(cString: $0) }) else { return false }
         let parts = value.split(separator: ":")
         guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]) else { return false }
