@@ -39,6 +39,7 @@ FRESH_MACHINE_LACKS=(
     libsystemd-dev pkg-config
     protobuf-compiler libprotoc32 libprotobuf32
     libprotobuf-dev libprotobuf-lite32 libprotoc-dev
+    nghttp2-client libev4 libjemalloc2
 )
 
 log() { echo "check-fresh-machine: $*" >&2; }

@@ -73,6 +73,8 @@ command -v git >/dev/null || apt_install git ca-certificates
 # AsyncHTTPClient (the HTTP app channel) links zlib through swift-nio-extras.
 [ -f /usr/include/zlib.h ] || apt_install zlib1g-dev
 command -v protoc >/dev/null || apt_install protobuf-compiler
+# h2load (nghttp2's load generator) drives the gRPC server in the interoperability tests (test_interop_h2load.py).
+command -v h2load >/dev/null || apt_install nghttp2-client
 # setpriv (util-linux) runs e2e clients under other uids, for the peer-credential and permission tests.
 command -v setpriv >/dev/null || apt_install util-linux
 # systemd-analyze checks the units in daemonset/systemd (test_deploy_systemd.py, which also uses systemd's
