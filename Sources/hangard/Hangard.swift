@@ -145,10 +145,15 @@ struct Hangard: AsyncParsableCommand {
             try? await appHTTPClient.shutdown()
             throw ExitCode(1)
         }
-        let node = NodeService(runtime: runtime, options: options, group: group, logger: logger)
-        // The group stops services in reverse order: the node drains first, then the component host closes the
-        // components, then the metrics endpoint (still scraped while the node drains) stops.
-        var running: [any Service] = [runtime.components, node]
+        let supervisor = ServiceManagerLink(runtime: runtime, group: group, logger: logger)
+        let node = NodeService(runtime: runtime, options: options, supervisor: supervisor, group: group, logger: logger)
+        // The group stops services in reverse order: the node drains first; then the systemd watchdog (fed while
+        // calls drain) stops, the app channels' health probes stop and the channels close, the component host
+        // closes the components, and the metrics endpoint (still scraped while the node drains) stops.
+        let loops: [any Service] = [
+            runtime.components, AppChannelHealthService(channels: runtime.appChannels, group: group), supervisor,
+        ]
+        var running: [any Service] = loops + [node]
         if options.metrics != nil || options.inherited.metrics != nil {
             // The node starts once the metrics endpoint listens.
             let (listening, continuation) = AsyncStream.makeStream(of: Void.self)
@@ -157,7 +162,7 @@ struct Hangard: AsyncParsableCommand {
                     runtime: runtime, address: options.metrics ?? ListenAddress(host: "0.0.0.0", port: 0),
                     inheritedSocket: options.inherited.metrics, group: group, logger: logger,
                     listening: continuation),
-                runtime.components,
+            ] + loops + [
                 AfterMetricsListen(listening: listening, service: node),
             ]
         }

@@ -17,6 +17,7 @@ final class NodeService: Service {
     private let runtime: Runtime
     private let options: NodeOptions
     private let layout: SocketLayout
+    private let supervisor: ServiceManagerLink
     private let grpc: ListenerBootstrap<ListenerIdentity>
     private let http: ListenerBootstrap<ListenerIdentity>
     private let logger: Logger
@@ -33,8 +34,12 @@ final class NodeService: Service {
     private let listeners = Mutex<[ListenerIdentity: Listeners]>([:])
     private let stopping = Atomic<Bool>(false)
 
-    init(runtime: Runtime, options: NodeOptions, group: any EventLoopGroup, logger: Logger) {
+    init(
+        runtime: Runtime, options: NodeOptions, supervisor: ServiceManagerLink, group: any EventLoopGroup,
+        logger: Logger
+    ) {
         self.runtime = runtime
+        self.supervisor = supervisor
         self.options = options
         self.layout = SocketLayout(root: options.socketRoot)
         self.grpc = GRPCServer.listeners(runtime: runtime, group: group, logger: logger)
@@ -82,22 +87,12 @@ final class NodeService: Service {
                 "watching": "\(watcher == nil ? "no" : "yes")",
                 "startup.ms": "\((ContinuousClock.now - started).milliseconds)",
             ])
-        let supervisor = ServiceManagerLink(runtime: runtime, group: group, logger: logger)
+        let supervisor = supervisor
         supervisor.ready()
-        let (drained, drainedContinuation) = AsyncStream.makeStream(of: Never.self)
 
+        // The systemd watchdog and the apps' health probes are services of their own, earlier in the group: they
+        // run until this one has drained every call.
         await withDiscardingTaskGroup { tasks in
-            // Loops that run until every call has drained: the systemd watchdog and status, and the apps' health
-            // probes; then the app channels close.
-            tasks.addTask {
-                await withDiscardingTaskGroup { watching in
-                    watching.addTask { await supervisor.watch() }
-                    watching.addTask { await self.runtime.appChannels.watchHealth(on: self.group) }
-                    for await _ in drained {}
-                    watching.cancelAll()
-                }
-                self.runtime.appChannels.closeAll()
-            }
             // Apps that call Shutdown.
             tasks.addTask {
                 for await app in detachRequests { await self.detach(app, reason: .shutdownCall) }
@@ -122,7 +117,6 @@ final class NodeService: Service {
                 supervisor.stopping()
                 watcher?.stop()
                 await self.stopAll()
-                drainedContinuation.finish()
                 detachContinuation.finish()
             }
         }

@@ -2,18 +2,25 @@ import HangarRuntime
 import HangarSystemd
 import Logging
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 
 /// What hangard tells systemd, when systemd started it (`NOTIFY_SOCKET` set; otherwise nothing is sent):
 /// `READY=1` once every listener is up and every component has made its first initialisation attempt, `STATUS=`
 /// with the tenant, app and component counts (updated as they change), `WATCHDOG=1` every half `WatchdogSec=`
 /// after checking that every event loop runs a task, and `STOPPING=1` when shutdown begins.
-final class ServiceManagerLink: Sendable {
+///
+/// A `Service` of the daemon's group: its watchdog and status loop runs from start until the group's graceful
+/// shutdown reaches it, which is after the node (later in the group) has drained every call, so systemd's watchdog
+/// is fed while calls drain. The node sends `READY=1` and `STOPPING=1` through it.
+final class ServiceManagerLink: Service, Sendable {
     private let runtime: Runtime
     private let group: any EventLoopGroup
     private let logger: Logger
     private let supervised = Systemd.isSupervised
     private let lastStatus = Mutex<String>("")
+    /// Set by `ready()`: systemd's watchdog runs from then on, and the first `STATUS=` goes with `READY=1`.
+    private let isReady = Atomic<Bool>(false)
 
     init(runtime: Runtime, group: any EventLoopGroup, logger: Logger) {
         self.runtime = runtime
@@ -27,13 +34,22 @@ final class ServiceManagerLink: Sendable {
         let status = currentStatus()
         lastStatus.withLock { $0 = status }
         Systemd.notify("READY=1\nSTATUS=\(status)")
+        isReady.store(true, ordering: .releasing)
         if let watchdog = Systemd.watchdogTimeout {
             logger.info("systemd watchdog enabled", metadata: ["watchdog.timeout": "\(watchdog)"])
         }
     }
 
-    /// The watchdog and status loop, until the task running it is cancelled (NodeService runs it in its task group
-    /// from `ready()` until every call has drained): `WATCHDOG=1` every half `WatchdogSec=`, as sd_watchdog_enabled(3)
+    func run() async {
+        guard supervised else {
+            // Nothing to send, but a service that returns early would end the group.
+            try? await gracefulShutdown()
+            return
+        }
+        await cancelWhenGracefulShutdown { await self.watch() }
+    }
+
+    /// The watchdog and status loop, until the task running it is cancelled: `WATCHDOG=1` every half `WatchdogSec=`, as sd_watchdog_enabled(3)
     /// advises, and `STATUS=` when it changed; without a watchdog, `STATUS=` only, every 2 s.
     func watch() async {
         guard supervised else { return }
@@ -43,6 +59,10 @@ final class ServiceManagerLink: Sendable {
             // Each round takes at most one tick: the event loops get half of it to answer, so two pings are never
             // more than about half WatchdogSec apart.
             let round = ContinuousClock.now
+            guard isReady.load(ordering: .acquiring) else {
+                try? await Task.sleep(for: .milliseconds(20))
+                continue
+            }
             if watchdog != nil { await pingWatchdog(within: tick / 2) }
             updateStatus()
             try? await Task.sleep(until: round + tick)
