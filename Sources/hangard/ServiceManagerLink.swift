@@ -49,8 +49,9 @@ final class ServiceManagerLink: Service, Sendable {
         await cancelWhenGracefulShutdown { await self.watch() }
     }
 
-    /// The watchdog and status loop, until the task running it is cancelled: `WATCHDOG=1` every half `WatchdogSec=`, as sd_watchdog_enabled(3)
-    /// advises, and `STATUS=` when it changed; without a watchdog, `STATUS=` only, every 2 s.
+    /// The watchdog and status loop, from `ready()` until the task running it is cancelled: `WATCHDOG=1` every half
+    /// `WatchdogSec=`, as sd_watchdog_enabled(3) advises, and `STATUS=` when it changed; without a watchdog,
+    /// `STATUS=` only, every 2 s.
     func watch() async {
         guard supervised else { return }
         let watchdog = Systemd.watchdogTimeout
