@@ -62,7 +62,8 @@ public final class Runtime: Sendable {
                     : "Configuration resource invalid; calls into the apps that use it are refused",
                 metadata: [
                     "configuration": "\(status.key)", "config.path": "\(status.source)",
-                    "error": "\(status.error ?? "")", "apps": "\(status.apps.map(\.description).joined(separator: ","))",
+                    "error": "\(status.error ?? "")",
+                    "apps": "\(status.apps.map(\.description).joined(separator: ","))",
                 ])
         }
     }

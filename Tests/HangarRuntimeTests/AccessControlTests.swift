@@ -75,9 +75,13 @@ struct AccessControlTests {
         #expect(!withPolicies.allows(caller, trustDomain: "public", operation: "x", verb: "NONE"))
         #expect(try list(AccessControlSpec(trustDomain: "public")).defaultAction == "deny")
         #expect(try list(AccessControlSpec(trustDomain: "public", policies: [])).defaultAction == "allow")
-        #expect(try list(AccessControlSpec(defaultAction: "Allow")).allows(caller, trustDomain: "public", operation: "x", verb: "NONE"))
+        #expect(
+            try list(AccessControlSpec(defaultAction: "Allow")).allows(
+                caller, trustDomain: "public", operation: "x", verb: "NONE"))
         // Anything but allow denies.
-        #expect(!(try list(AccessControlSpec(defaultAction: "alow"))).allows(caller, trustDomain: "public", operation: "x", verb: "NONE"))
+        #expect(
+            !(try list(AccessControlSpec(defaultAction: "alow"))).allows(
+                caller, trustDomain: "public", operation: "x", verb: "NONE"))
     }
 
     @Test("a policy is found by app and namespace, and applies only to its trust domain")
@@ -88,8 +92,12 @@ struct AccessControlTests {
                 policies: [.init(appId: "caller", namespace: "team-a", trustDomain: "public", defaultAction: "allow")]))
         #expect(acl.allows(caller, trustDomain: "public", operation: "x", verb: "NONE"))
         #expect(!acl.allows(caller, trustDomain: "example.org", operation: "x", verb: "NONE"))
-        #expect(!acl.allows(AppID(namespace: "team-b", appId: "caller"), trustDomain: "public", operation: "x", verb: "NONE"))
-        #expect(!acl.allows(AppID(namespace: "team-a", appId: "other"), trustDomain: "public", operation: "x", verb: "NONE"))
+        #expect(
+            !acl.allows(
+                AppID(namespace: "team-b", appId: "caller"), trustDomain: "public", operation: "x", verb: "NONE"))
+        #expect(
+            !acl.allows(AppID(namespace: "team-a", appId: "other"), trustDomain: "public", operation: "x", verb: "NONE")
+        )
     }
 
     @Test("gRPC apps: an operation's action decides, with its case kept; else the policy's default")
@@ -228,10 +236,14 @@ struct AccessControlTests {
             ("      - {namespace: team-a, trustDomain: public}", "spec.accessControl.policies[0].appId"),
             ("      - {appId: caller, trustDomain: public}", "spec.accessControl.policies[0].namespace"),
             ("      - {appId: caller, namespace: team-a}", "spec.accessControl.policies[0].trustDomain"),
-            ("      - {appId: caller, namespace: team-a, trustDomain: public, operations: [{action: allow}]}",
-             "spec.accessControl.policies[0].operations[0].name"),
-            ("      - {appId: caller, namespace: team-a, trustDomain: public, defaultActon: allow}",
-             "spec.accessControl.policies[0].defaultActon"),
+            (
+                "      - {appId: caller, namespace: team-a, trustDomain: public, operations: [{action: allow}]}",
+                "spec.accessControl.policies[0].operations[0].name"
+            ),
+            (
+                "      - {appId: caller, namespace: team-a, trustDomain: public, defaultActon: allow}",
+                "spec.accessControl.policies[0].defaultActon"
+            ),
         ])
     func refusesIncompletePolicies(policy: String, field: String) throws {
         let configuration = try load(

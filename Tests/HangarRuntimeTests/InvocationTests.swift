@@ -145,7 +145,8 @@ struct InvocationTests {
     @Test("a gRPC caller's :authority and grpc-* metadata reach an HTTP callee as dapr-*, without -bin keys")
     func grpcCallerHeaders() {
         let headers: [(name: String, value: String)] = [
-            (":method", "POST"), (":authority", "localhost:50001"), (":path", "/x"), ("content-type", "application/grpc"),
+            (":method", "POST"), (":authority", "localhost:50001"), (":path", "/x"),
+            ("content-type", "application/grpc"),
             ("te", "trailers"), ("grpc-timeout", "1S"), ("grpc-accept-encoding", "gzip"), ("x-id-bin", "AAE="),
             ("user-agent", "grpc-python"), ("x-custom", "1"),
         ]
@@ -166,7 +167,8 @@ struct InvocationTests {
         #expect(error.message == "Not Found" && error.reason == "Not Found" && error.errorCode.isEmpty)
         #expect(error.errorMetadata == ["http.code": "404", "http.error_message": String(repeating: "x", count: 63)])
         let codes: [(Int, RPCCode)] = [
-            (400, .internal), (401, .unauthenticated), (403, .permissionDenied), (408, .cancelled), (409, .alreadyExists),
+            (400, .internal), (401, .unauthenticated), (403, .permissionDenied), (408, .cancelled),
+            (409, .alreadyExists),
             (429, .resourceExhausted), (500, .unknown), (501, .unimplemented), (503, .unavailable),
             (504, .deadlineExceeded), (418, .unknown),
         ]

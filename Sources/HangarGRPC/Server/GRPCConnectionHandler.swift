@@ -312,14 +312,18 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         case .success(let success): answer = success
         case .failure(let error): return respondError(id, GRPCStatus(error))
         }
-        var fields: [(String, String)] = [(":status", "200"), ("content-type", "application/grpc")]
-        for (name, value) in answer.headers
-        where GRPCClientConnectionHandler.isValid(name: name, value: value) && !name.hasPrefix("grpc-")
-            && name != "content-type" && name != "te"
-        {
-            fields.append((name, value))
+        let relayed = answer.headers.filter { name, value in
+            GRPCClientConnectionHandler.isValid(name: name, value: value) && !name.hasPrefix("grpc-")
+                && name != "content-type" && name != "te"
         }
-        let head = HPACKLiteral.encode(fields)
+        // Without headers of its own (the usual gRPC callee), the fixed head: nothing to encode.
+        let head: [UInt8]
+        if relayed.isEmpty {
+            head = HPACKLiteral.grpcResponseHead
+        } else {
+            head = HPACKLiteral.encode(
+                [(":status", "200"), ("content-type", "application/grpc")] + relayed.map { ($0.name, $0.value) })
+        }
         switch answer.outcome {
         case .success(let message):
             record(removeCall(id), .ok)

@@ -26,13 +26,9 @@ package struct GRPCStatus: Error, Sendable {
             self.init(code: callee.rpcCode, message: callee.message)
         case let error as any DaprAPIError:
             // An error without a Dapr code (an HTTP callee's status) has only its own metadata, as in Dapr.
-            self.init(
-                code: error.rpcCode, message: error.message,
-                errorInfo: (
-                    error.reason,
-                    error.errorCode.isEmpty
-                        ? error.errorMetadata : error.errorMetadata.merging(["errorCode": error.errorCode]) { a, _ in a }
-                ))
+            var metadata = error.errorMetadata
+            if !error.errorCode.isEmpty { metadata["errorCode"] = metadata["errorCode"] ?? error.errorCode }
+            self.init(code: error.rpcCode, message: error.message, errorInfo: (error.reason, metadata))
         case is BinaryDecodingError:
             self.init(code: .invalidArgument, message: "the request message is not valid protobuf: \(error)")
         default:

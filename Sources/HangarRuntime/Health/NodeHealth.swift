@@ -88,7 +88,8 @@ public final class NodeHealth: Sendable {
             if let namespace = status.namespace { object["namespace"] = namespace }
             if let error = status.error {
                 object["error"] = error
-                object["inForce"] = status.lastGoodInForce ? "last good version" : "none: calls into its apps are refused"
+                object["inForce"] =
+                    status.lastGoodInForce ? "last good version" : "none: calls into its apps are refused"
             }
             return object
         }

@@ -134,7 +134,8 @@ public final class TenantRegistry: Sendable {
             guard snapshot.specs[callee] != nil, let tenant = snapshot.tenants[callee.namespace] else { return nil }
             return InvocationTarget(
                 grants: tenant.allowInvocationFrom, access: snapshot.access.byApp[callee] ?? .unrestricted,
-                callerTrustDomain: snapshot.access.trustDomains[caller.namespace] ?? AccessControlList.defaultTrustDomain)
+                callerTrustDomain: snapshot.access.trustDomains[caller.namespace]
+                    ?? AccessControlList.defaultTrustDomain)
         }
     }
 
