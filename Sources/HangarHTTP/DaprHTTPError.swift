@@ -41,10 +41,14 @@ enum DaprHTTPError {
 
     static let notFoundReason = "HANGAR_ROUTE_NOT_FOUND"
 
+    /// A request that no route matches and that names no target app. Dapr's invocation endpoint is its router's
+    /// fallback, so this is its answer for such a request: 404 `ERR_DIRECT_INVOKE`, with its message; the method and
+    /// path are in the ErrorInfo.
     static func notFound(_ method: HTTPMethod, _ path: Substring) -> APIError {
         APIError(
-            errorCode: "ERR_NOT_FOUND", rpcCode: .notFound, httpStatus: 404,
-            message: "no route for \(method) \(RequestError.quotedPath(path))", reason: notFoundReason)
+            errorCode: "ERR_DIRECT_INVOKE", rpcCode: .notFound, httpStatus: 404,
+            message: "failed getting app id either from the URL path or the header dapr-app-id",
+            reason: notFoundReason, metadata: ["method": "\(method)", "path": RequestError.quotedPath(path)])
     }
 }
 

@@ -49,6 +49,23 @@ public final class Runtime: Sendable {
             registry: registry, channels: appChannels, metrics: metrics, defaultTimeout: TimeAmount(invocationTimeout))
         self.metrics = metrics
         self.logger = logger
+        reportConfigurations(since: [])
+    }
+
+    /// Logs each Configuration resource that became invalid, once per change (its apps are then guarded by its
+    /// last good version, or refused every call).
+    private func reportConfigurations(since previous: [ConfigurationStatus]) {
+        for status in registry.configurationStatuses where status.error != nil && !previous.contains(status) {
+            logger.error(
+                status.lastGoodInForce
+                    ? "Configuration resource invalid; its last good version stays in force"
+                    : "Configuration resource invalid; calls into the apps that use it are refused",
+                metadata: [
+                    "configuration": "\(status.key)", "config.path": "\(status.source)",
+                    "error": "\(status.error ?? "")",
+                    "apps": "\(status.apps.map(\.description).joined(separator: ","))",
+                ])
+        }
     }
 
     /// The configuration in force.
@@ -62,8 +79,10 @@ public final class Runtime: Sendable {
             if configuration.components != components.specs {
                 try components.apply(configuration.components)
             }
+            let previous = registry.configurationStatuses
             let change = registry.apply(configuration)
             appChannels.update(configuration)
+            reportConfigurations(since: previous)
             return change
         }
     }

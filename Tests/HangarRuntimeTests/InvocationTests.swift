@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import Testing
 
 @testable import HangarRuntime
@@ -114,11 +115,65 @@ struct InvocationTests {
             ],
             caller: AppID(namespace: "team-a", appId: "caller"), callee: AppID(namespace: "team-a", appId: "orders"))
         #expect(forwarded.filter { $0.name != "traceparent" }.map { "\($0.name)=\($0.value)" } == [
-            "x-custom=1", "dapr-caller-app-id=caller", "dapr-caller-namespace=team-a", "dapr-callee-app-id=orders",
+            "x-custom=1", "dapr-content-length=3", "dapr-caller-app-id=caller", "dapr-caller-namespace=team-a",
+            "dapr-callee-app-id=orders",
         ])
         // "00-abc" is no valid traceparent: the callee gets a new trace.
         let trace = forwarded.first { $0.name == "traceparent" }?.value ?? ""
         #expect(trace.wholeMatch(of: /00-[0-9a-f]{32}-[0-9a-f]{16}-01/) != nil)
+    }
+
+    @Test("an HTTP caller's permanent headers reach a gRPC callee as dapr-<name>, and as they are an HTTP callee")
+    func httpCallerHeaders() {
+        let headers: [(name: String, value: String)] = [
+            ("Content-Type", "text/plain"), ("Accept", "application/json"), ("Cookie", "a=1"), ("Host", "x"),
+            ("User-Agent", "sdk"), ("X-Key-Bin", "AAEC"), ("Content-Length", "4"), ("Authorization", "Basic x"),
+        ]
+        let caller = AppID(namespace: "team-a", appId: "caller")
+        let callee = AppID(namespace: "team-a", appId: "orders")
+        let toGRPC = InvocationAPI.forwarded(headers, caller: caller, callee: callee, to: .grpc).prefix(6)
+        #expect(toGRPC.map { "\($0.name)=\($0.value)" } == [
+            "dapr-content-type=text/plain", "dapr-accept=application/json", "dapr-cookie=a=1", "user-agent=sdk",
+            "x-key-bin=AAEC", "dapr-content-length=4",
+        ])
+        let toHTTP = InvocationAPI.forwarded(headers, caller: caller, callee: callee, to: .http).prefix(4)
+        #expect(toHTTP.map { "\($0.name)=\($0.value)" } == [
+            "accept=application/json", "cookie=a=1", "user-agent=sdk", "authorization=Basic x",
+        ])
+    }
+
+    @Test("a gRPC caller's :authority and grpc-* metadata reach an HTTP callee as dapr-*, without -bin keys")
+    func grpcCallerHeaders() {
+        let headers: [(name: String, value: String)] = [
+            (":method", "POST"), (":authority", "localhost:50001"), (":path", "/x"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"), ("grpc-timeout", "1S"), ("grpc-accept-encoding", "gzip"), ("x-id-bin", "AAE="),
+            ("user-agent", "grpc-python"), ("x-custom", "1"),
+        ]
+        let caller = AppID(namespace: "team-a", appId: "caller")
+        let callee = AppID(namespace: "team-a", appId: "web")
+        let toHTTP = InvocationAPI.forwarded(headers, caller: caller, callee: callee, to: .http).prefix(4)
+        #expect(toHTTP.map { "\($0.name)=\($0.value)" } == [
+            "dapr-authority=localhost:50001", "dapr-grpc-accept-encoding=gzip", "user-agent=grpc-python", "x-custom=1",
+        ])
+        let toGRPC = InvocationAPI.forwarded(headers, caller: caller, callee: callee, to: .grpc).prefix(3)
+        #expect(toGRPC.map { "\($0.name)=\($0.value)" } == ["x-id-bin=AAE=", "user-agent=grpc-python", "x-custom=1"])
+    }
+
+    @Test("an HTTP callee's status maps to Dapr's gRPC code, message and ErrorInfo")
+    func httpStatusErrors() {
+        let error = InvocationError.httpStatus(404, body: ByteBuffer(string: String(repeating: "x", count: 100)))
+        #expect(error.rpcCode == .notFound)
+        #expect(error.message == "Not Found" && error.reason == "Not Found" && error.errorCode.isEmpty)
+        #expect(error.errorMetadata == ["http.code": "404", "http.error_message": String(repeating: "x", count: 63)])
+        let codes: [(Int, RPCCode)] = [
+            (400, .internal), (401, .unauthenticated), (403, .permissionDenied), (408, .cancelled),
+            (409, .alreadyExists),
+            (429, .resourceExhausted), (500, .unknown), (501, .unimplemented), (503, .unavailable),
+            (504, .deadlineExceeded), (418, .unknown),
+        ]
+        for (status, code) in codes { #expect(InvocationError.httpStatus(status, body: ByteBuffer()).rpcCode == code) }
+        #expect(InvocationError.httpStatus(418, body: ByteBuffer()).message == "I'm a teapot")
     }
 
     @Test("a caller's W3C trace continues with a new span; none or an invalid one starts a new trace")

@@ -7,9 +7,12 @@ import SwiftProtobuf
 extension DaprService {
     /// `InvokeService` (deprecated upstream in favour of proxying, still what the SDK's gRPC invocation sends): the
     /// runtime's `InvocationAPI` calls the target over its app channel; the caller's metadata is forwarded as Dapr
-    /// forwards it.
+    /// forwards it. The callee's response headers come back as the call's response headers; from an HTTP callee
+    /// with `dapr-http-status: <status>`, and an answer outside 2xx is the gRPC error Dapr maps it to (the headers
+    /// still go out first, as Dapr sends them).
     static func registerInvoke(_ service: inout GRPCService, _ invocation: InvocationAPI) {
-        service.unary(prefix + "InvokeService", Dapr_Proto_Runtime_V1_InvokeServiceRequest.self) { request, call in
+        service.unaryWithHeaders(prefix + "InvokeService", Dapr_Proto_Runtime_V1_InvokeServiceRequest.self) {
+            request, call in
             let message = request.message
             var invoked = AppInvocation(
                 method: message.method, data: ByteBuffer(bytes: message.data.value),
@@ -23,19 +26,35 @@ extension DaprService {
             let deadline = call.headers.first(name: "grpc-timeout").flatMap(GRPCConnectionHandler.parseTimeout)
                 .map { NIODeadline.now() + $0 }
             return invocation.invoke(
-                call.caller, target: request.id, invoked, headers: headers, deadline: deadline, on: call.eventLoop)
-                .flatMapThrowing { result in
-                    // An HTTP callee's answer outside 2xx is an error for a gRPC caller, as in Dapr.
-                    if let status = result.httpStatus, !(200..<300).contains(status) {
-                        throw InvocationError.httpStatus(status, body: result.data)
-                    }
-                    var response = Dapr_Proto_Common_V1_InvokeResponse()
-                    response.data.typeURL = result.dataTypeURL
-                    response.data.value = Data(result.data.readableBytesView)
-                    response.contentType = result.contentType
-                    return response
+                call.caller, target: request.id, invoked, headers: headers, deadline: deadline, on: call.eventLoop
+            ).map { result in
+                var response = Dapr_Proto_Common_V1_InvokeResponse()
+                response.data.typeURL = result.dataTypeURL
+                response.data.value = Data(result.data.readableBytesView)
+                response.contentType = result.contentType
+                guard let status = result.httpStatus else {
+                    return GRPCUnaryReply(headers: result.metadata, result: .success(response))
                 }
+                let headers = httpResponseHeaders(result, status: status)
+                if !(200..<300).contains(status) {
+                    return GRPCUnaryReply(
+                        headers: headers, result: .failure(InvocationError.httpStatus(status, body: result.data)))
+                }
+                return GRPCUnaryReply(headers: headers, result: .success(response))
+            }
         }
+    }
+
+    /// An HTTP callee's response headers as a gRPC caller's response metadata, as Dapr converts them: permanent
+    /// HTTP headers become `dapr-<name>` (`dapr-content-type`, `dapr-date`, ...), then `dapr-http-status`.
+    static func httpResponseHeaders(_ result: AppInvocationResult, status: Int) -> [(name: String, value: String)] {
+        var headers: [(name: String, value: String)] = []
+        if !result.contentType.isEmpty { headers.append(("dapr-content-type", result.contentType)) }
+        for (name, value) in result.metadata where !name.hasSuffix("-bin") {
+            headers.append((InvocationAPI.permanentHTTPHeaders.contains(name) ? "dapr-" + name : name, value))
+        }
+        headers.append(("dapr-http-status", String(status)))
+        return headers
     }
 
     /// gRPC proxying: a unary call to a method hangard does not serve, with `dapr-app-id: <target>`, is forwarded

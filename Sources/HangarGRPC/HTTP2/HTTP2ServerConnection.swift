@@ -171,11 +171,12 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     var eventLoop: (any EventLoop)? { context?.eventLoop }
     var channel: (any Channel)? { context?.channel }
 
-    /// A complete gRPC response: the fixed response head, one message (already length-prefixed) and trailers.
-    func respond(_ id: UInt32, message: ByteBuffer, trailers: [UInt8]) {
+    /// A complete gRPC response: the response head (the fixed one unless the method sends headers of its own), one
+    /// message (already length-prefixed) and trailers.
+    func respond(_ id: UInt32, head: [UInt8] = HPACKLiteral.grpcResponseHead, message: ByteBuffer, trailers: [UInt8]) {
         guard let stream = streams[id], !stream.answered else { return }
         stream.answered = true
-        writeHeaders(id, HPACKLiteral.grpcResponseHead, endStream: false)
+        writeHeaders(id, head, endStream: false)
         enqueue(id, stream, data: message, endStream: false)
         enqueue(id, stream, headers: trailers)
         afterWrite()

@@ -217,7 +217,7 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         }
         let streaming: GRPCService.StreamHandler?
         switch registered.method {
-        case .unary: streaming = nil
+        case .unary, .unaryWithHeaders: streaming = nil
         case .streaming(let handler): streaming = handler
         }
         let admission: Admission
@@ -259,10 +259,15 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             }
             return stream.received([], end: true)
         }
-        guard case .unary(let method) = call.method else { return }
         guard let request = call.request, !call.deframer.hasPartialMessage else {
             return respondError(
                 id, GRPCStatus(code: .internal, message: "the request ended without a complete message"))
+        }
+        let method: GRPCService.UnaryHandler
+        switch call.method {
+        case .unary(let unary): method = unary
+        case .unaryWithHeaders(let withHeaders): return run(id, call, request, withHeaders)
+        case .streaming: return
         }
         call.running = true
         let admission = call.admission
@@ -277,6 +282,57 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
                 admission.finish()
                 bound.value.complete(id, result)
             }
+        }
+    }
+
+    /// Runs a unary method whose answer carries response headers.
+    private func run(
+        _ id: UInt32, _ call: Call, _ request: ByteBuffer, _ method: GRPCService.UnaryWithHeadersHandler
+    ) {
+        call.running = true
+        let admission = call.admission
+        switch method(request, call.context) {
+        case .ready(let result):
+            admission.finish()
+            complete(id, result)
+        case .later(let future):
+            let bound = NIOLoopBound(self, eventLoop: call.context.eventLoop)
+            future.hop(to: call.context.eventLoop).whenComplete { result in
+                admission.finish()
+                bound.value.complete(id, result)
+            }
+        }
+    }
+
+    /// Answers with the response headers first, then the message and OK, or the error status in trailers.
+    private func complete(_ id: UInt32, _ result: Result<GRPCUnaryAnswer, any Error>) {
+        guard let call = calls[id] else { return }
+        let answer: GRPCUnaryAnswer
+        switch result {
+        case .success(let success): answer = success
+        case .failure(let error): return respondError(id, GRPCStatus(error))
+        }
+        let relayed = answer.headers.filter { name, value in
+            GRPCClientConnectionHandler.isValid(name: name, value: value) && !name.hasPrefix("grpc-")
+                && name != "content-type" && name != "te"
+        }
+        // Without headers of its own (the usual gRPC callee), the fixed head: nothing to encode.
+        let head: [UInt8]
+        if relayed.isEmpty {
+            head = HPACKLiteral.grpcResponseHead
+        } else {
+            head = HPACKLiteral.encode(
+                [(":status", "200"), ("content-type", "application/grpc")] + relayed.map { ($0.name, $0.value) })
+        }
+        switch answer.outcome {
+        case .success(let message):
+            record(removeCall(id), .ok)
+            connection?.respond(id, head: head, message: message, trailers: HPACKLiteral.grpcOKTrailers)
+        case .failure(let status):
+            // The headers go out as the response head; the status follows as trailers proper.
+            call.headSent = true
+            connection?.sendHeaders(id, head)
+            respondError(id, status)
         }
     }
 

@@ -25,8 +25,14 @@ public import SwiftProtobuf
     /// and works with it on the call's event loop.
     package typealias StreamHandler = @Sendable (GRPCStreamCall) -> Void
 
+    /// A unary method whose answer also carries response headers (initial metadata), sent before its message or
+    /// its error status. Only `InvokeService` needs it (it relays the invoked app's headers); every other unary
+    /// method's answer stays a bare buffer.
+    package typealias UnaryWithHeadersHandler = @Sendable (ByteBuffer, GRPCCallContext) -> Eventual<GRPCUnaryAnswer>
+
     package enum Method: Sendable {
         case unary(UnaryHandler)
+        case unaryWithHeaders(UnaryWithHeadersHandler)
         case streaming(StreamHandler)
     }
 
@@ -67,6 +73,29 @@ public import SwiftProtobuf
             }
             return handler(request, context).flatMapThrowing { response in
                 try Self.frame(response)
+            }
+        })
+    }
+
+    /// Registers a unary method with typed messages whose answer carries response headers, even when it fails.
+    package mutating func unaryWithHeaders<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ path: String, _ request: Request.Type = Request.self,
+        _ handler: @escaping @Sendable (Request, GRPCCallContext) -> Eventual<GRPCUnaryReply<Response>>
+    ) {
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        methods[path] = Registered(name: name, method: .unaryWithHeaders { bytes, context in
+            let request: Request
+            do {
+                request = try bytes.withUnsafeReadableBytes { try Request(serializedBytes: $0.bytes) }
+            } catch {
+                return .failure(GRPCStatus(error))
+            }
+            return handler(request, context).map { reply in
+                GRPCUnaryAnswer(
+                    headers: reply.headers,
+                    outcome: reply.result.flatMap { response in
+                        Result { try Self.frame(response) }
+                    }.mapError { GRPCStatus($0) })
             }
         })
     }
@@ -115,6 +144,23 @@ public import SwiftProtobuf
         let framed: GRPCFramedBytes = try message.serializedBytes()
         return framed.buffer
     }
+}
+
+/// What a `unaryWithHeaders` method answers: response headers, and its response or its error.
+package struct GRPCUnaryReply<Response: SwiftProtobuf.Message>: Sendable {
+    package var headers: [(name: String, value: String)]
+    package var result: Result<Response, any Error>
+
+    package init(headers: [(name: String, value: String)], result: Result<Response, any Error>) {
+        self.headers = headers
+        self.result = result
+    }
+}
+
+/// A `GRPCUnaryReply` encoded: its headers, and its framed message or its status.
+package struct GRPCUnaryAnswer: Sendable {
+    package var headers: [(name: String, value: String)]
+    package var outcome: Result<ByteBuffer, GRPCStatus>
 }
 
 /// A buffer holding the 5-byte gRPC message prefix followed by the message: swift-protobuf sizes the message,

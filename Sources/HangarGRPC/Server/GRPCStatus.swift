@@ -25,9 +25,10 @@ package struct GRPCStatus: Error, Sendable {
             // An invoked app's own status reaches the caller as the app sent it, as Dapr relays it.
             self.init(code: callee.rpcCode, message: callee.message)
         case let error as any DaprAPIError:
-            self.init(
-                code: error.rpcCode, message: error.message,
-                errorInfo: (error.reason, error.errorMetadata.merging(["errorCode": error.errorCode]) { a, _ in a }))
+            // An error without a Dapr code (an HTTP callee's status) has only its own metadata, as in Dapr.
+            var metadata = error.errorMetadata
+            if !error.errorCode.isEmpty { metadata["errorCode"] = metadata["errorCode"] ?? error.errorCode }
+            self.init(code: error.rpcCode, message: error.message, errorInfo: (error.reason, metadata))
         case is BinaryDecodingError:
             self.init(code: .invalidArgument, message: "the request message is not valid protobuf: \(error)")
         default:

@@ -17,13 +17,34 @@ extension DaprHTTPAPI {
     static let invokeByHeader = Route(nil, "/{method...}", name: "InvokeService", .call(invoke))
 
     /// The match of `invokeByHeader` for a request that no route matched, when it names its target in a
-    /// `dapr-app-id` header.
+    /// `dapr-app-id` header or, without one, in Basic credentials whose user is `dapr-app-id` (any case) and whose
+    /// password is the target: `Authorization: Basic base64("dapr-app-id:<target>")`, for clients that can set
+    /// credentials but no header. As in Dapr, that Authorization header reaches the callee unchanged.
     static func invokeByHeader(_ head: HTTPRequestHead, path: Substring) -> HTTPRouter<DaprHTTPHandler>.Match? {
-        guard let target = head.headers.first(name: "dapr-app-id"), !target.isEmpty else { return nil }
+        let target: String
+        if let header = head.headers.first(name: "dapr-app-id"), !header.isEmpty {
+            target = header
+        } else if let credentials = head.headers.first(name: "authorization"), let named = basicTarget(credentials) {
+            target = named
+        } else {
+            return nil
+        }
         var values = HTTPRouteParameters.Values()
         values.append(target[...])
         values.append(path.drop { $0 == "/" })
         return .init(route: invokeByHeader, parameters: HTTPRouteParameters(names: ["id", "method"], values: values))
+    }
+
+    /// The target named by `Basic base64("dapr-app-id:<target>")`, as Dapr reads it: exactly one `:`, the user
+    /// `dapr-app-id` in any case; nil for any other credentials.
+    static func basicTarget(_ authorization: String) -> String? {
+        guard authorization.hasPrefix("Basic "),
+            let decoded = Data(base64Encoded: String(authorization.dropFirst("Basic ".count))),
+            let text = String(data: decoded, encoding: .utf8)
+        else { return nil }
+        let pair = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard pair.count == 2, pair[0].lowercased() == "dapr-app-id", !pair[1].isEmpty else { return nil }
+        return String(pair[1])
     }
 
     /// Response headers the front-end sets itself or that must not cross a hop.
@@ -45,7 +66,7 @@ extension DaprHTTPAPI {
             var headers = HTTPHeaders()
             if !result.contentType.isEmpty { headers.add(name: "content-type", value: result.contentType) }
             for (name, value) in result.metadata
-            where !notRelayed.contains(name)
+            where !notRelayed.contains(name) && !name.hasSuffix("-bin")
                 && HTTPHeaderField.isValidName(name) && HTTPHeaderField.isValidValue(value)
             {
                 headers.add(name: name, value: value)

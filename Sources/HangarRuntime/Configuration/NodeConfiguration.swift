@@ -7,6 +7,8 @@ public import Logging
 public struct NodeConfiguration: Sendable, Hashable {
     public var tenants: [TenantSpec]
     public var components: [ComponentSpec]
+    /// The `Configuration` resources of `--resources` (valid or not: an invalid one guards its apps by refusing).
+    public var configurations: [ConfigurationResource] = []
     /// The app that tokenless TCP requests act as (the development default); nil means TCP needs a token.
     public var tokenlessTCPApp: AppID?
 
@@ -46,11 +48,25 @@ public struct NodeConfiguration: Sendable, Hashable {
             }
         }
         var components = defaultComponents
+        var configurations: [ConfigurationResource] = []
         if let resourcesDirectory {
             components = []
             for file in try YAMLFiles.list(in: resourcesDirectory) {
                 for document in try YAMLFiles.documents(at: file) {
                     let kind = try document.string("kind") ?? ""
+                    if kind == "Configuration" {
+                        let resource = ConfigurationResource(document: document)
+                        if !resource.ignoredFields.isEmpty {
+                            logger.warning(
+                                "Configuration fields not supported yet; ignored (only spec.accessControl is read)",
+                                metadata: [
+                                    "file": "\(file)", "configuration.name": "\(resource.name)",
+                                    "fields": "\(resource.ignoredFields.joined(separator: ","))",
+                                ])
+                        }
+                        configurations.append(resource)
+                        continue
+                    }
                     guard kind == "Component" else {
                         logger.warning(
                             "resource kind not supported yet; ignored",
@@ -79,9 +95,28 @@ public struct NodeConfiguration: Sendable, Hashable {
                 }
             }
         }
-        let configuration = NodeConfiguration(tenants: tenants, components: components, tokenlessTCPApp: tokenless)
+        var configuration = NodeConfiguration(tenants: tenants, components: components, tokenlessTCPApp: tokenless)
+        configuration.configurations = Self.markDuplicates(configurations)
         try configuration.validate()
         return configuration
+    }
+
+    /// A Configuration declared twice (same name and namespace) is unusable from its second declaration on.
+    static func markDuplicates(_ resources: [ConfigurationResource]) -> [ConfigurationResource] {
+        var seen: [String: String] = [:]
+        return resources.map { resource in
+            var resource = resource
+            guard resource.error == nil else { return resource }
+            if let other = seen[resource.key] {
+                resource.error = ConfigurationError(
+                    path: resource.source, field: "metadata.name",
+                    message: "Configuration '\(resource.key)' is also declared in \(other)")
+                resource.accessControl = nil
+            } else {
+                seen[resource.key] = resource.source
+            }
+            return resource
+        }
     }
 
     /// Checks what no single file can: unique tenants, tokens and component names.

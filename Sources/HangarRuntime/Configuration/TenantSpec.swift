@@ -90,6 +90,9 @@ public struct AppSpec: Sendable, Hashable {
     public var quotas: Quotas?
     /// How the runtime calls into the app; nil when the app serves no app channel (it is never invoked then).
     public var appChannel: AppChannelSpec?
+    /// The name of the Configuration resource whose `accessControl` guards calls into the app (Dapr's
+    /// `dapr.io/config`); nil for its namespace's only Configuration, if any.
+    public var config: String?
 
     public init(
         appId: String, uids: [UInt32] = [], gids: [UInt32] = [], apiToken: String? = nil, quotas: Quotas? = nil
@@ -111,6 +114,9 @@ public struct TenantSpec: Sendable, Hashable {
     public var weight: Int
     /// Apps of other namespaces allowed to invoke this tenant's apps (`spec.allowInvocationFrom`); none by default.
     public var allowInvocationFrom: [InvocationGrant] = []
+    /// The trust domain of the tenant's apps as callers, which Configuration access-control policies name
+    /// (`spec.trustDomain`; Dapr's default, `public`, when not given).
+    public var trustDomain: String = "public"
     public var source: String
 
     public init(
@@ -141,11 +147,19 @@ public struct TenantSpec: Sendable, Hashable {
         if let problem = Names.dns1123Problem(namespace) { throw metadata.error("name", problem) }
         source = document.path
         guard let spec = try document.mapping("spec") else { throw document.error("spec", "is required") }
-        try spec.rejectUnknownKeys(["apps", "quotas", "weight", "allowInvocationFrom"])
+        try spec.rejectUnknownKeys(["apps", "quotas", "weight", "allowInvocationFrom", "trustDomain"])
         quotas = try spec.mapping("quotas").map { (node) throws(ConfigurationError) in try Quotas(node) } ?? Quotas()
         weight = try spec.int("weight") ?? 1
         guard (1...Self.maxWeight).contains(weight) else {
             throw spec.error("weight", "must be an integer from 1 to \(Self.maxWeight)")
+        }
+        if let trustDomain = try spec.string("trustDomain") {
+            guard !trustDomain.isEmpty, trustDomain.utf8.count <= 255,
+                trustDomain.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) })
+            else {
+                throw spec.error("trustDomain", "must be a trust domain name such as public or example.org")
+            }
+            self.trustDomain = trustDomain.lowercased()
         }
         for (index, item) in try spec.list("allowInvocationFrom").enumerated() {
             let node = try YAMLMapping(
@@ -156,7 +170,9 @@ public struct TenantSpec: Sendable, Hashable {
         var seen: Set<String> = []
         for (index, item) in try spec.list("apps").enumerated() {
             let node = try YAMLMapping(path: document.path, field: spec.fieldPath("apps[\(index)]"), value: item)
-            try node.rejectUnknownKeys(["appId", "uids", "gids", "apiToken", "apiTokenFile", "quotas", "appChannel"])
+            try node.rejectUnknownKeys([
+                "appId", "uids", "gids", "apiToken", "apiTokenFile", "quotas", "appChannel", "config",
+            ])
             let appId = try node.requiredString("appId")
             if let problem = Names.dns1123Problem(appId) { throw node.error("appId", problem) }
             guard seen.insert(appId).inserted else { throw node.error("appId", "'\(appId)' is declared twice") }
@@ -191,6 +207,10 @@ public struct TenantSpec: Sendable, Hashable {
             }
             app.appChannel = try node.mapping("appChannel").map { (node) throws(ConfigurationError) in
                 try AppChannelSpec(node)
+            }
+            app.config = try node.string("config")
+            if let config = app.config, let problem = Names.dns1123Problem(config) {
+                throw node.error("config", problem)
             }
             apps.append(app)
         }

@@ -65,7 +65,8 @@ public final class NodeHealth: Sendable {
         return counts
     }
 
-    /// `/healthz/detail`: the whole node as JSON, `{status, ready, listeners, components[], tenants[]}`. Sorted
+    /// `/healthz/detail`: the whole node as JSON, `{status, ready, listeners, components[], configurations[],
+    /// tenants[]}`; `configurations` lists every Configuration resource, an invalid one with its error. Sorted
     /// keys, so that it diffs well.
     public func detailJSON() -> Data {
         func component(_ health: ComponentHealth, brief: Bool) -> [String: Any] {
@@ -79,12 +80,26 @@ public final class NodeHealth: Sendable {
             }
             return object
         }
+        func configuration(_ status: ConfigurationStatus) -> [String: Any] {
+            var object: [String: Any] = [
+                "name": status.name, "source": status.source, "status": status.error == nil ? "VALID" : "INVALID",
+                "apps": status.apps.map(\.description),
+            ]
+            if let namespace = status.namespace { object["namespace"] = namespace }
+            if let error = status.error {
+                object["error"] = error
+                object["inForce"] =
+                    status.lastGoodInForce ? "last good version" : "none: calls into its apps are refused"
+            }
+            return object
+        }
         let up = listenersUp.load(ordering: .acquiring)
         let object: [String: Any] = [
             "status": status.rawValue,
             "ready": isReady,
             "listeners": ["status": (up ? ComponentStatus.up : .initialising).rawValue],
             "components": components.health.map { component($0, brief: false) },
+            "configurations": registry.configurationStatuses.map(configuration),
             "tenants": tenants.map { tenant in
                 [
                     "namespace": tenant.namespace, "status": tenant.status.rawValue, "apps": tenant.apps,

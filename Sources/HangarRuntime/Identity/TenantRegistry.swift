@@ -18,11 +18,14 @@ public final class TenantRegistry: Sendable {
         let accounts: [AppID: AppAccount]
         let tenantAccounts: [String: TenantAccount]
         let tokens: [TokenEntry]
+        let access: AccessControlPolicies
 
         init(
-            configuration: NodeConfiguration, accounts: [AppID: AppAccount], tenantAccounts: [String: TenantAccount]
+            configuration: NodeConfiguration, accounts: [AppID: AppAccount], tenantAccounts: [String: TenantAccount],
+            previousAccess: AccessControlPolicies?
         ) {
             self.configuration = configuration
+            self.access = AccessControlPolicies(configuration, previous: previousAccess)
             var specs: [AppID: AppSpec] = [:]
             var tokens: [TokenEntry] = []
             for (id, spec, _) in configuration.apps {
@@ -55,7 +58,8 @@ public final class TenantRegistry: Sendable {
 
     public init(configuration: NodeConfiguration, maxRequestBytes: Int = 4 << 20) {
         self.nodeMaxRequestBytes = maxRequestBytes
-        current = Mutex(Snapshot(configuration: configuration, accounts: [:], tenantAccounts: [:]))
+        current = Mutex(
+            Snapshot(configuration: configuration, accounts: [:], tenantAccounts: [:], previousAccess: nil))
         apply(configuration)
     }
 
@@ -107,7 +111,9 @@ public final class TenantRegistry: Sendable {
                 _ = account.setStatus(.removed)
                 change.removed.append(id)
             }
-            snapshot = Snapshot(configuration: configuration, accounts: accounts, tenantAccounts: tenantAccounts)
+            snapshot = Snapshot(
+                configuration: configuration, accounts: accounts, tenantAccounts: tenantAccounts,
+                previousAccess: snapshot.access)
             change.added.sort { $0.description < $1.description }
             change.removed.sort { $0.description < $1.description }
             return change
@@ -119,6 +125,22 @@ public final class TenantRegistry: Sendable {
     public func app(_ id: AppID) -> AppSpec? { current.withLock { $0.specs[id] } }
 
     public func tenant(_ namespace: String) -> TenantSpec? { current.withLock { $0.tenants[namespace] } }
+
+    /// What the invocation rules need to know about a call from `caller` into `callee`, found under one lock: the
+    /// callee's tenant's grants to other namespaces, the access control guarding the callee, and the caller's trust
+    /// domain. nil when `callee` is not a declared app.
+    func invocationTarget(_ callee: AppID, caller: AppID) -> InvocationTarget? {
+        current.withLock { snapshot in
+            guard snapshot.specs[callee] != nil, let tenant = snapshot.tenants[callee.namespace] else { return nil }
+            return InvocationTarget(
+                grants: tenant.allowInvocationFrom, access: snapshot.access.byApp[callee] ?? .unrestricted,
+                callerTrustDomain: snapshot.access.trustDomains[caller.namespace]
+                    ?? AccessControlList.defaultTrustDomain)
+        }
+    }
+
+    /// Every Configuration resource and its state (for `/v1.0/healthz/detail`).
+    public var configurationStatuses: [ConfigurationStatus] { current.withLock { $0.access.statuses } }
 
     /// The quota account of a served app.
     public func account(_ id: AppID) -> AppAccount? { current.withLock { $0.accounts[id] } }
@@ -159,4 +181,11 @@ public final class TenantRegistry: Sendable {
         }
         return difference == 0
     }
+}
+
+/// What `TenantRegistry.invocationTarget` finds.
+struct InvocationTarget {
+    let grants: [InvocationGrant]
+    let access: AppAccessControl
+    let callerTrustDomain: String
 }

@@ -29,11 +29,12 @@ public struct InvocationAPI: Sendable {
         let route: Route
         do {
             invocation.method = try Self.normalise(invocation.method)
-            route = try self.route(caller, to: target, method: invocation.method)
+            route = try self.route(caller, to: target, method: invocation.method, verb: invocation.verb)
         } catch {
             return .failure(error)
         }
-        invocation.metadata = Self.forwarded(headers, caller: caller.app, callee: route.callee)
+        invocation.metadata = Self.forwarded(
+            headers, caller: caller.app, callee: route.callee, to: route.entry.spec.protocol)
         let request = invocation
         let deadline = deadline ?? .now() + defaultTimeout
         let entry = route.entry
@@ -55,7 +56,7 @@ public struct InvocationAPI: Sendable {
         let target = headers.first { $0.name.lowercased() == "dapr-app-id" }?.value ?? ""
         let route: Route
         do {
-            route = try self.route(caller, to: target, method: String(path.drop { $0 == "/" }))
+            route = try self.route(caller, to: target, method: String(path.drop { $0 == "/" }), proxied: true)
         } catch {
             return .failure(error)
         }
@@ -73,12 +74,18 @@ public struct InvocationAPI: Sendable {
         let entry: AppChannels.Entry
     }
 
-    /// The tenancy rules of every call into an app, in order: the target resolves and is declared, a call from
-    /// another namespace is granted by the target's Tenant, the target has an app channel and is healthy. Refusals
-    /// of a declared target count in its metrics like calls that reached it.
-    func route(_ caller: Caller, to target: String, method: String) throws(APIError) -> Route {
+    /// The rules of every call into an app, in order: the target resolves and is declared, a call from another
+    /// namespace is granted by the target's Tenant, the access control of the target's Configuration allows it (as
+    /// Dapr applies it on the callee's side; self-calls skip it), the target has an app channel and is healthy.
+    /// Refusals of a declared target count in its metrics like calls that reached it.
+    ///
+    /// `verb` is the HTTP verb of an invocation (nil when it has none); `proxied` says that `method` is a proxied
+    /// gRPC method's path, which the access control matches with verb `NONE` and its case kept, as Dapr does.
+    func route(_ caller: Caller, to target: String, method: String, verb: String? = nil, proxied: Bool = false)
+        throws(APIError) -> Route
+    {
         let callee = try Self.resolve(target, from: caller.app)
-        guard let tenant = registry.tenant(callee.namespace), registry.app(callee) != nil else {
+        guard let found = registry.invocationTarget(callee, caller: caller.app) else {
             throw InvocationError.notFound(callee)
         }
         let refuse = { [metrics] (refusal: APIError) -> APIError in
@@ -86,9 +93,27 @@ public struct InvocationAPI: Sendable {
             return refusal
         }
         if callee.namespace != caller.namespace,
-            !tenant.allowInvocationFrom.contains(where: { $0.allows(caller.app, method: method) })
+            !found.grants.contains(where: { $0.allows(caller.app, method: method) })
         {
             throw refuse(InvocationError.denied(caller: caller.app, target: callee, method: method))
+        }
+        switch found.access {
+        case .unrestricted:
+            break
+        case .list(let list, _) where callee != caller.app:
+            let operation = proxied ? "/" + method : method
+            let verbName = (proxied || !list.isHTTP) ? "NONE" : Self.verbName(verb)
+            if !list.allows(caller.app, trustDomain: found.callerTrustDomain, operation: operation, verb: verbName) {
+                throw refuse(
+                    InvocationError.accessDenied(
+                        target: callee, proxied: proxied,
+                        caller: AccessControlList.spiffeID(caller.app, trustDomain: found.callerTrustDomain),
+                        operation: operation, verb: verbName))
+            }
+        case .unusable(let why) where callee != caller.app:
+            throw refuse(InvocationError.accessUnusable(callee, why))
+        case .list, .unusable:
+            break  // a self-call: Dapr skips the access control
         }
         guard let entry = channels.entry(callee) else { throw refuse(InvocationError.noChannel(callee)) }
         guard entry.isHealthy else { throw refuse(InvocationError.unhealthy(callee)) }
@@ -121,6 +146,16 @@ public struct InvocationAPI: Sendable {
                 duration: .nanoseconds((NIODeadline.now() - started).nanoseconds))
         }
         return .later(future)
+    }
+
+    /// The name Dapr gives an HTTP verb in an access-control decision: its `HTTPExtension.Verb` name, `NONE` for
+    /// none or one the enum does not know.
+    static func verbName(_ verb: String?) -> String {
+        guard let verb else { return "NONE" }
+        switch verb.uppercased() {
+        case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH": return verb.uppercased()
+        default: return "NONE"
+        }
     }
 
     /// `appId` in the caller's namespace, or `appId.namespace`; more than one dot is refused, as in Dapr.
@@ -156,28 +191,78 @@ public struct InvocationAPI: Sendable {
     static let dropped: Set<String> = [
         "dapr-api-token", "dapr-app-id", "destination-app-id", "connection", "keep-alive", "proxy-connection",
         "transfer-encoding", "upgrade", "http2-settings", "te", "trailer", "proxy-authorization",
-        "proxy-authenticate", "content-length", "host", "content-type", "user-agent", "dapr-caller-app-id",
-        "dapr-caller-namespace", "dapr-callee-app-id",
+        "proxy-authenticate", "host", "dapr-caller-app-id", "dapr-caller-namespace", "dapr-callee-app-id",
     ]
 
-    /// The caller's headers as the callee receives them.
-    static func forwarded(_ headers: [(name: String, value: String)], caller: AppID, callee: AppID)
-        -> [(name: String, value: String)]
-    {
+    /// IANA's permanent request headers that Dapr renames `dapr-<name>` when an HTTP caller's headers become a gRPC
+    /// callee's metadata (`isPermanentHTTPHeader` in Dapr's `pkg/messaging/v1/util.go`; the hop-by-hop ones and
+    /// `host` never get that far).
+    package static let permanentHTTPHeaders: Set<String> = [
+        "accept", "accept-charset", "accept-language", "accept-ranges", "cache-control", "content-type",
+        "content-length", "cookie", "date", "expect", "from", "if-match", "if-modified-since", "if-none-match",
+        "if-schedule-tag-match", "if-unmodified-since", "max-forwards", "origin", "pragma", "referer", "via",
+        "warning",
+    ]
+
+    /// The `grpc-*` headers a gRPC server keeps to itself (grpc-go does not put them in the call's metadata), so
+    /// an HTTP callee never sees them; the others reach it as `dapr-grpc-*`.
+    static let reservedGRPCHeaders: Set<String> = [
+        "grpc-timeout", "grpc-encoding", "grpc-message", "grpc-message-type", "grpc-status",
+        "grpc-status-details-bin",
+    ]
+
+    /// The caller's headers as the callee receives them, mapped as Dapr maps them between the caller's protocol
+    /// (a gRPC caller's headers carry `content-type: application/grpc`, which is how Dapr tells them apart) and
+    /// the callee's:
+    /// - HTTP caller → gRPC callee: permanent HTTP headers become `dapr-<name>` (`dapr-content-type`,
+    ///   `dapr-accept`, ...);
+    /// - gRPC caller → HTTP callee: `:authority` becomes `dapr-authority`, `grpc-*` become `dapr-grpc-*`;
+    /// - to an HTTP callee, keys ending in `-bin`, `content-type` and `content-length` are left out (the call
+    ///   carries its own).
+    static func forwarded(
+        _ headers: [(name: String, value: String)], caller: AppID, callee: AppID,
+        to calleeProtocol: AppChannelSpec.ChannelProtocol = .grpc
+    ) -> [(name: String, value: String)] {
         var dropped = Self.dropped
-        for (name, value) in headers where name.lowercased() == "connection" {
-            for listed in value.split(separator: ",") {
-                dropped.insert(listed.trimmingCharacters(in: .whitespaces).lowercased())
+        var fromGRPC = false
+        for (name, value) in headers {
+            let count = name.utf8.count
+            if count == 10, name.lowercased() == "connection" {
+                for listed in value.split(separator: ",") {
+                    dropped.insert(listed.trimmingCharacters(in: .whitespaces).lowercased())
+                }
+            } else if count == 12, value.hasPrefix("application/grpc"), name.lowercased() == "content-type" {
+                fromGRPC = true
             }
         }
+        let toHTTP = calleeProtocol == .http
         var forwarded: [(name: String, value: String)] = []
         var incomingTrace: String?
         for (name, value) in headers {
             let lower = name.lowercased()
-            if lower.hasPrefix(":") || lower.hasPrefix("grpc-") || dropped.contains(lower) { continue }
+            if dropped.contains(lower) { continue }
             if lower == "traceparent" {
                 incomingTrace = value
                 continue
+            }
+            if lower.hasPrefix(":") {
+                if toHTTP && fromGRPC && lower == ":authority" { forwarded.append(("dapr-authority", value)) }
+                continue
+            }
+            if toHTTP {
+                if lower.hasSuffix("-bin") || lower == "content-type" || lower == "content-length" { continue }
+                if lower.hasPrefix("grpc-") {
+                    if fromGRPC && !reservedGRPCHeaders.contains(lower) { forwarded.append(("dapr-" + lower, value)) }
+                    continue
+                }
+            } else {
+                // The transport to a gRPC callee sets its own content type, deadline and encodings.
+                if lower.hasPrefix("grpc-") { continue }
+                if fromGRPC && lower == "content-type" { continue }
+                if !fromGRPC && permanentHTTPHeaders.contains(lower) {
+                    forwarded.append(("dapr-" + lower, value))
+                    continue
+                }
             }
             forwarded.append((lower, value))
         }

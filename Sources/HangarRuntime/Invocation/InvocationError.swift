@@ -44,6 +44,32 @@ public enum InvocationError {
             ])
     }
 
+    /// The callee's Configuration denies the call. The text is Dapr's: its HTTP API answers 403 with
+    /// `ERR_DIRECT_INVOKE` and this message wrapping the callee's PERMISSION_DENIED; gRPC proxying answers the bare
+    /// PERMISSION_DENIED.
+    static func accessDenied(target: AppID, proxied: Bool, caller: String, operation: String, verb: String)
+        -> APIError
+    {
+        let denial = "access control policy has denied access to id: \(caller) operation: \(operation.prefix(256)) "
+            + "verb: \(verb)"
+        return APIError(
+            errorCode: errorCode, rpcCode: .permissionDenied, httpStatus: 403,
+            message: proxied
+                ? denial
+                : "failed to invoke, id: \(target.appId), err: rpc error: code = PermissionDenied desc = \(denial)",
+            reason: "HANGAR_ACCESS_CONTROL_DENIED", metadata: ["namespace": target.namespace, "appId": target.appId])
+    }
+
+    /// The callee's Configuration cannot be applied (invalid with no last good version, or not found): calls into
+    /// it are refused rather than let through unguarded.
+    static func accessUnusable(_ target: AppID, _ why: String) -> APIError {
+        APIError(
+            errorCode: errorCode, rpcCode: .permissionDenied, httpStatus: 403,
+            message: "failed to invoke, id: \(target.appId), err: the access control of app \(target) cannot be "
+                + "applied, so calls into it are refused: \(why)",
+            reason: "HANGAR_ACCESS_CONTROL_UNUSABLE", metadata: ["namespace": target.namespace, "appId": target.appId])
+    }
+
     static func unhealthy(_ target: AppID) -> APIError {
         APIError(
             errorCode: errorCode, rpcCode: .unavailable, httpStatus: 500,
@@ -66,12 +92,24 @@ public enum InvocationError {
 }
 
 extension InvocationError {
+    /// Go's `http.StatusText`, which Dapr uses as the message of an HTTP callee's error status.
     static let reasonPhrases: [Int: String] = [
-        300: "Multiple Choices", 301: "Moved Permanently", 302: "Found", 304: "Not Modified", 400: "Bad Request",
-        401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout",
-        409: "Conflict", 410: "Gone", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
-        422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error", 501: "Not Implemented",
-        502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout",
+        100: "Continue", 101: "Switching Protocols", 102: "Processing", 103: "Early Hints", 200: "OK",
+        201: "Created", 202: "Accepted", 203: "Non-Authoritative Information", 204: "No Content",
+        205: "Reset Content", 206: "Partial Content", 207: "Multi-Status", 208: "Already Reported", 226: "IM Used",
+        300: "Multiple Choices", 301: "Moved Permanently", 302: "Found", 303: "See Other", 304: "Not Modified",
+        305: "Use Proxy", 307: "Temporary Redirect", 308: "Permanent Redirect", 400: "Bad Request",
+        401: "Unauthorized", 402: "Payment Required", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+        406: "Not Acceptable", 407: "Proxy Authentication Required", 408: "Request Timeout", 409: "Conflict",
+        410: "Gone", 411: "Length Required", 412: "Precondition Failed", 413: "Request Entity Too Large",
+        414: "Request URI Too Long", 415: "Unsupported Media Type", 416: "Requested Range Not Satisfiable",
+        417: "Expectation Failed", 418: "I'm a teapot", 421: "Misdirected Request", 422: "Unprocessable Entity",
+        423: "Locked", 424: "Failed Dependency", 425: "Too Early", 426: "Upgrade Required",
+        428: "Precondition Required", 429: "Too Many Requests", 431: "Request Header Fields Too Large",
+        451: "Unavailable For Legal Reasons", 500: "Internal Server Error", 501: "Not Implemented",
+        502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout", 505: "HTTP Version Not Supported",
+        506: "Variant Also Negotiates", 507: "Insufficient Storage", 508: "Loop Detected", 510: "Not Extended",
+        511: "Network Authentication Required",
     ]
 
     /// What a gRPC caller gets when an HTTP callee answered outside 2xx: Dapr's `CodeFromHTTPStatus`, the status
@@ -79,6 +117,7 @@ extension InvocationError {
     public static func httpStatus(_ status: Int, body: ByteBuffer) -> APIError {
         let code: RPCCode =
             switch status {
+            case 408: .cancelled
             case 400: .internal
             case 401: .unauthenticated
             case 403: .permissionDenied
@@ -90,7 +129,7 @@ extension InvocationError {
             case 504: .deadlineExceeded
             default: .unknown
             }
-        let text = reasonPhrases[status] ?? "HTTP \(status)"
+        let text = reasonPhrases[status] ?? ""
         return APIError(
             errorCode: "", rpcCode: code, httpStatus: status, message: text, reason: text,
             metadata: [

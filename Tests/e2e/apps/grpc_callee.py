@@ -4,8 +4,10 @@ sdk: the official SDK's app server, dapr.ext.grpc.App, with methods `echo` (answ
      received: data, content type and metadata) and `whoami`, and a health check.
 raw: a plain grpcio AppCallback servicer whose OnInvoke answers the whole InvokeRequest as JSON (method, verb,
      query string, content type, data, metadata): what dapr.ext.grpc.App does not show its handlers. Method
-     `sleep/<ms>` answers after that long; `status/<CODE>` fails with that gRPC status. It also serves its own
-     `/test.Echo/Echo` (raw bytes: answers the request and its metadata as JSON; `fail` fails it), for proxying.
+     `sleep/<ms>` answers after that long; `status/<CODE>` fails with that gRPC status; `calls` answers the
+     methods of every call it received (OnInvoke methods, and proxied paths), so a test can tell that a refused
+     call never arrived. It also serves its own `/test.Echo/Echo` (raw bytes: answers the request and its
+     metadata as JSON; `fail` fails it), for proxying.
 Prints "ready" once it listens.
 """
 
@@ -49,8 +51,15 @@ def run_raw(port: int) -> None:
     from dapr.proto.common.v1 import common_pb2
     from dapr.proto.runtime.v1 import appcallback_pb2_grpc
 
+    seen: list[str] = []
+
     class Servicer(appcallback_pb2_grpc.AppCallbackServicer):
         def OnInvoke(self, request, context):
+            if request.method == "calls":
+                listing = common_pb2.InvokeResponse(content_type="application/json")
+                listing.data.value = json.dumps(seen).encode()
+                return listing
+            seen.append(request.method)
             body = {
                 "method": request.method,
                 "verb": common_pb2.HTTPExtension.Verb.Name(request.http_extension.verb),
@@ -70,6 +79,7 @@ def run_raw(port: int) -> None:
             return answer
 
     def echo(request: bytes, context) -> bytes:
+        seen.append("/test.Echo/Echo")
         if request == b"fail":
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the callee says no")
         body = {"request": request.decode(errors="replace"), "metadata": metadata_dict(context.invocation_metadata())}

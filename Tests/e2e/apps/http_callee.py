@@ -2,7 +2,9 @@
 
 A FastAPI app wrapped in the official SDK's dapr.ext.fastapi.DaprApp, served by uvicorn. Every path answers a JSON
 summary of the request (verb, path, query string, headers, body); `/status/<code>` answers that status with a
-body; `/big/<n>` answers n bytes; `/healthz` answers 200. Prints "ready" once it listens.
+body; `/big/<n>` answers n bytes; `/healthz` answers 200; `/calls` answers the verbs and paths of every request
+the echo and status routes received (so a test can tell that a refused call never arrived). Prints "ready" once it
+listens.
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from fastapi import FastAPI, Request, Response
 
 app = FastAPI()
 DaprApp(app)
+SEEN: list[str] = []
+
+
+@app.get("/calls")
+def calls() -> list[str]:
+    return SEEN
 
 
 @app.get("/healthz")
@@ -31,12 +39,14 @@ def big(size: int) -> Response:
 
 @app.api_route("/status/{code}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
 async def status(code: int, request: Request) -> Response:
+    SEEN.append(f"{request.method} {request.url.path}")
     return Response(content=f"the callee answers {code}", status_code=code, media_type="text/plain")
 
 
 @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
 async def echo(path: str, request: Request) -> dict:
     body = await request.body()
+    SEEN.append(f"{request.method} {request.url.path}")
     return {
         "verb": request.method,
         "path": request.url.path,
