@@ -266,3 +266,29 @@ def test_a_slow_caller_holds_the_app_back_without_hangard_buffering_the_stream(n
     assert call.code() == grpc.StatusCode.OK
     after = rss_kib(pid)
     assert after - before < 50 * 1024, (before, during, after)
+
+
+def test_a_slow_app_holds_the_caller_back_without_hangard_buffering_the_stream(node):
+    """The other way: a caller streams 10,000 messages of 10 KB to an app that stops reading for a while; the
+    caller is held back by flow control through hangard, whose memory stays far below what the stream carries."""
+    daemon, channel = node["daemon"], node["channel"]()
+    pid = daemon.process.pid
+    before = rss_kib(pid)
+    total, size = 10_000, 10_000
+    yielded = 0
+
+    def requests():
+        nonlocal yielded
+        yield b"wait:2000"
+        for number in range(total):
+            yielded += 1
+            yield str(number).encode() + b"." * size
+
+    answer = channel.stream_unary("/test.Echo/Sum").future(requests(), metadata=TO_RAW, timeout=120)
+    time.sleep(1.5)  # the app reads nothing: an unbounded relay would take the whole stream meanwhile
+    stalled, during = yielded, rss_kib(pid)
+    assert stalled < total // 2, stalled
+    assert during - before < 50 * 1024, (before, during)
+    assert answer.result() == str(sum(range(total))).encode()
+    after = rss_kib(pid)
+    assert after - before < 50 * 1024, (before, during, after)

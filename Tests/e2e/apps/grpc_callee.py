@@ -10,7 +10,8 @@ raw: a plain grpcio AppCallback servicer whose OnInvoke answers the whole Invoke
        Count (server-streaming): the request is JSON {n, size, delay_ms, fail_after, tag}; answers messages
          "0", "1", ... (each padded with `size` dots), one every `delay_ms`, failing with ABORTED before message
          `fail_after`; what it sent, whether it was cancelled and the deadline it saw are kept under `tag`.
-       Sum (client-streaming): answers the sum of the integers it received.
+       Sum (client-streaming): answers the sum of the integers it received (each may be padded with dots);
+         a message `wait:<ms>` makes it stop reading for that long.
        Chat (bidirectional): answers each message as it arrives with "echo:" before it; `fail` fails it.
        Progress (unary): answers, as JSON, what Count kept under the tag in the request.
 Prints "ready" once it listens.
@@ -119,7 +120,13 @@ def run_raw(port: int) -> None:
             state["done"] = True
 
     def total(requests, context) -> bytes:
-        return str(sum(int(message) for message in requests)).encode()
+        result = 0
+        for message in requests:
+            if message.startswith(b"wait:"):  # a slow reader: nothing more is read meanwhile
+                time.sleep(int(message[5:]) / 1000)
+            else:
+                result += int(message.rstrip(b"."))
+        return str(result).encode()
 
     def chat(requests, context):
         for message in requests:
