@@ -237,9 +237,7 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
             onData(context, frame.streamID, data)
         case .rstStream(let code):
             let why = "the app reset the call (\(code))"
-            if calls[frame.streamID] != nil {
-                finish(frame.streamID, .failure(AppChannelError.unreachable(why)))
-            } else {
+            if !complete(frame.streamID, .failure(AppChannelError.unreachable(why))), !streams.isEmpty {
                 streams[frame.streamID]?.failed(why)
             }
         case .goAway:
@@ -262,9 +260,8 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let closed = event as? StreamClosedEvent {
             let why = "the call's stream closed without an answer"
-            if calls[closed.streamID] != nil {
-                finish(closed.streamID, .failure(AppChannelError.unreachable(why)))
-            } else {
+            // Every unary call's stream closes after its answer: a stream is looked for only when there are some.
+            if !complete(closed.streamID, .failure(AppChannelError.unreachable(why))), !streams.isEmpty {
                 streams[closed.streamID]?.failed(why)
             }
         }
@@ -291,9 +288,15 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
     }
 
     private func finish(_ id: HTTP2StreamID, _ result: Result<GRPCClientResponse, any Error>) {
-        guard let call = calls.removeValue(forKey: id) else { return }
+        _ = complete(id, result)
+    }
+
+    /// Completes a unary call; false when `id` is not one in progress.
+    private func complete(_ id: HTTP2StreamID, _ result: Result<GRPCClientResponse, any Error>) -> Bool {
+        guard let call = calls.removeValue(forKey: id) else { return false }
         call.timeout?.cancel()
         call.promise.completeWith(result)
+        return true
     }
 
     private func expire(_ id: HTTP2StreamID) {
