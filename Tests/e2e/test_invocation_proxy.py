@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import queue
 import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -55,7 +56,9 @@ def tenants(raw_port: int, web_port: int) -> dict[str, str]:
 @pytest.fixture
 def node(hangard_factory) -> Iterator[dict]:
     raw = Callee("raw", free_port()).start()
-    daemon = start_daemon(hangard_factory, tenants(raw.port, free_port()))
+    metrics_port = free_port()
+    daemon = start_daemon(
+        hangard_factory, tenants(raw.port, free_port()), extra_args=("--metrics-listen", f"127.0.0.1:{metrics_port}"))
     channels: list[grpc.Channel] = []
 
     def channel(app: str = "caller", ns: str = "team-a") -> grpc.Channel:
@@ -64,7 +67,7 @@ def node(hangard_factory) -> Iterator[dict]:
         return opened
 
     try:
-        yield {"daemon": daemon, "raw": raw, "channel": channel}
+        yield {"daemon": daemon, "raw": raw, "channel": channel, "metrics_port": metrics_port}
     finally:
         for opened in channels:
             opened.close()
@@ -98,6 +101,34 @@ def test_a_server_stream_relays_every_message_in_order_with_headers_and_trailers
     assert ("x-callee", "count") in call.initial_metadata()
     assert ("x-trailer", "counted") in call.trailing_metadata()
     assert call.code() == grpc.StatusCode.OK
+
+
+def invocations(metrics_port: int, target: str) -> dict[str, float]:
+    """hangar_invocations_total from caller to `target` in team-a, by code."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("hangar_invocations_total{") and f'target_app_id="{target}"' in line:
+            code = line.split('code="', 1)[1].split('"', 1)[0]
+            counts[code] = counts.get(code, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def test_each_proxied_call_is_counted_once_whatever_it_carried(node):
+    channel = node["channel"]()
+    to_narrow = (("dapr-app-id", "narrow"),)
+    assert len(list(channel.unary_stream("/test.Echo/Count")(count_request(500), metadata=to_narrow, timeout=20))) == 500
+    assert channel.stream_unary("/test.Echo/Sum")(
+        (b"1" for _ in range(300)), metadata=to_narrow, timeout=20) == b"300"
+    assert channel.unary_unary("/test.Echo/Echo")(b"x", metadata=to_narrow, timeout=20)
+    with pytest.raises(grpc.RpcError):
+        list(channel.unary_stream("/test.Echo/Count")(count_request(5, fail_after=2), metadata=to_narrow, timeout=20))
+    cancelled = channel.unary_stream("/test.Echo/Count")(
+        count_request(100_000, delay_ms=10), metadata=to_narrow, timeout=20)
+    next(cancelled)
+    cancelled.cancel()
+    wait_until(lambda: invocations(node["metrics_port"], "narrow").get("CANCELLED") == 1, timeout=10)
+    assert invocations(node["metrics_port"], "narrow") == {"OK": 3, "ABORTED": 1, "CANCELLED": 1}
 
 
 def test_a_client_stream_reaches_the_app_message_by_message(node):
