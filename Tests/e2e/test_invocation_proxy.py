@@ -190,6 +190,14 @@ def test_the_callers_cancellation_reaches_the_app(node):
     time.sleep(0.3)
     assert progress(channel, "cancelled")["sent"] == sent  # it stopped
 
+    # A caller that goes away altogether (its connection closes) cancels its calls too.
+    gone = node["channel"]()
+    call = gone.unary_stream("/test.Echo/Count")(
+        count_request(100_000, tag="disconnected", delay_ms=10), metadata=TO_RAW, timeout=30)
+    assert next(call) == b"0"
+    gone.close()
+    wait_until(lambda: (progress(channel, "disconnected") or {}).get("cancelled"), timeout=10)
+
 
 def test_the_callers_deadline_reaches_the_app_and_ends_the_stream(node):
     channel = node["channel"]()
