@@ -86,16 +86,24 @@ package final class GRPCAppChannel: AppChannel {
             }
     }
 
-    package func proxy(
-        path: String, message: ByteBuffer, metadata: [(name: String, value: String)], deadline: NIODeadline,
-        on eventLoop: any EventLoop
-    ) -> EventLoopFuture<ByteBuffer> {
-        var framed = ByteBuffer()
-        framed.reserveCapacity(5 + message.readableBytes)
-        framed.writeInteger(UInt8(0))
-        framed.writeInteger(UInt32(message.readableBytes))
-        framed.writeImmutableBuffer(message)
-        return call(path, framed: framed, metadata: metadata, deadline: deadline, on: eventLoop).map(\.message)
+    /// A streamed call (gRPC proxying) on the connection of `eventLoop`, made first when there is none.
+    package func openStream(
+        path: String, metadata: [(name: String, value: String)], deadline: NIODeadline?, on eventLoop: any EventLoop,
+        observer: any AppStreamObserver, opened: @escaping (Result<any AppStream, AppChannelError>) -> Void
+    ) {
+        let authority = address.authority
+        connection(on: eventLoop).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let connection):
+                let stream = connection.handler.value.openStream(
+                    path: path, authority: authority, metadata: metadata, deadline: deadline, observer: observer)
+                opened(stream.map { $0 })
+            case .failure(let error as AppChannelError):
+                opened(.failure(error))
+            case .failure(let error):
+                opened(.failure(.unreachable("\(error)")))
+            }
+        }
     }
 
     package func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {

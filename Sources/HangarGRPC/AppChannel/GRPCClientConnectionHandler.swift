@@ -15,9 +15,10 @@ struct GRPCClientResponse: Sendable {
 /// The client side of one HTTP/2 connection to an app's gRPC server, behind swift-nio-http2's `NIOHTTP2Handler`
 /// in client mode (the library's state machines and flow control: robustness matters more than the last
 /// microsecond on this side). One handler owns every stream of the connection, without a multiplexer: it allocates
-/// stream ids, writes HEADERS and one DATA frame per call, collects the answer, and completes the call on its
-/// trailers, on a stream reset, at its deadline (RST_STREAM CANCEL), or when the connection ends. Every method runs
-/// on the channel's event loop.
+/// stream ids, writes HEADERS and one DATA frame per unary call, collects the answer, and completes the call on its
+/// trailers, on a stream reset, at its deadline (RST_STREAM CANCEL), or when the connection ends. Streamed calls
+/// (gRPC proxying) are `GRPCClientStream`s kept apart from the unary calls, so a unary call's frames never look
+/// further than its own table. Every method runs on the channel's event loop.
 final class GRPCClientConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
@@ -47,6 +48,10 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
     private let onGoingAway: @Sendable () -> Void
     private var context: ChannelHandlerContext?
     private var calls: [HTTP2StreamID: Call] = [:]
+    private var streams: [HTTP2StreamID: GRPCClientStream] = [:]
+    /// Streams whose held request message goes out when the event loop's turn ends.
+    private var flushing: [GRPCClientStream] = []
+    private var flushScheduled = false
     private var nextStreamID: Int32 = 1
     private var connectionUnackedBytes = 0
     private var isReading = false
@@ -76,14 +81,7 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
         guard remaining > .zero else { return promise.fail(AppChannelError.deadlineExceeded) }
         let id = HTTP2StreamID(nextStreamID)
         nextStreamID += 2
-        var headers: HPACKHeaders = [
-            ":method": "POST", ":scheme": "http", ":path": path, ":authority": authority,
-            "content-type": "application/grpc", "te": "trailers",
-            "grpc-timeout": "\(max(1, remaining.nanoseconds / 1_000_000))m",
-        ]
-        for (name, value) in metadata where Self.isValid(name: name, value: value) {
-            headers.add(name: name, value: value)
-        }
+        let headers = Self.requestHeaders(path: path, authority: authority, metadata: metadata, timeout: remaining)
         var call = Call(promise: promise)
         call.timeout = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
             self?.expire(id)
@@ -96,6 +94,107 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
                 HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message), endStream: true)))),
             promise: nil)
         markFlush(context)
+    }
+
+    /// Opens a streamed call: its HEADERS go out at the end of the event loop's turn, with the request's first
+    /// message when it has come by then. Fails when the connection is going away or the deadline has passed.
+    func openStream(
+        path: String, authority: String, metadata: [(name: String, value: String)], deadline: NIODeadline?,
+        observer: any AppStreamObserver
+    ) -> Result<GRPCClientStream, AppChannelError> {
+        guard let context, isUsable else { return .failure(.unreachable("the connection to the app is closing")) }
+        let remaining = deadline.map { $0 - .now() }
+        if let remaining, remaining <= .zero { return .failure(.deadlineExceeded) }
+        let id = HTTP2StreamID(nextStreamID)
+        nextStreamID += 2
+        let headers = Self.requestHeaders(path: path, authority: authority, metadata: metadata, timeout: remaining)
+        let stream = GRPCClientStream(id: id, handler: self, observer: observer, eventLoop: context.eventLoop)
+        if let deadline {
+            stream.timeout = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak stream] in
+                stream?.expired()
+            }
+        }
+        streams[id] = stream
+        context.write(
+            wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers)))), promise: nil)
+        flushSoon(nil)
+        return .success(stream)
+    }
+
+    /// A call's request headers; `grpc-timeout` when it has a deadline.
+    private static func requestHeaders(
+        path: String, authority: String, metadata: [(name: String, value: String)], timeout: TimeAmount?
+    ) -> HPACKHeaders {
+        var headers: HPACKHeaders = [
+            ":method": "POST", ":scheme": "http", ":path": path, ":authority": authority,
+            "content-type": "application/grpc", "te": "trailers",
+        ]
+        if let timeout { headers.add(name: "grpc-timeout", value: "\(max(1, timeout.nanoseconds / 1_000_000))m") }
+        for (name, value) in metadata where Self.isValid(name: name, value: value) {
+            headers.add(name: name, value: value)
+        }
+        return headers
+    }
+
+    // MARK: For streamed calls (from GRPCClientStream)
+
+    /// Writes request DATA for a stream (flushed by `flushSoon`).
+    func write(_ id: HTTP2StreamID, data: ByteBuffer, endStream: Bool, promise: EventLoopPromise<Void>) {
+        guard let context else {
+            return promise.fail(AppChannelError.unreachable("the connection to the app closed"))
+        }
+        let payload = HTTP2Frame.FramePayload.data(.init(data: .byteBuffer(data), endStream: endStream))
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: payload)), promise: promise)
+    }
+
+    /// Resets a stream (and flushes soon).
+    func reset(_ id: HTTP2StreamID, _ code: HTTP2ErrorCode) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(code))), promise: nil)
+        flushSoon(nil)
+    }
+
+    /// Returns answer bytes a stream's observer took to the app's stream window.
+    func windowUpdate(_ id: HTTP2StreamID, _ increment: Int) {
+        guard let context else { return }
+        context.write(
+            wrapOutboundOut(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment))),
+            promise: nil)
+        flushSoon(nil)
+    }
+
+    /// Drops a stream that is over.
+    func forget(_ id: HTTP2StreamID) {
+        streams[id] = nil
+    }
+
+    /// Flushes once the current read burst or event loop turn ends, after writing the held message of `stream`:
+    /// everything a relay writes in one turn (HEADERS, messages, END_STREAM) shares one flush.
+    func flushSoon(_ stream: GRPCClientStream?) {
+        if let stream, !stream.awaitingFlush {
+            stream.awaitingFlush = true
+            flushing.append(stream)
+        }
+        if isReading {
+            needsFlush = true
+            return
+        }
+        guard !flushScheduled, let context else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [weak self] in self?.flushStreams() }
+    }
+
+    private func flushStreams() {
+        flushScheduled = false
+        writeHeld()
+        context?.flush()
+    }
+
+    private func writeHeld() {
+        guard !flushing.isEmpty else { return }
+        let streams = flushing
+        flushing.removeAll(keepingCapacity: true)
+        for stream in streams { stream.flushHeld() }
     }
 
     /// A header field an HTTP/2 peer accepts: a lowercase token name (not a pseudo-header) and a value without
@@ -137,7 +236,10 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
         case .data(let data):
             onData(context, frame.streamID, data)
         case .rstStream(let code):
-            finish(frame.streamID, .failure(AppChannelError.unreachable("the app reset the call (\(code))")))
+            let why = "the app reset the call (\(code))"
+            if !complete(frame.streamID, .failure(AppChannelError.unreachable(why))), !streams.isEmpty {
+                streams[frame.streamID]?.failed(why)
+            }
         case .goAway:
             isGoingAway = true
         default:
@@ -147,6 +249,7 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         isReading = false
+        writeHeld()
         if needsFlush {
             needsFlush = false
             context.flush()
@@ -156,7 +259,11 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let closed = event as? StreamClosedEvent {
-            finish(closed.streamID, .failure(AppChannelError.unreachable("the call's stream closed without an answer")))
+            let why = "the call's stream closed without an answer"
+            // Every unary call's stream closes after its answer: a stream is looked for only when there are some.
+            if !complete(closed.streamID, .failure(AppChannelError.unreachable(why))), !streams.isEmpty {
+                streams[closed.streamID]?.failed(why)
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -175,13 +282,21 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
             call.timeout?.cancel()
             call.promise.fail(AppChannelError.unreachable("the connection to the app closed"))
         }
+        for stream in Array(streams.values) { stream.failed("the connection to the app closed") }
+        flushing.removeAll()
         context.fireChannelInactive()
     }
 
     private func finish(_ id: HTTP2StreamID, _ result: Result<GRPCClientResponse, any Error>) {
-        guard let call = calls.removeValue(forKey: id) else { return }
+        _ = complete(id, result)
+    }
+
+    /// Completes a unary call; false when `id` is not one in progress.
+    private func complete(_ id: HTTP2StreamID, _ result: Result<GRPCClientResponse, any Error>) -> Bool {
+        guard let call = calls.removeValue(forKey: id) else { return false }
         call.timeout?.cancel()
         call.promise.completeWith(result)
+        return true
     }
 
     private func expire(_ id: HTTP2StreamID) {
@@ -191,7 +306,10 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
     }
 
     private func onHeaders(_ id: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
-        guard var call = calls[id] else { return }
+        guard var call = calls[id] else {
+            streams[id]?.received(headers: headers, endStream: endStream)
+            return
+        }
         if call.headers == nil {
             guard headers.first(name: ":status") == "200" else {
                 let status = headers.first(name: ":status") ?? "none"
@@ -232,7 +350,10 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
                 promise: nil)
             markFlush(context)
         }
-        guard var call = calls[id] else { return }
+        guard var call = calls[id] else {
+            streams[id]?.received(data: bytes, size: size, endStream: data.endStream)
+            return
+        }
         if (call.message?.readableBytes ?? 0) + bytes.readableBytes > maxResponseBytes + 5 {
             finish(id, .failure(AppChannelError.protocolViolation("the answer is over \(maxResponseBytes) bytes")))
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)

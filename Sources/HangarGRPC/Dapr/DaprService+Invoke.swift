@@ -57,27 +57,13 @@ extension DaprService {
         return headers
     }
 
-    /// gRPC proxying: a unary call to a method hangard does not serve, with `dapr-app-id: <target>`, is forwarded
-    /// to the target app's gRPC server undecoded. (Streaming calls are not proxied yet: they are UNIMPLEMENTED.)
+    /// gRPC proxying: a call to a method hangard does not serve, with `dapr-app-id: <target>`, is relayed to the
+    /// target app's gRPC server as a stream (`GRPCProxyRelay`). The path does not say whether a method is unary or
+    /// streaming, so every proxied call is a bidirectional stream, as in Dapr: it counts against the caller's
+    /// `maxStreams`, its messages go to the app as they arrive, and the app's answer comes back as it comes.
     static func registerProxy(_ service: inout GRPCService, _ invocation: InvocationAPI) {
         service.proxy = GRPCService.Registered(
-            name: "Proxy",
-            method: .unary { message, call in
-                let headers = call.headers.map { (name: $0.name, value: $0.value) }
-                let deadline = call.headers.first(name: "grpc-timeout").flatMap(GRPCConnectionHandler.parseTimeout)
-                    .map { NIODeadline.now() + $0 }
-                return invocation.proxy(
-                    call.caller, path: call.headers.first(name: ":path") ?? "", message: message, headers: headers,
-                    deadline: deadline, on: call.eventLoop
-                ).map { response in
-                    var framed = ByteBuffer()
-                    framed.reserveCapacity(5 + response.readableBytes)
-                    framed.writeInteger(UInt8(0))
-                    framed.writeInteger(UInt32(response.readableBytes))
-                    framed.writeImmutableBuffer(response)
-                    return framed
-                }
-            })
+            name: "Proxy", method: .streaming { call in GRPCProxyRelay.start(call, invocation) })
     }
 
     static func verbName(_ verb: Dapr_Proto_Common_V1_HTTPExtension.Verb) -> String? {

@@ -165,6 +165,31 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         return connection.send(id, message)
     }
 
+    /// A streaming call's response head with `fields` (a relayed app's headers).
+    func sendHeaders(_ id: UInt32, _ fields: [(name: String, value: String)]) {
+        guard let call = calls[id], !call.headSent, let connection else { return }
+        call.headSent = true
+        var head: [(String, String)] = [(":status", "200")]
+        if !fields.contains(where: { $0.name == "content-type" }) { head.append(("content-type", "application/grpc")) }
+        head.append(contentsOf: fields.lazy.map { ($0.name, $0.value) })
+        connection.sendHeaders(id, HPACKLiteral.encode(head))
+    }
+
+    /// Ends a streaming call with trailers made elsewhere (a relayed app's), counted under their `grpc-status`.
+    func finish(_ id: UInt32, trailers fields: [(name: String, value: String)]) {
+        guard let call = removeCall(id), let connection else { return }
+        let code = fields.first { $0.name == "grpc-status" }.flatMap { Int($0.value) }.flatMap(RPCCode.init(rawValue:))
+        record(call, code ?? .unknown)
+        var block: [(String, String)] = []
+        if !call.headSent {
+            // Trailers-only: the response head's fields come first.
+            block.append((":status", "200"))
+            block.append(("content-type", fields.first { $0.name == "content-type" }?.value ?? "application/grpc"))
+        }
+        block.append(contentsOf: fields.lazy.filter { $0.name != "content-type" }.map { ($0.name, $0.value) })
+        connection.respond(id, headersOnly: HPACKLiteral.encode(block))
+    }
+
     func finish(_ id: UInt32, _ status: GRPCStatus?) {
         guard let call = calls[id] else { return }
         guard let status else {
@@ -245,6 +270,7 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             let stream = GRPCStreamCall(context: call.context, stream: id, handler: self)
             call.stream = stream
             streaming(stream)
+            call.deframer.keepsPrefix = stream.receivesFramed
             if endStream { stream.received([], end: true) }
             return
         }

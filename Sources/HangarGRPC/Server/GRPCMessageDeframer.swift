@@ -9,6 +9,8 @@ struct GRPCMessageDeframer {
     }
 
     let maxMessageBytes: Int
+    /// Messages keep their 5-byte prefix (a relay forwards them as they came).
+    var keepsPrefix = false
     private var buffer: ByteBuffer?
 
     init(maxMessageBytes: Int) {
@@ -38,7 +40,9 @@ struct GRPCMessageDeframer {
         else { return nil }
         if flag != 0 { throw .compressed }
         if Int(length) > maxMessageBytes { throw .tooLarge(Int(length)) }
-        guard let message = view.readSlice(length: Int(length)) else { return nil }
+        guard view.readableBytes >= Int(length) else { return nil }
+        if keepsPrefix { return buffer!.readSlice(length: 5 + Int(length)) }
+        let message = view.readSlice(length: Int(length))
         buffer = view
         return message
     }

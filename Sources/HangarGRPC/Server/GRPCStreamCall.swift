@@ -26,6 +26,9 @@ package final class GRPCStreamCall {
     package private(set) var isDone = false
     /// Whether `onMessage` deliveries are held back.
     package private(set) var isPaused = false
+    /// Messages reach `onMessage` with their 5-byte prefix, as they came (gRPC proxying relays them undecoded).
+    /// Set when the method is handed the call, before any message arrives.
+    package var receivesFramed = false
 
     private let stream: UInt32
     private weak var handler: GRPCConnectionHandler?
@@ -57,6 +60,22 @@ package final class GRPCStreamCall {
         return handler.send(stream, message)
     }
 
+    /// Sends the response head: `:status 200`, the content type (`application/grpc` unless `fields` name one) and
+    /// `fields` (names in lower case, no pseudo-headers). Without it, the first `send` sends the plain head.
+    package func sendHeaders(_ fields: [(name: String, value: String)]) {
+        guard !isDone else { return }
+        handler?.sendHeaders(stream, fields)
+    }
+
+    /// Ends the call with trailers made elsewhere (relayed from an app: `grpc-status` and the rest, no
+    /// pseudo-headers).
+    package func finish(trailers fields: [(name: String, value: String)]) {
+        guard !isDone else { return }
+        isDone = true
+        releaseCallbacks()
+        handler?.finish(stream, trailers: fields)
+    }
+
     /// Ends the call with `status` (OK when nil) in the trailers.
     package func finish(_ status: GRPCStatus? = nil) {
         guard !isDone else { return }
@@ -80,8 +99,9 @@ package final class GRPCStreamCall {
 
     /// Request messages just deframed; the client ended its side when `end`.
     func received(_ messages: [ByteBuffer], end: Bool) {
+        let prefix = receivesFramed ? 0 : 5
         for message in messages {
-            undeliveredBytes += 5 + message.readableBytes
+            undeliveredBytes += prefix + message.readableBytes
             inbox.append(message)
         }
         if end { ended = true }
@@ -112,7 +132,7 @@ package final class GRPCStreamCall {
     private func deliver() {
         while !isPaused, !isDone, !inbox.isEmpty {
             let message = inbox.removeFirst()
-            undeliveredBytes -= 5 + message.readableBytes
+            undeliveredBytes -= (receivesFramed ? 0 : 5) + message.readableBytes
             handler?.delivered(stream)
             onMessage(message)
         }

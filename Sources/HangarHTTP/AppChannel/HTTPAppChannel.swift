@@ -53,14 +53,16 @@ package final class HTTPAppChannel: AppChannel {
         }
     }
 
-    package func proxy(
-        path: String, message: ByteBuffer, metadata: [(name: String, value: String)], deadline: NIODeadline,
-        on eventLoop: any EventLoop
-    ) -> EventLoopFuture<ByteBuffer> {
-        eventLoop.makeFailedFuture(
-            AppChannelError.invalidRequest(
-                "app \(app) declares an HTTP app channel: gRPC calls can be proxied only to an app with appChannel "
-                    + "protocol grpc"))
+    /// gRPC proxying needs the app's own gRPC server: an HTTP app cannot be proxied to.
+    package func openStream(
+        path: String, metadata: [(name: String, value: String)], deadline: NIODeadline?, on eventLoop: any EventLoop,
+        observer: any AppStreamObserver, opened: @escaping (Result<any AppStream, AppChannelError>) -> Void
+    ) {
+        opened(
+            .failure(
+                .invalidRequest(
+                    "app \(app) declares an HTTP app channel: gRPC calls can be proxied only to an app with "
+                        + "appChannel protocol grpc")))
     }
 
     package func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {

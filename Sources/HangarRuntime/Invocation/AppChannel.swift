@@ -85,12 +85,12 @@ public protocol AppChannel: Sendable {
     func invoke(_ invocation: AppInvocation, deadline: NIODeadline, on eventLoop: any EventLoop)
         -> EventLoopFuture<AppInvocationResult>
 
-    /// Forwards one unary gRPC call to the app's own gRPC server as it came (gRPC proxying): `message` is the
-    /// request message without its 5-byte prefix; the answer is the response message, likewise.
-    func proxy(
-        path: String, message: ByteBuffer, metadata: [(name: String, value: String)], deadline: NIODeadline,
-        on eventLoop: any EventLoop
-    ) -> EventLoopFuture<ByteBuffer>
+    /// Opens a streamed call to `path` on the app's own gRPC server (gRPC proxying), with `metadata` as its
+    /// request headers and `deadline` (when set) as its `grpc-timeout`. `opened` is called on `eventLoop`, which
+    /// must be the current one, with the open stream (its answer goes to `observer`) or with why it could not open.
+    func openStream(
+        path: String, metadata: [(name: String, value: String)], deadline: NIODeadline?, on eventLoop: any EventLoop,
+        observer: any AppStreamObserver, opened: @escaping (Result<any AppStream, AppChannelError>) -> Void)
 
     /// Probes the app's health (gRPC `AppCallbackHealthCheck/HealthCheck`, HTTP `GET path`).
     func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void>

@@ -45,27 +45,25 @@ public struct InvocationAPI: Sendable {
         }
     }
 
-    /// gRPC proxying: a unary call to `path` (`/package.Service/Method`), which hangard does not serve, made with
-    /// `dapr-app-id: <target>`, goes to the target app's own gRPC server as it came, its message undecoded. The
-    /// same target and tenancy rules apply as to `invoke` (the method is the full path without its leading slash);
-    /// the callee gets the caller's metadata without `dapr-app-id` and the token, plus Dapr's caller headers.
+    /// gRPC proxying: a call to `path` (`/package.Service/Method`), which hangard does not serve, made with
+    /// `dapr-app-id: <target>`, goes to the target app's own gRPC server as a stream, its messages undecoded, its
+    /// answer relayed to `observer` as it comes. Every shape of call is such a stream (the path does not say
+    /// whether a method is unary). The same target and tenancy rules apply as to `invoke` (the method is the full
+    /// path without its leading slash), and a refusal is thrown before anything reaches the app; the call then
+    /// holds a slot of the target's `maxConcurrency` until it ends. The callee gets the caller's metadata without
+    /// `dapr-app-id` and the token, plus Dapr's caller headers, and the caller's deadline when it set one (a
+    /// stream may be long-lived, so no default deadline applies).
     public func proxy(
-        _ caller: Caller, path: String, message: ByteBuffer, headers: [(name: String, value: String)],
-        deadline: NIODeadline? = nil, on eventLoop: any EventLoop
-    ) -> Eventual<ByteBuffer> {
+        _ caller: Caller, path: String, headers: [(name: String, value: String)], deadline: NIODeadline?,
+        on eventLoop: any EventLoop, observer: any AppStreamObserver
+    ) throws(APIError) -> any AppStream {
         let target = headers.first { $0.name.lowercased() == "dapr-app-id" }?.value ?? ""
-        let route: Route
-        do {
-            route = try self.route(caller, to: target, method: String(path.drop { $0 == "/" }), proxied: true)
-        } catch {
-            return .failure(error)
-        }
-        let metadata = Self.forwarded(headers, caller: caller.app, callee: route.callee)
-        let deadline = deadline ?? .now() + defaultTimeout
-        return finish(route, caller: caller) {
-            route.entry.channel.proxy(
-                path: path, message: message, metadata: metadata, deadline: deadline, on: eventLoop)
-        }
+        let route = try self.route(caller, to: target, method: String(path.drop { $0 == "/" }), proxied: true)
+        let stream = InvocationStream(route: route, caller: caller, metrics: metrics, observer: observer)
+        stream.open(
+            path: path, metadata: Self.forwarded(headers, caller: caller.app, callee: route.callee), deadline: deadline,
+            on: eventLoop)
+        return stream
     }
 
     /// Where a call goes: the target app and its channel.

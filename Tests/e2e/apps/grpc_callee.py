@@ -6,8 +6,15 @@ raw: a plain grpcio AppCallback servicer whose OnInvoke answers the whole Invoke
      query string, content type, data, metadata): what dapr.ext.grpc.App does not show its handlers. Method
      `sleep/<ms>` answers after that long; `status/<CODE>` fails with that gRPC status; `calls` answers the
      methods of every call it received (OnInvoke methods, and proxied paths), so a test can tell that a refused
-     call never arrived. It also serves its own `/test.Echo/Echo` (raw bytes: answers the request and its
-     metadata as JSON; `fail` fails it), for proxying.
+     call never arrived. It also serves its own service `test.Echo`, raw bytes in and out, for proxying:
+       Echo (unary): answers the request and its metadata as JSON; `fail` fails it.
+       Count (server-streaming): the request is JSON {n, size, delay_ms, fail_after, tag}; answers messages
+         "0", "1", ... (each padded with `size` dots), one every `delay_ms`, failing with ABORTED before message
+         `fail_after`; what it sent, whether it was cancelled and the deadline it saw are kept under `tag`.
+       Sum (client-streaming): answers the sum of the integers it received (each may be padded with dots);
+         a message `wait:<ms>` makes it stop reading for that long.
+       Chat (bidirectional): answers each message as it arrives with "echo:" before it; `fail` fails it.
+       Progress (unary): answers, as JSON, what Count kept under the tag in the request.
 Prints "ready" once it listens.
 """
 
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from concurrent import futures
 
@@ -85,11 +93,71 @@ def run_raw(port: int) -> None:
         body = {"request": request.decode(errors="replace"), "metadata": metadata_dict(context.invocation_metadata())}
         return json.dumps(body).encode()
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    progress: dict[str, dict] = {}
+    lock = threading.Lock()
+
+    def count(request: bytes, context):
+        spec = json.loads(request)
+        with lock:
+            state = progress.setdefault(spec.get("tag", ""), {})
+            state.update(sent=0, cancelled=False, done=False, timeout=context.time_remaining())
+
+        def ended() -> None:
+            with lock:
+                if not state["done"]:
+                    state["cancelled"] = True
+
+        context.add_callback(ended)
+        context.send_initial_metadata((("x-callee", "count"),))
+        context.set_trailing_metadata((("x-trailer", "counted"),))
+        padding = b"." * int(spec.get("size", 0))
+        for index in range(int(spec["n"])):
+            if spec.get("fail_after") == index:
+                with lock:
+                    state["done"] = True
+                context.abort(grpc.StatusCode.ABORTED, f"failed after {index}")
+            if not context.is_active():
+                with lock:
+                    state["cancelled"] = True
+                return
+            yield str(index).encode() + padding
+            with lock:
+                state["sent"] = index + 1
+            if spec.get("delay_ms"):
+                time.sleep(spec["delay_ms"] / 1000)
+        with lock:
+            state["done"] = True
+
+    def total(requests, context) -> bytes:
+        result = 0
+        for message in requests:
+            if message.startswith(b"wait:"):  # a slow reader: nothing more is read meanwhile
+                time.sleep(int(message[5:]) / 1000)
+            else:
+                result += int(message.rstrip(b"."))
+        return str(result).encode()
+
+    def chat(requests, context):
+        for message in requests:
+            if message == b"fail":
+                context.abort(grpc.StatusCode.ABORTED, "the chat failed")
+            yield b"echo:" + message
+
+    def report(request: bytes, context) -> bytes:
+        with lock:
+            return json.dumps(progress.get(request.decode())).encode()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     appcallback_pb2_grpc.add_AppCallbackServicer_to_server(Servicer(), server)
     # A service of the app's own, reached through hangard by gRPC proxying (raw bytes in and out).
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("test.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
+    methods = {
+        "Echo": grpc.unary_unary_rpc_method_handler(echo),
+        "Count": grpc.unary_stream_rpc_method_handler(count),
+        "Sum": grpc.stream_unary_rpc_method_handler(total),
+        "Chat": grpc.stream_stream_rpc_method_handler(chat),
+        "Progress": grpc.unary_unary_rpc_method_handler(report),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", methods),))
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print("ready", flush=True)
