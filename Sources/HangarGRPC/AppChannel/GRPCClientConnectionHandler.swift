@@ -234,7 +234,7 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
         }
         guard var call = calls[id] else { return }
         if (call.message?.readableBytes ?? 0) + bytes.readableBytes > maxResponseBytes + 5 {
-            finish(id, .failure(AppChannelError.protocolViolation("the answer is over \(maxResponseBytes) bytes")))
+            finish(id, .failure(AppChannelError.tooLarge(limit: maxResponseBytes)))
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)
             return markFlush(context)
         }

@@ -7,7 +7,10 @@ import SwiftProtobuf
 extension DaprService {
     /// `InvokeService` (deprecated upstream in favour of proxying, still what the SDK's gRPC invocation sends): the
     /// runtime's `InvocationAPI` calls the target over its app channel; the caller's metadata is forwarded as Dapr
-    /// forwards it.
+    /// forwards it. A unary call is one message each way, so both are buffered: the request is at most the caller's
+    /// `maxRequestBytes` (the deframer refuses more with RESOURCE_EXHAUSTED), and the app's answer at most the node's
+    /// `--max-request-bytes` (more fails the call with RESOURCE_EXHAUSTED / ERR_DIRECT_INVOKE, and the app's stream
+    /// or connection is cut rather than read on).
     static func registerInvoke(_ service: inout GRPCService, _ invocation: InvocationAPI) {
         service.unary(prefix + "InvokeService", Dapr_Proto_Runtime_V1_InvokeServiceRequest.self) { request, call in
             let message = request.message

@@ -152,12 +152,12 @@ public struct InvocationAPI: Sendable {
     }
 
     /// Headers Dapr never forwards to the callee: the caller's credentials and routing, hop-by-hop headers, and
-    /// what the transport to the callee sets itself.
+    /// what the transport to the callee sets itself (`expect: 100-continue` is answered by hangard to the caller).
     static let dropped: Set<String> = [
         "dapr-api-token", "dapr-app-id", "destination-app-id", "connection", "keep-alive", "proxy-connection",
         "transfer-encoding", "upgrade", "http2-settings", "te", "trailer", "proxy-authorization",
         "proxy-authenticate", "content-length", "host", "content-type", "user-agent", "dapr-caller-app-id",
-        "dapr-caller-namespace", "dapr-callee-app-id",
+        "dapr-caller-namespace", "dapr-callee-app-id", "expect",
     ]
 
     /// The caller's headers as the callee receives them.
