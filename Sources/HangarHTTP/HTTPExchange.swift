@@ -88,7 +88,9 @@ public final class HTTPExchange: @unchecked Sendable {  // its mutable state is 
         }
         if let cancellation { return eventLoop.makeFailedFuture(cancellation) }
         if requestEnded { return eventLoop.makeSucceededFuture(nil) }
-        if continueNeeded, !started, let context {
+        // The response has ended: the rest of the body is the connection's to drop, no longer the responder's.
+        guard let context else { return eventLoop.makeFailedFuture(Cancellation.closed) }
+        if continueNeeded, !started {
             // The caller waits for this before it sends a body it announced with `expect: 100-continue`.
             continueNeeded = false
             context.writeAndFlush(
@@ -97,7 +99,7 @@ public final class HTTPExchange: @unchecked Sendable {  // its mutable state is 
         }
         let promise = demand ?? eventLoop.makePromise(of: ByteBuffer?.self)
         demand = promise
-        if let context { owner?.exchangeWantsRead(self, context: context) }
+        owner?.exchangeWantsRead(self, context: context)
         return promise.futureResult
     }
 
