@@ -232,8 +232,11 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
                 promise: nil)
             markFlush(context)
         }
-        guard var call = calls[id] else { return }
+        // Out of the table while the message grows, so that its buffer is uniquely held and appended to in place
+        // (a copy left in the table made every DATA frame copy the whole message so far).
+        guard var call = calls.removeValue(forKey: id) else { return }
         if (call.message?.readableBytes ?? 0) + bytes.readableBytes > maxResponseBytes + 5 {
+            calls[id] = call
             finish(id, .failure(AppChannelError.tooLarge(limit: maxResponseBytes)))
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)
             return markFlush(context)
