@@ -262,7 +262,8 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
         case .stream(let call, let limit):
             if let declared = head.headers.first(name: "content-length").flatMap({ Int($0) }), declared > limit {
                 state = .closing
-                write(context, responder.tooLarge(call, declaredLength: declared), version: head.version, keepAlive: false)
+                let refusal = responder.tooLarge(call, declaredLength: declared)
+                write(context, refusal, version: head.version, keepAlive: false)
                 return
             }
             let exchange = HTTPExchange(

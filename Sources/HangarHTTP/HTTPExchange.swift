@@ -124,7 +124,9 @@ public final class HTTPExchange: @unchecked Sendable {  // its mutable state is 
     /// Writes the response's head. Without a `content-length` the body is sent chunked (HTTP/1.1) or delimited by
     /// closing the connection (HTTP/1.0).
     public func writeHead(status: HTTPResponseStatus, headers: HTTPHeaders) {
-        guard eventLoop.inEventLoop else { return eventLoop.execute { self.writeHead(status: status, headers: headers) } }
+        guard eventLoop.inEventLoop else {
+            return eventLoop.execute { self.writeHead(status: status, headers: headers) }
+        }
         guard !started, let context, cancellation != .closed else { return }
         started = true
         var head = HTTPResponseHead(version: self.head.version, status: status, headers: headers)

@@ -32,7 +32,8 @@ extension InvocationAPI {
                     if let channel = entry.streaming {
                         channel.invokeStreamed(request, stream: stream, deadline: deadline, on: eventLoop)
                     } else {
-                        Self.invokeWhole(request, stream: stream, channel: entry.channel, deadline: deadline, on: eventLoop)
+                        Self.invokeWhole(
+                            request, stream: stream, channel: entry.channel, deadline: deadline, on: eventLoop)
                     }
                 return call.always { _ in entry.release() }
             }
@@ -54,7 +55,8 @@ extension InvocationAPI {
                 AppResponseHead(
                     status: result.httpStatus ?? 200, contentType: result.contentType, metadata: result.metadata,
                     length: result.data.readableBytes))
-            return result.data.readableBytes > 0 ? stream.responsePart(result.data) : eventLoop.makeSucceededVoidFuture()
+            guard result.data.readableBytes > 0 else { return eventLoop.makeSucceededVoidFuture() }
+            return stream.responsePart(result.data)
         }
     }
 
