@@ -157,7 +157,13 @@ let package = Package(
         ),
         .testTarget(
             name: "HangarHTTPTests",
-            dependencies: ["HangarHTTP", .product(name: "NIOHTTP1", package: "swift-nio")],
+            dependencies: [
+                "HangarHTTP",
+                "HangarComponents",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -36,9 +36,9 @@ struct DaprHTTPResponder: HTTPResponder {
             // The first token value, as Dapr reads it (and as the gRPC front-end does).
             let admission = try runtime.gate.admit(
                 listener, token: head.headers.first(name: "dapr-api-token"), connection: channel)
-            return .readBody(
-                Call(match: match, target: target, admission: admission),
-                limit: admission.maxRequestBytes)
+            let call = Call(match: match, target: target, admission: admission)
+            if case .stream = match.route.handler { return .stream(call, limit: admission.maxRequestBytes) }
+            return .readBody(call, limit: admission.maxRequestBytes)
         } catch {
             return .respond(DaprHTTPError.response(error))
         }
@@ -75,6 +75,30 @@ struct DaprHTTPResponder: HTTPResponder {
         call.admission.finish()
     }
 
+    /// Runs a streamed route. The admission's slot is held until the route settles the call (its response has
+    /// ended or failed), or until the caller goes away or sends a body over its `maxRequestBytes` (answered 413 when
+    /// no response has started yet); the route's own cancellation handlers then abandon its work.
+    func stream(_ call: Call, exchange: HTTPExchange) {
+        guard case .stream(let run) = call.match.route.handler else {
+            exchange.respond(
+                finish(call, .failure(RequestError.internal("route \(call.match.route.pattern) is not streamed"))))
+            return
+        }
+        let stream = DaprHTTPStream(
+            runtime: runtime, caller: call.admission.caller, target: call.target, parameters: call.match.parameters,
+            exchange: exchange
+        ) { result in
+            self.finish(call, exchange, result)
+        }
+        exchange.whenCancelled { reason in
+            switch reason {
+            case .tooLarge: stream.finish(.failure(call.admission.tooLarge(nil)))
+            case .closed: stream.finish(.failure(reason))
+            }
+        }
+        run(stream)
+    }
+
     /// Returns the admission's slot, counts the call in the metrics under its route's name (the Dapr gRPC method's),
     /// and turns a failure into Dapr's error body.
     private func finish(_ call: Call, _ result: Result<HTTPResponse, any Error>) -> HTTPResponse {
@@ -91,5 +115,27 @@ struct DaprHTTPResponder: HTTPResponder {
         }
         call.admission.record(method: call.match.route.name, transport: "http", code: code)
         return response
+    }
+
+    /// `finish` for a streamed call: a success ends its response; a failure is answered as Dapr's error if no
+    /// response has started, else the response is cut short (the connection closes).
+    private func finish(_ call: Call, _ exchange: HTTPExchange, _ result: Result<Void, any Error>) {
+        call.admission.finish()  // before the response ends, which lets a pipelined request in
+        let code: RPCCode
+        switch result {
+        case .success where exchange.hasStartedResponse:
+            code = .ok
+            exchange.end()
+        case .success:
+            code = .internal
+            exchange.respond(DaprHTTPError.response(RequestError.internal("the route ended without a response")))
+        case .failure(is HTTPExchange.Cancellation):
+            code = .cancelled  // the caller went away: nothing more can be written
+            exchange.abort()
+        case .failure(let error):
+            code = (error as? any DaprAPIError)?.rpcCode ?? .internal
+            if exchange.hasStartedResponse { exchange.abort() } else { exchange.respond(DaprHTTPError.response(error)) }
+        }
+        call.admission.record(method: call.match.route.name, transport: "http", code: code)
     }
 }

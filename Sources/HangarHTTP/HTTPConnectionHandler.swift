@@ -25,6 +25,10 @@ public enum HTTPStart<Call> {
     /// Read the body, at most `limit` bytes, then call `respond(to:…)`. A body over the limit is answered with
     /// `tooLarge(call)`, and the connection is closed rather than read to its end.
     case readBody(Call, limit: Int)
+    /// Hand the request to `stream(_:exchange:)` at once: its body is read as the responder takes it (at most `limit`
+    /// bytes) and its response written as the responder produces it (`HTTPExchange`). A declared `content-length`
+    /// over the limit is answered with `tooLarge(call)` before the exchange starts.
+    case stream(Call, limit: Int)
 }
 
 /// An HTTP/1.1 application behind `HTTPConnectionHandler`. Every method is called on the connection's event loop.
@@ -42,8 +46,21 @@ public protocol HTTPResponder: Sendable {
     /// The response to a request whose body is over its limit; `respond` is not called for it.
     func tooLarge(_ call: Call, declaredLength: Int?) -> HTTPResponse
 
+    /// Runs a streamed request (`HTTPStart.stream`): reads its body from `exchange` and answers through it, ending
+    /// the response or aborting it; `exchange.whenCancelled` tells it when the caller goes away or the body is over
+    /// its limit.
+    func stream(_ call: Call, exchange: HTTPExchange)
+
     /// The connection closed before the body was read: `respond` will not be called.
     func abandon(_ call: Call)
+}
+
+extension HTTPResponder {
+    /// A responder that never answers `HTTPStart.stream` is never asked to stream; were it asked, it says so.
+    public func stream(_ call: Call, exchange: HTTPExchange) {
+        exchange.respond(
+            HTTPResponse(status: .notImplemented, body: ByteBuffer(string: "this endpoint does not stream requests")))
+    }
 }
 
 /// One HTTP/1.1 connection, behind NIOHTTP1's decoder and encoder: reads each request's head and body, hands them
@@ -53,7 +70,10 @@ public protocol HTTPResponder: Sendable {
 /// It also does what NIOHTTP1's pipelining and error handlers would, without two more handlers on every request's
 /// path: pipelined requests wait (and the socket is not read) while a response is pending, and a request NIOHTTP1
 /// cannot parse is answered with 400 before the connection closes.
-final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandler {
+///
+/// A streamed request (`HTTPStart.stream`) is driven by its `HTTPExchange`: the socket is read only while the exchange
+/// has taken every part read so far, and the connection is handed back when its response ends.
+final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandler, HTTPExchangeOwner {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
@@ -67,6 +87,8 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
         case discarding
         /// The responder is working on the request.
         case responding
+        /// A streamed request: its exchange reads the body and writes the response.
+        case streaming(HTTPExchange)
         /// The connection closes once the current write completes.
         case closing
     }
@@ -91,12 +113,13 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         isReading = true
         let part = unwrapInboundIn(data)
-        if case .responding = state {
+        switch state {
+        case .responding:
             queued.append(part)
-        } else if !queued.isEmpty {
-            queued.append(part)
-        } else {
-            handle(context, part)
+        case .streaming(let exchange) where exchange.requestEnded:
+            queued.append(part)  // the next request, pipelined behind a response still being streamed
+        default:
+            if queued.isEmpty { handle(context, part) } else { queued.append(part) }
         }
     }
 
@@ -112,7 +135,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
     private func resume(_ context: ChannelHandlerContext) {
         while !queued.isEmpty {
             switch state {
-            case .responding, .closing: return
+            case .responding, .closing, .streaming: return
             case .idle, .reading, .discarding: handle(context, queued.removeFirst())
             }
         }
@@ -126,6 +149,9 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
         switch state {
         case .responding:
             readDeferred = true
+        case .streaming(let exchange):
+            // Backpressure: the caller's socket is read only once the exchange has taken what was read before.
+            if exchange.wantsRead && queued.isEmpty { context.read() } else { readDeferred = true }
         default:
             if queued.isEmpty { context.read() } else { readDeferred = true }
         }
@@ -141,14 +167,60 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if case .reading(_, let call, _, _) = state { responder.abandon(call) }
+        let previous = state
         state = .closing
+        switch previous {
+        case .reading(_, let call, _, _): responder.abandon(call)
+        case .streaming(let exchange): exchange.cancel(.closed)
+        default: break
+        }
         context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if case .streaming(let exchange) = state { exchange.writabilityChanged(isWritable: context.channel.isWritable) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: HTTPExchangeOwner
+
+    func exchangeWantsRead(_ exchange: HTTPExchange, context: ChannelHandlerContext) {
+        guard readDeferred, queued.isEmpty, case .streaming(let current) = state, current === exchange,
+            exchange.wantsRead
+        else { return }
+        readDeferred = false
+        context.read()
+    }
+
+    func exchangeDidEnd(_ exchange: HTTPExchange, context: ChannelHandlerContext, ended: EventLoopFuture<Void>) {
+        guard case .streaming(let current) = state, current === exchange else { return }
+        if !exchange.mayKeepAlive || draining {
+            state = .closing
+            let channel = context.channel
+            ended.whenComplete { _ in channel.close(promise: nil) }
+        } else if exchange.requestEnded {
+            state = .idle
+            resume(context)
+        } else {
+            // Answered before its body was read (a refusal): the rest of the request is read and dropped.
+            state = .discarding
+            if readDeferred, queued.isEmpty {
+                readDeferred = false
+                context.read()
+            }
+        }
     }
 
     /// A request NIOHTTP1 cannot parse is answered with 400 (unless a response is under way); then, as for any
     /// error on the connection, it closes.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if case .streaming(let exchange) = state {
+            // The exchange owns the response: it is cut short, and the connection closes.
+            state = .closing
+            exchange.cancel(.closed)
+            context.close(promise: nil)
+            return
+        }
         guard error is HTTPParserError, !responseStarted, !isClosing else {
             context.close(promise: nil)
             return
@@ -188,10 +260,26 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
                 return
             }
             state = .reading(head, call, limit: limit, body: nil)
+        case .stream(let call, let limit):
+            if let declared = head.headers.first(name: "content-length").flatMap({ Int($0) }), declared > limit {
+                state = .closing
+                let refusal = responder.tooLarge(call, declaredLength: declared)
+                write(context, refusal, version: head.version, keepAlive: false)
+                return
+            }
+            let exchange = HTTPExchange(
+                head: head, limit: limit, keepAlive: head.isKeepAlive && !draining, context: context, owner: self)
+            state = .streaming(exchange)
+            responseStarted = true  // a parse error from here on closes the connection (the exchange answers)
+            responder.stream(call, exchange: exchange)
         }
     }
 
     private func onBody(_ context: ChannelHandlerContext, _ chunk: ByteBuffer) {
+        if case .streaming(let exchange) = state {
+            if !exchange.receive(chunk) { exchange.cancel(.tooLarge) }
+            return
+        }
         guard case .reading(let head, let call, let limit, var body) = state else { return }
         let size = (body?.readableBytes ?? 0) + chunk.readableBytes
         guard size <= limit else {
@@ -226,6 +314,8 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
                     handler.finish(context, result, head: head)
                 }
             }
+        case .streaming(let exchange):
+            exchange.receiveEnd()
         case .discarding:
             state = .idle
             if draining { context.close(promise: nil) }

@@ -111,7 +111,7 @@ struct InvocationTests {
             [
                 ("X-Custom", "1"), ("dapr-api-token", "secret"), ("dapr-app-id", "orders"), ("Connection", "x-hop"),
                 ("x-hop", "gone"), ("content-length", "3"), (":path", "/x"), ("grpc-timeout", "1S"),
-                ("traceparent", "00-abc"), ("dapr-caller-app-id", "forged"),
+                ("traceparent", "00-abc"), ("dapr-caller-app-id", "forged"), ("Expect", "100-continue"),
             ],
             caller: AppID(namespace: "team-a", appId: "caller"), callee: AppID(namespace: "team-a", appId: "orders"))
         #expect(forwarded.filter { $0.name != "traceparent" }.map { "\($0.name)=\($0.value)" } == [

@@ -1,15 +1,24 @@
 """Service invocation: the real hangard calls into gRPC apps over their app channel.
 
-Callers use the official SDK (`invoke_method` over HTTP, the SDK's default, and gRPC `InvokeService`) and plain HTTP
-on their own Unix socket; callees are the SDK's own app server (`dapr.ext.grpc.App`) and a plain grpcio AppCallback
-servicer that reports everything it received (Tests/e2e/apps/grpc_callee.py), each on loopback TCP.
+Callers use the official SDK (`invoke_method` over HTTP, the SDK's default, and gRPC `InvokeService`), plain HTTP
+and curl on their own Unix socket; callees are the SDK's own app server (`dapr.ext.grpc.App`), a plain grpcio
+AppCallback servicer that reports everything it received (Tests/e2e/apps/grpc_callee.py), each on loopback TCP, and a
+FastAPI app (Tests/e2e/apps/http_callee.py) on TCP and on a Unix socket.
+
+Streaming (an HTTP caller's call to an HTTP app) is checked by behaviour: the bytes that pass are hashed, and hangard's
+resident memory (VmRSS) is sampled while tens of megabytes go through it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
+import random
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -17,12 +26,14 @@ from typing import Iterator
 import grpc
 import pytest
 
-from hangar_e2e import free_port, sdk_environment
+from hangar_e2e import UnixHTTPConnection, free_port, sdk_environment, unique
 from tenancy_files import dedent, start_daemon, wait_until, write_atomically
 
 CALLEE = Path(__file__).parent / "apps" / "grpc_callee.py"
 HTTP_CALLEE = Path(__file__).parent / "apps" / "http_callee.py"
 CALLER_TOKEN = "caller-token-0123456789"
+# The node's --max-request-bytes in these tests: room for a 20 MiB upload, and the cap of a buffered answer.
+NODE_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 OUTSIDER_TOKEN = "outsider-token-0123456789"
 
 
@@ -96,6 +107,10 @@ def tenants(sdk_port: int, raw_port: int, down_port: int, grants: str = "", web_
             - appId: busy
               apiToken: busy-token-0123456789
               quotas: {{maxConcurrentRequests: 2}}
+            - appId: tight
+              quotas: {{maxRequestBytes: 1048576}}
+            - appId: single
+              quotas: {{maxConcurrentRequests: 1}}
         """)
     team_a += grants
     team_b = dedent(f"""
@@ -116,7 +131,9 @@ def node(hangard_factory) -> Iterator[dict]:
     sdk, raw = Callee("sdk", free_port()).start(), Callee("raw", free_port()).start()
     web = Callee("tcp", free_port()).start()
     down_port = free_port()
-    daemon = start_daemon(hangard_factory, tenants(sdk.port, raw.port, down_port, web_port=web.port))
+    daemon = start_daemon(
+        hangard_factory, tenants(sdk.port, raw.port, down_port, web_port=web.port),
+        extra_args=("--max-request-bytes", str(NODE_MAX_REQUEST_BYTES)))
     # The default address of an HTTP app channel: app-<appId>-http.socket in the app's directory, which the app
     # creates once hangard has made the directory.
     webuds = Callee("uds", where=str(daemon.app_dir("team-a", "webuds") / "app-webuds-http.socket")).start()
@@ -427,3 +444,268 @@ def test_grpc_proxying_forwards_a_unary_call_to_the_targets_own_service(node):
         assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         outsider.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Streamed bodies: an HTTP caller's call to an HTTP app.
+
+MiB = 1024 * 1024
+STREAM_PART = 64 * 1024
+
+
+def stream_digest(size: int) -> str:
+    """The SHA-256 of what http_callee.py's `/stream/<size>` sends (its `stream_parts`)."""
+    digest, rng, left = hashlib.sha256(), random.Random(size), size
+    while left > 0:
+        part = rng.randbytes(min(STREAM_PART, left))
+        left -= len(part)
+        digest.update(part)
+    return digest.hexdigest()
+
+
+def rss(pid: int) -> int:
+    """A process's resident memory in bytes (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+class PeakRSS:
+    """Samples a process's VmRSS in the background while the block runs; `growth` is the peak over the first
+    sample."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.before = rss(pid)
+        self.peak = self.before
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.01):
+            self.peak = max(self.peak, rss(self.pid))
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss(self.pid))
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.before
+
+
+def callee_record(node, path: str) -> dict | None:
+    """What the HTTP callee kept about a stream or an upload, asked of it directly (not through hangard)."""
+    connection = http.client.HTTPConnection("127.0.0.1", node["web"].port, timeout=10)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+        return json.loads(body) if response.status == 200 else None
+    finally:
+        connection.close()
+
+
+def curl(daemon, app: str, path: str, *args: str) -> list[str]:
+    """A curl command on the app's own HTTP Unix socket."""
+    return ["curl", "-sS", "--unix-socket", str(daemon.http_socket("team-a", app)), *args, f"http://localhost{path}"]
+
+
+def warm_up(daemon) -> None:
+    """One small streamed call first, so that what the client and pools allocate once is not counted as growth."""
+    assert daemon.http("team-a", "caller", "GET", "/v1.0/invoke/web/method/stream/100000").status == 200
+
+
+@pytest.mark.parametrize(("app", "framing"), [("web", "chunked"), ("webuds", "length")])
+def test_a_50_mb_answer_streams_through_to_curl_without_being_buffered(node, app, framing, tmp_path):
+    daemon = node["daemon"]
+    size = 50 * MiB
+    warm_up(daemon)
+    headers = tmp_path / "headers"
+    query = "?length=1" if framing == "length" else ""
+    digest, received = hashlib.sha256(), 0
+    with PeakRSS(daemon.process.pid) as memory:
+        process = subprocess.Popen(
+            curl(daemon, "caller", f"/v1.0/invoke/{app}/method/stream/{size}{query}", "-D", str(headers), "-o", "-"),
+            stdout=subprocess.PIPE)
+        assert process.stdout is not None
+        for chunk in iter(lambda: process.stdout.read(MiB), b""):
+            digest.update(chunk)
+            received += len(chunk)
+        assert process.wait(timeout=60) == 0
+    head = headers.read_text().lower()
+    assert head.startswith("http/1.1 200"), head
+    if framing == "length":
+        assert f"content-length: {size}" in head and "transfer-encoding" not in head
+    else:
+        assert "transfer-encoding: chunked" in head and "content-length" not in head
+    assert received == size and digest.hexdigest() == stream_digest(size)
+    # Streamed, not held: hangard's memory grows by far less than the 50 MB that went through it.
+    assert memory.growth < 30 * MiB, f"hangard grew by {memory.growth} bytes"
+
+
+def test_the_sdk_reads_a_50_mb_streamed_answer(node):
+    daemon = node["daemon"]
+    size = 50 * MiB
+    warm_up(daemon)
+    client = sdk_client(daemon, CALLER_TOKEN)
+    with sdk_environment(daemon.http_port, CALLER_TOKEN), PeakRSS(daemon.process.pid) as memory:
+        response = client.invoke_method("web", f"stream/{size}", http_verb="GET")
+    assert len(response.data) == size and hashlib.sha256(response.data).hexdigest() == stream_digest(size)
+    assert memory.growth < 30 * MiB, f"hangard grew by {memory.growth} bytes"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_20_mb_request_body_streams_through_to_the_callee(node, framing, tmp_path):
+    daemon = node["daemon"]
+    warm_up(daemon)
+    data = random.Random(20).randbytes(20 * MiB)
+    upload = tmp_path / "upload"
+    upload.write_bytes(data)
+    tag = unique("up")
+    extra = ["-H", "transfer-encoding: chunked"] if framing == "chunked" else []
+    with PeakRSS(daemon.process.pid) as memory:
+        # curl sends `expect: 100-continue` before a body this large: hangard answers it when the body is wanted.
+        result = subprocess.run(
+            curl(daemon, "caller", f"/v1.0/invoke/web/method/upload/{tag}", "-X", "POST", "--data-binary",
+                 f"@{upload}", "-H", "content-type: application/octet-stream", *extra),
+            capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    expected = {"state": "complete", "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert json.loads(result.stdout) == expected
+    assert callee_record(node, f"/uploads/{tag}") == expected
+    assert memory.growth < 15 * MiB, f"hangard grew by {memory.growth} bytes"
+
+
+def chunked_upload(daemon, app: str, path: str, size: int) -> tuple[int, bytes]:
+    """POSTs `size` bytes in 64 KiB chunks (no content-length) on the app's socket; answers the status and body,
+    also when hangard answers and closes before the whole body is sent."""
+    connection = UnixHTTPConnection(str(daemon.http_socket("team-a", app)), timeout=20)
+    try:
+        connection.putrequest("POST", path)
+        connection.putheader("transfer-encoding", "chunked")
+        connection.putheader("content-type", "application/octet-stream")
+        connection.endheaders()
+        part = b"%x\r\n" % STREAM_PART + b"y" * STREAM_PART + b"\r\n"
+        try:
+            for _ in range(size // STREAM_PART):
+                connection.send(part)
+            connection.send(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused mid-body: the answer is waiting
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_body_over_max_request_bytes_gets_413_and_the_callee_never_has_it_whole(node):
+    """`tight` may send 1 MiB: a declared larger body is refused at its head (the callee never sees it); a chunked
+    one is cut where it passes the limit, and the callee's request is aborted."""
+    daemon = node["daemon"]
+    declared = unique("up")
+    refused = daemon.http(
+        "team-a", "tight", "POST", f"/v1.0/invoke/web/method/upload/{declared}", body=b"z" * (2 * MiB),
+        headers={"content-type": "application/octet-stream"})
+    assert refused.status == 413, refused
+    assert refused.json()["errorCode"] == "ERR_QUOTA_EXCEEDED" and "maxRequestBytes" in refused.json()["message"]
+    assert callee_record(node, f"/uploads/{declared}") is None
+
+    chunked = unique("up")
+    status, body = chunked_upload(daemon, "tight", f"/v1.0/invoke/web/method/upload/{chunked}", 3 * MiB)
+    assert status == 413, body
+    assert json.loads(body)["errorCode"] == "ERR_QUOTA_EXCEEDED"
+
+    def settled() -> bool:
+        record = callee_record(node, f"/uploads/{chunked}")
+        return record is None or record["state"] == "aborted"
+
+    wait_until(settled, timeout=10)
+    record = callee_record(node, f"/uploads/{chunked}")
+    assert record is None or record["bytes"] <= MiB, record
+    # Within the limit, the same caller's chunked body goes through.
+    status, body = chunked_upload(daemon, "tight", f"/v1.0/invoke/web/method/upload/{unique('up')}", MiB // 2)
+    assert status == 200 and json.loads(body)["bytes"] == MiB // 2
+
+
+def test_a_caller_that_stops_reading_holds_its_slot_but_not_memory_and_frees_it_when_it_goes(node):
+    """`single` may have one call in flight. It asks for 512 MiB and stops reading after 1 MiB: the callee is
+    held back (it is not read faster than the caller reads) and hangard's memory stays flat; the call keeps the
+    caller's slot until the caller disconnects, which frees it and cuts the callee's stream."""
+    daemon = node["daemon"]
+    warm_up(daemon)
+    tag = unique("stall")
+    size = 512 * MiB
+    caller = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    caller.settimeout(10)
+    caller.connect(str(daemon.http_socket("team-a", "single")))
+    try:
+        caller.sendall(f"GET /v1.0/invoke/web/method/stream/{size}?tag={tag} HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+        read = 0
+        while read < MiB:
+            chunk = caller.recv(STREAM_PART)
+            assert chunk, "hangard closed the stream"
+            read += len(chunk)
+        with PeakRSS(daemon.process.pid) as memory:
+            # The callee stops once the buffers between it and the caller are full.
+            samples = [-1]
+
+            def stalled() -> bool:
+                samples.append(callee_record(node, f"/progress/{tag}")["sent"])
+                return samples[-1] == samples[-2]
+
+            wait_until(stalled, timeout=30, interval=0.5)
+        assert samples[-1] < 64 * MiB, f"the callee sent {samples[-1]} bytes to a caller that read {read}"
+        assert memory.growth < 30 * MiB, f"hangard grew by {memory.growth} bytes"
+        busy = daemon.http("team-a", "single", "GET", "/v1.0/invoke/web/method/x")
+        assert busy.status == 429 and "maxConcurrentRequests" in busy.json()["message"]
+    finally:
+        caller.close()
+    wait_until(lambda: daemon.http("team-a", "single", "GET", "/v1.0/invoke/web/method/x").status == 200, timeout=10)
+    wait_until(lambda: callee_record(node, f"/progress/{tag}")["state"] == "cut", timeout=10)
+
+
+def test_a_non_2xx_answer_with_a_body_passes_back_intact(node):
+    daemon = node["daemon"]
+    size = 3 * MiB
+    for query in ("", "&length=1"):
+        result = daemon.http("team-a", "caller", "GET", f"/v1.0/invoke/web/method/stream/{size}?status=503{query}")
+        assert result.status == 503
+        assert len(result.body) == size and hashlib.sha256(result.body).hexdigest() == stream_digest(size)
+    # A HEAD answer keeps the length the app announced, and has no body.
+    head = daemon.http("team-a", "caller", "HEAD", "/v1.0/invoke/web/method/anything")
+    assert head.status == 200 and int(head.headers["content-length"]) > 0 and head.body == b""
+
+
+def test_buffered_answers_over_the_node_limit_are_a_clear_resource_exhausted_error(node):
+    """A gRPC caller's answer, and a gRPC app's, is one message: held whole, so capped at --max-request-bytes."""
+    from dapr.clients.grpc.client import DaprGrpcClient
+
+    daemon = node["daemon"]
+    over = NODE_MAX_REQUEST_BYTES + MiB
+    client = daemon.client("team-a", "caller")
+    with pytest.raises(Exception) as raised:
+        DaprGrpcClient.invoke_method(client, "web", f"stream/{over}", data="", http_verb="GET")
+    assert "RESOURCE_EXHAUSTED" in str(raised.value) and str(NODE_MAX_REQUEST_BYTES) in str(raised.value)
+    from_grpc_app = daemon.http("team-a", "caller", "POST", f"/v1.0/invoke/raw/method/big/{over}", body=b"")
+    assert from_grpc_app.status == 500, from_grpc_app
+    assert from_grpc_app.json()["errorCode"] == "ERR_DIRECT_INVOKE"
+    assert str(NODE_MAX_REQUEST_BYTES) in from_grpc_app.json()["message"]
+    # The connections survive: the same calls within the limit work.
+    assert DaprGrpcClient.invoke_method(client, "web", "stream/1000", data="", http_verb="GET").data
+    assert daemon.http("team-a", "caller", "POST", "/v1.0/invoke/raw/method/big/1000", body=b"").status == 200
+
+
+def test_a_grpc_callers_request_is_capped_by_its_max_request_bytes(node):
+    from dapr.clients.grpc.client import DaprGrpcClient
+
+    client = node["daemon"].client("team-a", "tight")
+    with pytest.raises(Exception) as raised:
+        DaprGrpcClient.invoke_method(client, "web", "upload/x", data=b"z" * (2 * MiB), http_verb="POST")
+    assert "RESOURCE_EXHAUSTED" in str(raised.value) and "maxRequestBytes" in str(raised.value)

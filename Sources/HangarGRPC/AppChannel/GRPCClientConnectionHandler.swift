@@ -350,12 +350,15 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
                 promise: nil)
             markFlush(context)
         }
-        guard var call = calls[id] else {
+        // Out of the table while the message grows, so that its buffer is uniquely held and appended to in place
+        // (a copy left in the table made every DATA frame copy the whole message so far).
+        guard var call = calls.removeValue(forKey: id) else {
             streams[id]?.received(data: bytes, size: size, endStream: data.endStream)
             return
         }
         if (call.message?.readableBytes ?? 0) + bytes.readableBytes > maxResponseBytes + 5 {
-            finish(id, .failure(AppChannelError.protocolViolation("the answer is over \(maxResponseBytes) bytes")))
+            calls[id] = call
+            finish(id, .failure(AppChannelError.tooLarge(limit: maxResponseBytes)))
             context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)
             return markFlush(context)
         }

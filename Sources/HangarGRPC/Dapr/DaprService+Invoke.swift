@@ -10,6 +10,10 @@ extension DaprService {
     /// forwards it. The callee's response headers come back as the call's response headers; from an HTTP callee
     /// with `dapr-http-status: <status>`, and an answer outside 2xx is the gRPC error Dapr maps it to (the headers
     /// still go out first, as Dapr sends them).
+    /// A unary call is one message each way, so both are buffered: the request is at most the caller's
+    /// `maxRequestBytes` (the deframer refuses more with RESOURCE_EXHAUSTED), and the app's answer at most the node's
+    /// `--max-request-bytes` (more fails the call with RESOURCE_EXHAUSTED / ERR_DIRECT_INVOKE, and the app's stream
+    /// or connection is cut rather than read on).
     static func registerInvoke(_ service: inout GRPCService, _ invocation: InvocationAPI) {
         service.unaryWithHeaders(prefix + "InvokeService", Dapr_Proto_Runtime_V1_InvokeServiceRequest.self) {
             request, call in

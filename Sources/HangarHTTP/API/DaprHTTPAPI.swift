@@ -17,6 +17,9 @@ enum DaprHTTPHandler: Sendable {
     case atHead(@Sendable (DaprHTTPHead) -> HTTPResponse)
     /// Admitted at its head (who is calling, quotas, the largest body it may send), run once its body is read.
     case call(@Sendable (DaprHTTPRequest) throws -> Eventual<HTTPResponse>)
+    /// Admitted at its head like `call`, then run at once: it reads the body and writes the response as they go,
+    /// and settles the call with `DaprHTTPStream.finish` (service invocation).
+    case stream(@Sendable (DaprHTTPStream) -> Void)
 }
 
 /// A request's head, as a route answered at its head sees it.

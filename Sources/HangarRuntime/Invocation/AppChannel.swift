@@ -66,6 +66,11 @@ public enum AppChannelError: Error, Sendable, CustomStringConvertible {
     case protocolViolation(String)
     /// The call cannot be made to this kind of app as it is (an HTTP app called without a verb).
     case invalidRequest(String)
+    /// The app's answer is over the most the runtime holds in memory for one buffered answer (`limit` bytes): a
+    /// gRPC message, or an HTTP answer going to a gRPC caller.
+    case tooLarge(limit: Int)
+    /// The caller went away before the app's answer ended; the call into the app was abandoned.
+    case cancelled
 
     public var description: String {
         switch self {
@@ -74,6 +79,10 @@ public enum AppChannelError: Error, Sendable, CustomStringConvertible {
         case .deadlineExceeded: "the app did not answer before the deadline"
         case .protocolViolation(let why): "the app's answer is not valid: \(why)"
         case .invalidRequest(let why): why
+        case .tooLarge(let limit):
+            "the app's answer is over \(limit) bytes, the most hangard buffers for one answer (--max-request-bytes); "
+                + "only an HTTP caller's call to an HTTP app is streamed"
+        case .cancelled: "the caller went away before the app's answer ended"
         }
     }
 }

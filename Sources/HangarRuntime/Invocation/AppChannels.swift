@@ -10,6 +10,8 @@ public final class AppChannels: Sendable {
     final class Entry: Sendable {
         let spec: AppChannelSpec
         let channel: any AppChannel
+        /// The channel, when it can stream an invocation's bodies (found once, not at every call).
+        let streaming: (any StreamingAppChannel)?
         /// Healthy until `threshold` probes in a row fail; a single success makes it healthy again.
         private let probe = Mutex<(healthy: Bool, failures: Int, due: NIODeadline, running: Bool)>(
             (true, 0, .now(), false))
@@ -18,6 +20,7 @@ public final class AppChannels: Sendable {
         init(spec: AppChannelSpec, channel: any AppChannel) {
             self.spec = spec
             self.channel = channel
+            self.streaming = channel as? any StreamingAppChannel
         }
 
         var isHealthy: Bool { probe.withLock { $0.healthy } }

@@ -185,11 +185,12 @@ public struct InvocationAPI: Sendable {
     }
 
     /// Headers Dapr never forwards to the callee: the caller's credentials and routing, hop-by-hop headers, and
-    /// what the transport to the callee sets itself.
+    /// what the transport to the callee sets itself (`expect: 100-continue` is answered by hangard to the caller).
     static let dropped: Set<String> = [
         "dapr-api-token", "dapr-app-id", "destination-app-id", "connection", "keep-alive", "proxy-connection",
         "transfer-encoding", "upgrade", "http2-settings", "te", "trailer", "proxy-authorization",
         "proxy-authenticate", "host", "dapr-caller-app-id", "dapr-caller-namespace", "dapr-callee-app-id",
+        "expect",
     ]
 
     /// IANA's permanent request headers that Dapr renames `dapr-<name>` when an HTTP caller's headers become a gRPC

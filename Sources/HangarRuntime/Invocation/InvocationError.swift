@@ -82,6 +82,8 @@ public enum InvocationError {
             switch error {
             case .deadlineExceeded: (.deadlineExceeded, 504)
             case .invalidRequest: (.invalidArgument, 400)
+            case .tooLarge: (.resourceExhausted, 500)
+            case .cancelled: (.cancelled, 499)
             default: (.unavailable, 500)
             }
         return APIError(

@@ -4,7 +4,8 @@ sdk: the official SDK's app server, dapr.ext.grpc.App, with methods `echo` (answ
      received: data, content type and metadata) and `whoami`, and a health check.
 raw: a plain grpcio AppCallback servicer whose OnInvoke answers the whole InvokeRequest as JSON (method, verb,
      query string, content type, data, metadata): what dapr.ext.grpc.App does not show its handlers. Method
-     `sleep/<ms>` answers after that long; `status/<CODE>` fails with that gRPC status; `calls` answers the
+     `sleep/<ms>` answers after that long; `status/<CODE>` fails with that gRPC status; `big/<n>` answers n bytes
+     of data; `calls` answers the
      methods of every call it received (OnInvoke methods, and proxied paths), so a test can tell that a refused
      call never arrived. It also serves its own service `test.Echo`, raw bytes in and out, for proxying:
        Echo (unary): answers the request and its metadata as JSON; `fail` fails it.
@@ -82,6 +83,10 @@ def run_raw(port: int) -> None:
             if request.method.startswith("status/"):
                 context.abort(grpc.StatusCode[request.method.split("/", 1)[1]], "the callee says no")
             context.send_initial_metadata((("x-callee", "raw"),))
+            if request.method.startswith("big/"):
+                answer = common_pb2.InvokeResponse(content_type="application/octet-stream")
+                answer.data.value = b"x" * int(request.method.split("/", 1)[1])
+                return answer
             answer = common_pb2.InvokeResponse(content_type="application/json")
             answer.data.value = json.dumps(body).encode()
             return answer
