@@ -14,16 +14,16 @@ public enum Eventual<Value: Sendable>: Sendable {
     public static func success(_ value: Value) -> Self { .ready(.success(value)) }
 
     @inlinable
-    public static func failure(_ error: any Error) -> Self { .ready(.failure(error)) }
+    package static func failure(_ error: any Error) -> Self { .ready(.failure(error)) }
 
     /// Runs `body` now, its value or error being the outcome.
     @inlinable
-    public init(catching body: () throws -> Value) {
+    package init(catching body: () throws -> Value) {
         self = .ready(Result(catching: body))
     }
 
     @inlinable
-    public func map<NewValue: Sendable>(
+    package func map<NewValue: Sendable>(
         _ transform: @escaping @Sendable (Value) -> NewValue
     ) -> Eventual<NewValue> {
         switch self {
@@ -33,7 +33,7 @@ public enum Eventual<Value: Sendable>: Sendable {
     }
 
     @inlinable
-    public func flatMapThrowing<NewValue: Sendable>(
+    package func flatMapThrowing<NewValue: Sendable>(
         _ transform: @escaping @Sendable (Value) throws -> NewValue
     ) -> Eventual<NewValue> {
         switch self {
@@ -45,7 +45,7 @@ public enum Eventual<Value: Sendable>: Sendable {
 
     /// Replaces a failure by the error `transform` returns.
     @inlinable
-    public func mapError(_ transform: @escaping @Sendable (any Error) -> any Error) -> Eventual<Value> {
+    package func mapError(_ transform: @escaping @Sendable (any Error) -> any Error) -> Eventual<Value> {
         switch self {
         case .ready(.success): self
         case .ready(.failure(let error)): .ready(.failure(transform(error)))
@@ -55,7 +55,7 @@ public enum Eventual<Value: Sendable>: Sendable {
 
     /// Calls `body` with the result: now when it is ready, else when the future completes (on its event loop).
     @inlinable
-    public func whenComplete(_ body: @escaping @Sendable (Result<Value, any Error>) -> Void) {
+    package func whenComplete(_ body: @escaping @Sendable (Result<Value, any Error>) -> Void) {
         switch self {
         case .ready(let result): body(result)
         case .later(let future): future.whenComplete(body)
@@ -64,7 +64,7 @@ public enum Eventual<Value: Sendable>: Sendable {
 
     /// The outcome as a future on `eventLoop`.
     @inlinable
-    public func future(on eventLoop: any EventLoop) -> EventLoopFuture<Value> {
+    package func future(on eventLoop: any EventLoop) -> EventLoopFuture<Value> {
         switch self {
         case .ready(let result): eventLoop.makeCompletedFuture(result)
         case .later(let future): future
@@ -73,7 +73,7 @@ public enum Eventual<Value: Sendable>: Sendable {
 
     /// Waits for the value in an async context.
     @inlinable
-    public func get() async throws -> Value {
+    package func get() async throws -> Value {
         switch self {
         case .ready(let result): try result.get()
         case .later(let future): try await future.get()
@@ -81,7 +81,7 @@ public enum Eventual<Value: Sendable>: Sendable {
     }
 
     /// Joins every outcome: ready when all of them are, else a future of all their values, in order.
-    public static func all(_ outcomes: [Eventual<Value>], on eventLoop: any EventLoop) -> Eventual<[Value]> {
+    package static func all(_ outcomes: [Eventual<Value>], on eventLoop: any EventLoop) -> Eventual<[Value]> {
         var values: [Value] = []
         values.reserveCapacity(outcomes.count)
         for outcome in outcomes {

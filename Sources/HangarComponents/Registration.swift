@@ -1,4 +1,4 @@
 /// Registers this target's component types: `state.in-memory`.
-public func register(into registry: inout ComponentRegistry) {
+package func register(into registry: inout ComponentRegistry) {
     registry.register(InMemoryStateStore.descriptor)
 }

@@ -1,17 +1,17 @@
-public import HangarComponents
+package import HangarComponents
 import HangarRuntime
 import HangarTransport
-public import NIOCore
-public import NIOHTTP1
+package import NIOCore
+package import NIOHTTP1
 
 /// A complete HTTP/1.1 response: the status, the headers the responder sets (the connection handler adds
 /// `content-length` and `connection`) and the body.
-public struct HTTPResponse: Sendable {
-    public var status: HTTPResponseStatus
-    public var headers: HTTPHeaders
-    public var body: ByteBuffer?
+package struct HTTPResponse: Sendable {
+    package var status: HTTPResponseStatus
+    package var headers: HTTPHeaders
+    package var body: ByteBuffer?
 
-    public init(status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) {
+    package init(status: HTTPResponseStatus, headers: HTTPHeaders = [:], body: ByteBuffer? = nil) {
         self.status = status
         self.headers = headers
         self.body = body
@@ -19,7 +19,7 @@ public struct HTTPResponse: Sendable {
 }
 
 /// What to do with a request once its head is read.
-public enum HTTPStart<Call> {
+package enum HTTPStart<Call> {
     /// Answer now; the body, if any, is read and discarded.
     case respond(HTTPResponse)
     /// Read the body, at most `limit` bytes, then call `respond(to:…)`. A body over the limit is answered with
@@ -32,7 +32,7 @@ public enum HTTPStart<Call> {
 }
 
 /// An HTTP/1.1 application behind `HTTPConnectionHandler`. Every method is called on the connection's event loop.
-public protocol HTTPResponder: Sendable {
+package protocol HTTPResponder: Sendable {
     /// What a request carries from its head to its response (its route, its admission).
     associatedtype Call
 
@@ -57,7 +57,7 @@ public protocol HTTPResponder: Sendable {
 
 extension HTTPResponder {
     /// A responder that never answers `HTTPStart.stream` is never asked to stream; were it asked, it says so.
-    public func stream(_ call: Call, exchange: HTTPExchange) {
+    package func stream(_ call: Call, exchange: HTTPExchange) {
         exchange.respond(
             HTTPResponse(status: .notImplemented, body: ByteBuffer(string: "this endpoint does not stream requests")))
     }

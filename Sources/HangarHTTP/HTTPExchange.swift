@@ -1,5 +1,5 @@
-public import NIOCore
-public import NIOHTTP1
+package import NIOCore
+package import NIOHTTP1
 
 /// What `HTTPConnectionHandler` does for the exchange it drives: read more of the request, and take the connection
 /// back once the response has ended.
@@ -16,9 +16,9 @@ protocol HTTPExchangeOwner: AnyObject {
 /// can take more. Neither side is ever held whole: a slow reader on either side slows the other down instead.
 ///
 /// Its methods may be called from any thread; they run on the connection's event loop.
-public final class HTTPExchange: @unchecked Sendable {  // its mutable state is only touched on `eventLoop`
+package final class HTTPExchange: @unchecked Sendable {  // its mutable state is only touched on `eventLoop`
     /// Why an exchange was cut short.
-    public enum Cancellation: Error, Sendable {
+    package enum Cancellation: Error, Sendable {
         /// The connection closed (the caller went away, or a write failed) before the response ended.
         case closed
         /// The request's body is over `limit`; no more of it is read. The response (when none has started yet) may
@@ -26,14 +26,14 @@ public final class HTTPExchange: @unchecked Sendable {  // its mutable state is 
         case tooLarge
     }
 
-    public let head: HTTPRequestHead
-    public let eventLoop: any EventLoop
+    package let head: HTTPRequestHead
+    package let eventLoop: any EventLoop
     /// The most request body bytes that are read.
-    public let limit: Int
+    package let limit: Int
     /// The request's `content-length`, nil when it has none.
-    public let declaredLength: Int?
+    package let declaredLength: Int?
     /// Whether the request has a body at all (a `content-length` above zero, or a chunked body).
-    public let hasBody: Bool
+    package let hasBody: Bool
 
     // The connection's side, set while the exchange runs.
     private var context: ChannelHandlerContext?
@@ -80,7 +80,7 @@ public final class HTTPExchange: @unchecked Sendable {  // its mutable state is 
 
     /// The next part of the request's body; nil once it has all been read. Fails with a `Cancellation` when the
     /// exchange was cut short. Call it again only once the previous future has completed.
-    public func nextBodyPart() -> EventLoopFuture<ByteBuffer?> {
+    package func nextBodyPart() -> EventLoopFuture<ByteBuffer?> {
         guard eventLoop.inEventLoop else { return eventLoop.flatSubmit { self.nextBodyPart() } }
         if let part = parts.popFirst() {
             if parts.isEmpty, let context { owner?.exchangeWantsRead(self, context: context) }
@@ -105,7 +105,7 @@ public final class HTTPExchange: @unchecked Sendable {  // its mutable state is 
 
     /// Calls `handler` once if the exchange is cut short (at once if it already was). Handlers run in the order
     /// they were added, before the pending `nextBodyPart` and `writeBodyPart` futures fail.
-    public func whenCancelled(_ handler: @escaping @Sendable (Cancellation) -> Void) {
+    package func whenCancelled(_ handler: @escaping @Sendable (Cancellation) -> Void) {
         guard eventLoop.inEventLoop else { return eventLoop.execute { self.whenCancelled(handler) } }
         if let cancellation {
             handler(cancellation)
@@ -116,14 +116,14 @@ public final class HTTPExchange: @unchecked Sendable {  // its mutable state is 
 
     /// Whether the response's head has been written (an error can then no longer be answered with a status).
     /// Read it on `eventLoop`.
-    public var hasStartedResponse: Bool {
+    package var hasStartedResponse: Bool {
         eventLoop.preconditionInEventLoop()
         return started
     }
 
     /// Writes the response's head. Without a `content-length` the body is sent chunked (HTTP/1.1) or delimited by
     /// closing the connection (HTTP/1.0).
-    public func writeHead(status: HTTPResponseStatus, headers: HTTPHeaders) {
+    package func writeHead(status: HTTPResponseStatus, headers: HTTPHeaders) {
         guard eventLoop.inEventLoop else {
             return eventLoop.execute { self.writeHead(status: status, headers: headers) }
         }
@@ -142,7 +142,7 @@ public final class HTTPExchange: @unchecked Sendable {  // its mutable state is 
 
     /// Writes a part of the response's body. The future completes once the socket can take more (at once while it
     /// can); it fails if the exchange was closed.
-    public func writeBodyPart(_ part: ByteBuffer) -> EventLoopFuture<Void> {
+    package func writeBodyPart(_ part: ByteBuffer) -> EventLoopFuture<Void> {
         guard eventLoop.inEventLoop else { return eventLoop.flatSubmit { self.writeBodyPart(part) } }
         guard started, !responseEnded, let context, cancellation != .closed else {
             return eventLoop.makeFailedFuture(cancellation ?? .closed)
@@ -155,7 +155,7 @@ public final class HTTPExchange: @unchecked Sendable {  // its mutable state is 
     }
 
     /// Ends the response; the connection then serves its next request (or closes).
-    public func end() {
+    package func end() {
         guard eventLoop.inEventLoop else { return eventLoop.execute { self.end() } }
         guard started, !responseEnded, let context, cancellation != .closed else { return }
         responseEnded = true
@@ -165,7 +165,7 @@ public final class HTTPExchange: @unchecked Sendable {  // its mutable state is 
     }
 
     /// Writes a whole response (head, body with its `content-length`, end).
-    public func respond(_ response: HTTPResponse) {
+    package func respond(_ response: HTTPResponse) {
         guard eventLoop.inEventLoop else { return eventLoop.execute { self.respond(response) } }
         var headers = response.headers
         headers.replaceOrAdd(name: "content-length", value: String(response.body?.readableBytes ?? 0))
@@ -175,7 +175,7 @@ public final class HTTPExchange: @unchecked Sendable {  // its mutable state is 
     }
 
     /// Closes the connection: the response cannot be completed (its head is out, and its body failed).
-    public func abort() {
+    package func abort() {
         guard eventLoop.inEventLoop else { return eventLoop.execute { self.abort() } }
         context?.close(promise: nil)
     }

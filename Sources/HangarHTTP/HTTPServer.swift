@@ -1,13 +1,13 @@
-public import HangarRuntime
-public import HangarTransport
-public import Logging
-public import NIOCore
+package import HangarRuntime
+package import HangarTransport
+package import Logging
+package import NIOCore
 import NIOHTTP1
 
 /// The HTTP/1.1 front-end's listeners: each accepted connection (an app's Unix socket or TCP) serves Dapr's HTTP
 /// API through NIOHTTP1's codec and one `HTTPConnectionHandler` with the Dapr routes.
-public enum HTTPServer {
-    public static func listeners(runtime: Runtime, group: any EventLoopGroup, logger: Logger) -> ListenerBootstrap<ListenerIdentity> {
+package enum HTTPServer {
+    package static func listeners(runtime: Runtime, group: any EventLoopGroup, logger: Logger) -> ListenerBootstrap<ListenerIdentity> {
         ListenerBootstrap(
             group: group, gatekeeper: AppConnectionGatekeeper.forListeners(registry: runtime.registry, logger: logger)
         ) { channel, identity in
@@ -17,7 +17,7 @@ public enum HTTPServer {
 
     /// Makes `channel` an HTTP/1.1 server connection answered by `responder`: NIOHTTP1's encoder and decoder, then
     /// `HTTPConnectionHandler`, which answers malformed requests with 400 and pipelined ones in order.
-    public static func configure(_ channel: any Channel, responder: some HTTPResponder) throws {
+    package static func configure(_ channel: any Channel, responder: some HTTPResponder) throws {
         let sync = channel.pipeline.syncOperations
         // NIOHTTP1's outbound header validator is off (about 5 % of a call): every response header is a constant or
         // built by the runtime, except item metadata, which `DaprHTTPResponder` checks before it becomes a header.

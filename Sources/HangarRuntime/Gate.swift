@@ -1,10 +1,10 @@
-public import NIOCore
+package import NIOCore
 
 /// Admission, between the front-ends and the building blocks: who is calling and whether the call may proceed
 /// (identity, detachment, the tenant's and the app's quotas, connection counts and request size).
 public struct Gate: Sendable {
-    public let registry: TenantRegistry
-    public let metrics: RuntimeMetrics
+    package let registry: TenantRegistry
+    package let metrics: RuntimeMetrics
 
     public init(registry: TenantRegistry, metrics: RuntimeMetrics = RuntimeMetrics()) {
         self.registry = registry
@@ -18,7 +18,7 @@ public struct Gate: Sendable {
     /// `connection` is the channel the request came on: it counts towards the app's `maxConnections` from its
     /// first admitted request (app sockets count theirs when accepted). A `stream` (a streaming gRPC call, open for
     /// as long as the app likes) counts against the app's `maxStreams` rather than `maxConcurrentRequests`.
-    public func admit(
+    package func admit(
         _ listener: ListenerIdentity, token: String?, connection: (any Channel)?, stream: Bool = false
     ) throws(APIError) -> Admission {
         let caller: Caller
@@ -53,10 +53,10 @@ public struct Gate: Sendable {
 }
 
 /// An admitted request: its caller, the size it may have, and the budget slot it holds until `finish()`.
-public struct Admission: Sendable {
-    public let caller: Caller
+package struct Admission: Sendable {
+    package let caller: Caller
     /// The largest request message or body this caller may send (its `maxRequestBytes`, at most the node's).
-    public let maxRequestBytes: Int
+    package let maxRequestBytes: Int
     let account: AppAccount
     let metrics: RuntimeMetrics
     /// Admitted against `maxStreams`.
@@ -65,25 +65,25 @@ public struct Admission: Sendable {
     let admitted: NIODeadline
 
     /// Returns the slot; call exactly once, when the call's work is done (answered, failed or abandoned).
-    public func finish() { account.finish(stream: isStream) }
+    package func finish() { account.finish(stream: isStream) }
 
     /// Counts the finished call in the metrics under `method` (the Dapr gRPC method's name for both front-ends) and
     /// `transport` (`grpc` or `http`), with its duration since admission: the one place both front-ends record a
     /// call's end.
-    public func record(method: String, transport: String, code: RPCCode) {
+    package func record(method: String, transport: String, code: RPCCode) {
         metrics.recordRequest(
             app: caller.app, method: method, transport: transport, code: code,
             duration: .nanoseconds((NIODeadline.now() - admitted).nanoseconds))
     }
 
     /// Refuses a request of `size` bytes over this caller's `maxRequestBytes`; nothing has been buffered yet.
-    public func checkSize(_ size: Int) throws(APIError) {
+    package func checkSize(_ size: Int) throws(APIError) {
         if size > maxRequestBytes { throw tooLarge(size) }
     }
 
     /// The refusal of a request over `maxRequestBytes` (`size` nil when only its passing the limit is known, as
     /// for a chunked body), counted as a quota refusal.
-    public func tooLarge(_ size: Int?) -> APIError {
+    package func tooLarge(_ size: Int?) -> APIError {
         metrics.recordQuotaRefusal(app: caller.app, quota: "maxRequestBytes")
         return QuotaError.tooLarge(size, limit: maxRequestBytes, app: caller.app)
     }
@@ -92,11 +92,11 @@ public struct Admission: Sendable {
 /// Quota refusals: gRPC `RESOURCE_EXHAUSTED` with an `ErrorInfo` (reason `HANGAR_QUOTA_EXCEEDED`, metadata
 /// naming the quota and its limit), HTTP 429 with `Retry-After` (413 for a request over `maxRequestBytes`,
 /// which no retry can fix).
-public enum QuotaError {
-    public static let reason = "HANGAR_QUOTA_EXCEEDED"
-    public static let errorCode = "ERR_QUOTA_EXCEEDED"
+package enum QuotaError {
+    package static let reason = "HANGAR_QUOTA_EXCEEDED"
+    package static let errorCode = "ERR_QUOTA_EXCEEDED"
 
-    public static func exceeded(_ refusal: QuotaRefusal, app: AppID) -> APIError {
+    package static func exceeded(_ refusal: QuotaRefusal, app: AppID) -> APIError {
         let owner = refusal.scope == .tenant ? "tenant '\(app.namespace)'" : "app \(app)"
         let unit =
             switch refusal.quota {
@@ -119,7 +119,7 @@ public enum QuotaError {
             ])
     }
 
-    public static func tooLarge(_ size: Int?, limit: Int, app: AppID) -> APIError {
+    package static func tooLarge(_ size: Int?, limit: Int, app: AppID) -> APIError {
         APIError(
             errorCode: errorCode, rpcCode: .resourceExhausted, httpStatus: 413,
             message: "quota exceeded: a request \(size.map { "of \($0) bytes " } ?? "")is over the maximum of "
@@ -131,7 +131,7 @@ public enum QuotaError {
             ])
     }
 
-    public static func stateBytes(usage: Int, limit: Int, namespace: String, store: String) -> APIError {
+    package static func stateBytes(usage: Int, limit: Int, namespace: String, store: String) -> APIError {
         APIError(
             errorCode: errorCode, rpcCode: .resourceExhausted, httpStatus: 429,
             message: "quota exceeded: tenant '\(namespace)' may store \(limit) bytes in state store '\(store)' "

@@ -1,26 +1,26 @@
-public import HangarComponents
-public import Logging
-public import NIOCore
-public import NIOPosix
+package import HangarComponents
+package import Logging
+package import NIOCore
+package import NIOPosix
 import Synchronization
 
 /// The runtime behind both front-ends: identity and admission (the gate), and the building blocks.
-public final class Runtime: Sendable {
-    public let registry: TenantRegistry
-    public let gate: Gate
-    public let components: ComponentHost
-    public let state: StateAPI
-    public let metadata: MetadataAPI
-    public let invocation: InvocationAPI
+package final class Runtime: Sendable {
+    package let registry: TenantRegistry
+    package let gate: Gate
+    package let components: ComponentHost
+    package let state: StateAPI
+    package let metadata: MetadataAPI
+    package let invocation: InvocationAPI
     /// The app channels of the apps that declare one (how invocation calls into apps).
-    public let appChannels: AppChannels
-    public let metrics: RuntimeMetrics
-    public let health: NodeHealth
-    public let logger: Logger
+    package let appChannels: AppChannels
+    package let metrics: RuntimeMetrics
+    package let health: NodeHealth
+    package let logger: Logger
     /// Serialises reconfigurations.
     private let applying = Mutex<Void>(())
 
-    public init(
+    package init(
         configuration: NodeConfiguration, dataDirectory: String, maxRequestBytes: Int,
         componentRegistry: ComponentRegistry, eventLoopGroup: any EventLoopGroup, threadPool: NIOThreadPool,
         metrics: RuntimeMetrics = RuntimeMetrics(), retireTimeout: Duration = .seconds(30), etagSealer: ETagSealer? = nil,
@@ -69,12 +69,12 @@ public final class Runtime: Sendable {
     }
 
     /// The configuration in force.
-    public var configuration: NodeConfiguration { registry.configuration }
+    package var configuration: NodeConfiguration { registry.configuration }
 
     /// Applies a new configuration without a restart: components first (a component that cannot be created
     /// rejects the whole change, leaving the last good configuration in force), then tenants, apps and quotas.
     /// Returns what changed for the apps, so that the node can bind and close their sockets.
-    public func apply(_ configuration: NodeConfiguration) throws(ConfigurationError) -> TenantRegistry.Change {
+    package func apply(_ configuration: NodeConfiguration) throws(ConfigurationError) -> TenantRegistry.Change {
         try applying.withLock { _ throws(ConfigurationError) -> TenantRegistry.Change in
             if configuration.components != components.specs {
                 try components.apply(configuration.components)
@@ -88,7 +88,7 @@ public final class Runtime: Sendable {
     }
 
     /// Gauges for the metrics endpoint, sampled now.
-    public func gauges() -> RuntimeGauges {
+    package func gauges() -> RuntimeGauges {
         var gauges = RuntimeGauges()
         for account in registry.accounts {
             gauges.connections.append(.init(app: account.app, open: account.openConnections))

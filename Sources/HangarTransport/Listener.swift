@@ -5,15 +5,15 @@ import Synchronization
 
 /// Asks a connection to finish: take no new requests, close once those in flight have been answered. Each
 /// front-end's connection handler acts on it (gRPC sends GOAWAY; HTTP/1.1 closes after the current response).
-public struct ListenerDrainEvent: Sendable {
-    public init() {}
+package struct ListenerDrainEvent: Sendable {
+    package init() {}
 }
 
 /// One bound listener (an app's socket or a TCP address) and the connections it accepted, so that it can be
 /// drained: stop accepting, let calls in flight finish (bounded), then close. Front-end neutral: the gRPC and the
 /// HTTP servers, and the operator's metrics endpoint, all bind through `ListenerBootstrap` and hold one of these.
 public final class Listener: Sendable {
-    public let address: String
+    package let address: String
     private let connections = ConnectionSet()
     private let serverChannel = Mutex<(any Channel)?>(nil)
 
@@ -28,13 +28,13 @@ public final class Listener: Sendable {
     }
 
     /// The address the listener is bound to (for a TCP port 0, the port chosen).
-    public var localAddress: SocketAddress? { serverChannel.withLock { $0?.localAddress } }
+    package var localAddress: SocketAddress? { serverChannel.withLock { $0?.localAddress } }
 
     /// How many connections are open.
-    public var connectionCount: Int { connections.count }
+    package var connectionCount: Int { connections.count }
 
     /// Stops accepting, asks every connection to finish its calls, and closes what is still open after `timeout`.
-    public func drain(timeout: Duration) async {
+    package func drain(timeout: Duration) async {
         if let channel = serverChannel.withLock({ $0 }) { try? await channel.close() }
         let open = connections.all
         for channel in open { channel.pipeline.fireUserInboundEventTriggered(ListenerDrainEvent()) }

@@ -17,7 +17,7 @@ public struct ListenerBootstrap<Identity: Sendable>: Sendable {
     let gatekeeper: Gatekeeping
     let configure: Configure
 
-    public init(
+    package init(
         group: any EventLoopGroup, gatekeeper: @escaping Gatekeeping = { _ in nil }, configure: @escaping Configure
     ) {
         self.group = group
@@ -35,7 +35,7 @@ public struct ListenerBootstrap<Identity: Sendable>: Sendable {
     }
 
     /// Listens on TCP, with `TCP_NODELAY` on every connection.
-    public func bind(host: String, port: Int, identity: Identity) async throws -> Listener {
+    package func bind(host: String, port: Int, identity: Identity) async throws -> Listener {
         let listener = Listener(address: "\(host):\(port)")
         let channel = try await bootstrap(identity, listener.tracker)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -45,7 +45,7 @@ public struct ListenerBootstrap<Identity: Sendable>: Sendable {
     }
 
     /// Serves on a listening TCP socket inherited from the service manager (socket activation).
-    public func adopt(socket descriptor: CInt, address: String, identity: Identity) async throws -> Listener {
+    package func adopt(socket descriptor: CInt, address: String, identity: Identity) async throws -> Listener {
         let listener = Listener(address: address)
         let channel = try await bootstrap(identity, listener.tracker)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)

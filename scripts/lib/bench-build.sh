@@ -10,6 +10,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 if [ "${bench_only:-0}" != 1 ]; then
     hangard="$(scripts/lib/build-hangard.sh release)"
 fi
+# SwiftPM does not notice source files added to a path dependency (this package, seen from Benchmarks/) when it
+# decides whether to re-plan the bench's build, and then fails on a stale file list: drop the plan (the objects
+# are kept, so nothing is rebuilt that did not change).
+rm -f Benchmarks/.build/release.yaml
 swift build -c release --package-path Benchmarks --product hangar-bench
 bench="$(swift build -c release --package-path Benchmarks --show-bin-path)/hangar-bench"
 

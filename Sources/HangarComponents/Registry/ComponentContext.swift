@@ -1,16 +1,16 @@
-public import Logging
-public import NIOCore
-public import NIOPosix
+package import Logging
+package import NIOCore
+package import NIOPosix
 
 /// What the node lends every component factory: where embedded components keep their files, the thread pool for
 /// blocking calls, the event loops futures complete on, and the logger.
-public struct ComponentContext: Sendable {
-    public let dataDirectory: String
-    public let threadPool: NIOThreadPool
-    public let eventLoopGroup: any EventLoopGroup
-    public let logger: Logger
+package struct ComponentContext: Sendable {
+    package let dataDirectory: String
+    package let threadPool: NIOThreadPool
+    package let eventLoopGroup: any EventLoopGroup
+    package let logger: Logger
 
-    public init(dataDirectory: String, threadPool: NIOThreadPool, eventLoopGroup: any EventLoopGroup, logger: Logger) {
+    package init(dataDirectory: String, threadPool: NIOThreadPool, eventLoopGroup: any EventLoopGroup, logger: Logger) {
         self.dataDirectory = dataDirectory
         self.threadPool = threadPool
         self.eventLoopGroup = eventLoopGroup

@@ -1,21 +1,21 @@
 /// Everything the runtime knows about one component type before it creates one: which building block it serves,
 /// the versions and metadata it accepts, whether it blocks, and how to make it. Each backend target describes its
 /// types and registers them (`register(into:)`), so the runtime depends on no backend.
-public struct ComponentDescriptor: Sendable {
+package struct ComponentDescriptor: Sendable {
     /// Opens one component instance: blocking I/O is allowed (it runs on the thread pool unless the type executes
     /// inline); a failure leaves the component DOWN and is retried.
-    public typealias Opener<Component> = @Sendable () throws -> Component
+    package typealias Opener<Component> = @Sendable () throws -> Component
 
     /// Judges a definition and returns how to open it. Everything that can be judged from the definition alone
     /// (metadata values) is refused here, with the field; what needs I/O happens in the opener.
-    public typealias Factory<Component> =
+    package typealias Factory<Component> =
         @Sendable (ComponentDefinition, ComponentContext) throws(ComponentDefinitionError) -> Opener<Component>
 
     /// The factory, typed by the building block the component serves: a block adds its case with its protocol.
-    public enum Make: Sendable {
+    package enum Make: Sendable {
         case state(Factory<any StateStore>)
 
-        public var block: BuildingBlock {
+        package var block: BuildingBlock {
             switch self {
             case .state: .state
             }
@@ -23,17 +23,17 @@ public struct ComponentDescriptor: Sendable {
     }
 
     /// `spec.type`, e.g. `state.sqlite`.
-    public let type: String
+    package let type: String
     /// The `spec.version` values accepted.
-    public let versions: Set<String>
+    package let versions: Set<String>
     /// The metadata this type reads, besides what its building block and the pool read for every component.
-    public let metadata: [ComponentMetadataField]
+    package let metadata: [ComponentMetadataField]
     /// Whether its operations never block: they run on the caller's event loop and answer `Eventual.ready`, it is
     /// opened at once, and it needs no fair queue. A blocking type runs its work on the thread pool.
-    public let executesInline: Bool
-    public let make: Make
+    package let executesInline: Bool
+    package let make: Make
 
-    public init(
+    package init(
         type: String, versions: Set<String> = ["v1"], metadata: [ComponentMetadataField] = [], executesInline: Bool,
         make: Make
     ) {
@@ -44,10 +44,10 @@ public struct ComponentDescriptor: Sendable {
         self.make = make
     }
 
-    public var block: BuildingBlock { make.block }
+    package var block: BuildingBlock { make.block }
 
     /// Every metadata name a component of this type may give: its own, its block's and the pool's.
-    public var acceptedMetadata: [ComponentMetadataField] {
+    package var acceptedMetadata: [ComponentMetadataField] {
         metadata + block.metadata + ComponentRegistry.poolMetadata
     }
 }

@@ -1,8 +1,8 @@
 /// Why a component could not be initialised (shown in its health and to callers).
-public struct ComponentInitError: Error, CustomStringConvertible, Sendable {
-    public let description: String
+package struct ComponentInitError: Error, CustomStringConvertible, Sendable {
+    package let description: String
 
-    public init(_ description: String) {
+    package init(_ description: String) {
         self.description = description
     }
 }

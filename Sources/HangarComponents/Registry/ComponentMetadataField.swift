@@ -1,9 +1,9 @@
 /// One `spec.metadata` name a component type understands, and whether a component of that type must give it.
-public struct ComponentMetadataField: Sendable, Hashable {
-    public let name: String
-    public let required: Bool
+package struct ComponentMetadataField: Sendable, Hashable {
+    package let name: String
+    package let required: Bool
 
-    public init(_ name: String, required: Bool = false) {
+    package init(_ name: String, required: Bool = false) {
         self.name = name
         self.required = required
     }

@@ -1,31 +1,31 @@
 /// The component types this build can create, by `spec.type`. Filled at start-up by each backend target
 /// (`HangarComponents.register(into:)`, `HangarSQLite.register(into:)`) and handed to the runtime, which checks
 /// configuration against it and creates components from its descriptors.
-public struct ComponentRegistry: Sendable {
+package struct ComponentRegistry: Sendable {
     private var descriptors: [String: ComponentDescriptor] = [:]
 
     /// Metadata the component pool reads for every component: `maxConcurrentOperations`, the fair queue's
     /// capacity (ignored by types that execute inline, which have no queue).
-    public static let poolMetadata = [ComponentMetadataField("maxConcurrentOperations")]
+    package static let poolMetadata = [ComponentMetadataField("maxConcurrentOperations")]
 
-    public init() {}
+    package init() {}
 
     /// Adds a type; a later registration of the same type replaces the earlier one.
-    public mutating func register(_ descriptor: ComponentDescriptor) {
+    package mutating func register(_ descriptor: ComponentDescriptor) {
         descriptors[descriptor.type] = descriptor
     }
 
     /// Every registered type, sorted.
-    public var types: [String] { descriptors.keys.sorted() }
+    package var types: [String] { descriptors.keys.sorted() }
 
     /// The descriptor of a type, nil when this build does not have it.
-    public func descriptor(for type: String) -> ComponentDescriptor? { descriptors[type] }
+    package func descriptor(for type: String) -> ComponentDescriptor? { descriptors[type] }
 
     /// Checks a definition against its type's descriptor: the type is registered, the version accepted and every
     /// required metadata name given. Values are the factory's to judge. Names the type does not know are not
     /// refused (Dapr ignores them, so YAML written for Dapr keeps working): `unknownMetadata` lists them for a
     /// warning.
-    public func check(_ definition: ComponentDefinition) throws(ComponentDefinitionError) -> ComponentDescriptor {
+    package func check(_ definition: ComponentDefinition) throws(ComponentDefinitionError) -> ComponentDescriptor {
         guard let descriptor = descriptors[definition.type] else {
             throw ComponentDefinitionError(
                 field: "spec.type",
@@ -46,7 +46,7 @@ public struct ComponentRegistry: Sendable {
 
     /// The metadata names of `definition` that its type does not know (a typo, or a Dapr field this build does not
     /// implement), sorted; empty for an unregistered type.
-    public func unknownMetadata(_ definition: ComponentDefinition) -> [String] {
+    package func unknownMetadata(_ definition: ComponentDefinition) -> [String] {
         guard let descriptor = descriptors[definition.type] else { return [] }
         let known = Set(descriptor.acceptedMetadata.map(\.name))
         return definition.metadata.keys.filter { !known.contains($0) }.sorted()

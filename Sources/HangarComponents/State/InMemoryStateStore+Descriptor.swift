@@ -1,6 +1,6 @@
 extension InMemoryStateStore {
     /// `state.in-memory`: no metadata of its own; never blocks.
-    public static let descriptor = ComponentDescriptor(
+    package static let descriptor = ComponentDescriptor(
         type: "state.in-memory", executesInline: true,
         make: .state { _, _ in { InMemoryStateStore() } })
 }

@@ -1,5 +1,5 @@
 import Foundation
-public import NIOCore
+package import NIOCore
 import Synchronization
 
 /// `state.in-memory`: a dictionary behind a mutex. Every operation is non-blocking and completes at once on the
@@ -9,7 +9,7 @@ import Synchronization
 /// removed when their key is read or written, by a sweep every 1024 writes, by `purgeExpired(on:)`, and, for the
 /// partition concerned, before a write is refused with `byteLimitExceeded`: a partition is never refused because of
 /// items that have already expired.
-public final class InMemoryStateStore: TransactionalStateStore {
+package final class InMemoryStateStore: TransactionalStateStore {
     private struct Storage {
         /// Change `items` only through `put`, which keeps `usage` and `earliestExpiry` in step.
         private(set) var items: [String: StateEntry] = [:]
@@ -158,18 +158,18 @@ public final class InMemoryStateStore: TransactionalStateStore {
     }
 
     private let storage = Mutex(Storage())
-    public let features: StateFeatures = [.etag, .transactional, .ttl]
+    package let features: StateFeatures = [.etag, .transactional, .ttl]
     /// Always true: every operation is `.ready` when it returns.
-    public var executesInline: Bool { true }
+    package var executesInline: Bool { true }
 
-    public init() {}
+    package init() {}
 
     /// How many items are stored, expired or not (for tests and metrics).
-    public var count: Int { storage.withLock { $0.items.count } }
+    package var count: Int { storage.withLock { $0.items.count } }
 
-    public var usageByPartition: [String: Int] { storage.withLock { $0.usage } }
+    package var usageByPartition: [String: Int] { storage.withLock { $0.usage } }
 
-    public func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> {
+    package func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> {
         Eventual {
             try storage.withLock { storage throws(StateStoreError) in
                 guard !storage.closed else { throw .closed }
@@ -178,17 +178,17 @@ public final class InMemoryStateStore: TransactionalStateStore {
         }
     }
 
-    public func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
+    package func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
         transact([.set(request)], on: eventLoop)
     }
 
-    public func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
+    package func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
         transact([.delete(request)], on: eventLoop)
     }
 
     /// Applies every operation or none. A transaction refused with `byteLimitExceeded` is tried again once the
     /// partition's expired items are removed, if it had any.
-    public func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> Eventual<Void> {
+    package func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> Eventual<Void> {
         Eventual {
             try storage.withLock { storage throws(StateStoreError) in
                 guard !storage.closed else { throw .closed }
@@ -209,7 +209,7 @@ public final class InMemoryStateStore: TransactionalStateStore {
 
     /// Removes every expired item now and returns how many there were (the same as `SQLiteStateStore`'s, which
     /// also runs periodically).
-    public func purgeExpired(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+    package func purgeExpired(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         eventLoop.makeCompletedFuture {
             try storage.withLock { storage throws(StateStoreError) in
                 guard !storage.closed else { throw .closed }
@@ -218,7 +218,7 @@ public final class InMemoryStateStore: TransactionalStateStore {
         }
     }
 
-    public func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    package func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         storage.withLock {
             $0.closed = true
             $0.removeAll()

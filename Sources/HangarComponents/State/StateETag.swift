@@ -1,17 +1,17 @@
 /// The ETag scheme shared by Hangar's own stores: a store-wide, strictly increasing version number written as
 /// decimal. Store-wide (not per key) so that a deleted and re-created key never matches an ETag of its past.
-public enum StateETag {
+package enum StateETag {
     /// The version an ETag names, or nil when it is not one of ours.
-    public static func version(_ etag: String) -> UInt64? {
+    package static func version(_ etag: String) -> UInt64? {
         guard !etag.isEmpty, etag.utf8.count <= 20, etag.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
         return UInt64(etag)
     }
 
-    public static func string(_ version: UInt64) -> String { String(version) }
+    package static func string(_ version: UInt64) -> String { String(version) }
 
     /// Checks a write's concurrency rule against the current ETag of its key (nil when the key does not exist).
     /// Throws `invalidETag` for an ETag that is not ours and `etagMismatch` when the rule refuses the write.
-    public static func check(
+    package static func check(
         key: String, given: String?, concurrency: StateConcurrency, current: String?
     ) throws(StateStoreError) {
         if concurrency == .lastWrite { return }
@@ -24,7 +24,7 @@ public enum StateETag {
     }
 
     /// Checks a delete: without an ETag it always applies; with one the key must exist with that ETag.
-    public static func checkDelete(key: String, given: String?, concurrency: StateConcurrency, current: String?)
+    package static func checkDelete(key: String, given: String?, concurrency: StateConcurrency, current: String?)
         throws(StateStoreError)
     {
         if concurrency == .lastWrite { return }

@@ -1,20 +1,20 @@
-public import Foundation
-public import NIOCore
+package import Foundation
+package import NIOCore
 
 /// What a state store can do beyond plain get/set/delete, as Dapr's components-contrib `state.Feature` list.
-public struct StateFeatures: OptionSet, Sendable, Hashable {
-    public let rawValue: UInt8
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
+package struct StateFeatures: OptionSet, Sendable, Hashable {
+    package let rawValue: UInt8
+    package init(rawValue: UInt8) { self.rawValue = rawValue }
 
     /// Optimistic concurrency with ETags (first-write / last-write).
-    public static let etag = StateFeatures(rawValue: 1 << 0)
+    package static let etag = StateFeatures(rawValue: 1 << 0)
     /// All-or-nothing multi-operation transactions (`TransactionalStateStore`).
-    public static let transactional = StateFeatures(rawValue: 1 << 1)
+    package static let transactional = StateFeatures(rawValue: 1 << 1)
     /// Per-item expiry from the `ttlInSeconds` metadata.
-    public static let ttl = StateFeatures(rawValue: 1 << 2)
+    package static let ttl = StateFeatures(rawValue: 1 << 2)
 
     /// The names Dapr reports in `GetMetadata` for these features.
-    public var daprNames: [String] {
+    package var daprNames: [String] {
         var names: [String] = []
         if contains(.etag) { names.append("ETAG") }
         if contains(.transactional) { names.append("TRANSACTIONAL") }
@@ -24,7 +24,7 @@ public struct StateFeatures: OptionSet, Sendable, Hashable {
 }
 
 /// Dapr's concurrency option for a write.
-public enum StateConcurrency: Sendable, Hashable {
+package enum StateConcurrency: Sendable, Hashable {
     /// No option given: an ETag, when present, must match; without one the write always applies.
     case unspecified
     /// An ETag, when present, must match; without one the write applies only if the key does not exist.
@@ -34,13 +34,13 @@ public enum StateConcurrency: Sendable, Hashable {
 }
 
 /// A stored value as read back from a store.
-public struct StateEntry: Sendable, Hashable {
-    public var value: Data
-    public var etag: String
+package struct StateEntry: Sendable, Hashable {
+    package var value: Data
+    package var etag: String
     /// Wall-clock expiry, when the item was written with a TTL.
-    public var expiresAt: Date?
+    package var expiresAt: Date?
 
-    public init(value: Data, etag: String, expiresAt: Date? = nil) {
+    package init(value: Data, etag: String, expiresAt: Date? = nil) {
         self.value = value
         self.etag = etag
         self.expiresAt = expiresAt
@@ -53,12 +53,12 @@ public struct StateEntry: Sendable, Hashable {
 ///
 /// An item uses `key.utf8.count + value.count` bytes (its physical key and its value); a partition's usage is the sum
 /// over the items physically present, expired or not (see each store for when expired items are removed).
-public enum StatePartition {
+package enum StatePartition {
     /// What ends a key's partition.
-    public static let separator = "||"
+    package static let separator = "||"
 
     /// The partition of a physical key: the part before the first `||`, or the whole key when it has none.
-    public static func of(_ key: String) -> String {
+    package static func of(_ key: String) -> String {
         // A plain byte scan: `firstRange(of:)` is generic over collections and cost 10 % of a SaveState call.
         let utf8 = key.utf8
         let found: String.Index?? = utf8.withContiguousStorageIfAvailable { bytes -> String.Index? in
@@ -80,22 +80,22 @@ public enum StatePartition {
 }
 
 /// One write. `key` is the physical key: tenant partitioning has already been applied by the caller.
-public struct StateSetRequest: Sendable, Hashable {
-    public var key: String
-    public var value: Data
-    public var etag: String?
-    public var concurrency: StateConcurrency
+package struct StateSetRequest: Sendable, Hashable {
+    package var key: String
+    package var value: Data
+    package var etag: String?
+    package var concurrency: StateConcurrency
     /// Time to live; nil means the item never expires.
-    public var ttl: Duration?
+    package var ttl: Duration?
     /// The most bytes the key's partition (`StatePartition`) may hold after this write; nil means no limit.
     ///
     /// A write that would take the partition above the limit and grows it fails with
     /// `StateStoreError.byteLimitExceeded`, changing nothing (in a transaction, the whole transaction fails). A write
     /// that shrinks the partition or keeps its size always passes, so a partition over its limit can still be
     /// overwritten with smaller values. The check is atomic with the write: concurrent writers cannot overshoot.
-    public var byteLimit: Int?
+    package var byteLimit: Int?
 
-    public init(
+    package init(
         key: String, value: Data, etag: String? = nil, concurrency: StateConcurrency = .unspecified,
         ttl: Duration? = nil, byteLimit: Int? = nil
     ) {
@@ -109,12 +109,12 @@ public struct StateSetRequest: Sendable, Hashable {
 }
 
 /// One delete. `key` is the physical key.
-public struct StateDeleteRequest: Sendable, Hashable {
-    public var key: String
-    public var etag: String?
-    public var concurrency: StateConcurrency
+package struct StateDeleteRequest: Sendable, Hashable {
+    package var key: String
+    package var etag: String?
+    package var concurrency: StateConcurrency
 
-    public init(key: String, etag: String? = nil, concurrency: StateConcurrency = .unspecified) {
+    package init(key: String, etag: String? = nil, concurrency: StateConcurrency = .unspecified) {
         self.key = key
         self.etag = etag
         self.concurrency = concurrency
@@ -122,11 +122,11 @@ public struct StateDeleteRequest: Sendable, Hashable {
 }
 
 /// One operation of a transaction.
-public enum StateOperation: Sendable, Hashable {
+package enum StateOperation: Sendable, Hashable {
     case set(StateSetRequest)
     case delete(StateDeleteRequest)
 
-    public var key: String {
+    package var key: String {
         switch self {
         case .set(let request): request.key
         case .delete(let request): request.key
@@ -135,7 +135,7 @@ public enum StateOperation: Sendable, Hashable {
 }
 
 /// Errors a state store reports. The runtime maps them to Dapr's error codes.
-public enum StateStoreError: Error, Sendable, Hashable {
+package enum StateStoreError: Error, Sendable, Hashable {
     /// The item's ETag does not match the one given (or, for first-write without an ETag, the key exists).
     case etagMismatch(key: String)
     /// The ETag given is not one this store could have produced.
@@ -153,7 +153,7 @@ public enum StateStoreError: Error, Sendable, Hashable {
 /// Keys are physical keys: the runtime hands each tenant a scoped handle that partitions them, so stores know
 /// nothing about tenants. Operations return futures on the given event loop: a store whose work is non-blocking
 /// completes them at once; one that must block runs its work elsewhere and completes them later.
-public protocol StateStore: AnyObject, Sendable {
+package protocol StateStore: AnyObject, Sendable {
     var features: StateFeatures { get }
 
     /// True when every operation completes its future before returning (no blocking work, no other thread); false
@@ -180,13 +180,13 @@ public protocol StateStore: AnyObject, Sendable {
 }
 
 /// A state store that can apply several operations atomically (components-contrib's `TransactionalStore`).
-public protocol TransactionalStateStore: StateStore {
+package protocol TransactionalStateStore: StateStore {
     /// Applies every operation or none: the first failing operation's error is returned and nothing is written.
     func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> Eventual<Void>
 }
 
 extension StateStore {
-    public func bulkGet(
+    package func bulkGet(
         _ keys: [String], on eventLoop: any EventLoop
     ) -> Eventual<[Result<StateEntry?, StateStoreError>]> {
         let outcomes = keys.map { key -> Eventual<Result<StateEntry?, StateStoreError>> in
@@ -201,7 +201,7 @@ extension StateStore {
 
 extension StateStoreError {
     /// Any error as a store error (a foreign one as `.backend` with its description).
-    public static func from(_ error: any Error) -> StateStoreError {
+    package static func from(_ error: any Error) -> StateStoreError {
         error as? StateStoreError ?? .backend("\(error)")
     }
 }

@@ -6,7 +6,7 @@ public import NIOCore
 /// The gRPC front-end's listeners: each accepted connection (an app's Unix socket or TCP) serves
 /// `dapr.proto.runtime.v1.Dapr` through one `HTTP2ServerConnection` and its `GRPCConnectionHandler`.
 public enum GRPCServer {
-    public static func listeners(runtime: Runtime, group: any EventLoopGroup, logger: Logger) -> ListenerBootstrap<ListenerIdentity> {
+    package static func listeners(runtime: Runtime, group: any EventLoopGroup, logger: Logger) -> ListenerBootstrap<ListenerIdentity> {
         listeners(service: DaprService.make(runtime: runtime), gate: runtime.gate, group: group, logger: logger)
     }
 

@@ -1,8 +1,8 @@
-public import HangarComponents
+package import HangarComponents
 import Logging
-public import NIOCore
+package import NIOCore
 import NIOPosix
-public import ServiceLifecycle
+package import ServiceLifecycle
 import Synchronization
 
 /// Every component instance of the node, created once from the registry's descriptors and shared by the tenants
@@ -13,7 +13,7 @@ import Synchronization
 /// retired ones that outlive the retire timeout) in one task group, and closes every component on shutdown. It is
 /// listed before the node in hangard's `ServiceGroup`, which stops services in reverse order: the node drains
 /// first, then the components close.
-public final class ComponentHost: Sendable {
+package final class ComponentHost: Sendable {
     /// A component instance's identity: its namespace (nil when shared) and name. Names are unique per namespace
     /// across building blocks, as in Dapr.
     private struct PoolKey: Hashable {
@@ -36,18 +36,18 @@ public final class ComponentHost: Sendable {
 
     private let work = AsyncStream.makeStream(of: Work.self)
     /// The component types this build can create.
-    public let registry: ComponentRegistry
+    package let registry: ComponentRegistry
     private let context: ComponentContext
     private let logger: Logger
     /// Delays between initialisation attempts of a DOWN component.
     static let firstRetryDelay: Duration = .seconds(1)
     static let maxRetryDelay: Duration = .seconds(30)
     /// How long a replaced component may keep serving calls in flight before it is closed anyway.
-    public let retireTimeout: Duration
+    package let retireTimeout: Duration
 
     /// Checks every component and creates its pool; a component whose spec is invalid fails start-up with its file
     /// and field. Components that execute inline are open at once; the others are `INIT` until `initialise()`.
-    public init(
+    package init(
         components: [ComponentSpec], registry: ComponentRegistry, context: ComponentContext,
         retireTimeout: Duration = .seconds(30)
     ) throws(ConfigurationError) {
@@ -65,7 +65,7 @@ public final class ComponentHost: Sendable {
 
     /// Opens every component not open yet, concurrently, and returns once each has made its first attempt. One
     /// that fails is DOWN and is retried by `run()`; it does not stop the others.
-    public func initialise() async {
+    package func initialise() async {
         // Components that execute inline were opened (and, failing, queued for retry) when their pool was made.
         await withDiscardingTaskGroup { group in
             for pool in all where !pool.opensInline && pool.health.status == .initialising {
@@ -102,7 +102,7 @@ public final class ComponentHost: Sendable {
     }
 
     /// Checks a spec against the registry, naming its file and field when it is refused.
-    public static func check(_ spec: ComponentSpec, in registry: ComponentRegistry) throws(ConfigurationError)
+    package static func check(_ spec: ComponentSpec, in registry: ComponentRegistry) throws(ConfigurationError)
         -> ComponentDescriptor
     {
         do {
@@ -137,7 +137,7 @@ public final class ComponentHost: Sendable {
     /// error names its file and field). New and changed components are opened before the switch, so calls move to
     /// a working instance; one that fails to open goes in DOWN and is retried. Replaced and removed instances are
     /// retired.
-    public func apply(_ components: [ComponentSpec]) throws(ConfigurationError) {
+    package func apply(_ components: [ComponentSpec]) throws(ConfigurationError) {
         let existing = pools.withLock { $0.all }
         let all = try build(components, reusing: existing)
         let created = all.values.filter { pool in !existing.values.contains { $0 === pool } }
@@ -173,7 +173,7 @@ public final class ComponentHost: Sendable {
     /// every building block uses. Refused when the caller may use no component of the block (not configured),
     /// none by that name (not found: absent, another tenant's, out of scope or of another block), or it is not
     /// serving (INIT or DOWN).
-    public func scoped<Scope: TenantScope>(
+    package func scoped<Scope: TenantScope>(
         _ scope: Scope.Type, named name: String, for caller: Caller, tenant: TenantAccount?
     ) throws(APIError) -> Scope {
         let app = caller.app
@@ -195,25 +195,25 @@ public final class ComponentHost: Sendable {
     }
 
     /// Whether the app may use any component of `block` at all.
-    public func has(_ block: BuildingBlock, for app: AppID) -> Bool {
+    package func has(_ block: BuildingBlock, for app: AppID) -> Bool {
         pools.withLock { $0.all.values.contains { $0.block == block && $0.spec.isVisible(to: app) } }
     }
 
     /// Every component's health, shared ones first, then by namespace and name.
-    public var health: [ComponentHealth] {
+    package var health: [ComponentHealth] {
         all.map(\.health).sorted { ($0.namespace ?? "", $0.name) < ($1.namespace ?? "", $1.name) }
     }
 
     /// Whether every component has made its first initialisation attempt (none is `INIT`).
-    public var initialised: Bool { !all.contains { $0.health.status == .initialising } }
+    package var initialised: Bool { !all.contains { $0.health.status == .initialising } }
 
-    public var specs: [ComponentSpec] { pools.withLock { $0.specs } }
+    package var specs: [ComponentSpec] { pools.withLock { $0.specs } }
 
     /// Every live pool, of every building block.
     package var all: [any AnyComponentPool] { pools.withLock { Array($0.all.values) } }
 
     /// The components an app may use, with a namespaced component hiding a shared one of the same name.
-    public func visibleComponents(to app: AppID) -> [ComponentSpec] {
+    package func visibleComponents(to app: AppID) -> [ComponentSpec] {
         var byName: [String: ComponentSpec] = [:]
         for spec in specs where spec.namespace == nil || spec.namespace == app.namespace {
             if spec.namespace != nil || byName[spec.name] == nil { byName[spec.name] = spec }
@@ -222,12 +222,12 @@ public final class ComponentHost: Sendable {
     }
 
     /// The optional features of a component's open instance, as Dapr names them.
-    public func features(of spec: ComponentSpec) -> [String] {
+    package func features(of spec: ComponentSpec) -> [String] {
         pools.withLock { $0.all[PoolKey(namespace: spec.namespace, name: spec.name)] }?.capabilities ?? []
     }
 
     /// The health of the components an app may use.
-    public func health(visibleTo app: AppID) -> [ComponentHealth] {
+    package func health(visibleTo app: AppID) -> [ComponentHealth] {
         let visible = Set(visibleComponents(to: app).map(\.poolKey))
         return pools.withLock { pools in
             pools.all.values.filter { visible.contains($0.spec.poolKey) }.map(\.health)
@@ -235,7 +235,7 @@ public final class ComponentHost: Sendable {
     }
 
     /// Closes every component.
-    public func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    package func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         let closes = all.map { $0.close(on: eventLoop) }
         return EventLoopFuture.andAllComplete(closes, on: eventLoop)
     }
@@ -245,7 +245,7 @@ extension ComponentHost: Service {
     /// Runs the queued background work, each item a child task, until graceful shutdown or cancellation; then
     /// cancels what is left (a retired component waiting for its timeout is closed at once) and closes every
     /// component.
-    public func run() async throws {
+    package func run() async throws {
         await withDiscardingTaskGroup { group in
             for await item in work.stream.cancelOnGracefulShutdown() {
                 switch item {

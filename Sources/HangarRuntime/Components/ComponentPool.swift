@@ -1,7 +1,7 @@
 import Foundation
-public import HangarComponents
+package import HangarComponents
 import Logging
-public import NIOCore
+package import NIOCore
 import Synchronization
 
 /// One live component shared by every tenant allowed to use it, whatever its building block: its lifecycle
@@ -14,10 +14,10 @@ import Synchronization
 /// A pool is created before its component is open: one that executes inline opens at once; a blocking one is
 /// `INIT` until `open` succeeds. A failed open leaves the pool `DOWN`; the component host's service tries again with
 /// backoff until it succeeds or the pool is retired; calls meanwhile are refused with the block's `unavailable`.
-public final class ComponentPool<Scope: TenantScope>: Sendable {
-    public let spec: ComponentSpec
+package final class ComponentPool<Scope: TenantScope>: Sendable {
+    package let spec: ComponentSpec
     /// The block's reading of the spec (state: the key prefix policy).
-    public let partitioning: Scope.Partitioning
+    package let partitioning: Scope.Partitioning
     let fairQueue: FairQueue?
     private let executesInline: Bool
     private let opener: ComponentDescriptor.Opener<Scope.Component>
@@ -84,14 +84,14 @@ public final class ComponentPool<Scope: TenantScope>: Sendable {
     }
 
     /// The open component, or nil while the pool is not UP.
-    public var component: Scope.Component? {
+    package var component: Scope.Component? {
         state.withLock { state in
             if case .up(let component) = state.phase { return component }
             return nil
         }
     }
 
-    public var health: ComponentHealth {
+    package var health: ComponentHealth {
         state.withLock { state in
             let (status, error): (ComponentStatus, String?) =
                 switch state.phase {
@@ -114,7 +114,7 @@ public final class ComponentPool<Scope: TenantScope>: Sendable {
 
     /// Runs one operation for a caller of `namespace`: at once for a component that executes inline, else through
     /// the fair queue. Counted in flight until it completes.
-    public func run<T: Sendable>(
+    package func run<T: Sendable>(
         _ component: Scope.Component, namespace: String, tenant: TenantAccount?, on eventLoop: any EventLoop,
         _ operation: @escaping @Sendable (Scope.Component) -> Eventual<T>
     ) -> Eventual<T> {
@@ -156,7 +156,7 @@ public final class ComponentPool<Scope: TenantScope>: Sendable {
     }
 
     /// Calls running or queued now.
-    public var callsInFlight: Int { inFlight.load(ordering: .relaxed) }
+    package var callsInFlight: Int { inFlight.load(ordering: .relaxed) }
 
     /// Whether the component never blocks: it is opened at once, where it is created, and needs no fair queue.
     package var opensInline: Bool { executesInline }
@@ -193,13 +193,13 @@ public final class ComponentPool<Scope: TenantScope>: Sendable {
     }
 
     /// Operations waiting and running in this pool, per tenant (empty for a component that executes inline).
-    public var queueDepths: [(tenant: String, queued: Int, running: Int)] { fairQueue?.depths ?? [] }
+    package var queueDepths: [(tenant: String, queued: Int, running: Int)] { fairQueue?.depths ?? [] }
 
     /// Bytes stored per tenant (nothing while the component is not open).
-    public var storedBytes: [String: Int] { component.map(Scope.usageByPartition(of:)) ?? [:] }
+    package var storedBytes: [String: Int] { component.map(Scope.usageByPartition(of:)) ?? [:] }
 
     /// The open component's optional features, as Dapr names them (none while it is not open).
-    public var capabilities: [String] { component.map(Scope.capabilities(of:)) ?? [] }
+    package var capabilities: [String] { component.map(Scope.capabilities(of:)) ?? [] }
 
     /// Stops retrying and closes the component now, if it is open.
     package func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {

@@ -1,6 +1,6 @@
 /// A component's health, as `/healthz/detail` and the metadata API report it. Ordered from best to worst, so the
 /// worst of several is their `max()`.
-public enum ComponentStatus: String, Sendable, Hashable, Comparable, CaseIterable {
+package enum ComponentStatus: String, Sendable, Hashable, Comparable, CaseIterable {
     /// Serving.
     case up = "UP"
     /// Not initialised yet: its first attempt is running.
@@ -16,5 +16,5 @@ public enum ComponentStatus: String, Sendable, Hashable, Comparable, CaseIterabl
         }
     }
 
-    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rank < rhs.rank }
+    package static func < (lhs: Self, rhs: Self) -> Bool { lhs.rank < rhs.rank }
 }

@@ -1,5 +1,5 @@
-public import HangarComponents
-public import NIOCore
+package import HangarComponents
+package import NIOCore
 
 /// How one building block plugs into the component pools: the type of its components, what it reads from a
 /// component's spec to partition tenants, and the tenant-scoped handle `ComponentHost.scoped` hands its API.
@@ -7,7 +7,7 @@ public import NIOCore
 /// The scope is the single place where a block partitions tenants: state prefixes keys with
 /// `<namespace>||<appId>||` (`TenantStateHandle`); pub/sub would scope topics and consumer groups, lock resource
 /// ids and secrets the secret names, each in its own scope type, with the same pool and lookup underneath.
-public protocol TenantScope: Sendable {
+package protocol TenantScope: Sendable {
     /// The component protocol as an existential (`any StateStore`).
     associatedtype Component: Sendable
     /// What the block reads once from a component's spec to partition tenants (state: its `keyPrefix`).

@@ -11,17 +11,17 @@ import Foundation
 ///   healthCheck: {path: /healthz, intervalSeconds: 5, timeoutSeconds: 0.5, threshold: 3}
 /// ```
 /// Without `address`, the app listens on `app-<appId>-grpc.socket` (or `-http.socket`) in its own socket directory.
-public struct AppChannelSpec: Sendable, Hashable {
-    public enum ChannelProtocol: String, Sendable, Hashable, CaseIterable {
+package struct AppChannelSpec: Sendable, Hashable {
+    package enum ChannelProtocol: String, Sendable, Hashable, CaseIterable {
         case grpc
         case http
     }
 
-    public enum Address: Sendable, Hashable, CustomStringConvertible {
+    package enum Address: Sendable, Hashable, CustomStringConvertible {
         case tcp(host: String, port: Int)
         case unix(path: String)
 
-        public var description: String {
+        package var description: String {
             switch self {
             case .tcp(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
             case .unix(let path): "unix://\(path)"
@@ -32,24 +32,24 @@ public struct AppChannelSpec: Sendable, Hashable {
     /// App health probing, as Dapr's `--enable-app-health-check` does it: a single success makes the app healthy,
     /// `threshold` failures in a row unhealthy. gRPC apps are probed with `AppCallbackHealthCheck/HealthCheck`,
     /// HTTP apps with `GET path` (2xx passes).
-    public struct HealthCheck: Sendable, Hashable {
-        public var path: String = "/healthz"
-        public var interval: Duration = .seconds(5)
-        public var timeout: Duration = .milliseconds(500)
-        public var threshold: Int = 3
+    package struct HealthCheck: Sendable, Hashable {
+        package var path: String = "/healthz"
+        package var interval: Duration = .seconds(5)
+        package var timeout: Duration = .milliseconds(500)
+        package var threshold: Int = 3
 
-        public init() {}
+        package init() {}
     }
 
-    public var `protocol`: ChannelProtocol
+    package var `protocol`: ChannelProtocol
     /// Where the app serves; nil for the default socket in the app's directory (resolved by the node's socket
     /// layout).
-    public var address: Address?
-    public var healthCheck: HealthCheck?
+    package var address: Address?
+    package var healthCheck: HealthCheck?
     /// Calls into the app at once (Dapr's `--app-max-concurrency`); nil for unlimited.
-    public var maxConcurrency: Int?
+    package var maxConcurrency: Int?
 
-    public init(
+    package init(
         protocol: ChannelProtocol, address: Address? = nil, healthCheck: HealthCheck? = nil, maxConcurrency: Int? = nil
     ) {
         self.protocol = `protocol`
@@ -140,19 +140,19 @@ public struct AppChannelSpec: Sendable, Hashable {
 /// Who may invoke a tenant's apps from another namespace: Tenant `spec.allowInvocationFrom[]`. Calls across
 /// namespaces are denied unless a grant matches; an empty `appIds` means every app of that namespace, an empty
 /// `methods` every method (each is a path prefix: `orders/` allows `orders/1`; `orders` also `orders-old`).
-public struct InvocationGrant: Sendable, Hashable {
-    public var namespace: String
-    public var appIds: [String]
-    public var methods: [String]
+package struct InvocationGrant: Sendable, Hashable {
+    package var namespace: String
+    package var appIds: [String]
+    package var methods: [String]
 
-    public init(namespace: String, appIds: [String] = [], methods: [String] = []) {
+    package init(namespace: String, appIds: [String] = [], methods: [String] = []) {
         self.namespace = namespace
         self.appIds = appIds
         self.methods = methods
     }
 
     /// Whether this grant lets `caller` call `method` (without its leading slash).
-    public func allows(_ caller: AppID, method: String) -> Bool {
+    package func allows(_ caller: AppID, method: String) -> Bool {
         caller.namespace == namespace && (appIds.isEmpty || appIds.contains(caller.appId))
             && (methods.isEmpty || methods.contains { method.hasPrefix($0) })
     }

@@ -1,21 +1,21 @@
 import Foundation
-public import HangarComponents
+package import HangarComponents
 
 /// A Dapr `Component` resource (`dapr.io/v1alpha1`) as users already write it.
 public struct ComponentSpec: Sendable, Hashable {
-    public var name: String
+    package var name: String
     /// nil: shared by every tenant; otherwise visible only to that tenant.
-    public var namespace: String?
+    package var namespace: String?
     /// `spec.type`, e.g. `state.sqlite`.
-    public var type: String
-    public var version: String
-    public var metadata: [String: String]
+    package var type: String
+    package var version: String
+    package var metadata: [String: String]
     /// App ids allowed to use the component; empty means every app of the namespace(s) it is visible to.
-    public var scopes: [String]
+    package var scopes: [String]
     /// The file it came from, for error messages.
-    public var source: String
+    package var source: String
 
-    public init(
+    package init(
         name: String, namespace: String? = nil, type: String, version: String = "v1",
         metadata: [String: String] = [:], scopes: [String] = [], source: String = "<embedded>"
     ) {
@@ -29,21 +29,21 @@ public struct ComponentSpec: Sendable, Hashable {
     }
 
     /// The building block of `type`: the part before the first dot (`state`, `pubsub`, ...).
-    public var buildingBlock: String { String(type.split(separator: ".", maxSplits: 1).first ?? "") }
+    package var buildingBlock: String { String(type.split(separator: ".", maxSplits: 1).first ?? "") }
 
     /// Whether the app may use this component.
-    public func isVisible(to app: AppID) -> Bool {
+    package func isVisible(to app: AppID) -> Bool {
         if let namespace, namespace != app.namespace { return false }
         return scopes.isEmpty || scopes.contains(app.appId)
     }
 
     /// What the component's factory reads of it.
-    public var definition: ComponentDefinition {
+    package var definition: ComponentDefinition {
         ComponentDefinition(name: name, type: type, version: version, metadata: metadata)
     }
 
     /// The key that identifies this component's live instance on the node.
-    public var poolKey: String { "\(namespace ?? "*")/\(name)" }
+    package var poolKey: String { "\(namespace ?? "*")/\(name)" }
 
     init(document: YAMLMapping, environment: [String: String]) throws(ConfigurationError) {
         let metadataNode = try document.mapping("metadata")

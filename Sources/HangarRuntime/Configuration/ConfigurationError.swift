@@ -1,16 +1,16 @@
 /// An invalid configuration file: where it is, which field, and what is wrong with it.
-public struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
-    public let path: String
-    public let field: String
-    public let message: String
+package struct ConfigurationError: Error, Sendable, Hashable, CustomStringConvertible {
+    package let path: String
+    package let field: String
+    package let message: String
 
-    public init(path: String, field: String, message: String) {
+    package init(path: String, field: String, message: String) {
         self.path = path
         self.field = field
         self.message = message
     }
 
-    public var description: String {
+    package var description: String {
         field.isEmpty ? "\(path): \(message)" : "\(path): \(field): \(message)"
     }
 }

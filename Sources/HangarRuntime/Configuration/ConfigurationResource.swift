@@ -6,19 +6,19 @@
 /// with its `error`, reported in the log and in `/v1.0/healthz/detail`, and the apps that use it are guarded by
 /// its last good version, or refused every call when it never had one (as a Dapr sidecar with a broken
 /// Configuration does not start).
-public struct ConfigurationResource: Sendable, Hashable {
-    public var name: String
+package struct ConfigurationResource: Sendable, Hashable {
+    package var name: String
     /// nil: node-wide, used only by apps that name it; otherwise a resource of that namespace.
-    public var namespace: String?
+    package var namespace: String?
     /// nil when the resource declares no access control (calls are then allowed) or is invalid.
-    public var accessControl: AccessControlSpec?
+    package var accessControl: AccessControlSpec?
     /// Why the resource cannot be used, with its file and field.
-    public var error: ConfigurationError?
+    package var error: ConfigurationError?
     /// Fields of `spec` that Hangar does not support and ignores.
-    public var ignoredFields: [String] = []
-    public var source: String
+    package var ignoredFields: [String] = []
+    package var source: String
 
-    public init(
+    package init(
         name: String, namespace: String? = nil, accessControl: AccessControlSpec? = nil, source: String = "<embedded>"
     ) {
         self.name = name
@@ -28,9 +28,9 @@ public struct ConfigurationResource: Sendable, Hashable {
     }
 
     /// What identifies the resource on the node: `namespace/name`, `*/name` for a node-wide one.
-    public var key: String { "\(namespace ?? "*")/\(name)" }
+    package var key: String { "\(namespace ?? "*")/\(name)" }
 
-    public static let apiVersion = "dapr.io/v1alpha1"
+    package static let apiVersion = "dapr.io/v1alpha1"
 
     /// Reads a `kind: Configuration` document; never throws: what is wrong becomes `error`.
     init(document: YAMLMapping) {
@@ -77,14 +77,14 @@ public struct ConfigurationResource: Sendable, Hashable {
 ///       operations:
 ///         - {name: /orders/**, httpVerb: [GET, POST], action: allow}
 /// ```
-public struct AccessControlSpec: Sendable, Hashable {
+package struct AccessControlSpec: Sendable, Hashable {
     /// One operation rule of a policy.
-    public struct Operation: Sendable, Hashable {
-        public var name: String
-        public var httpVerbs: [String]
-        public var action: String
+    package struct Operation: Sendable, Hashable {
+        package var name: String
+        package var httpVerbs: [String]
+        package var action: String
 
-        public init(name: String, httpVerbs: [String] = [], action: String) {
+        package init(name: String, httpVerbs: [String] = [], action: String) {
             self.name = name
             self.httpVerbs = httpVerbs
             self.action = action
@@ -92,14 +92,14 @@ public struct AccessControlSpec: Sendable, Hashable {
     }
 
     /// The rules for calls from one app.
-    public struct Policy: Sendable, Hashable {
-        public var appId: String
-        public var namespace: String
-        public var trustDomain: String
-        public var defaultAction: String?
-        public var operations: [Operation]
+    package struct Policy: Sendable, Hashable {
+        package var appId: String
+        package var namespace: String
+        package var trustDomain: String
+        package var defaultAction: String?
+        package var operations: [Operation]
 
-        public init(
+        package init(
             appId: String, namespace: String, trustDomain: String = "public", defaultAction: String? = nil,
             operations: [Operation] = []
         ) {
@@ -111,12 +111,12 @@ public struct AccessControlSpec: Sendable, Hashable {
         }
     }
 
-    public var defaultAction: String?
-    public var trustDomain: String?
+    package var defaultAction: String?
+    package var trustDomain: String?
     /// nil when `policies` is not given at all, which Dapr tells apart from an empty list (see `AccessControlList`).
-    public var policies: [Policy]?
+    package var policies: [Policy]?
 
-    public init(defaultAction: String? = nil, trustDomain: String? = nil, policies: [Policy]? = nil) {
+    package init(defaultAction: String? = nil, trustDomain: String? = nil, policies: [Policy]? = nil) {
         self.defaultAction = defaultAction
         self.trustDomain = trustDomain
         self.policies = policies

@@ -1,16 +1,16 @@
-public import Foundation
-public import HangarComponents
-public import Logging
+package import Foundation
+package import HangarComponents
+package import Logging
 
 /// Everything the daemon serves: tenants with their apps, and components. Loaded from `--tenancy` and
 /// `--resources`, or the development default when those are not given.
 public struct NodeConfiguration: Sendable, Hashable {
-    public var tenants: [TenantSpec]
-    public var components: [ComponentSpec]
+    package var tenants: [TenantSpec]
+    package var components: [ComponentSpec]
     /// The `Configuration` resources of `--resources` (valid or not: an invalid one guards its apps by refusing).
-    public var configurations: [ConfigurationResource] = []
+    package var configurations: [ConfigurationResource] = []
     /// The app that tokenless TCP requests act as (the development default); nil means TCP needs a token.
-    public var tokenlessTCPApp: AppID?
+    package var tokenlessTCPApp: AppID?
 
     public init(tenants: [TenantSpec], components: [ComponentSpec], tokenlessTCPApp: AppID? = nil) {
         self.tenants = tenants
@@ -19,16 +19,16 @@ public struct NodeConfiguration: Sendable, Hashable {
     }
 
     /// The development default tenant: namespace `default`, app `default`.
-    public static let defaultTenant = TenantSpec(namespace: "default", apps: [AppSpec(appId: "default")])
+    package static let defaultTenant = TenantSpec(namespace: "default", apps: [AppSpec(appId: "default")])
 
     /// The embedded components of the development default, named like Dapr's defaults.
-    public static let defaultComponents = [
+    package static let defaultComponents = [
         ComponentSpec(name: "statestore", type: "state.sqlite", metadata: ["connectionString": "state.db"])
     ]
 
     /// Loads the configuration. A nil directory falls back to the development default for that half. Every
     /// component is checked against `registry` (type, version, metadata names), before any is created.
-    public static func load(
+    package static func load(
         tenancyDirectory: String?, resourcesDirectory: String?, registry: ComponentRegistry,
         environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger
     ) throws(ConfigurationError) -> NodeConfiguration {
@@ -120,7 +120,7 @@ public struct NodeConfiguration: Sendable, Hashable {
     }
 
     /// Checks what no single file can: unique tenants, tokens and component names.
-    public func validate() throws(ConfigurationError) {
+    package func validate() throws(ConfigurationError) {
         var namespaces: [String: String] = [:]
         var tokens: [String: (AppID, String)] = [:]
         for tenant in tenants {
@@ -155,7 +155,7 @@ public struct NodeConfiguration: Sendable, Hashable {
     }
 
     /// Every app of every tenant.
-    public var apps: [(id: AppID, spec: AppSpec, tenant: TenantSpec)] {
+    package var apps: [(id: AppID, spec: AppSpec, tenant: TenantSpec)] {
         tenants.flatMap { tenant in
             tenant.apps.map { (AppID(namespace: tenant.namespace, appId: $0.appId), $0, tenant) }
         }

@@ -7,13 +7,13 @@ import Foundation
 /// its own, narrower budget (the tenant's totals still apply) and replace `maxRequestBytes`/`maxConnections`.
 /// `maxStreams` (long-lived gRPC streams, which do not count as requests in flight) applies to each app.
 public struct Quotas: Sendable, Hashable {
-    public var requestsPerSecond: Int?
-    public var burst: Int?
-    public var maxConcurrentRequests: Int?
-    public var maxRequestBytes: Int?
-    public var maxStateBytes: Int?
-    public var maxConnections: Int?
-    public var maxStreams: Int?
+    package var requestsPerSecond: Int?
+    package var burst: Int?
+    package var maxConcurrentRequests: Int?
+    package var maxRequestBytes: Int?
+    package var maxStateBytes: Int?
+    package var maxConnections: Int?
+    package var maxStreams: Int?
 
     public init(
         requestsPerSecond: Int? = nil, burst: Int? = nil, maxConcurrentRequests: Int? = nil,
@@ -30,12 +30,12 @@ public struct Quotas: Sendable, Hashable {
 
     /// What a tenant that sets no quota gets: generous for one app, but bounded so that no tenant can take a
     /// shared node's threads, memory or file descriptors. Documented in `tenancy/README.md`.
-    public static let defaults = Quotas(
+    package static let defaults = Quotas(
         requestsPerSecond: 5000, burst: 10000, maxConcurrentRequests: 64, maxRequestBytes: nil,
         maxStateBytes: 1 << 30, maxConnections: 256, maxStreams: 100)
 
     /// These quotas with every field not given taken from `fallback`.
-    public func merged(over fallback: Quotas) -> Quotas {
+    package func merged(over fallback: Quotas) -> Quotas {
         var merged = Quotas(
             requestsPerSecond: requestsPerSecond ?? fallback.requestsPerSecond,
             burst: requestsPerSecond != nil ? burst : fallback.burst,
@@ -79,20 +79,20 @@ public struct Quotas: Sendable, Hashable {
 
 /// One app of a tenant.
 public struct AppSpec: Sendable, Hashable {
-    public var appId: String
+    package var appId: String
     /// Peer uids allowed on the app's sockets; empty means any.
-    public var uids: [UInt32]
+    package var uids: [UInt32]
     /// Peer gids allowed on the app's sockets; empty means any.
-    public var gids: [UInt32]
+    package var gids: [UInt32]
     /// The token that identifies this app on the TCP listeners (from `apiToken` or `apiTokenFile`).
-    public var apiToken: String?
-    public var apiTokenFile: String?
-    public var quotas: Quotas?
+    package var apiToken: String?
+    package var apiTokenFile: String?
+    package var quotas: Quotas?
     /// How the runtime calls into the app; nil when the app serves no app channel (it is never invoked then).
-    public var appChannel: AppChannelSpec?
+    package var appChannel: AppChannelSpec?
     /// The name of the Configuration resource whose `accessControl` guards calls into the app (Dapr's
     /// `dapr.io/config`); nil for its namespace's only Configuration, if any.
-    public var config: String?
+    package var config: String?
 
     public init(
         appId: String, uids: [UInt32] = [], gids: [UInt32] = [], apiToken: String? = nil, quotas: Quotas? = nil
@@ -107,17 +107,17 @@ public struct AppSpec: Sendable, Hashable {
 
 /// Hangar's `Tenant` resource (`hangar.dev/v1alpha1`): one namespace, its apps and its quotas.
 public struct TenantSpec: Sendable, Hashable {
-    public var namespace: String
-    public var apps: [AppSpec]
-    public var quotas: Quotas
+    package var namespace: String
+    package var apps: [AppSpec]
+    package var quotas: Quotas
     /// The tenant's share of a contended component pool relative to other tenants (`spec.weight`, default 1).
-    public var weight: Int
+    package var weight: Int
     /// Apps of other namespaces allowed to invoke this tenant's apps (`spec.allowInvocationFrom`); none by default.
-    public var allowInvocationFrom: [InvocationGrant] = []
+    package var allowInvocationFrom: [InvocationGrant] = []
     /// The trust domain of the tenant's apps as callers, which Configuration access-control policies name
     /// (`spec.trustDomain`; Dapr's default, `public`, when not given).
-    public var trustDomain: String = "public"
-    public var source: String
+    package var trustDomain: String = "public"
+    package var source: String
 
     public init(
         namespace: String, apps: [AppSpec], quotas: Quotas = Quotas(), weight: Int = 1, source: String = "<embedded>"
@@ -130,9 +130,9 @@ public struct TenantSpec: Sendable, Hashable {
     }
 
     /// The weight a tenant may have at most.
-    public static let maxWeight = 100
+    package static let maxWeight = 100
 
-    public static let apiVersion = "hangar.dev/v1alpha1"
+    package static let apiVersion = "hangar.dev/v1alpha1"
 
     init(document: YAMLMapping) throws(ConfigurationError) {
         try document.rejectUnknownKeys(["apiVersion", "kind", "metadata", "spec"])

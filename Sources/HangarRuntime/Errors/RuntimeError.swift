@@ -1,5 +1,5 @@
 /// The gRPC status codes the runtime reports. Front-ends map them to the wire; nothing else does.
-public enum RPCCode: Int, Sendable, Hashable {
+package enum RPCCode: Int, Sendable, Hashable {
     case ok = 0
     case cancelled = 1
     case unknown = 2
@@ -21,7 +21,7 @@ public enum RPCCode: Int, Sendable, Hashable {
 
 /// An error of a building block, as Dapr reports it: an `ERR_*` code, a gRPC code and an HTTP status together, and
 /// a `google.rpc.ErrorInfo` reason. Each building block has one type conforming to this; front-ends map any of them.
-public protocol DaprAPIError: Error, Sendable, CustomStringConvertible {
+package protocol DaprAPIError: Error, Sendable, CustomStringConvertible {
     /// Dapr's `errorCode`, e.g. `ERR_STATE_STORE_NOT_FOUND`.
     var errorCode: String { get }
     var rpcCode: RPCCode { get }
@@ -34,20 +34,20 @@ public protocol DaprAPIError: Error, Sendable, CustomStringConvertible {
 }
 
 extension DaprAPIError {
-    public var errorMetadata: [String: String] { [:] }
-    public var description: String { "\(errorCode): \(message)" }
+    package var errorMetadata: [String: String] { [:] }
+    package var description: String { "\(errorCode): \(message)" }
 }
 
 /// The one concrete shape every building block's error takes; the per-block types build these.
-public struct APIError: DaprAPIError, Hashable {
-    public let errorCode: String
-    public let rpcCode: RPCCode
-    public let httpStatus: Int
-    public let message: String
-    public let reason: String
-    public let errorMetadata: [String: String]
+package struct APIError: DaprAPIError, Hashable {
+    package let errorCode: String
+    package let rpcCode: RPCCode
+    package let httpStatus: Int
+    package let message: String
+    package let reason: String
+    package let errorMetadata: [String: String]
 
-    public init(
+    package init(
         errorCode: String, rpcCode: RPCCode, httpStatus: Int, message: String, reason: String,
         metadata: [String: String] = [:]
     ) {
@@ -61,47 +61,47 @@ public struct APIError: DaprAPIError, Hashable {
 }
 
 /// Errors of the gate and of requests that are malformed before any building block sees them.
-public enum RequestError {
-    public static func unauthenticated() -> APIError {
+package enum RequestError {
+    package static func unauthenticated() -> APIError {
         APIError(
             errorCode: "ERR_UNAUTHENTICATED", rpcCode: .unauthenticated, httpStatus: 401,
             message: "invalid api token", reason: "DAPR_API_TOKEN_INVALID")
     }
 
-    public static func detached(_ app: AppID) -> APIError {
+    package static func detached(_ app: AppID) -> APIError {
         APIError(
             errorCode: "ERR_APP_DETACHED", rpcCode: .unavailable, httpStatus: 503,
             message: "app \(app) has been shut down and is detached from this node",
             reason: "HANGAR_APP_DETACHED")
     }
 
-    public static func removed(_ app: AppID) -> APIError {
+    package static func removed(_ app: AppID) -> APIError {
         APIError(
             errorCode: "ERR_APP_REMOVED", rpcCode: .unavailable, httpStatus: 503,
             message: "app \(app) is not (or no longer) declared in this node's tenancy configuration",
             reason: "HANGAR_APP_REMOVED")
     }
 
-    public static func tooLarge(_ size: Int, limit: Int) -> APIError {
+    package static func tooLarge(_ size: Int, limit: Int) -> APIError {
         APIError(
             errorCode: "ERR_REQUEST_TOO_LARGE", rpcCode: .resourceExhausted, httpStatus: 413,
             message: "request of \(size) bytes exceeds the maximum of \(limit) bytes",
             reason: "HANGAR_REQUEST_TOO_LARGE", metadata: ["limit": String(limit)])
     }
 
-    public static func malformed(_ message: String) -> APIError {
+    package static func malformed(_ message: String) -> APIError {
         APIError(
             errorCode: "ERR_MALFORMED_REQUEST", rpcCode: .invalidArgument, httpStatus: 400,
             message: message, reason: "DAPR_MALFORMED_REQUEST")
     }
 
-    public static func unimplemented(_ what: String) -> APIError {
+    package static func unimplemented(_ what: String) -> APIError {
         APIError(
             errorCode: "ERR_NOT_IMPLEMENTED", rpcCode: .unimplemented, httpStatus: 501,
             message: "\(what) is not implemented by Hangar", reason: "HANGAR_NOT_IMPLEMENTED")
     }
 
-    public static func `internal`(_ message: String) -> APIError {
+    package static func `internal`(_ message: String) -> APIError {
         APIError(
             errorCode: "ERR_INTERNAL", rpcCode: .internal, httpStatus: 500, message: message,
             reason: "HANGAR_INTERNAL")

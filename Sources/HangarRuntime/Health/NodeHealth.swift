@@ -1,11 +1,11 @@
-public import Foundation
+package import Foundation
 import Synchronization
 
 /// The node's health: whether its listeners are up, and every component's state. Readiness (`/v1.0/healthz`,
 /// `READY=1` to systemd) needs every listener up and every component past its first initialisation attempt; a
 /// component that is DOWN does not make the node unready (the other tenants are served), but it is the worst state
 /// in `/healthz/detail` and in its tenants' metadata.
-public final class NodeHealth: Sendable {
+package final class NodeHealth: Sendable {
     private let components: ComponentHost
     private let registry: TenantRegistry
     private let listenersUp = Atomic<Bool>(false)
@@ -16,27 +16,27 @@ public final class NodeHealth: Sendable {
     }
 
     /// Called by the node once every listener it was configured with accepts connections.
-    public func markListenersUp() { listenersUp.store(true, ordering: .releasing) }
+    package func markListenersUp() { listenersUp.store(true, ordering: .releasing) }
 
     /// Every listener is up and every component has made its first initialisation attempt.
-    public var isReady: Bool { listenersUp.load(ordering: .acquiring) && components.initialised }
+    package var isReady: Bool { listenersUp.load(ordering: .acquiring) && components.initialised }
 
     /// One tenant's view: the components its apps may use, and the worst of their states.
-    public struct TenantHealth: Sendable, Hashable {
-        public var namespace: String
-        public var status: ComponentStatus
-        public var apps: Int
-        public var components: [ComponentHealth]
+    package struct TenantHealth: Sendable, Hashable {
+        package var namespace: String
+        package var status: ComponentStatus
+        package var apps: Int
+        package var components: [ComponentHealth]
     }
 
     /// The health of the components an app may use, and the worst of them (`UP` when it may use none).
-    public func health(of app: AppID) -> (status: ComponentStatus, components: [ComponentHealth]) {
+    package func health(of app: AppID) -> (status: ComponentStatus, components: [ComponentHealth]) {
         let components = components.health(visibleTo: app)
         return (components.map(\.status).max() ?? .up, components)
     }
 
     /// Every tenant, with the components any of its apps may use.
-    public var tenants: [TenantHealth] {
+    package var tenants: [TenantHealth] {
         let configuration = registry.configuration
         return configuration.tenants.map { tenant in
             var seen: [String: ComponentHealth] = [:]
@@ -53,13 +53,13 @@ public final class NodeHealth: Sendable {
     }
 
     /// The node's overall state: the worst of its listeners (`INIT` until up) and its components.
-    public var status: ComponentStatus {
+    package var status: ComponentStatus {
         let listeners: ComponentStatus = listenersUp.load(ordering: .acquiring) ? .up : .initialising
         return max(listeners, components.health.map(\.status).max() ?? .up)
     }
 
     /// Component counts by state, for systemd's `STATUS=` line and logs.
-    public var counts: [ComponentStatus: Int] {
+    package var counts: [ComponentStatus: Int] {
         var counts: [ComponentStatus: Int] = [:]
         for component in components.health { counts[component.status, default: 0] += 1 }
         return counts
@@ -68,7 +68,7 @@ public final class NodeHealth: Sendable {
     /// `/healthz/detail`: the whole node as JSON, `{status, ready, listeners, components[], configurations[],
     /// tenants[]}`; `configurations` lists every Configuration resource, an invalid one with its error. Sorted
     /// keys, so that it diffs well.
-    public func detailJSON() -> Data {
+    package func detailJSON() -> Data {
         func component(_ health: ComponentHealth, brief: Bool) -> [String: Any] {
             var object: [String: Any] = ["name": health.name, "status": health.status.rawValue]
             if let namespace = health.namespace { object["namespace"] = namespace }

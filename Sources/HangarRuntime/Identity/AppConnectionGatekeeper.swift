@@ -1,18 +1,18 @@
-public import HangarTransport
-public import Logging
-public import NIOCore
+package import HangarTransport
+package import Logging
+package import NIOCore
 
 /// The gatekeeper of every connection on an app's socket. When the connection becomes active it checks the peer's
 /// credentials against the app's *current* `uids`/`gids` (so a reconfiguration applies to new connections), then
 /// counts the connection towards the app's `maxConnections`. A peer that is not allowed is closed and logged. A
 /// connection over `maxConnections` is kept (its requests are refused with a quota error, which says more than a
 /// reset) but is logged.
-public struct AppConnectionGatekeeper: ConnectionGatekeeper {
+package struct AppConnectionGatekeeper: ConnectionGatekeeper {
     let app: AppID
     let registry: TenantRegistry
     let logger: Logger
 
-    public init(app: AppID, registry: TenantRegistry, logger: Logger) {
+    package init(app: AppID, registry: TenantRegistry, logger: Logger) {
         self.app = app
         self.registry = registry
         self.logger = logger
@@ -20,7 +20,7 @@ public struct AppConnectionGatekeeper: ConnectionGatekeeper {
 
     /// What the front-ends' listeners put in front of each identity: an app's socket gets its gatekeeper; TCP
     /// connections are identified call by call (`dapr-api-token`), by the gate.
-    public static func forListeners(registry: TenantRegistry, logger: Logger)
+    package static func forListeners(registry: TenantRegistry, logger: Logger)
         -> @Sendable (ListenerIdentity) -> (any ConnectionGatekeeper)?
     {
         { identity in
@@ -29,7 +29,7 @@ public struct AppConnectionGatekeeper: ConnectionGatekeeper {
         }
     }
 
-    public func admit(_ channel: any Channel) -> EventLoopFuture<Bool> {
+    package func admit(_ channel: any Channel) -> EventLoopFuture<Bool> {
         guard let spec = registry.app(app), let account = registry.account(app) else {
             logger.notice(
                 "connection refused: the app is no longer served",

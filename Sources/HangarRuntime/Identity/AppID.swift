@@ -14,23 +14,23 @@ public struct AppID: Hashable, Sendable, CustomStringConvertible {
 /// Who is calling: established once, at the connection (the app socket it came in on) or at the request (the API
 /// token on TCP), and passed down as a value. Nothing below the gate derives identity again.
 public struct Caller: Hashable, Sendable, CustomStringConvertible {
-    public enum Transport: Hashable, Sendable {
+    package enum Transport: Hashable, Sendable {
         /// The app's own Unix socket: the connection *is* the app.
         case unixSocket
         /// A TCP listener, identified by `dapr-api-token` (or the development default's tokenless mapping).
         case tcp
     }
 
-    public let app: AppID
-    public let transport: Transport
+    package let app: AppID
+    package let transport: Transport
 
-    public init(app: AppID, transport: Transport) {
+    package init(app: AppID, transport: Transport) {
         self.app = app
         self.transport = transport
     }
 
-    public var namespace: String { app.namespace }
-    public var appId: String { app.appId }
+    package var namespace: String { app.namespace }
+    package var appId: String { app.appId }
     public var description: String { app.description }
 }
 

@@ -41,19 +41,19 @@ public final class TenantRegistry: Sendable {
     }
 
     /// What a reconfiguration changed for the apps, so that the node can bind and close sockets.
-    public struct Change: Sendable {
-        public var added: [AppID] = []
-        public var removed: [AppID] = []
+    package struct Change: Sendable {
+        package var added: [AppID] = []
+        package var removed: [AppID] = []
         /// Apps whose socket-level settings (uids, gids) changed.
-        public var changed: [AppID] = []
+        package var changed: [AppID] = []
         /// Tenants or apps whose quotas, weight or token changed.
-        public var reconfigured: [AppID] = []
+        package var reconfigured: [AppID] = []
 
-        public var isEmpty: Bool { added.isEmpty && removed.isEmpty && changed.isEmpty && reconfigured.isEmpty }
+        package var isEmpty: Bool { added.isEmpty && removed.isEmpty && changed.isEmpty && reconfigured.isEmpty }
     }
 
     /// The largest request any app may send (`--max-request-bytes`); a tenant's quota can only lower it.
-    public let nodeMaxRequestBytes: Int
+    package let nodeMaxRequestBytes: Int
     private let current: Mutex<Snapshot>
 
     public init(configuration: NodeConfiguration, maxRequestBytes: Int = 4 << 20) {
@@ -66,7 +66,7 @@ public final class TenantRegistry: Sendable {
     /// Switches to a new configuration. Accounts of apps that stay keep their counters; removed apps' accounts
     /// are marked removed, so calls on their remaining connections are refused.
     @discardableResult
-    public func apply(_ configuration: NodeConfiguration) -> Change {
+    package func apply(_ configuration: NodeConfiguration) -> Change {
         let now = NIODeadline.now().uptimeNanoseconds
         return current.withLock { snapshot in
             var change = Change()
@@ -120,11 +120,11 @@ public final class TenantRegistry: Sendable {
         }
     }
 
-    public var configuration: NodeConfiguration { current.withLock { $0.configuration } }
+    package var configuration: NodeConfiguration { current.withLock { $0.configuration } }
 
-    public func app(_ id: AppID) -> AppSpec? { current.withLock { $0.specs[id] } }
+    package func app(_ id: AppID) -> AppSpec? { current.withLock { $0.specs[id] } }
 
-    public func tenant(_ namespace: String) -> TenantSpec? { current.withLock { $0.tenants[namespace] } }
+    package func tenant(_ namespace: String) -> TenantSpec? { current.withLock { $0.tenants[namespace] } }
 
     /// What the invocation rules need to know about a call from `caller` into `callee`, found under one lock: the
     /// callee's tenant's grants to other namespaces, the access control guarding the callee, and the caller's trust
@@ -140,22 +140,22 @@ public final class TenantRegistry: Sendable {
     }
 
     /// Every Configuration resource and its state (for `/v1.0/healthz/detail`).
-    public var configurationStatuses: [ConfigurationStatus] { current.withLock { $0.access.statuses } }
+    package var configurationStatuses: [ConfigurationStatus] { current.withLock { $0.access.statuses } }
 
     /// The quota account of a served app.
-    public func account(_ id: AppID) -> AppAccount? { current.withLock { $0.accounts[id] } }
+    package func account(_ id: AppID) -> AppAccount? { current.withLock { $0.accounts[id] } }
 
     /// The quota account of a tenant.
-    public func tenantAccount(_ namespace: String) -> TenantAccount? {
+    package func tenantAccount(_ namespace: String) -> TenantAccount? {
         current.withLock { $0.tenantAccounts[namespace] }
     }
 
     /// Every served app's account.
-    public var accounts: [AppAccount] { current.withLock { Array($0.accounts.values) } }
+    package var accounts: [AppAccount] { current.withLock { Array($0.accounts.values) } }
 
     /// The app a TCP request acts as: the one whose token matches (compared in constant time against every
     /// configured token, so timing says nothing about which matched), else the tokenless default if there is one.
-    public func caller(forToken token: String?) -> Caller? {
+    package func caller(forToken token: String?) -> Caller? {
         let snapshot = current.withLock { $0 }
         if let token, !token.isEmpty {
             let given = Array(token.utf8)
@@ -169,7 +169,7 @@ public final class TenantRegistry: Sendable {
 
     /// Marks an app detached (after it called `Shutdown`); returns false if it already was (or is not served).
     @discardableResult
-    public func detach(_ app: AppID) -> Bool { account(app)?.setStatus(.detached) ?? false }
+    package func detach(_ app: AppID) -> Bool { account(app)?.setStatus(.detached) ?? false }
 
     static func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
         var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)

@@ -9,17 +9,17 @@ enum AppAccessControl: Sendable {
 }
 
 /// The state of one Configuration resource, for `/v1.0/healthz/detail` and the log.
-public struct ConfigurationStatus: Sendable, Hashable {
-    public var key: String
-    public var name: String
-    public var namespace: String?
-    public var source: String
+package struct ConfigurationStatus: Sendable, Hashable {
+    package var key: String
+    package var name: String
+    package var namespace: String?
+    package var source: String
     /// Why it cannot be used; nil when it is valid.
-    public var error: String?
+    package var error: String?
     /// For an invalid resource: its last good version still guards its apps (else they are refused every call).
-    public var lastGoodInForce: Bool
+    package var lastGoodInForce: Bool
     /// The apps it guards.
-    public var apps: [AppID]
+    package var apps: [AppID]
 }
 
 /// Which Configuration guards each app, compiled from a node configuration; rebuilt on every configuration change,

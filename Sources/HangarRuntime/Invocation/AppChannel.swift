@@ -1,24 +1,24 @@
-public import NIOCore
+package import NIOCore
 
 /// A call into an app over its app channel, in the runtime's terms: both front-ends build it, each kind of app
 /// channel (gRPC `AppCallback.OnInvoke`, HTTP) encodes it.
-public struct AppInvocation: Sendable {
+package struct AppInvocation: Sendable {
     /// The method, without a leading slash (`orders/1`).
-    public var method: String
-    public var data: ByteBuffer
+    package var method: String
+    package var data: ByteBuffer
     /// The `google.protobuf.Any` type URL of `data` when a gRPC caller sent a packed message; empty for raw bytes.
-    public var dataTypeURL: String
-    public var contentType: String
+    package var dataTypeURL: String
+    package var contentType: String
     /// The HTTP verb (`GET`, `POST`, ...) when the call carries one (HTTP callers always; gRPC callers through
     /// `http_extension`).
-    public var verb: String?
+    package var verb: String?
     /// The raw query string, without `?`.
-    public var query: String
+    package var query: String
     /// What the callee receives as headers or metadata, already filtered (no token, no hop-by-hop headers) and
     /// with Dapr's caller and callee headers added.
-    public var metadata: [(name: String, value: String)]
+    package var metadata: [(name: String, value: String)]
 
-    public init(
+    package init(
         method: String, data: ByteBuffer, dataTypeURL: String = "", contentType: String, verb: String? = nil,
         query: String = "", metadata: [(name: String, value: String)] = []
     ) {
@@ -33,16 +33,16 @@ public struct AppInvocation: Sendable {
 }
 
 /// What the callee answered.
-public struct AppInvocationResult: Sendable {
-    public var data: ByteBuffer
-    public var dataTypeURL: String
-    public var contentType: String
+package struct AppInvocationResult: Sendable {
+    package var data: ByteBuffer
+    package var dataTypeURL: String
+    package var contentType: String
     /// The callee's response headers (gRPC: its initial metadata).
-    public var metadata: [(name: String, value: String)]
+    package var metadata: [(name: String, value: String)]
     /// The status an HTTP callee answered with; nil for a gRPC callee.
-    public var httpStatus: Int?
+    package var httpStatus: Int?
 
-    public init(
+    package init(
         data: ByteBuffer, dataTypeURL: String = "", contentType: String,
         metadata: [(name: String, value: String)] = [], httpStatus: Int? = nil
     ) {
@@ -55,7 +55,7 @@ public struct AppInvocationResult: Sendable {
 }
 
 /// Why a call into an app failed.
-public enum AppChannelError: Error, Sendable, CustomStringConvertible {
+package enum AppChannelError: Error, Sendable, CustomStringConvertible {
     /// The app could not be reached (refused, unreachable, closed before answering).
     case unreachable(String)
     /// The app answered the call with a gRPC error status.
@@ -72,7 +72,7 @@ public enum AppChannelError: Error, Sendable, CustomStringConvertible {
     /// The caller went away before the app's answer ended; the call into the app was abandoned.
     case cancelled
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .unreachable(let why): "the app is unreachable: \(why)"
         case .status(let code, let message): "the app answered \(code) \(message)"
@@ -89,7 +89,7 @@ public enum AppChannelError: Error, Sendable, CustomStringConvertible {
 
 /// One app's channel: how the runtime calls into it. Implemented by the front-end that speaks its protocol
 /// (HangarGRPC's `GRPCAppChannel`), built by the node for each app that declares `appChannel`.
-public protocol AppChannel: Sendable {
+package protocol AppChannel: Sendable {
     /// Invokes a method on the app; the future completes on `eventLoop`.
     func invoke(_ invocation: AppInvocation, deadline: NIODeadline, on eventLoop: any EventLoop)
         -> EventLoopFuture<AppInvocationResult>
@@ -109,4 +109,4 @@ public protocol AppChannel: Sendable {
 }
 
 /// Builds the channel of an app from its `appChannel`; nil when this build has no channel of that protocol.
-public typealias AppChannelFactory = @Sendable (AppID, AppChannelSpec) -> (any AppChannel)?
+package typealias AppChannelFactory = @Sendable (AppID, AppChannelSpec) -> (any AppChannel)?

@@ -1,11 +1,11 @@
-public import Logging
-public import NIOCore
+package import Logging
+package import NIOCore
 import Synchronization
 
 /// The app channels of every app that declares one, kept in step with the configuration: a channel is built when
 /// its app appears or its `appChannel` changes, and closed when the app goes. Holds each app's health (from its
 /// `healthCheck` probes) and its `maxConcurrency` slots.
-public final class AppChannels: Sendable {
+package final class AppChannels: Sendable {
     /// One app's channel, its health and its slots.
     final class Entry: Sendable {
         let spec: AppChannelSpec
@@ -83,13 +83,13 @@ public final class AppChannels: Sendable {
     private let entries = Mutex<[AppID: Entry]>([:])
     private let logger: Logger
 
-    public init(factory: AppChannelFactory?, logger: Logger) {
+    package init(factory: AppChannelFactory?, logger: Logger) {
         self.factory = factory
         self.logger = logger
     }
 
     /// Builds, replaces and closes channels for `configuration`'s apps.
-    public func update(_ configuration: NodeConfiguration) {
+    package func update(_ configuration: NodeConfiguration) {
         guard let factory else { return }
         var wanted: [AppID: AppChannelSpec] = [:]
         for (id, spec, _) in configuration.apps {
@@ -114,7 +114,7 @@ public final class AppChannels: Sendable {
 
     /// Probes every app with a `healthCheck` at its interval until the calling task is cancelled (the node runs
     /// it in its task group).
-    public func watchHealth(on group: any EventLoopGroup) async {
+    package func watchHealth(on group: any EventLoopGroup) async {
         while !Task.isCancelled {
             let now = NIODeadline.now()
             for (app, entry) in entries.withLock({ Array($0) }) {
@@ -131,7 +131,7 @@ public final class AppChannels: Sendable {
     }
 
     /// Closes every channel (at shutdown).
-    public func closeAll() {
+    package func closeAll() {
         let all = entries.withLock { entries in
             defer { entries.removeAll() }
             return Array(entries.values)

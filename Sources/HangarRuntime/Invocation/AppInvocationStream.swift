@@ -1,17 +1,17 @@
-public import NIOCore
+package import NIOCore
 
 /// The head of an app's answer to a streamed invocation; its body follows in parts.
-public struct AppResponseHead: Sendable {
+package struct AppResponseHead: Sendable {
     /// The HTTP status (200 for a gRPC callee's success).
-    public var status: Int
-    public var contentType: String
+    package var status: Int
+    package var contentType: String
     /// The callee's response headers (lower-case names), without hop-by-hop headers, `content-type` and
     /// `content-length`.
-    public var metadata: [(name: String, value: String)]
+    package var metadata: [(name: String, value: String)]
     /// The body's length when the callee declared it; nil when it is sent until it ends (chunked).
-    public var length: Int?
+    package var length: Int?
 
-    public init(status: Int, contentType: String, metadata: [(name: String, value: String)], length: Int?) {
+    package init(status: Int, contentType: String, metadata: [(name: String, value: String)], length: Int?) {
         self.status = status
         self.contentType = contentType
         self.metadata = metadata
@@ -22,7 +22,7 @@ public struct AppResponseHead: Sendable {
 /// The caller's side of a streamed invocation, which the front-end implements (an HTTP caller's request and
 /// response): the request body is pulled from it part by part, no faster than the app takes it, and the answer is
 /// handed to it as it comes, no faster than the caller reads it. Every method is called on the call's event loop.
-public protocol AppInvocationStream: Sendable {
+package protocol AppInvocationStream: Sendable {
     /// The request body's length when the caller declared it, nil when it is chunked; 0 when there is none.
     var requestLength: Int? { get }
 
@@ -46,7 +46,7 @@ public protocol AppInvocationStream: Sendable {
 /// An app channel that can stream an invocation's bodies both ways (an HTTP app's): it reads the request body from
 /// the caller's stream as the app takes it and hands the answer back as the app sends it, holding neither whole.
 /// Channels that cannot (a gRPC app's `OnInvoke` is one message each way) are called with whole bodies instead.
-public protocol StreamingAppChannel: AppChannel {
+package protocol StreamingAppChannel: AppChannel {
     /// Invokes a method on the app with `stream`'s body, handing the answer to `stream` (head, then parts). The
     /// future completes on `eventLoop` once the answer's last part has been handed over.
     func invokeStreamed(

@@ -1,4 +1,4 @@
-public import NIOCore
+package import NIOCore
 
 /// One streamed gRPC call into an app (gRPC proxying): the caller's messages go to the app as they arrive, and the
 /// app's answer comes back as it comes, to the `AppStreamObserver` the stream was opened with. Every shape of call
@@ -7,7 +7,7 @@ public import NIOCore
 /// Used on its event loop only. Backpressure both ways: `send` queues the bytes whatever `isWritable` says, and
 /// the sender waits for `appStreamWritable()` once it is false; `pause()` stops taking the app's answer, whose
 /// bytes then stay unacknowledged in the app's flow-control window, so a slow caller stops the app within a window.
-public protocol AppStream: AnyObject {
+package protocol AppStream: AnyObject {
     /// Whether the app takes request bytes as fast as they are sent (false until the call is open, and while the
     /// bytes sent and not yet written to the app's connection are over a bound).
     var isWritable: Bool { get }
@@ -23,7 +23,7 @@ public protocol AppStream: AnyObject {
 }
 
 /// What hears a streamed call's answer (the front-end that relays it to the caller), on the stream's event loop.
-public protocol AppStreamObserver: AnyObject {
+package protocol AppStreamObserver: AnyObject {
     /// The app's response headers (no pseudo-headers).
     func appStream(headers: [(name: String, value: String)])
     /// Response bytes as they arrive: length-prefixed messages, not necessarily whole ones.

@@ -1,5 +1,5 @@
-public import HangarComponents
-public import NIOCore
+package import HangarComponents
+package import NIOCore
 
 extension InvocationAPI {
     /// Service invocation for a caller whose request and answer are streams (an HTTP caller), with the same target,
@@ -10,7 +10,7 @@ extension InvocationAPI {
     ///
     /// The target's `maxConcurrency` slot is held, and the call counted in the metrics once, until the answer's
     /// last part has been handed over or the call failed; a caller that goes away abandons the call into the app.
-    public func invokeStreamed(
+    package func invokeStreamed(
         _ caller: Caller, target: String, _ invocation: AppInvocation, headers: [(name: String, value: String)],
         stream: any AppInvocationStream, deadline: NIODeadline? = nil, on eventLoop: any EventLoop
     ) -> Eventual<Void> {

@@ -1,10 +1,10 @@
-public import HangarComponents
-public import NIOCore
+package import HangarComponents
+package import NIOCore
 
 /// Service invocation, shared by both front-ends: resolves the target app, applies the tenancy rules (same
 /// namespace allowed; another namespace only when its Tenant grants it), and calls the target over its app channel
 /// with Dapr's headers. The caller's quotas were applied by the gate; the target's `maxConcurrency` is applied here.
-public struct InvocationAPI: Sendable {
+package struct InvocationAPI: Sendable {
     let registry: TenantRegistry
     let channels: AppChannels
     let metrics: RuntimeMetrics
@@ -21,7 +21,7 @@ public struct InvocationAPI: Sendable {
     /// Calls `invocation.method` on `target` (`appId`, or `appId.namespace`). `headers` are the caller's request
     /// headers or metadata; the callee receives them filtered as Dapr filters them, plus `dapr-caller-app-id`,
     /// `dapr-caller-namespace` and `dapr-callee-app-id`.
-    public func invoke(
+    package func invoke(
         _ caller: Caller, target: String, _ invocation: AppInvocation, headers: [(name: String, value: String)],
         deadline: NIODeadline? = nil, on eventLoop: any EventLoop
     ) -> Eventual<AppInvocationResult> {
@@ -53,7 +53,7 @@ public struct InvocationAPI: Sendable {
     /// holds a slot of the target's `maxConcurrency` until it ends. The callee gets the caller's metadata without
     /// `dapr-app-id` and the token, plus Dapr's caller headers, and the caller's deadline when it set one (a
     /// stream may be long-lived, so no default deadline applies).
-    public func proxy(
+    package func proxy(
         _ caller: Caller, path: String, headers: [(name: String, value: String)], deadline: NIODeadline?,
         on eventLoop: any EventLoop, observer: any AppStreamObserver
     ) throws(APIError) -> any AppStream {

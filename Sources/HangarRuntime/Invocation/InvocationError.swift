@@ -1,8 +1,8 @@
-public import NIOCore
+package import NIOCore
 
 /// Service invocation's refusals and failures, with Dapr's codes (`ERR_DIRECT_INVOKE`, `ERR_PERMISSION_DENIED`).
-public enum InvocationError {
-    public static let errorCode = "ERR_DIRECT_INVOKE"
+package enum InvocationError {
+    package static let errorCode = "ERR_DIRECT_INVOKE"
 
     static func invalidTarget(_ target: String, _ why: String) -> APIError {
         APIError(
@@ -116,7 +116,7 @@ extension InvocationError {
 
     /// What a gRPC caller gets when an HTTP callee answered outside 2xx: Dapr's `CodeFromHTTPStatus`, the status
     /// text as the message, and the first 63 bytes of the body in the ErrorInfo (the body itself is lost, as in Dapr).
-    public static func httpStatus(_ status: Int, body: ByteBuffer) -> APIError {
+    package static func httpStatus(_ status: Int, body: ByteBuffer) -> APIError {
         let code: RPCCode =
             switch status {
             case 408: .cancelled
@@ -142,19 +142,19 @@ extension InvocationError {
 
 /// The callee answered with a gRPC error status: a gRPC caller gets that status as it is; an HTTP caller gets the
 /// status Dapr maps it to and the status as JSON.
-public struct AppCalleeError: DaprAPIError {
-    public let rpcCode: RPCCode
-    public let message: String
-    public var errorCode: String { "" }
-    public var reason: String { "" }
+package struct AppCalleeError: DaprAPIError {
+    package let rpcCode: RPCCode
+    package let message: String
+    package var errorCode: String { "" }
+    package var reason: String { "" }
 
-    public init(code: RPCCode, message: String) {
+    package init(code: RPCCode, message: String) {
         self.rpcCode = code
         self.message = message
     }
 
     /// Dapr's `HTTPStatusFromCode`.
-    public var httpStatus: Int {
+    package var httpStatus: Int {
         switch rpcCode {
         case .ok: 200
         case .cancelled: 499

@@ -1,24 +1,24 @@
 import Synchronization
 
 /// What `GetMetadata` reports to one caller.
-public struct RuntimeMetadata: Sendable, Hashable {
-    public struct Component: Sendable, Hashable {
-        public var name: String
-        public var type: String
-        public var version: String
-        public var capabilities: [String]
+package struct RuntimeMetadata: Sendable, Hashable {
+    package struct Component: Sendable, Hashable {
+        package var name: String
+        package var type: String
+        package var version: String
+        package var capabilities: [String]
     }
 
-    public var id: String
-    public var runtimeVersion: String
-    public var components: [Component]
-    public var extended: [String: String]
-    public var enabledFeatures: [String]
+    package var id: String
+    package var runtimeVersion: String
+    package var components: [Component]
+    package var extended: [String: String]
+    package var enabledFeatures: [String]
 }
 
 /// The metadata building block: `GetMetadata`, `SetMetadata`, and `Shutdown`, which detaches only the calling app.
-public final class MetadataAPI: Sendable {
-    public static let runtimeVersion = "hangar-0.1.0"
+package final class MetadataAPI: Sendable {
+    package static let runtimeVersion = "hangar-0.1.0"
     /// How many `SetMetadata` attributes one app may hold.
     static let maxAttributes = 1024
 
@@ -36,11 +36,11 @@ public final class MetadataAPI: Sendable {
         self.health = health
     }
 
-    public func setDetachHandler(_ handler: @escaping @Sendable (AppID) -> Void) {
+    package func setDetachHandler(_ handler: @escaping @Sendable (AppID) -> Void) {
         onDetach.withLock { $0 = handler }
     }
 
-    public func get(_ caller: Caller) -> RuntimeMetadata {
+    package func get(_ caller: Caller) -> RuntimeMetadata {
         var extended = attributes.withLock { $0[caller.app] } ?? [:]
         extended["daprRuntimeVersion"] = Self.runtimeVersion
         extended["hangar.namespace"] = caller.namespace
@@ -63,7 +63,7 @@ public final class MetadataAPI: Sendable {
     }
 
     /// `SetMetadata`: an attribute visible to this app only. Keys the runtime reports itself cannot be overwritten.
-    public func set(_ caller: Caller, key: String, value: String) throws(APIError) {
+    package func set(_ caller: Caller, key: String, value: String) throws(APIError) {
         guard !key.isEmpty else { throw RequestError.malformed("metadata key is empty") }
         guard key != "daprRuntimeVersion", !key.hasPrefix("hangar.") else {
             throw RequestError.malformed("metadata key \(Names.quoted(key)) is reserved by the runtime")
@@ -82,7 +82,7 @@ public final class MetadataAPI: Sendable {
     }
 
     /// `Shutdown`: detaches the calling app (its sockets close once this call is answered); never stops the daemon.
-    public func shutdown(_ caller: Caller) {
+    package func shutdown(_ caller: Caller) {
         guard registry.detach(caller.app) else { return }
         let handler = onDetach.withLock { $0 }
         handler?(caller.app)

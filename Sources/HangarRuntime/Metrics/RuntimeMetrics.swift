@@ -14,35 +14,35 @@ import Synchronization
 /// `MetricsSystem`. The series are listed in `RuntimeMetrics.Name` and in the README's "Metrics" section.
 public final class RuntimeMetrics: Sendable {
     /// The series' names.
-    public enum Name {
+    package enum Name {
         /// Counter `{namespace, app_id, method, transport, code}`: calls finished.
-        public static let requests = "hangar_requests_total"
+        package static let requests = "hangar_requests_total"
         /// Histogram `{namespace, app_id, method, transport}`: call latency in seconds.
-        public static let requestDuration = "hangar_request_duration_seconds"
+        package static let requestDuration = "hangar_request_duration_seconds"
         /// Counter `{namespace, app_id, quota}`: calls refused by a quota.
-        public static let quotaRefusals = "hangar_quota_refusals_total"
+        package static let quotaRefusals = "hangar_quota_refusals_total"
         /// Gauge `{namespace, app_id}`: open connections.
-        public static let connections = "hangar_connections"
+        package static let connections = "hangar_connections"
         /// Gauge `{namespace, store}`: bytes a tenant keeps in a state store.
-        public static let stateStoredBytes = "hangar_state_stored_bytes"
+        package static let stateStoredBytes = "hangar_state_stored_bytes"
         /// Gauge `{component, namespace}`: operations waiting for a component's pool.
-        public static let poolQueued = "hangar_component_pool_queued"
+        package static let poolQueued = "hangar_component_pool_queued"
         /// Gauge `{component, namespace}`: operations running in a component's pool.
-        public static let poolRunning = "hangar_component_pool_running"
+        package static let poolRunning = "hangar_component_pool_running"
         /// Gauge `{version}`, always 1.
-        public static let buildInfo = "hangar_build_info"
+        package static let buildInfo = "hangar_build_info"
         /// Counter `{namespace, app_id, target_namespace, target_app_id, code}`: service invocations finished.
-        public static let invocations = "hangar_invocations_total"
+        package static let invocations = "hangar_invocations_total"
         /// Histogram `{namespace, app_id, target_namespace, target_app_id}`: invocation latency in seconds.
-        public static let invocationDuration = "hangar_invocation_duration_seconds"
+        package static let invocationDuration = "hangar_invocation_duration_seconds"
     }
 
     /// The content type of `render(gauges:)`'s output: the Prometheus text exposition format 0.0.4.
-    public static let contentType = "text/plain; version=0.0.4; charset=utf-8"
+    package static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
     /// Upper bounds of `hangar_request_duration_seconds`'s buckets: 100 µs to 5 s (a state call on a warm SQLite
     /// store takes tens of microseconds; a call stuck behind a busy pool or a slow disk, seconds).
-    public static let durationBuckets: [Duration] = [
+    package static let durationBuckets: [Duration] = [
         .microseconds(100), .microseconds(250), .microseconds(500),
         .milliseconds(1), .microseconds(2500), .milliseconds(5),
         .milliseconds(10), .milliseconds(25), .milliseconds(50),
@@ -146,7 +146,7 @@ public final class RuntimeMetrics: Sendable {
     /// and `transport` must come from a fixed set, never from the request (an unknown route is one fixed name).
     /// After a series' first call, recording is one lock and one dictionary lookup to find it (no allocation, no
     /// label formatting), then the counter's atomic increment and the histogram's own short lock.
-    public func recordRequest(app: AppID, method: String, transport: String, code: RPCCode, duration: Duration) {
+    package func recordRequest(app: AppID, method: String, transport: String, code: RPCCode, duration: Duration) {
         let key = RequestKey(app: app, method: method, transport: transport, code: code)
         let series = requests.withLock { $0[key] } ?? makeRequestSeries(key)
         series.count.increment()
@@ -155,7 +155,7 @@ public final class RuntimeMetrics: Sendable {
 
     /// A call refused by a quota (`requestsPerSecond`, `maxConcurrentRequests`, `maxRequestBytes`,
     /// `maxConnections`, `maxStreams`, `maxStateBytes`).
-    public func recordQuotaRefusal(app: AppID, quota: String) {
+    package func recordQuotaRefusal(app: AppID, quota: String) {
         let key = RefusalKey(app: app, quota: quota)
         let counter = refusals.withLock { $0[key] } ?? makeRefusalCounter(key)
         counter.increment()
@@ -163,7 +163,7 @@ public final class RuntimeMetrics: Sendable {
 
     /// One finished service invocation from `caller` to `target` (both declared apps, so the series are bounded
     /// by the configuration).
-    public func recordInvocation(caller: AppID, target: AppID, code: RPCCode, duration: Duration) {
+    package func recordInvocation(caller: AppID, target: AppID, code: RPCCode, duration: Duration) {
         let key = InvocationKey(caller: caller, target: target, code: code)
         let series = invocations.withLock { $0[key] } ?? makeInvocationSeries(key)
         series.count.increment()
@@ -231,7 +231,7 @@ public final class RuntimeMetrics: Sendable {
     /// Sets the gauges from `gauges` (removing the series of apps, stores and pools no longer in it) and returns
     /// every series in the Prometheus text exposition format (`contentType`). Entries of `gauges` with the same
     /// labels are added up.
-    public func render(gauges: RuntimeGauges) -> [UInt8] {
+    package func render(gauges: RuntimeGauges) -> [UInt8] {
         gaugeSeries.withLock { series in
             update(
                 &series.connections, name: Name.connections,
@@ -337,40 +337,40 @@ extension RPCCode {
 }
 
 /// Gauges sampled at scrape time.
-public struct RuntimeGauges: Sendable {
-    public struct Connections: Sendable {
-        public var app: AppID
-        public var open: Int
+package struct RuntimeGauges: Sendable {
+    package struct Connections: Sendable {
+        package var app: AppID
+        package var open: Int
 
-        public init(app: AppID, open: Int) {
+        package init(app: AppID, open: Int) {
             self.app = app
             self.open = open
         }
     }
 
-    public struct StateBytes: Sendable {
-        public var namespace: String
+    package struct StateBytes: Sendable {
+        package var namespace: String
         /// The state store's component name.
-        public var store: String
-        public var bytes: Int
+        package var store: String
+        package var bytes: Int
 
-        public init(namespace: String, store: String, bytes: Int) {
+        package init(namespace: String, store: String, bytes: Int) {
             self.namespace = namespace
             self.store = store
             self.bytes = bytes
         }
     }
 
-    public struct PoolQueue: Sendable {
+    package struct PoolQueue: Sendable {
         /// The component's name.
-        public var component: String
-        public var namespace: String
+        package var component: String
+        package var namespace: String
         /// Operations waiting for the pool.
-        public var queued: Int
+        package var queued: Int
         /// Operations running in the pool.
-        public var running: Int
+        package var running: Int
 
-        public init(component: String, namespace: String, queued: Int, running: Int) {
+        package init(component: String, namespace: String, queued: Int, running: Int) {
             self.component = component
             self.namespace = namespace
             self.queued = queued
@@ -378,9 +378,9 @@ public struct RuntimeGauges: Sendable {
         }
     }
 
-    public var connections: [Connections] = []
-    public var stateBytes: [StateBytes] = []
-    public var poolQueues: [PoolQueue] = []
+    package var connections: [Connections] = []
+    package var stateBytes: [StateBytes] = []
+    package var poolQueues: [PoolQueue] = []
 
-    public init() {}
+    package init() {}
 }

@@ -1,4 +1,4 @@
-public import NIOCore
+package import NIOCore
 import Synchronization
 
 /// A token bucket: `rate` tokens a second up to `capacity`; a request takes one.
@@ -41,15 +41,15 @@ struct TokenBucket: Sendable {
 }
 
 /// Why the gate refused a request: the quota, its limit, and whether it is the tenant's or the app's.
-public struct QuotaRefusal: Sendable, Hashable {
-    public enum Scope: String, Sendable { case tenant, app }
+package struct QuotaRefusal: Sendable, Hashable {
+    package enum Scope: String, Sendable { case tenant, app }
 
-    public var quota: String
-    public var limit: Int
-    public var scope: Scope
-    public var retryAfterSeconds: Int
+    package var quota: String
+    package var limit: Int
+    package var scope: Scope
+    package var retryAfterSeconds: Int
 
-    public init(quota: String, limit: Int, scope: Scope, retryAfterSeconds: Int = 1) {
+    package init(quota: String, limit: Int, scope: Scope, retryAfterSeconds: Int = 1) {
         self.quota = quota
         self.limit = limit
         self.scope = scope
@@ -59,7 +59,7 @@ public struct QuotaRefusal: Sendable, Hashable {
 
 /// The live quota state of one tenant: its totals, shared by all its apps. Survives reconfiguration (a changed
 /// quota applies to new requests; tokens and calls in flight carry over).
-public final class TenantAccount: Sendable {
+package final class TenantAccount: Sendable {
     struct State {
         var bucket: TokenBucket?
         var maxConcurrentRequests: Int?
@@ -68,7 +68,7 @@ public final class TenantAccount: Sendable {
         var maxStateBytes: Int?
     }
 
-    public let namespace: String
+    package let namespace: String
     let state: Mutex<State>
 
     init(_ tenant: TenantSpec, effective quotas: Quotas, now: UInt64) {
@@ -90,16 +90,16 @@ public final class TenantAccount: Sendable {
     }
 
     /// The tenant's share of a contended component pool.
-    public var weight: Int { state.withLock { $0.weight } }
+    package var weight: Int { state.withLock { $0.weight } }
     /// Bytes the tenant may store in each state store.
-    public var maxStateBytes: Int? { state.withLock { $0.maxStateBytes } }
-    public var inFlight: Int { state.withLock { $0.inFlight } }
+    package var maxStateBytes: Int? { state.withLock { $0.maxStateBytes } }
+    package var inFlight: Int { state.withLock { $0.inFlight } }
 }
 
 /// The live quota state of one app: its own budget (when its `quotas` set one), its connections, whether it is
 /// still served, and the tenant account it draws on.
-public final class AppAccount: Sendable {
-    public enum Status: Sendable, Hashable {
+package final class AppAccount: Sendable {
+    package enum Status: Sendable, Hashable {
         case active
         /// The app called `Shutdown`.
         case detached
@@ -127,8 +127,8 @@ public final class AppAccount: Sendable {
         case inactive(Status)
     }
 
-    public let app: AppID
-    public let tenant: TenantAccount
+    package let app: AppID
+    package let tenant: TenantAccount
     let state: Mutex<State>
 
     init(app: AppID, tenant: TenantAccount, own: Quotas, effective: Quotas, nodeMaxRequestBytes: Int, now: UInt64) {
@@ -158,8 +158,8 @@ public final class AppAccount: Sendable {
         }
     }
 
-    public var status: Status { state.withLock { $0.status } }
-    public var openConnections: Int { state.withLock { $0.connections.count } }
+    package var status: Status { state.withLock { $0.status } }
+    package var openConnections: Int { state.withLock { $0.connections.count } }
 
     /// Takes a request slot from the app's and the tenant's budgets, all or nothing, and counts `connection` as one
     /// of the app's connections if it is not already. A `stream` (a long-lived call) takes a slot of the app's
@@ -222,7 +222,7 @@ public final class AppAccount: Sendable {
     }
 
     /// Long-lived streams the app has open.
-    public var openStreams: Int { state.withLock { $0.streams } }
+    package var openStreams: Int { state.withLock { $0.streams } }
 
     /// Counts a connection when it is accepted; false when the app is at `maxConnections` (or no longer served).
     func openConnection(_ connection: ObjectIdentifier) -> Bool {
@@ -240,12 +240,12 @@ public final class AppAccount: Sendable {
     }
 
     /// Counts `channel` as one of this app's connections until it closes; false when over `maxConnections`.
-    public func track(_ channel: any Channel) -> Bool {
+    package func track(_ channel: any Channel) -> Bool {
         let id = ObjectIdentifier(channel)
         guard openConnection(id) else { return false }
         channel.closeFuture.whenComplete { _ in self.closeConnection(id) }
         return true
     }
 
-    public var maxConnections: Int? { state.withLock { $0.maxConnections } }
+    package var maxConnections: Int? { state.withLock { $0.maxConnections } }
 }

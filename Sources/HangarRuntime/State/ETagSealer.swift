@@ -8,10 +8,10 @@ import Foundation
 /// are mapped back before the store checks them.
 ///
 /// The node secret lives in `<data-dir>/etag.key` (created on first start, mode 0600), so ETags survive restarts.
-public struct ETagSealer: Sendable {
+package struct ETagSealer: Sendable {
     private let key: (UInt64, UInt64)
 
-    public init(secret: [UInt8]) {
+    package init(secret: [UInt8]) {
         precondition(secret.count >= 16, "the ETag secret needs at least 16 bytes")
         let first = secret[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << (8 * UInt64($1.offset)) }
         let second = secret[8..<16].enumerated().reduce(UInt64(0)) {
@@ -21,7 +21,7 @@ public struct ETagSealer: Sendable {
     }
 
     /// Loads the node's secret from `directory/etag.key`, creating it with random bytes the first time.
-    public static func load(directory: String) throws -> ETagSealer {
+    package static func load(directory: String) throws -> ETagSealer {
         let path = (directory as NSString).appendingPathComponent("etag.key")
         if let data = FileManager.default.contents(atPath: path), data.count >= 16 {
             return ETagSealer(secret: Array(data))
@@ -35,14 +35,14 @@ public struct ETagSealer: Sendable {
     }
 
     /// The ETag a tenant sees for a store's ETag. ETags that are not 64-bit decimal numbers pass unchanged.
-    public func seal(_ etag: String, namespace: String) -> String {
+    package func seal(_ etag: String, namespace: String) -> String {
         guard let value = UInt64(etag) else { return etag }
         return String(permute(value, tenantKey(namespace), inverse: false))
     }
 
     /// The store's ETag for one a tenant sent. Anything that is not a 64-bit decimal number passes unchanged (the
     /// store then refuses it as invalid).
-    public func unseal(_ etag: String, namespace: String) -> String {
+    package func unseal(_ etag: String, namespace: String) -> String {
         guard let value = UInt64(etag) else { return etag }
         return String(permute(value, tenantKey(namespace), inverse: true))
     }

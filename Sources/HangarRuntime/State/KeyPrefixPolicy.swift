@@ -1,6 +1,6 @@
 /// Where Dapr's `keyPrefix` puts keys *within* a namespace. The namespace always comes first, so no setting can
 /// reach across tenants.
-public enum KeyPrefixPolicy: Sendable, Hashable {
+package enum KeyPrefixPolicy: Sendable, Hashable {
     case appId
     case componentName
     case namespacedAppId

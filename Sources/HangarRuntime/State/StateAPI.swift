@@ -1,16 +1,16 @@
-public import Foundation
-public import HangarComponents
-public import NIOCore
+package import Foundation
+package import HangarComponents
+package import NIOCore
 
 /// One item of a save, delete or transaction, as both front-ends decode it.
-public struct StateItemRequest: Sendable, Hashable {
-    public var key: String
-    public var value: Data
-    public var etag: String?
-    public var metadata: [String: String]
-    public var concurrency: StateConcurrency
+package struct StateItemRequest: Sendable, Hashable {
+    package var key: String
+    package var value: Data
+    package var etag: String?
+    package var metadata: [String: String]
+    package var concurrency: StateConcurrency
 
-    public init(
+    package init(
         key: String, value: Data = Data(), etag: String? = nil, metadata: [String: String] = [:],
         concurrency: StateConcurrency = .unspecified
     ) {
@@ -23,42 +23,42 @@ public struct StateItemRequest: Sendable, Hashable {
 }
 
 /// One operation of `ExecuteStateTransaction`: `operation` is Dapr's `operationType` (`upsert` or `delete`).
-public struct StateTransactionOperation: Sendable, Hashable {
-    public var operation: String
-    public var item: StateItemRequest
+package struct StateTransactionOperation: Sendable, Hashable {
+    package var operation: String
+    package var item: StateItemRequest
 
-    public init(operation: String, item: StateItemRequest) {
+    package init(operation: String, item: StateItemRequest) {
         self.operation = operation
         self.item = item
     }
 }
 
 /// A value read back.
-public struct StateValue: Sendable, Hashable {
-    public var data: Data
-    public var etag: String
-    public var metadata: [String: String]
+package struct StateValue: Sendable, Hashable {
+    package var data: Data
+    package var etag: String
+    package var metadata: [String: String]
 }
 
 /// One result of a bulk get: a value, nothing (missing key), or an error for that key alone.
-public struct BulkStateValue: Sendable, Hashable {
-    public var key: String
-    public var value: StateValue?
-    public var error: String?
+package struct BulkStateValue: Sendable, Hashable {
+    package var key: String
+    package var value: StateValue?
+    package var error: String?
 }
 
 /// The state building block: Dapr's state semantics, written once for both front-ends (as Dapr's
 /// `pkg/api/universal`). Every operation takes the caller established by the gate and returns a future on the
 /// caller's event loop; with a non-blocking store it is already complete.
-public struct StateAPI: Sendable {
-    public let components: ComponentHost
+package struct StateAPI: Sendable {
+    package let components: ComponentHost
     /// Where each tenant's account (weight, `maxStateBytes`) is found; nil in tests that need no quotas.
-    public let registry: TenantRegistry?
-    public let metrics: RuntimeMetrics
+    package let registry: TenantRegistry?
+    package let metrics: RuntimeMetrics
     /// Makes ETags opaque per tenant; nil shows the stores' ETags as they are (tests).
-    public let sealer: ETagSealer?
+    package let sealer: ETagSealer?
 
-    public init(
+    package init(
         components: ComponentHost, registry: TenantRegistry? = nil, metrics: RuntimeMetrics = RuntimeMetrics(),
         sealer: ETagSealer? = nil
     ) {
@@ -125,7 +125,7 @@ public struct StateAPI: Sendable {
     }
 
     /// `GetState`: nil when the key does not exist.
-    public func get(
+    package func get(
         _ caller: Caller, store: String, key: String, on eventLoop: any EventLoop
     ) -> Eventual<StateValue?> {
         let handle: TenantStateHandle
@@ -145,7 +145,7 @@ public struct StateAPI: Sendable {
 
     /// `GetBulkState`: one result per key, in order. As Dapr, an invalid key fails the whole call; a store's
     /// failure for one key is that key's error.
-    public func bulkGet(
+    package func bulkGet(
         _ caller: Caller, store: String, keys: [String], on eventLoop: any EventLoop
     ) -> Eventual<[BulkStateValue]> {
         let physicalKeys: [String]
@@ -178,7 +178,7 @@ public struct StateAPI: Sendable {
 
     /// `SaveState`. Several items are applied atomically when the store is transactional (so a request never
     /// half-applies), else one by one.
-    public func save(
+    package func save(
         _ caller: Caller, store: String, items: [StateItemRequest], on eventLoop: any EventLoop
     ) -> Eventual<Void> {
         let handle: TenantStateHandle
@@ -194,7 +194,7 @@ public struct StateAPI: Sendable {
     }
 
     /// `DeleteState` and `DeleteBulkState`.
-    public func delete(
+    package func delete(
         _ caller: Caller, store: String, items: [StateItemRequest], on eventLoop: any EventLoop
     ) -> Eventual<Void> {
         let handle: TenantStateHandle
@@ -237,7 +237,7 @@ public struct StateAPI: Sendable {
     }
 
     /// `ExecuteStateTransaction`: all operations or none.
-    public func transact(
+    package func transact(
         _ caller: Caller, store: String, operations: [StateTransactionOperation], on eventLoop: any EventLoop
     ) -> Eventual<Void> {
         let handle: TenantStateHandle

@@ -1,9 +1,9 @@
 import HangarComponents
 
 /// The state building block's errors, with Dapr's codes.
-public enum StateAPIError {
+package enum StateAPIError {
     /// Which operation failed; Dapr's error code depends on it.
-    public enum Operation: String, Sendable {
+    package enum Operation: String, Sendable {
         case get = "ERR_STATE_GET"
         case bulkGet = "ERR_STATE_BULK_GET"
         case save = "ERR_STATE_SAVE"
@@ -20,7 +20,7 @@ public enum StateAPIError {
         }
     }
 
-    public static func storeNotFound(_ name: String) -> APIError {
+    package static func storeNotFound(_ name: String) -> APIError {
         APIError(
             errorCode: "ERR_STATE_STORE_NOT_FOUND", rpcCode: .invalidArgument, httpStatus: 400,
             message: "state store \(name) is not found", reason: "DAPR_STATE_NOT_FOUND",
@@ -28,7 +28,7 @@ public enum StateAPIError {
     }
 
     /// The store exists but is not serving: still initialising, or DOWN after a failed initialisation.
-    public static func unavailable(_ health: ComponentHealth) -> APIError {
+    package static func unavailable(_ health: ComponentHealth) -> APIError {
         let state =
             health.status == .initialising
             ? "is initialising"
@@ -39,20 +39,20 @@ public enum StateAPIError {
             metadata: ["storeName": health.name, "status": health.status.rawValue])
     }
 
-    public static func notConfigured() -> APIError {
+    package static func notConfigured() -> APIError {
         APIError(
             errorCode: "ERR_STATE_STORE_NOT_CONFIGURED", rpcCode: .failedPrecondition, httpStatus: 500,
             message: "state store is not configured", reason: "DAPR_STATE_NOT_CONFIGURED")
     }
 
-    public static func notSupported(_ store: String, _ feature: String) -> APIError {
+    package static func notSupported(_ store: String, _ feature: String) -> APIError {
         APIError(
             errorCode: "ERR_STATE_STORE_NOT_SUPPORTED", rpcCode: .unimplemented, httpStatus: 500,
             message: "state store \(store) doesn't support \(feature)", reason: "DAPR_STATE_NOT_SUPPORTED",
             metadata: ["storeName": store, "feature": feature])
     }
 
-    public static func unsupportedOperation(_ operation: String) -> APIError {
+    package static func unsupportedOperation(_ operation: String) -> APIError {
         APIError(
             errorCode: "ERR_NOT_SUPPORTED_STATE_OPERATION", rpcCode: .invalidArgument, httpStatus: 400,
             message: "operation type \(operation) not supported (use upsert or delete)",
@@ -60,7 +60,7 @@ public enum StateAPIError {
     }
 
     /// Maps a store's error for an operation on `store`.
-    public static func from(_ error: any Error, operation: Operation, store: String) -> APIError {
+    package static func from(_ error: any Error, operation: Operation, store: String) -> APIError {
         if let error = error as? APIError { return error }
         let prefix = "failed \(operation.verb) in state store \(store)"
         switch error as? StateStoreError {

@@ -1,18 +1,18 @@
-public import HangarComponents
-public import NIOCore
+package import HangarComponents
+package import NIOCore
 
 /// A caller's view of a state store: keys go in as the app wrote them and are stored under its tenant's prefix.
 /// The state block's `TenantScope`, and the single place where state keys are partitioned.
-public struct TenantStateHandle: TenantScope {
-    public let pool: ComponentPool<TenantStateHandle>
+package struct TenantStateHandle: TenantScope {
+    package let pool: ComponentPool<TenantStateHandle>
     /// The pool's store, open when the handle was made.
-    public let store: any StateStore
-    public let prefix: String
-    public let app: AppID
+    package let store: any StateStore
+    package let prefix: String
+    package let app: AppID
     /// The caller's tenant account (its weight and `maxStateBytes`); nil only in tests without a registry.
-    public let tenant: TenantAccount?
+    package let tenant: TenantAccount?
 
-    public init(pool: ComponentPool<TenantStateHandle>, component: any StateStore, app: AppID, tenant: TenantAccount?) {
+    package init(pool: ComponentPool<TenantStateHandle>, component: any StateStore, app: AppID, tenant: TenantAccount?) {
         self.pool = pool
         self.store = component
         self.prefix = pool.partitioning.prefix(for: app, component: pool.spec.name)
@@ -20,10 +20,10 @@ public struct TenantStateHandle: TenantScope {
         self.tenant = tenant
     }
 
-    public var name: String { pool.spec.name }
+    package var name: String { pool.spec.name }
 
     /// The physical key for an app's key, refusing keys that could break partitioning.
-    public func physicalKey(_ key: String) throws(APIError) -> String {
+    package func physicalKey(_ key: String) throws(APIError) -> String {
         if key.isEmpty { throw RequestError.malformed("the state key is empty") }
         if Names.containsKeySeparator(key) {
             throw APIError(
@@ -43,13 +43,13 @@ public struct TenantStateHandle: TenantScope {
 
     // MARK: TenantScope
 
-    public static var block: BuildingBlock { .state }
+    package static var block: BuildingBlock { .state }
 
-    public static func partitioning(of spec: ComponentSpec) throws(ConfigurationError) -> KeyPrefixPolicy {
+    package static func partitioning(of spec: ComponentSpec) throws(ConfigurationError) -> KeyPrefixPolicy {
         try KeyPrefixPolicy(spec.metadata["keyPrefix"], source: spec.source)
     }
 
-    public static func opener(
+    package static func opener(
         _ make: ComponentDescriptor.Make, _ definition: ComponentDefinition, _ context: ComponentContext
     ) throws(ComponentDefinitionError) -> ComponentDescriptor.Opener<any StateStore>? {
         switch make {
@@ -57,17 +57,17 @@ public struct TenantStateHandle: TenantScope {
         }
     }
 
-    public static func close(_ component: any StateStore, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    package static func close(_ component: any StateStore, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         component.close(on: eventLoop)
     }
 
-    public static func capabilities(of component: any StateStore) -> [String] { component.features.daprNames }
+    package static func capabilities(of component: any StateStore) -> [String] { component.features.daprNames }
 
-    public static func usageByPartition(of component: any StateStore) -> [String: Int] {
+    package static func usageByPartition(of component: any StateStore) -> [String: Int] {
         component.usageByPartition
     }
 
-    public static func notConfigured() -> APIError { StateAPIError.notConfigured() }
-    public static func notFound(_ name: String) -> APIError { StateAPIError.storeNotFound(name) }
-    public static func unavailable(_ health: ComponentHealth) -> APIError { StateAPIError.unavailable(health) }
+    package static func notConfigured() -> APIError { StateAPIError.notConfigured() }
+    package static func notFound(_ name: String) -> APIError { StateAPIError.storeNotFound(name) }
+    package static func unavailable(_ health: ComponentHealth) -> APIError { StateAPIError.unavailable(health) }
 }
