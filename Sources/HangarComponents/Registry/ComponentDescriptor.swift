@@ -14,10 +14,12 @@ public struct ComponentDescriptor: Sendable {
     /// The factory, typed by the building block the component serves: a block adds its case with its protocol.
     public enum Make: Sendable {
         case state(Factory<any StateStore>)
+        case pubsub(Factory<any PubSub>)
 
         public var block: BuildingBlock {
             switch self {
             case .state: .state
+            case .pubsub: .pubsub
             }
         }
     }

@@ -128,6 +128,11 @@ public final class ComponentHost: Sendable {
             switch descriptor.block {
             case .state:
                 pools[key] = try ComponentPool<TenantStateHandle>(spec: spec, descriptor: descriptor, context: context)
+            case .pubsub:
+                // The components exist (HangarComponents, HangarSQLite) but the pub/sub API does not serve them yet.
+                throw ConfigurationError(
+                    path: spec.source, field: "spec.type",
+                    message: "pub/sub components ('\(spec.type)') are not served by this build yet")
             }
         }
         return pools
