@@ -84,7 +84,8 @@ public final class InMemoryPubSub: PubSub {
             var removed = 0
             let oldestKept = limits.retentionPeriod.map { now.addingTimeInterval(-$0.seconds) }
             for name in Array(topics.keys) {
-                guard var topic = topics[name] else { continue }
+                // Taken out and put back, so that changing it does not copy its dictionaries.
+                guard var topic = topics.removeValue(forKey: name) else { continue }
                 var freed = 0
                 let expired = topic.messages.compactMap { $0.value.isExpired(now: now) ? $0.key : nil }
                 for sequence in expired { freed += topic.remove(sequence) }
@@ -162,7 +163,8 @@ public final class InMemoryPubSub: PubSub {
                     state.trim(limits: limits, now: now)
                     if state.bytes + bytes > limit { throw .full(usage: state.bytes + bytes, limit: limit) }
                 }
-                var entry = state.topics[topic] ?? Topic()
+                // Taken out and put back, so that appending does not copy the topic's dictionaries.
+                var entry = state.topics.removeValue(forKey: topic) ?? Topic()
                 let firstNew = entry.last + 1
                 var sequences: [UInt64] = []
                 sequences.reserveCapacity(messages.count)
@@ -202,11 +204,10 @@ public final class InMemoryPubSub: PubSub {
             guard !consumer.topic.isEmpty else { throw PubSubError.invalidArgument("the topic is empty") }
             return try state.withLock { state throws(PubSubError) -> UInt64 in
                 guard !state.closed else { throw .closed }
-                var topic = state.topics[consumer.topic] ?? Topic()
-                if let existing = topic.consumers[consumer.group] { return existing.cursor }
-                topic.consumers[consumer.group] = Consumer(cursor: topic.last)
-                state.topics[consumer.topic] = topic
-                return topic.last
+                if let existing = state.topics[consumer.topic]?.consumers[consumer.group] { return existing.cursor }
+                let last = state.topics[consumer.topic]?.last ?? 0
+                state.topics[consumer.topic, default: Topic()].consumers[consumer.group] = Consumer(cursor: last)
+                return last
             }
         }
     }
@@ -325,12 +326,12 @@ public final class InMemoryPubSub: PubSub {
     ) throws(PubSubError) -> Value {
         try state.withLock { state throws(PubSubError) -> Value in
             guard !state.closed else { throw .closed }
-            guard let topic = state.topics[consumer.topic], var entry = topic.consumers[consumer.group] else {
-                throw .unknownConsumer(consumer)
-            }
-            let value = try body(topic, &entry)
-            state.topics[consumer.topic]?.consumers[consumer.group] = entry
-            return value
+            // The consumer is taken out and put back, so that changing it does not copy its pending dictionary.
+            guard var entry = state.topics[consumer.topic]?.consumers.removeValue(forKey: consumer.group),
+                let topic = state.topics[consumer.topic]
+            else { throw .unknownConsumer(consumer) }
+            defer { state.topics[consumer.topic]?.consumers[consumer.group] = entry }
+            return try body(topic, &entry)
         }
     }
 
