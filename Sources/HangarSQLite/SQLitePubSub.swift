@@ -268,30 +268,31 @@ package final class SQLitePubSub: PubSub {
         return promise.futureResult
     }
 
-    /// Runs batches until the queue is empty. One drain at a time (`Queue.draining`).
+    /// Runs one batch, then hands the thread back to the pool and queues itself again while jobs remain, so that
+    /// other work on the pool (state stores, other components) interleaves with a steady stream of batches. One
+    /// drain at a time (`Queue.draining`).
     private func drain(poolActive: Bool) {
-        while true {
-            let jobs = queue.withLock { queue -> [Job] in
-                guard !queue.jobs.isEmpty else {
-                    queue.draining = false
-                    return []
-                }
-                let count = min(queue.jobs.count, Self.maxBatch)
-                let jobs = Array(queue.jobs.prefix(count))
-                queue.jobs.removeFirst(count)
-                return jobs
-            }
-            guard !jobs.isEmpty else { return }
-            guard poolActive else {
-                for job in jobs { job.fail(.backend("the SQLite thread pool is not running")) }
-                continue
-            }
-            runBatch(jobs)
+        let jobs = queue.withLock { queue -> [Job] in
+            let count = min(queue.jobs.count, Self.maxBatch)
+            let jobs = Array(queue.jobs.prefix(count))
+            queue.jobs.removeFirst(count)
+            return jobs
         }
+        if poolActive {
+            runBatch(jobs)
+        } else {
+            for job in jobs { job.fail(.backend("the SQLite thread pool is not running")) }
+        }
+        let more = queue.withLock { queue in
+            if queue.jobs.isEmpty { queue.draining = false }
+            return queue.draining
+        }
+        if more { threadPool.submit { [self] state in drain(poolActive: state == .active) } }
     }
 
     /// Runs `jobs` in one transaction, then completes them and notifies the topics' observers.
     private func runBatch(_ jobs: [Job]) {
+        guard !jobs.isEmpty else { return }
         let outcome = writer.withLock {
             writer -> Result<([Job.Completion], [(String, TopicStats)], [String]), PubSubError> in
             guard let writer else { return .failure(.closed) }
