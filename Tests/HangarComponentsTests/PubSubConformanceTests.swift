@@ -6,7 +6,7 @@ import Synchronization
 import Testing
 
 /// Behaviour every pub/sub component must show, whatever its backend: the semantics `PubSub` documents.
-@Suite("Pub/sub conformance")
+@Suite("Pub/sub conformance", .serialized)
 struct PubSubConformanceTests {
     typealias Env = PubSubTestEnvironment
 
@@ -362,7 +362,7 @@ struct PubSubConformanceTests {
             let sequences = try await withThrowingTaskGroup(of: [UInt64].self) { group in
                 for publisher in 0..<publishers {
                     group.addTask {
-                        let loop = StateTestEnvironment.group.next()
+                        let loop = PubSubTestEnvironment.group.next()
                         // Fired together, not one after the other, so that they meet in the component.
                         let futures = (0..<each).map { index in
                             pubsub.publish(Env.message("\(publisher)/\(index)"), to: consumer.topic, on: loop)
@@ -448,7 +448,7 @@ struct PubSubConformanceTests {
     func closed(kind: PubSubKind) async throws {
         let directory = try StateTestEnvironment.makeDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let loop = StateTestEnvironment.group.next()
+        let loop = PubSubTestEnvironment.group.next()
         let pubsub = try Env.open(kind, path: directory.appendingPathComponent("p.db").path, limits: Env.limits())
         _ = try await pubsub.ensureConsumer(Self.orders, on: loop).get()
         try await pubsub.close(on: loop).get()

@@ -2,6 +2,7 @@ import Foundation
 import HangarComponents
 import HangarSQLite
 import NIOCore
+import NIOPosix
 import Testing
 
 /// The pub/sub components the conformance suite runs against.
@@ -33,9 +34,20 @@ enum PubSubTestEnvironment {
         }
     }
 
+    /// A pool of its own, so that pub/sub tests (1 MiB messages, many publishers) never delay the state tests'
+    /// short TTLs running in parallel.
+    static let threadPool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        return pool
+    }()
+
+    /// Event loops of their own, for the same reason.
+    static let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
     static func openSQLite(path: String, limits: PubSubLimits = limits()) throws -> SQLitePubSub {
         try SQLitePubSub(
-            configuration: .init(path: path, limits: limits), threadPool: Env.threadPool, eventLoopGroup: Env.group,
+            configuration: .init(path: path, limits: limits), threadPool: threadPool, eventLoopGroup: group,
             logger: Env.logger)
     }
 
@@ -43,7 +55,7 @@ enum PubSubTestEnvironment {
     static func withPubSub(
         _ kind: PubSubKind, limits: PubSubLimits = limits(), _ body: (any PubSub, any EventLoop) async throws -> Void
     ) async throws {
-        let eventLoop = Env.group.next()
+        let eventLoop = group.next()
         let directory = try Env.makeDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let pubsub = try open(kind, path: directory.appendingPathComponent("pubsub.db").path, limits: limits)

@@ -6,7 +6,7 @@ import NIOCore
 import Testing
 
 /// Behaviour specific to `pubsub.sqlite`: what survives a restart or a crash, and its configuration.
-@Suite("SQLite pub/sub")
+@Suite("SQLite pub/sub", .serialized)
 struct SQLitePubSubTests {
     typealias Env = PubSubTestEnvironment
 
@@ -17,7 +17,7 @@ struct SQLitePubSubTests {
         let directory = try StateTestEnvironment.makeDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("nested/pubsub.db").path
-        let loop = StateTestEnvironment.group.next()
+        let loop = PubSubTestEnvironment.group.next()
 
         let pubsub = try Env.openSQLite(path: path)
         _ = try await pubsub.ensureConsumer(Self.consumer, on: loop).get()
@@ -46,7 +46,7 @@ struct SQLitePubSubTests {
         let directory = try StateTestEnvironment.makeDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("pubsub.db").path
-        let loop = StateTestEnvironment.group.next()
+        let loop = PubSubTestEnvironment.group.next()
 
         let pubsub = try Env.openSQLite(path: path)
         _ = try await pubsub.ensureConsumer(Self.consumer, on: loop).get()
@@ -72,11 +72,11 @@ struct SQLitePubSubTests {
     func synchronousFull() async throws {
         let directory = try StateTestEnvironment.makeDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let loop = StateTestEnvironment.group.next()
+        let loop = PubSubTestEnvironment.group.next()
         let pubsub = try SQLitePubSub(
             configuration: .init(
                 path: directory.appendingPathComponent("full.db").path, limits: Env.limits(), synchronousFull: true),
-            threadPool: StateTestEnvironment.threadPool, eventLoopGroup: StateTestEnvironment.group,
+            threadPool: Env.threadPool, eventLoopGroup: PubSubTestEnvironment.group,
             logger: StateTestEnvironment.logger)
         _ = try await pubsub.ensureConsumer(Self.consumer, on: loop).get()
         _ = try await pubsub.publish(["durable"], to: Self.consumer.topic, on: loop)
@@ -90,8 +90,8 @@ struct SQLitePubSubTests {
 struct PubSubDescriptorTests {
     static func context(_ directory: String) -> ComponentContext {
         ComponentContext(
-            dataDirectory: directory, threadPool: StateTestEnvironment.threadPool,
-            eventLoopGroup: StateTestEnvironment.group, logger: StateTestEnvironment.logger)
+            dataDirectory: directory, threadPool: PubSubTestEnvironment.threadPool,
+            eventLoopGroup: PubSubTestEnvironment.group, logger: StateTestEnvironment.logger)
     }
 
     static func factory(_ descriptor: ComponentDescriptor) throws -> ComponentDescriptor.Factory<any PubSub> {
@@ -123,7 +123,7 @@ struct PubSubDescriptorTests {
     func factoriesOpen() async throws {
         let directory = try StateTestEnvironment.makeDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let loop = StateTestEnvironment.group.next()
+        let loop = PubSubTestEnvironment.group.next()
         let consumer = PubSubConsumer(group: "g", topic: "t")
         for descriptor in [InMemoryPubSub.descriptor, SQLitePubSub.descriptor] {
             let open = try Self.factory(descriptor)(
