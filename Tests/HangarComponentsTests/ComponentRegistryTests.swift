@@ -83,9 +83,9 @@ struct ComponentRegistryTests {
     func backendsRegister() throws {
         var registry = ComponentRegistry()
         HangarComponents.register(into: &registry)
-        #expect(registry.types == ["state.in-memory"])
+        #expect(registry.types == ["pubsub.in-memory", "state.in-memory"])
         HangarSQLite.register(into: &registry)
-        #expect(registry.types == ["state.in-memory", "state.sqlite"])
+        #expect(registry.types == ["pubsub.in-memory", "pubsub.sqlite", "state.in-memory", "state.sqlite"])
         let memory = try #require(registry.descriptor(for: "state.in-memory"))
         let sqlite = try #require(registry.descriptor(for: "state.sqlite"))
         #expect(memory.executesInline && memory.block == .state)

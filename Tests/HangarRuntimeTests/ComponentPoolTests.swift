@@ -194,6 +194,16 @@ struct ComponentPoolTests {
         try await host.close(on: Self.loop).get()
     }
 
+    @Test("a pub/sub component, registered but not served yet, is refused naming its file and spec.type")
+    func pubsubNotServedYet() throws {
+        let error = #expect(throws: ConfigurationError.self) {
+            try Self.host([ComponentSpec(name: "pubsub", type: "pubsub.in-memory", source: "pubsub.yaml")], Gated())
+        }
+        #expect(error?.path == "pubsub.yaml")
+        #expect(error?.field == "spec.type")
+        #expect(error?.message == "pub/sub components ('pubsub.in-memory') are not served by this build yet")
+    }
+
     @Test("the lookup refuses a caller with no component of the block: not configured")
     func notConfigured() throws {
         let host = try Self.host([ComponentSpec(name: "m", namespace: "team-b", type: "state.in-memory")], Gated())

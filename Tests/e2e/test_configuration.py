@@ -154,6 +154,8 @@ INVALID_COMPONENTS = [
      "keyPrefix"),
     ("duplicate-name", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\n"
      "spec:\n  type: state.in-memory\n  version: v1\n", "metadata.name"),
+    ("pubsub-not-served-yet", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\n"
+     "spec:\n  type: pubsub.sqlite\n  version: v1\n", "spec.type"),
     ("unsupported-version", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\n"
      "spec:\n  type: state.in-memory\n  version: v2\n", "spec.version"),
 ]
@@ -182,6 +184,21 @@ def test_unknown_component_metadata_is_ignored_with_a_warning(hangard_factory):
     line = daemon.wait_for_log("unknown component metadata ignored", "conectionString")
     assert line is not None, f"no warning names the field\nlog:\n{daemon.log}"
     daemon.client("team-a", "orders").save_state("typo", unique(), "works")
+
+
+@pytest.mark.parametrize("type_", ["state.redis", "pubsub.sqlite"])
+def test_component_not_served_with_ignore_errors_is_skipped_with_a_warning(hangard_factory, type_):
+    """Dapr's `spec.ignoreErrors: true` lets a sidecar start without a component it cannot load; hangard skips a
+    type it does not serve (unknown, or of a building block not served yet) the same way, and says so."""
+    root = hangard_factory.root()
+    tenancy, resources = copy_examples(root)
+    (resources / "later.yaml").write_text(
+        "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: later\n"
+        f"spec:\n  type: {type_}\n  version: v1\n  ignoreErrors: true\n"
+    )
+    daemon = hangard_factory.examples(root)
+    assert daemon.wait_for_log("component type not supported; ignored"), f"no warning\nlog:\n{daemon.log}"
+    daemon.client("team-a", "orders").save_state(STORE, unique(), "works")
 
 
 def test_other_resource_kinds_are_ignored_with_a_warning(hangard_factory):

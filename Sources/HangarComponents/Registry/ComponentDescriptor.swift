@@ -14,10 +14,12 @@ package struct ComponentDescriptor: Sendable {
     /// The factory, typed by the building block the component serves: a block adds its case with its protocol.
     package enum Make: Sendable {
         case state(Factory<any StateStore>)
+        case pubsub(Factory<any PubSub>)
 
         package var block: BuildingBlock {
             switch self {
             case .state: .state
+            case .pubsub: .pubsub
             }
         }
     }

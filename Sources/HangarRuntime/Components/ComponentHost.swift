@@ -105,12 +105,24 @@ package final class ComponentHost: Sendable {
     package static func check(_ spec: ComponentSpec, in registry: ComponentRegistry) throws(ConfigurationError)
         -> ComponentDescriptor
     {
+        let descriptor: ComponentDescriptor
         do {
-            return try registry.check(spec.definition)
+            descriptor = try registry.check(spec.definition)
         } catch {
             throw ConfigurationError(path: spec.source, field: error.field, message: error.message)
         }
+        guard serves(descriptor.block) else {
+            throw ConfigurationError(
+                path: spec.source, field: "spec.type",
+                message: "\(descriptor.block == .pubsub ? "pub/sub" : descriptor.block.rawValue) components ('\(spec.type)') "
+                    + "are not served by this build yet")
+        }
+        return descriptor
     }
+
+    /// Whether the runtime serves components of `block` (the registry may know more: pub/sub's components exist
+    /// before its API does).
+    package static func serves(_ block: BuildingBlock) -> Bool { block == .state }
 
     /// Creates the pools for `components` (not opened), reusing those whose spec is unchanged. The one place that
     /// maps a building block to its scope: a new block adds its case here.
@@ -128,6 +140,10 @@ package final class ComponentHost: Sendable {
             switch descriptor.block {
             case .state:
                 pools[key] = try ComponentPool<TenantStateHandle>(spec: spec, descriptor: descriptor, context: context)
+            case .pubsub:
+                // Refused by `check` until the pub/sub API serves them.
+                throw ConfigurationError(
+                    path: spec.source, field: "spec.type", message: "pub/sub components are not served by this build yet")
             }
         }
         return pools

@@ -74,8 +74,8 @@ public struct NodeConfiguration: Sendable, Hashable {
                         continue
                     }
                     let component = try ComponentSpec(document: document, environment: environment)
-                    if registry.descriptor(for: component.type) == nil,
-                        (try? document.mapping("spec")?.string("ignoreErrors")) == "true"
+                    let served = registry.descriptor(for: component.type).map { ComponentHost.serves($0.block) } ?? false
+                    if !served, (try? document.mapping("spec")?.string("ignoreErrors")) == "true"
                     {
                         logger.warning(
                             "component type not supported; ignored (spec.ignoreErrors)",

@@ -1,0 +1,357 @@
+import Foundation
+package import HangarComponents
+package import Logging
+package import NIOCore
+package import NIOPosix
+import Synchronization
+
+/// `pubsub.sqlite`: Hangar's durable embedded pub/sub, one SQLite file in WAL mode (schema in
+/// `SQLitePubSubSchema`): an append-only log per topic, and per consumer (group, topic) a cursor and its pending
+/// messages with their leases.
+///
+/// **Group commit.** Every operation — publish, fetch, ack, nack, consumer changes, trimming — is a job on one
+/// queue, run by one writer connection on the `NIOThreadPool`. Jobs that arrive while a transaction is being
+/// committed wait and go together into the next one (up to `maxBatch`), so N concurrent publishers cost about one
+/// commit, not N. A job's future completes only after the transaction holding it has committed (or fails with the
+/// batch if it rolls back); the futures of a batch complete with one task per event loop.
+///
+/// **Durability.** WAL with `synchronous=NORMAL` (the default): a commit is in the WAL file when its futures
+/// complete, so it survives a crash or `kill -9` of the daemon; a power loss or kernel crash may lose the last
+/// commits before the next checkpoint. `synchronous: full` adds an fsync per commit, which group commit shares
+/// among the batch, for durability against power loss too.
+///
+/// Byte accounting, topic sequences and consumer cursors are cached in memory by the writer
+/// (`SQLitePubSubWriter`), changed with each batch and published (`usageByTopic`, `lastSequence(of:)`) after it
+/// commits; this component must be the database's only writer.
+package final class SQLitePubSub: PubSub {
+    /// Where the component keeps its data and what it keeps.
+    package struct Configuration: Sendable, Hashable {
+        /// A file path (parent directories are created), `:memory:`, or a SQLite `file:` URI.
+        package var path: String
+        package var limits: PubSubLimits
+        /// How long the connection waits for a lock held by another process before failing.
+        package var busyTimeout: Duration
+        /// SQLite's `synchronous` setting: `NORMAL` (crash-safe) or `FULL` (power-loss-safe).
+        package var synchronousFull: Bool
+
+        package init(
+            path: String, limits: PubSubLimits = PubSubLimits(), busyTimeout: Duration = .seconds(2),
+            synchronousFull: Bool = false
+        ) {
+            self.path = path
+            self.limits = limits
+            self.busyTimeout = busyTimeout
+            self.synchronousFull = synchronousFull
+        }
+    }
+
+    /// One operation waiting for a batch.
+    private struct Job: Sendable {
+        typealias Completion = @Sendable (_ batchFailure: PubSubError?) -> Void
+        let eventLoop: any EventLoop
+        /// Runs the operation inside the batch's transaction and returns how to complete it once the batch is
+        /// settled. Throws only what spoils the transaction (never a `PubSubError`).
+        let execute: @Sendable (SQLitePubSubWriter) throws -> Completion
+        /// Fails the operation without running it.
+        let fail: @Sendable (PubSubError) -> Void
+    }
+
+    private struct Queue {
+        var jobs: [Job] = []
+        var draining = false
+        var closed = false
+    }
+
+    /// What readers see between batches: each topic's last sequence and bytes, as committed.
+    private struct TopicStats: Sendable {
+        var last: UInt64
+        var bytes: Int
+    }
+
+    /// The most jobs one transaction takes: bounds how long a job waits behind a batch.
+    package static let maxBatch = 1024
+
+    /// TTL, bulk publish, and durable.
+    package let features: PubSubFeatures = [.messageTTL, .bulkPublish, .durable]
+    /// Always false: operations run on the thread pool and complete their futures later.
+    package var executesInline: Bool { false }
+    package let configuration: Configuration
+
+    private let threadPool: NIOThreadPool
+    private let logger: Logger
+    private let queue = Mutex(Queue())
+    /// Nil once closed. Locked by the drain for a whole batch (it is the only user while the component is open).
+    private let writer: Mutex<SQLitePubSubWriter?>
+    private let stats: Mutex<[String: TopicStats]>
+    private let observers = PubSubTopicObservers()
+    private let cleanup = Mutex<RepeatedTask?>(nil)
+
+    /// Opens the database (blocking: meant for start-up), creating the file, its parent directories and the tables
+    /// when missing, and schedules the periodic `trim` on `eventLoopGroup` when `cleanupInterval` is set.
+    package init(
+        configuration: Configuration, threadPool: NIOThreadPool, eventLoopGroup: any EventLoopGroup, logger: Logger
+    ) throws {
+        guard !configuration.path.isEmpty else { throw PubSubError.invalidArgument("the SQLite path is empty") }
+        self.configuration = configuration
+        self.threadPool = threadPool
+        var logger = logger
+        logger[metadataKey: "sqlite.path"] = "\(configuration.path)"
+        self.logger = logger
+
+        let path = configuration.path
+        let inMemory =
+            path == ":memory:" || path.hasPrefix("file::memory:")
+            || (path.hasPrefix("file:") && path.contains("mode=memory"))
+        if !inMemory && !path.hasPrefix("file:") {
+            let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
+            do {
+                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            } catch {
+                throw PubSubError.backend("cannot create directory \(directory.path): \(error)")
+            }
+        }
+        do {
+            let connection = try SQLiteConnection(path: path, busyTimeout: configuration.busyTimeout)
+            let journalMode = try connection.withStatement("PRAGMA journal_mode = WAL") { statement in
+                try statement.step() ? statement.text(0) : ""
+            }
+            try connection.execute("PRAGMA synchronous = \(configuration.synchronousFull ? "FULL" : "NORMAL")")
+            if !inMemory && journalMode.lowercased() != "wal" {
+                logger.warning(
+                    "SQLite refused WAL mode: commits will be slower",
+                    metadata: ["sqlite.journal_mode": "\(journalMode)"])
+            }
+            let writer = try SQLitePubSubWriter(connection: connection, limits: configuration.limits)
+            self.stats = Mutex(writer.topics.mapValues { TopicStats(last: $0.last, bytes: $0.bytes) })
+            self.writer = Mutex(writer)
+        } catch {
+            throw Self.pubSubError(error)
+        }
+
+        if let interval = configuration.limits.cleanupInterval {
+            let eventLoop = eventLoopGroup.next()
+            let task = eventLoop.scheduleRepeatedAsyncTask(
+                initialDelay: TimeAmount(interval), delay: TimeAmount(interval)
+            ) { [weak self] task in
+                guard let self else {
+                    task.cancel()
+                    return eventLoop.makeSucceededVoidFuture()
+                }
+                return self.trim(on: eventLoop).map { removed in
+                    if removed > 0 { self.logger.debug("trimmed messages", metadata: ["pubsub.trimmed": "\(removed)"]) }
+                }.recover { error in
+                    guard error as? PubSubError != .closed else { return }
+                    self.logger.warning("trimming messages failed", metadata: ["error": "\(error)"])
+                }
+            }
+            cleanup.withLock { $0 = task }
+        }
+    }
+
+    package var usageByTopic: [String: Int] {
+        stats.withLock { $0.compactMapValues { $0.bytes > 0 ? $0.bytes : nil } }
+    }
+
+    package func lastSequence(of topic: String) -> UInt64 {
+        stats.withLock { $0[topic]?.last ?? 0 }
+    }
+
+    package func publish(
+        _ messages: [PubSubMessage], to topic: String, on eventLoop: any EventLoop
+    ) -> Eventual<[UInt64]> {
+        .later(enqueue(on: eventLoop) { writer in try writer.publish(messages, to: topic, now: Self.now()) })
+    }
+
+    package func ensureConsumer(_ consumer: PubSubConsumer, on eventLoop: any EventLoop) -> Eventual<UInt64> {
+        .later(enqueue(on: eventLoop) { writer in try writer.ensure(consumer) })
+    }
+
+    package func removeConsumer(_ consumer: PubSubConsumer, on eventLoop: any EventLoop) -> Eventual<Void> {
+        .later(enqueue(on: eventLoop) { writer in try writer.remove(consumer) })
+    }
+
+    package func fetch(
+        _ consumer: PubSubConsumer, limit: Int, lease: Duration?, on eventLoop: any EventLoop
+    ) -> Eventual<PubSubFetchResult> {
+        let lease = lease ?? configuration.limits.ackTimeout
+        return .later(
+            enqueue(on: eventLoop) { writer in
+                try writer.fetch(consumer, limit: limit, lease: lease, now: Self.now())
+            })
+    }
+
+    package func ack(
+        _ consumer: PubSubConsumer, _ ids: [PubSubDeliveryID], on eventLoop: any EventLoop
+    ) -> Eventual<Int> {
+        .later(enqueue(on: eventLoop) { writer in try writer.ack(consumer, ids) })
+    }
+
+    package func nack(
+        _ consumer: PubSubConsumer, _ ids: [PubSubDeliveryID], retryAfter: Duration, on eventLoop: any EventLoop
+    ) -> Eventual<Int> {
+        .later(
+            enqueue(on: eventLoop) { writer in
+                try writer.nack(consumer, ids, retryAfter: retryAfter, now: Self.now())
+            })
+    }
+
+    package func trim(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+        enqueue(on: eventLoop) { writer in try writer.trim(now: Self.now()) }
+    }
+
+    package func observe(topic: String, _ handler: @escaping @Sendable (UInt64) -> Void) -> PubSubObservation {
+        observers.observe(topic: topic, handler)
+    }
+
+    /// Stops the cleanup, refuses new operations, lets the batch under way finish, then closes the connection
+    /// (checkpointing the WAL). Jobs queued but not yet started fail with `.closed`. Closing twice succeeds.
+    package func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let first = queue.withLock { queue in
+            defer { queue.closed = true }
+            return !queue.closed
+        }
+        guard first else { return eventLoop.makeSucceededVoidFuture() }
+        cleanup.withLock { task in
+            task?.cancel()
+            task = nil
+        }
+        observers.close()
+        let closeWriter: @Sendable () -> Void = { [self] in
+            writer.withLock { writer in
+                writer?.connection.close()
+                writer = nil
+            }
+        }
+        return threadPool.runIfActive(eventLoop: eventLoop, closeWriter).flatMapError { _ in
+            eventLoop.makeCompletedFuture(Result { closeWriter() })
+        }.map {
+            self.logger.debug("closed SQLite pub/sub")
+        }
+    }
+
+    /// How many observations are registered (for tests).
+    package var observerCount: Int { observers.count }
+
+    // MARK: - The queue and its drain
+
+    /// Queues `body` for the next batch; its future completes once that batch has committed.
+    private func enqueue<Value: Sendable>(
+        on eventLoop: any EventLoop, _ body: @escaping @Sendable (SQLitePubSubWriter) throws -> Value
+    ) -> EventLoopFuture<Value> {
+        let promise = eventLoop.makePromise(of: Value.self)
+        let job = Job(
+            eventLoop: eventLoop,
+            execute: { writer in
+                let value: Value
+                do {
+                    value = try body(writer)
+                } catch let error as PubSubError {
+                    return { _ in promise.fail(error) }
+                }
+                return { failure in
+                    if let failure { promise.fail(failure) } else { promise.succeed(value) }
+                }
+            },
+            fail: { promise.fail($0) })
+        let start = queue.withLock { queue -> Bool? in
+            guard !queue.closed else { return nil }
+            queue.jobs.append(job)
+            guard !queue.draining else { return false }
+            queue.draining = true
+            return true
+        }
+        switch start {
+        case nil: promise.fail(PubSubError.closed)
+        case true?: threadPool.submit { [self] state in drain(poolActive: state == .active) }
+        case false?: break
+        }
+        return promise.futureResult
+    }
+
+    /// Runs one batch, then hands the thread back to the pool and queues itself again while jobs remain, so that
+    /// other work on the pool (state stores, other components) interleaves with a steady stream of batches. One
+    /// drain at a time (`Queue.draining`).
+    private func drain(poolActive: Bool) {
+        let jobs = queue.withLock { queue -> [Job] in
+            let count = min(queue.jobs.count, Self.maxBatch)
+            let jobs = Array(queue.jobs.prefix(count))
+            queue.jobs.removeFirst(count)
+            return jobs
+        }
+        if poolActive {
+            runBatch(jobs)
+        } else {
+            for job in jobs { job.fail(.backend("the SQLite thread pool is not running")) }
+        }
+        let more = queue.withLock { queue in
+            if queue.jobs.isEmpty { queue.draining = false }
+            return queue.draining
+        }
+        if more { threadPool.submit { [self] state in drain(poolActive: state == .active) } }
+    }
+
+    /// Runs `jobs` in one transaction, then completes them and notifies the topics' observers.
+    private func runBatch(_ jobs: [Job]) {
+        guard !jobs.isEmpty else { return }
+        let outcome = writer.withLock {
+            writer -> Result<([Job.Completion], [(String, TopicStats)], [String]), PubSubError> in
+            guard let writer else { return .failure(.closed) }
+            do {
+                try writer.begin()
+                var completions: [Job.Completion] = []
+                completions.reserveCapacity(jobs.count)
+                for job in jobs { completions.append(try job.execute(writer)) }
+                try writer.commit()
+                let changed = writer.touched.compactMap { name in
+                    writer.topics[name].map { (name, TopicStats(last: $0.last, bytes: $0.bytes)) }
+                }
+                return .success((completions, changed, Array(writer.appended)))
+            } catch {
+                writer.rollback()
+                let failure = Self.pubSubError(error)
+                logger.warning("a pub/sub batch failed and was rolled back", metadata: ["error": "\(failure)"])
+                return .failure(failure)
+            }
+        }
+        switch outcome {
+        case .failure(let failure):
+            for job in jobs { job.fail(failure) }
+        case .success(let (completions, changed, appended)):
+            if !changed.isEmpty {
+                stats.withLock { stats in
+                    for (name, topic) in changed { stats[name] = topic }
+                }
+            }
+            Self.complete(jobs, completions)
+            if !appended.isEmpty {
+                let lasts = stats.withLock { stats in appended.map { (topic: $0, last: stats[$0]?.last ?? 0) } }
+                observers.notify(lasts)
+            }
+        }
+    }
+
+    /// Completes a committed batch's jobs with one task per event loop (rather than one hop per job).
+    private static func complete(_ jobs: [Job], _ completions: [Job.Completion]) {
+        var byLoop: [ObjectIdentifier: (any EventLoop, [Job.Completion])] = [:]
+        for (job, completion) in zip(jobs, completions) {
+            byLoop[ObjectIdentifier(job.eventLoop), default: (job.eventLoop, [])].1.append(completion)
+        }
+        for (eventLoop, completions) in byLoop.values {
+            eventLoop.execute {
+                for completion in completions { completion(nil) }
+            }
+        }
+    }
+
+    private static func pubSubError(_ error: any Error) -> PubSubError {
+        switch error {
+        case let error as PubSubError: error
+        case let error as SQLiteError: .backend(error.description)
+        default: .backend("\(error)")
+        }
+    }
+
+    private static func now() -> Int64 {
+        Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+    }
+}

@@ -1,0 +1,177 @@
+import Foundation
+import HangarComponents
+import HangarSQLite
+import Logging
+import NIOCore
+import Testing
+
+/// Behaviour specific to `pubsub.sqlite`: what survives a restart or a crash, and its configuration.
+@Suite("SQLite pub/sub", .serialized)
+struct SQLitePubSubTests {
+    typealias Env = PubSubTestEnvironment
+
+    static let consumer = PubSubConsumer(group: "ns||worker", topic: "ns||jobs")
+
+    @Test("after a reopen, unacked messages come back at once, acked ones never; cursors and sequences persist")
+    func restartWithUnacked() async throws {
+        let directory = try StateTestEnvironment.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("nested/pubsub.db").path
+        let loop = PubSubTestEnvironment.group.next()
+
+        let pubsub = try Env.openSQLite(path: path)
+        _ = try await pubsub.ensureConsumer(Self.consumer, on: loop).get()
+        _ = try await pubsub.publish(["1", "2", "3"], to: Self.consumer.topic, on: loop)
+        let deliveries = try await pubsub.fetch(Self.consumer, lease: .seconds(600), on: loop)
+        #expect(deliveries.count == 3)
+        #expect(try await pubsub.ack(Self.consumer, [deliveries[1].id], on: loop).get() == 1)
+        let usage = pubsub.usageByTopic
+        try await pubsub.close(on: loop).get()
+
+        let reopened = try Env.openSQLite(path: path)
+        #expect(reopened.lastSequence(of: Self.consumer.topic) == 3)
+        #expect(reopened.usageByTopic == usage)
+        #expect(try await reopened.ensureConsumer(Self.consumer, on: loop).get() == 3, "the cursor survived")
+        let again = try await reopened.fetch(Self.consumer, on: loop)
+        #expect(again.map(Env.text) == ["1", "3"], "leases end with the process that held them")
+        #expect(again.map(\.attempt) == [2, 2])
+        #expect(try await reopened.publish(["4"], to: Self.consumer.topic, on: loop) == [4])
+        #expect(try await reopened.fetch(Self.consumer, on: loop).map(\.sequence) == [4])
+        try await reopened.close(on: loop).get()
+    }
+
+    @Test(
+        "a publish whose future completed is in the files at that moment (a copy taken then, as after kill -9, has it)")
+    func committedBeforeCompletion() async throws {
+        let directory = try StateTestEnvironment.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("pubsub.db").path
+        let loop = PubSubTestEnvironment.group.next()
+
+        let pubsub = try Env.openSQLite(path: path)
+        _ = try await pubsub.ensureConsumer(Self.consumer, on: loop).get()
+        let futures = (1...200).map { pubsub.publish(Env.message("m\($0)"), to: Self.consumer.topic, on: loop) }
+        for future in futures { _ = try await future.get() }
+
+        // What a crash right now would leave on disk: the database and its WAL, with the component still open.
+        let crashed = directory.appendingPathComponent("crashed")
+        try FileManager.default.createDirectory(at: crashed, withIntermediateDirectories: true)
+        for suffix in ["", "-wal"] where FileManager.default.fileExists(atPath: path + suffix) {
+            try FileManager.default.copyItem(
+                atPath: path + suffix, toPath: crashed.appendingPathComponent("pubsub.db" + suffix).path)
+        }
+        let recovered = try Env.openSQLite(path: crashed.appendingPathComponent("pubsub.db").path)
+        #expect(recovered.lastSequence(of: Self.consumer.topic) == 200)
+        let deliveries = try await recovered.fetch(Self.consumer, limit: 500, on: loop)
+        #expect(deliveries.map(Env.text) == (1...200).map { "m\($0)" })
+        try await recovered.close(on: loop).get()
+        try await pubsub.close(on: loop).get()
+    }
+
+    @Test("synchronous=FULL works the same")
+    func synchronousFull() async throws {
+        let directory = try StateTestEnvironment.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let loop = PubSubTestEnvironment.group.next()
+        let pubsub = try SQLitePubSub(
+            configuration: .init(
+                path: directory.appendingPathComponent("full.db").path, limits: Env.limits(), synchronousFull: true),
+            threadPool: Env.threadPool, eventLoopGroup: PubSubTestEnvironment.group,
+            logger: StateTestEnvironment.logger)
+        _ = try await pubsub.ensureConsumer(Self.consumer, on: loop).get()
+        _ = try await pubsub.publish(["durable"], to: Self.consumer.topic, on: loop)
+        #expect(try await pubsub.fetch(Self.consumer, on: loop).map(Env.text) == ["durable"])
+        try await pubsub.close(on: loop).get()
+    }
+}
+
+/// The descriptors of both pub/sub types: registration, metadata, defaults and refusals.
+@Suite("Pub/sub descriptors")
+struct PubSubDescriptorTests {
+    static func context(_ directory: String) -> ComponentContext {
+        ComponentContext(
+            dataDirectory: directory, threadPool: PubSubTestEnvironment.threadPool,
+            eventLoopGroup: PubSubTestEnvironment.group, logger: StateTestEnvironment.logger)
+    }
+
+    static func factory(_ descriptor: ComponentDescriptor) throws -> ComponentDescriptor.Factory<any PubSub> {
+        guard case .pubsub(let make) = descriptor.make else { throw PubSubError.invalidArgument("not pub/sub") }
+        return make
+    }
+
+    @Test("both types are registered as pub/sub components, with Dapr's block metadata accepted")
+    func registered() throws {
+        var registry = ComponentRegistry()
+        HangarComponents.register(into: &registry)
+        HangarSQLite.register(into: &registry)
+        let memory = try #require(registry.descriptor(for: "pubsub.in-memory"))
+        let sqlite = try #require(registry.descriptor(for: "pubsub.sqlite"))
+        #expect(memory.block == .pubsub && memory.executesInline)
+        #expect(sqlite.block == .pubsub && !sqlite.executesInline)
+        for metadata in ["connectionString", "ackTimeout", "retentionPeriod", "maxTopicBytes", "cleanupInterval"] {
+            #expect(sqlite.metadata.map(\.name).contains(metadata))
+        }
+        let definition = ComponentDefinition(
+            name: "pubsub", type: "pubsub.sqlite",
+            metadata: ["consumerID": "x", "allowedTopics": "a,b", "ackTimeout": "5s", "retentionPeriod": "1h"])
+        _ = try registry.check(definition)
+        #expect(registry.unknownMetadata(definition).isEmpty)
+        #expect(sqlite.metadata.allSatisfy { !$0.required }, "every field is optional")
+    }
+
+    @Test("the factories open working components; sqlite's file defaults to <name>.db in the data directory")
+    func factoriesOpen() async throws {
+        let directory = try StateTestEnvironment.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let loop = PubSubTestEnvironment.group.next()
+        let consumer = PubSubConsumer(group: "g", topic: "t")
+        for descriptor in [InMemoryPubSub.descriptor, SQLitePubSub.descriptor] {
+            let open = try Self.factory(descriptor)(
+                ComponentDefinition(name: "events", type: descriptor.type), Self.context(directory.path))
+            let pubsub = try open()
+            _ = try await pubsub.ensureConsumer(consumer, on: loop).get()
+            _ = try await pubsub.publish(["hello"], to: "t", on: loop)
+            #expect(try await pubsub.fetch(consumer, on: loop).map(PubSubTestEnvironment.text) == ["hello"])
+            try await pubsub.close(on: loop).get()
+        }
+        #expect(FileManager.default.fileExists(atPath: directory.appendingPathComponent("events.db").path))
+    }
+
+    @Test("metadata is read with Dapr-like names, units and defaults")
+    func metadataValues() throws {
+        let limits = try PubSubLimits(
+            metadata: [
+                "visibilityTimeout": "1500ms", "retentionPeriod": "0", "maxTopicBytes": "64Mi",
+                "maxRetainedBytes": "2G", "cleanupInterval": "30",
+            ], defaults: PubSubLimits())
+        #expect(limits.ackTimeout == .milliseconds(1500))
+        #expect(limits.retentionPeriod == nil)
+        #expect(limits.maxTopicBytes == 64 << 20)
+        #expect(limits.maxRetainedBytes == 2_000_000_000)
+        #expect(limits.cleanupInterval == .seconds(30))
+        let defaults = try PubSubLimits(metadata: [:], defaults: InMemoryPubSub.defaultLimits)
+        #expect(defaults.maxRetainedBytes == 64 << 20)
+        #expect(defaults.ackTimeout == .seconds(60))
+        #expect(defaults.retentionPeriod == .seconds(24 * 3600))
+    }
+
+    @Test(
+        "a bad metadata value is refused naming its field, before anything is opened",
+        arguments: [
+            ("ackTimeout", "soon"), ("ackTimeout", "0"), ("retentionPeriod", "-1h"), ("maxTopicBytes", "lots"),
+            ("maxRetainedBytes", "12Qi"), ("cleanupInterval", "often"), ("busyTimeout", "x"), ("synchronous", "maybe"),
+        ])
+    func badMetadata(name: String, value: String) throws {
+        let directory = "/nonexistent/never-created"
+        for descriptor in [InMemoryPubSub.descriptor, SQLitePubSub.descriptor]
+        where descriptor.metadata.contains(where: { $0.name == name }) {
+            let error = #expect(throws: ComponentDefinitionError.self) {
+                _ = try Self.factory(descriptor)(
+                    ComponentDefinition(name: "p", type: descriptor.type, metadata: [name: value]),
+                    Self.context(directory))
+            }
+            #expect(error?.field == "spec.metadata.\(name)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory))
+    }
+}
