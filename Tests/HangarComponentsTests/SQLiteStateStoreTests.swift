@@ -77,13 +77,14 @@ struct SQLiteStateStoreTests {
         let loop = Env.group.next()
         let store = try Env.openSQLite(path: directory.appendingPathComponent("state.db").path)
 
-        try await store.set(StateSetRequest(key: "a", value: Data(), ttl: .seconds(1)), on: loop).get()
-        try await store.set(StateSetRequest(key: "b", value: Data(), ttl: .seconds(1)), on: loop).get()
+        // 2 s, not 1: the first purge must run before they expire, even on a machine busy with other tests.
+        try await store.set(StateSetRequest(key: "a", value: Data(), ttl: .seconds(2)), on: loop).get()
+        try await store.set(StateSetRequest(key: "b", value: Data(), ttl: .seconds(2)), on: loop).get()
         try await store.set(StateSetRequest(key: "c", value: Data(), ttl: .seconds(3600)), on: loop).get()
         try await store.set(StateSetRequest(key: "d", value: Data()), on: loop).get()
         #expect(try await store.purgeExpired(on: loop).get() == 0)
 
-        try await Task.sleep(for: .milliseconds(1200))
+        try await Task.sleep(for: .milliseconds(2200))
         #expect(try await store.purgeExpired(on: loop).get() == 2)
         #expect(try await store.purgeExpired(on: loop).get() == 0)
         let remaining = try await Env.entries(["a", "b", "c", "d"], in: store, on: loop)
@@ -104,7 +105,12 @@ struct SQLiteStateStoreTests {
         try await store.set(StateSetRequest(key: "a", value: Data(), ttl: .seconds(1)), on: loop).get()
         try await store.set(StateSetRequest(key: "b", value: Data()), on: loop).get()
         #expect(store.usageByPartition == ["a": 1, "b": 1])
-        try await Task.sleep(for: .milliseconds(1600))
+        // The row expires after 1 s and the cleanup runs every 200 ms; a busy machine may delay it, so wait for it
+        // (up to 10 s) rather than for a fixed time.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while store.usageByPartition != ["b": 1], ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
         #expect(store.usageByPartition == ["b": 1], "the cleanup subtracts what it deletes")
         #expect(try await store.purgeExpired(on: loop).get() == 0, "the cleanup has already removed the row")
         #expect(try await store.get("b", on: loop).get() != nil)

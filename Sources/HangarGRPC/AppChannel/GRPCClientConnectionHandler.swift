@@ -129,9 +129,13 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
             ":method": "POST", ":scheme": "http", ":path": path, ":authority": authority,
             "content-type": "application/grpc", "te": "trailers",
         ]
-        if let timeout { headers.add(name: "grpc-timeout", value: "\(max(1, timeout.nanoseconds / 1_000_000))m") }
+        // Values new on every call (the remaining time, this hop's trace) are not added to HPACK's dynamic table:
+        // each would evict an entry that later calls could have reused, and cost a table search to find no match.
+        if let timeout {
+            headers.add(name: "grpc-timeout", value: "\(max(1, timeout.nanoseconds / 1_000_000))m", indexing: .nonIndexable)
+        }
         for (name, value) in metadata where Self.isValid(name: name, value: value) {
-            headers.add(name: name, value: value)
+            headers.add(name: name, value: value, indexing: name == "traceparent" ? .nonIndexable : .indexable)
         }
         return headers
     }
