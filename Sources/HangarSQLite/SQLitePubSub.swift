@@ -99,22 +99,11 @@ package final class SQLitePubSub: PubSub {
         self.logger = logger
 
         let path = configuration.path
-        let inMemory =
-            path == ":memory:" || path.hasPrefix("file::memory:")
-            || (path.hasPrefix("file:") && path.contains("mode=memory"))
-        if !inMemory && !path.hasPrefix("file:") {
-            let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
-            do {
-                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            } catch {
-                throw PubSubError.backend("cannot create directory \(directory.path): \(error)")
-            }
-        }
+        let inMemory = SQLiteConnection.isInMemory(path)
+        if let problem = SQLiteConnection.createDirectory(for: path) { throw PubSubError.backend(problem) }
         do {
             let connection = try SQLiteConnection(path: path, busyTimeout: configuration.busyTimeout)
-            let journalMode = try connection.withStatement("PRAGMA journal_mode = WAL") { statement in
-                try statement.step() ? statement.text(0) : ""
-            }
+            let journalMode = try connection.enableWAL()
             try connection.execute("PRAGMA synchronous = \(configuration.synchronousFull ? "FULL" : "NORMAL")")
             if !inMemory && journalMode.lowercased() != "wal" {
                 logger.warning(

@@ -177,23 +177,12 @@ package final class SQLiteStateStore: TransactionalStateStore {
         self.logger = logger
 
         let path = configuration.path
-        let inMemory =
-            path == ":memory:" || path.hasPrefix("file::memory:")
-            || (path.hasPrefix("file:") && path.contains("mode=memory"))
-        if !inMemory && !path.hasPrefix("file:") {
-            let directory = URL(fileURLWithPath: path).deletingLastPathComponent()
-            do {
-                try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            } catch {
-                throw StateStoreError.backend("cannot create directory \(directory.path): \(error)")
-            }
-        }
+        let inMemory = SQLiteConnection.isInMemory(path)
+        if let problem = SQLiteConnection.createDirectory(for: path) { throw StateStoreError.backend(problem) }
 
         do {
             let writer = try SQLiteConnection(path: path, busyTimeout: configuration.busyTimeout)
-            let journalMode = try writer.withStatement("PRAGMA journal_mode = WAL") { statement in
-                try statement.step() ? statement.text(0) : ""
-            }
+            let journalMode = try writer.enableWAL()
             try writer.execute("PRAGMA synchronous = NORMAL")
             try writer.execute(Queries.schema(table: configuration.tableName))
             // Bytes per partition, for `usageByPartition` and byte limits: from here on, counted as writes commit.

@@ -14,29 +14,12 @@ extension InvocationAPI {
         _ caller: Caller, target: String, _ invocation: AppInvocation, headers: [(name: String, value: String)],
         stream: any AppInvocationStream, deadline: NIODeadline? = nil, on eventLoop: any EventLoop
     ) -> Eventual<Void> {
-        var invocation = invocation
-        let route: Route
-        do {
-            invocation.method = try Self.normalise(invocation.method)
-            route = try self.route(caller, to: target, method: invocation.method, verb: invocation.verb)
-        } catch {
-            return .failure(error)
-        }
-        invocation.metadata = Self.forwarded(
-            headers, caller: caller.app, callee: route.callee, to: route.entry.spec.protocol)
-        let request = invocation
-        let deadline = deadline ?? .now() + defaultTimeout
-        let entry = route.entry
-        return finish(route, caller: caller) {
-            entry.acquire(on: eventLoop).flatMap {
-                let call =
-                    if let channel = entry.streaming {
-                        channel.invokeStreamed(request, stream: stream, deadline: deadline, on: eventLoop)
-                    } else {
-                        Self.invokeWhole(
-                            request, stream: stream, channel: entry.channel, deadline: deadline, on: eventLoop)
-                    }
-                return call.always { _ in entry.release() }
+        call(caller, target: target, invocation, headers: headers, deadline: deadline, on: eventLoop) {
+            request, entry, deadline in
+            if let channel = entry.streaming {
+                channel.invokeStreamed(request, stream: stream, deadline: deadline, on: eventLoop)
+            } else {
+                Self.invokeWhole(request, stream: stream, channel: entry.channel, deadline: deadline, on: eventLoop)
             }
         }
     }

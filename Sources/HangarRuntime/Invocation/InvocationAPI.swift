@@ -25,6 +25,20 @@ package struct InvocationAPI: Sendable {
         _ caller: Caller, target: String, _ invocation: AppInvocation, headers: [(name: String, value: String)],
         deadline: NIODeadline? = nil, on eventLoop: any EventLoop
     ) -> Eventual<AppInvocationResult> {
+        call(caller, target: target, invocation, headers: headers, deadline: deadline, on: eventLoop) {
+            request, entry, deadline in
+            entry.channel.invoke(request, deadline: deadline, on: eventLoop)
+        }
+    }
+
+    /// What every invocation does around its call into the app: normalises the method, routes it (`route`'s rules),
+    /// forwards the caller's headers as the callee's protocol receives them, applies the default deadline, and runs
+    /// `make` in a slot of the target's `maxConcurrency`, counted by `finish`.
+    func call<Value: Sendable>(
+        _ caller: Caller, target: String, _ invocation: AppInvocation, headers: [(name: String, value: String)],
+        deadline: NIODeadline?, on eventLoop: any EventLoop,
+        _ make: @escaping (AppInvocation, AppChannels.Entry, NIODeadline) -> EventLoopFuture<Value>
+    ) -> Eventual<Value> {
         var invocation = invocation
         let route: Route
         do {
@@ -40,7 +54,7 @@ package struct InvocationAPI: Sendable {
         let entry = route.entry
         return finish(route, caller: caller) {
             entry.acquire(on: eventLoop).flatMap {
-                entry.channel.invoke(request, deadline: deadline, on: eventLoop).always { _ in entry.release() }
+                make(request, entry, deadline).always { _ in entry.release() }
             }
         }
     }
