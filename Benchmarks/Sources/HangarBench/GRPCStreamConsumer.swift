@@ -17,8 +17,10 @@ final class GRPCStreamConsumer {
         /// Every message as it arrives: its bytes go back to the window once half the window is owed, as a client
         /// that keeps up does.
         case fast
-        /// At most `messagesPerSecond`, on a timer (a token bucket refilled every `tick`): a message's bytes go
-        /// back to the window only once it is consumed, so the server is at most one window ahead of the consumer.
+        /// At most `messagesPerSecond`, on a timer (a token bucket refilled every `tick`, holding up to
+        /// `maxSavedUp` of consumption, so that a timer delayed by a busy client thread costs no rate): a message's
+        /// bytes go back to the window only once it is consumed, so the server is at most one window ahead of the
+        /// consumer.
         case limited(messagesPerSecond: Double)
     }
 
@@ -28,10 +30,15 @@ final class GRPCStreamConsumer {
         var received = 0
         /// Messages consumed (their bytes returned to the window); `received` for a fast consumer.
         var consumed = 0
+        /// Messages received and not yet consumed: about a window's worth while the server keeps up with a limited
+        /// consumer, near 0 when the consumer waits for messages instead.
+        var backlog: Int { received - consumed }
     }
 
     /// How often a limited consumer consumes.
     static let tick = TimeAmount.milliseconds(10)
+    /// The most a limited consumer saves up while its timer is late, in seconds of its rate.
+    static let maxSavedUp = 0.1
 
     let pace: Pace
     /// The messages the stream must carry before OK trailers; nil when it runs until cancelled (then any end of
@@ -194,8 +201,7 @@ final class GRPCStreamConsumer {
         let now = NIODeadline.now()
         let elapsed = Double((now - lastTick).nanoseconds) / 1_000_000_000
         lastTick = now
-        // At most two ticks' worth saved up, so that a late timer does not become a burst.
-        tokens = min(tokens + rate * elapsed, max(1, rate * 2 * Double(Self.tick.nanoseconds) / 1_000_000_000))
+        tokens = min(tokens + rate * elapsed, max(1, rate * Self.maxSavedUp))
         let taken = min(Int(tokens), counts.received - counts.consumed)
         guard taken > 0 else { return }
         tokens -= Double(taken)

@@ -11,10 +11,14 @@ struct StreamPhaseResult: Codable, Sendable {
         case streams
         /// The same two streams and the closed loop of GetState, all on the one connection.
         case streamsWithUnary = "streams+unary"
+        /// The control: the same two streams, and the closed loop of GetState on another connection to the same
+        /// app socket. What slows GetState here is the machine (the same client thread, hangard's cores), not the
+        /// streams sharing its connection.
+        case streamsWithUnaryElsewhere = "streams+unary-other-conn"
 
         var hasFast: Bool { self != .unaryAlone }
-        var hasSlow: Bool { self == .streams || self == .streamsWithUnary }
-        var hasUnary: Bool { self == .unaryAlone || self == .streamsWithUnary }
+        var hasSlow: Bool { self != .direct && self != .unaryAlone }
+        var hasUnary: Bool { self == .unaryAlone || self == .streamsWithUnary || self == .streamsWithUnaryElsewhere }
         /// Whether the phase's calls go to hangard (else to the echo server directly).
         var throughHangard: Bool { self != .direct }
     }
@@ -36,6 +40,9 @@ struct StreamPhaseResult: Codable, Sendable {
     var slowMessagesPerSecond: Double?
     var slowReceived: Int?
     var slowReceivedPerSecond: Double?
+    /// Messages the slow consumer had received and not consumed at the end: about a window's worth when hangard
+    /// keeps it supplied (it is then the consumer's pace that limits), near 0 when it waited for messages.
+    var slowBacklog: Int?
     /// The unary calls (GetState, in-memory) on the same connection.
     var unaryCalls: Int?
     var unaryCallsPerSecond: Double?

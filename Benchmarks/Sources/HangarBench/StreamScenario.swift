@@ -11,8 +11,9 @@ import NIOHPACK
 /// the echo server (the app `callee`) as a stream. On ONE HTTP/2 connection to app-0's socket the bench opens a fast
 /// consumer of that stream, a slow one (whose window it credits only at `slowRate` messages/s), and runs a closed
 /// loop of GetState (in-memory); the reference is the same fast consumer reading the echo server directly. Each
-/// round has four phases (`StreamPhaseResult.Kind`): the direct stream, GetState alone, the two streams, the two
-/// streams with GetState. Streams run until the bench cancels them at the end of the phase; every message is
+/// round has five phases (`StreamPhaseResult.Kind`): the direct stream, GetState alone, the two streams, the two
+/// streams with GetState, and (the control) the two streams with GetState on a second connection to the same
+/// socket. Streams run until the bench cancels them at the end of the phase; every message is
 /// checked (`GRPCStreamConsumer`), and a stream that fails or an error answer fails the run.
 struct StreamScenario: Sendable {
     /// Every stream's receive window on the bench's connections: HTTP/2's default, what gRPC clients start with. A
@@ -20,6 +21,8 @@ struct StreamScenario: Sendable {
     static let streamWindow = 65_535
 
     let hangard: GRPCClientConnection
+    /// A second connection to app-0's socket: the control phase's GetState loop.
+    let hangardOther: GRPCClientConnection
     let echo: GRPCClientConnection
     let hangardPID: pid_t
     let echoPID: pid_t
@@ -33,7 +36,7 @@ struct StreamScenario: Sendable {
     /// Other processes' load, in cores, above which a phase counts as disturbed (as `LoadGenerator`'s).
     let quietCores = 0.1
 
-    /// Connects (one connection to app-0's gRPC socket, one to the echo server's), stores the keys the GetState
+    /// Connects (two connections to app-0's gRPC socket, one to the echo server's), stores the keys the GetState
     /// loop reads and reads one back, and checks that a finite stream of `payloadBytes`-byte messages arrives
     /// whole, directly and through hangard: exactly the messages asked for, each of the right size and index, then
     /// OK trailers.
@@ -41,18 +44,21 @@ struct StreamScenario: Sendable {
         fixture: BenchFixture, group: any EventLoopGroup, hangardPID: pid_t, echoPID: pid_t, payloadBytes: Int,
         slowRate: Double, warmup: Double, duration: Double, keys: Int, patience: PatienceBudget, attempts: Int
     ) async throws -> StreamScenario {
-        let hangard = try await GRPCClientConnection.connect(
-            unixSocket: fixture.grpcSocket(app: 0), group: group, streamWindow: streamWindow)
-        let echo: GRPCClientConnection
+        var connections: [GRPCClientConnection] = []
         do {
-            echo = try await GRPCClientConnection.connect(
-                unixSocket: fixture.echoSocket, group: group, streamWindow: streamWindow)
+            for socket in [fixture.grpcSocket(app: 0), fixture.grpcSocket(app: 0), fixture.echoSocket] {
+                connections.append(
+                    try await GRPCClientConnection.connect(unixSocket: socket, group: group, streamWindow: streamWindow)
+                )
+            }
         } catch {
-            await hangard.close()
+            await GRPCClientConnection.close(connections)
             throw error
         }
+        let hangard = connections[0]
         let scenario = StreamScenario(
-            hangard: hangard, echo: echo, hangardPID: hangardPID, echoPID: echoPID, payloadBytes: payloadBytes,
+            hangard: hangard, hangardOther: connections[1], echo: connections[2], hangardPID: hangardPID,
+            echoPID: echoPID, payloadBytes: payloadBytes,
             slowRate: slowRate, warmup: warmup, duration: duration,
             getStates: try (0..<keys).map {
                 GRPCClientRequest(
@@ -78,11 +84,10 @@ struct StreamScenario: Sendable {
     }
 
     func close() async {
-        await hangard.close()
-        await echo.close()
+        await GRPCClientConnection.close([hangard, hangardOther, echo])
     }
 
-    /// The four phases of one round, in order.
+    /// The phases of one round, in order.
     func runRound(_ round: Int) async throws -> [StreamPhaseResult] {
         var results: [StreamPhaseResult] = []
         for kind in StreamPhaseResult.Kind.allCases {
@@ -132,8 +137,9 @@ struct StreamScenario: Sendable {
         let consumers = try await open(paces, on: connection, throughHangard: kind.throughHangard)
         do {
             let warmupEnd = NIODeadline.now().uptimeNanoseconds + UInt64(warmup * 1_000_000_000)
+            let unaryConnection = kind == .streamsWithUnaryElsewhere ? hangardOther : connection
             if kind.hasUnary {
-                _ = try await unary(on: connection, until: warmupEnd)
+                _ = try await unary(on: unaryConnection, until: warmupEnd)
             } else {
                 try await Self.sleep(until: warmupEnd)
             }
@@ -148,7 +154,7 @@ struct StreamScenario: Sendable {
             async let rss = Self.sampleRSS(pid: serverPID, until: end)
             var outcome: CallerOutcome?
             if kind.hasUnary {
-                outcome = try await unary(on: connection, until: end)
+                outcome = try await unary(on: unaryConnection, until: end)
             } else {
                 try await Self.sleep(until: end)
             }
@@ -198,6 +204,7 @@ struct StreamScenario: Sendable {
                 result.slowMessagesPerSecond = Double(consumed) / seconds
                 result.slowReceived = received
                 result.slowReceivedPerSecond = Double(received) / seconds
+                result.slowBacklog = countsAfter[index].backlog
             }
             if let outcome {
                 result.unaryCalls = outcome.samples.count

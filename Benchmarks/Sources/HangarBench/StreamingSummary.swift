@@ -4,7 +4,7 @@ struct StreamingSummary: Codable, Sendable {
     /// A median over the rounds and, with several rounds, [min, max] (as the invocation figures have them).
     typealias Figure = InvocationOverhead.Figure
 
-    /// Rounds that had all four phases.
+    /// Rounds that had every phase.
     var rounds: Int
     var payloadBytes: Int
     /// The slow consumer's credit rate, messages/s.
@@ -38,17 +38,25 @@ struct StreamingSummary: Codable, Sendable {
     var unaryP99Ratio: Figure
     var unaryAlonePerSecond: Figure
     var unaryWithStreamsPerSecond: Figure
-    /// hangard's RSS, MB: at the start of the first round's `streams` phase, the highest sample over every phase
-    /// with streams, and at the end of the last one; and per round, its growth over the measured `streams` and
-    /// `streams+unary` phases (end − start, summed), which stays near 0 when the slow consumer's backlog is bounded.
+    /// The control: GetState on another connection while the two streams run, p50 and p99 (µs), ÷ alone, calls/s.
+    var unaryElsewhereP50: Figure
+    var unaryElsewhereP99: Figure
+    var unaryElsewhereP50Ratio: Figure
+    var unaryElsewhereP99Ratio: Figure
+    var unaryElsewherePerSecond: Figure
+    /// hangard's RSS, MB: before any stream through it (the start of the first `unary-alone`), once the first
+    /// streams were warm (the start of the first round's `streams` phase), the highest sample over every phase
+    /// with streams, and at the end of the last one; and per round, its growth over the measured phases with
+    /// streams (end − start, summed), which stays near 0 when the slow consumer's backlog is bounded.
     var hangardRSSBeforeStreams: Double
+    var hangardRSSStreamsWarm: Double
     var hangardRSSPeak: Double
     var hangardRSSEnd: Double
     var hangardRSSGrowth: Figure
     /// The highest other load of any phase behind these figures, in cores.
     var maxOtherBusyCores: Double
 
-    /// Nil unless some round has all four phases.
+    /// Nil unless some round has every phase.
     static func measure(_ phases: [StreamPhaseResult], payloadBytes: Int) -> StreamingSummary? {
         typealias Round = [StreamPhaseResult.Kind: StreamPhaseResult]
         let rounds: [Round] = Set(phases.map(\.round)).sorted().compactMap { round in
@@ -62,8 +70,9 @@ struct StreamingSummary: Codable, Sendable {
         func alone(_ round: Round) -> StreamPhaseResult { round[.unaryAlone]! }
         func streams(_ round: Round) -> StreamPhaseResult { round[.streams]! }
         func both(_ round: Round) -> StreamPhaseResult { round[.streamsWithUnary]! }
+        func elsewhere(_ round: Round) -> StreamPhaseResult { round[.streamsWithUnaryElsewhere]! }
         let echoThrough = rounds.compactMap { streams($0).calleeCPUMicrosPerMessage }
-        let streamPhases = rounds.flatMap { [streams($0), both($0)] }
+        let streamPhases = rounds.flatMap { [streams($0), both($0), elsewhere($0)] }
         return StreamingSummary(
             rounds: rounds.count, payloadBytes: payloadBytes,
             slowCreditRate: streams(first).slowCreditRate ?? 0,
@@ -92,11 +101,23 @@ struct StreamingSummary: Codable, Sendable {
             unaryP99Ratio: figure { (both($0).unaryLatency?.p99 ?? 0) / (alone($0).unaryLatency?.p99 ?? 1) },
             unaryAlonePerSecond: figure { alone($0).unaryCallsPerSecond },
             unaryWithStreamsPerSecond: figure { both($0).unaryCallsPerSecond },
-            hangardRSSBeforeStreams: streams(first).serverRSSMBStart,
+            unaryElsewhereP50: figure { elsewhere($0).unaryLatency?.p50 },
+            unaryElsewhereP99: figure { elsewhere($0).unaryLatency?.p99 },
+            unaryElsewhereP50Ratio: figure {
+                (elsewhere($0).unaryLatency?.p50 ?? 0) / (alone($0).unaryLatency?.p50 ?? 1)
+            },
+            unaryElsewhereP99Ratio: figure {
+                (elsewhere($0).unaryLatency?.p99 ?? 0) / (alone($0).unaryLatency?.p99 ?? 1)
+            },
+            unaryElsewherePerSecond: figure { elsewhere($0).unaryCallsPerSecond },
+            hangardRSSBeforeStreams: alone(first).serverRSSMBStart,
+            hangardRSSStreamsWarm: streams(first).serverRSSMBStart,
             hangardRSSPeak: streamPhases.map(\.serverRSSMBPeak).max() ?? 0,
-            hangardRSSEnd: both(last).serverRSSMBEnd,
+            hangardRSSEnd: elsewhere(last).serverRSSMBEnd,
             hangardRSSGrowth: figure { round in
-                [streams(round), both(round)].reduce(0) { $0 + $1.serverRSSMBEnd - $1.serverRSSMBStart }
+                [streams(round), both(round), elsewhere(round)].reduce(0) {
+                    $0 + $1.serverRSSMBEnd - $1.serverRSSMBStart
+                }
             },
             maxOtherBusyCores: rounds.flatMap(\.values).compactMap(\.otherBusyCores).max() ?? 0)
     }
@@ -132,7 +153,11 @@ struct StreamingSummary: Codable, Sendable {
                 + "(\(value(unaryAlonePerSecond, 0))/s); with the streams p50 \(value(unaryWithStreamsP50, 1)) / "
                 + "p99 \(value(unaryWithStreamsP99, 1)) µs (\(value(unaryWithStreamsPerSecond, 0))/s)",
             "    with ÷ alone: p50 \(ratio(unaryP50Ratio)), p99 \(ratio(unaryP99Ratio))",
-            "  hangard RSS: \(TextTable.format(hangardRSSBeforeStreams, 1)) MB before the streams, peak "
+            "  control, GetState on another connection while the streams run: p50 \(value(unaryElsewhereP50, 1)) / "
+                + "p99 \(value(unaryElsewhereP99, 1)) µs (\(value(unaryElsewherePerSecond, 0))/s); ÷ alone: p50 "
+                + "\(ratio(unaryElsewhereP50Ratio)), p99 \(ratio(unaryElsewhereP99Ratio))",
+            "  hangard RSS: \(TextTable.format(hangardRSSBeforeStreams, 1)) MB before any stream, "
+                + "\(TextTable.format(hangardRSSStreamsWarm, 1)) MB once the first were warm, peak "
                 + "\(TextTable.format(hangardRSSPeak, 1)) MB, \(TextTable.format(hangardRSSEnd, 1)) MB at the end; "
                 + "growth over a round's measured stream phases \(value(hangardRSSGrowth, 2)) MB",
             "  other load: at most \(TextTable.format(maxOtherBusyCores, 2)) cores in any of these phases",
@@ -146,7 +171,8 @@ extension StreamingSummary {
         func number(_ value: Double?, _ decimals: Int) -> String { value.map { TextTable.format($0, decimals) } ?? "-" }
         var rows = [
             [
-                "round", "phase", "server", "fast msg/s", "slow msg/s", "slow recv/s", "GetState/s", "p50 µs",
+                "round", "phase", "server", "fast msg/s", "slow msg/s", "slow recv/s", "backlog", "GetState/s",
+                "p50 µs",
                 "p99 µs", "server CPU µs/msg", "µs/call", "echo CPU µs/msg", "RSS start MB", "peak", "end",
                 "client CPU %", "other load",
             ]
@@ -155,6 +181,7 @@ extension StreamingSummary {
             rows.append([
                 "\(phase.round)", phase.kind.rawValue, phase.server, number(phase.fastMessagesPerSecond, 0),
                 number(phase.slowMessagesPerSecond, 0), number(phase.slowReceivedPerSecond, 0),
+                phase.slowBacklog.map(String.init) ?? "-",
                 number(phase.unaryCallsPerSecond, 0), number(phase.unaryLatency?.p50, 1),
                 number(phase.unaryLatency?.p99, 1), number(phase.serverCPUMicrosPerMessage, 2),
                 number(phase.serverCPUMicrosPerUnaryCall, 1), number(phase.calleeCPUMicrosPerMessage, 2),
