@@ -5,6 +5,12 @@ struct StreamPhaseResult: Codable, Sendable {
     enum Kind: String, Codable, Sendable, CaseIterable {
         /// The reference: a fast consumer reading the echo server's stream directly (no hangard).
         case direct
+        /// The closed loop of Echo alone on the connection to the echo server.
+        case directUnaryAlone = "direct-unary-alone"
+        /// The fast consumer and the closed loop of Echo on the one connection to the echo server: how much a
+        /// stream slows unary calls on its connection with no relay at all (Hangar's HTTP/2 server and the bench's
+        /// client alone).
+        case directWithUnary = "direct+unary"
         /// The closed loop of GetState alone on the connection to hangard.
         case unaryAlone = "unary-alone"
         /// A fast and a slow consumer of the stream through hangard, on one connection, nothing else.
@@ -16,15 +22,15 @@ struct StreamPhaseResult: Codable, Sendable {
         /// streams sharing its connection.
         case streamsWithUnaryElsewhere = "streams+unary-other-conn"
 
-        var hasFast: Bool { self != .unaryAlone }
-        var hasSlow: Bool { self != .direct && self != .unaryAlone }
-        var hasUnary: Bool { self == .unaryAlone || self == .streamsWithUnary || self == .streamsWithUnaryElsewhere }
+        var hasFast: Bool { self != .unaryAlone && self != .directUnaryAlone }
+        var hasSlow: Bool { throughHangard && self != .unaryAlone }
+        var hasUnary: Bool { self != .direct && self != .streams }
         /// Whether the phase's calls go to hangard (else to the echo server directly).
-        var throughHangard: Bool { self != .direct }
+        var throughHangard: Bool { self != .direct && self != .directUnaryAlone && self != .directWithUnary }
     }
 
     var kind: Kind
-    /// The process measured: `hangard`, or `echo` for the direct stream.
+    /// The process measured: `hangard`, or `echo` for the direct phases.
     var server: String
     var round = 1
     /// Which run of the phase this is: above 1 when earlier runs were disturbed by other processes.
@@ -43,7 +49,7 @@ struct StreamPhaseResult: Codable, Sendable {
     /// Messages the slow consumer had received and not consumed at the end: about a window's worth when hangard
     /// keeps it supplied (it is then the consumer's pace that limits), near 0 when it waited for messages.
     var slowBacklog: Int?
-    /// The unary calls (GetState, in-memory) on the same connection.
+    /// The unary calls (GetState, in-memory, through hangard; Echo in the direct phases).
     var unaryCalls: Int?
     var unaryCallsPerSecond: Double?
     var unaryLatency: LatencySummary?

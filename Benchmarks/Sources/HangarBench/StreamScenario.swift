@@ -11,10 +11,11 @@ import NIOHPACK
 /// the echo server (the app `callee`) as a stream. On ONE HTTP/2 connection to app-0's socket the bench opens a fast
 /// consumer of that stream, a slow one (whose window it credits only at `slowRate` messages/s), and runs a closed
 /// loop of GetState (in-memory); the reference is the same fast consumer reading the echo server directly. Each
-/// round has five phases (`StreamPhaseResult.Kind`): the direct stream, GetState alone, the two streams, the two
-/// streams with GetState, and (the control) the two streams with GetState on a second connection to the same
-/// socket. Streams run until the bench cancels them at the end of the phase; every message is
-/// checked (`GRPCStreamConsumer`), and a stream that fails or an error answer fails the run.
+/// round has seven phases (`StreamPhaseResult.Kind`): the direct stream, Echo alone and beside the direct stream
+/// on its connection, GetState alone, the two streams, the two streams with GetState, and (the control) the two
+/// streams with GetState on a second connection to the same socket. Streams run until the bench cancels them at the
+/// end of the phase; every message is checked (`GRPCStreamConsumer`), and a stream that fails or an error answer
+/// fails the run.
 struct StreamScenario: Sendable {
     /// Every stream's receive window on the bench's connections: HTTP/2's default, what gRPC clients start with. A
     /// slow consumer is then at most this far behind its server, and reaches its credit rate within the warm-up.
@@ -31,6 +32,8 @@ struct StreamScenario: Sendable {
     let warmup: Double
     let duration: Double
     let getStates: [GRPCClientRequest]
+    /// The direct phases' unary call: Echo of a `payloadBytes` payload.
+    let echoCall: GRPCClientRequest
     let patience: PatienceBudget
     let attempts: Int
     /// Other processes' load, in cores, above which a phase counts as disturbed (as `LoadGenerator`'s).
@@ -64,7 +67,11 @@ struct StreamScenario: Sendable {
                 GRPCClientRequest(
                     path: BenchRequests.getStatePath,
                     message: try BenchRequests.getState(store: "memstore", key: "s\($0)"))
-            }, patience: patience, attempts: attempts)
+            },
+            echoCall: GRPCClientRequest(
+                path: BenchRequests.echoPath,
+                message: try BenchRequests.echo(payload: BenchRequests.value(bytes: payloadBytes))),
+            patience: patience, attempts: attempts)
         do {
             let value = BenchRequests.value(bytes: payloadBytes)
             _ = try await hangard.unary(
@@ -139,7 +146,7 @@ struct StreamScenario: Sendable {
             let warmupEnd = NIODeadline.now().uptimeNanoseconds + UInt64(warmup * 1_000_000_000)
             let unaryConnection = kind == .streamsWithUnaryElsewhere ? hangardOther : connection
             if kind.hasUnary {
-                _ = try await unary(on: unaryConnection, until: warmupEnd)
+                _ = try await unary(on: unaryConnection, kind, until: warmupEnd)
             } else {
                 try await Self.sleep(until: warmupEnd)
             }
@@ -154,7 +161,7 @@ struct StreamScenario: Sendable {
             async let rss = Self.sampleRSS(pid: serverPID, until: end)
             var outcome: CallerOutcome?
             if kind.hasUnary {
-                outcome = try await unary(on: unaryConnection, until: end)
+                outcome = try await unary(on: unaryConnection, kind, until: end)
             } else {
                 try await Self.sleep(until: end)
             }
@@ -170,7 +177,7 @@ struct StreamScenario: Sendable {
             try await finish(consumers, on: connection, kind: kind)
             if let outcome, outcome.errors > 0 {
                 throw BenchError(
-                    "stream phase \(kind.rawValue): \(outcome.errors) GetState errors (\(outcome.firstError ?? "?"))")
+                    "stream phase \(kind.rawValue): \(outcome.errors) unary errors (\(outcome.firstError ?? "?"))")
             }
 
             let seconds = Double(stop - start) / 1_000_000_000
@@ -280,11 +287,14 @@ struct StreamScenario: Sendable {
         kind.throughHangard ? "through hangard" : "direct"
     }
 
-    /// The closed loop of GetState on `connection` until `deadline` (monotonic nanoseconds).
-    private func unary(on connection: GRPCClientConnection, until deadline: UInt64) async throws -> CallerOutcome {
+    /// The closed loop of the phase's unary call (GetState through hangard, Echo directly) on `connection` until
+    /// `deadline` (monotonic nanoseconds).
+    private func unary(
+        on connection: GRPCClientConnection, _ kind: StreamPhaseResult.Kind, until deadline: UInt64
+    ) async throws -> CallerOutcome {
         let handler = connection.handler
         let eventLoop = connection.eventLoop
-        let requests = getStates
+        let requests = kind.throughHangard ? getStates : [echoCall]
         return try await eventLoop.flatSubmit {
             ClosedLoopCaller(
                 handler: handler.value, requests: requests, stop: .deadline(deadline), eventLoop: eventLoop
@@ -355,7 +365,8 @@ struct StreamScenario: Sendable {
         }
         if let latency = result.unaryLatency {
             parts.append(
-                "GetState \(TextTable.format(result.unaryCallsPerSecond ?? 0, 0))/s p50 "
+                "\(result.server == "echo" ? "Echo" : "GetState") "
+                    + "\(TextTable.format(result.unaryCallsPerSecond ?? 0, 0))/s p50 "
                     + "\(TextTable.format(latency.p50, 1)) p99 \(TextTable.format(latency.p99, 1)) µs,")
         }
         if let perMessage = result.serverCPUMicrosPerMessage {

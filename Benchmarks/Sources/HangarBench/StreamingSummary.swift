@@ -38,6 +38,16 @@ struct StreamingSummary: Codable, Sendable {
     var unaryP99Ratio: Figure
     var unaryAlonePerSecond: Figure
     var unaryWithStreamsPerSecond: Figure
+    /// Without hangard: Echo on the echo server's connection, alone and beside the fast consumer's stream on it,
+    /// p50 and p99 (µs), with ÷ alone, calls/s.
+    var directUnaryAloneP50: Figure
+    var directUnaryAloneP99: Figure
+    var directWithStreamP50: Figure
+    var directWithStreamP99: Figure
+    var directP50Ratio: Figure
+    var directP99Ratio: Figure
+    var directUnaryAlonePerSecond: Figure
+    var directWithStreamPerSecond: Figure
     /// The control: GetState on another connection while the two streams run, p50 and p99 (µs), ÷ alone, calls/s.
     var unaryElsewhereP50: Figure
     var unaryElsewhereP99: Figure
@@ -67,6 +77,8 @@ struct StreamingSummary: Codable, Sendable {
         guard let first = rounds.first, let last = rounds.last else { return nil }
         func figure(_ value: (Round) -> Double?) -> Figure { Figure(rounds.map { value($0) ?? 0 }) }
         func direct(_ round: Round) -> StreamPhaseResult { round[.direct]! }
+        func directAlone(_ round: Round) -> StreamPhaseResult { round[.directUnaryAlone]! }
+        func directBoth(_ round: Round) -> StreamPhaseResult { round[.directWithUnary]! }
         func alone(_ round: Round) -> StreamPhaseResult { round[.unaryAlone]! }
         func streams(_ round: Round) -> StreamPhaseResult { round[.streams]! }
         func both(_ round: Round) -> StreamPhaseResult { round[.streamsWithUnary]! }
@@ -101,6 +113,18 @@ struct StreamingSummary: Codable, Sendable {
             unaryP99Ratio: figure { (both($0).unaryLatency?.p99 ?? 0) / (alone($0).unaryLatency?.p99 ?? 1) },
             unaryAlonePerSecond: figure { alone($0).unaryCallsPerSecond },
             unaryWithStreamsPerSecond: figure { both($0).unaryCallsPerSecond },
+            directUnaryAloneP50: figure { directAlone($0).unaryLatency?.p50 },
+            directUnaryAloneP99: figure { directAlone($0).unaryLatency?.p99 },
+            directWithStreamP50: figure { directBoth($0).unaryLatency?.p50 },
+            directWithStreamP99: figure { directBoth($0).unaryLatency?.p99 },
+            directP50Ratio: figure {
+                (directBoth($0).unaryLatency?.p50 ?? 0) / (directAlone($0).unaryLatency?.p50 ?? 1)
+            },
+            directP99Ratio: figure {
+                (directBoth($0).unaryLatency?.p99 ?? 0) / (directAlone($0).unaryLatency?.p99 ?? 1)
+            },
+            directUnaryAlonePerSecond: figure { directAlone($0).unaryCallsPerSecond },
+            directWithStreamPerSecond: figure { directBoth($0).unaryCallsPerSecond },
             unaryElsewhereP50: figure { elsewhere($0).unaryLatency?.p50 },
             unaryElsewhereP99: figure { elsewhere($0).unaryLatency?.p99 },
             unaryElsewhereP50Ratio: figure {
@@ -153,6 +177,11 @@ struct StreamingSummary: Codable, Sendable {
                 + "(\(value(unaryAlonePerSecond, 0))/s); with the streams p50 \(value(unaryWithStreamsP50, 1)) / "
                 + "p99 \(value(unaryWithStreamsP99, 1)) µs (\(value(unaryWithStreamsPerSecond, 0))/s)",
             "    with ÷ alone: p50 \(ratio(unaryP50Ratio)), p99 \(ratio(unaryP99Ratio))",
+            "  without hangard, Echo on the echo server's connection: alone p50 \(value(directUnaryAloneP50, 1)) / "
+                + "p99 \(value(directUnaryAloneP99, 1)) µs (\(value(directUnaryAlonePerSecond, 0))/s); beside the "
+                + "fast stream p50 \(value(directWithStreamP50, 1)) / p99 \(value(directWithStreamP99, 1)) µs "
+                + "(\(value(directWithStreamPerSecond, 0))/s); ÷ alone: p50 \(ratio(directP50Ratio)), p99 "
+                + "\(ratio(directP99Ratio))",
             "  control, GetState on another connection while the streams run: p50 \(value(unaryElsewhereP50, 1)) / "
                 + "p99 \(value(unaryElsewhereP99, 1)) µs (\(value(unaryElsewherePerSecond, 0))/s); ÷ alone: p50 "
                 + "\(ratio(unaryElsewhereP50Ratio)), p99 \(ratio(unaryElsewhereP99Ratio))",
@@ -171,7 +200,7 @@ extension StreamingSummary {
         func number(_ value: Double?, _ decimals: Int) -> String { value.map { TextTable.format($0, decimals) } ?? "-" }
         var rows = [
             [
-                "round", "phase", "server", "fast msg/s", "slow msg/s", "slow recv/s", "backlog", "GetState/s",
+                "round", "phase", "server", "fast msg/s", "slow msg/s", "slow recv/s", "backlog", "unary/s",
                 "p50 µs",
                 "p99 µs", "server CPU µs/msg", "µs/call", "echo CPU µs/msg", "RSS start MB", "peak", "end",
                 "client CPU %", "other load",
