@@ -11,7 +11,8 @@
 #   3. `hangar-bench attach` (bench-results/attach.json): a new Tenant file to its app answering, and back.
 #   4. `hangar-bench compare` against bench/baseline.json, when that file exists (bench-results/compare.json).
 # Extra arguments go to `hangar-bench run` and override its defaults here, e.g. --rounds 1 or --duration 2.
-# Takes 5–7 minutes after the build on a 2-core machine (at most about 8 with the patience budgets spent).
+# Takes 7–9 minutes after the build on a 2-core machine (the stream scenario adds about 2; at most about 10 with the
+# patience budgets spent).
 set -euo pipefail
 
 source "$(dirname "$0")/lib/bench-build.sh"
