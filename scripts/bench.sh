@@ -4,12 +4,15 @@
 #   1. `hangar-bench run --scenario all` (bench-results/latest.json): the memory scenario (RSS/PSS idle with 1 app,
 #      with 1000 apps declared and 200 connected); RSS idle and with all 100 apps connected; GetState/SaveState on
 #      state.in-memory and state.sqlite over gRPC and on state.in-memory over HTTP, with 1 caller and with 32 callers
-#      spread over 16 apps; the same gRPC server with a trivial echo method as the baseline. 3 rounds of 4 s phases.
+#      spread over 16 apps; the same gRPC server with a trivial echo method as the baseline; service invocation
+#      (`invoke`); a server stream proxied through hangard with a fast and a slow consumer beside GetState calls on
+#      one connection, against the same stream read directly (`stream`). 3 rounds of 4 s phases.
 #   2. `hangar-bench sidecar` (bench-results/sidecar.json): one hangard for 50 apps versus 50 hangards of one app.
 #   3. `hangar-bench attach` (bench-results/attach.json): a new Tenant file to its app answering, and back.
 #   4. `hangar-bench compare` against bench/baseline.json, when that file exists (bench-results/compare.json).
 # Extra arguments go to `hangar-bench run` and override its defaults here, e.g. --rounds 1 or --duration 2.
-# Takes 5–7 minutes after the build on a 2-core machine (at most about 8 with the patience budgets spent).
+# Takes 7–9 minutes after the build on a 2-core machine (the stream scenario adds about 2; at most about 10 with the
+# patience budgets spent).
 set -euo pipefail
 
 source "$(dirname "$0")/lib/bench-build.sh"

@@ -308,6 +308,29 @@ def test_a_slow_caller_holds_the_app_back_without_hangard_buffering_the_stream(n
     assert after - before < 50 * 1024, (before, during, after)
 
 
+def test_a_stream_the_app_ends_while_the_caller_is_behind_arrives_whole(node):
+    """The app sends its whole answer and its OK trailers while the caller reads nothing: hangard holds the end of
+    the stream (within the app's window) behind what the caller has not taken yet, and the caller then reads every
+    message and the app's status, not UNAVAILABLE for the app's stream having closed meanwhile."""
+    daemon = node["daemon"]
+    # Without BDP probing the caller's window stays small, far below the 500 KB the app sends.
+    slow = grpc.insecure_channel(
+        f"unix://{daemon.grpc_socket('team-a', 'caller')}", options=(("grpc.http2.bdp_probe", 0),))
+    try:
+        total, size = 500, 1000
+        call = slow.unary_stream("/test.Echo/Count")(
+            count_request(total, tag="ahead", size=size), metadata=TO_RAW, timeout=30)
+        assert next(call).rstrip(b".") == b"0"
+        watcher = node["channel"]()
+        wait_until(lambda: (progress(watcher, "ahead") or {}).get("done"), timeout=10)
+        time.sleep(0.5)  # the app's trailers follow its last message to hangard
+        assert [message.rstrip(b".") for message in call] == [str(index).encode() for index in range(1, total)]
+        assert call.code() == grpc.StatusCode.OK
+        assert ("x-trailer", "counted") in call.trailing_metadata()
+    finally:
+        slow.close()
+
+
 def test_a_slow_app_holds_the_caller_back_without_hangard_buffering_the_stream(node):
     """The other way: a caller streams 10,000 messages of 10 KB to an app that stops reading for a while; the
     caller is held back by flow control through hangard, whose memory stays far below what the stream carries."""

@@ -69,6 +69,9 @@ struct BenchReport: Codable, Sendable {
     var allPhases: [PhaseResult] = []
     /// Service invocation over a direct call, per caller count (the `invoke` scenario); nil without it.
     var invocation: [InvocationOverhead]?
+    /// Every phase of every round of the `stream` scenario, and what they add up to; nil without it.
+    var streamPhases: [StreamPhaseResult]?
+    var streaming: StreamingSummary?
     var targets: [TargetCheck] = []
 
     func phase(

@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import NIOHPACK
 import SwiftProtobuf
 
 /// The calls the bench makes, encoded once up front as length-prefixed gRPC messages.
@@ -10,6 +11,9 @@ enum BenchRequests {
     /// What hangard calls on an app's gRPC server for service invocation (the echo server answers it too).
     static let onInvokePath = "/dapr.proto.runtime.v1.AppCallback/OnInvoke"
     static let invokeServicePath = "/dapr.proto.runtime.v1.Dapr/InvokeService"
+    /// The echo server's server-streaming method (the `stream` scenario), called directly and, proxied by hangard,
+    /// as the app `callee`.
+    static let streamPath = "/hangar.bench.v1.Echo/Stream"
     /// The method the `invoke` scenario calls on the callee.
     static let invokeMethod = "echo"
     static let invokeContentType = "application/octet-stream"
@@ -45,6 +49,31 @@ enum BenchRequests {
         var request = Hangar_Bench_V1_EchoRequest()
         request.payload = payload
         return try frame(request)
+    }
+
+    /// A `StreamRequest`: `count` messages (0: until cancelled) of `payloadBytes` bytes each.
+    static func streamRequest(count: Int, payloadBytes: Int) throws -> ByteBuffer {
+        var request = Hangar_Bench_V1_StreamRequest()
+        request.count = UInt64(count)
+        request.payloadBytes = UInt32(payloadBytes)
+        return try frame(request)
+    }
+
+    /// Message 0 of a stream, framed: an `EchoResponse` whose `payloadBytes`-byte payload starts with the message's
+    /// index (big-endian, 8 bytes) and goes on with `value(bytes:)`'s letters. The payload is the buffer's last
+    /// `payloadBytes` bytes, so the index of message `n` is written at `readableBytes - payloadBytes`.
+    static func streamedMessage(payloadBytes: Int) throws -> ByteBuffer {
+        var response = Hangar_Bench_V1_EchoResponse()
+        response.payload = Data(count: 8) + value(bytes: payloadBytes - 8)
+        return try frame(response)
+    }
+
+    /// The request HEADERS of a call to `path` that hangard proxies to app `target` (gRPC proxying: a method it
+    /// does not serve, with `dapr-app-id`).
+    static func proxiedHeaders(path: String, target: String) -> HPACKHeaders {
+        var headers = GRPCClientHandler.requestHeaders(path: path)
+        headers.add(name: "dapr-app-id", value: target)
+        return headers
     }
 
     /// The `InvokeRequest` an app's `OnInvoke` receives: the method and `payload` as the data (an `Any` without a

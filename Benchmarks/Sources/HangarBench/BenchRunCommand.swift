@@ -6,7 +6,8 @@ import NIOPosix
 /// `hangar-bench run` (the default): starts hangard with N apps and two state stores, and Hangar's own gRPC
 /// server with a trivial echo method as the baseline; measures their memory, then in each round GetState and
 /// SaveState on each store over gRPC, on the in-memory store over HTTP, Echo, and service invocation (through
-/// hangard to the echo server, and directly), each with one caller and with many; prints a table (per phase, the
+/// hangard to the echo server, and directly), each with one caller and with many, and a server stream through
+/// hangard with a fast and a slow consumer beside unary calls (`StreamScenario`); prints a table (per phase, the
 /// round with the median server CPU per call) and optionally writes every result as JSON.
 struct BenchRunCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -62,6 +63,12 @@ struct BenchRunCommand: AsyncParsableCommand {
     @Option(help: "Bytes in each stored value and echo payload.")
     var valueBytes = 100
 
+    @Option(help: "Messages per second the stream scenario's slow consumer takes (and credits to its window).")
+    var streamSlowRate: Double = 1000
+
+    @Option(help: "Seconds of each stream phase when --duration is not given.")
+    var streamDuration: Double = 3
+
     @Option(help: "Distinct keys each caller cycles through.")
     var keys = 64
 
@@ -96,6 +103,16 @@ struct BenchRunCommand: AsyncParsableCommand {
         guard valueBytes >= 0, keys >= 1, clientThreads >= 1 else {
             throw ValidationError("--value-bytes must not be negative, --keys and --client-threads must be positive")
         }
+        if scenario.contains(.stream) || scenario.contains(.all) {
+            guard (8...EchoStreamSender.maxPayloadBytes).contains(valueBytes) else {
+                throw ValidationError(
+                    "the stream scenario's messages carry their index: --value-bytes must be between 8 and "
+                        + "\(EchoStreamSender.maxPayloadBytes)")
+            }
+            guard streamSlowRate > 0, streamDuration > 0 else {
+                throw ValidationError("--stream-slow-rate and --stream-duration must be positive")
+            }
+        }
     }
 
     func run() async throws {
@@ -118,10 +135,12 @@ struct BenchRunCommand: AsyncParsableCommand {
                 clientThreads: clientThreads, patienceSeconds: patience, attempts: attempts))
         let invoke = selected.contains(.invoke)
         let fixture = try BenchFixture.create(
-            apps: apps, resourcesSource: needsDaemon ? common.resources : nil, callee: invoke)
+            apps: apps, resourcesSource: needsDaemon ? common.resources : nil,
+            callee: selected.contains { $0.needsCallee })
         let group = MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
         let budget = PatienceBudget(.milliseconds(Int64(patience * 1000)))
         var servers: [BenchServer] = []
+        var stream: StreamScenario?
         do {
             // First, while no other hangard runs: PSS divides shared pages among the processes that map them.
             if selected.contains(.memory) {
@@ -140,6 +159,10 @@ struct BenchRunCommand: AsyncParsableCommand {
                     try await startEcho(fixture: fixture, group: group, budget: budget, echo: selected.contains(.echo)))
             }
             if invoke { try await addInvocationLoads(to: &servers) }
+            if selected.contains(.stream) {
+                stream = try await prepareStream(servers: servers, fixture: fixture, group: group, budget: budget)
+                report.streamPhases = []
+            }
             for round in 1...rounds where !servers.isEmpty {
                 if rounds > 1 { progress("round \(round) of \(rounds)") }
                 for server in servers {
@@ -147,7 +170,10 @@ struct BenchRunCommand: AsyncParsableCommand {
                         report.allPhases += try await runPhases(load, on: server, round: round)
                     }
                 }
+                if let stream { report.streamPhases! += try await stream.runRound(round) }
             }
+            await stream?.close()
+            stream = nil
             for index in servers.indices {
                 try servers[index].recordAfterLoad()
                 await servers[index].stop()
@@ -157,6 +183,7 @@ struct BenchRunCommand: AsyncParsableCommand {
                         + "exit status \(info.exitStatus.map(String.init) ?? "killed")")
             }
         } catch {
+            await stream?.close()
             for server in servers {
                 _ = await server.process.terminate(timeout: .seconds(10))
                 await server.closeConnections()
@@ -169,6 +196,7 @@ struct BenchRunCommand: AsyncParsableCommand {
         report.daemon = servers.first { $0.generator.serverName == "hangard" }?.info
         report.echo = servers.first { $0.generator.serverName == "echo" }?.info
         report.phases = PhaseResult.medians(report.allPhases)
+        report.streaming = report.streamPhases.flatMap { StreamingSummary.measure($0, payloadBytes: valueBytes) }
         report.checkTargets()
         try common.publish(ResultTable.render(report), report)
         common.finish(fixture)
@@ -198,6 +226,19 @@ struct BenchRunCommand: AsyncParsableCommand {
             results.append(result)
         }
         return results
+    }
+
+    /// The `stream` scenario on the running hangard and echo server (see `StreamScenario.prepare`).
+    private func prepareStream(
+        servers: [BenchServer], fixture: BenchFixture, group: any EventLoopGroup, budget: PatienceBudget
+    ) async throws -> StreamScenario {
+        guard let daemon = servers.first(where: { $0.generator.serverName == "hangard" }),
+            let echo = servers.first(where: { $0.generator.serverName == "echo" })
+        else { throw BenchError("the stream scenario needs both hangard and the echo server") }
+        return try await StreamScenario.prepare(
+            fixture: fixture, group: group, hangardPID: daemon.process.pid, echoPID: echo.process.pid,
+            payloadBytes: valueBytes, slowRate: streamSlowRate, warmup: warmup, duration: duration ?? streamDuration,
+            keys: keys, patience: budget, attempts: attempts)
     }
 
     /// The apps the concurrent callers are spread over.

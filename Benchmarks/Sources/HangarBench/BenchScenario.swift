@@ -6,7 +6,9 @@ import ArgumentParser
 /// hangards of its own (`--memory-apps`, `--memory-connected`) before the others. `invoke` measures service
 /// invocation: callers call `AppCallback/OnInvoke` on the echo server directly, then `Dapr/InvokeService` through
 /// hangard to the same echo server (declared as the app `callee`), so that the difference is what hangard adds; its
-/// goals are ratios to GetState's, so they are printed when `get-memory` runs too (as in `all`).
+/// goals are ratios to GetState's, so they are printed when `get-memory` runs too (as in `all`). `stream` reads a
+/// server stream of the echo server through hangard (proxied to the app `callee`) with a fast and a slow consumer
+/// and a GetState loop on one connection, and directly as the reference (`StreamScenario`).
 enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
     case all
     case rss
@@ -19,11 +21,15 @@ enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
     case echo
     case memory
     case invoke
+    case stream
 
     /// Whether the scenario needs the hangard the load scenarios run against.
     var needsDaemon: Bool { self != .echo && self != .all && self != .memory }
 
     /// Whether the scenario needs the echo server: as the baseline (`echo`), or as the app that is invoked
-    /// (`invoke`).
-    var needsEchoServer: Bool { self == .echo || self == .invoke }
+    /// (`invoke`, `stream`).
+    var needsEchoServer: Bool { self == .echo || self == .invoke || self == .stream }
+
+    /// Whether hangard must know the app `callee` (the echo server, invoked or proxied to).
+    var needsCallee: Bool { self == .invoke || self == .stream }
 }

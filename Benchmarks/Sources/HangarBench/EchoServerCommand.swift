@@ -7,10 +7,11 @@ import Logging
 import NIOCore
 import NIOPosix
 
-/// `hangar-bench echo-server`: Hangar's own gRPC server with two trivial methods and nothing behind them (no state
-/// store): `/hangar.bench.v1.Echo/Echo`, and `/dapr.proto.runtime.v1.AppCallback/OnInvoke`, which answers an
+/// `hangar-bench echo-server`: Hangar's own gRPC server with trivial methods and nothing behind them (no state
+/// store): `/hangar.bench.v1.Echo/Echo`; `/dapr.proto.runtime.v1.AppCallback/OnInvoke`, which answers an
 /// `InvokeResponse` with the request's data, so that the same process is the invoked app of the `invoke` scenario,
-/// called directly and through hangard. The bench runs it as a separate process, like hangard, so that both are
+/// called directly and through hangard; and the server stream `/hangar.bench.v1.Echo/Stream` (`EchoStreamSender`),
+/// which the `stream` scenario reads directly and proxied by hangard. The bench runs it as a separate process, like hangard, so that both are
 /// measured the same way: same client, same kind of socket, same event-loop count, CPU read from `/proc`.
 struct EchoServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -49,6 +50,9 @@ struct EchoServerCommand: AsyncParsableCommand {
             response.data = request.data
             response.contentType = request.contentType
             return .success(response)
+        }
+        service.serverStreaming(BenchRequests.streamPath, Hangar_Bench_V1_StreamRequest.self) { request, call in
+            EchoStreamSender.start(request, call)
         }
         var logger = Logger(label: "echo-server")
         logger.logLevel = .warning

@@ -11,12 +11,14 @@ struct GRPCClientConnection: UnaryClientConnection {
 
     /// Connects to `path` on one of `group`'s event loops. `resetLimit`, when given, replaces swift-nio-http2's
     /// limit (200 per 30 s) on RST_STREAM frames, stream errors and connection "glitches" a connection tolerates
-    /// before it treats the peer as a rapid-reset attacker and closes itself (`ExcessiveRSTFrames`).
+    /// before it treats the peer as a rapid-reset attacker and closes itself (`ExcessiveRSTFrames`). `streamWindow`
+    /// is every stream's receive window (SETTINGS_INITIAL_WINDOW_SIZE).
     static func connect(
-        unixSocket path: String, group: any EventLoopGroup, resetLimit: Int? = nil
+        unixSocket path: String, group: any EventLoopGroup, resetLimit: Int? = nil,
+        streamWindow: Int = GRPCClientHandler.streamWindow
     ) async throws -> GRPCClientConnection {
         var connectionConfiguration = NIOHTTP2Handler.ConnectionConfiguration()
-        connectionConfiguration.initialSettings = GRPCClientHandler.settings
+        connectionConfiguration.initialSettings = GRPCClientHandler.settings(streamWindow: streamWindow)
         // The bench writes well-formed headers itself: skip validating them, to keep the client cheap.
         connectionConfiguration.headerBlockValidation = .disabled
         connectionConfiguration.contentLengthValidation = .disabled
@@ -36,7 +38,7 @@ struct GRPCClientConnection: UnaryClientConnection {
                     try sync.addHandler(
                         NIOHTTP2Handler(
                             mode: .client, connectionConfiguration: connection, streamConfiguration: stream))
-                    try sync.addHandler(GRPCClientHandler())
+                    try sync.addHandler(GRPCClientHandler(streamWindow: streamWindow))
                 }
             }
             .connect(unixDomainSocketPath: path).get()

@@ -5,25 +5,28 @@ import NIOHTTP2
 /// A gRPC unary client for one HTTP/2 connection, on swift-nio-http2 (so the bench's client is independent of
 /// Hangar's own HTTP/2 server code): one handler behind `NIOHTTP2Handler` that owns every stream (no multiplexer,
 /// no child channel per call), allocates stream ids, writes HEADERS + one DATA frame, and completes the call on the
-/// trailers. Every method runs on the channel's
-/// event loop; completions are called there too.
+/// trailers. It also carries server streams read by a `GRPCStreamConsumer` (the `stream` scenario), beside the
+/// unary calls on the same connection. Every method runs on the channel's event loop; completions are called there
+/// too.
 final class GRPCClientHandler: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame
     typealias OutboundOut = HTTP2Frame
 
     typealias Completion = (Result<ByteBuffer, GRPCCallError>) -> Void
 
-    /// The stream-level receive window advertised in SETTINGS.
+    /// The stream-level receive window advertised in SETTINGS, unless the connection asks for another.
     static let streamWindow = 1 << 20
     /// The connection-level receive window, raised from HTTP/2's 64 KiB when the connection starts.
     static let connectionWindow = 8 << 20
 
-    /// The SETTINGS this client advertises (no server push).
-    static let settings: HTTP2Settings = [
-        HTTP2Setting(parameter: .enablePush, value: 0),
-        HTTP2Setting(parameter: .initialWindowSize, value: streamWindow),
-        HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024),
-    ]
+    /// The SETTINGS this client advertises (no server push), with `streamWindow` as every stream's receive window.
+    static func settings(streamWindow: Int) -> HTTP2Settings {
+        [
+            HTTP2Setting(parameter: .enablePush, value: 0),
+            HTTP2Setting(parameter: .initialWindowSize, value: streamWindow),
+            HTTP2Setting(parameter: .maxHeaderListSize, value: 16 * 1024),
+        ]
+    }
 
     private struct Call {
         let completion: Completion
@@ -32,13 +35,21 @@ final class GRPCClientHandler: ChannelInboundHandler {
         var unackedBytes = 0
     }
 
+    /// This connection's stream-level receive window (what its SETTINGS advertised).
+    let streamWindow: Int
     private var context: ChannelHandlerContext?
     private var calls: [HTTP2StreamID: Call] = [:]
+    /// Server streams, each read by its consumer; looked up only for frames that are not a unary call's.
+    private var streams: [HTTP2StreamID: GRPCStreamConsumer] = [:]
     private var nextStreamID: Int32 = 1
     private var connectionUnackedBytes = 0
     private var isReading = false
     private var needsFlush = false
     private var isClosed = false
+
+    init(streamWindow: Int = GRPCClientHandler.streamWindow) {
+        self.streamWindow = streamWindow
+    }
 
     /// The request HEADERS of a unary call to `path`; build once per method and reuse.
     static func requestHeaders(path: String) -> HPACKHeaders {
@@ -66,6 +77,58 @@ final class GRPCClientHandler: ChannelInboundHandler {
             promise: nil)
         markFlush(context)
     }
+
+    // MARK: Server streams
+
+    /// Opens a server stream: HEADERS, then the one length-prefixed request message with END_STREAM; the answer's
+    /// frames go to `consumer`, which returns its bytes to the stream's window with `windowUpdate` as it consumes
+    /// them. Returns the stream's id, or nil when the connection is closed (the consumer is then told so).
+    @discardableResult
+    func openStream(headers: HPACKHeaders, message: ByteBuffer, consumer: GRPCStreamConsumer) -> HTTP2StreamID? {
+        guard let context, !isClosed else {
+            consumer.failed("connection closed")
+            return nil
+        }
+        let id = HTTP2StreamID(nextStreamID)
+        nextStreamID += 2
+        streams[id] = consumer
+        context.write(
+            wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers)))), promise: nil)
+        context.write(
+            wrapOutboundOut(
+                HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message), endStream: true)))),
+            promise: nil)
+        markFlush(context)
+        return id
+    }
+
+    /// Returns `increment` bytes to stream `id`'s receive window.
+    func windowUpdate(_ id: HTTP2StreamID, _ increment: Int) {
+        guard let context, increment > 0, streams[id] != nil else { return }
+        context.write(
+            wrapOutboundOut(HTTP2Frame(streamID: id, payload: .windowUpdate(windowSizeIncrement: increment))),
+            promise: nil)
+        markFlush(context)
+    }
+
+    /// Cancels stream `id` (RST_STREAM CANCEL), as a gRPC client cancels a call; its consumer hears nothing more.
+    /// DATA the server sent before it saw the reset is dropped by `NIOHTTP2Handler` without reaching this handler,
+    /// yet it uses the connection's window: `unreceivedWindow`, what the stream's window still allowed the server
+    /// to send, is returned to the connection's window at once, so the connection never runs dry however many
+    /// streams are cancelled (it may end up that much larger than `connectionWindow`, which is harmless).
+    func cancel(_ id: HTTP2StreamID, unreceivedWindow: Int) {
+        guard let context, streams.removeValue(forKey: id) != nil else { return }
+        context.write(wrapOutboundOut(HTTP2Frame(streamID: id, payload: .rstStream(.cancel))), promise: nil)
+        if unreceivedWindow > 0 {
+            context.write(
+                wrapOutboundOut(
+                    HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: unreceivedWindow))),
+                promise: nil)
+        }
+        markFlush(context)
+    }
+
+    // MARK: Channel events
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -110,8 +173,12 @@ final class GRPCClientHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let closed = event as? StreamClosedEvent, let call = calls.removeValue(forKey: closed.streamID) {
-            call.completion(.failure(.closed))
+        if let closed = event as? StreamClosedEvent {
+            if let call = calls.removeValue(forKey: closed.streamID) {
+                call.completion(.failure(.closed))
+            } else if let stream = streams.removeValue(forKey: closed.streamID) {
+                stream.failed("stream closed before its trailers (\(closed.reason.map { "\($0)" } ?? "no error code"))")
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -126,11 +193,18 @@ final class GRPCClientHandler: ChannelInboundHandler {
         let pending = calls
         calls.removeAll()
         for call in pending.values { call.completion(.failure(.closed)) }
+        let open = streams
+        streams.removeAll()
+        for stream in open.values { stream.failed("connection closed") }
         context.fireChannelInactive()
     }
 
     private func onHeaders(_ id: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
-        guard var call = calls[id] else { return }
+        guard var call = calls[id] else {
+            guard let stream = streams[id] else { return }
+            if endStream { streams[id] = nil }
+            return stream.received(headers: headers, endStream: endStream)
+        }
         if !call.sawHeaders {
             call.sawHeaders = true
             guard headers.first(name: ":status") == "200" else {
@@ -172,14 +246,18 @@ final class GRPCClientHandler: ChannelInboundHandler {
                 promise: nil)
             markFlush(context)
         }
-        guard var call = calls[id] else { return }
+        guard var call = calls[id] else {
+            guard let stream = streams[id] else { return }
+            if data.endStream { streams[id] = nil }
+            return stream.received(data: &bytes, size: size, endStream: data.endStream)
+        }
         if call.response == nil {
             call.response = bytes
         } else {
             call.response!.writeBuffer(&bytes)
         }
         call.unackedBytes += size
-        if !data.endStream && call.unackedBytes >= Self.streamWindow / 2 {
+        if !data.endStream && call.unackedBytes >= streamWindow / 2 {
             let increment = call.unackedBytes
             call.unackedBytes = 0
             context.write(

@@ -25,6 +25,12 @@ enum ResultTable {
         }
 
         lines += invocationLines(report.invocation ?? [])
+        if let phases = report.streamPhases, !phases.isEmpty {
+            lines.append("")
+            lines.append("stream phases (every round):")
+            lines += StreamingSummary.table(phases)
+        }
+        lines += report.streaming?.lines ?? []
         lines += report.memory?.lines ?? []
 
         if !report.targets.isEmpty {

@@ -113,9 +113,11 @@ final class GRPCClientStream: AppStream {
         receive(.data(data, size: size, endStream: endStream))
     }
 
-    /// The app reset the stream, the stream closed, or the connection ended, before the answer's trailers.
+    /// The app reset the stream, the stream closed, or the connection ended, before the answer's trailers. Once
+    /// the answer's END_STREAM has arrived the answer is whole, and the stream closing is its normal end: what the
+    /// caller has not taken yet (held while it is paused) is still delivered, trailers last.
     func failed(_ why: String) {
-        guard !isDone else { return }
+        guard !isDone, !answerEnded else { return }
         close()
         observer?.appStream(finished: .failure(AppChannelError.unreachable(why)))
     }

@@ -101,8 +101,8 @@ public import SwiftProtobuf
     }
 
     /// Registers a server-streaming method: one request message, then the responses the handler sends on the call
-    /// until it finishes it.
-    package mutating func serverStreaming<Request: SwiftProtobuf.Message>(
+    /// until it finishes it. (`@_spi(Benchmarks)`: the benchmark package's echo server streams through it.)
+    @_spi(Benchmarks) public mutating func serverStreaming<Request: SwiftProtobuf.Message>(
         _ path: String, _ request: Request.Type = Request.self,
         _ handler: @escaping @Sendable (Request, GRPCStreamCall) -> Void
     ) {

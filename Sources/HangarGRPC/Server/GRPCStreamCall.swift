@@ -1,4 +1,4 @@
-package import NIOCore
+public import NIOCore
 package import SwiftProtobuf
 
 /// One streaming call (server-streaming or bidirectional) as its method sees it. Used on the call's event loop
@@ -9,7 +9,9 @@ package import SwiftProtobuf
 /// reading), and `onWritable` when it may send again; request messages are delivered as they are deframed, and
 /// their bytes return to the client's flow-control window once delivered, so a method that `pause()`s stops the
 /// client within one window.
-package final class GRPCStreamCall {
+///
+/// `@_spi(Benchmarks)`: the benchmark package's echo server sends a server stream through it; not an API.
+@_spi(Benchmarks) public final class GRPCStreamCall {
     /// Who calls and on which event loop.
     package let context: GRPCCallContext
     /// A request message, without its 5-byte prefix, as soon as it is complete.
@@ -20,10 +22,10 @@ package final class GRPCStreamCall {
     /// gone. Nothing sent later reaches the client.
     package var onCancel: () -> Void = {}
     /// The queue of unsent responses drained after `send` returned false.
-    package var onWritable: () -> Void = {}
+    @_spi(Benchmarks) public var onWritable: () -> Void = {}
 
     /// Whether the call is over: finished by the method or cancelled.
-    package private(set) var isDone = false
+    @_spi(Benchmarks) public private(set) var isDone = false
     /// Whether `onMessage` deliveries are held back.
     package private(set) var isPaused = false
     /// Messages reach `onMessage` with their 5-byte prefix, as they came (gRPC proxying relays them undecoded).
@@ -55,7 +57,7 @@ package final class GRPCStreamCall {
 
     /// Sends an already length-prefixed message.
     @discardableResult
-    package func send(framed message: ByteBuffer) -> Bool {
+    @_spi(Benchmarks) public func send(framed message: ByteBuffer) -> Bool {
         guard !isDone, let handler else { return false }
         return handler.send(stream, message)
     }
@@ -69,7 +71,7 @@ package final class GRPCStreamCall {
 
     /// Ends the call with trailers made elsewhere (relayed from an app: `grpc-status` and the rest, no
     /// pseudo-headers).
-    package func finish(trailers fields: [(name: String, value: String)]) {
+    @_spi(Benchmarks) public func finish(trailers fields: [(name: String, value: String)]) {
         guard !isDone else { return }
         isDone = true
         releaseCallbacks()

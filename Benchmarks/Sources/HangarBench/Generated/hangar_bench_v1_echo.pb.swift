@@ -54,6 +54,24 @@ nonisolated struct Hangar_Bench_V1_EchoResponse: Sendable {
   init() {}
 }
 
+/// What the server stream of the `stream` scenario sends: `count` EchoResponse messages (0: until the
+/// client cancels), each with a payload of `payload_bytes` bytes (at least 8) whose first 8 bytes are the
+/// message's index in the stream (big-endian, from 0), so that the client checks every message's size and
+/// that none is lost, repeated or reordered.
+nonisolated struct Hangar_Bench_V1_StreamRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  var count: UInt64 = 0
+
+  var payloadBytes: UInt32 = 0
+
+  var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "hangar.bench.v1"
@@ -113,6 +131,41 @@ nonisolated extension Hangar_Bench_V1_EchoResponse: SwiftProtobuf.Message, Swift
 
   static func ==(lhs: Hangar_Bench_V1_EchoResponse, rhs: Hangar_Bench_V1_EchoResponse) -> Bool {
     if lhs.payload != rhs.payload {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Hangar_Bench_V1_StreamRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  static let protoMessageName: String = _protobuf_package + ".StreamRequest"
+  static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}count\0\u{3}payload_bytes\0")
+
+  mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt64Field(value: &self.count) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.payloadBytes) }()
+      default: break
+      }
+    }
+  }
+
+  func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.count != 0 {
+      try visitor.visitSingularUInt64Field(value: self.count, fieldNumber: 1)
+    }
+    if self.payloadBytes != 0 {
+      try visitor.visitSingularUInt32Field(value: self.payloadBytes, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  static func ==(lhs: Hangar_Bench_V1_StreamRequest, rhs: Hangar_Bench_V1_StreamRequest) -> Bool {
+    if lhs.count != rhs.count {return false}
+    if lhs.payloadBytes != rhs.payloadBytes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
