@@ -179,7 +179,6 @@ def test_metadata_over_http(hangard):
 
 
 @pytest.mark.parametrize("method,path", [
-    ("POST", "/v1.0/publish/pubsub/topic"),
     ("GET", "/v1.0/secrets/store/key"),
     ("POST", "/v1.0/bindings/binding"),
 ])
