@@ -74,21 +74,25 @@ struct CloudEventEnvelopeTests {
         #expect(try Self.json(Self.envelope(), zone: west)["time"] as? String == "2026-08-21T05:00:00-05:00")
     }
 
-    @Test("datacontenttype is kept verbatim, parameters included", arguments: ["text/plain; charset=utf-8", "TEXT/csv"])
+    @Test(
+        "datacontenttype is kept verbatim, parameters included", arguments: ["text/plain; charset=utf-8", "TEXT/csv"])
     func contentTypeVerbatim(_ contentType: String) throws {
         #expect(try Self.json(Self.envelope(contentType: contentType))["datacontenttype"] as? String == contentType)
     }
 
     @Test("JSON data is embedded as a value, numbers keep their literal")
     func jsonData() throws {
-        let envelope = Self.envelope(contentType: "application/json; charset=utf-8", data: #"{"b": 12345678901234567890123, "a": [1.50, true, null]}"#)
+        let envelope = Self.envelope(
+            contentType: "application/json; charset=utf-8",
+            data: #"{"b": 12345678901234567890123, "a": [1.50, true, null]}"#)
         let text = String(decoding: try envelope.encoded(now: Self.now), as: UTF8.self)
         #expect(text.hasPrefix(#"{"data":{"a":[1.50,true,null],"b":12345678901234567890123},"#))
     }
 
     @Test("invalid JSON under application/json becomes a string; a +json type is not JSON")
     func invalidJSONIsAString() throws {
-        #expect(try Self.json(Self.envelope(contentType: "application/json", data: "{nope"))["data"] as? String == "{nope")
+        #expect(
+            try Self.json(Self.envelope(contentType: "application/json", data: "{nope"))["data"] as? String == "{nope")
         let vendor = try Self.json(Self.envelope(contentType: "application/vnd.x+json", data: #"{"a":1}"#))
         #expect(vendor["data"] as? String == #"{"a":1}"#)
     }
@@ -138,7 +142,8 @@ struct CloudEventEnvelopeTests {
 
     @Test("a CloudEvent passes through: only missing fields are filled, topic and pubsubname overwritten")
     func passThrough() throws {
-        let original = #"{"id":"ce-1","source":"s","type":"t","specversion":"1.0","topic":"x","pubsubname":"y","#
+        let original =
+            #"{"id":"ce-1","source":"s","type":"t","specversion":"1.0","topic":"x","pubsubname":"y","#
             + #""traceid":"mine","time":"2020-01-01T00:00:00Z","data":{"n":1},"datacontenttype":"application/json"}"#
         let event = try Self.json(
             Self.envelope(
@@ -159,7 +164,8 @@ struct CloudEventEnvelopeTests {
     @Test("a bare CloudEvent gets Dapr's fill-ins: source Dapr, no id, the span's trace, the time")
     func passThroughDefaults() throws {
         let event = try Self.json(
-            Self.envelope(contentType: "application/cloudevents+json", data: #"{"data":"x","source":null}"#, ttl: .seconds(1)))
+            Self.envelope(
+                contentType: "application/cloudevents+json", data: #"{"data":"x","source":null}"#, ttl: .seconds(1)))
         #expect(event["source"] as? String == "Dapr")
         #expect(event["type"] as? String == "com.dapr.event.sent")
         #expect(event["specversion"] as? String == "1.0")
@@ -171,7 +177,9 @@ struct CloudEventEnvelopeTests {
         #expect(event["expiration"] as? String == "2026-08-21T10:00:01Z")
     }
 
-    @Test("a payload that claims to be a CloudEvent but is no JSON object is refused", arguments: ["nope", "[1]", "null", ""])
+    @Test(
+        "a payload that claims to be a CloudEvent but is no JSON object is refused",
+        arguments: ["nope", "[1]", "null", ""])
     func invalidCloudEvent(_ payload: String) {
         #expect(throws: CloudEventEnvelope.Invalid.self) {
             try Self.envelope(contentType: "application/cloudevents+json", data: payload).encoded()

@@ -197,8 +197,10 @@ struct ComponentPoolTests {
     @Test("a pub/sub component gets a pool of its own block, found by the pub/sub scope only")
     func pubsubIsServed() throws {
         let host = try Self.host(
-            [ComponentSpec(name: "events", type: "pubsub.in-memory"), ComponentSpec(name: "m", type: "state.in-memory")],
-            Gated())
+            [
+                ComponentSpec(name: "events", type: "pubsub.in-memory"),
+                ComponentSpec(name: "m", type: "state.in-memory"),
+            ], Gated())
         let handle = try host.scoped(TenantPubSubHandle.self, named: "events", for: Self.orders, tenant: nil)
         #expect(handle.pool.block == .pubsub)
         #expect(handle.prefix == "team-a||")

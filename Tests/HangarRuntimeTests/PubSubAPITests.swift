@@ -39,7 +39,8 @@ struct PubSubAPITests {
                     ], scopes: ["orders", "billing"]),
                 ComponentSpec(name: "local", namespace: "team-b", type: "pubsub.in-memory"),
                 ComponentSpec(
-                    name: "small", type: "pubsub.in-memory", metadata: ["maxRetainedBytes": "1024"], scopes: ["orders"]),
+                    name: "small", type: "pubsub.in-memory", metadata: ["maxRetainedBytes": "1024"],
+                    scopes: ["orders"]),
             ])
         runtime = try Runtime(
             configuration: configuration, dataDirectory: "/nonexistent", maxRequestBytes: 1 << 20,
@@ -111,7 +112,8 @@ struct PubSubAPITests {
     @Test("rawPayload stores the bytes as they are, with the request's content type")
     func rawPayload() async throws {
         _ = try await handle(Self.ordersA).ensureConsumer("raw", on: loop).get()
-        try await publish(Self.ordersA, "pubsub", "raw", "{not an envelope", contentType: "x/y", metadata: ["rawPayload": "True"])
+        try await publish(
+            Self.ordersA, "pubsub", "raw", "{not an envelope", contentType: "x/y", metadata: ["rawPayload": "True"])
         let message = try #require(try await fetch(Self.ordersA, "raw").first?.message)
         #expect(String(decoding: message.data, as: UTF8.self) == "{not an envelope")
         #expect(message.contentType == "x/y")
@@ -127,12 +129,14 @@ struct PubSubAPITests {
         #expect(event["expiration"] == nil)
     }
 
-    @Test("Dapr's validation order and errors", arguments: [
-        ("", "t", "ERR_PUBSUB_EMPTY", RPCCode.invalidArgument, 404),
-        ("nope", "t", "ERR_PUBSUB_NOT_FOUND", .invalidArgument, 404),
-        ("local", "t", "ERR_PUBSUB_NOT_FOUND", .invalidArgument, 404),
-        ("pubsub", "", "ERR_TOPIC_NAME_EMPTY", .invalidArgument, 404),
-    ])
+    @Test(
+        "Dapr's validation order and errors",
+        arguments: [
+            ("", "t", "ERR_PUBSUB_EMPTY", RPCCode.invalidArgument, 404),
+            ("nope", "t", "ERR_PUBSUB_NOT_FOUND", .invalidArgument, 404),
+            ("local", "t", "ERR_PUBSUB_NOT_FOUND", .invalidArgument, 404),
+            ("pubsub", "", "ERR_TOPIC_NAME_EMPTY", .invalidArgument, 404),
+        ])
     func validation(_ pubsub: String, _ topic: String, _ code: String, _ rpc: RPCCode, _ status: Int) async {
         let error = await error { try await publish(Self.ordersA, pubsub, topic, metadata: ["rawPayload": "bad"]) }
         #expect(error?.errorCode == code)
@@ -143,7 +147,8 @@ struct PubSubAPITests {
     @Test("messages are Dapr's")
     func messages() async {
         #expect(await error { try await publish(Self.ordersA, "nope") }?.message == "pubsub nope is not found")
-        #expect(await error { try await publish(Self.ordersA, "pubsub", "") }?.message == "topic is empty in pubsub pubsub")
+        #expect(
+            await error { try await publish(Self.ordersA, "pubsub", "") }?.message == "topic is empty in pubsub pubsub")
         #expect(await error { try await publish(Self.ordersA, "") }?.message == "pubsub name is empty")
     }
 
@@ -165,21 +170,27 @@ struct PubSubAPITests {
             #expect(error?.rpcCode == .invalidArgument)
         }
         let raw = await error { try await publish(Self.ordersA, metadata: ["rawPayload": "yes"]) }
-        #expect(raw?.message == "failed deserializing metadata. Error: rawPayload value must be a valid boolean: actual is 'yes'")
+        #expect(
+            raw?.message
+                == "failed deserializing metadata. Error: rawPayload value must be a valid boolean: actual is 'yes'")
     }
 
     @Test("an invalid CloudEvent is ERR_PUBSUB_CLOUD_EVENTS_SER")
     func invalidCloudEvent() async {
-        let error = await error { try await publish(Self.ordersA, "pubsub", "orders", "[1]", contentType: "application/cloudevents+json") }
+        let error = await error {
+            try await publish(Self.ordersA, "pubsub", "orders", "[1]", contentType: "application/cloudevents+json")
+        }
         #expect(error?.errorCode == "ERR_PUBSUB_CLOUD_EVENTS_SER")
         #expect(error?.rpcCode == .invalidArgument)
         #expect(error?.httpStatus == 500)
         #expect(error?.message == "cannot create cloudevent")
     }
 
-    @Test("hostile topic names are refused with INVALID_ARGUMENT", arguments: [
-        "../x", "a||b", "a/./b", "..", String(repeating: "t", count: 10_240), "a\u{0}b", "line\nbreak", "del\u{7F}",
-    ])
+    @Test(
+        "hostile topic names are refused with INVALID_ARGUMENT",
+        arguments: [
+            "../x", "a||b", "a/./b", "..", String(repeating: "t", count: 10_240), "a\u{0}b", "line\nbreak", "del\u{7F}",
+        ])
     func hostileTopics(_ topic: String) async {
         let error = await error { try await publish(Self.ordersA, "pubsub", topic) }
         #expect(error?.rpcCode == .invalidArgument)
@@ -189,7 +200,9 @@ struct PubSubAPITests {
         #expect(error?.message.contains("\n") == false)
     }
 
-    @Test("topics may contain slashes, dots and any printable characters", arguments: ["a/b/c", "orders.v1", "ünï", "a|b"])
+    @Test(
+        "topics may contain slashes, dots and any printable characters",
+        arguments: ["a/b/c", "orders.v1", "ünï", "a|b"])
     func acceptedTopics(_ topic: String) async throws {
         try await publish(Self.ordersA, "pubsub", topic)
     }
@@ -206,7 +219,8 @@ struct PubSubAPITests {
         try await publish(Self.billingA, "scoped", "secret")
         try await publish(Self.billingA, "scoped", "audit")
         // Not in allowedTopics: nobody.
-        #expect(await error { try await publish(Self.billingA, "scoped", "other") }?.errorCode == "ERR_PUBSUB_FORBIDDEN")
+        #expect(
+            await error { try await publish(Self.billingA, "scoped", "other") }?.errorCode == "ERR_PUBSUB_FORBIDDEN")
         // team-b's orders is the same app id in another tenant: the scopes name app ids, so the same rules.
         #expect(await error { try await publish(Self.ordersB, "scoped", "audit") }?.errorCode == "ERR_PUBSUB_FORBIDDEN")
     }
@@ -270,7 +284,9 @@ struct PubSubAPITests {
         ).get()
         let deliveries = try await fetch(Self.ordersA, "bulk")
         #expect(deliveries.count == 2)
-        let events = try deliveries.map { try #require(JSONSerialization.jsonObject(with: $0.message.data) as? [String: Any]) }
+        let events = try deliveries.map {
+            try #require(JSONSerialization.jsonObject(with: $0.message.data) as? [String: Any])
+        }
         #expect((events[0]["data"] as? [String: Any])?["n"] as? Int == 1)
         #expect(events[1]["id"] as? String == "two")
         // Request metadata merges under an entry's own only when it has some.
@@ -313,7 +329,8 @@ struct PubSubAPITests {
 
     @Test("grpc-trace-bin decodes to a traceparent; a publish continues the caller's trace")
     func trace() throws {
-        var bytes: [UInt8] = [0, 0] + Array(repeating: 0xAB, count: 16) + [1] + Array(repeating: 0xCD, count: 8) + [2, 1]
+        var bytes: [UInt8] =
+            [0, 0] + Array(repeating: 0xAB, count: 16) + [1] + Array(repeating: 0xCD, count: 8) + [2, 1]
         let header = Data(bytes).base64EncodedString().replacingOccurrences(of: "=", with: "")
         #expect(
             PublishTrace.traceparent(fromGRPCTraceBin: header)

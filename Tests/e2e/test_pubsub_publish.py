@@ -190,6 +190,12 @@ def test_http_publish_errors_are_daprs(hangard):
     assert error["message"] == "cannot create cloudevent"
     result = hangard.http("team-a", "orders", "POST", f"/v1.0/publish/{PUBSUB}/t?metadata.ttlInSeconds=-5", b"x")
     dapr_error(result.status, result.body, 400, "ERR_PUBSUB_REQUEST_METADATA")
+    # Percent-escapes are decoded once; malformed ones, and an encoded '..', are refused.
+    for path in ("bad%zzescape", "%2e%2e/x", "a%7C%7Cb"):
+        status, _, body = curl(hangard, "team-a", "orders", "POST", f"/v1.0/publish/{PUBSUB}/{path}", b"x")
+        dapr_error(status, body, 400, "ERR_MALFORMED_REQUEST")
+    status, _, _ = curl(hangard, "team-a", "orders", "POST", f"/v1.0/publish/{PUBSUB}/my%20topic%2Feu", b"x")
+    assert status == 204
     # A state store is not a pub/sub component.
     result = hangard.http("team-a", "orders", "POST", f"/v1.0/publish/{STORE}/t", b"x")
     dapr_error(result.status, result.body, 404, "ERR_PUBSUB_NOT_FOUND")

@@ -21,7 +21,8 @@ extension DaprHTTPAPI {
     /// `datacontenttype` (none: `text/plain`); 204 once published.
     private static func publish(_ request: DaprHTTPRequest) throws -> Eventual<HTTPResponse> {
         let publish = PublishRequest(
-            pubsubName: request.parameters["pubsub"], topic: try topic(request), data: Data(request.body.readableBytesView),
+            pubsubName: request.parameters["pubsub"], topic: try topic(request),
+            data: Data(request.body.readableBytesView),
             contentType: request.head.headers.first(name: "content-type") ?? "", metadata: request.target.metadata,
             trace: trace(request.head.headers))
         return request.runtime.pubsub.publish(request.caller, publish, on: request.eventLoop).map {
@@ -42,9 +43,9 @@ extension DaprHTTPAPI {
             .map { DaprHTTPJSON.noContent }
     }
 
-    /// The topic: the path's tail, percent-decoded (as Dapr's router gives it).
+    /// The topic: the path's tail, percent-decoded (as Dapr's router gives it); malformed escapes are refused.
     private static func topic(_ request: DaprHTTPRequest) throws(APIError) -> String {
-        let raw = request.parameters["topic"]
+        let raw = String(request.parameters.raw("topic") ?? "")
         guard let decoded = raw.removingPercentEncoding else {
             throw PubSubAPIError.invalidTopic(raw, "it is not valid percent-encoded UTF-8")
         }

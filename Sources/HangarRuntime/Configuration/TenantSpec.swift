@@ -3,8 +3,9 @@ import Foundation
 /// Per-tenant (or per-app) limits, enforced by the gate (`QuotaAccount`).
 ///
 /// On a tenant, `requestsPerSecond`/`burst`, `maxConcurrentRequests`, `maxStateBytes` and `maxPubsubBytes` are the
-/// tenant's totals, shared by all its apps; `maxRequestBytes` and `maxConnections` apply to each app. On an app they give that app
-/// its own, narrower budget (the tenant's totals still apply) and replace `maxRequestBytes`/`maxConnections`.
+/// tenant's totals, shared by all its apps; `maxRequestBytes` and `maxConnections` apply to each app. On an app they
+/// give that app its own, narrower budget (the tenant's totals still apply) and replace
+/// `maxRequestBytes`/`maxConnections`.
 /// `maxStreams` (long-lived gRPC streams, which do not count as requests in flight) applies to each app.
 public struct Quotas: Sendable, Hashable {
     package var requestsPerSecond: Int?

@@ -165,7 +165,13 @@ package struct PubSubAPI: Sendable {
         } catch {
             return .failure(error)
         }
-        if messages.isEmpty { return .success(()) }
+        if messages.isEmpty {
+            // Nothing to store, but the scopes still answer, as Dapr's adapter checks them first.
+            guard target.handle.mayPublish(target.topic) else {
+                return .failure(PubSubAPIError.forbidden(target.pubsubName, topic: target.topic, app: target.caller.app))
+            }
+            return .success(())
+        }
         return send(messages, to: target, on: eventLoop).map { _ in }.mapError { error in
             guard let error = error as? APIError, error.errorCode == "ERR_PUBSUB_PUBLISH_MESSAGE" else { return error }
             let text = error.errorMetadata["error"] ?? error.message
