@@ -22,6 +22,7 @@ enum DaprHTTPError {
                 status: HTTPResponseStatus(statusCode: callee.httpStatus), headers: ["content-type": "application/json"],
                 body: ByteBuffer(bytes: data))
         }
+        if let failure = error as? BulkPublishFailure { return bulkPublishFailure(failure) }
         var body: [String: Any] = ["errorCode": error.errorCode, "message": error.message]
         var info: [String: Any] = [
             "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": error.reason, "domain": "dapr.io",
@@ -37,6 +38,30 @@ enum DaprHTTPError {
         }
         return HTTPResponse(
             status: HTTPResponseStatus(statusCode: error.httpStatus), headers: headers, body: ByteBuffer(bytes: data))
+    }
+
+    /// A bulk publish the component failed, as Dapr answers it: the error's status with
+    /// `{"failedEntries": [{"entryId", "error"}], "errorCode"}`, the same JSON in the `metadata.responseData` header
+    /// and the error in `metadata.error`.
+    static func bulkPublishFailure(_ failure: BulkPublishFailure) -> HTTPResponse {
+        let body: [String: Any] = [
+            "failedEntries": failure.failedEntries.map { ["entryId": $0.entryId, "error": $0.error] },
+            "errorCode": failure.errorCode,
+        ]
+        let data =
+            (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data()
+        var headers: HTTPHeaders = ["content-type": "application/json"]
+        for (name, value) in [
+            ("metadata.responseData", String(decoding: data, as: UTF8.self)), ("metadata.error", failure.description),
+        ] where HTTPHeaderField.isValidValue(value) {
+            headers.add(name: name, value: value)
+        }
+        if failure.httpStatus == 429 {
+            headers.add(name: "retry-after", value: failure.errorMetadata["retryAfterSeconds"] ?? "1")
+        }
+        return HTTPResponse(
+            status: HTTPResponseStatus(statusCode: failure.httpStatus), headers: headers, body: ByteBuffer(bytes: data))
     }
 
     static let notFoundReason = "HANGAR_ROUTE_NOT_FOUND"

@@ -131,6 +131,19 @@ package enum QuotaError {
             ])
     }
 
+    package static func pubsubBytes(usage: Int, limit: Int, namespace: String, pubsub: String) -> APIError {
+        APIError(
+            errorCode: errorCode, rpcCode: .resourceExhausted, httpStatus: 429,
+            message: "quota exceeded: tenant '\(namespace)' may retain \(limit) bytes in pub/sub component '\(pubsub)' "
+                + "(maxPubsubBytes); this publish would make it \(usage) bytes. Retry once subscribers have consumed "
+                + "messages or retention has removed them",
+            reason: reason,
+            metadata: [
+                "quota": "maxPubsubBytes", "limit": String(limit), "scope": "tenant", "namespace": namespace,
+                "pubsub": pubsub, "retryAfterSeconds": "10",
+            ])
+    }
+
     package static func stateBytes(usage: Int, limit: Int, namespace: String, store: String) -> APIError {
         APIError(
             errorCode: errorCode, rpcCode: .resourceExhausted, httpStatus: 429,

@@ -10,6 +10,7 @@ package final class Runtime: Sendable {
     package let gate: Gate
     package let components: ComponentHost
     package let state: StateAPI
+    package let pubsub: PubSubAPI
     package let metadata: MetadataAPI
     package let invocation: InvocationAPI
     /// The app channels of the apps that declare one (how invocation calls into apps).
@@ -41,6 +42,7 @@ package final class Runtime: Sendable {
                 path: dataDirectory + "/etag.key", field: "", message: "cannot read or create the ETag key: \(error)")
         }
         self.state = StateAPI(components: components, registry: registry, metrics: metrics, sealer: sealer)
+        self.pubsub = PubSubAPI(components: components, registry: registry, metrics: metrics)
         self.health = NodeHealth(components: components, registry: registry)
         self.metadata = MetadataAPI(components: components, registry: registry, health: health)
         self.appChannels = AppChannels(factory: appChannelFactory, logger: logger)
@@ -95,7 +97,12 @@ package final class Runtime: Sendable {
         }
         for pool in components.all {
             for (namespace, bytes) in pool.storedBytes {
-                gauges.stateBytes.append(.init(namespace: namespace, store: pool.spec.name, bytes: bytes))
+                switch pool.block {
+                case .state:
+                    gauges.stateBytes.append(.init(namespace: namespace, store: pool.spec.name, bytes: bytes))
+                case .pubsub:
+                    gauges.pubsubBytes.append(.init(namespace: namespace, component: pool.spec.name, bytes: bytes))
+                }
             }
             for depth in pool.queueDepths {
                 gauges.poolQueues.append(

@@ -21,10 +21,12 @@ struct Hangard: AsyncParsableCommand {
         abstract: "Hangar: one Dapr-compatible runtime per node, serving many apps over Unix sockets.",
         discussion: """
             With no flags, runs the development default: tenant 'default' with app 'default', tokenless TCP access \
-            mapped to it, and an embedded SQLite state store named 'statestore'.
+            mapped to it, an embedded SQLite state store named 'statestore' and an embedded SQLite pub/sub broker \
+            named 'pubsub'.
             """)
 
-    @Option(help: "Directory of Dapr resource YAML (Component). Default: the embedded 'statestore' component.")
+    @Option(
+        help: "Directory of Dapr resource YAML (Component). Default: the embedded 'statestore' and 'pubsub' components.")
     var resources: String?
 
     @Option(help: "Directory of Tenant YAML (hangar.dev/v1alpha1). Default: tenant 'default' with app 'default'.")

@@ -194,14 +194,24 @@ struct ComponentPoolTests {
         try await host.close(on: Self.loop).get()
     }
 
-    @Test("a pub/sub component, registered but not served yet, is refused naming its file and spec.type")
-    func pubsubNotServedYet() throws {
-        let error = #expect(throws: ConfigurationError.self) {
-            try Self.host([ComponentSpec(name: "pubsub", type: "pubsub.in-memory", source: "pubsub.yaml")], Gated())
+    @Test("a pub/sub component gets a pool of its own block, found by the pub/sub scope only")
+    func pubsubIsServed() throws {
+        let host = try Self.host(
+            [
+                ComponentSpec(name: "events", type: "pubsub.in-memory"),
+                ComponentSpec(name: "m", type: "state.in-memory"),
+            ], Gated())
+        let handle = try host.scoped(TenantPubSubHandle.self, named: "events", for: Self.orders, tenant: nil)
+        #expect(handle.pool.block == .pubsub)
+        #expect(handle.prefix == "team-a||")
+        let error = #expect(throws: APIError.self) {
+            try host.scoped(TenantStateHandle.self, named: "events", for: Self.orders, tenant: nil)
         }
-        #expect(error?.path == "pubsub.yaml")
-        #expect(error?.field == "spec.type")
-        #expect(error?.message == "pub/sub components ('pubsub.in-memory') are not served by this build yet")
+        #expect(error?.errorCode == "ERR_STATE_STORE_NOT_FOUND")
+        let notPubSub = #expect(throws: APIError.self) {
+            try host.scoped(TenantPubSubHandle.self, named: "m", for: Self.orders, tenant: nil)
+        }
+        #expect(notPubSub?.errorCode == "ERR_PUBSUB_NOT_FOUND")
     }
 
     @Test("the lookup refuses a caller with no component of the block: not configured")

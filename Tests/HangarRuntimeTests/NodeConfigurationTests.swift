@@ -29,15 +29,15 @@ struct NodeConfigurationTests {
         """
     }
 
-    @Test("with no directories the development default is one tenant, one app, tokenless TCP and statestore")
+    @Test("with no directories the development default is one tenant, one app, tokenless TCP, statestore and pubsub")
     func developmentDefault() throws {
         let configuration = try NodeConfiguration.load(
             tenancyDirectory: nil, resourcesDirectory: nil, registry: .node, logger: logger)
         #expect(configuration.tenants.map(\.namespace) == ["default"])
         #expect(configuration.apps.map(\.id) == [AppID(namespace: "default", appId: "default")])
         #expect(configuration.tokenlessTCPApp == AppID(namespace: "default", appId: "default"))
-        #expect(configuration.components.map(\.name) == ["statestore"])
-        #expect(configuration.components.first?.type == "state.sqlite")
+        #expect(configuration.components.map(\.name) == ["statestore", "pubsub"])
+        #expect(configuration.components.map(\.type) == ["state.sqlite", "pubsub.sqlite"])
     }
 
     @Test("a tenant file with apps, tokens, ids and quotas is parsed")

@@ -269,7 +269,6 @@ def test_max_request_bytes_flag_is_honoured(hangard_factory):
 @pytest.mark.parametrize(
     "name,call",
     [
-        ("PublishEvent", lambda c: c.publish_event("pubsub", "topic", b"data")),
         ("GetSecret", lambda c: c.get_secret("secretstore", "key")),
         ("InvokeBinding", lambda c: c.invoke_binding("binding", "create", b"data")),
         ("TryLockAlpha1", lambda c: c.try_lock("lockstore", "resource", "owner", 10)),

@@ -154,8 +154,9 @@ INVALID_COMPONENTS = [
      "keyPrefix"),
     ("duplicate-name", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: statestore\n"
      "spec:\n  type: state.in-memory\n  version: v1\n", "metadata.name"),
-    ("pubsub-not-served-yet", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: pubsub\n"
-     "spec:\n  type: pubsub.sqlite\n  version: v1\n", "spec.type"),
+    ("pubsub-consumer-id-uuid", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: events\n"
+     "spec:\n  type: pubsub.sqlite\n  version: v1\n  metadata:\n    - name: consumerID\n      value: '{uuid}'\n",
+     "consumerID"),
     ("unsupported-version", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\n"
      "spec:\n  type: state.in-memory\n  version: v2\n", "spec.version"),
 ]
@@ -186,7 +187,7 @@ def test_unknown_component_metadata_is_ignored_with_a_warning(hangard_factory):
     daemon.client("team-a", "orders").save_state("typo", unique(), "works")
 
 
-@pytest.mark.parametrize("type_", ["state.redis", "pubsub.sqlite"])
+@pytest.mark.parametrize("type_", ["state.redis", "lock.redis"])
 def test_component_not_served_with_ignore_errors_is_skipped_with_a_warning(hangard_factory, type_):
     """Dapr's `spec.ignoreErrors: true` lets a sidecar start without a component it cannot load; hangard skips a
     type it does not serve (unknown, or of a building block not served yet) the same way, and says so."""
@@ -227,7 +228,10 @@ def test_development_default(hangard_factory):
     metadata = tcp.get_metadata()
     assert metadata.application_id == "default"
     assert metadata.extended_metadata.get("hangar.namespace") == "default"
-    assert {c.name: c.type for c in metadata.registered_components} == {"statestore": "state.sqlite"}
+    assert {c.name: c.type for c in metadata.registered_components} == {
+        "statestore": "state.sqlite", "pubsub": "pubsub.sqlite"}
+    tcp.publish_event("pubsub", "orders", "published on the development default")
+    assert (root / "data" / "pubsub.db").is_file()
     assert (root / "data" / "state.db").is_file()
 
     http_get = daemon.tcp_http("GET", f"/v1.0/state/{STORE}/{key}")

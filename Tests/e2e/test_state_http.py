@@ -166,7 +166,7 @@ def test_metadata_over_http(hangard):
     assert body["id"] == APP
     assert body["runtimeVersion"]
     components = {c["name"]: c for c in body["components"]}
-    assert set(components) == {"statestore", "cache"}
+    assert set(components) == {"statestore", "pubsub", "cache"}
     assert components["statestore"]["type"] == "state.sqlite"
     assert {"ETAG", "TRANSACTIONAL", "TTL"} <= set(components["statestore"]["capabilities"])
     assert body["extended"]["hangar.namespace"] == NS
@@ -179,7 +179,6 @@ def test_metadata_over_http(hangard):
 
 
 @pytest.mark.parametrize("method,path", [
-    ("POST", "/v1.0/publish/pubsub/topic"),
     ("GET", "/v1.0/secrets/store/key"),
     ("POST", "/v1.0/bindings/binding"),
 ])

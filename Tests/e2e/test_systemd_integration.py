@@ -226,7 +226,7 @@ def test_ready_status_watchdog_and_stopping_reach_the_notify_socket(workdir):
         for ns, app in EXAMPLE_APPS:
             assert (workdir / "s" / ns / app / f"dapr-{app}-grpc.socket").is_socket()
         status = notify.fields("STATUS")[0][1]
-        assert status == "serving 2 tenants, 3 apps; components: 3 up, 0 initialising, 0 down", status
+        assert status == "serving 2 tenants, 3 apps; components: 4 up, 0 initialising, 0 down", status
 
         time.sleep(1.5)
         pings = [at for at, value in notify.fields("WATCHDOG") if value == "1" and at >= ready_at]

@@ -49,7 +49,7 @@ def test_namespaced_component_is_invisible_and_unusable_for_other_tenants(hangar
 
     metadata = b.get_metadata()
     names = {c.name for c in metadata.registered_components}
-    assert names == {"statestore"}, f"team-b/orders sees {names}"
+    assert names == {"statestore", "pubsub"}, f"team-b/orders sees {names}"
 
     a = hangard.client("team-a", "orders")
     key = unique("cache")
@@ -76,9 +76,9 @@ def test_scoped_component_is_only_for_the_listed_app(hangard):
 @pytest.mark.parametrize(
     "ns,app,components",
     [
-        ("team-a", "orders", {"statestore", "cache"}),
-        ("team-a", "billing", {"statestore", "cache", "audit"}),
-        ("team-b", "orders", {"statestore"}),
+        ("team-a", "orders", {"statestore", "pubsub", "cache"}),
+        ("team-a", "billing", {"statestore", "pubsub", "cache", "audit"}),
+        ("team-b", "orders", {"statestore", "pubsub"}),
     ],
 )
 def test_get_metadata_describes_the_caller(hangard, ns, app, components):
@@ -91,6 +91,8 @@ def test_get_metadata_describes_the_caller(hangard, ns, app, components):
     assert {"ETAG", "TRANSACTIONAL", "TTL"} <= set(registered["statestore"].capabilities)
     if "cache" in registered:
         assert registered["cache"].type == "state.in-memory"
+    assert registered["pubsub"].type == "pubsub.sqlite"
+    assert {"MESSAGE_TTL", "BULK_PUBLISH"} <= set(registered["pubsub"].capabilities)
 
 
 def test_set_metadata_is_per_app_and_cannot_spoof_the_namespace(hangard):

@@ -12,6 +12,7 @@ package enum DaprService {
     package static func make(runtime: Runtime) -> GRPCService {
         var service = GRPCService()
         registerState(&service, runtime.state)
+        registerPubSub(&service, runtime.pubsub)
         registerMetadata(&service, runtime.metadata)
         registerInvoke(&service, runtime.invocation)
         registerProxy(&service, runtime.invocation)

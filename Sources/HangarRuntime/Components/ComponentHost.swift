@@ -114,15 +114,18 @@ package final class ComponentHost: Sendable {
         guard serves(descriptor.block) else {
             throw ConfigurationError(
                 path: spec.source, field: "spec.type",
-                message: "\(descriptor.block == .pubsub ? "pub/sub" : descriptor.block.rawValue) components ('\(spec.type)') "
-                    + "are not served by this build yet")
+                message: "\(descriptor.block.rawValue) components ('\(spec.type)') are not served by this build yet")
         }
         return descriptor
     }
 
-    /// Whether the runtime serves components of `block` (the registry may know more: pub/sub's components exist
-    /// before its API does).
-    package static func serves(_ block: BuildingBlock) -> Bool { block == .state }
+    /// Whether the runtime serves components of `block` (the registry may know more: a block's components may exist
+    /// before its API does). Every block the registry knows is served today.
+    package static func serves(_ block: BuildingBlock) -> Bool {
+        switch block {
+        case .state, .pubsub: true
+        }
+    }
 
     /// Creates the pools for `components` (not opened), reusing those whose spec is unchanged. The one place that
     /// maps a building block to its scope: a new block adds its case here.
@@ -141,9 +144,7 @@ package final class ComponentHost: Sendable {
             case .state:
                 pools[key] = try ComponentPool<TenantStateHandle>(spec: spec, descriptor: descriptor, context: context)
             case .pubsub:
-                // Refused by `check` until the pub/sub API serves them.
-                throw ConfigurationError(
-                    path: spec.source, field: "spec.type", message: "pub/sub components are not served by this build yet")
+                pools[key] = try ComponentPool<TenantPubSubHandle>(spec: spec, descriptor: descriptor, context: context)
             }
         }
         return pools
@@ -203,7 +204,7 @@ package final class ComponentHost: Sendable {
             return nil
         }
         guard let pool = found as? ComponentPool<Scope> else {
-            if !has(Scope.block, for: app) { throw Scope.notConfigured() }
+            if !has(Scope.block, for: app) { throw Scope.notConfigured(name) }
             throw Scope.notFound(name)
         }
         guard let scoped = pool.scope(for: app, tenant: tenant) else { throw Scope.unavailable(pool.health) }

@@ -5,8 +5,9 @@ package import NIOCore
 /// component's spec to partition tenants, and the tenant-scoped handle `ComponentHost.scoped` hands its API.
 ///
 /// The scope is the single place where a block partitions tenants: state prefixes keys with
-/// `<namespace>||<appId>||` (`TenantStateHandle`); pub/sub would scope topics and consumer groups, lock resource
-/// ids and secrets the secret names, each in its own scope type, with the same pool and lookup underneath.
+/// `<namespace>||<appId>||` (`TenantStateHandle`), pub/sub topics and consumer groups with `<namespace>||`
+/// (`TenantPubSubHandle`); lock would scope resource ids and secrets the secret names, each in its own scope
+/// type, with the same pool and lookup underneath.
 package protocol TenantScope: Sendable {
     /// The component protocol as an existential (`any StateStore`).
     associatedtype Component: Sendable
@@ -30,8 +31,8 @@ package protocol TenantScope: Sendable {
     /// Bytes stored per tenant, for the metrics endpoint (empty when the block does not count them).
     static func usageByPartition(of component: Component) -> [String: Int]
 
-    /// The caller may use no component of this block at all.
-    static func notConfigured() -> APIError
+    /// The caller may use no component of this block at all (`name` is the one it asked for).
+    static func notConfigured(_ name: String) -> APIError
     /// No component of this block by that name is visible to the caller.
     static func notFound(_ name: String) -> APIError
     /// The component exists but is not serving (INIT or DOWN).

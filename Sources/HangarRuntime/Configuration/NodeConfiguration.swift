@@ -23,7 +23,8 @@ public struct NodeConfiguration: Sendable, Hashable {
 
     /// The embedded components of the development default, named like Dapr's defaults.
     package static let defaultComponents = [
-        ComponentSpec(name: "statestore", type: "state.sqlite", metadata: ["connectionString": "state.db"])
+        ComponentSpec(name: "statestore", type: "state.sqlite", metadata: ["connectionString": "state.db"]),
+        ComponentSpec(name: "pubsub", type: "pubsub.sqlite", metadata: ["connectionString": "pubsub.db"]),
     ]
 
     /// Loads the configuration. A nil directory falls back to the development default for that half. Every

@@ -2,9 +2,10 @@ import Foundation
 
 /// Per-tenant (or per-app) limits, enforced by the gate (`QuotaAccount`).
 ///
-/// On a tenant, `requestsPerSecond`/`burst`, `maxConcurrentRequests` and `maxStateBytes` are the tenant's totals,
-/// shared by all its apps; `maxRequestBytes` and `maxConnections` apply to each app. On an app they give that app
-/// its own, narrower budget (the tenant's totals still apply) and replace `maxRequestBytes`/`maxConnections`.
+/// On a tenant, `requestsPerSecond`/`burst`, `maxConcurrentRequests`, `maxStateBytes` and `maxPubsubBytes` are the
+/// tenant's totals, shared by all its apps; `maxRequestBytes` and `maxConnections` apply to each app. On an app they
+/// give that app its own, narrower budget (the tenant's totals still apply) and replace
+/// `maxRequestBytes`/`maxConnections`.
 /// `maxStreams` (long-lived gRPC streams, which do not count as requests in flight) applies to each app.
 public struct Quotas: Sendable, Hashable {
     package var requestsPerSecond: Int?
@@ -14,10 +15,13 @@ public struct Quotas: Sendable, Hashable {
     package var maxStateBytes: Int?
     package var maxConnections: Int?
     package var maxStreams: Int?
+    /// Bytes the tenant's topics may retain in each pub/sub component (messages published and not yet trimmed).
+    package var maxPubsubBytes: Int?
 
     public init(
         requestsPerSecond: Int? = nil, burst: Int? = nil, maxConcurrentRequests: Int? = nil,
-        maxRequestBytes: Int? = nil, maxStateBytes: Int? = nil, maxConnections: Int? = nil, maxStreams: Int? = nil
+        maxRequestBytes: Int? = nil, maxStateBytes: Int? = nil, maxConnections: Int? = nil, maxStreams: Int? = nil,
+        maxPubsubBytes: Int? = nil
     ) {
         self.requestsPerSecond = requestsPerSecond
         self.burst = burst
@@ -26,13 +30,14 @@ public struct Quotas: Sendable, Hashable {
         self.maxStateBytes = maxStateBytes
         self.maxConnections = maxConnections
         self.maxStreams = maxStreams
+        self.maxPubsubBytes = maxPubsubBytes
     }
 
     /// What a tenant that sets no quota gets: generous for one app, but bounded so that no tenant can take a
     /// shared node's threads, memory or file descriptors. Documented in `tenancy/README.md`.
     package static let defaults = Quotas(
         requestsPerSecond: 5000, burst: 10000, maxConcurrentRequests: 64, maxRequestBytes: nil,
-        maxStateBytes: 1 << 30, maxConnections: 256, maxStreams: 100)
+        maxStateBytes: 1 << 30, maxConnections: 256, maxStreams: 100, maxPubsubBytes: 1 << 30)
 
     /// These quotas with every field not given taken from `fallback`.
     package func merged(over fallback: Quotas) -> Quotas {
@@ -43,14 +48,15 @@ public struct Quotas: Sendable, Hashable {
             maxRequestBytes: maxRequestBytes ?? fallback.maxRequestBytes,
             maxStateBytes: maxStateBytes ?? fallback.maxStateBytes,
             maxConnections: maxConnections ?? fallback.maxConnections,
-            maxStreams: maxStreams ?? fallback.maxStreams)
+            maxStreams: maxStreams ?? fallback.maxStreams,
+            maxPubsubBytes: maxPubsubBytes ?? fallback.maxPubsubBytes)
         if merged.burst == nil, let rate = merged.requestsPerSecond { merged.burst = rate }
         return merged
     }
 
     static let fields: Set<String> = [
         "requestsPerSecond", "burst", "maxConcurrentRequests", "maxRequestBytes", "maxStateBytes", "maxConnections",
-        "maxStreams",
+        "maxStreams", "maxPubsubBytes",
     ]
 
     init(_ node: YAMLMapping, app: Bool = false) throws(ConfigurationError) {
@@ -58,6 +64,11 @@ public struct Quotas: Sendable, Hashable {
         if app, node.has("maxStateBytes") {
             throw node.error(
                 "maxStateBytes", "is a tenant quota (bytes stored per tenant per state store); set it in spec.quotas")
+        }
+        if app, node.has("maxPubsubBytes") {
+            throw node.error(
+                "maxPubsubBytes",
+                "is a tenant quota (bytes retained per tenant per pub/sub component); set it in spec.quotas")
         }
         func positive(_ key: String) throws(ConfigurationError) -> Int? {
             guard let value = try node.int(key) else { return nil }
@@ -71,6 +82,7 @@ public struct Quotas: Sendable, Hashable {
         maxStateBytes = try positive("maxStateBytes")
         maxConnections = try positive("maxConnections")
         maxStreams = try positive("maxStreams")
+        maxPubsubBytes = try positive("maxPubsubBytes")
         if burst != nil, requestsPerSecond == nil {
             throw node.error("burst", "needs requestsPerSecond")
         }

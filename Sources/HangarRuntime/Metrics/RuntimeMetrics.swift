@@ -35,7 +35,20 @@ public final class RuntimeMetrics: Sendable {
         package static let invocations = "hangar_invocations_total"
         /// Histogram `{namespace, app_id, target_namespace, target_app_id}`: invocation latency in seconds.
         package static let invocationDuration = "hangar_invocation_duration_seconds"
+        /// Counter `{namespace, app_id, component, topic}`: messages published (acknowledged by the component).
+        package static let pubsubPublished = "hangar_pubsub_published_total"
+        /// Counter `{namespace, app_id, component, topic}`: bytes of the messages published, as stored.
+        package static let pubsubPublishedBytes = "hangar_pubsub_published_bytes_total"
+        /// Gauge `{namespace, component}`: bytes a tenant's topics retain in a pub/sub component.
+        package static let pubsubRetainedBytes = "hangar_pubsub_retained_bytes"
     }
+
+    /// How many topics of one tenant on one pub/sub component get a `topic` label of their own: the first ones
+    /// published to (since the daemon started). Later topics are counted under `topic="_other"`, so that an app
+    /// inventing topic names cannot grow the node's series (and the scrape) without bound.
+    package static let maxTopicLabels = 100
+    /// The `topic` label of the topics beyond `maxTopicLabels`.
+    package static let otherTopicLabel = "_other"
 
     /// The content type of `render(gauges:)`'s output: the Prometheus text exposition format 0.0.4.
     package static let contentType = "text/plain; version=0.0.4; charset=utf-8"
@@ -63,6 +76,10 @@ public final class RuntimeMetrics: Sendable {
         Name.buildInfo: "Always 1; the version label is hangard's version.",
         Name.invocations: "Service invocations finished, by calling app, target app and gRPC status code.",
         Name.invocationDuration: "Time from an invocation's start to the target's answer, in seconds.",
+        Name.pubsubPublished: "Messages published, by app, pub/sub component and topic (the first 100 topics of a "
+            + "tenant on a component; the others as _other).",
+        Name.pubsubPublishedBytes: "Bytes of the messages published, as stored, by app, pub/sub component and topic.",
+        Name.pubsubRetainedBytes: "Bytes a tenant's topics retain in a pub/sub component (what maxPubsubBytes limits).",
     ]
 
     private struct RequestKey: Hashable {
@@ -89,6 +106,23 @@ public final class RuntimeMetrics: Sendable {
         var quota: String
     }
 
+    private struct PublishKey: Hashable {
+        var app: AppID
+        var component: String
+        var topic: String
+    }
+
+    private struct PublishSeries: Sendable {
+        var messages: CoreMetrics.Counter
+        var bytes: CoreMetrics.Counter
+    }
+
+    /// The publish series, and the topics of each (namespace, component) that have a label of their own.
+    private struct Publishes {
+        var series: [PublishKey: PublishSeries] = [:]
+        var labelled: [StoreKey: Set<String>] = [:]
+    }
+
     private struct StoreKey: Hashable {
         var namespace: String
         var store: String
@@ -103,6 +137,7 @@ public final class RuntimeMetrics: Sendable {
     private struct GaugeSeries {
         var connections: [AppID: CoreMetrics.Meter] = [:]
         var stateBytes: [StoreKey: CoreMetrics.Meter] = [:]
+        var pubsubBytes: [StoreKey: CoreMetrics.Meter] = [:]
         var poolQueued: [PoolKey: CoreMetrics.Meter] = [:]
         var poolRunning: [PoolKey: CoreMetrics.Meter] = [:]
         /// The size of the last scrape's output, to reserve that much for the next.
@@ -114,6 +149,7 @@ public final class RuntimeMetrics: Sendable {
     private let requests = Mutex<[RequestKey: RequestSeries]>([:])
     private let refusals = Mutex<[RefusalKey: CoreMetrics.Counter]>([:])
     private let invocations = Mutex<[InvocationKey: RequestSeries]>([:])
+    private let publishes = Mutex(Publishes())
     /// Also serializes scrapes: a scrape sets the gauges and emits under this lock.
     private let gaugeSeries = Mutex(GaugeSeries())
     private let buildInfo: CoreMetrics.Meter
@@ -168,6 +204,40 @@ public final class RuntimeMetrics: Sendable {
         let series = invocations.withLock { $0[key] } ?? makeInvocationSeries(key)
         series.count.increment()
         series.duration.recordNanoseconds(Self.nanoseconds(duration))
+    }
+
+    /// Messages `app` published to `topic` (as the app names it) on the pub/sub `component`, and their bytes. The
+    /// topic label is bounded by `maxTopicLabels` per tenant and component.
+    package func recordPublish(app: AppID, component: String, topic: String, messages: Int, bytes: Int) {
+        let key = PublishKey(app: app, component: component, topic: topic)
+        let series = publishes.withLock { $0.series[key] } ?? makePublishSeries(key)
+        series.messages.increment(by: Int64(messages))
+        series.bytes.increment(by: Int64(bytes))
+    }
+
+    private func makePublishSeries(_ key: PublishKey) -> PublishSeries {
+        publishes.withLock { publishes in
+            if let existing = publishes.series[key] { return existing }
+            let scope = StoreKey(namespace: key.app.namespace, store: key.component)
+            var label = key.topic
+            if publishes.labelled[scope, default: []].contains(key.topic) {
+                // Labelled already, by another app of the tenant.
+            } else if publishes.labelled[scope, default: []].count < Self.maxTopicLabels {
+                publishes.labelled[scope, default: []].insert(key.topic)
+            } else {
+                label = Self.otherTopicLabel
+            }
+            let labels = [
+                ("namespace", key.app.namespace), ("app_id", key.app.appId), ("component", key.component),
+                ("topic", label),
+            ]
+            // The registry hands out one series per label set: topics folded into `_other` share theirs.
+            let series = PublishSeries(
+                messages: CoreMetrics.Counter(label: Name.pubsubPublished, dimensions: labels, factory: factory),
+                bytes: CoreMetrics.Counter(label: Name.pubsubPublishedBytes, dimensions: labels, factory: factory))
+            publishes.series[key] = series
+            return series
+        }
     }
 
     private func makeInvocationSeries(_ key: InvocationKey) -> RequestSeries {
@@ -241,6 +311,11 @@ public final class RuntimeMetrics: Sendable {
                 &series.stateBytes, name: Name.stateStoredBytes,
                 values: sums(gauges.stateBytes.map { (StoreKey(namespace: $0.namespace, store: $0.store), $0.bytes) })
             ) { [("namespace", $0.namespace), ("store", $0.store)] }
+            update(
+                &series.pubsubBytes, name: Name.pubsubRetainedBytes,
+                values: sums(
+                    gauges.pubsubBytes.map { (StoreKey(namespace: $0.namespace, store: $0.component), $0.bytes) })
+            ) { [("namespace", $0.namespace), ("component", $0.store)] }
             let pools = gauges.poolQueues.map { PoolKey(component: $0.component, namespace: $0.namespace) }
             update(
                 &series.poolQueued, name: Name.poolQueued,
@@ -361,6 +436,19 @@ package struct RuntimeGauges: Sendable {
         }
     }
 
+    package struct PubSubBytes: Sendable {
+        package var namespace: String
+        /// The pub/sub component's name.
+        package var component: String
+        package var bytes: Int
+
+        package init(namespace: String, component: String, bytes: Int) {
+            self.namespace = namespace
+            self.component = component
+            self.bytes = bytes
+        }
+    }
+
     package struct PoolQueue: Sendable {
         /// The component's name.
         package var component: String
@@ -380,6 +468,7 @@ package struct RuntimeGauges: Sendable {
 
     package var connections: [Connections] = []
     package var stateBytes: [StateBytes] = []
+    package var pubsubBytes: [PubSubBytes] = []
     package var poolQueues: [PoolQueue] = []
 
     package init() {}

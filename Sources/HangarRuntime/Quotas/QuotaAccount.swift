@@ -66,6 +66,7 @@ package final class TenantAccount: Sendable {
         var inFlight = 0
         var weight: Int
         var maxStateBytes: Int?
+        var maxPubsubBytes: Int?
     }
 
     package let namespace: String
@@ -77,7 +78,7 @@ package final class TenantAccount: Sendable {
             State(
                 bucket: TokenBucket.make(quotas, now: now, previous: nil),
                 maxConcurrentRequests: quotas.maxConcurrentRequests, weight: tenant.weight,
-                maxStateBytes: quotas.maxStateBytes))
+                maxStateBytes: quotas.maxStateBytes, maxPubsubBytes: quotas.maxPubsubBytes))
     }
 
     func update(_ tenant: TenantSpec, effective quotas: Quotas, now: UInt64) {
@@ -86,6 +87,7 @@ package final class TenantAccount: Sendable {
             state.maxConcurrentRequests = quotas.maxConcurrentRequests
             state.weight = tenant.weight
             state.maxStateBytes = quotas.maxStateBytes
+            state.maxPubsubBytes = quotas.maxPubsubBytes
         }
     }
 
@@ -93,6 +95,8 @@ package final class TenantAccount: Sendable {
     package var weight: Int { state.withLock { $0.weight } }
     /// Bytes the tenant may store in each state store.
     package var maxStateBytes: Int? { state.withLock { $0.maxStateBytes } }
+    /// Bytes the tenant's topics may retain in each pub/sub component.
+    package var maxPubsubBytes: Int? { state.withLock { $0.maxPubsubBytes } }
     package var inFlight: Int { state.withLock { $0.inFlight } }
 }
 

@@ -68,7 +68,7 @@ package struct TenantStateHandle: TenantScope {
         component.usageByPartition
     }
 
-    package static func notConfigured() -> APIError { StateAPIError.notConfigured() }
+    package static func notConfigured(_ name: String) -> APIError { StateAPIError.notConfigured() }
     package static func notFound(_ name: String) -> APIError { StateAPIError.storeNotFound(name) }
     package static func unavailable(_ health: ComponentHealth) -> APIError { StateAPIError.unavailable(health) }
 }
