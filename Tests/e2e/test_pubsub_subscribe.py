@@ -102,8 +102,8 @@ def test_subscribe_with_handler_success_retry_and_drop(hangard):
         publisher = hangard.client("team-a", "billing")
         for text in ("ok", "drop-me", "retry-me"):
             publisher.publish_event(PUBSUB, topic, text)
-        # RETRY: delivered again (after Dapr's 1 s). A dropped message, nacked before it had it been retried,
-        # would have come back first: it was seen once.
+        # RETRY: delivered again (after Dapr's 1 s). Had the dropped message (answered first) been given back too,
+        # it would have come back first: it was seen once.
         assert retried_twice.wait(WAIT)
         with lock:
             assert seen == {"ok": 1, "drop-me": 1, "retry-me": 2}, seen

@@ -30,7 +30,8 @@ extension PubSubAPI {
             if !deadLetterTopic.isEmpty { _ = try handle.physicalTopic(deadLetterTopic) }
             guard handle.maySubscribe(topic) else {
                 throw Self.streamError(
-                    "subscription to topic '\(topic)' on pubsub '\(pubsubName)' is not allowed for app '\(caller.appId)'")
+                    "subscription to topic '\(topic)' on pubsub '\(pubsubName)' is not allowed "
+                        + "for app '\(caller.appId)'")
             }
         } catch {
             return .failure(error)

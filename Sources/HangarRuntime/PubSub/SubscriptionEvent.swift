@@ -18,12 +18,15 @@ package struct SubscriptionEvent: Sendable {
     package var extensionsJSON: Data
 
     /// The attributes that have their own field and do not go into `extensions`.
-    static let ownFields: Set<String> = ["id", "source", "datacontenttype", "type", "specversion", "data", "data_base64"]
+    static let ownFields: Set<String> = [
+        "id", "source", "datacontenttype", "type", "specversion", "data", "data_base64",
+    ]
 
     /// Builds the event for `message` delivered on `topic` (as the app names it). The envelope's own `topic` and
-    /// `pubsubname` stay in `extensions` as stored (a dead-lettered message keeps its original topic there). A message that is not a
-    /// CloudEvent (published with `rawPayload`) gets the envelope Dapr makes up for it: a new id, source `Dapr`,
-    /// content type `application/octet-stream`, its bytes as data. Fails when a CloudEvent cannot be parsed.
+    /// `pubsubname` stay in `extensions` as stored (a dead-lettered message keeps its original topic there). A
+    /// message that is not a CloudEvent (published with `rawPayload`) gets the envelope Dapr makes up for it: a new
+    /// id, source `Dapr`, content type `application/octet-stream`, its bytes as data. Fails when a CloudEvent cannot
+    /// be parsed.
     package static func make(
         _ message: PubSubMessage, topic: String, pubsubName: String, path: String
     ) throws -> SubscriptionEvent {
