@@ -1,0 +1,52 @@
+package import HangarComponents
+package import Logging
+package import NIOCore
+
+extension PubSubAPI {
+    /// Opens a streaming subscription (`SubscribeTopicEventsAlpha1`) after Dapr's checks of its initial request:
+    /// `pubsubName is required` and `topic is required` (UNKNOWN, as Dapr's plain errors), the component
+    /// (`pubsub X is not found`, INVALID_ARGUMENT), Hangar's refusal of hostile topic names, then the topic scopes
+    /// (`subscriptionScopes`, `allowedTopics`: UNKNOWN `subscription to topic … is not allowed`). Completes once the
+    /// caller's consumer exists (created at the end of the log when new, its cursor durable on a durable
+    /// component); the caller then sends its `initial_response` and calls `start()`.
+    ///
+    /// `deadLetterTopic` empty means none (the SDK always sends the field). `send` hands one event to the stream
+    /// and says whether the stream can take more.
+    package func subscribe(
+        _ caller: Caller, pubsubName: String, topic: String, deadLetterTopic: String, logger: Logger?,
+        on eventLoop: any EventLoop, send: @escaping (SubscriptionEvent) -> Bool
+    ) -> Eventual<StreamingSubscription> {
+        let handle: TenantPubSubHandle
+        let physicalTopic: String
+        let consumer: PubSubConsumer
+        do {
+            if pubsubName.isEmpty { throw Self.streamError("pubsubName is required") }
+            if topic.isEmpty { throw Self.streamError("topic is required") }
+            handle = try components.scoped(
+                TenantPubSubHandle.self, named: pubsubName, for: caller,
+                tenant: registry?.tenantAccount(caller.namespace))
+            physicalTopic = try handle.physicalTopic(topic)
+            consumer = try handle.consumer(topic)
+            if !deadLetterTopic.isEmpty { _ = try handle.physicalTopic(deadLetterTopic) }
+            guard handle.maySubscribe(topic) else {
+                throw Self.streamError(
+                    "subscription to topic '\(topic)' on pubsub '\(pubsubName)' is not allowed "
+                        + "for app '\(caller.appId)'")
+            }
+        } catch {
+            return .failure(error)
+        }
+        let subscription = StreamingSubscription(
+            handle: handle, topic: topic, physicalTopic: physicalTopic,
+            deadLetterTopic: deadLetterTopic.isEmpty ? nil : deadLetterTopic, eventLoop: eventLoop, logger: logger,
+            registry: subscriptions, consumer: consumer, send: send)
+        return handle.ensureConsumer(topic, on: eventLoop).map { _ in subscription }
+    }
+
+    /// The errors Dapr's streaming handshake returns as plain Go errors: gRPC UNKNOWN with the text.
+    static func streamError(_ message: String) -> APIError {
+        APIError(
+            errorCode: "ERR_PUBSUB_SUBSCRIBE", rpcCode: .unknown, httpStatus: 500, message: message,
+            reason: "DAPR_PUBSUB_SUBSCRIBE")
+    }
+}
