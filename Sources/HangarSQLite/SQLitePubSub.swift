@@ -76,6 +76,7 @@ package final class SQLitePubSub: PubSub {
     /// Always false: operations run on the thread pool and complete their futures later.
     package var executesInline: Bool { false }
     package let configuration: Configuration
+    package var ackTimeout: Duration { configuration.limits.ackTimeout }
 
     private let threadPool: NIOThreadPool
     private let logger: Logger

@@ -107,4 +107,43 @@ struct StreamingSubscriptionTests {
         let again = try await handle.fetch("t", limit: 1000, on: loop).get().deliveries
         #expect(again.count == total - 1)
     }
+
+    @Test("a subscriber that never answers does not stall its stream: slots free up as the leases end")
+    func unansweredLeasesEnd() async throws {
+        let configuration = NodeConfiguration(
+            tenants: [TenantSpec(namespace: "team-a", apps: [AppSpec(appId: "orders"), AppSpec(appId: "billing")])],
+            components: [
+                ComponentSpec(name: "pubsub", type: "pubsub.in-memory", metadata: ["ackTimeout": "300ms"])
+            ])
+        let runtime = try Runtime(
+            configuration: configuration, dataDirectory: "/nonexistent", maxRequestBytes: 1 << 20,
+            componentRegistry: .node, eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+            threadPool: NIOThreadPool.singleton, etagSealer: ETagSealer(secret: Array(repeating: 1, count: 32)),
+            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let handle = try runtime.components.scoped(
+            TenantPubSubHandle.self, named: "pubsub", for: Self.caller, tenant: nil)
+        _ = try await handle.ensureConsumer("t", on: loop).get()
+        let total = StreamingSubscription.maxInFlight + 20
+        for index in 0..<total {
+            let request = PublishRequest(pubsubName: "pubsub", topic: "t", data: Data("m\(index)".utf8))
+            try await runtime.pubsub.publish(Self.publisher, request, on: loop).get()
+        }
+        let sent = Mutex<[SubscriptionEvent]>([])
+        let subscription = try await runtime.pubsub.subscribe(
+            Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
+        ) { event in
+            sent.withLock { $0.append(event) }
+            return true
+        }.get()
+        try await loop.submit { subscription.start() }.get()
+        try await settle()
+        #expect(sent.withLock { $0.count } == StreamingSubscription.maxInFlight)
+        // Nothing is answered: once the 300 ms leases end, the stream takes the rest and the redeliveries.
+        let deadline = ContinuousClock.now + .seconds(10)
+        while sent.withLock({ $0.count }) < total, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(sent.withLock { $0.count } >= total)
+        try await loop.submit { subscription.stop() }.get()
+    }
 }

@@ -117,6 +117,7 @@ package final class InMemoryPubSub: PubSub {
     private let cleanup = Mutex<RepeatedTask?>(nil)
     /// The limits the component was created with.
     package let limits: PubSubLimits
+    package var ackTimeout: Duration { limits.ackTimeout }
 
     /// TTL and bulk publish; not durable.
     package let features: PubSubFeatures = [.messageTTL, .bulkPublish]

@@ -84,6 +84,10 @@ package enum PubSubError: Error, Sendable, Hashable, CustomStringConvertible {
 package protocol PubSub: AnyObject, Sendable {
     var features: PubSubFeatures { get }
 
+    /// How long a message `fetch` leases stays leased when the fetch names no lease (the component's `ackTimeout`):
+    /// after it, an unanswered delivery is the component's to hand out again.
+    var ackTimeout: Duration { get }
+
     /// True when every operation completes before returning (no blocking work, no other thread).
     var executesInline: Bool { get }
 

@@ -15,9 +15,12 @@ package enum SubscriptionOutcome: Sendable {
 /// competes for the same messages and each app id gets every message. The loop leases at most `maxInFlight`
 /// messages at a time, sends them while the stream is writable, and waits for the component's publish
 /// notification (or the next redelivery time) when there is nothing to fetch: no polling. An answer is matched to
-/// its event by CloudEvent id: SUCCESS and DROP ack, RETRY nacks with a retry after `retryDelay`; a message
+/// its event by CloudEvent id: SUCCESS acks, DROP goes to the dead-letter topic when one is set (else
+/// acks), RETRY nacks with a retry after `retryDelay`; a message
 /// delivered for the `maxAttempts + 1`th time goes to the dead-letter topic when one is set, else is dropped
-/// (logged). An event never answered stays leased until the component's ack timeout, then comes back.
+/// (logged). An event never answered stays leased until the component's ack timeout, then comes back (to this
+/// stream or another of the app); its in-flight slot on this stream is freed then too, so a subscriber that stops
+/// answering cannot stall its stream for good.
 ///
 /// `stop()` (the stream ended) gives every unanswered event back at once (nack without delay), so that another
 /// stream of the same app receives it, and releases the notification: nothing is left behind.
@@ -39,8 +42,8 @@ package final class StreamingSubscription: @unchecked Sendable {
     private let registry: StreamingSubscriptions
     private let key: StreamingSubscriptions.Key
 
-    /// Events sent and not answered, by CloudEvent id.
-    private var inFlight: [String: PubSubDelivery] = [:]
+    /// Events sent and not answered, by CloudEvent id, with the end of their lease.
+    private var inFlight: [String: (delivery: PubSubDelivery, leasedUntil: NIODeadline)] = [:]
     private var fetching = false
     /// Messages were given back during a fetch, which may have missed them: fetch again instead of sleeping.
     private var returnedWhileFetching = false
@@ -48,8 +51,6 @@ package final class StreamingSubscription: @unchecked Sendable {
     private var stopped = false
     private var observation: PubSubObservation?
     private var timer: Scheduled<Void>?
-    /// Counts for tests and metrics: events answered DROP or dropped after too many attempts.
-    package private(set) var dropped = 0
 
     init(
         handle: TenantPubSubHandle, topic: String, physicalTopic: String, deadLetterTopic: String?,
@@ -90,14 +91,13 @@ package final class StreamingSubscription: @unchecked Sendable {
     /// The subscriber's answer for the event `id`. An unknown id (answered twice, or from before a redelivery) is
     /// ignored, as Dapr logs and drops it.
     package func processed(id: String, outcome: SubscriptionOutcome) {
-        guard let delivery = inFlight.removeValue(forKey: id) else {
+        guard let delivery = inFlight.removeValue(forKey: id)?.delivery else {
             logger?.debug("streaming subscription: answer for unknown event \(id) ignored")
             return
         }
         switch outcome {
         case .success: settle(ack: [delivery.id])
         case .drop:
-            dropped += 1
             deadLetterOrDrop(delivery, reason: "dropped by the subscriber")
         case .retry:
             giveBack([delivery.id], after: Self.retryDelay)
@@ -111,7 +111,7 @@ package final class StreamingSubscription: @unchecked Sendable {
         stopped = true
         registry.remove(self, key)
         cancelWait()
-        let pending = inFlight.values.map(\.id)
+        let pending = inFlight.values.map(\.delivery.id)
         inFlight.removeAll()
         giveBack(pending, after: .zero)
     }
@@ -160,9 +160,24 @@ package final class StreamingSubscription: @unchecked Sendable {
         }
     }
 
-    /// Fetches and sends while there is room; waits for a publish or a redelivery when there is nothing.
+    /// Fetches and sends while there is room; waits for a publish or a redelivery when there is nothing, and, when
+    /// every slot holds an unanswered event, for the first of their leases to end.
     private func pump() {
-        guard !stopped, !fetching, writable, inFlight.count < Self.maxInFlight else { return }
+        guard !stopped, !fetching, writable else { return }
+        if inFlight.count >= Self.maxInFlight {
+            // Events whose lease ended are the component's to redeliver: their slots are free again.
+            let now = NIODeadline.now()
+            inFlight = inFlight.filter { $0.value.leasedUntil > now }
+            if inFlight.count >= Self.maxInFlight {
+                let first = inFlight.values.map(\.leasedUntil).min() ?? now
+                timer?.cancel()
+                timer = eventLoop.scheduleTask(deadline: first) { [weak self] in
+                    self?.timer = nil
+                    self?.pump()
+                }
+                return
+            }
+        }
         fetching = true
         returnedWhileFetching = false
         let seen = handle.pubsub.lastSequence(of: physicalTopic)
@@ -185,9 +200,9 @@ package final class StreamingSubscription: @unchecked Sendable {
             // Leased after the stream ended: give them back at once.
             return giveBack(batch.deliveries.map(\.id), after: .zero)
         }
+        let leasedUntil = NIODeadline.now() + .nanoseconds(Int64(handle.pubsub.ackTimeout.timeInterval * 1e9))
         for delivery in batch.deliveries {
             if delivery.attempt > Self.maxAttempts {
-                dropped += 1
                 deadLetterOrDrop(delivery, reason: "was not processed after \(Self.maxAttempts) attempts")
                 continue
             }
@@ -199,13 +214,13 @@ package final class StreamingSubscription: @unchecked Sendable {
                 deadLetterOrDrop(delivery, reason: "cannot be read as a CloudEvent (\(error))")
                 continue
             }
-            if let earlier = inFlight[event.id], earlier.sequence != delivery.sequence {
+            if let earlier = inFlight[event.id]?.delivery, earlier.sequence != delivery.sequence {
                 // Another message with the same id is in flight: answers could not tell them apart.
                 handle.nack(topic, [delivery.id], retryAfter: Self.retryDelay, on: eventLoop).whenComplete { _ in }
                 continue
             }
             // A redelivery of an event still unanswered replaces it (its lease had ended).
-            inFlight[event.id] = delivery
+            inFlight[event.id] = (delivery, leasedUntil)
             if !send(event) { writable = false }
         }
         if batch.deliveries.isEmpty, !returnedWhileFetching {
