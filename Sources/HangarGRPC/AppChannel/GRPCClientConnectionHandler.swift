@@ -132,7 +132,7 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
         // Values new on every call (the remaining time, this hop's trace) are not added to HPACK's dynamic table:
         // each would evict an entry that later calls could have reused, and cost a table search to find no match.
         if let timeout {
-            headers.add(name: "grpc-timeout", value: "\(max(1, timeout.nanoseconds / 1_000_000))m", indexing: .nonIndexable)
+            headers.add(name: "grpc-timeout", value: Self.grpcTimeout(timeout), indexing: .nonIndexable)
         }
         for (name, value) in metadata where Self.isValid(name: name, value: value) {
             headers.add(name: name, value: value, indexing: name == "traceparent" ? .nonIndexable : .indexable)
@@ -390,6 +390,18 @@ final class GRPCClientConnectionHandler: ChannelInboundHandler {
         } else {
             context.flush()
         }
+    }
+
+    /// A `grpc-timeout` value: at most 8 digits (gRPC over HTTP/2), so the unit grows with the time left —
+    /// milliseconds, then seconds, minutes, hours — rounded up, at least 1 ms; at most 99,999,999 hours.
+    static func grpcTimeout(_ timeout: TimeAmount) -> String {
+        let nanoseconds = max(0, timeout.nanoseconds)
+        var value = max(1, nanoseconds / 1_000_000 + (nanoseconds % 1_000_000 == 0 ? 0 : 1))
+        for (unit, factor) in [("m", Int64(1)), ("S", 1000), ("M", 60), ("H", 60)] {
+            if factor > 1 { value = (value + factor - 1) / factor }
+            if value <= 99_999_999 { return "\(value)\(unit)" }
+        }
+        return "99999999H"
     }
 
     /// `grpc-message` is percent-encoded (gRPC over HTTP/2).

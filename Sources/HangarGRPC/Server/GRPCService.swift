@@ -44,8 +44,8 @@ public import SwiftProtobuf
 
     package private(set) var methods: [String: Registered] = [:]
 
-    /// What answers a unary call to a method that is not registered when its request names a target app in
-    /// `dapr-app-id` (gRPC proxying); nil when the service proxies nothing.
+    /// What answers any call (every shape is a stream) to a method that is not registered when its request names a
+    /// target app in `dapr-app-id` (gRPC proxying); nil when the service proxies nothing.
     package var proxy: Registered?
 
     /// The method for `path`: a registered one, else the proxy when the call names a target app (`headers` are

@@ -31,8 +31,8 @@ extension DaprHTTPAPI {
     }
 
     /// `POST /v1.0[-alpha1]/publish/bulk/{pubsub}/{topic...}`: a JSON array of `{entryId, event, contentType,
-    /// metadata}`. The component and topic are checked before the body is read, as Dapr does; a failure after the
-    /// entries were accepted answers `{"failedEntries", "errorCode"}` (`DaprHTTPError`).
+    /// metadata}`. The component and topic are checked before the entries are parsed (the body, bounded by the
+    /// caller's `maxRequestBytes`, has been read by then); a failure after the entries were accepted answers `{"failedEntries", "errorCode"}` (`DaprHTTPError`).
     private static func bulk(_ request: DaprHTTPRequest) throws -> Eventual<HTTPResponse> {
         let pubsub = request.runtime.pubsub
         let target = try pubsub.target(

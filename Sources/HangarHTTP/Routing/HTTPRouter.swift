@@ -4,9 +4,10 @@ import NIOHTTP1
 /// One route: the methods it answers, its path pattern, the name calls to it are counted under, and its handler.
 ///
 /// A pattern is segments between slashes: a literal (`state`), a parameter (`{store}`, one segment, given
-/// percent-decoded) or, last, a tail (`{method...}`, the rest of the path, zero or more segments, given as it was
-/// sent). `/v1.0/invoke/{id}/method/{method...}` matches `/v1.0/invoke/orders/method/a/b%2Fc` with `id` = `orders`
-/// and `method` = `a/b%2Fc`.
+/// percent-decoded) or, last, a tail (`{method...}`, the rest of the path, zero or more segments, captured as it
+/// was sent). `/v1.0/invoke/{id}/method/{method...}` matches `/v1.0/invoke/orders/method/a/b%2Fc` with `id` =
+/// `orders` and the tail `a/b%2Fc`: `HTTPRouteParameters.raw("method")` gives it so, `parameters["method"]`
+/// decoded (`a/b/c`, as Dapr's router decodes the path).
 struct HTTPRoute<Handler: Sendable>: Sendable {
     /// The methods a route answers: `nil` for any.
     let methods: [HTTPMethod]?
