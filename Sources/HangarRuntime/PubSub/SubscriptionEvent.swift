@@ -56,7 +56,8 @@ package struct SubscriptionEvent: Sendable {
             type: event["type"] as? String ?? "", specVersion: event["specversion"] as? String ?? "",
             dataContentType: contentType, data: try data(of: event, contentType: contentType), topic: topic,
             pubsubName: pubsubName, path: path,
-            extensionsJSON: try JSONSerialization.data(withJSONObject: extensions, options: [.sortedKeys]))
+            extensionsJSON: try JSONSerialization.data(
+                withJSONObject: extensions, options: [.sortedKeys, .withoutEscapingSlashes]))
     }
 
     /// The event's data as Dapr delivers it over gRPC: `data_base64` decoded; else a string as its bytes for text
@@ -75,7 +76,8 @@ package struct SubscriptionEvent: Sendable {
         }
         let base = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
         if base == "application/json" || base.hasSuffix("+json") || type.hasPrefix("text/") {
-            return try JSONSerialization.data(withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed])
+            return try JSONSerialization.data(
+                withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes])
         }
         return Data()
     }
