@@ -81,6 +81,7 @@ package final class AppChannels: Sendable {
 
     private let factory: AppChannelFactory?
     private let entries = Mutex<[AppID: Entry]>([:])
+    private let observers = Mutex<[@Sendable (AppChannelEvent) -> Void]>([])
     private let logger: Logger
 
     package init(factory: AppChannelFactory?, logger: Logger) {
@@ -88,25 +89,45 @@ package final class AppChannels: Sendable {
         self.logger = logger
     }
 
-    /// Builds, replaces and closes channels for `configuration`'s apps.
+    /// Builds, replaces and closes channels for `configuration`'s apps. Observers hear of every channel closed
+    /// (`.removed`) before any channel built (`.added`); a replaced channel is both.
     package func update(_ configuration: NodeConfiguration) {
         guard let factory else { return }
         var wanted: [AppID: AppChannelSpec] = [:]
         for (id, spec, _) in configuration.apps {
             if let channel = spec.appChannel { wanted[id] = channel }
         }
-        let closed = entries.withLock { entries -> [Entry] in
-            var closed: [Entry] = []
+        let (closed, added) = entries.withLock { entries -> ([(AppID, Entry)], [AppID]) in
+            var closed: [(AppID, Entry)] = []
+            var added: [AppID] = []
             for (id, entry) in entries where wanted[id] != entry.spec {
-                closed.append(entry)
+                closed.append((id, entry))
                 entries[id] = nil
             }
             for (id, spec) in wanted where entries[id] == nil {
-                if let channel = factory(id, spec) { entries[id] = Entry(spec: spec, channel: channel) }
+                if let channel = factory(id, spec) {
+                    entries[id] = Entry(spec: spec, channel: channel)
+                    added.append(id)
+                }
             }
-            return closed
+            return (closed, added)
         }
-        for entry in closed { entry.channel.close() }
+        for (_, entry) in closed { entry.channel.close() }
+        for (id, _) in closed { notify(.removed(id)) }
+        for id in added { notify(.added(id)) }
+    }
+
+    /// Calls `observer` for every later change of a channel's presence or health, on whatever thread made the
+    /// change (it must be quick and must not block). Observers live as long as the node.
+    package func observe(_ observer: @escaping @Sendable (AppChannelEvent) -> Void) {
+        observers.withLock { $0.append(observer) }
+    }
+
+    /// Whether `app`'s channel is healthy now; nil when it has no channel.
+    package func isHealthy(_ app: AppID) -> Bool? { entry(app)?.isHealthy }
+
+    private func notify(_ event: AppChannelEvent) {
+        for observer in observers.withLock({ $0 }) { observer(event) }
     }
 
     /// The channel of `app`, nil when it declares none.
@@ -119,6 +140,7 @@ package final class AppChannels: Sendable {
             let now = NIODeadline.now()
             for (app, entry) in entries.withLock({ Array($0) }) {
                 entry.probeIfDue(now: now, on: group.next()) { [logger] healthy in
+                    self.notify(healthy ? .healthy(app) : .unhealthy(app))
                     if healthy {
                         logger.info("app is healthy", metadata: ["app": "\(app)"])
                     } else {
@@ -130,7 +152,7 @@ package final class AppChannels: Sendable {
         }
     }
 
-    /// Closes every channel (at shutdown).
+    /// Closes every channel (at shutdown). Observers are not told: the node is stopping.
     package func closeAll() {
         let all = entries.withLock { entries in
             defer { entries.removeAll() }
@@ -138,4 +160,17 @@ package final class AppChannels: Sendable {
         }
         for entry in all { entry.channel.close() }
     }
+}
+
+/// A change of an app channel, as `AppChannels.observe` reports it.
+package enum AppChannelEvent: Sendable, Hashable {
+    /// The app's channel was built (at start-up, when the app appeared or its `appChannel` changed). It starts
+    /// healthy: an app without `healthCheck` is always taken to be.
+    case added(AppID)
+    /// The app's channel was closed (the app went, or its `appChannel` changed and a new one follows).
+    case removed(AppID)
+    /// Its health probes succeed again after it was unhealthy.
+    case healthy(AppID)
+    /// Its health probes failed `threshold` times in a row.
+    case unhealthy(AppID)
 }
