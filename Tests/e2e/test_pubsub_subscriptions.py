@@ -36,9 +36,12 @@ class Subscriber:
             [sys.executable, str(SUBSCRIBER), *self.args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        assert line.strip() == "ready", f"the subscriber did not start: {line}{self.process.stdout.read()}"
-        return self
+        seen = []
+        for line in self.process.stdout:
+            if line.strip() == "ready":
+                return self
+            seen.append(line)
+        raise AssertionError(f"the subscriber did not start: {''.join(seen)}")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -144,17 +147,17 @@ def node(hangard_factory) -> Iterator[dict]:
 def grpc_subscriptions(daemon, ns: str, app: str) -> dict[str, dict]:
     """The caller's subscriptions from GetMetadata over gRPC, by topic. The SDK's get_metadata() does not expose
     them, so the raw response of the SDK's own stub is read."""
-    from dapr.proto.runtime.v1 import dapr_pb2
+    from dapr.proto.runtime.v1 import metadata_pb2
 
     client = daemon.client(ns, app)
     assert client.get_metadata().application_id == app
-    response = client._stub.GetMetadata(dapr_pb2.GetMetadataRequest())
+    response = client._stub.GetMetadata(metadata_pb2.GetMetadataRequest())
     listed = {}
     for sub in response.subscriptions:
         assert sub.topic not in listed, f"{sub.topic} listed twice for {ns}/{app}"
         listed[sub.topic] = {
             "pubsubname": sub.pubsub_name,
-            "type": dapr_pb2.PubsubSubscriptionType.Name(sub.type),
+            "type": metadata_pb2.PubsubSubscriptionType.Name(sub.type),
             "rules": [(rule.match, rule.path) for rule in sub.rules.rules],
             "deadLetterTopic": sub.dead_letter_topic,
             "metadata": dict(sub.metadata),

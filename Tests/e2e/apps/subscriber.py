@@ -14,8 +14,7 @@ grpc:    the official SDK's dapr.ext.grpc.App on 127.0.0.1:PORT. It subscribes t
 Events are not delivered in these tests; the handlers only exist to be listed. Prints "ready" once it listens.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: dapr.ext.grpc reads the handlers' annotations as classes.
 import sys
 import threading
 import time
@@ -63,28 +62,28 @@ def run_fastapi(path: str, variant: str) -> None:
 
 
 def run_grpc(port: int, variant: str) -> None:
-    from dapr.ext.grpc import App, Rule
+    from dapr.ext.grpc import App, Rule, SubscriptionMessage
 
     app = App()
 
     if variant == "changed":
 
         @app.subscribe(pubsub_name="pubsub", topic="changed")
-        def on_changed(event) -> None:
+        def on_changed(event: SubscriptionMessage) -> None:
             return None
 
     else:
 
         @app.subscribe(pubsub_name="pubsub", topic="widgets", rule=Rule('event.type == "widget"', 1))
-        def on_widget(event) -> None:
+        def on_widget(event: SubscriptionMessage) -> None:
             return None
 
         @app.subscribe(pubsub_name="pubsub", topic="plain", dead_letter_topic="plain-dlq", metadata={"k": "v"})
-        def on_plain(event) -> None:
+        def on_plain(event: SubscriptionMessage) -> None:
             return None
 
         @app.subscribe(pubsub_name="pubsub", topic="shared")
-        def on_shared(event) -> None:
+        def on_shared(event: SubscriptionMessage) -> None:
             return None
 
     print("ready", flush=True)
