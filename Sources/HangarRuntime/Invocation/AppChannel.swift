@@ -101,6 +101,12 @@ package protocol AppChannel: Sendable {
         path: String, metadata: [(name: String, value: String)], deadline: NIODeadline?, on eventLoop: any EventLoop,
         observer: any AppStreamObserver, opened: @escaping (Result<any AppStream, AppChannelError>) -> Void)
 
+    /// The app's programmatic subscriptions (gRPC `AppCallback.ListTopicSubscriptions`, HTTP `GET /dapr/subscribe`
+    /// with `dapr-app-id`), reference §2b: an empty list when the app has none (gRPC UNIMPLEMENTED, HTTP 404, or
+    /// another HTTP status, said in `problems`). Fails when the app cannot be reached, answers another gRPC error,
+    /// or answers something unreadable: the caller retries.
+    func listSubscriptions(deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<AppSubscriptionList>
+
     /// Probes the app's health (gRPC `AppCallbackHealthCheck/HealthCheck`, HTTP `GET path`).
     func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
 

@@ -10,11 +10,12 @@ extension PubSubAPI {
     /// caller's consumer exists (created at the end of the log when new, its cursor durable on a durable
     /// component); the caller then sends its `initial_response` and calls `start()`.
     ///
-    /// `deadLetterTopic` empty means none (the SDK always sends the field). `send` hands one event to the stream
-    /// and says whether the stream can take more.
+    /// `deadLetterTopic` empty means none (the SDK always sends the field). `metadata` is the request's, listed by
+    /// `GetMetadata`. `send` hands one event to the stream and says whether the stream can take more.
     package func subscribe(
-        _ caller: Caller, pubsubName: String, topic: String, deadLetterTopic: String, logger: Logger?,
-        on eventLoop: any EventLoop, send: @escaping (SubscriptionEvent) -> Bool
+        _ caller: Caller, pubsubName: String, topic: String, deadLetterTopic: String,
+        metadata: [String: String] = [:], logger: Logger?, on eventLoop: any EventLoop,
+        send: @escaping (SubscriptionEvent) -> Bool
     ) -> Eventual<StreamingSubscription> {
         let handle: TenantPubSubHandle
         let physicalTopic: String
@@ -39,7 +40,12 @@ extension PubSubAPI {
         let subscription = StreamingSubscription(
             handle: handle, topic: topic, physicalTopic: physicalTopic,
             deadLetterTopic: deadLetterTopic.isEmpty ? nil : deadLetterTopic, eventLoop: eventLoop, logger: logger,
-            registry: subscriptions, consumer: consumer, send: send)
+            registry: subscriptions, consumer: consumer,
+            listing: StreamingSubscriptionListing(
+                app: caller.app, pubsubName: pubsubName, topic: topic,
+                deadLetterTopic: deadLetterTopic.isEmpty ? nil : deadLetterTopic, metadata: metadata,
+                opened: subscriptions.nextOpened()),
+            send: send)
         return handle.ensureConsumer(topic, on: eventLoop).map { _ in subscription }
     }
 

@@ -32,6 +32,8 @@ package final class StreamingSubscription: @unchecked Sendable {
     /// Deliveries before a message is dropped or dead-lettered, as Dapr's default retry count.
     package static let maxAttempts = 10
 
+    /// What `GetMetadata` lists of the stream (Dapr's STREAMING subscriptions): whose it is and what it asked for.
+    package let listing: StreamingSubscriptionListing
     private let handle: TenantPubSubHandle
     private let topic: String
     private let physicalTopic: String
@@ -55,8 +57,9 @@ package final class StreamingSubscription: @unchecked Sendable {
     init(
         handle: TenantPubSubHandle, topic: String, physicalTopic: String, deadLetterTopic: String?,
         eventLoop: any EventLoop, logger: Logger?, registry: StreamingSubscriptions, consumer: PubSubConsumer,
-        send: @escaping (SubscriptionEvent) -> Bool
+        listing: StreamingSubscriptionListing, send: @escaping (SubscriptionEvent) -> Bool
     ) {
+        self.listing = listing
         self.registry = registry
         self.key = StreamingSubscriptions.Key(component: ObjectIdentifier(handle.pubsub), consumer: consumer)
         self.handle = handle

@@ -32,6 +32,30 @@ package final class StreamingSubscriptions: Sendable {
         for subscription in subscriptions { subscription.messagesReturned() }
     }
 
+    /// The streams `app` has open, oldest first, for `GetMetadata`.
+    package func listings(of app: AppID) -> [StreamingSubscriptionListing] {
+        open.withLock { open in open.values.flatMap { $0.values.map(\.listing) } }
+            .filter { $0.app == app }
+            .sorted { $0.opened < $1.opened }
+    }
+
+    /// Numbers streams in the order they open, so that their listing keeps that order.
+    private let opened = Atomic<UInt64>(0)
+
+    func nextOpened() -> UInt64 { opened.add(1, ordering: .relaxed).newValue }
+
     /// How many streams are open on the node (for tests and metrics).
     package var count: Int { open.withLock { $0.values.reduce(0) { $0 + $1.count } } }
+}
+
+/// One open streaming subscription as metadata lists it.
+package struct StreamingSubscriptionListing: Sendable, Hashable {
+    package var app: AppID
+    package var pubsubName: String
+    package var topic: String
+    /// nil: none.
+    package var deadLetterTopic: String?
+    package var metadata: [String: String]
+    /// The order in which the streams opened on the node.
+    package var opened: UInt64
 }
