@@ -110,7 +110,9 @@ package enum PubSubAPIError {
         let metadata = ["pubsubName": pubsub, "topic": topic, "error": "\(pubsubError)"]
         let (code, status): (RPCCode, Int) =
             switch pubsubError {
-            case .full: (.resourceExhausted, 429)
+            case .full, .partitionFull: (.resourceExhausted, 429)
+            // Retrying cannot help: no retryAfterSeconds.
+            case .tooLarge: (.resourceExhausted, 413)
             case .closed: (.unavailable, 503)
             default: (.internal, 500)
             }
