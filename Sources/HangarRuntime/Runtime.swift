@@ -15,6 +15,9 @@ package final class Runtime: Sendable {
     package let invocation: InvocationAPI
     /// The app channels of the apps that declare one (how invocation calls into apps).
     package let appChannels: AppChannels
+    /// Push delivery of pub/sub events over the app channels: the sink the subscription sources (declarative
+    /// `Subscription` resources, the apps' programmatic lists) give each app's subscriptions to.
+    package let pushDelivery: PushDelivery
     package let metrics: RuntimeMetrics
     package let health: NodeHealth
     package let logger: Logger
@@ -47,6 +50,8 @@ package final class Runtime: Sendable {
         self.metadata = MetadataAPI(components: components, registry: registry, health: health)
         self.appChannels = AppChannels(factory: appChannelFactory, logger: logger)
         appChannels.update(configuration)
+        self.pushDelivery = PushDelivery(
+            pubsub: pubsub, channels: appChannels, eventLoopGroup: eventLoopGroup, logger: logger)
         self.invocation = InvocationAPI(
             registry: registry, channels: appChannels, metrics: metrics, defaultTimeout: TimeAmount(invocationTimeout))
         self.metrics = metrics

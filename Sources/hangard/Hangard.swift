@@ -153,7 +153,8 @@ struct Hangard: AsyncParsableCommand {
         // calls drain) stops, the app channels' health probes stop and the channels close, the component host
         // closes the components, and the metrics endpoint (still scraped while the node drains) stops.
         let loops: [any Service] = [
-            runtime.components, AppChannelHealthService(channels: runtime.appChannels, group: group), supervisor,
+            runtime.components, AppChannelHealthService(
+                channels: runtime.appChannels, pushDelivery: runtime.pushDelivery, group: group), supervisor,
         ]
         var running: [any Service] = loops + [node]
         if options.metrics != nil || options.inherited.metrics != nil {

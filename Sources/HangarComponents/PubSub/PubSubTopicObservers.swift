@@ -61,11 +61,19 @@ package final class PubSubTopicObservers: Sendable {
     /// How many observations are registered (for tests: a finished waiter leaves none behind).
     package var count: Int { state.withLock { $0.byTopic.values.reduce(0) { $0 + $1.count } } }
 
-    /// Drops every observer; later observations are never notified.
+    /// The value observers hear once when the component closes: nothing more will be committed, so a waiter
+    /// wakes (and finds the component closed at its next operation) rather than waiting for ever.
+    package static let closedSequence = UInt64.max
+
+    /// Drops every observer after calling each once with `closedSequence`; later observations are never notified.
     package func close() {
-        state.withLock {
-            $0.closed = true
-            $0.byTopic = [:]
+        let handlers = state.withLock { state -> [@Sendable (UInt64) -> Void] in
+            defer {
+                state.closed = true
+                state.byTopic = [:]
+            }
+            return state.byTopic.values.flatMap(\.values)
         }
+        for handler in handlers { handler(Self.closedSequence) }
     }
 }
