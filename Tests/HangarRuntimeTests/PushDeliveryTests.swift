@@ -220,7 +220,6 @@ struct PushDeliveryTests {
         try await publish("retried")
         try await publish("fails")
         try await eventually { channel.count == 2 * DeliveryLoop.maxAttempts }
-        push.stopAll()
         let texts = channel.events.withLock { $0.map { String(decoding: $0.event.data, as: UTF8.self) } }
         #expect(texts.filter { $0 == "retried" }.count == DeliveryLoop.maxAttempts)
         #expect(texts.filter { $0 == "fails" }.count == DeliveryLoop.maxAttempts)
@@ -229,6 +228,9 @@ struct PushDeliveryTests {
             String(decoding: runtime.metrics.render(gauges: RuntimeGauges()), as: UTF8.self).contains(
                 #"hangar_pubsub_delivered_total{namespace="team-a",app_id="orders",component="pubsub",topic="orders",outcome="deadletter"} 2"#)
         }
+        push.stopAll()
+        try await eventually { runtime.pubsub.subscriptions.count == 0 }
+        #expect(channel.count == 2 * DeliveryLoop.maxAttempts, "not delivered an 11th time")
         let dead = try await pending("orders-dlq", app: Self.billing.app)
         #expect(dead.count == 2)
         let metrics = String(decoding: runtime.metrics.render(gauges: RuntimeGauges()), as: UTF8.self)

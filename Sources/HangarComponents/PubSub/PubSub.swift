@@ -138,7 +138,8 @@ package protocol PubSub: AnyObject, Sendable {
     /// not per message), until the observation is cancelled. The handler runs on the committing thread, after
     /// every lock is released: it must be quick and must not block (hop to an event loop to do work). When the
     /// component closes, each observer still registered is called once more with
-    /// `PubSubTopicObservers.closedSequence` (`UInt64.max`), then dropped.
+    /// `PubSubTopicObservers.closedSequence` (`UInt64.max`), then dropped; an observation made after the close is
+    /// called with it at once.
     func observe(topic: String, _ handler: @escaping @Sendable (UInt64) -> Void) -> PubSubObservation
 
     /// Releases files and connections. Later calls fail with `PubSubError.closed`; observers are dropped.

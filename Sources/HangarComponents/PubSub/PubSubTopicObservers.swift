@@ -36,7 +36,11 @@ package final class PubSubTopicObservers: Sendable {
             state.byTopic[topic, default: [:]][state.nextID] = handler
             return state.nextID
         }
-        guard let id else { return PubSubObservation {} }
+        guard let id else {
+            // Closed already: told at once, as the observers registered before the close were.
+            handler(Self.closedSequence)
+            return PubSubObservation {}
+        }
         return PubSubObservation { [weak self] in
             self?.state.withLock { state in
                 state.byTopic[topic]?[id] = nil
@@ -65,7 +69,8 @@ package final class PubSubTopicObservers: Sendable {
     /// wakes (and finds the component closed at its next operation) rather than waiting for ever.
     package static let closedSequence = UInt64.max
 
-    /// Drops every observer after calling each once with `closedSequence`; later observations are never notified.
+    /// Drops every observer after calling each once with `closedSequence`; a later observation is called with it at
+    /// once, and never again.
     package func close() {
         let handlers = state.withLock { state -> [@Sendable (UInt64) -> Void] in
             defer {
