@@ -95,7 +95,7 @@ final class GRPCSubscribeStream: @unchecked Sendable {
         let eventLoop = call.context.eventLoop
         pubsub.subscribe(
             call.context.caller, pubsubName: initial.pubsubName, topic: initial.topic,
-            deadLetterTopic: initial.deadLetterTopic, logger: logger, on: eventLoop
+            deadLetterTopic: initial.deadLetterTopic, metadata: initial.metadata, logger: logger, on: eventLoop
         ) { [weak call] event in
             guard let call else { return false }
             do {

@@ -11,14 +11,15 @@ extension PubSubAPI {
     /// component); the caller then sends its `initial_response` and calls `start()`.
     ///
     /// `deadLetterTopic` empty means none (the SDK always sends the field); one the app may not publish to is
-    /// refused (`checkDeadLetterTopic`). `send` hands one event to the stream and says whether the stream can take
+    /// refused (`checkDeadLetterTopic`). `metadata` is the request's, listed by `GetMetadata`. `send` hands one event to the stream and says whether the stream can take
     /// more. `ended` is called (on `eventLoop`) when the subscription ends by itself: its component was retired;
     /// the caller ends the stream with that error (UNAVAILABLE), and the SDK reconnects.
     ///
     /// Must be called on `eventLoop`, the stream's, where the subscription lives (it is checked).
     package func subscribe(
-        _ caller: Caller, pubsubName: String, topic: String, deadLetterTopic: String, logger: Logger?,
-        on eventLoop: any EventLoop, send: @escaping (SubscriptionEvent) -> Bool,
+        _ caller: Caller, pubsubName: String, topic: String, deadLetterTopic: String,
+        metadata: [String: String] = [:], logger: Logger?, on eventLoop: any EventLoop,
+        send: @escaping (SubscriptionEvent) -> Bool,
         ended: @escaping (APIError) -> Void = { _ in }
     ) -> Eventual<StreamingSubscription> {
         let handle: TenantPubSubHandle
@@ -36,8 +37,12 @@ extension PubSubAPI {
                         + "for app '\(caller.appId)'")
             }
             if !deadLetterTopic.isEmpty { try checkDeadLetterTopic(deadLetterTopic, handle: handle) }
+            let deadLetter = deadLetterTopic.isEmpty ? nil : deadLetterTopic
             subscription = try StreamingSubscription(
-                api: self, handle: handle, topic: topic, deadLetterTopic: deadLetterTopic.isEmpty ? nil : deadLetterTopic,
+                api: self, handle: handle, topic: topic, deadLetterTopic: deadLetter,
+                listing: StreamingSubscriptionListing(
+                    app: caller.app, pubsubName: pubsubName, topic: topic, deadLetterTopic: deadLetter,
+                    metadata: metadata, opened: subscriptions.nextOpened()),
                 eventLoop: eventLoop, logger: logger, send: send, ended: ended)
         } catch {
             return .failure(error)

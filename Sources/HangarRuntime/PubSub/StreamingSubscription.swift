@@ -76,13 +76,14 @@ package final class StreamingSubscription: Sendable {
 
     init(
         api: PubSubAPI, handle: TenantPubSubHandle, topic: String, deadLetterTopic: String?,
-        eventLoop: any EventLoop, logger: Logger?, send: @escaping (SubscriptionEvent) -> Bool,
+        listing: StreamingSubscriptionListing, eventLoop: any EventLoop, logger: Logger?,
+        send: @escaping (SubscriptionEvent) -> Bool,
         ended: @escaping (APIError) -> Void
     ) throws(APIError) {
         let core = Core(topic: topic, pubsubName: handle.name, send: send, ended: ended)
         core.loop = try DeliveryLoop(
             api: api, handle: handle, topic: topic, deadLetterTopic: deadLetterTopic, window: Self.maxInFlight,
-            eventLoop: eventLoop, logger: logger, sink: core)
+            listing: listing, eventLoop: eventLoop, logger: logger, sink: core)
         self.core = NIOLoopBoundBox(core, eventLoop: eventLoop)
     }
 

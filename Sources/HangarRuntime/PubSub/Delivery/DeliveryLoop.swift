@@ -60,6 +60,8 @@ package final class DeliveryLoop {
     private let api: PubSubAPI
     private let key: DeliveryLoops.Key
     private let series: DeliverySeries
+    /// What `GetMetadata` lists of a streaming subscription; nil for a push subscription (listed by its source).
+    let listing: StreamingSubscriptionListing?
     private var sink: (any DeliverySink)?
 
     /// Deliveries handed out and not settled, by the sink's key, with the end of their lease.
@@ -114,7 +116,7 @@ package final class DeliveryLoop {
     package func start() {
         guard !stopped, !started else { return }
         started = true
-        api.subscriptions.add(bound, key)
+        api.subscriptions.add(bound, key, listing: listing)
         pump()
     }
 
