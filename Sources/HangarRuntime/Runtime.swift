@@ -15,6 +15,9 @@ package final class Runtime: Sendable {
     package let invocation: InvocationAPI
     /// The app channels of the apps that declare one (how invocation calls into apps).
     package let appChannels: AppChannels
+    /// Push delivery of pub/sub events over the app channels: the sink the subscription sources (declarative
+    /// `Subscription` resources, the apps' programmatic lists) give each app's subscriptions to.
+    package let pushDelivery: PushDelivery
     /// Each app's push subscriptions (declarative and programmatic), fed to the delivery sink; its `run()` must run
     /// in the node's service group for programmatic lists to be fetched and the sink to hear of changes.
     package let subscriptionSources: SubscriptionSources
@@ -49,9 +52,11 @@ package final class Runtime: Sendable {
         self.pubsub = PubSubAPI(components: components, registry: registry, metrics: metrics)
         self.health = NodeHealth(components: components, registry: registry)
         self.appChannels = AppChannels(factory: appChannelFactory, logger: logger)
+        self.pushDelivery = PushDelivery(
+            pubsub: pubsub, channels: appChannels, eventLoopGroup: eventLoopGroup, logger: logger)
         self.subscriptionSources = SubscriptionSources(
             channels: appChannels, eventLoopGroup: eventLoopGroup, logger: logger)
-        subscriptionSources.setSink(subscriptionSink)
+        subscriptionSources.setSink(subscriptionSink ?? pushDelivery)
         subscriptionSources.update(configuration)
         appChannels.update(configuration)
         self.metadata = MetadataAPI(

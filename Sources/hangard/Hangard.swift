@@ -154,7 +154,8 @@ struct Hangard: AsyncParsableCommand {
         // channels close, the component host closes the components, and the metrics endpoint (still scraped while the
         // node drains) stops.
         let loops: [any Service] = [
-            runtime.components, AppChannelHealthService(channels: runtime.appChannels, group: group),
+            runtime.components,
+            AppChannelHealthService(channels: runtime.appChannels, pushDelivery: runtime.pushDelivery, group: group),
             SubscriptionSourcesService(sources: runtime.subscriptionSources), supervisor,
         ]
         var running: [any Service] = loops + [node]

@@ -426,6 +426,20 @@ struct PubSubConformanceTests {
         }
     }
 
+    @Test("a waiter without a timeout wakes when the component closes, and leaves nothing behind",
+        arguments: PubSubKind.allCases)
+    func waiterWakesOnClose(kind: PubSubKind) async throws {
+        var waiting: EventLoopFuture<Bool>?
+        var component: (any PubSub)?
+        try await Env.withPubSub(kind) { pubsub, loop in
+            waiting = pubsub.waitForPublish(to: Self.orders.topic, beyond: 0, timeout: nil, on: loop)
+            component = pubsub
+            #expect(pubsub.registeredObservers == 1)
+        }
+        #expect(try await waiting?.get() == true, "woken by the close: its next operation finds it closed")
+        #expect(component?.registeredObservers == 0)
+    }
+
     @Test("bad arguments and unknown consumers are refused with clear errors", arguments: PubSubKind.allCases)
     func refusals(kind: PubSubKind) async throws {
         try await Env.withPubSub(kind) { pubsub, loop in

@@ -170,7 +170,10 @@ package protocol PubSub: AnyObject, Sendable {
 
     /// Calls `handler` with the topic's last sequence after each commit that appended to `topic` (once per commit,
     /// not per message), until the observation is cancelled. The handler runs on the committing thread, after
-    /// every lock is released: it must be quick and must not block (hop to an event loop to do work).
+    /// every lock is released: it must be quick and must not block (hop to an event loop to do work). When the
+    /// component closes, each observer still registered is called once more with
+    /// `PubSubTopicObservers.closedSequence` (`UInt64.max`), then dropped; an observation made after the close is
+    /// called with it at once.
     func observe(topic: String, _ handler: @escaping @Sendable (UInt64) -> Void) -> PubSubObservation
 
     /// Releases files and connections. Later calls fail with `PubSubError.closed`; observers are dropped.
@@ -193,21 +196,31 @@ extension PubSub {
         }
     }
 
-    /// Completes with true once `topic` holds a message beyond `sequence` (at once if it already does), or with
-    /// false when `timeout` passes first (nil: no timeout). Read `sequence` from `lastSequence(of:)` before the
-    /// `fetch` that came back empty, so that a publish between the two is not missed. The observation is always
-    /// cancelled when the future completes: a waiter leaves nothing behind.
+    /// Completes with true once `topic` holds a message beyond `sequence` (at once if it already does) or the
+    /// component closes (its next operation then fails with `.closed`), or with false when `timeout` passes first
+    /// (nil: no timeout). Read `sequence` from `lastSequence(of:)` before the `fetch` that came back empty, so that a
+    /// publish between the two is not missed. The observation is always cancelled when the future completes: a
+    /// waiter leaves nothing behind.
     package func waitForPublish(
         to topic: String, beyond sequence: UInt64, timeout: Duration?, on eventLoop: any EventLoop
     ) -> EventLoopFuture<Bool> {
-        if lastSequence(of: topic) > sequence { return eventLoop.makeSucceededFuture(true) }
-        // Whichever comes first completes the promise; NIO ignores a later completion.
         let promise = eventLoop.makePromise(of: Bool.self)
+        waitForPublish(to: topic, beyond: sequence, timeout: timeout, completing: promise)
+        return promise.futureResult
+    }
+
+    /// `waitForPublish` completing `promise`, which the caller may also complete itself (with false) to end the
+    /// wait early: the observation and the timer are released whichever completes it first.
+    package func waitForPublish(
+        to topic: String, beyond sequence: UInt64, timeout: Duration?, completing promise: EventLoopPromise<Bool>
+    ) {
+        if lastSequence(of: topic) > sequence { return promise.succeed(true) }
+        // Whichever comes first completes the promise; NIO ignores a later completion.
         let observation = observe(topic: topic) { last in
             if last > sequence { promise.succeed(true) }
         }
         let timer = timeout.map { timeout in
-            eventLoop.scheduleTask(in: TimeAmount(timeout)) { promise.succeed(false) }
+            promise.futureResult.eventLoop.scheduleTask(in: TimeAmount(timeout)) { promise.succeed(false) }
         }
         promise.futureResult.whenComplete { _ in
             observation.cancel()
@@ -215,6 +228,5 @@ extension PubSub {
         }
         // A publish that committed between the first check and the observation.
         if lastSequence(of: topic) > sequence { promise.succeed(true) }
-        return promise.futureResult
     }
 }

@@ -142,7 +142,7 @@ package final class HTTPAppChannel: AppChannel {
     }
 
     /// Makes `request` and reads its whole answer, at most `maxResponseBytes` of body.
-    private func send(_ request: HTTPClient.Request, deadline: NIODeadline, on eventLoop: any EventLoop)
+    func send(_ request: HTTPClient.Request, deadline: NIODeadline, on eventLoop: any EventLoop)
         -> EventLoopFuture<HTTPClient.Response>
     {
         let delegate = ResponseAccumulator(request: request, maxBodySize: maxResponseBytes)

@@ -54,11 +54,11 @@ package final class MetadataAPI: Sendable {
     private let onDetach = Mutex<(@Sendable (AppID) -> Void)?>(nil)
 
     private let sources: SubscriptionSources
-    private let streams: StreamingSubscriptions
+    private let streams: DeliveryLoops
 
     init(
         components: ComponentHost, registry: TenantRegistry, health: NodeHealth, sources: SubscriptionSources,
-        streams: StreamingSubscriptions
+        streams: DeliveryLoops
     ) {
         self.components = components
         self.registry = registry

@@ -78,8 +78,8 @@ package struct PubSubAPI: Sendable {
     package let metrics: RuntimeMetrics
     /// The clock of the envelopes' `time` and `expiration`.
     let now: @Sendable () -> Date
-    /// The node's open streaming subscriptions (`subscribe`).
-    package let subscriptions = StreamingSubscriptions()
+    /// The node's running delivery loops, streaming (`subscribe`) and pushed (`PushDelivery`).
+    package let subscriptions = DeliveryLoops()
 
     package init(
         components: ComponentHost, registry: TenantRegistry? = nil, metrics: RuntimeMetrics = RuntimeMetrics(),
