@@ -14,8 +14,10 @@ final class ScriptedAppChannel: AppChannel {
     /// What the app answers to one event.
     enum Answer: Sendable {
         case outcome(DeliveryOutcome)
-        /// The call fails (the app is unreachable).
+        /// The call fails (the app answers an error status).
         case fail
+        /// The call fails: nothing listens on the app's socket.
+        case unreachable
         /// No answer until the test releases it.
         case hold
     }
@@ -25,6 +27,9 @@ final class ScriptedAppChannel: AppChannel {
     private let held = Mutex<[EventLoopPromise<DeliveryOutcome>]>([])
     private let script: Mutex<@Sendable (AppTopicEvent) -> Answer>
     let healthy = Atomic<Bool>(true)
+    /// Whether the app answers at all (its subscription list, which push delivery asks to probe it).
+    let listening = Atomic<Bool>(true)
+    let listed = Atomic<Int>(0)
 
     init(_ script: @escaping @Sendable (AppTopicEvent) -> Answer = { _ in .outcome(.success) }) {
         self.script = Mutex(script)
@@ -41,7 +46,10 @@ final class ScriptedAppChannel: AppChannel {
         events.withLock { $0.append(event) }
         switch script.withLock({ $0 })(event) {
         case .outcome(let outcome): return eventLoop.makeSucceededFuture(outcome)
-        case .fail: return eventLoop.makeFailedFuture(AppChannelError.unreachable("scripted failure"))
+        case .fail:
+            return eventLoop.makeFailedFuture(AppChannelError.status(code: .unknown, message: "scripted failure"))
+        case .unreachable:
+            return eventLoop.makeFailedFuture(AppChannelError.unreachable("scripted: nothing listens"))
         case .hold:
             let promise = eventLoop.makePromise(of: DeliveryOutcome.self)
             held.withLock { $0.append(promise) }
@@ -85,7 +93,10 @@ final class ScriptedAppChannel: AppChannel {
     }
 
     func listSubscriptions(deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<AppSubscriptionList> {
-        eventLoop.makeSucceededFuture(AppSubscriptionList())
+        listed.add(1, ordering: .relaxed)
+        return listening.load(ordering: .relaxed)
+            ? eventLoop.makeSucceededFuture(AppSubscriptionList())
+            : eventLoop.makeFailedFuture(AppChannelError.unreachable("scripted: nothing listens"))
     }
 
     func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
@@ -304,6 +315,30 @@ struct PushDeliveryTests {
         channel.healthy.store(true, ordering: .relaxed)
         try await eventually { channel.count == 1 }
         push.stopAll()
+    }
+
+    @Test("an unreachable app pauses its subscriptions (no attempts spent) until a probe finds it; then it gets all")
+    func unreachablePause() async throws {
+        try await subscribe([Self.spec()])
+        channel.listening.store(false, ordering: .relaxed)
+        channel.answer { _ in .unreachable }
+        for index in 0..<5 { try await publish("while away \(index)") }
+        // The first delivery finds nothing listening; the others wait, and probes follow.
+        try await eventually { channel.listed.load(ordering: .relaxed) >= 2 }
+        let spent = channel.count
+        #expect(spent <= 5, "at most the batch in flight when the app was found gone")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(channel.count == spent, "nothing more is delivered while the app is unreachable")
+        channel.answer { _ in .outcome(.success) }
+        channel.listening.store(true, ordering: .relaxed)
+        try await eventually {
+            Set(channel.events.withLock { $0.dropFirst(spent).map { String(decoding: $0.event.data, as: UTF8.self) } })
+                .count == 5
+        }
+        push.stopAll()
+        try await eventually { runtime.pubsub.subscriptions.count == 0 }
+        let left = try await pending("orders")
+        #expect(left.isEmpty, "all acknowledged: \(left.map { ($0.sequence, $0.attempt) }) \(channel.count)")
     }
 
     @Test("at most `window` events are unanswered per subscription; an answer makes room for one more")

@@ -63,6 +63,9 @@ package final class DeliveryLoop {
     /// What `GetMetadata` lists of a streaming subscription; nil for a push subscription (listed by its source).
     let listing: StreamingSubscriptionListing?
     private var sink: (any DeliverySink)?
+    /// The tenant whose `maxSubscriptions` this loop counts against, until it stops (or is released).
+    private let account: TenantAccount?
+    private var holdsSubscription: Bool
 
     /// Deliveries handed out and not settled, by the sink's key, with the end of their lease.
     private var inFlight: [String: (delivery: PubSubDelivery, leasedUntil: NIODeadline)] = [:]
@@ -103,6 +106,18 @@ package final class DeliveryLoop {
         self.logger = logger
         self.sink = sink
         self.series = api.metrics.deliverySeries(app: handle.app, component: handle.name, topic: topic)
+        // Every loop is one of the tenant's subscriptions (streaming or push), held until it stops.
+        account = handle.tenant
+        if let refusal = handle.tenant?.acquireSubscription() {
+            api.metrics.recordQuotaRefusal(app: handle.app, quota: refusal.quota)
+            throw QuotaError.exceeded(refusal, app: handle.app)
+        }
+        holdsSubscription = account != nil
+    }
+
+    deinit {
+        // A loop made and never started or stopped (its stream's handshake failed) gives its subscription back.
+        if holdsSubscription { account?.releaseSubscription() }
     }
 
     /// The loop as its completions reach it: on its event loop, checked.
@@ -192,6 +207,10 @@ package final class DeliveryLoop {
     package func stop() {
         guard !stopped else { return }
         stopped = true
+        if holdsSubscription {
+            holdsSubscription = false
+            account?.releaseSubscription()
+        }
         if started { api.subscriptions.remove(ObjectIdentifier(self), key) }
         cancelWait()
         series.addInFlight(-inFlight.count)
