@@ -24,7 +24,8 @@ package struct SubscriptionResource: Sendable, Hashable {
 
     package static let apiVersions = ["dapr.io/v2alpha1", "dapr.io/v1alpha1"]
 
-    package init(name: String, namespace: String? = nil, scopes: [String] = [], spec: SubscriptionSpec?, source: String) {
+    package init(name: String, namespace: String? = nil, scopes: [String] = [], spec: SubscriptionSpec?, source: String)
+    {
         self.name = name
         self.namespace = namespace
         self.scopes = scopes
@@ -76,9 +77,11 @@ package struct SubscriptionResource: Sendable, Hashable {
                 if let node = try spec.mapping("routes") {
                     try node.rejectUnknownKeys(["rules", "default"])
                     for (index, item) in try node.list("rules").enumerated() {
-                        let rule = try YAMLMapping(path: node.path, field: node.fieldPath("rules[\(index)]"), value: item)
+                        let rule = try YAMLMapping(
+                            path: node.path, field: node.fieldPath("rules[\(index)]"), value: item)
                         try rule.rejectUnknownKeys(["match", "path"])
-                        routes.append(try Self.route(match: try rule.string("match"), path: try rule.string("path"), rule))
+                        routes.append(
+                            try Self.route(match: try rule.string("match"), path: try rule.string("path"), rule))
                     }
                     if let path = try node.string("default"), !path.isEmpty {
                         routes.append(SubscriptionRoute(path: path))
