@@ -133,6 +133,7 @@ package final class DeliveryLoop {
     package func start() {
         guard !stopped, !started else { return }
         started = true
+        series.position.track(handle.pubsub, topic: physicalTopic)
         api.subscriptions.add(bound, key, listing: listing)
         pump()
     }
@@ -303,14 +304,15 @@ package final class DeliveryLoop {
         let seen = handle.pubsub.lastSequence(of: physicalTopic)
         let bound = self.bound
         let eventLoop = self.eventLoop
-        handle.fetch(topic, limit: min(window - inFlight.count, batchLimit), lease: lease, on: eventLoop)
+        let limit = min(window - inFlight.count, batchLimit)
+        handle.fetch(topic, limit: limit, lease: lease, on: eventLoop)
             .whenComplete { result in
                 // Always on the loop's next turn: an inline component answers within this call.
-                eventLoop.execute { bound.value.fetched(result, seen: seen) }
+                eventLoop.execute { bound.value.fetched(result, seen: seen, limit: limit) }
             }
     }
 
-    private func fetched(_ result: Result<PubSubFetchResult, any Error>, seen: UInt64) {
+    private func fetched(_ result: Result<PubSubFetchResult, any Error>, seen: UInt64, limit: Int) {
         fetching = false
         let batch: PubSubFetchResult
         switch result {
@@ -327,6 +329,11 @@ package final class DeliveryLoop {
             // Leased after the loop ended: give them back at once.
             return nack(batch.deliveries.map(\.id), after: .zero)
         }
+        // How far the consumer's cursor has moved (for the lag gauge): past every new message fetched, and past
+        // everything published before the fetch when it came back with room to spare.
+        var reached = batch.deliveries.lazy.filter { $0.attempt == 1 }.map(\.sequence).max() ?? 0
+        if batch.deliveries.count < limit { reached = max(reached, seen) }
+        series.position.advance(to: reached)
         let lease = self.lease ?? handle.pubsub.ackTimeout
         batchLeasedUntil = NIODeadline.now() + TimeAmount(lease)
         var deliverable: [PubSubDelivery] = []
