@@ -15,6 +15,12 @@ package final class Runtime: Sendable {
     package let invocation: InvocationAPI
     /// The app channels of the apps that declare one (how invocation calls into apps).
     package let appChannels: AppChannels
+    /// Push delivery of pub/sub events over the app channels: the sink the subscription sources (declarative
+    /// `Subscription` resources, the apps' programmatic lists) give each app's subscriptions to.
+    package let pushDelivery: PushDelivery
+    /// Each app's push subscriptions (declarative and programmatic), fed to the delivery sink; its `run()` must run
+    /// in the node's service group for programmatic lists to be fetched and the sink to hear of changes.
+    package let subscriptionSources: SubscriptionSources
     package let metrics: RuntimeMetrics
     package let health: NodeHealth
     package let logger: Logger
@@ -25,7 +31,8 @@ package final class Runtime: Sendable {
         configuration: NodeConfiguration, dataDirectory: String, maxRequestBytes: Int,
         componentRegistry: ComponentRegistry, eventLoopGroup: any EventLoopGroup, threadPool: NIOThreadPool,
         metrics: RuntimeMetrics = RuntimeMetrics(), retireTimeout: Duration = .seconds(30), etagSealer: ETagSealer? = nil,
-        appChannelFactory: AppChannelFactory? = nil, invocationTimeout: Duration = .seconds(60), logger: Logger
+        appChannelFactory: AppChannelFactory? = nil, invocationTimeout: Duration = .seconds(60),
+        subscriptionSink: (any SubscriptionSink)? = nil, logger: Logger
     ) throws(ConfigurationError) {
         self.registry = TenantRegistry(configuration: configuration, maxRequestBytes: maxRequestBytes)
         self.gate = Gate(registry: registry, metrics: metrics)
@@ -44,9 +51,17 @@ package final class Runtime: Sendable {
         self.state = StateAPI(components: components, registry: registry, metrics: metrics, sealer: sealer)
         self.pubsub = PubSubAPI(components: components, registry: registry, metrics: metrics)
         self.health = NodeHealth(components: components, registry: registry)
-        self.metadata = MetadataAPI(components: components, registry: registry, health: health)
         self.appChannels = AppChannels(factory: appChannelFactory, logger: logger)
+        self.pushDelivery = PushDelivery(
+            pubsub: pubsub, channels: appChannels, eventLoopGroup: eventLoopGroup, logger: logger)
+        self.subscriptionSources = SubscriptionSources(
+            channels: appChannels, eventLoopGroup: eventLoopGroup, logger: logger)
+        subscriptionSources.setSink(subscriptionSink ?? pushDelivery)
+        subscriptionSources.update(configuration)
         appChannels.update(configuration)
+        self.metadata = MetadataAPI(
+            components: components, registry: registry, health: health, sources: subscriptionSources,
+            streams: pubsub.subscriptions)
         self.invocation = InvocationAPI(
             registry: registry, channels: appChannels, metrics: metrics, defaultTimeout: TimeAmount(invocationTimeout))
         self.metrics = metrics
@@ -84,6 +99,7 @@ package final class Runtime: Sendable {
             let previous = registry.configurationStatuses
             let change = registry.apply(configuration)
             appChannels.update(configuration)
+            subscriptionSources.update(configuration)
             reportConfigurations(since: previous)
             return change
         }

@@ -2,10 +2,18 @@ import Foundation
 package import HangarComponents
 
 extension SQLitePubSub {
-    /// `pubsub.sqlite`: every metadata field optional. `connectionString` (default `<name>.db` in the data
-    /// directory, as `state.sqlite`), `busyTimeout` (default 2s), `synchronous` (`normal`, the default, or `full`),
-    /// and the limits of `PubSubLimits`: `ackTimeout`/`visibilityTimeout` (60s), `retentionPeriod` (24h, `0`
-    /// keeps messages until every consumer acked them), `maxTopicBytes` and `maxRetainedBytes` (no limit),
+    /// The limits of a `pubsub.sqlite` whose metadata sets none: those of `PubSubLimits`, and 4 GiB in all. A node
+    /// must not let a subscriber that never acknowledges fill its disk: the 24 h retention bounds the log by time
+    /// only, so the component also has a byte bound by default. 4 GiB leaves room for several tenants at their
+    /// default `maxPubsubBytes` (1 GiB each, which keeps one tenant from taking it all); an operator with more
+    /// tenants or more disk raises it (`maxRetainedBytes`), or turns it off with `0`.
+    package static let defaultLimits = PubSubLimits(maxRetainedBytes: 4 << 30)
+
+    /// `pubsub.sqlite`: every metadata field optional. `connectionString` (absent or empty: `<name>.db` in the data
+    /// directory) and `busyTimeout` (default 2s; zero or negative: none) exactly as `state.sqlite` reads them
+    /// (`SQLiteMetadata`), `synchronous` (`normal`, the default, or `full`), and the limits of `PubSubLimits`:
+    /// `ackTimeout`/`visibilityTimeout` (60s), `retentionPeriod` (24h, `0` keeps messages until every consumer
+    /// acked them), `maxTopicBytes` (no limit), `maxRetainedBytes` (4 GiB, `defaultLimits`; `0`: no limit),
     /// `cleanupInterval` (10s). Blocking, so its calls run on the thread pool.
     package static let descriptor = ComponentDescriptor(
         type: "pubsub.sqlite",
@@ -31,16 +39,9 @@ extension SQLitePubSub {
     ) throws(ComponentDefinitionError) -> Configuration {
         let metadata = definition.metadata
         var configuration = Configuration(
-            path: SQLiteStateStore.path(
-                metadata["connectionString"].flatMap { $0.isEmpty ? nil : $0 } ?? "\(definition.name).db",
-                dataDirectory: dataDirectory),
-            limits: try PubSubLimits(metadata: metadata, defaults: PubSubLimits()))
-        if let text = metadata["busyTimeout"], !text.isEmpty {
-            guard let value = GoDuration.parse(text), value >= .zero else {
-                throw .metadata("busyTimeout", "'\(text)' is not a duration (e.g. 2s, 500ms)")
-            }
-            configuration.busyTimeout = value
-        }
+            path: SQLiteMetadata.path(definition, dataDirectory: dataDirectory),
+            limits: try PubSubLimits(metadata: metadata, defaults: SQLitePubSub.defaultLimits))
+        if let busy = try SQLiteMetadata.busyTimeout(metadata) { configuration.busyTimeout = busy }
         switch metadata["synchronous"]?.lowercased() {
         case nil, "", "normal": configuration.synchronousFull = false
         case "full": configuration.synchronousFull = true

@@ -12,8 +12,14 @@ import Synchronization
 /// **Group commit.** Every operation — publish, fetch, ack, nack, consumer changes, trimming — is a job on one
 /// queue, run by one writer connection on the `NIOThreadPool`. Jobs that arrive while a transaction is being
 /// committed wait and go together into the next one (up to `maxBatch`), so N concurrent publishers cost about one
-/// commit, not N. A job's future completes only after the transaction holding it has committed (or fails with the
-/// batch if it rolls back); the futures of a batch complete with one task per event loop.
+/// commit, not N. A job's future completes only after the transaction holding it has committed; the futures of a
+/// batch complete with one task per event loop.
+///
+/// **Failure isolation.** An operation refused for a reason of its own (`PubSubError`: full, unknown consumer)
+/// fails alone and the batch commits. One that spoils the transaction (a SQLite error, a corrupt row) rolls the
+/// whole batch back; then every operation of the batch runs again in a transaction of its own, so that only the
+/// failing one fails and the others' publishes, acks and fetches go through (a rare, slower path: one commit per
+/// operation).
 ///
 /// **Durability.** WAL with `synchronous=NORMAL` (the default): a commit is in the WAL file when its futures
 /// complete, so it survives a crash or `kill -9` of the daemon; a power loss or kernel crash may lose the last
@@ -68,6 +74,21 @@ package final class SQLitePubSub: PubSub {
         var bytes: Int
     }
 
+    /// The committed figures readers see: per topic, and bytes per partition (kept, not summed when read).
+    private struct Stats: Sendable {
+        var topics: [String: TopicStats]
+        var partitions: [String: Int]
+    }
+
+    /// What a committed transaction changed, published to `stats` and the observers after it.
+    private struct Committed: Sendable {
+        var completions: [Job.Completion]
+        var topics: [(String, TopicStats)]
+        var partitions: [(String, Int)]
+        var appended: [String]
+        var trimsForRoom: Int
+    }
+
     /// The most jobs one transaction takes: bounds how long a job waits behind a batch.
     package static let maxBatch = 1024
 
@@ -83,7 +104,8 @@ package final class SQLitePubSub: PubSub {
     private let queue = Mutex(Queue())
     /// Nil once closed. Locked by the drain for a whole batch (it is the only user while the component is open).
     private let writer: Mutex<SQLitePubSubWriter?>
-    private let stats: Mutex<[String: TopicStats]>
+    private let stats: Mutex<Stats>
+    private let trimCount = Atomic<Int>(0)
     private let observers = PubSubTopicObservers()
     private let cleanup = Mutex<RepeatedTask?>(nil)
 
@@ -112,7 +134,10 @@ package final class SQLitePubSub: PubSub {
                     metadata: ["sqlite.journal_mode": "\(journalMode)"])
             }
             let writer = try SQLitePubSubWriter(connection: connection, limits: configuration.limits)
-            self.stats = Mutex(writer.topics.mapValues { TopicStats(last: $0.last, bytes: $0.bytes) })
+            self.stats = Mutex(
+                Stats(
+                    topics: writer.topics.mapValues { TopicStats(last: $0.last, bytes: $0.bytes) },
+                    partitions: writer.partitions))
             self.writer = Mutex(writer)
         } catch {
             throw Self.pubSubError(error)
@@ -139,17 +164,29 @@ package final class SQLitePubSub: PubSub {
     }
 
     package var usageByTopic: [String: Int] {
-        stats.withLock { $0.compactMapValues { $0.bytes > 0 ? $0.bytes : nil } }
+        stats.withLock { $0.topics.compactMapValues { $0.bytes > 0 ? $0.bytes : nil } }
     }
 
+    package var usageByPartition: [String: Int] { stats.withLock { $0.partitions } }
+
+    package func retainedBytes(inPartition partition: String) -> Int {
+        stats.withLock { $0.partitions[partition] ?? 0 }
+    }
+
+    /// How many trims refused publishes ran, as committed (see `PubSubTrimGate`; for tests).
+    package var trimsForRoom: Int { trimCount.load(ordering: .relaxed) }
+
     package func lastSequence(of topic: String) -> UInt64 {
-        stats.withLock { $0[topic]?.last ?? 0 }
+        stats.withLock { $0.topics[topic]?.last ?? 0 }
     }
 
     package func publish(
-        _ messages: [PubSubMessage], to topic: String, on eventLoop: any EventLoop
+        _ messages: [PubSubMessage], to topic: String, partitionLimit: Int?, on eventLoop: any EventLoop
     ) -> Eventual<[UInt64]> {
-        .later(enqueue(on: eventLoop) { writer in try writer.publish(messages, to: topic, now: Self.now()) })
+        .later(
+            enqueue(on: eventLoop) { writer in
+                try writer.publish(messages, to: topic, partitionLimit: partitionLimit, now: Self.now())
+            })
     }
 
     package func ensureConsumer(_ consumer: PubSubConsumer, on eventLoop: any EventLoop) -> Eventual<UInt64> {
@@ -280,11 +317,31 @@ package final class SQLitePubSub: PubSub {
         if more { threadPool.submit { [self] state in drain(poolActive: state == .active) } }
     }
 
-    /// Runs `jobs` in one transaction, then completes them and notifies the topics' observers.
+    /// Runs `jobs` in one transaction, then completes them and notifies the topics' observers. When the transaction
+    /// fails, each job runs again alone (see "Failure isolation" above).
     private func runBatch(_ jobs: [Job]) {
         guard !jobs.isEmpty else { return }
-        let outcome = writer.withLock {
-            writer -> Result<([Job.Completion], [(String, TopicStats)], [String]), PubSubError> in
+        switch transaction(jobs) {
+        case .success(let committed):
+            settle(jobs, committed)
+        case .failure(let failure) where jobs.count == 1 || failure == .closed:
+            for job in jobs { job.fail(failure) }
+        case .failure(let failure):
+            logger.warning(
+                "a pub/sub batch failed and was rolled back; its operations run again one by one",
+                metadata: ["error": "\(failure)", "pubsub.batch": "\(jobs.count)"])
+            for job in jobs {
+                switch transaction([job]) {
+                case .success(let committed): settle([job], committed)
+                case .failure(let failure): job.fail(failure)
+                }
+            }
+        }
+    }
+
+    /// Runs `jobs` in one transaction: what it changed once committed, or why it was rolled back.
+    private func transaction(_ jobs: [Job]) -> Result<Committed, PubSubError> {
+        writer.withLock { writer -> Result<Committed, PubSubError> in
             guard let writer else { return .failure(.closed) }
             do {
                 try writer.begin()
@@ -292,31 +349,38 @@ package final class SQLitePubSub: PubSub {
                 completions.reserveCapacity(jobs.count)
                 for job in jobs { completions.append(try job.execute(writer)) }
                 try writer.commit()
-                let changed = writer.touched.compactMap { name in
+                let topics = writer.touched.compactMap { name in
                     writer.topics[name].map { (name, TopicStats(last: $0.last, bytes: $0.bytes)) }
                 }
-                return .success((completions, changed, Array(writer.appended)))
+                let partitions = Set(writer.touched.map(PubSubPartition.of)).map { ($0, writer.partitions[$0] ?? 0) }
+                return .success(
+                    Committed(
+                        completions: completions, topics: topics, partitions: partitions,
+                        appended: Array(writer.appended), trimsForRoom: writer.trimsForRoom))
             } catch {
                 writer.rollback()
                 let failure = Self.pubSubError(error)
-                logger.warning("a pub/sub batch failed and was rolled back", metadata: ["error": "\(failure)"])
+                logger.warning("a pub/sub transaction failed and was rolled back", metadata: ["error": "\(failure)"])
                 return .failure(failure)
             }
         }
-        switch outcome {
-        case .failure(let failure):
-            for job in jobs { job.fail(failure) }
-        case .success(let (completions, changed, appended)):
-            if !changed.isEmpty {
-                stats.withLock { stats in
-                    for (name, topic) in changed { stats[name] = topic }
-                }
+    }
+
+    /// Publishes what a committed transaction changed, completes its jobs and notifies the topics' observers.
+    private func settle(_ jobs: [Job], _ committed: Committed) {
+        if !committed.topics.isEmpty {
+            stats.withLock { stats in
+                for (name, topic) in committed.topics { stats.topics[name] = topic }
+                for (partition, bytes) in committed.partitions { stats.partitions[partition] = bytes > 0 ? bytes : nil }
             }
-            Self.complete(jobs, completions)
-            if !appended.isEmpty {
-                let lasts = stats.withLock { stats in appended.map { (topic: $0, last: stats[$0]?.last ?? 0) } }
-                observers.notify(lasts)
+        }
+        trimCount.store(committed.trimsForRoom, ordering: .relaxed)
+        Self.complete(jobs, committed.completions)
+        if !committed.appended.isEmpty {
+            let lasts = stats.withLock { stats in
+                committed.appended.map { (topic: $0, last: stats.topics[$0]?.last ?? 0) }
             }
+            observers.notify(lasts)
         }
     }
 

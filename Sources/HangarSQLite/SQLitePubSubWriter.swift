@@ -5,8 +5,9 @@ import HangarComponents
 /// every consumer's id and cursor. Each operation runs inside the transaction of the batch it belongs to (see
 /// `SQLitePubSub`); the caches change with it, and after a rollback they are read again from the database.
 ///
-/// An operation throws a `PubSubError` only before it has written anything (the batch goes on); any other error
-/// fails the whole batch. Not `Sendable`: the drain that owns it runs one batch at a time behind a mutex.
+/// An operation throws a `PubSubError` only before it has written anything, or after writes that stand on their own
+/// (a publish refused as full after trimming for room): the batch goes on. Any other error fails the whole batch,
+/// whose operations then run again one by one (see `SQLitePubSub`). Not `Sendable`: the drain that owns it runs one batch at a time behind a mutex.
 final class SQLitePubSubWriter {
     typealias Schema = SQLitePubSubSchema
 
@@ -28,6 +29,12 @@ final class SQLitePubSubWriter {
     private var topicNames: [Int64: String] = [:]
     private var consumers: [PubSubConsumer: ConsumerRow] = [:]
     private(set) var totalBytes = 0
+    /// `bytes` summed by partition (`PubSubPartition`): what `partitionLimit` is checked against.
+    private(set) var partitions: [String: Int] = [:]
+    /// When a refused publish may trim to make room.
+    private var gate: PubSubTrimGate
+    /// How many trims for room ran (see `PubSubTrimGate`).
+    var trimsForRoom: Int { gate.trimsForRoom }
     /// Topics whose row or bytes the current batch changed: their stats are published after COMMIT.
     private(set) var touched: Set<String> = []
     /// Topics the current batch appended to: their `last_seq` is written before COMMIT, and their observers are
@@ -41,6 +48,7 @@ final class SQLitePubSubWriter {
     init(connection: SQLiteConnection, limits: PubSubLimits) throws {
         self.connection = connection
         self.limits = limits
+        self.gate = PubSubTrimGate(interval: limits.fullTrimInterval)
         try connection.execute(Schema.create)
         try connection.execute(Schema.releaseLeases)
         try reload()
@@ -52,6 +60,7 @@ final class SQLitePubSubWriter {
         if needsReload { try reload() }
         touched = []
         appended = []
+        gate.begin()
         try connection.run("BEGIN IMMEDIATE")
     }
 
@@ -83,12 +92,14 @@ final class SQLitePubSubWriter {
             }
         }
         var total = 0
+        var partitions: [String: Int] = [:]
         try connection.withStatement(Schema.loadUsage) { statement in
             while try statement.step() {
                 guard let name = names[statement.int64(0)] else { continue }
                 let bytes = Int(statement.int64(1))
                 topics[name]?.bytes = bytes
                 total += bytes
+                if bytes > 0 { partitions[PubSubPartition.of(name), default: 0] += bytes }
             }
         }
         var consumers: [PubSubConsumer: ConsumerRow] = [:]
@@ -104,18 +115,33 @@ final class SQLitePubSubWriter {
         self.topicNames = names
         self.consumers = consumers
         self.totalBytes = total
+        self.partitions = partitions
         needsReload = false
     }
 
     // MARK: - Operations
 
-    func publish(_ messages: [PubSubMessage], to topic: String, now: Int64) throws -> [UInt64] {
+    /// Appends the messages, after the checks of `PubSub.publish` against the caches (which include what the batch
+    /// did so far, so the limits hold across the batch's publishes).
+    func publish(
+        _ messages: [PubSubMessage], to topic: String, partitionLimit: Int?, now: Int64
+    ) throws -> [UInt64] {
         guard !topic.isEmpty else { throw PubSubError.invalidArgument("the topic is empty") }
         let bytes = messages.reduce(0) { $0 + $1.byteCount }
-        if let limit = limits.maxRetainedBytes, totalBytes + bytes > limit {
-            try trim(now: now)
-            guard totalBytes + bytes <= limit else { throw PubSubError.full(usage: totalBytes + bytes, limit: limit) }
+        if let refusal = limits.refusalOfSize(bytes) { throw refusal }
+        let partition = PubSubPartition.of(topic)
+        func refusal() -> PubSubError? {
+            if let limit = partitionLimit, (partitions[partition] ?? 0) + bytes > limit {
+                return .partitionFull(partition: partition, usage: (partitions[partition] ?? 0) + bytes, limit: limit)
+            }
+            if let limit = limits.maxRetainedBytes, totalBytes + bytes > limit {
+                return .full(usage: totalBytes + bytes, limit: limit)
+            }
+            return nil
         }
+        // Room is made by trimming only when the gate says it can help (not for every refused publish).
+        if refusal() != nil, gate.shouldTrim(now: now) { try trim(now: now) }
+        if let refused = refusal() { throw refused }
         var row = try topicRow(topic)
         let firstNew = row.last + 1
         var sequences: [UInt64] = []
@@ -132,6 +158,7 @@ final class SQLitePubSubWriter {
         }
         row.bytes += bytes
         totalBytes += bytes
+        partitions[partition, default: 0] += bytes
         topics[topic] = row
         touched.insert(topic)
         appended.insert(topic)
@@ -159,6 +186,7 @@ final class SQLitePubSubWriter {
         try connection.run(Schema.deleteConsumerPending, .int64(row.id))
         try connection.run(Schema.deleteConsumer, .int64(row.id))
         consumers[consumer] = nil
+        gate.settled()
     }
 
     func fetch(_ consumer: PubSubConsumer, limit: Int, lease: Duration, now: Int64) throws -> PubSubFetchResult {
@@ -237,6 +265,7 @@ final class SQLitePubSubWriter {
                 Schema.ack, .int64(row.id), .int64(Int64(clamping: id.sequence)), .int64(Int64(id.attempt)))
             count += connection.changes
         }
+        if count > 0 { gate.settled() }
         return count
     }
 
@@ -297,6 +326,7 @@ final class SQLitePubSubWriter {
         for (name, row) in topics where row.bytes > 0 {
             removed += try removeMessages(of: name, upTo: watermarks[row.id] ?? row.last)
         }
+        gate.trimmed(now: now)
         return removed
     }
 
@@ -390,6 +420,9 @@ final class SQLitePubSubWriter {
     private func free(_ bytes: Int, of name: String) {
         topics[name]?.bytes -= bytes
         totalBytes -= bytes
+        let partition = PubSubPartition.of(name)
+        let left = (partitions[partition] ?? 0) - bytes
+        partitions[partition] = left > 0 ? left : nil
         touched.insert(name)
     }
 }

@@ -24,8 +24,8 @@ extension SQLiteStateStore {
             }
         })
 
-    /// The store's configuration from a component's metadata; a relative `connectionString` (default
-    /// `<name>.db`) lives in the data directory.
+    /// The store's configuration from a component's metadata; `connectionString` and `busyTimeout` are read as
+    /// `pubsub.sqlite` reads them (`SQLiteMetadata`).
     static func configuration(
         _ definition: ComponentDefinition, dataDirectory: String
     ) throws(ComponentDefinitionError) -> Configuration {
@@ -36,11 +36,9 @@ extension SQLiteStateStore {
             }
             return value
         }
-        var configuration = Configuration(
-            path: path(definition.metadata["connectionString"] ?? "\(definition.name).db", dataDirectory: dataDirectory)
-        )
+        var configuration = Configuration(path: SQLiteMetadata.path(definition, dataDirectory: dataDirectory))
         if let table = definition.metadata["tableName"], !table.isEmpty { configuration.tableName = table }
-        if let busy = try duration("busyTimeout") { configuration.busyTimeout = busy }
+        if let busy = try SQLiteMetadata.busyTimeout(definition.metadata) { configuration.busyTimeout = busy }
         if let cleanup = try duration("cleanupInterval") {
             configuration.cleanupInterval = cleanup > .zero ? cleanup : nil
         }

@@ -150,10 +150,13 @@ struct Hangard: AsyncParsableCommand {
         let supervisor = ServiceManagerLink(runtime: runtime, group: group, logger: logger)
         let node = NodeService(runtime: runtime, options: options, supervisor: supervisor, group: group, logger: logger)
         // The group stops services in reverse order: the node drains first; then the systemd watchdog (fed while
-        // calls drain) stops, the app channels' health probes stop and the channels close, the component host
-        // closes the components, and the metrics endpoint (still scraped while the node drains) stops.
+        // calls drain) stops, the subscription sources stop fetching, the app channels' health probes stop and the
+        // channels close, the component host closes the components, and the metrics endpoint (still scraped while the
+        // node drains) stops.
         let loops: [any Service] = [
-            runtime.components, AppChannelHealthService(channels: runtime.appChannels, group: group), supervisor,
+            runtime.components,
+            AppChannelHealthService(channels: runtime.appChannels, pushDelivery: runtime.pushDelivery, group: group),
+            SubscriptionSourcesService(sources: runtime.subscriptionSources), supervisor,
         ]
         var running: [any Service] = loops + [node]
         if options.metrics != nil || options.inherited.metrics != nil {

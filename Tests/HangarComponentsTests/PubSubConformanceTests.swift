@@ -346,9 +346,16 @@ struct PubSubConformanceTests {
             let other = try await pubsub.publish([kilobyte], to: "ns||other", on: loop).get()
             #expect(other == [1], "other topics are untouched")
             #expect(try await pubsub.fetch(consumer, on: loop).map(\.sequence) == [4, 5])
-            // A publish larger than the limit keeps its own messages.
-            _ = try await pubsub.publish([kilobyte, kilobyte, kilobyte], to: consumer.topic, on: loop).get()
-            #expect(pubsub.usageByTopic[consumer.topic] == 3000)
+            // A publish larger than the limit by itself could never be kept whole: it is refused, nothing changes.
+            await #expect(throws: PubSubError.tooLarge(bytes: 3000, limit: 2500, setting: "maxTopicBytes")) {
+                try await pubsub.publish([kilobyte, kilobyte, kilobyte], to: consumer.topic, on: loop).get()
+            }
+            #expect(pubsub.usageByTopic[consumer.topic] == 2000)
+            #expect(pubsub.lastSequence(of: consumer.topic) == 5)
+            // One that fits exactly pushes everything older out, and the topic never holds more than the limit.
+            let exact = PubSubMessage(data: Data(count: 2500))
+            #expect(try await pubsub.publish(exact, to: consumer.topic, on: loop).get() == 6)
+            #expect(pubsub.usageByTopic[consumer.topic] == 2500)
         }
     }
 
@@ -417,6 +424,20 @@ struct PubSubConformanceTests {
             try await loop.submit {}.get()  // The waiter cancels its observation on the loop, after completing.
             #expect(pubsub.registeredObservers == 0)
         }
+    }
+
+    @Test("a waiter without a timeout wakes when the component closes, and leaves nothing behind",
+        arguments: PubSubKind.allCases)
+    func waiterWakesOnClose(kind: PubSubKind) async throws {
+        var waiting: EventLoopFuture<Bool>?
+        var component: (any PubSub)?
+        try await Env.withPubSub(kind) { pubsub, loop in
+            waiting = pubsub.waitForPublish(to: Self.orders.topic, beyond: 0, timeout: nil, on: loop)
+            component = pubsub
+            #expect(pubsub.registeredObservers == 1)
+        }
+        #expect(try await waiting?.get() == true, "woken by the close: its next operation finds it closed")
+        #expect(component?.registeredObservers == 0)
     }
 
     @Test("bad arguments and unknown consumers are refused with clear errors", arguments: PubSubKind.allCases)

@@ -20,11 +20,11 @@ enum PubSubTestEnvironment {
     /// Test limits: no periodic cleanup (tests call `trim`), no retention or size limits unless given.
     static func limits(
         ackTimeout: Duration = .seconds(60), retentionPeriod: Duration? = nil, maxTopicBytes: Int? = nil,
-        maxRetainedBytes: Int? = nil
+        maxRetainedBytes: Int? = nil, fullTrimInterval: Duration = .seconds(1)
     ) -> PubSubLimits {
         PubSubLimits(
             ackTimeout: ackTimeout, retentionPeriod: retentionPeriod, maxTopicBytes: maxTopicBytes,
-            maxRetainedBytes: maxRetainedBytes, cleanupInterval: nil)
+            maxRetainedBytes: maxRetainedBytes, cleanupInterval: nil, fullTrimInterval: fullTrimInterval)
     }
 
     static func open(_ kind: PubSubKind, path: String, limits: PubSubLimits) throws -> any PubSub {
@@ -91,6 +91,15 @@ extension PubSub {
         _ consumer: PubSubConsumer, limit: Int = 100, lease: Duration? = nil, on eventLoop: any EventLoop
     ) async throws -> [PubSubDelivery] {
         try await fetch(consumer, limit: limit, lease: lease, on: eventLoop).get().deliveries
+    }
+
+    /// How many trims refused publishes ran (`PubSubTrimGate`), for the components that say.
+    var roomTrims: Int? {
+        switch self {
+        case let pubsub as InMemoryPubSub: pubsub.trimsForRoom
+        case let pubsub as SQLitePubSub: pubsub.trimsForRoom
+        default: nil
+        }
     }
 
     /// How many observations are registered, for the components that say.

@@ -1,6 +1,6 @@
 import Foundation
 import HangarComponents
-import HangarSQLite
+@testable import HangarSQLite
 import Logging
 import NIOCore
 import Testing
@@ -66,6 +66,74 @@ struct SQLitePubSubTests {
         #expect(deliveries.map(Env.text) == (1...200).map { "m\($0)" })
         try await recovered.close(on: loop).get()
         try await pubsub.close(on: loop).get()
+    }
+
+    @Test("one operation that spoils a batch's transaction fails alone: the others of the batch commit")
+    func failureIsolation() async throws {
+        let directory = try StateTestEnvironment.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("pubsub.db").path
+        let loop = PubSubTestEnvironment.group.next()
+        let pubsub = try Env.openSQLite(path: path)
+        _ = try await pubsub.ensureConsumer(Self.consumer, on: loop).get()
+        _ = try await pubsub.publish(["before"], to: "ns||boom", on: loop)
+
+        // A trigger makes SQLite fail every insert into one topic, as a disk error or a corrupt page would.
+        let saboteur = try SQLiteConnection(path: path, busyTimeout: .seconds(2))
+        try saboteur.execute(
+            """
+            CREATE TRIGGER sabotage BEFORE INSERT ON pubsub_messages
+            WHEN NEW.topic_id = (SELECT id FROM pubsub_topics WHERE name = 'ns||boom')
+            BEGIN SELECT RAISE(ABORT, 'sabotaged'); END
+            """)
+        // Fired together, so that they share batches with the failing publishes in their midst.
+        let futures = (0..<300).map { index in
+            pubsub.publish(
+                Env.message("m\(index)"), to: index % 50 == 25 ? "ns||boom" : Self.consumer.topic, on: loop
+            ).future(on: loop)
+        }
+        var published: [String] = []
+        var failures: [Int] = []
+        for (index, future) in futures.enumerated() {
+            do {
+                _ = try await future.get()
+                published.append("m\(index)")
+            } catch {
+                #expect("\(error)".contains("sabotaged"))
+                failures.append(index)
+            }
+        }
+        #expect(failures == Array(stride(from: 25, to: 300, by: 50)), "only the sabotaged publishes fail")
+        let deliveries = try await pubsub.fetch(Self.consumer, limit: 1000, on: loop)
+        #expect(deliveries.map(Env.text) == published, "every other publish is there, once, in order")
+        #expect(deliveries.map(\.sequence) == Array(1...UInt64(published.count)), "no sequence lost or reused")
+        #expect(pubsub.usageByTopic["ns||boom"] == Env.message("before").byteCount)
+        let bytes = published.reduce(Env.message("before").byteCount) { $0 + Env.message($1).byteCount }
+        #expect(pubsub.usageByPartition == ["ns": bytes], "the partition's total counts only what committed")
+
+        try saboteur.execute("DROP TRIGGER sabotage")
+        saboteur.close()
+        #expect(try await pubsub.publish(["after"], to: "ns||boom", on: loop) == [2])
+        try await pubsub.close(on: loop).get()
+    }
+
+    @Test("usage by partition is read back from the file on reopen")
+    func partitionsSurviveReopen() async throws {
+        let directory = try StateTestEnvironment.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("pubsub.db").path
+        let loop = PubSubTestEnvironment.group.next()
+        let pubsub = try Env.openSQLite(path: path)
+        _ = try await pubsub.publish(["a", "bb"], to: "t1||x", on: loop)
+        _ = try await pubsub.publish(["ccc"], to: "t1||y", on: loop)
+        _ = try await pubsub.publish(["dddd"], to: "t2||x", on: loop)
+        let usage = pubsub.usageByPartition
+        #expect(usage == ["t1": 6 + 3 * "text/plain".utf8.count, "t2": 4 + "text/plain".utf8.count])
+        try await pubsub.close(on: loop).get()
+        let reopened = try Env.openSQLite(path: path)
+        #expect(reopened.usageByPartition == usage)
+        #expect(reopened.retainedBytes(inPartition: "t1") == usage["t1"])
+        try await reopened.close(on: loop).get()
     }
 
     @Test("synchronous=FULL works the same")
@@ -135,6 +203,58 @@ struct PubSubDescriptorTests {
             try await pubsub.close(on: loop).get()
         }
         #expect(FileManager.default.fileExists(atPath: directory.appendingPathComponent("events.db").path))
+    }
+
+    @Test("pubsub.sqlite has a byte bound by default (4 GiB), which 0 turns off; in-memory keeps its 64 MiB")
+    func defaultRetainedBytes() throws {
+        let sqlite = try SQLitePubSub.configuration(
+            ComponentDefinition(name: "p", type: "pubsub.sqlite"), dataDirectory: "/data")
+        #expect(sqlite.limits.maxRetainedBytes == 4 << 30)
+        let unbounded = try SQLitePubSub.configuration(
+            ComponentDefinition(name: "p", type: "pubsub.sqlite", metadata: ["maxRetainedBytes": "0"]),
+            dataDirectory: "/data")
+        #expect(unbounded.limits.maxRetainedBytes == nil)
+        #expect(InMemoryPubSub.defaultLimits.maxRetainedBytes == 64 << 20)
+    }
+
+    @Test(
+        "state.sqlite and pubsub.sqlite read connectionString and busyTimeout the same way",
+        arguments: [
+            // (connectionString, busyTimeout, expected path under /data, expected busy timeout in ms)
+            (nil, nil, "/data/c.db", 2000), ("", "", "/data/c.db", 2000), ("  ", "0", "/data/c.db", 0),
+            ("x.db", "-1s", "/data/x.db", 0), ("/abs/y.db", "-5", "/abs/y.db", 0),
+            (
+                "file:z.db?mode=rwc", "1500ms",
+                "/data/z.db", 1500
+            ), (":memory:", "3", ":memory:", 3000), (nil, "+250ms", "/data/c.db", 250),
+        ] as [(String?, String?, String, Int64)])
+    func sharedSQLiteMetadata(connectionString: String?, busyTimeout: String?, path: String, busy: Int64) throws {
+        var metadata: [String: String] = [:]
+        metadata["connectionString"] = connectionString
+        metadata["busyTimeout"] = busyTimeout
+        let pubsub = try SQLitePubSub.configuration(
+            ComponentDefinition(name: "c", type: "pubsub.sqlite", metadata: metadata), dataDirectory: "/data")
+        let state = try SQLiteStateStore.configuration(
+            ComponentDefinition(name: "c", type: "state.sqlite", metadata: metadata), dataDirectory: "/data")
+        #expect(pubsub.path == path && state.path == path)
+        #expect(pubsub.busyTimeout == .milliseconds(busy) && state.busyTimeout == .milliseconds(busy))
+    }
+
+    @Test(
+        "a busyTimeout that is not a duration is refused by both SQLite components, naming the field",
+        arguments: ["x", "--1s", "-", "1 fortnight"])
+    func badBusyTimeout(value: String) {
+        let pubsub = #expect(throws: ComponentDefinitionError.self) {
+            _ = try SQLitePubSub.configuration(
+                ComponentDefinition(name: "c", type: "pubsub.sqlite", metadata: ["busyTimeout": value]),
+                dataDirectory: "/data")
+        }
+        let state = #expect(throws: ComponentDefinitionError.self) {
+            _ = try SQLiteStateStore.configuration(
+                ComponentDefinition(name: "c", type: "state.sqlite", metadata: ["busyTimeout": value]),
+                dataDirectory: "/data")
+        }
+        #expect(pubsub?.field == "spec.metadata.busyTimeout" && state?.field == "spec.metadata.busyTimeout")
     }
 
     @Test("metadata is read with Dapr-like names, units and defaults")

@@ -126,6 +126,14 @@ struct NodeConfigurationTests {
             (tenant("t", apps: "    - appId: a") + "\n  weight: 101\n", "spec.weight"),
             (tenant("t", apps: "    - appId: a") + "\n  quotas:\n    maxConnections: -3\n", "spec.quotas.maxConnections"),
             (tenant("t", apps: "    - appId: a") + "\n  quotas:\n    maxStreams: 0\n", "spec.quotas.maxStreams"),
+            (
+                tenant("t", apps: "    - appId: a") + "\n  quotas:\n    maxSubscriptions: 0\n",
+                "spec.quotas.maxSubscriptions"
+            ),
+            (
+                tenant("t", apps: "    - appId: a\n      quotas: {maxSubscriptions: 10}"),
+                "spec.apps[0].quotas.maxSubscriptions"
+            ),
         ]
         for (text, field) in cases {
             let dir = try directory(["t.yaml": text])

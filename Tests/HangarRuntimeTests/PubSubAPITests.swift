@@ -41,6 +41,10 @@ struct PubSubAPITests {
                 ComponentSpec(
                     name: "small", type: "pubsub.in-memory", metadata: ["maxRetainedBytes": "1024"],
                     scopes: ["orders"]),
+                // Commits on the thread pool, later than the publish call returns: concurrent publishes meet there.
+                ComponentSpec(
+                    name: "durable", type: "pubsub.sqlite", metadata: ["connectionString": ":memory:"],
+                    scopes: ["orders"]),
             ])
         runtime = try Runtime(
             configuration: configuration, dataDirectory: "/nonexistent", maxRequestBytes: 1 << 20,
@@ -246,6 +250,11 @@ struct PubSubAPITests {
 
     @Test("maxPubsubBytes: a tenant over its retained bytes is refused; another tenant is not affected")
     func maxPubsubBytes() async throws {
+        // Subscribed topics: the messages are retained until consumed (a topic nobody subscribes to is trimmed).
+        for topic in ["quota", "quota-other-topic"] {
+            _ = try await handle(Self.ordersA).ensureConsumer(topic, on: loop).get()
+        }
+        _ = try await handle(Self.ordersB).ensureConsumer("quota", on: loop).get()
         let big = String(repeating: "x", count: 1500)
         try await publish(Self.ordersA, "pubsub", "quota", big)
         try await publish(Self.ordersA, "pubsub", "quota", big)
@@ -262,12 +271,49 @@ struct PubSubAPITests {
         #expect((perTenant["team-b"] ?? 0) > 4500)
     }
 
-    @Test("a full component is RESOURCE_EXHAUSTED / 429 ERR_PUBSUB_PUBLISH_MESSAGE")
+    @Test("a full component is RESOURCE_EXHAUSTED / 429 ERR_PUBSUB_PUBLISH_MESSAGE; one too large ever to fit, 413")
     func fullComponent() async throws {
-        let error = await error { try await publish(Self.ordersB, "small", "t", String(repeating: "x", count: 2048)) }
-        #expect(error?.errorCode == "ERR_PUBSUB_PUBLISH_MESSAGE")
-        #expect(error?.rpcCode == .resourceExhausted)
-        #expect(error?.message.hasPrefix("error when publishing to topic t in pubsub small: ") == true)
+        let tooLarge = await error {
+            try await publish(Self.ordersB, "small", "t", String(repeating: "x", count: 2048))
+        }
+        #expect(tooLarge?.errorCode == "ERR_PUBSUB_PUBLISH_MESSAGE")
+        #expect(tooLarge?.rpcCode == .resourceExhausted)
+        #expect(tooLarge?.httpStatus == 413)
+        #expect(tooLarge?.message.hasPrefix("error when publishing to topic t in pubsub small: ") == true)
+        #expect(tooLarge?.message.contains("maxRetainedBytes of 1024: it can never be stored") == true)
+        #expect(tooLarge?.errorMetadata["retryAfterSeconds"] == nil)
+
+        _ = try await handle(Self.ordersB, "small").ensureConsumer("t", on: loop).get()
+        try await publish(Self.ordersB, "small", "t", String(repeating: "x", count: 200))
+        let full = await error { try await publish(Self.ordersB, "small", "t", String(repeating: "x", count: 200)) }
+        #expect(full?.errorCode == "ERR_PUBSUB_PUBLISH_MESSAGE")
+        #expect(full?.httpStatus == 429)
+        #expect(full?.errorMetadata["retryAfterSeconds"] == "1")
+    }
+
+    @Test("maxPubsubBytes holds when a tenant's publishes run concurrently on a component that commits later")
+    func maxPubsubBytesUnderConcurrency() async throws {
+        await runtime.components.initialise()
+        _ = try await handle(Self.ordersA, "durable").ensureConsumer("burst", on: loop).get()
+        let payload = String(repeating: "x", count: 1500)
+        let request = PublishRequest(pubsubName: "durable", topic: "burst", data: Data(payload.utf8))
+        // Fired together: none has committed when the others are checked, so a check against committed usage
+        // alone would let all of them through.
+        let futures = (0..<12).map { _ in runtime.pubsub.publish(Self.ordersA, request, on: loop).future(on: loop) }
+        var accepted = 0
+        for future in futures {
+            do {
+                try await future.get()
+                accepted += 1
+            } catch let error as APIError {
+                #expect(error.errorCode == "ERR_QUOTA_EXCEEDED" && error.errorMetadata["quota"] == "maxPubsubBytes")
+            }
+        }
+        let retained = try handle(Self.ordersA, "durable").retainedBytes
+        #expect(accepted == 2, "each envelope is over 1500 bytes: two fit in 4096, three do not")
+        #expect(retained <= 4096 && retained > 3000)
+        let perTenant = TenantPubSubHandle.usageByPartition(of: try handle(Self.ordersA, "durable").pubsub)
+        #expect(perTenant == ["team-a": retained])
     }
 
     @Test("bulk: entries are wrapped one by one and published together; ids must be present and unique")

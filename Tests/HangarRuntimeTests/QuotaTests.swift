@@ -117,6 +117,27 @@ struct QuotaTests {
         #expect(gate.registry.account(Self.orders)?.openConnections == 2)
     }
 
+    @Test("maxSubscriptions is the tenant's total: refused at the limit, freed on release, default 1000")
+    func subscriptions() throws {
+        let registry = TenantRegistry(
+            configuration: Self.configuration(tenant: Quotas(maxSubscriptions: 2)), maxRequestBytes: 1 << 20)
+        let tenant = try #require(registry.tenantAccount("team-a"))
+        #expect(tenant.acquireSubscription() == nil)
+        #expect(tenant.acquireSubscription() == nil)
+        let refusal = try #require(tenant.acquireSubscription())
+        #expect(refusal.quota == "maxSubscriptions")
+        #expect(refusal.limit == 2)
+        #expect(refusal.scope == .tenant)
+        #expect(tenant.subscriptions == 2)
+        // Another tenant has its own count, with the default.
+        let other = try #require(registry.tenantAccount("team-b"))
+        #expect(other.acquireSubscription() == nil)
+        #expect(Quotas.defaults.maxSubscriptions == 1000)
+        tenant.releaseSubscription()
+        #expect(tenant.acquireSubscription() == nil)
+        #expect(tenant.acquireSubscription() != nil)
+    }
+
     @Test("maxStreams counts streams apart from calls in flight, per app, and frees a slot when one ends")
     func streams() throws {
         let gate = Self.gate(Self.configuration(tenant: Quotas(maxConcurrentRequests: 1, maxStreams: 2)))

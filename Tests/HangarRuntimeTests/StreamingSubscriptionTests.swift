@@ -42,11 +42,14 @@ struct StreamingSubscriptionTests {
     @Test("the event is built from the stored envelope as Dapr builds it")
     func eventFromEnvelope() async throws {
         let sent = Mutex<[SubscriptionEvent]>([])
-        let subscription = try await runtime.pubsub.subscribe(
-            Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
-        ) { event in
-            sent.withLock { $0.append(event) }
-            return true
+        let loop = self.loop
+        let subscription = try await loop.flatSubmit {
+            runtime.pubsub.subscribe(
+                Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
+            ) { event in
+                sent.withLock { $0.append(event) }
+                return true
+            }.future(on: loop)
         }.get()
         try await loop.submit { subscription.start() }.get()
         try await publish(#"{"b":1,"a":"<x>"}"#, contentType: "application/json")
@@ -86,11 +89,14 @@ struct StreamingSubscriptionTests {
         _ = try await handle.ensureConsumer("t", on: loop).get()
         let total = StreamingSubscription.maxInFlight + 20
         for index in 0..<total { try await publish("m\(index)") }
-        let subscription = try await runtime.pubsub.subscribe(
-            Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
-        ) { event in
-            sent.withLock { $0.append(event) }
-            return true
+        let loop = self.loop
+        let subscription = try await loop.flatSubmit {
+            runtime.pubsub.subscribe(
+                Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
+            ) { event in
+                sent.withLock { $0.append(event) }
+                return true
+            }.future(on: loop)
         }.get()
         try await loop.submit { subscription.start() }.get()
         try await settle()
@@ -129,11 +135,14 @@ struct StreamingSubscriptionTests {
             try await runtime.pubsub.publish(Self.publisher, request, on: loop).get()
         }
         let sent = Mutex<[SubscriptionEvent]>([])
-        let subscription = try await runtime.pubsub.subscribe(
-            Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
-        ) { event in
-            sent.withLock { $0.append(event) }
-            return true
+        let loop = self.loop
+        let subscription = try await loop.flatSubmit {
+            runtime.pubsub.subscribe(
+                Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
+            ) { event in
+                sent.withLock { $0.append(event) }
+                return true
+            }.future(on: loop)
         }.get()
         try await loop.submit { subscription.start() }.get()
         try await settle()

@@ -41,7 +41,11 @@ CHECKED_PACKAGES = ("dapr.proto.", "google.rpc")
 # The runtime service whose rpcs we document in dapr/proto/runtime/v1/dapr.proto, and the app-side
 # services Hangar calls (the app channel), in dapr/proto/runtime/v1/appcallback.proto.
 DAPR_SERVICE = "dapr.proto.runtime.v1.Dapr"
-APP_SERVICES = ("dapr.proto.runtime.v1.AppCallback", "dapr.proto.runtime.v1.AppCallbackHealthCheck")
+APP_SERVICES = (
+    "dapr.proto.runtime.v1.AppCallback",
+    "dapr.proto.runtime.v1.AppCallbackAlpha",
+    "dapr.proto.runtime.v1.AppCallbackHealthCheck",
+)
 
 # Fields of the SDK's messages that Hangar's protos deliberately leave out, as
 # "<message full name>.<field name>". Anything missing that is not listed here fails

@@ -76,7 +76,19 @@ package final class InMemoryPubSub: PubSub {
     private struct State {
         var topics: [String: Topic] = [:]
         var bytes = 0
+        /// `bytes` by partition (`PubSubPartition`), kept as topics change; emptied partitions are removed.
+        var partitions: [String: Int] = [:]
+        var gate: PubSubTrimGate
         var closed = false
+
+        /// Adds `delta` bytes (negative: removes) to the component's and the topic's partition's totals.
+        mutating func account(_ delta: Int, of topic: String) {
+            guard delta != 0 else { return }
+            bytes += delta
+            let partition = PubSubPartition.of(topic)
+            let total = partitions[partition, default: 0] + delta
+            partitions[partition] = total > 0 ? total : nil
+        }
 
         /// Runs retention on every topic; returns how many messages it removed.
         @discardableResult
@@ -105,14 +117,15 @@ package final class InMemoryPubSub: PubSub {
                 let consumed = topic.removeOldest { sequence, _ in sequence <= watermark }
                 removed += consumed.count
                 freed += consumed.bytes
-                bytes -= freed
+                account(-freed, of: name)
                 topics[name] = topic
             }
+            gate.trimmed(now: Int64((now.timeIntervalSince1970 * 1000).rounded(.down)))
             return removed
         }
     }
 
-    private let state = Mutex(State())
+    private let state: Mutex<State>
     private let observers = PubSubTopicObservers()
     private let cleanup = Mutex<RepeatedTask?>(nil)
     /// The limits the component was created with.
@@ -130,6 +143,7 @@ package final class InMemoryPubSub: PubSub {
     /// A component with `limits`; with an `eventLoopGroup` and a `cleanupInterval`, `trim` runs periodically.
     package init(limits: PubSubLimits = InMemoryPubSub.defaultLimits, eventLoopGroup: (any EventLoopGroup)? = nil) {
         self.limits = limits
+        self.state = Mutex(State(gate: PubSubTrimGate(interval: limits.fullTrimInterval)))
         if let interval = limits.cleanupInterval, let eventLoop = eventLoopGroup?.next() {
             let task = eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount(interval), delay: TimeAmount(interval)) {
                 [weak self] task in
@@ -146,24 +160,49 @@ package final class InMemoryPubSub: PubSub {
         }
     }
 
+    package var usageByPartition: [String: Int] { state.withLock { $0.partitions } }
+
+    package func retainedBytes(inPartition partition: String) -> Int {
+        state.withLock { $0.partitions[partition] ?? 0 }
+    }
+
+    /// How many trims refused publishes ran (see `PubSubTrimGate`; for tests).
+    package var trimsForRoom: Int { state.withLock { $0.gate.trimsForRoom } }
+
     package func lastSequence(of topic: String) -> UInt64 {
         state.withLock { $0.topics[topic]?.last ?? 0 }
     }
 
     package func publish(
-        _ messages: [PubSubMessage], to topic: String, on eventLoop: any EventLoop
+        _ messages: [PubSubMessage], to topic: String, partitionLimit: Int?, on eventLoop: any EventLoop
     ) -> Eventual<[UInt64]> {
         let limits = self.limits
         let outcome = Result { () throws(PubSubError) -> [UInt64] in
             guard !topic.isEmpty else { throw .invalidArgument("the topic is empty") }
+            let bytes = messages.reduce(0) { $0 + $1.byteCount }
+            if let refusal = limits.refusalOfSize(bytes) { throw refusal }
+            let partition = PubSubPartition.of(topic)
             return try state.withLock { state throws(PubSubError) -> [UInt64] in
                 guard !state.closed else { throw .closed }
                 let now = Date()
-                let bytes = messages.reduce(0) { $0 + $1.byteCount }
-                if let limit = limits.maxRetainedBytes, state.bytes + bytes > limit {
-                    state.trim(limits: limits, now: now)
-                    if state.bytes + bytes > limit { throw .full(usage: state.bytes + bytes, limit: limit) }
+                state.gate.begin()
+                func refusal(_ state: State) -> PubSubError? {
+                    if let limit = partitionLimit, (state.partitions[partition] ?? 0) + bytes > limit {
+                        return .partitionFull(
+                            partition: partition, usage: (state.partitions[partition] ?? 0) + bytes, limit: limit)
+                    }
+                    if let limit = limits.maxRetainedBytes, state.bytes + bytes > limit {
+                        return .full(usage: state.bytes + bytes, limit: limit)
+                    }
+                    return nil
                 }
+                // Room is made by trimming only when the gate says it can help (not for every refused publish).
+                if refusal(state) != nil,
+                    state.gate.shouldTrim(now: Int64((now.timeIntervalSince1970 * 1000).rounded(.down)))
+                {
+                    state.trim(limits: limits, now: now)
+                }
+                if let refused = refusal(state) { throw refused }
                 // Taken out and put back, so that appending does not copy the topic's dictionaries.
                 var entry = state.topics.removeValue(forKey: topic) ?? Topic()
                 let firstNew = entry.last + 1
@@ -189,7 +228,7 @@ package final class InMemoryPubSub: PubSub {
                             return true
                         }.bytes
                 }
-                state.bytes += bytes - freed
+                state.account(bytes - freed, of: topic)
                 state.topics[topic] = entry
                 return sequences
             }
@@ -228,7 +267,7 @@ package final class InMemoryPubSub: PubSub {
         let lease = (lease ?? limits.ackTimeout).seconds
         return Eventual {
             guard limit > 0 else { throw PubSubError.invalidArgument("the fetch limit must be positive, not \(limit)") }
-            return try withConsumer(consumer) { topic, entry throws(PubSubError) -> PubSubFetchResult in
+            return try withConsumer(consumer) { topic, entry, _ throws(PubSubError) -> PubSubFetchResult in
                 let now = Date()
                 let visibleAt = now.addingTimeInterval(lease)
                 var deliveries: [PubSubDelivery] = []
@@ -260,15 +299,17 @@ package final class InMemoryPubSub: PubSub {
         }
     }
 
-    package func ack(_ consumer: PubSubConsumer, _ ids: [PubSubDeliveryID], on eventLoop: any EventLoop) -> Eventual<Int>
-    {
+    package func ack(
+        _ consumer: PubSubConsumer, _ ids: [PubSubDeliveryID], on eventLoop: any EventLoop
+    ) -> Eventual<Int> {
         Eventual {
-            try withConsumer(consumer) { _, entry throws(PubSubError) -> Int in
+            try withConsumer(consumer) { _, entry, gate throws(PubSubError) -> Int in
                 var count = 0
                 for id in ids where entry.pending[id.sequence]?.attempt == id.attempt {
                     entry.pending[id.sequence] = nil
                     count += 1
                 }
+                if count > 0 { gate.settled() }
                 return count
             }
         }
@@ -278,7 +319,7 @@ package final class InMemoryPubSub: PubSub {
         _ consumer: PubSubConsumer, _ ids: [PubSubDeliveryID], retryAfter: Duration, on eventLoop: any EventLoop
     ) -> Eventual<Int> {
         Eventual {
-            try withConsumer(consumer) { _, entry throws(PubSubError) -> Int in
+            try withConsumer(consumer) { _, entry, _ throws(PubSubError) -> Int in
                 let visibleAt = Date().addingTimeInterval(max(retryAfter, .zero).seconds)
                 var count = 0
                 for id in ids where entry.pending[id.sequence]?.attempt == id.attempt {
@@ -313,6 +354,7 @@ package final class InMemoryPubSub: PubSub {
             state.closed = true
             state.topics = [:]
             state.bytes = 0
+            state.partitions = [:]
         }
         observers.close()
         return eventLoop.makeSucceededVoidFuture()
@@ -321,9 +363,10 @@ package final class InMemoryPubSub: PubSub {
     /// How many observations are registered (for tests).
     package var observerCount: Int { observers.count }
 
-    /// Runs `body` on a consumer and its topic under the lock, storing the consumer back afterwards.
+    /// Runs `body` on a consumer and its topic (and the trim gate, for acks) under the lock, storing the consumer
+    /// back afterwards.
     private func withConsumer<Value>(
-        _ consumer: PubSubConsumer, _ body: (Topic, inout Consumer) throws(PubSubError) -> Value
+        _ consumer: PubSubConsumer, _ body: (Topic, inout Consumer, inout PubSubTrimGate) throws(PubSubError) -> Value
     ) throws(PubSubError) -> Value {
         try state.withLock { state throws(PubSubError) -> Value in
             guard !state.closed else { throw .closed }
@@ -332,7 +375,7 @@ package final class InMemoryPubSub: PubSub {
                 let topic = state.topics[consumer.topic]
             else { throw .unknownConsumer(consumer) }
             defer { state.topics[consumer.topic]?.consumers[consumer.group] = entry }
-            return try body(topic, &entry)
+            return try body(topic, &entry, &state.gate)
         }
     }
 

@@ -26,6 +26,12 @@ package struct PubSubFeatures: OptionSet, Sendable, Hashable {
 package enum PubSubError: Error, Sendable, Hashable, CustomStringConvertible {
     /// Publishing would take the component above its `maxRetainedBytes`: `usage` is what it would hold.
     case full(usage: Int, limit: Int)
+    /// Publishing would take the topic's partition (`PubSubPartition`) above the publish's `partitionLimit` (the
+    /// runtime's per-tenant `maxPubsubBytes`): `usage` is what the partition would hold. Nothing was stored.
+    case partitionFull(partition: String, usage: Int, limit: Int)
+    /// The publish alone (`bytes`) is larger than the component's `setting` (`maxTopicBytes`, `maxRetainedBytes`)
+    /// allows: it could never be stored, whatever is removed, so it is refused before anything else is done.
+    case tooLarge(bytes: Int, limit: Int, setting: String)
     /// `fetch`, `ack` or `nack` for a consumer that `ensureConsumer` never created (or that was removed).
     case unknownConsumer(PubSubConsumer)
     /// An argument the component cannot use (an empty topic, a non-positive fetch limit).
@@ -39,6 +45,10 @@ package enum PubSubError: Error, Sendable, Hashable, CustomStringConvertible {
         switch self {
         case .full(let usage, let limit):
             "the pub/sub component is full: \(usage) bytes would exceed its maxRetainedBytes of \(limit)"
+        case .partitionFull(let partition, let usage, let limit):
+            "partition '\(partition)' is full: \(usage) bytes would exceed its limit of \(limit)"
+        case .tooLarge(let bytes, let limit, let setting):
+            "the publish is \(bytes) bytes, more than the component's \(setting) of \(limit): it can never be stored"
         case .unknownConsumer(let consumer): "no consumer \(consumer): it must be created first"
         case .invalidArgument(let message): message
         case .backend(let message): message
@@ -50,6 +60,14 @@ package enum PubSubError: Error, Sendable, Hashable, CustomStringConvertible {
     package static func from(_ error: any Error) -> PubSubError {
         error as? PubSubError ?? .backend("\(error)")
     }
+}
+
+/// How pub/sub components group topics for byte accounting: a topic's partition is the part of its name before the
+/// first `||` (the whole name when it has none), as `StatePartition` groups state keys. The runtime names every
+/// tenant's topics `<namespace>||<topic>`, so a partition is a tenant; components know nothing of that.
+package enum PubSubPartition {
+    /// The partition of a physical topic.
+    package static func of(_ topic: String) -> String { StatePartition.of(topic) }
 }
 
 /// A pub/sub component as a node broker serving many tenants: an append-only log per topic, and per consumer
@@ -92,18 +110,34 @@ package protocol PubSub: AnyObject, Sendable {
     var executesInline: Bool { get }
 
     /// The bytes (`PubSubMessage.byteCount`) each topic retains now, as last committed; topics holding nothing are
-    /// left out. Synchronous and cheap (a snapshot under a lock), for metrics and quotas: the runtime sums it by
-    /// tenant prefix. It counts messages until they are removed (see `trim`), acknowledged or not.
+    /// left out. A copy of a table with one entry per topic: for tests and reports, never for a hot path (use
+    /// `usageByPartition` or `retainedBytes(inPartition:)`). It counts messages until they are removed (see
+    /// `trim`), acknowledged or not.
     var usageByTopic: [String: Int] { get }
+
+    /// `usageByTopic` summed by partition (`PubSubPartition`), kept as the topics change rather than summed when
+    /// asked: one entry per partition (per tenant), for metrics. Partitions holding nothing are left out.
+    var usageByPartition: [String: Int] { get }
+
+    /// The bytes one partition retains now, as last committed: a lookup under a lock, cheap enough for every
+    /// publish.
+    func retainedBytes(inPartition partition: String) -> Int
 
     /// The sequence of the last message committed to `topic`, 0 when none ever was. Synchronous and cheap; read
     /// it before a `fetch` and pass it to `waitForPublish` so that no publish in between is missed.
     func lastSequence(of topic: String) -> UInt64
 
     /// Appends `messages` to `topic` in order, all or none, and returns their sequences. On a durable component
-    /// the messages are on stable storage when the result completes. Fails with `.full` when the component would
-    /// hold more than its `maxRetainedBytes`.
-    func publish(_ messages: [PubSubMessage], to topic: String, on eventLoop: any EventLoop) -> Eventual<[UInt64]>
+    /// the messages are on stable storage when the result completes. Refused, with nothing stored: with `.tooLarge`
+    /// when the messages alone exceed `maxTopicBytes` or `maxRetainedBytes`; with `.partitionFull` when the
+    /// topic's partition would hold more than `partitionLimit` (nil: no limit); with `.full` when the component
+    /// would hold more than its `maxRetainedBytes`. The limits are checked against what is committed and what
+    /// publishes ahead of this one in the component's order took, so concurrent publishes cannot overshoot them.
+    /// Before refusing with `.full` or `.partitionFull`, the component may run `trim` to make room, but only when
+    /// that can help (see `PubSubTrimGate`).
+    func publish(
+        _ messages: [PubSubMessage], to topic: String, partitionLimit: Int?, on eventLoop: any EventLoop
+    ) -> Eventual<[UInt64]>
 
     /// Creates the consumer if it does not exist, with its cursor at the end of the topic's log; an existing one is
     /// left as it is. Returns the cursor: the consumer receives the messages after that sequence.
@@ -136,7 +170,10 @@ package protocol PubSub: AnyObject, Sendable {
 
     /// Calls `handler` with the topic's last sequence after each commit that appended to `topic` (once per commit,
     /// not per message), until the observation is cancelled. The handler runs on the committing thread, after
-    /// every lock is released: it must be quick and must not block (hop to an event loop to do work).
+    /// every lock is released: it must be quick and must not block (hop to an event loop to do work). When the
+    /// component closes, each observer still registered is called once more with
+    /// `PubSubTopicObservers.closedSequence` (`UInt64.max`), then dropped; an observation made after the close is
+    /// called with it at once.
     func observe(topic: String, _ handler: @escaping @Sendable (UInt64) -> Void) -> PubSubObservation
 
     /// Releases files and connections. Later calls fail with `PubSubError.closed`; observers are dropped.
@@ -144,6 +181,13 @@ package protocol PubSub: AnyObject, Sendable {
 }
 
 extension PubSub {
+    /// Appends `messages` to `topic` with no partition limit.
+    package func publish(
+        _ messages: [PubSubMessage], to topic: String, on eventLoop: any EventLoop
+    ) -> Eventual<[UInt64]> {
+        publish(messages, to: topic, partitionLimit: nil, on: eventLoop)
+    }
+
     /// Publishes one message and returns its sequence.
     package func publish(_ message: PubSubMessage, to topic: String, on eventLoop: any EventLoop) -> Eventual<UInt64> {
         publish([message], to: topic, on: eventLoop).flatMapThrowing { sequences in
@@ -152,21 +196,31 @@ extension PubSub {
         }
     }
 
-    /// Completes with true once `topic` holds a message beyond `sequence` (at once if it already does), or with
-    /// false when `timeout` passes first (nil: no timeout). Read `sequence` from `lastSequence(of:)` before the
-    /// `fetch` that came back empty, so that a publish between the two is not missed. The observation is always
-    /// cancelled when the future completes: a waiter leaves nothing behind.
+    /// Completes with true once `topic` holds a message beyond `sequence` (at once if it already does) or the
+    /// component closes (its next operation then fails with `.closed`), or with false when `timeout` passes first
+    /// (nil: no timeout). Read `sequence` from `lastSequence(of:)` before the `fetch` that came back empty, so that a
+    /// publish between the two is not missed. The observation is always cancelled when the future completes: a
+    /// waiter leaves nothing behind.
     package func waitForPublish(
         to topic: String, beyond sequence: UInt64, timeout: Duration?, on eventLoop: any EventLoop
     ) -> EventLoopFuture<Bool> {
-        if lastSequence(of: topic) > sequence { return eventLoop.makeSucceededFuture(true) }
-        // Whichever comes first completes the promise; NIO ignores a later completion.
         let promise = eventLoop.makePromise(of: Bool.self)
+        waitForPublish(to: topic, beyond: sequence, timeout: timeout, completing: promise)
+        return promise.futureResult
+    }
+
+    /// `waitForPublish` completing `promise`, which the caller may also complete itself (with false) to end the
+    /// wait early: the observation and the timer are released whichever completes it first.
+    package func waitForPublish(
+        to topic: String, beyond sequence: UInt64, timeout: Duration?, completing promise: EventLoopPromise<Bool>
+    ) {
+        if lastSequence(of: topic) > sequence { return promise.succeed(true) }
+        // Whichever comes first completes the promise; NIO ignores a later completion.
         let observation = observe(topic: topic) { last in
             if last > sequence { promise.succeed(true) }
         }
         let timer = timeout.map { timeout in
-            eventLoop.scheduleTask(in: TimeAmount(timeout)) { promise.succeed(false) }
+            promise.futureResult.eventLoop.scheduleTask(in: TimeAmount(timeout)) { promise.succeed(false) }
         }
         promise.futureResult.whenComplete { _ in
             observation.cancel()
@@ -174,6 +228,5 @@ extension PubSub {
         }
         // A publish that committed between the first check and the observation.
         if lastSequence(of: topic) > sequence { promise.succeed(true) }
-        return promise.futureResult
     }
 }

@@ -7,24 +7,43 @@ package struct PubSubLimits: Sendable, Hashable {
     /// `retentionPeriod`: messages older than this are removed by `trim`, acknowledged or not. Nil (`0`): kept
     /// until every consumer has acknowledged them. Default 24 h.
     package var retentionPeriod: Duration?
-    /// `maxTopicBytes`: when a publish takes a topic above this many bytes, its oldest messages are removed (in the
-    /// same commit), acknowledged or not, until it is back under. Nil: no per-topic limit (the default).
+    /// `maxTopicBytes`: the most bytes one topic holds. When a publish takes a topic above it, the topic's oldest
+    /// messages are removed in the same commit, acknowledged or not, until it is back under; a publish larger than
+    /// the limit by itself is refused (`PubSubError.tooLarge`). So no commit ever leaves a topic above it. Nil: no
+    /// per-topic limit (the default).
     package var maxTopicBytes: Int?
     /// `maxRetainedBytes`: the most bytes the whole component holds; a publish that would exceed it (after `trim`
-    /// removed what it could) fails with `PubSubError.full`. Nil: no limit.
+    /// removed what it could) fails with `PubSubError.full`, one larger than it by itself with `.tooLarge`. Checked
+    /// in the component's commit order, so concurrent publishes cannot overshoot it. Nil: no limit.
     package var maxRetainedBytes: Int?
     /// `cleanupInterval`: how often `trim` runs by itself. Nil (`0`): never (callers run it). Default 10 s.
     package var cleanupInterval: Duration?
+    /// Not metadata: how often a full component may trim for a refused publish when no consumer has acknowledged
+    /// anything since its last trim (only TTLs and age can have freed room). See `PubSubTrimGate`. Default 1 s.
+    package var fullTrimInterval: Duration
 
     package init(
         ackTimeout: Duration = .seconds(60), retentionPeriod: Duration? = .seconds(24 * 3600),
-        maxTopicBytes: Int? = nil, maxRetainedBytes: Int? = nil, cleanupInterval: Duration? = .seconds(10)
+        maxTopicBytes: Int? = nil, maxRetainedBytes: Int? = nil, cleanupInterval: Duration? = .seconds(10),
+        fullTrimInterval: Duration = .seconds(1)
     ) {
         self.ackTimeout = ackTimeout
         self.retentionPeriod = retentionPeriod
         self.maxTopicBytes = maxTopicBytes
         self.maxRetainedBytes = maxRetainedBytes
         self.cleanupInterval = cleanupInterval
+        self.fullTrimInterval = fullTrimInterval
+    }
+
+    /// Why `bytes` published at once could never be stored under these limits (the error to answer), or nil.
+    package func refusalOfSize(_ bytes: Int) -> PubSubError? {
+        if let limit = maxTopicBytes, bytes > limit {
+            return .tooLarge(bytes: bytes, limit: limit, setting: "maxTopicBytes")
+        }
+        if let limit = maxRetainedBytes, bytes > limit {
+            return .tooLarge(bytes: bytes, limit: limit, setting: "maxRetainedBytes")
+        }
+        return nil
     }
 
     /// The metadata names `init(metadata:defaults:)` reads.

@@ -36,7 +36,11 @@ package final class PubSubTopicObservers: Sendable {
             state.byTopic[topic, default: [:]][state.nextID] = handler
             return state.nextID
         }
-        guard let id else { return PubSubObservation {} }
+        guard let id else {
+            // Closed already: told at once, as the observers registered before the close were.
+            handler(Self.closedSequence)
+            return PubSubObservation {}
+        }
         return PubSubObservation { [weak self] in
             self?.state.withLock { state in
                 state.byTopic[topic]?[id] = nil
@@ -61,11 +65,20 @@ package final class PubSubTopicObservers: Sendable {
     /// How many observations are registered (for tests: a finished waiter leaves none behind).
     package var count: Int { state.withLock { $0.byTopic.values.reduce(0) { $0 + $1.count } } }
 
-    /// Drops every observer; later observations are never notified.
+    /// The value observers hear once when the component closes: nothing more will be committed, so a waiter
+    /// wakes (and finds the component closed at its next operation) rather than waiting for ever.
+    package static let closedSequence = UInt64.max
+
+    /// Drops every observer after calling each once with `closedSequence`; a later observation is called with it at
+    /// once, and never again.
     package func close() {
-        state.withLock {
-            $0.closed = true
-            $0.byTopic = [:]
+        let handlers = state.withLock { state -> [@Sendable (UInt64) -> Void] in
+            defer {
+                state.closed = true
+                state.byTopic = [:]
+            }
+            return state.byTopic.values.flatMap(\.values)
         }
+        for handler in handlers { handler(Self.closedSequence) }
     }
 }

@@ -5,7 +5,7 @@ package import NIOCore
 import NIOHPACK
 import NIOHTTP2
 import NIOPosix
-import SwiftProtobuf
+package import SwiftProtobuf
 import Synchronization
 
 /// An app's gRPC app channel: `AppCallback` calls on HTTP/2 connections to the app's gRPC server (TCP or a Unix
@@ -19,6 +19,7 @@ import Synchronization
 /// that comes back is served again within about 2 s, without a restart.
 package final class GRPCAppChannel: AppChannel {
     static let onInvoke = "/dapr.proto.runtime.v1.AppCallback/OnInvoke"
+    static let listTopicSubscriptions = "/dapr.proto.runtime.v1.AppCallback/ListTopicSubscriptions"
     static let healthCheck = "/dapr.proto.runtime.v1.AppCallbackHealthCheck/HealthCheck"
     static let initialBackoff = TimeAmount.milliseconds(100)
     static let maxBackoff = TimeAmount.seconds(2)
@@ -110,6 +111,50 @@ package final class GRPCAppChannel: AppChannel {
         unary(Self.healthCheck, Google_Protobuf_Empty(), metadata: [], deadline: deadline, on: eventLoop).map { _ in }
     }
 
+    /// `AppCallback.ListTopicSubscriptions`; UNIMPLEMENTED is no subscriptions (reference §2b).
+    package func listSubscriptions(deadline: NIODeadline, on eventLoop: any EventLoop)
+        -> EventLoopFuture<AppSubscriptionList>
+    {
+        unary(
+            path: Self.listTopicSubscriptions, message: Google_Protobuf_Empty(),
+            as: Dapr_Proto_Runtime_V1_ListTopicSubscriptionsResponse.self, deadline: deadline, on: eventLoop
+        ).map { response in
+            AppSubscriptionList(entries: response.subscriptions.map(Self.entry), withoutRoutes: .plainRule)
+        }.flatMapErrorThrowing { error in
+            if case AppChannelError.status(code: .unimplemented, _) = error { return AppSubscriptionList() }
+            throw error
+        }
+    }
+
+    /// A `TopicSubscription` in the runtime's terms: with no `routes`, or empty ones, no rule and no default.
+    static func entry(_ subscription: Dapr_Proto_Runtime_V1_TopicSubscription) -> AppSubscriptionList.Entry {
+        AppSubscriptionList.Entry(
+            pubsubName: subscription.pubsubName, topic: subscription.topic, metadata: subscription.metadata,
+            rules: subscription.routes.rules.map { ($0.match, $0.path) }, defaultPath: subscription.routes.default,
+            deadLetterTopic: subscription.deadLetterTopic,
+            bulk: subscription.hasBulkSubscribe
+                ? (
+                    subscription.bulkSubscribe.enabled, Int(subscription.bulkSubscribe.maxMessagesCount),
+                    Int(subscription.bulkSubscribe.maxAwaitDurationMs)
+                ) : nil)
+    }
+
+    /// One unary `AppCallback` call: `message` to `path` with `metadata` as request headers, the answer decoded as
+    /// `Response`. The app's gRPC error status fails it with `AppChannelError.status`; an answer that does not
+    /// decode with `.protocolViolation`. The future completes on `eventLoop`.
+    package func unary<Response: SwiftProtobuf.Message>(
+        path: String, message: some SwiftProtobuf.Message, as response: Response.Type,
+        metadata: [(name: String, value: String)] = [], deadline: NIODeadline, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Response> {
+        unary(path, message, metadata: metadata, deadline: deadline, on: eventLoop).flatMapThrowing { answer in
+            do {
+                return try Response(serializedBytes: Array(answer.message.readableBytesView))
+            } catch {
+                throw AppChannelError.protocolViolation("the answer to \(path) is not a \(Response.protoMessageName)")
+            }
+        }
+    }
+
     package func close() {
         let slots = state.withLock { current -> [Slot] in
             current.closed = true
@@ -120,6 +165,21 @@ package final class GRPCAppChannel: AppChannel {
             switch slot {
             case .ready(let connection): connection.channel.close(promise: nil)
             case .connecting(let future): future.whenSuccess { $0.channel.close(promise: nil) }
+            }
+        }
+    }
+
+    /// One unary call of `path` on the app, its answer decoded as `Response`. A gRPC error status fails the future
+    /// with `AppChannelError.status`.
+    func unary<Response: SwiftProtobuf.Message>(
+        path: String, message: some SwiftProtobuf.Message, metadata: [(name: String, value: String)],
+        deadline: NIODeadline, on eventLoop: any EventLoop, as: Response.Type = Response.self
+    ) -> EventLoopFuture<Response> {
+        unary(path, message, metadata: metadata, deadline: deadline, on: eventLoop).flatMapThrowing { response in
+            do {
+                return try Response(serializedBytes: Array(response.message.readableBytesView))
+            } catch {
+                throw AppChannelError.protocolViolation("the answer to \(path) is not a valid \(Response.protoMessageName)")
             }
         }
     }

@@ -21,6 +21,26 @@ extension DaprService {
                 registered.capabilities = component.capabilities
                 return registered
             }
+            response.subscriptions = info.subscriptions.map { subscription in
+                var listed = Dapr_Proto_Runtime_V1_PubsubSubscription()
+                listed.pubsubName = subscription.pubsubName
+                listed.topic = subscription.topic
+                listed.metadata = subscription.metadata
+                listed.deadLetterTopic = subscription.deadLetterTopic
+                listed.rules.rules = subscription.rules.map { rule in
+                    var listed = Dapr_Proto_Runtime_V1_PubsubSubscriptionRule()
+                    listed.match = rule.match
+                    listed.path = rule.path
+                    return listed
+                }
+                listed.type =
+                    switch subscription.kind {
+                    case .declarative: .declarative
+                    case .programmatic: .programmatic
+                    case .streaming: .streaming
+                    }
+                return listed
+            }
             return .success(response)
         }
         service.unary(prefix + "SetMetadata", Dapr_Proto_Runtime_V1_SetMetadataRequest.self) { request, call in

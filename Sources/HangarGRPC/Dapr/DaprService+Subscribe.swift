@@ -19,7 +19,8 @@ extension DaprService {
 /// then events out as `event_message` and answers in as `event_processed`, relayed to a `StreamingSubscription`.
 ///
 /// The stream's end stops the subscription: the client closing its side (Dapr unsubscribes on EOF, and the call is
-/// finished with OK), a cancel, a deadline or a lost connection. The call's callbacks own this object, which owns
+/// finished with OK), a cancel, a deadline or a lost connection. The subscription's own end (its component was
+/// retired) finishes the call with UNAVAILABLE. The call's callbacks own this object, which owns
 /// the subscription; the subscription holds the call weakly, so finishing or cancelling the call frees them all.
 /// `@unchecked Sendable`: used on the call's event loop only (completions hop back to it).
 final class GRPCSubscribeStream: @unchecked Sendable {
@@ -94,7 +95,7 @@ final class GRPCSubscribeStream: @unchecked Sendable {
         let eventLoop = call.context.eventLoop
         pubsub.subscribe(
             call.context.caller, pubsubName: initial.pubsubName, topic: initial.topic,
-            deadLetterTopic: initial.deadLetterTopic, logger: logger, on: eventLoop
+            deadLetterTopic: initial.deadLetterTopic, metadata: initial.metadata, logger: logger, on: eventLoop
         ) { [weak call] event in
             guard let call else { return false }
             do {
@@ -103,6 +104,9 @@ final class GRPCSubscribeStream: @unchecked Sendable {
                 logger.warning("streaming subscription: cannot encode event \(event.id): \(error)")
                 return call.isWritable
             }
+        } ended: { error in
+            // The component was retired: UNAVAILABLE, and the SDK reconnects.
+            self.fail(GRPCStatus(error))
         }.whenComplete { result in
             if eventLoop.inEventLoop { self.opened(result) } else { eventLoop.execute { self.opened(result) } }
         }
@@ -139,19 +143,8 @@ final class GRPCSubscribeStream: @unchecked Sendable {
     /// The event as Dapr's `TopicEventRequest` inside an `event_message`.
     static func message(_ event: SubscriptionEvent) throws -> Dapr_Proto_Runtime_V1_SubscribeTopicEventsResponseAlpha1
     {
-        var request = Dapr_Proto_Runtime_V1_TopicEventRequest()
-        request.id = event.id
-        request.source = event.source
-        request.type = event.type
-        request.specVersion = event.specVersion
-        request.dataContentType = event.dataContentType
-        request.data = event.data
-        request.topic = event.topic
-        request.pubsubName = event.pubsubName
-        request.path = event.path
-        request.extensions = try Google_Protobuf_Struct(jsonUTF8Data: event.extensionsJSON)
         var response = Dapr_Proto_Runtime_V1_SubscribeTopicEventsResponseAlpha1()
-        response.eventMessage = request
+        response.eventMessage = try Dapr_Proto_Runtime_V1_TopicEventRequest(event)
         return response
     }
 }

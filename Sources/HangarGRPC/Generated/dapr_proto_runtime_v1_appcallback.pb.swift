@@ -52,6 +52,123 @@ package nonisolated struct Dapr_Proto_Runtime_V1_HealthCheckResponse: Sendable {
   package init() {}
 }
 
+/// ListTopicSubscriptionsResponse is the message including the list of the subscribing topics.
+package nonisolated struct Dapr_Proto_Runtime_V1_ListTopicSubscriptionsResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The list of topics.
+  package var subscriptions: [Dapr_Proto_Runtime_V1_TopicSubscription] = []
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// TopicSubscription represents topic and metadata.
+package nonisolated struct Dapr_Proto_Runtime_V1_TopicSubscription: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Required. The name of the pubsub containing the topic below to subscribe to.
+  package var pubsubName: String = String()
+
+  /// Required. The name of topic which will be subscribed
+  package var topic: String = String()
+
+  /// The optional properties used for this topic's subscription e.g. session id
+  package var metadata: Dictionary<String,String> = [:]
+
+  /// The optional routing rules to match against. In the gRPC interface, OnTopicEvent
+  /// is still invoked but the matching path is sent in the TopicEventRequest.
+  package var routes: Dapr_Proto_Runtime_V1_TopicRoutes {
+    get {_routes ?? Dapr_Proto_Runtime_V1_TopicRoutes()}
+    set {_routes = newValue}
+  }
+  /// Returns true if `routes` has been explicitly set.
+  package var hasRoutes: Bool {self._routes != nil}
+  /// Clears the value of `routes`. Subsequent reads from it will return its default value.
+  package mutating func clearRoutes() {self._routes = nil}
+
+  /// The optional dead letter queue for this topic to send events to.
+  package var deadLetterTopic: String = String()
+
+  /// The optional bulk subscribe settings for this topic.
+  package var bulkSubscribe: Dapr_Proto_Runtime_V1_BulkSubscribeConfig {
+    get {_bulkSubscribe ?? Dapr_Proto_Runtime_V1_BulkSubscribeConfig()}
+    set {_bulkSubscribe = newValue}
+  }
+  /// Returns true if `bulkSubscribe` has been explicitly set.
+  package var hasBulkSubscribe: Bool {self._bulkSubscribe != nil}
+  /// Clears the value of `bulkSubscribe`. Subsequent reads from it will return its default value.
+  package mutating func clearBulkSubscribe() {self._bulkSubscribe = nil}
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+
+  fileprivate var _routes: Dapr_Proto_Runtime_V1_TopicRoutes? = nil
+  fileprivate var _bulkSubscribe: Dapr_Proto_Runtime_V1_BulkSubscribeConfig? = nil
+}
+
+package nonisolated struct Dapr_Proto_Runtime_V1_TopicRoutes: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The list of rules for this topic.
+  package var rules: [Dapr_Proto_Runtime_V1_TopicRule] = []
+
+  /// The default path for this topic.
+  package var `default`: String = String()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+package nonisolated struct Dapr_Proto_Runtime_V1_TopicRule: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The optional CEL expression used to match the event.
+  /// If the match is not specified, then the route is considered
+  /// the default.
+  package var match: String = String()
+
+  /// The path used to identify matches for this subscription.
+  /// This value is passed in TopicEventRequest and used by OnTopicEvent to "switch"
+  /// inside the handler.
+  package var path: String = String()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// BulkSubscribeConfig is the message to pass settings for bulk subscribe
+package nonisolated struct Dapr_Proto_Runtime_V1_BulkSubscribeConfig: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Required. Flag to enable/disable bulk subscribe
+  package var enabled: Bool = false
+
+  /// Optional. Max number of messages to be sent in a single bulk request
+  package var maxMessagesCount: Int32 = 0
+
+  /// Optional. Max duration to wait for messages to be sent in a single bulk request
+  package var maxAwaitDurationMs: Int32 = 0
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "dapr.proto.runtime.v1"
@@ -70,6 +187,205 @@ nonisolated extension Dapr_Proto_Runtime_V1_HealthCheckResponse: SwiftProtobuf.M
   }
 
   package static func ==(lhs: Dapr_Proto_Runtime_V1_HealthCheckResponse, rhs: Dapr_Proto_Runtime_V1_HealthCheckResponse) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dapr_Proto_Runtime_V1_ListTopicSubscriptionsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".ListTopicSubscriptionsResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}subscriptions\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.subscriptions) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.subscriptions.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.subscriptions, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Dapr_Proto_Runtime_V1_ListTopicSubscriptionsResponse, rhs: Dapr_Proto_Runtime_V1_ListTopicSubscriptionsResponse) -> Bool {
+    if lhs.subscriptions != rhs.subscriptions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dapr_Proto_Runtime_V1_TopicSubscription: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TopicSubscription"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}pubsub_name\0\u{1}topic\0\u{1}metadata\0\u{2}\u{2}routes\0\u{3}dead_letter_topic\0\u{3}bulk_subscribe\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.pubsubName) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.topic) }()
+      case 3: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._routes) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.deadLetterTopic) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._bulkSubscribe) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.pubsubName.isEmpty {
+      try visitor.visitSingularStringField(value: self.pubsubName, fieldNumber: 1)
+    }
+    if !self.topic.isEmpty {
+      try visitor.visitSingularStringField(value: self.topic, fieldNumber: 2)
+    }
+    if !self.metadata.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 3)
+    }
+    try { if let v = self._routes {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if !self.deadLetterTopic.isEmpty {
+      try visitor.visitSingularStringField(value: self.deadLetterTopic, fieldNumber: 6)
+    }
+    try { if let v = self._bulkSubscribe {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Dapr_Proto_Runtime_V1_TopicSubscription, rhs: Dapr_Proto_Runtime_V1_TopicSubscription) -> Bool {
+    if lhs.pubsubName != rhs.pubsubName {return false}
+    if lhs.topic != rhs.topic {return false}
+    if lhs.metadata != rhs.metadata {return false}
+    if lhs._routes != rhs._routes {return false}
+    if lhs.deadLetterTopic != rhs.deadLetterTopic {return false}
+    if lhs._bulkSubscribe != rhs._bulkSubscribe {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dapr_Proto_Runtime_V1_TopicRoutes: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TopicRoutes"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}rules\0\u{1}default\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.rules) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.`default`) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.rules.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.rules, fieldNumber: 1)
+    }
+    if !self.`default`.isEmpty {
+      try visitor.visitSingularStringField(value: self.`default`, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Dapr_Proto_Runtime_V1_TopicRoutes, rhs: Dapr_Proto_Runtime_V1_TopicRoutes) -> Bool {
+    if lhs.rules != rhs.rules {return false}
+    if lhs.`default` != rhs.`default` {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dapr_Proto_Runtime_V1_TopicRule: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TopicRule"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}match\0\u{1}path\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.match) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.match.isEmpty {
+      try visitor.visitSingularStringField(value: self.match, fieldNumber: 1)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Dapr_Proto_Runtime_V1_TopicRule, rhs: Dapr_Proto_Runtime_V1_TopicRule) -> Bool {
+    if lhs.match != rhs.match {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dapr_Proto_Runtime_V1_BulkSubscribeConfig: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".BulkSubscribeConfig"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}enabled\0\u{3}max_messages_count\0\u{3}max_await_duration_ms\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBoolField(value: &self.enabled) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.maxMessagesCount) }()
+      case 3: try { try decoder.decodeSingularInt32Field(value: &self.maxAwaitDurationMs) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.enabled != false {
+      try visitor.visitSingularBoolField(value: self.enabled, fieldNumber: 1)
+    }
+    if self.maxMessagesCount != 0 {
+      try visitor.visitSingularInt32Field(value: self.maxMessagesCount, fieldNumber: 2)
+    }
+    if self.maxAwaitDurationMs != 0 {
+      try visitor.visitSingularInt32Field(value: self.maxAwaitDurationMs, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Dapr_Proto_Runtime_V1_BulkSubscribeConfig, rhs: Dapr_Proto_Runtime_V1_BulkSubscribeConfig) -> Bool {
+    if lhs.enabled != rhs.enabled {return false}
+    if lhs.maxMessagesCount != rhs.maxMessagesCount {return false}
+    if lhs.maxAwaitDurationMs != rhs.maxAwaitDurationMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

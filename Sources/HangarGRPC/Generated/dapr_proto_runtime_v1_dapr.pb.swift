@@ -801,6 +801,158 @@ package nonisolated struct Dapr_Proto_Runtime_V1_TopicEventResponse: Sendable {
   package init() {}
 }
 
+/// TopicEventCERequest message is compatible with CloudEvent spec v1.0
+package nonisolated struct Dapr_Proto_Runtime_V1_TopicEventCERequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The unique identifier of this cloud event.
+  package var id: String = String()
+
+  /// source identifies the context in which an event happened.
+  package var source: String = String()
+
+  /// The type of event related to the originating occurrence.
+  package var type: String = String()
+
+  /// The version of the CloudEvents specification.
+  package var specVersion: String = String()
+
+  /// The content type of data value.
+  package var dataContentType: String = String()
+
+  /// The content of the event.
+  package var data: Data = Data()
+
+  /// Custom attributes which includes cloud event extensions.
+  package var extensions: SwiftProtobuf.Google_Protobuf_Struct {
+    get {_extensions ?? SwiftProtobuf.Google_Protobuf_Struct()}
+    set {_extensions = newValue}
+  }
+  /// Returns true if `extensions` has been explicitly set.
+  package var hasExtensions: Bool {self._extensions != nil}
+  /// Clears the value of `extensions`. Subsequent reads from it will return its default value.
+  package mutating func clearExtensions() {self._extensions = nil}
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+
+  fileprivate var _extensions: SwiftProtobuf.Google_Protobuf_Struct? = nil
+}
+
+/// TopicEventBulkRequestEntry represents a single message inside a bulk request
+package nonisolated struct Dapr_Proto_Runtime_V1_TopicEventBulkRequestEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Unique identifier for the message.
+  package var entryID: String = String()
+
+  /// The content of the event.
+  package var event: Dapr_Proto_Runtime_V1_TopicEventBulkRequestEntry.OneOf_Event? = nil
+
+  package var bytes: Data {
+    get {
+      if case .bytes(let v)? = event {return v}
+      return Data()
+    }
+    set {event = .bytes(newValue)}
+  }
+
+  package var cloudEvent: Dapr_Proto_Runtime_V1_TopicEventCERequest {
+    get {
+      if case .cloudEvent(let v)? = event {return v}
+      return Dapr_Proto_Runtime_V1_TopicEventCERequest()
+    }
+    set {event = .cloudEvent(newValue)}
+  }
+
+  /// content type of the event contained.
+  package var contentType: String = String()
+
+  /// The metadata associated with the event.
+  package var metadata: Dictionary<String,String> = [:]
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  /// The content of the event.
+  package nonisolated enum OneOf_Event: Equatable, Sendable {
+    case bytes(Data)
+    case cloudEvent(Dapr_Proto_Runtime_V1_TopicEventCERequest)
+
+  }
+
+  package init() {}
+}
+
+/// TopicEventBulkRequest represents request for bulk message
+package nonisolated struct Dapr_Proto_Runtime_V1_TopicEventBulkRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Unique identifier for the bulk request.
+  package var id: String = String()
+
+  /// The list of items inside this bulk request.
+  package var entries: [Dapr_Proto_Runtime_V1_TopicEventBulkRequestEntry] = []
+
+  /// The metadata associated with the this bulk request.
+  package var metadata: Dictionary<String,String> = [:]
+
+  /// The pubsub topic which publisher sent to.
+  package var topic: String = String()
+
+  /// The name of the pubsub the publisher sent to.
+  package var pubsubName: String = String()
+
+  /// The type of event related to the originating occurrence.
+  package var type: String = String()
+
+  /// The matching path from TopicSubscription/routes (if specified) for this event.
+  /// This value is used by OnTopicEvent to "switch" inside the handler.
+  package var path: String = String()
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// TopicEventBulkResponseEntry Represents single response, as part of TopicEventBulkResponse, to be
+/// sent by subscibed App for the corresponding single message during bulk subscribe
+package nonisolated struct Dapr_Proto_Runtime_V1_TopicEventBulkResponseEntry: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Unique identifier associated the message.
+  package var entryID: String = String()
+
+  /// The status of the response.
+  package var status: Dapr_Proto_Runtime_V1_TopicEventResponse.TopicEventResponseStatus = .success
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
+/// AppBulkResponse is response from app on published message
+package nonisolated struct Dapr_Proto_Runtime_V1_TopicEventBulkResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The list of all responses for the bulk request.
+  package var statuses: [Dapr_Proto_Runtime_V1_TopicEventBulkResponseEntry] = []
+
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  package init() {}
+}
+
 /// GetMetadataRequest is the message for the GetMetadata request.
 package nonisolated struct Dapr_Proto_Runtime_V1_GetMetadataRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -2364,6 +2516,272 @@ nonisolated extension Dapr_Proto_Runtime_V1_TopicEventResponse: SwiftProtobuf.Me
 
 nonisolated extension Dapr_Proto_Runtime_V1_TopicEventResponse.TopicEventResponseStatus: SwiftProtobuf._ProtoNameProviding {
   package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0SUCCESS\0\u{1}RETRY\0\u{1}DROP\0")
+}
+
+nonisolated extension Dapr_Proto_Runtime_V1_TopicEventCERequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TopicEventCERequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}source\0\u{1}type\0\u{3}spec_version\0\u{3}data_content_type\0\u{1}data\0\u{1}extensions\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.source) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.type) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.specVersion) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.dataContentType) }()
+      case 6: try { try decoder.decodeSingularBytesField(value: &self.data) }()
+      case 7: try { try decoder.decodeSingularMessageField(value: &self._extensions) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.source.isEmpty {
+      try visitor.visitSingularStringField(value: self.source, fieldNumber: 2)
+    }
+    if !self.type.isEmpty {
+      try visitor.visitSingularStringField(value: self.type, fieldNumber: 3)
+    }
+    if !self.specVersion.isEmpty {
+      try visitor.visitSingularStringField(value: self.specVersion, fieldNumber: 4)
+    }
+    if !self.dataContentType.isEmpty {
+      try visitor.visitSingularStringField(value: self.dataContentType, fieldNumber: 5)
+    }
+    if !self.data.isEmpty {
+      try visitor.visitSingularBytesField(value: self.data, fieldNumber: 6)
+    }
+    try { if let v = self._extensions {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Dapr_Proto_Runtime_V1_TopicEventCERequest, rhs: Dapr_Proto_Runtime_V1_TopicEventCERequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.source != rhs.source {return false}
+    if lhs.type != rhs.type {return false}
+    if lhs.specVersion != rhs.specVersion {return false}
+    if lhs.dataContentType != rhs.dataContentType {return false}
+    if lhs.data != rhs.data {return false}
+    if lhs._extensions != rhs._extensions {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dapr_Proto_Runtime_V1_TopicEventBulkRequestEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TopicEventBulkRequestEntry"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}entry_id\0\u{1}bytes\0\u{3}cloud_event\0\u{3}content_type\0\u{1}metadata\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.entryID) }()
+      case 2: try {
+        var v: Data?
+        try decoder.decodeSingularBytesField(value: &v)
+        if let v = v {
+          if self.event != nil {try decoder.handleConflictingOneOf()}
+          self.event = .bytes(v)
+        }
+      }()
+      case 3: try {
+        var v: Dapr_Proto_Runtime_V1_TopicEventCERequest?
+        var hadOneofValue = false
+        if let current = self.event {
+          hadOneofValue = true
+          if case .cloudEvent(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.event = .cloudEvent(v)
+        }
+      }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.contentType) }()
+      case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.entryID.isEmpty {
+      try visitor.visitSingularStringField(value: self.entryID, fieldNumber: 1)
+    }
+    switch self.event {
+    case .bytes?: try {
+      guard case .bytes(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularBytesField(value: v, fieldNumber: 2)
+    }()
+    case .cloudEvent?: try {
+      guard case .cloudEvent(let v)? = self.event else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case nil: break
+    }
+    if !self.contentType.isEmpty {
+      try visitor.visitSingularStringField(value: self.contentType, fieldNumber: 4)
+    }
+    if !self.metadata.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 5)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Dapr_Proto_Runtime_V1_TopicEventBulkRequestEntry, rhs: Dapr_Proto_Runtime_V1_TopicEventBulkRequestEntry) -> Bool {
+    if lhs.entryID != rhs.entryID {return false}
+    if lhs.event != rhs.event {return false}
+    if lhs.contentType != rhs.contentType {return false}
+    if lhs.metadata != rhs.metadata {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dapr_Proto_Runtime_V1_TopicEventBulkRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TopicEventBulkRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}entries\0\u{1}metadata\0\u{1}topic\0\u{3}pubsub_name\0\u{1}type\0\u{1}path\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.entries) }()
+      case 3: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.topic) }()
+      case 5: try { try decoder.decodeSingularStringField(value: &self.pubsubName) }()
+      case 6: try { try decoder.decodeSingularStringField(value: &self.type) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.path) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.entries.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.entries, fieldNumber: 2)
+    }
+    if !self.metadata.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 3)
+    }
+    if !self.topic.isEmpty {
+      try visitor.visitSingularStringField(value: self.topic, fieldNumber: 4)
+    }
+    if !self.pubsubName.isEmpty {
+      try visitor.visitSingularStringField(value: self.pubsubName, fieldNumber: 5)
+    }
+    if !self.type.isEmpty {
+      try visitor.visitSingularStringField(value: self.type, fieldNumber: 6)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitSingularStringField(value: self.path, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Dapr_Proto_Runtime_V1_TopicEventBulkRequest, rhs: Dapr_Proto_Runtime_V1_TopicEventBulkRequest) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.entries != rhs.entries {return false}
+    if lhs.metadata != rhs.metadata {return false}
+    if lhs.topic != rhs.topic {return false}
+    if lhs.pubsubName != rhs.pubsubName {return false}
+    if lhs.type != rhs.type {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dapr_Proto_Runtime_V1_TopicEventBulkResponseEntry: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TopicEventBulkResponseEntry"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}entry_id\0\u{1}status\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.entryID) }()
+      case 2: try { try decoder.decodeSingularEnumField(value: &self.status) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.entryID.isEmpty {
+      try visitor.visitSingularStringField(value: self.entryID, fieldNumber: 1)
+    }
+    if self.status != .success {
+      try visitor.visitSingularEnumField(value: self.status, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Dapr_Proto_Runtime_V1_TopicEventBulkResponseEntry, rhs: Dapr_Proto_Runtime_V1_TopicEventBulkResponseEntry) -> Bool {
+    if lhs.entryID != rhs.entryID {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Dapr_Proto_Runtime_V1_TopicEventBulkResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  package static let protoMessageName: String = _protobuf_package + ".TopicEventBulkResponse"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}statuses\0")
+
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.statuses) }()
+      default: break
+      }
+    }
+  }
+
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.statuses.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.statuses, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  package static func ==(lhs: Dapr_Proto_Runtime_V1_TopicEventBulkResponse, rhs: Dapr_Proto_Runtime_V1_TopicEventBulkResponse) -> Bool {
+    if lhs.statuses != rhs.statuses {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
 }
 
 nonisolated extension Dapr_Proto_Runtime_V1_GetMetadataRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -96,6 +96,30 @@ package final class HTTPAppChannel: AppChannel {
         }
     }
 
+    /// `GET /dapr/subscribe` with `dapr-app-id` and `content-type: application/json`, as daprd sends it; the answer
+    /// is read as `AppSubscriptionList.http` says (200 parsed, 404 none, another status none).
+    package func listSubscriptions(deadline: NIODeadline, on eventLoop: any EventLoop)
+        -> EventLoopFuture<AppSubscriptionList>
+    {
+        let request: HTTPClient.Request
+        do {
+            request = try self.request(
+                .GET, uri: "/dapr/subscribe",
+                headers: ["dapr-app-id": app.appId, "content-type": "application/json"], body: nil)
+        } catch {
+            return eventLoop.makeFailedFuture(error)
+        }
+        return send(request, deadline: deadline, on: eventLoop).flatMapThrowing { response in
+            do throws(AppSubscriptionListError) {
+                return try AppSubscriptionList.http(
+                    status: Int(response.status.code),
+                    body: response.body?.readableBytesView ?? ByteBuffer().readableBytesView)
+            } catch {
+                throw AppChannelError.protocolViolation(error.message)
+            }
+        }
+    }
+
     /// The shared client outlives every channel; nothing to close per app.
     package func close() {}
 
@@ -118,7 +142,7 @@ package final class HTTPAppChannel: AppChannel {
     }
 
     /// Makes `request` and reads its whole answer, at most `maxResponseBytes` of body.
-    private func send(_ request: HTTPClient.Request, deadline: NIODeadline, on eventLoop: any EventLoop)
+    func send(_ request: HTTPClient.Request, deadline: NIODeadline, on eventLoop: any EventLoop)
         -> EventLoopFuture<HTTPClient.Response>
     {
         let delegate = ResponseAccumulator(request: request, maxBodySize: maxResponseBytes)

@@ -9,6 +9,8 @@ public struct NodeConfiguration: Sendable, Hashable {
     package var components: [ComponentSpec]
     /// The `Configuration` resources of `--resources` (valid or not: an invalid one guards its apps by refusing).
     package var configurations: [ConfigurationResource] = []
+    /// The `Subscription` resources of `--resources` (valid or not: an invalid one applies to no app).
+    package var subscriptions: [SubscriptionResource] = []
     /// The app that tokenless TCP requests act as (the development default); nil means TCP needs a token.
     package var tokenlessTCPApp: AppID?
 
@@ -50,6 +52,7 @@ public struct NodeConfiguration: Sendable, Hashable {
         }
         var components = defaultComponents
         var configurations: [ConfigurationResource] = []
+        var subscriptions: [SubscriptionResource] = []
         if let resourcesDirectory {
             components = []
             for file in try YAMLFiles.list(in: resourcesDirectory) {
@@ -66,6 +69,10 @@ public struct NodeConfiguration: Sendable, Hashable {
                                 ])
                         }
                         configurations.append(resource)
+                        continue
+                    }
+                    if kind == "Subscription" {
+                        subscriptions.append(SubscriptionResource(document: document))
                         continue
                     }
                     guard kind == "Component" else {
@@ -98,6 +105,7 @@ public struct NodeConfiguration: Sendable, Hashable {
         }
         var configuration = NodeConfiguration(tenants: tenants, components: components, tokenlessTCPApp: tokenless)
         configuration.configurations = Self.markDuplicates(configurations)
+        configuration.subscriptions = Self.markDuplicates(subscriptions)
         try configuration.validate()
         return configuration
     }

@@ -2,8 +2,8 @@ import Foundation
 
 /// Per-tenant (or per-app) limits, enforced by the gate (`QuotaAccount`).
 ///
-/// On a tenant, `requestsPerSecond`/`burst`, `maxConcurrentRequests`, `maxStateBytes` and `maxPubsubBytes` are the
-/// tenant's totals, shared by all its apps; `maxRequestBytes` and `maxConnections` apply to each app. On an app they
+/// On a tenant, `requestsPerSecond`/`burst`, `maxConcurrentRequests`, `maxStateBytes`, `maxPubsubBytes` and
+/// `maxSubscriptions` are the tenant's totals, shared by all its apps; `maxRequestBytes` and `maxConnections` apply to each app. On an app they
 /// give that app its own, narrower budget (the tenant's totals still apply) and replace
 /// `maxRequestBytes`/`maxConnections`.
 /// `maxStreams` (long-lived gRPC streams, which do not count as requests in flight) applies to each app.
@@ -17,11 +17,14 @@ public struct Quotas: Sendable, Hashable {
     package var maxStreams: Int?
     /// Bytes the tenant's topics may retain in each pub/sub component (messages published and not yet trimmed).
     package var maxPubsubBytes: Int?
+    /// Subscriptions the tenant's apps hold at once on the node: streaming subscriptions open and push
+    /// subscriptions (declarative and programmatic) in effect. Each holds a delivery loop and an in-flight window.
+    package var maxSubscriptions: Int?
 
     public init(
         requestsPerSecond: Int? = nil, burst: Int? = nil, maxConcurrentRequests: Int? = nil,
         maxRequestBytes: Int? = nil, maxStateBytes: Int? = nil, maxConnections: Int? = nil, maxStreams: Int? = nil,
-        maxPubsubBytes: Int? = nil
+        maxPubsubBytes: Int? = nil, maxSubscriptions: Int? = nil
     ) {
         self.requestsPerSecond = requestsPerSecond
         self.burst = burst
@@ -31,13 +34,15 @@ public struct Quotas: Sendable, Hashable {
         self.maxConnections = maxConnections
         self.maxStreams = maxStreams
         self.maxPubsubBytes = maxPubsubBytes
+        self.maxSubscriptions = maxSubscriptions
     }
 
     /// What a tenant that sets no quota gets: generous for one app, but bounded so that no tenant can take a
     /// shared node's threads, memory or file descriptors. Documented in `tenancy/README.md`.
     package static let defaults = Quotas(
         requestsPerSecond: 5000, burst: 10000, maxConcurrentRequests: 64, maxRequestBytes: nil,
-        maxStateBytes: 1 << 30, maxConnections: 256, maxStreams: 100, maxPubsubBytes: 1 << 30)
+        maxStateBytes: 1 << 30, maxConnections: 256, maxStreams: 100, maxPubsubBytes: 1 << 30,
+        maxSubscriptions: 1000)
 
     /// These quotas with every field not given taken from `fallback`.
     package func merged(over fallback: Quotas) -> Quotas {
@@ -49,14 +54,15 @@ public struct Quotas: Sendable, Hashable {
             maxStateBytes: maxStateBytes ?? fallback.maxStateBytes,
             maxConnections: maxConnections ?? fallback.maxConnections,
             maxStreams: maxStreams ?? fallback.maxStreams,
-            maxPubsubBytes: maxPubsubBytes ?? fallback.maxPubsubBytes)
+            maxPubsubBytes: maxPubsubBytes ?? fallback.maxPubsubBytes,
+            maxSubscriptions: maxSubscriptions ?? fallback.maxSubscriptions)
         if merged.burst == nil, let rate = merged.requestsPerSecond { merged.burst = rate }
         return merged
     }
 
     static let fields: Set<String> = [
         "requestsPerSecond", "burst", "maxConcurrentRequests", "maxRequestBytes", "maxStateBytes", "maxConnections",
-        "maxStreams", "maxPubsubBytes",
+        "maxStreams", "maxPubsubBytes", "maxSubscriptions",
     ]
 
     init(_ node: YAMLMapping, app: Bool = false) throws(ConfigurationError) {
@@ -69,6 +75,10 @@ public struct Quotas: Sendable, Hashable {
             throw node.error(
                 "maxPubsubBytes",
                 "is a tenant quota (bytes retained per tenant per pub/sub component); set it in spec.quotas")
+        }
+        if app, node.has("maxSubscriptions") {
+            throw node.error(
+                "maxSubscriptions", "is a tenant quota (subscriptions held by the tenant's apps); set it in spec.quotas")
         }
         func positive(_ key: String) throws(ConfigurationError) -> Int? {
             guard let value = try node.int(key) else { return nil }
@@ -83,6 +93,7 @@ public struct Quotas: Sendable, Hashable {
         maxConnections = try positive("maxConnections")
         maxStreams = try positive("maxStreams")
         maxPubsubBytes = try positive("maxPubsubBytes")
+        maxSubscriptions = try positive("maxSubscriptions")
         if burst != nil, requestsPerSecond == nil {
             throw node.error("burst", "needs requestsPerSecond")
         }

@@ -66,8 +66,8 @@ package final class NodeHealth: Sendable {
     }
 
     /// `/healthz/detail`: the whole node as JSON, `{status, ready, listeners, components[], configurations[],
-    /// tenants[]}`; `configurations` lists every Configuration resource, an invalid one with its error. Sorted
-    /// keys, so that it diffs well.
+    /// subscriptions[], tenants[]}`; `configurations` and `subscriptions` list every Configuration and Subscription
+    /// resource, an invalid one with its error. Sorted keys, so that it diffs well.
     package func detailJSON() -> Data {
         func component(_ health: ComponentHealth, brief: Bool) -> [String: Any] {
             var object: [String: Any] = ["name": health.name, "status": health.status.rawValue]
@@ -93,6 +93,19 @@ package final class NodeHealth: Sendable {
             }
             return object
         }
+        func subscription(_ resource: SubscriptionResource) -> [String: Any] {
+            var object: [String: Any] = [
+                "name": resource.name, "source": resource.source, "status": resource.error == nil ? "VALID" : "INVALID",
+                "scopes": resource.scopes,
+            ]
+            if let namespace = resource.namespace { object["namespace"] = namespace }
+            if let spec = resource.spec {
+                object["pubsubname"] = spec.pubsubName
+                object["topic"] = spec.topic
+            }
+            if let error = resource.error { object["error"] = error.description }
+            return object
+        }
         let up = listenersUp.load(ordering: .acquiring)
         let object: [String: Any] = [
             "status": status.rawValue,
@@ -100,6 +113,7 @@ package final class NodeHealth: Sendable {
             "listeners": ["status": (up ? ComponentStatus.up : .initialising).rawValue],
             "components": components.health.map { component($0, brief: false) },
             "configurations": registry.configurationStatuses.map(configuration),
+            "subscriptions": registry.configuration.subscriptions.map(subscription),
             "tenants": tenants.map { tenant in
                 [
                     "namespace": tenant.namespace, "status": tenant.status.rawValue, "apps": tenant.apps,

@@ -101,6 +101,24 @@ package protocol AppChannel: Sendable {
         path: String, metadata: [(name: String, value: String)], deadline: NIODeadline?, on eventLoop: any EventLoop,
         observer: any AppStreamObserver, opened: @escaping (Result<any AppStream, AppChannelError>) -> Void)
 
+    /// The app's programmatic subscriptions (gRPC `AppCallback.ListTopicSubscriptions`, HTTP `GET /dapr/subscribe`
+    /// with `dapr-app-id`), reference §2b: an empty list when the app has none (gRPC UNIMPLEMENTED, HTTP 404, or
+    /// another HTTP status, said in `problems`). Fails when the app cannot be reached, answers another gRPC error,
+    /// or answers something unreadable: the caller retries.
+    func listSubscriptions(deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<AppSubscriptionList>
+
+    /// Pushes one pub/sub event to the app (gRPC `AppCallback.OnTopicEvent`, HTTP `POST /<path>`) and reads its
+    /// answer with Dapr's meaning (reference §3.2, §3.3): never `.undeliverable`. The future fails when the app could
+    /// not be reached or did not answer before `deadline` (the delivery is then retried). Completes on `eventLoop`.
+    func deliver(_ event: AppTopicEvent, deadline: NIODeadline, on eventLoop: any EventLoop)
+        -> EventLoopFuture<DeliveryOutcome>
+
+    /// Pushes a batch of events in one call (gRPC `OnBulkTopicEvent`, falling back to `OnBulkTopicEventAlpha1`;
+    /// HTTP bulk JSON) and returns each entry's outcome by `entryId`; an entry the app does not answer for is
+    /// missing (retried). The future fails as `deliver`'s does (every entry is then retried).
+    func deliverBulk(_ batch: AppBulkTopicEvent, deadline: NIODeadline, on eventLoop: any EventLoop)
+        -> EventLoopFuture<[String: DeliveryOutcome]>
+
     /// Probes the app's health (gRPC `AppCallbackHealthCheck/HealthCheck`, HTTP `GET path`).
     func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void>
 

@@ -9,9 +9,32 @@ package struct RuntimeMetadata: Sendable, Hashable {
         package var capabilities: [String]
     }
 
+    /// One of the caller's subscriptions (Dapr's `PubsubSubscription`).
+    package struct Subscription: Sendable, Hashable {
+        package enum Kind: String, Sendable, Hashable {
+            case declarative = "DECLARATIVE", programmatic = "PROGRAMMATIC", streaming = "STREAMING"
+        }
+
+        package struct Rule: Sendable, Hashable {
+            /// The `match` expression as written; empty for a rule that always matches.
+            package var match: String
+            package var path: String
+        }
+
+        package var pubsubName: String
+        package var topic: String
+        package var metadata: [String: String]
+        package var rules: [Rule]
+        /// Empty: none.
+        package var deadLetterTopic: String
+        package var kind: Kind
+    }
+
     package var id: String
     package var runtimeVersion: String
     package var components: [Component]
+    /// The caller's own subscriptions: push ones in effect, then its open streams.
+    package var subscriptions: [Subscription] = []
     package var extended: [String: String]
     package var enabledFeatures: [String]
 }
@@ -30,10 +53,18 @@ package final class MetadataAPI: Sendable {
     /// Called when an app detaches, to close its sockets; set once by the daemon at start-up.
     private let onDetach = Mutex<(@Sendable (AppID) -> Void)?>(nil)
 
-    init(components: ComponentHost, registry: TenantRegistry, health: NodeHealth) {
+    private let sources: SubscriptionSources
+    private let streams: DeliveryLoops
+
+    init(
+        components: ComponentHost, registry: TenantRegistry, health: NodeHealth, sources: SubscriptionSources,
+        streams: DeliveryLoops
+    ) {
         self.components = components
         self.registry = registry
         self.health = health
+        self.sources = sources
+        self.streams = streams
     }
 
     package func setDetachHandler(_ handler: @escaping @Sendable (AppID) -> Void) {
@@ -58,8 +89,31 @@ package final class MetadataAPI: Sendable {
             components: components.visibleComponents(to: caller.app).map {
                 .init(name: $0.name, type: $0.type, version: $0.version, capabilities: components.features(of: $0))
             },
+            subscriptions: subscriptions(of: caller.app),
             extended: extended,
             enabledFeatures: [])
+    }
+
+    /// `app`'s subscriptions as Dapr lists them: the push ones in effect (declarative or programmatic), then one
+    /// entry per open stream (its rule is the path `/` Dapr gives streams). Never another app's.
+    private func subscriptions(of app: AppID) -> [RuntimeMetadata.Subscription] {
+        let push = sources.subscriptions(for: app).map { spec in
+            let kind: RuntimeMetadata.Subscription.Kind =
+                switch spec.origin {
+                case .declarative: .declarative
+                case .programmatic: .programmatic
+                }
+            return RuntimeMetadata.Subscription(
+                pubsubName: spec.pubsubName, topic: spec.topic, metadata: spec.metadata,
+                rules: spec.routes.map { .init(match: $0.match?.expression ?? "", path: $0.path) },
+                deadLetterTopic: spec.deadLetterTopic ?? "", kind: kind)
+        }
+        let streaming = streams.listings(of: app).map { listing in
+            RuntimeMetadata.Subscription(
+                pubsubName: listing.pubsubName, topic: listing.topic, metadata: listing.metadata,
+                rules: [.init(match: "", path: "/")], deadLetterTopic: listing.deadLetterTopic ?? "", kind: .streaming)
+        }
+        return push + streaming
     }
 
     /// `SetMetadata`: an attribute visible to this app only. Keys the runtime reports itself cannot be overwritten.

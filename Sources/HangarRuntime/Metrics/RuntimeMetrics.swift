@@ -41,6 +41,13 @@ public final class RuntimeMetrics: Sendable {
         package static let pubsubPublishedBytes = "hangar_pubsub_published_bytes_total"
         /// Gauge `{namespace, component}`: bytes a tenant's topics retain in a pub/sub component.
         package static let pubsubRetainedBytes = "hangar_pubsub_retained_bytes"
+        /// Counter `{namespace, app_id, component, topic, outcome}`: deliveries settled, by outcome (`success`,
+        /// `retry`, `drop`, `deadletter`), streamed or pushed.
+        package static let pubsubDelivered = "hangar_pubsub_delivered_total"
+        /// Counter `{namespace, app_id, component, topic}`: deliveries of a message delivered before (attempt > 1).
+        package static let pubsubRedeliveries = "hangar_pubsub_redeliveries_total"
+        /// Gauge `{namespace, app_id, component, topic}`: messages sent to subscribers and not answered yet.
+        package static let pubsubInFlight = "hangar_pubsub_in_flight"
     }
 
     /// How many topics of one tenant on one pub/sub component get a `topic` label of their own: the first ones
@@ -80,6 +87,10 @@ public final class RuntimeMetrics: Sendable {
             + "tenant on a component; the others as _other).",
         Name.pubsubPublishedBytes: "Bytes of the messages published, as stored, by app, pub/sub component and topic.",
         Name.pubsubRetainedBytes: "Bytes a tenant's topics retain in a pub/sub component (what maxPubsubBytes limits).",
+        Name.pubsubDelivered: "Deliveries to subscribers settled, by subscribing app, component, topic and outcome "
+            + "(success, retry, drop, deadletter).",
+        Name.pubsubRedeliveries: "Deliveries of messages delivered before (a retry, or a lease that ended unanswered).",
+        Name.pubsubInFlight: "Messages sent to subscribers (streamed or pushed) and not answered yet.",
     ]
 
     private struct RequestKey: Hashable {
@@ -117,10 +128,23 @@ public final class RuntimeMetrics: Sendable {
         var bytes: CoreMetrics.Counter
     }
 
-    /// The publish series, and the topics of each (namespace, component) that have a label of their own.
+    /// The publish and delivery series, and the topics of each (namespace, component) that have a label of their
+    /// own (shared by both, so a topic is labelled or folded the same way in every pub/sub series).
     private struct Publishes {
         var series: [PublishKey: PublishSeries] = [:]
+        var deliveries: [PublishKey: DeliverySeries] = [:]
         var labelled: [StoreKey: Set<String>] = [:]
+
+        /// The `topic` label of `key`'s topic: its own while fewer than `maxTopicLabels` are, else `_other`.
+        mutating func label(_ key: PublishKey) -> String {
+            let scope = StoreKey(namespace: key.app.namespace, store: key.component)
+            if labelled[scope, default: []].contains(key.topic) { return key.topic }
+            guard labelled[scope, default: []].count < RuntimeMetrics.maxTopicLabels else {
+                return RuntimeMetrics.otherTopicLabel
+            }
+            labelled[scope, default: []].insert(key.topic)
+            return key.topic
+        }
     }
 
     private struct StoreKey: Hashable {
@@ -218,24 +242,39 @@ public final class RuntimeMetrics: Sendable {
     private func makePublishSeries(_ key: PublishKey) -> PublishSeries {
         publishes.withLock { publishes in
             if let existing = publishes.series[key] { return existing }
-            let scope = StoreKey(namespace: key.app.namespace, store: key.component)
-            var label = key.topic
-            if publishes.labelled[scope, default: []].contains(key.topic) {
-                // Labelled already, by another app of the tenant.
-            } else if publishes.labelled[scope, default: []].count < Self.maxTopicLabels {
-                publishes.labelled[scope, default: []].insert(key.topic)
-            } else {
-                label = Self.otherTopicLabel
-            }
             let labels = [
                 ("namespace", key.app.namespace), ("app_id", key.app.appId), ("component", key.component),
-                ("topic", label),
+                ("topic", publishes.label(key)),
             ]
             // The registry hands out one series per label set: topics folded into `_other` share theirs.
             let series = PublishSeries(
                 messages: CoreMetrics.Counter(label: Name.pubsubPublished, dimensions: labels, factory: factory),
                 bytes: CoreMetrics.Counter(label: Name.pubsubPublishedBytes, dimensions: labels, factory: factory))
             publishes.series[key] = series
+            return series
+        }
+    }
+
+    /// The delivery series of `app`'s subscription to `topic` on `component`, for a delivery loop to keep (one
+    /// lookup when the loop starts; recording is then the series' own atomics). The topic label is bounded as
+    /// the publish series' is.
+    package func deliverySeries(app: AppID, component: String, topic: String) -> DeliverySeries {
+        let key = PublishKey(app: app, component: component, topic: topic)
+        return publishes.withLock { publishes in
+            if let existing = publishes.deliveries[key] { return existing }
+            let labels = [
+                ("namespace", key.app.namespace), ("app_id", key.app.appId), ("component", key.component),
+                ("topic", publishes.label(key)),
+            ]
+            func outcome(_ name: String) -> CoreMetrics.Counter {
+                CoreMetrics.Counter(label: Name.pubsubDelivered, dimensions: labels + [("outcome", name)], factory: factory)
+            }
+            let series = DeliverySeries(
+                success: outcome("success"), retry: outcome("retry"), drop: outcome("drop"),
+                deadLetter: outcome("deadletter"),
+                redeliveries: CoreMetrics.Counter(label: Name.pubsubRedeliveries, dimensions: labels, factory: factory),
+                inFlight: CoreMetrics.Meter(label: Name.pubsubInFlight, dimensions: labels, factory: factory))
+            publishes.deliveries[key] = series
             return series
         }
     }
@@ -408,6 +447,39 @@ extension RPCCode {
         case .dataLoss: "DATA_LOSS"
         case .unauthenticated: "UNAUTHENTICATED"
         }
+    }
+}
+
+/// The delivery series of one subscribing app's topic on one component (`RuntimeMetrics.deliverySeries`).
+package struct DeliverySeries: Sendable {
+    /// How a delivery was settled, as the `outcome` label says it.
+    package enum Outcome: Sendable {
+        case success, retry, drop, deadLetter
+    }
+
+    fileprivate let success: CoreMetrics.Counter
+    fileprivate let retry: CoreMetrics.Counter
+    fileprivate let drop: CoreMetrics.Counter
+    fileprivate let deadLetter: CoreMetrics.Counter
+    fileprivate let redeliveries: CoreMetrics.Counter
+    fileprivate let inFlight: CoreMetrics.Meter
+
+    /// One delivery settled.
+    package func record(_ outcome: Outcome) {
+        switch outcome {
+        case .success: success.increment()
+        case .retry: retry.increment()
+        case .drop: drop.increment()
+        case .deadLetter: deadLetter.increment()
+        }
+    }
+
+    /// One delivery of a message delivered before.
+    package func recordRedelivery() { redeliveries.increment() }
+
+    /// Messages sent and not answered: `delta` more (negative: fewer).
+    package func addInFlight(_ delta: Int) {
+        if delta > 0 { inFlight.increment(by: Double(delta)) } else if delta < 0 { inFlight.decrement(by: Double(-delta)) }
     }
 }
 

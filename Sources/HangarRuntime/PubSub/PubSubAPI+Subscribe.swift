@@ -10,36 +10,43 @@ extension PubSubAPI {
     /// caller's consumer exists (created at the end of the log when new, its cursor durable on a durable
     /// component); the caller then sends its `initial_response` and calls `start()`.
     ///
-    /// `deadLetterTopic` empty means none (the SDK always sends the field). `send` hands one event to the stream
-    /// and says whether the stream can take more.
+    /// `deadLetterTopic` empty means none (the SDK always sends the field); one the app may not publish to is
+    /// refused (`checkDeadLetterTopic`). `metadata` is the request's, listed by `GetMetadata`. `send` hands one event to the stream and says whether the stream can take
+    /// more. `ended` is called (on `eventLoop`) when the subscription ends by itself: its component was retired;
+    /// the caller ends the stream with that error (UNAVAILABLE), and the SDK reconnects.
+    ///
+    /// Must be called on `eventLoop`, the stream's, where the subscription lives (it is checked).
     package func subscribe(
-        _ caller: Caller, pubsubName: String, topic: String, deadLetterTopic: String, logger: Logger?,
-        on eventLoop: any EventLoop, send: @escaping (SubscriptionEvent) -> Bool
+        _ caller: Caller, pubsubName: String, topic: String, deadLetterTopic: String,
+        metadata: [String: String] = [:], logger: Logger?, on eventLoop: any EventLoop,
+        send: @escaping (SubscriptionEvent) -> Bool,
+        ended: @escaping (APIError) -> Void = { _ in }
     ) -> Eventual<StreamingSubscription> {
         let handle: TenantPubSubHandle
-        let physicalTopic: String
-        let consumer: PubSubConsumer
+        let subscription: StreamingSubscription
         do {
             if pubsubName.isEmpty { throw Self.streamError("pubsubName is required") }
             if topic.isEmpty { throw Self.streamError("topic is required") }
             handle = try components.scoped(
                 TenantPubSubHandle.self, named: pubsubName, for: caller,
                 tenant: registry?.tenantAccount(caller.namespace))
-            physicalTopic = try handle.physicalTopic(topic)
-            consumer = try handle.consumer(topic)
-            if !deadLetterTopic.isEmpty { _ = try handle.physicalTopic(deadLetterTopic) }
+            _ = try handle.physicalTopic(topic)
             guard handle.maySubscribe(topic) else {
                 throw Self.streamError(
                     "subscription to topic '\(topic)' on pubsub '\(pubsubName)' is not allowed "
                         + "for app '\(caller.appId)'")
             }
+            if !deadLetterTopic.isEmpty { try checkDeadLetterTopic(deadLetterTopic, handle: handle) }
+            let deadLetter = deadLetterTopic.isEmpty ? nil : deadLetterTopic
+            subscription = try StreamingSubscription(
+                api: self, handle: handle, topic: topic, deadLetterTopic: deadLetter,
+                listing: StreamingSubscriptionListing(
+                    app: caller.app, pubsubName: pubsubName, topic: topic, deadLetterTopic: deadLetter,
+                    metadata: metadata, opened: subscriptions.nextOpened()),
+                eventLoop: eventLoop, logger: logger, send: send, ended: ended)
         } catch {
             return .failure(error)
         }
-        let subscription = StreamingSubscription(
-            handle: handle, topic: topic, physicalTopic: physicalTopic,
-            deadLetterTopic: deadLetterTopic.isEmpty ? nil : deadLetterTopic, eventLoop: eventLoop, logger: logger,
-            registry: subscriptions, consumer: consumer, send: send)
         return handle.ensureConsumer(topic, on: eventLoop).map { _ in subscription }
     }
 

@@ -78,8 +78,8 @@ package struct PubSubAPI: Sendable {
     package let metrics: RuntimeMetrics
     /// The clock of the envelopes' `time` and `expiration`.
     let now: @Sendable () -> Date
-    /// The node's open streaming subscriptions (`subscribe`).
-    package let subscriptions = StreamingSubscriptions()
+    /// The node's running delivery loops, streaming (`subscribe`) and pushed (`PushDelivery`).
+    package let subscriptions = DeliveryLoops()
 
     package init(
         components: ComponentHost, registry: TenantRegistry? = nil, metrics: RuntimeMetrics = RuntimeMetrics(),
@@ -215,24 +215,24 @@ package struct PubSubAPI: Sendable {
             return .failure(PubSubAPIError.forbidden(target.pubsubName, topic: target.topic, app: app))
         }
         let bytes = messages.reduce(0) { $0 + $1.byteCount }
-        if let limit = handle.tenant?.maxPubsubBytes {
-            // Against what the component has committed: publishes in flight together may overshoot by their own size.
-            let usage = handle.retainedBytes + bytes
-            if usage > limit {
-                metrics.recordQuotaRefusal(app: app, quota: "maxPubsubBytes")
-                return .failure(
-                    QuotaError.pubsubBytes(
-                        usage: usage, limit: limit, namespace: app.namespace, pubsub: target.pubsubName))
-            }
-        }
+        // The tenant's `maxPubsubBytes` is checked by the component against its own running total for the tenant's
+        // partition, in commit order: no per-publish sum over topics, and no overshoot by concurrent publishes.
+        let limit = handle.tenant?.maxPubsubBytes
         let metrics = self.metrics
         let pubsubName = target.pubsubName
         let topic = target.topic
-        return handle.publish(messages, toPhysical: target.physicalTopic, on: eventLoop).map { sequences in
+        return handle.publish(messages, toPhysical: target.physicalTopic, partitionLimit: limit, on: eventLoop).map {
+            sequences in
             metrics.recordPublish(
                 app: app, component: pubsubName, topic: topic, messages: messages.count, bytes: bytes)
             return sequences
-        }.mapError { PubSubAPIError.publish($0, pubsub: pubsubName, topic: topic) }
+        }.mapError { error in
+            if case .partitionFull(_, let usage, let limit)? = error as? PubSubError {
+                metrics.recordQuotaRefusal(app: app, quota: "maxPubsubBytes")
+                return QuotaError.pubsubBytes(usage: usage, limit: limit, namespace: app.namespace, pubsub: pubsubName)
+            }
+            return PubSubAPIError.publish(error, pubsub: pubsubName, topic: topic)
+        }
     }
 
     /// `rawPayload`, as Go's `strconv.ParseBool` reads it; absent or empty is false.

@@ -101,6 +101,15 @@ package enum PubSubAPIError {
             metadata: ["pubsubName": health.name, "status": health.status.rawValue])
     }
 
+    /// A subscription ended because its component was retired (removed from the configuration, or replaced):
+    /// UNAVAILABLE, so that the SDK reconnects (and finds the new component, or why there is none).
+    package static func subscriptionEnded(_ pubsub: String, topic: String) -> APIError {
+        APIError(
+            errorCode: "ERR_PUBSUB_NOT_FOUND", rpcCode: .unavailable, httpStatus: 503,
+            message: "subscription to topic \(topic) ended: pubsub \(pubsub) was removed or replaced",
+            reason: "HANGAR_PUBSUB_SUBSCRIPTION_ENDED", metadata: ["pubsubName": pubsub, "topic": topic])
+    }
+
     /// The component failed the publish. A full component (its own `maxRetainedBytes`, the node operator's limit)
     /// is RESOURCE_EXHAUSTED / 429 so that publishers back off; a closed one (being replaced) is UNAVAILABLE.
     package static func publish(_ error: any Error, pubsub: String, topic: String) -> APIError {
@@ -110,7 +119,9 @@ package enum PubSubAPIError {
         let metadata = ["pubsubName": pubsub, "topic": topic, "error": "\(pubsubError)"]
         let (code, status): (RPCCode, Int) =
             switch pubsubError {
-            case .full: (.resourceExhausted, 429)
+            case .full, .partitionFull: (.resourceExhausted, 429)
+            // Retrying cannot help: no retryAfterSeconds.
+            case .tooLarge: (.resourceExhausted, 413)
             case .closed: (.unavailable, 503)
             default: (.internal, 500)
             }

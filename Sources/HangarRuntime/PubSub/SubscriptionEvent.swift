@@ -17,6 +17,22 @@ package struct SubscriptionEvent: Sendable {
     /// Every CloudEvent attribute but the ones above and `data`/`data_base64`, as a JSON object.
     package var extensionsJSON: Data
 
+    package init(
+        id: String, source: String, type: String, specVersion: String, dataContentType: String, data: Data,
+        topic: String, pubsubName: String, path: String, extensionsJSON: Data
+    ) {
+        self.id = id
+        self.source = source
+        self.type = type
+        self.specVersion = specVersion
+        self.dataContentType = dataContentType
+        self.data = data
+        self.topic = topic
+        self.pubsubName = pubsubName
+        self.path = path
+        self.extensionsJSON = extensionsJSON
+    }
+
     /// The attributes that have their own field and do not go into `extensions`.
     static let ownFields: Set<String> = [
         "id", "source", "datacontenttype", "type", "specversion", "data", "data_base64",
@@ -30,31 +46,45 @@ package struct SubscriptionEvent: Sendable {
     package static func make(
         _ message: PubSubMessage, topic: String, pubsubName: String, path: String
     ) throws -> SubscriptionEvent {
-        var event: [String: Any]
-        if message.contentType == CloudEventEnvelope.contentType {
+        try SubscriptionEvent(
+            cloudEvent: cloudEvent(of: message, topic: topic, pubsubName: pubsubName), topic: topic,
+            pubsubName: pubsubName, path: path)
+    }
+
+    /// The CloudEvent `message` is delivered as, a JSON object: the stored envelope parsed; or, for a message
+    /// that is not a CloudEvent or any message of a `rawPayload` subscription (`raw`), the envelope Dapr makes up
+    /// (reference §3.1). Fails when a stored CloudEvent cannot be parsed.
+    package static func cloudEvent(
+        of message: PubSubMessage, topic: String, pubsubName: String, raw: Bool = false
+    ) throws -> [String: Any] {
+        if !raw, message.contentType == CloudEventEnvelope.contentType {
             guard let object = try JSONSerialization.jsonObject(with: message.data) as? [String: Any] else {
                 throw PubSubError.invalidArgument("the stored CloudEvent is not a JSON object")
             }
-            event = object
-        } else {
-            event = [
-                "id": UUID().uuidString.lowercased(), "specversion": "1.0",
-                "datacontenttype": "application/octet-stream", "source": "Dapr", "type": "com.dapr.event.sent",
-                "data_base64": message.data.base64EncodedString(),
-            ]
-            for key in ["traceid", "traceparent", "tracestate"] {
-                if let value = message.metadata[key] { event[key] = value }
-            }
-            event["topic"] = topic
-            event["pubsubname"] = pubsubName
+            return object
         }
+        var event: [String: Any] = [
+            "id": UUID().uuidString.lowercased(), "specversion": "1.0",
+            "datacontenttype": "application/octet-stream", "source": "Dapr", "type": "com.dapr.event.sent",
+            "data_base64": message.data.base64EncodedString(),
+        ]
+        for key in ["traceid", "traceparent", "tracestate"] {
+            if let value = message.metadata[key] { event[key] = value }
+        }
+        event["topic"] = topic
+        event["pubsubname"] = pubsubName
+        return event
+    }
+
+    /// The event for a CloudEvent (`cloudEvent(of:)`) delivered to `path`.
+    package init(cloudEvent event: [String: Any], topic: String, pubsubName: String, path: String) throws {
         let contentType = event["datacontenttype"] as? String ?? ""
         var extensions = event
-        for key in ownFields { extensions.removeValue(forKey: key) }
-        return SubscriptionEvent(
+        for key in Self.ownFields { extensions.removeValue(forKey: key) }
+        self.init(
             id: event["id"] as? String ?? "", source: event["source"] as? String ?? "",
             type: event["type"] as? String ?? "", specVersion: event["specversion"] as? String ?? "",
-            dataContentType: contentType, data: try data(of: event, contentType: contentType), topic: topic,
+            dataContentType: contentType, data: try Self.data(of: event, contentType: contentType), topic: topic,
             pubsubName: pubsubName, path: path,
             extensionsJSON: try JSONSerialization.data(
                 withJSONObject: extensions, options: [.sortedKeys, .withoutEscapingSlashes]))

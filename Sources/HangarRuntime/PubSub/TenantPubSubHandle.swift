@@ -68,12 +68,9 @@ package struct TenantPubSubHandle: TenantScope {
     }
 
     /// The bytes the tenant's topics retain in this component now (committed messages not yet trimmed): what
-    /// `maxPubsubBytes` limits.
-    package var retainedBytes: Int {
-        var total = 0
-        for (topic, bytes) in pubsub.usageByTopic where topic.hasPrefix(prefix) { total += bytes }
-        return total
-    }
+    /// `maxPubsubBytes` limits. The tenant is the component's partition (`PubSubPartition`) `<namespace>`: a lookup
+    /// of a total the component keeps, not a sum over topics.
+    package var retainedBytes: Int { pubsub.retainedBytes(inPartition: app.namespace) }
 
     /// Whether the caller may publish to `topic` (the component's topic scopes).
     package func mayPublish(_ topic: String) -> Bool { policy.mayPublish(topic, app: app.appId) }
@@ -94,11 +91,14 @@ package struct TenantPubSubHandle: TenantScope {
         pool.run(pubsub, namespace: app.namespace, tenant: tenant, on: eventLoop, operation)
     }
 
-    /// Appends `messages` to a physical topic (from `physicalTopic`), all or none.
+    /// Appends `messages` to a physical topic (from `physicalTopic`), all or none. With a `partitionLimit` (the
+    /// tenant's `maxPubsubBytes`), the component refuses with `PubSubError.partitionFull` a publish that would take
+    /// the tenant's retained bytes above it: checked in the component's commit order, so concurrent publishes of
+    /// one tenant cannot overshoot it together.
     package func publish(
-        _ messages: [PubSubMessage], toPhysical topic: String, on eventLoop: any EventLoop
+        _ messages: [PubSubMessage], toPhysical topic: String, partitionLimit: Int? = nil, on eventLoop: any EventLoop
     ) -> Eventual<[UInt64]> {
-        run(on: eventLoop) { $0.publish(messages, to: topic, on: eventLoop) }
+        run(on: eventLoop) { $0.publish(messages, to: topic, partitionLimit: partitionLimit, on: eventLoop) }
     }
 
     /// Creates the caller's consumer of `topic` if it does not exist (its cursor at the end of the log).
@@ -168,15 +168,9 @@ package struct TenantPubSubHandle: TenantScope {
 
     package static func capabilities(of component: any PubSub) -> [String] { component.features.daprNames }
 
-    /// Bytes retained per tenant: the topics' usage summed by their `<namespace>||` prefix.
-    package static func usageByPartition(of component: any PubSub) -> [String: Int] {
-        var usage: [String: Int] = [:]
-        for (topic, bytes) in component.usageByTopic {
-            guard let separator = topic.range(of: Names.keySeparator) else { continue }
-            usage[String(topic[..<separator.lowerBound]), default: 0] += bytes
-        }
-        return usage
-    }
+    /// Bytes retained per tenant: the component's totals by partition (`<namespace>`), which it keeps as topics
+    /// change (the runtime names every topic `<namespace>||<topic>`).
+    package static func usageByPartition(of component: any PubSub) -> [String: Int] { component.usageByPartition }
 
     package static func notConfigured(_ name: String) -> APIError { PubSubAPIError.notConfigured(name) }
     package static func notFound(_ name: String) -> APIError { PubSubAPIError.notFound(name) }

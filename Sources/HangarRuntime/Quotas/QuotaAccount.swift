@@ -67,6 +67,9 @@ package final class TenantAccount: Sendable {
         var weight: Int
         var maxStateBytes: Int?
         var maxPubsubBytes: Int?
+        var maxSubscriptions: Int?
+        /// Subscriptions held now (streaming and push), against `maxSubscriptions`.
+        var subscriptions = 0
     }
 
     package let namespace: String
@@ -78,7 +81,8 @@ package final class TenantAccount: Sendable {
             State(
                 bucket: TokenBucket.make(quotas, now: now, previous: nil),
                 maxConcurrentRequests: quotas.maxConcurrentRequests, weight: tenant.weight,
-                maxStateBytes: quotas.maxStateBytes, maxPubsubBytes: quotas.maxPubsubBytes))
+                maxStateBytes: quotas.maxStateBytes, maxPubsubBytes: quotas.maxPubsubBytes,
+                maxSubscriptions: quotas.maxSubscriptions))
     }
 
     func update(_ tenant: TenantSpec, effective quotas: Quotas, now: UInt64) {
@@ -88,6 +92,7 @@ package final class TenantAccount: Sendable {
             state.weight = tenant.weight
             state.maxStateBytes = quotas.maxStateBytes
             state.maxPubsubBytes = quotas.maxPubsubBytes
+            state.maxSubscriptions = quotas.maxSubscriptions
         }
     }
 
@@ -98,6 +103,26 @@ package final class TenantAccount: Sendable {
     /// Bytes the tenant's topics may retain in each pub/sub component.
     package var maxPubsubBytes: Int? { state.withLock { $0.maxPubsubBytes } }
     package var inFlight: Int { state.withLock { $0.inFlight } }
+    /// Subscriptions the tenant holds now.
+    package var subscriptions: Int { state.withLock { $0.subscriptions } }
+
+    /// Takes one of the tenant's `maxSubscriptions`, or says why not. Every success must be matched by exactly one
+    /// `releaseSubscription()` when the subscription ends. A lowered quota does not end subscriptions held: it
+    /// refuses new ones until the count is under it.
+    package func acquireSubscription() -> QuotaRefusal? {
+        state.withLock { state in
+            if let limit = state.maxSubscriptions, state.subscriptions >= limit {
+                return QuotaRefusal(quota: "maxSubscriptions", limit: limit, scope: .tenant)
+            }
+            state.subscriptions += 1
+            return nil
+        }
+    }
+
+    /// Gives back a subscription taken with `acquireSubscription()`.
+    package func releaseSubscription() {
+        state.withLock { $0.subscriptions = max(0, $0.subscriptions - 1) }
+    }
 }
 
 /// The live quota state of one app: its own budget (when its `quotas` set one), its connections, whether it is

@@ -1,0 +1,374 @@
+import Foundation
+package import HangarComponents
+import Logging
+import NIOCore
+
+/// Where a delivery loop hands the messages it leases: a stream (`StreamingSubscription`: it sends, and the answer
+/// arrives later by id) or an app channel (`PushSubscription`: a call whose future is the answer). Called on the
+/// loop's event loop only.
+package protocol DeliverySink: AnyObject {
+    /// Delivers `deliveries` (in sequence order; none past `DeliveryLoop.maxAttempts`): each is either tracked
+    /// (`loop.track`) and sent, its answer given later with `loop.complete(key:_:)`, or settled at once
+    /// (`loop.settle`). Returns false when the sink can take no more until it calls `loop.resume()`.
+    func deliver(_ deliveries: [PubSubDelivery], loop: DeliveryLoop) -> Bool
+
+    /// The loop ended on its own (the component was retired or closed); it has already given its messages back.
+    func loopEnded(_ loop: DeliveryLoop)
+}
+
+/// The delivery loop shared by streaming and push subscriptions: between one consumer of a topic (the subscribing
+/// app's consumer group) and one sink. It leases at most `window` messages at a time, hands them to the sink, and
+/// waits for the component's publish notification (or the next redelivery time) when there is nothing to fetch:
+/// no polling. How each delivery ends (`DeliveryOutcome`) decides what happens to the message: SUCCESS acks, RETRY
+/// nacks with a retry after `retryDelay`, DROP goes to the dead-letter topic when one is set (else acks); a message
+/// leased for the `maxAttempts + 1`th time is not delivered again but dead-lettered, or dropped (logged, counted).
+/// A delivery never answered stays leased until its lease ends, then comes back (to this loop or another of the
+/// consumer); its slot in the window is freed then too, so a sink that stops answering cannot stall the loop.
+///
+/// Dead-lettering publishes the original message through `PubSubAPI`'s publish path (topic scopes, the tenant's
+/// `maxPubsubBytes`, the publish metrics), on behalf of the subscribing app, and acks the original once that is
+/// done; a refused or failed publish nacks it (it comes back after `retryDelay`), as Dapr does.
+///
+/// A loop whose component is retired (removed from the configuration, or replaced) ends by itself and tells its
+/// sink: its handle would otherwise fail every second for ever. `stop()` gives every unanswered message back at
+/// once (nack without delay), so another loop of the same consumer receives it.
+///
+/// Confined to `eventLoop`: every method is called there, and every completion hops back there through a
+/// `NIOLoopBound` of the loop (which checks it), so the state needs no lock. Owners that must be `Sendable` hold
+/// it in a `NIOLoopBoundBox`.
+package final class DeliveryLoop {
+    /// Dapr's redelivery after RETRY without a resiliency policy.
+    package static let retryDelay: Duration = .seconds(1)
+    /// Deliveries before a message is dropped or dead-lettered (the issue's default, without a Resiliency policy).
+    package static let maxAttempts = 10
+
+    let handle: TenantPubSubHandle
+    /// The topic as the app names it.
+    package let topic: String
+    let physicalTopic: String
+    let deadLetterTopic: String?
+    let eventLoop: any EventLoop
+    let logger: Logger?
+    /// The most messages in flight (handed to the sink and not settled) at once.
+    let window: Int
+    /// The most messages handed to the sink in one `deliver` (a bulk subscription's `maxMessagesCount`).
+    let batchLimit: Int
+    /// How long each fetch leases its messages; nil: the component's `ackTimeout`.
+    let lease: Duration?
+    /// How long after a RETRY a message is delivered again (`retryDelay` but in tests).
+    let retryAfter: Duration
+    private let api: PubSubAPI
+    private let key: DeliveryLoops.Key
+    private let series: DeliverySeries
+    /// What `GetMetadata` lists of a streaming subscription; nil for a push subscription (listed by its source).
+    let listing: StreamingSubscriptionListing?
+    private var sink: (any DeliverySink)?
+
+    /// Deliveries handed out and not settled, by the sink's key, with the end of their lease.
+    private var inFlight: [String: (delivery: PubSubDelivery, leasedUntil: NIODeadline)] = [:]
+    /// The end of the lease of the batch being delivered.
+    private var batchLeasedUntil = NIODeadline.now()
+    private var fetching = false
+    /// The sink is being handed a batch: settlements made meanwhile fetch again after it, not inside it.
+    private var delivering = false
+    /// Messages were given back during a fetch, which may have missed them: fetch again instead of sleeping.
+    private var returnedWhileFetching = false
+    private var paused = false
+    private var started = false
+    private var stopped = false
+    /// The wait for a publish (completing it with false ends the wait and releases its observation).
+    private var waiting: EventLoopPromise<Bool>?
+    private var timer: Scheduled<Void>?
+
+    /// A loop for `handle`'s consumer of `topic` (which must exist: `ensureConsumer`). `deadLetterTopic` must have
+    /// been checked (`PubSubAPI.checkDeadLetterTopic`). May be made on any thread; used on `eventLoop` only.
+    init(
+        api: PubSubAPI, handle: TenantPubSubHandle, topic: String, deadLetterTopic: String?, window: Int,
+        batchLimit: Int? = nil, lease: Duration? = nil, retryAfter: Duration = DeliveryLoop.retryDelay,
+        eventLoop: any EventLoop, logger: Logger?, sink: any DeliverySink
+    ) throws(APIError) {
+        self.retryAfter = retryAfter
+        self.api = api
+        self.handle = handle
+        self.topic = topic
+        self.physicalTopic = try handle.physicalTopic(topic)
+        self.key = DeliveryLoops.Key(component: ObjectIdentifier(handle.pubsub), consumer: try handle.consumer(topic))
+        self.deadLetterTopic = deadLetterTopic
+        self.window = max(1, window)
+        self.batchLimit = max(1, min(batchLimit ?? window, window))
+        self.lease = lease
+        self.eventLoop = eventLoop
+        self.logger = logger
+        self.sink = sink
+        self.series = api.metrics.deliverySeries(app: handle.app, component: handle.name, topic: topic)
+    }
+
+    /// The loop as its completions reach it: on its event loop, checked.
+    private var bound: NIOLoopBound<DeliveryLoop> { NIOLoopBound(self, eventLoop: eventLoop) }
+
+    /// Deliveries in flight now.
+    package var inFlightCount: Int { inFlight.count }
+
+    /// Whether the loop has ended (`stop()`, or its component was retired).
+    package var isStopped: Bool { stopped }
+
+    /// Starts delivering (paused if `pause()` came first).
+    package func start() {
+        guard !stopped, !started else { return }
+        started = true
+        api.subscriptions.add(bound, key, listing: listing)
+        pump()
+    }
+
+    /// Stops fetching until `resume()` (the stream is not writable, the app is unhealthy). Deliveries in flight
+    /// are still settled.
+    package func pause() { paused = true }
+
+    /// Fetches again after `pause()`.
+    package func resume() {
+        guard paused else { return }
+        paused = false
+        pump()
+    }
+
+    /// Registers `delivery` as in flight under `key` (a CloudEvent id for a stream, whatever the sink matches
+    /// answers by). Refused when another message is in flight under the same key (the answers could not tell
+    /// them apart): that one is given back for later. A redelivery of a message still in flight replaces it.
+    package func track(_ delivery: PubSubDelivery, key: String) -> Bool {
+        if let earlier = inFlight[key] {
+            guard earlier.delivery.sequence == delivery.sequence else {
+                nack([delivery.id], after: retryAfter)
+                return false
+            }
+        } else {
+            series.addInFlight(1)
+        }
+        inFlight[key] = (delivery, batchLeasedUntil)
+        return true
+    }
+
+    /// The answer for the delivery tracked under `key`. An unknown key (answered twice, from before a
+    /// redelivery, or after `stop()`) is ignored, as Dapr logs and drops it.
+    package func complete(key: String, _ outcome: DeliveryOutcome) {
+        guard let delivery = inFlight.removeValue(forKey: key)?.delivery else {
+            logger?.debug("subscription: answer for unknown event \(key) on \(topic) ignored")
+            return
+        }
+        series.addInFlight(-1)
+        settle(delivery, outcome)
+        pump()
+    }
+
+    /// Settles a delivery that is not tracked (the sink answers for it at once).
+    package func settle(_ delivery: PubSubDelivery, _ outcome: DeliveryOutcome) {
+        switch outcome {
+        case .success:
+            series.record(.success)
+            ack(delivery)
+        case .retry(let why):
+            series.record(.retry)
+            logger?.debug("subscription: message \(delivery.sequence) on \(topic) retried: \(why)")
+            nack([delivery.id], after: retryAfter)
+        case .drop(let why):
+            deadLetterOrDrop(delivery, reason: why)
+        case .discard(let why):
+            series.record(.drop)
+            logger?.warning("subscription: message \(delivery.sequence) on \(topic) dropped: \(why)")
+            ack(delivery)
+        case .undeliverable(let why):
+            if deadLetterTopic != nil {
+                deadLetterOrDrop(delivery, reason: why)
+            } else {
+                series.record(.retry)
+                logger?.warning("subscription: message \(delivery.sequence) on \(topic) retried: \(why)")
+                nack([delivery.id], after: retryAfter)
+            }
+        }
+    }
+
+    /// Ends delivery: unanswered messages are given back for redelivery, the wait is released.
+    package func stop() {
+        guard !stopped else { return }
+        stopped = true
+        if started { api.subscriptions.remove(ObjectIdentifier(self), key) }
+        cancelWait()
+        series.addInFlight(-inFlight.count)
+        let pending = inFlight.values.map(\.delivery.id)
+        inFlight.removeAll()
+        nack(pending, after: .zero)
+        sink = nil
+    }
+
+    /// Another loop of the same consumer gave messages back: fetch again if asleep.
+    func messagesReturned() {
+        if fetching { returnedWhileFetching = true } else { wake() }
+    }
+
+    // MARK: Settling
+
+    private func ack(_ delivery: PubSubDelivery) {
+        handle.ack(topic, [delivery.id], on: eventLoop).whenComplete { [logger, topic] result in
+            if case .failure(let error) = result { logger?.warning("subscription: ack on \(topic) failed: \(error)") }
+        }
+    }
+
+    /// Nacks deliveries, then wakes the consumer's loops (a retry's delay is left to their timers: a loop that
+    /// fetches before it passes sleeps until then, as `nextRedeliveryAt` says).
+    private func nack(_ ids: [PubSubDeliveryID], after delay: Duration) {
+        guard !ids.isEmpty else { return }
+        let registry = api.subscriptions
+        let key = self.key
+        handle.nack(topic, ids, retryAfter: delay, on: eventLoop).whenComplete { _ in registry.wake(key) }
+    }
+
+    /// Publishes the original message to the dead-letter topic through the publish path and acks it once that is
+    /// done (nacks it when that fails); without a dead-letter topic, acks it.
+    private func deadLetterOrDrop(_ delivery: PubSubDelivery, reason: String) {
+        guard let deadLetterTopic else {
+            series.record(.drop)
+            logger?.info("subscription: message \(delivery.sequence) on \(topic) \(reason); dropped")
+            return ack(delivery)
+        }
+        let series = self.series
+        let bound = self.bound
+        let topic = self.topic
+        let logger = self.logger
+        api.deadLetter(delivery.message, handle: handle, topic: deadLetterTopic, on: eventLoop).whenComplete { result in
+            let loop = bound.value
+            switch result {
+            case .success:
+                series.record(.deadLetter)
+                logger?.info(
+                    "subscription: message \(delivery.sequence) on \(topic) \(reason); sent to \(deadLetterTopic)")
+                loop.ack(delivery)
+            case .failure(let error):
+                series.record(.retry)
+                logger?.warning(
+                    """
+                    subscription: message \(delivery.sequence) on \(topic) \(reason), and the dead-letter topic \
+                    \(deadLetterTopic) refused it: \(error); retried
+                    """)
+                loop.nack([delivery.id], after: loop.retryAfter)
+            }
+        }
+    }
+
+    // MARK: Fetching
+
+    /// Fetches and delivers while there is room; waits for a publish or a redelivery when there is nothing, and,
+    /// when every slot holds an unanswered delivery, for the first of their leases to end.
+    private func pump() {
+        guard started, !stopped, !fetching, !paused, !delivering else { return }
+        if handle.pool.isRetired { return end("its component was retired") }
+        if inFlight.count >= window {
+            // Deliveries whose lease ended are the component's to redeliver: their slots are free again.
+            let now = NIODeadline.now()
+            let before = inFlight.count
+            inFlight = inFlight.filter { $0.value.leasedUntil > now }
+            series.addInFlight(inFlight.count - before)
+            if inFlight.count >= window {
+                let first = inFlight.values.map(\.leasedUntil).min() ?? now
+                cancelWait()
+                let bound = self.bound
+                timer = eventLoop.scheduleTask(deadline: first) {
+                    bound.value.timer = nil
+                    bound.value.pump()
+                }
+                return
+            }
+        }
+        fetching = true
+        returnedWhileFetching = false
+        let seen = handle.pubsub.lastSequence(of: physicalTopic)
+        let bound = self.bound
+        let eventLoop = self.eventLoop
+        handle.fetch(topic, limit: min(window - inFlight.count, batchLimit), lease: lease, on: eventLoop)
+            .whenComplete { result in
+                // Always on the loop's next turn: an inline component answers within this call.
+                eventLoop.execute { bound.value.fetched(result, seen: seen) }
+            }
+    }
+
+    private func fetched(_ result: Result<PubSubFetchResult, any Error>, seen: UInt64) {
+        fetching = false
+        let batch: PubSubFetchResult
+        switch result {
+        case .success(let value): batch = value
+        case .failure(let error):
+            guard !stopped else { return }
+            if handle.pool.isRetired || PubSubError.from(error) == .closed {
+                return end("its component was retired or closed")
+            }
+            logger?.warning("subscription: fetch on \(topic) failed: \(error)")
+            return wait(beyond: seen, until: Date().addingTimeInterval(1))
+        }
+        if stopped {
+            // Leased after the loop ended: give them back at once.
+            return nack(batch.deliveries.map(\.id), after: .zero)
+        }
+        let lease = self.lease ?? handle.pubsub.ackTimeout
+        batchLeasedUntil = NIODeadline.now() + TimeAmount(lease)
+        var deliverable: [PubSubDelivery] = []
+        deliverable.reserveCapacity(batch.deliveries.count)
+        for delivery in batch.deliveries {
+            if delivery.attempt > Self.maxAttempts {
+                deadLetterOrDrop(delivery, reason: "was not processed after \(Self.maxAttempts) attempts")
+                continue
+            }
+            if delivery.attempt > 1 { series.recordRedelivery() }
+            deliverable.append(delivery)
+        }
+        if !deliverable.isEmpty, let sink {
+            delivering = true
+            let more = sink.deliver(deliverable, loop: self)
+            delivering = false
+            if !more { paused = true }
+        }
+        if stopped { return }
+        if batch.deliveries.isEmpty, !returnedWhileFetching {
+            wait(beyond: seen, until: batch.nextRedeliveryAt)
+        } else {
+            pump()
+        }
+    }
+
+    /// Sleeps until the topic has a message beyond `sequence`, the component closes, or `deadline` passes; then
+    /// fetches again.
+    private func wait(beyond sequence: UInt64, until deadline: Date?) {
+        cancelWait()
+        let promise = eventLoop.makePromise(of: Bool.self)
+        waiting = promise
+        let timeout = deadline.map { Duration.seconds(max(0, $0.timeIntervalSinceNow)) + .milliseconds(1) }
+        let bound = self.bound
+        promise.futureResult.whenComplete { _ in bound.value.waited(promise.futureResult) }
+        handle.pubsub.waitForPublish(to: physicalTopic, beyond: sequence, timeout: timeout, completing: promise)
+    }
+
+    private func waited(_ future: EventLoopFuture<Bool>) {
+        guard let waiting, waiting.futureResult === future else { return }
+        self.waiting = nil
+        pump()
+    }
+
+    private func wake() {
+        guard waiting != nil || timer != nil else { return }
+        cancelWait()
+        pump()
+    }
+
+    private func cancelWait() {
+        let waiting = self.waiting
+        self.waiting = nil
+        waiting?.succeed(false)
+        timer?.cancel()
+        timer = nil
+    }
+
+    /// Ends the loop by itself and tells the sink.
+    private func end(_ why: String) {
+        let sink = self.sink
+        logger?.info("subscription on \(topic) (pubsub \(handle.name)) ended: \(why)")
+        stop()
+        sink?.loopEnded(self)
+    }
+}

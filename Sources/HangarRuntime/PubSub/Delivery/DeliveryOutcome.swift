@@ -1,0 +1,18 @@
+/// How one delivery ends, whoever answered it (a streaming subscriber's `event_processed`, a pushed event's reply,
+/// or the runtime itself when the message cannot be delivered): what the delivery loop then does with the message.
+package enum DeliveryOutcome: Sendable, Hashable {
+    /// Processed: acknowledged.
+    case success
+    /// Redelivered after `DeliveryLoop.retryDelay`; a message delivered `DeliveryLoop.maxAttempts` times goes to
+    /// the dead-letter topic when one is set, else is dropped (logged and counted). The text says why.
+    case retry(String)
+    /// Not to be processed (DROP, HTTP 404, no matching route): published to the dead-letter topic when one is set,
+    /// else acknowledged and dropped (logged and counted).
+    case drop(String)
+    /// Dropped without the dead-letter topic: a gRPC app that answers UNIMPLEMENTED has no handler for it (Dapr
+    /// drops with a warning and never dead-letters it).
+    case discard(String)
+    /// Cannot be delivered as it is (a stored message that is not a readable CloudEvent, a routing rule that fails
+    /// on it): to the dead-letter topic at once when one is set, else retried, as Dapr does.
+    case undeliverable(String)
+}

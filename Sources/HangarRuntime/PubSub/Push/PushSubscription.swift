@@ -1,0 +1,319 @@
+import Foundation
+import HangarComponents
+import Logging
+import NIOCore
+import Synchronization
+
+/// One push subscription of one app (a `SubscriptionSpec`): a `DeliveryLoop` whose sink is the app's channel. Each
+/// leased message is routed (the first route whose `match` holds), turned into the event the app receives, and
+/// pushed to the app in a `maxConcurrency` slot with a deadline; the call's answer settles it.
+///
+/// - No route matches: dropped (acked), or dead-lettered when the subscription has a dead-letter topic (Dapr).
+/// - A route's `match` fails on the event, or the stored message is not a readable CloudEvent: dead-lettered at
+///   once when there is a dead-letter topic, else retried (Dapr, §3.6).
+/// - The app's answer is read by its channel with Dapr's meaning (§3.2, §3.3); a call that fails (unreachable, an
+///   error status, the deadline) is a retry.
+///
+/// Retries follow the issue rather than Dapr's default: RETRY (or an error) redelivers after 1 s, up to 10
+/// attempts, then the dead-letter topic if one is set, else the message is dropped (logged and counted). Dapr with
+/// a dead-letter topic and no Resiliency policy dead-letters at the first RETRY, and without one leaves
+/// redelivery to the broker (reference §3.2, §3.8); the issue's rule gives a transient failure its retries
+/// either way.
+///
+/// Every delivery has a deadline (`PushDelivery.deliveryTimeout`, 60 s by default) from when it is handed out,
+/// covering the wait for a slot and the call: Dapr sets none, but an app that hangs would otherwise hold its slot
+/// and its message for ever. Messages are leased a little longer than that, so a message is never delivered twice
+/// at once by a lease that ended under a call still running.
+///
+/// Confined to its event loop (`NIOLoopBoundBox`); `start`, `pause`, `resume` and `stop` may be called from any
+/// thread and hop there.
+final class PushSubscription: Sendable {
+    let app: AppID
+    let spec: SubscriptionSpec
+    let eventLoop: any EventLoop
+    private let core: NIOLoopBoundBox<Core>
+    private let ended = Flag()
+
+    /// Set once the subscription stopped by itself; read from any thread.
+    final class Flag: Sendable {
+        private let value = Atomic<Bool>(false)
+        func set() { value.store(true, ordering: .releasing) }
+        var isSet: Bool { value.load(ordering: .acquiring) }
+    }
+
+    init(app: AppID, spec: SubscriptionSpec, eventLoop: any EventLoop, context: PushDelivery.Context) {
+        self.app = app
+        self.spec = spec
+        self.eventLoop = eventLoop
+        self.core = NIOLoopBoundBox.makeBoxSendingValue(
+            Core(app: app, spec: spec, eventLoop: eventLoop, context: context, ended: ended), eventLoop: eventLoop)
+    }
+
+    /// Whether it stopped by itself (refused, or its component was retired): given again, it starts anew.
+    var hasEnded: Bool { ended.isSet }
+
+    /// Resolves the subscription, makes sure its consumer exists and starts delivering (paused while the app is
+    /// unhealthy). A subscription that is refused is logged and not started.
+    func start() {
+        let core = self.core
+        eventLoop.execute { core.value.start() }
+    }
+
+    /// The app became unhealthy: no new deliveries until `resume()`.
+    func pause() {
+        let core = self.core
+        eventLoop.execute { core.value.setHealthy(false) }
+    }
+
+    func resume() {
+        let core = self.core
+        eventLoop.execute { core.value.setHealthy(true) }
+    }
+
+    /// Stops delivering; messages in flight are given back.
+    func stop() {
+        let core = self.core
+        eventLoop.execute { core.value.stop() }
+    }
+
+    /// How many deliveries are in flight, on the loop (for tests).
+    func inFlight() -> EventLoopFuture<Int> {
+        let core = self.core
+        return eventLoop.submit { core.value.loop?.inFlightCount ?? 0 }
+    }
+
+    /// The subscription's side of the loop, on its event loop.
+    private final class Core: DeliverySink {
+        let app: AppID
+        let spec: SubscriptionSpec
+        let eventLoop: any EventLoop
+        let delivery: PushDelivery.Context
+        let ended: Flag
+        var loop: DeliveryLoop?
+        var opening = false
+        var stopped = false
+        /// The app's health as last heard (nil: not heard yet, read from the channels when starting).
+        var healthy: Bool?
+
+        init(app: AppID, spec: SubscriptionSpec, eventLoop: any EventLoop, context: PushDelivery.Context, ended: Flag) {
+            self.app = app
+            self.spec = spec
+            self.eventLoop = eventLoop
+            self.delivery = context
+            self.ended = ended
+        }
+
+        var logger: Logger { delivery.logger }
+
+        var metadata: Logger.Metadata {
+            ["app": "\(app)", "pubsub": "\(spec.pubsubName)", "topic": "\(spec.topic)"]
+        }
+
+        func start() {
+            guard !stopped, !opening, loop == nil else { return }
+            let api = delivery.api
+            let handle: TenantPubSubHandle
+            do {
+                handle = try api.components.scoped(
+                    TenantPubSubHandle.self, named: spec.pubsubName, for: Caller(app: app, transport: .unixSocket),
+                    tenant: api.registry?.tenantAccount(app.namespace))
+                _ = try handle.physicalTopic(spec.topic)
+                guard handle.maySubscribe(spec.topic) else {
+                    throw PubSubAPIError.forbidden(spec.pubsubName, topic: spec.topic, app: app)
+                }
+                if let deadLetterTopic = spec.deadLetterTopic {
+                    try api.checkDeadLetterTopic(deadLetterTopic, handle: handle)
+                }
+            } catch {
+                return refuse("\(error)")
+            }
+            opening = true
+            let core = NIOLoopBound(self, eventLoop: eventLoop)
+            let eventLoop = self.eventLoop
+            handle.ensureConsumer(spec.topic, on: eventLoop).whenComplete { result in
+                eventLoop.execute { core.value.opened(result, handle: handle) }
+            }
+        }
+
+        private func opened(_ result: Result<UInt64, any Error>, handle: TenantPubSubHandle) {
+            opening = false
+            guard !stopped else { return }
+            if case .failure(let error) = result { return refuse("its consumer cannot be created: \(error)") }
+            let window = max(PushDelivery.window, spec.bulk?.maxMessagesCount ?? 0)
+            do {
+                loop = try DeliveryLoop(
+                    api: delivery.api, handle: handle, topic: spec.topic, deadLetterTopic: spec.deadLetterTopic,
+                    window: min(window, PushDelivery.maxWindow), batchLimit: spec.bulk?.maxMessagesCount,
+                    lease: delivery.deliveryTimeout + PushDelivery.leaseMargin, retryAfter: delivery.retryDelay,
+                    eventLoop: eventLoop,
+                    logger: logger, sink: self)
+            } catch {
+                return refuse("\(error)")
+            }
+            if !(healthy ?? delivery.channels.isHealthy(app) ?? false) { loop?.pause() }
+            loop?.start()
+            logger.info("push subscription started", metadata: metadata)
+        }
+
+        private func refuse(_ why: String) {
+            var metadata = self.metadata
+            metadata["error"] = "\(why)"
+            logger.error("push subscription refused: not started", metadata: metadata)
+            ended.set()
+        }
+
+        func setHealthy(_ healthy: Bool) {
+            self.healthy = healthy
+            if healthy { loop?.resume() } else { loop?.pause() }
+        }
+
+        func stop() {
+            stopped = true
+            loop?.stop()
+            loop = nil
+        }
+
+        func loopEnded(_ loop: DeliveryLoop) {
+            self.loop = nil
+            // A replaced component serves under the same name: carry on with it; a removed one refuses.
+            start()
+        }
+
+        // MARK: Delivering
+
+        func deliver(_ deliveries: [PubSubDelivery], loop: DeliveryLoop) -> Bool {
+            let deadline = NIODeadline.now() + TimeAmount(delivery.deliveryTimeout)
+            var batches: [(path: String, entries: [(PubSubDelivery, AppTopicEvent)])] = []
+            for message in deliveries {
+                switch prepare(message) {
+                case .failure(let outcome):
+                    loop.settle(message, outcome.outcome)
+                case .success(let event):
+                    guard loop.track(message, key: Self.key(message)) else { continue }
+                    if spec.bulk == nil {
+                        push(event, for: message, deadline: deadline, loop: loop)
+                    } else if let index = batches.firstIndex(where: { $0.path == event.event.path }) {
+                        batches[index].entries.append((message, event))
+                    } else {
+                        batches.append((event.event.path, [(message, event)]))
+                    }
+                }
+            }
+            for batch in batches { pushBulk(batch.entries, path: batch.path, deadline: deadline, loop: loop) }
+            return true
+        }
+
+        static func key(_ delivery: PubSubDelivery) -> String { "\(delivery.sequence)" }
+
+        /// An outcome as an error, for `prepare`'s result.
+        struct Refusal: Error {
+            let outcome: DeliveryOutcome
+        }
+
+        /// The event the app receives for `message`, with its route; or how it is settled without a call.
+        private func prepare(_ message: PubSubDelivery) -> Result<AppTopicEvent, Refusal> {
+            let stored = message.message
+            let cloudEvent: [String: Any]
+            do {
+                cloudEvent = try SubscriptionEvent.cloudEvent(
+                    of: stored, topic: spec.topic, pubsubName: spec.pubsubName, raw: spec.rawPayload)
+            } catch {
+                return .failure(Refusal(outcome: .undeliverable("it cannot be read as a CloudEvent (\(error))")))
+            }
+            var matched: SubscriptionRoute?
+            for route in spec.routes {
+                do {
+                    if try route.match?.evaluate(cloudEvent) ?? true {
+                        matched = route
+                        break
+                    }
+                } catch {
+                    return .failure(Refusal(outcome: .undeliverable("its routing rule failed: \(error)")))
+                }
+            }
+            guard let route = matched else { return .failure(Refusal(outcome: .drop("no route matches it"))) }
+            do {
+                let event = try SubscriptionEvent(
+                    cloudEvent: cloudEvent, topic: spec.topic, pubsubName: spec.pubsubName, path: route.path)
+                let envelope =
+                    !spec.rawPayload && stored.contentType == CloudEventEnvelope.contentType
+                    ? stored.data
+                    : try JSONSerialization.data(withJSONObject: cloudEvent, options: [.withoutEscapingSlashes])
+                var metadata = stored.metadata
+                metadata["pubsubName"] = spec.pubsubName
+                return .success(
+                    AppTopicEvent(
+                        event: event, envelope: envelope, metadata: metadata,
+                        traceparent: cloudEvent["traceparent"] as? String ?? "",
+                        tracestate: cloudEvent["tracestate"] as? String ?? ""))
+            } catch {
+                return .failure(Refusal(outcome: .undeliverable("it cannot be read as a CloudEvent (\(error))")))
+            }
+        }
+
+        /// Runs `call` in one of the app's slots, within `deadline`; a failure is the app's not answering.
+        private func inSlot<Value: Sendable>(
+            deadline: NIODeadline, _ call: @escaping @Sendable (any AppChannel) -> EventLoopFuture<Value>
+        ) -> EventLoopFuture<Value> {
+            let eventLoop = self.eventLoop
+            guard let entry = delivery.channels.entry(app) else {
+                return eventLoop.makeFailedFuture(AppChannelError.unreachable("the app has no app channel"))
+            }
+            return entry.acquire(on: eventLoop).hop(to: eventLoop).flatMap { () -> EventLoopFuture<Value> in
+                guard NIODeadline.now() < deadline else {
+                    entry.release()
+                    return eventLoop.makeFailedFuture(AppChannelError.deadlineExceeded)
+                }
+                return call(entry.channel).hop(to: eventLoop).always { _ in entry.release() }
+            }
+        }
+
+        private func push(_ event: AppTopicEvent, for message: PubSubDelivery, deadline: NIODeadline, loop: DeliveryLoop)
+        {
+            let key = Self.key(message)
+            let bound = NIOLoopBound(loop, eventLoop: eventLoop)
+            let eventLoop = self.eventLoop
+            inSlot(deadline: deadline) { channel in
+                channel.deliver(event, deadline: deadline, on: eventLoop)
+            }.whenComplete { result in
+                switch result {
+                case .success(let outcome): bound.value.complete(key: key, outcome)
+                case .failure(let error): bound.value.complete(key: key, .retry("\(error)"))
+                }
+            }
+        }
+
+        private func pushBulk(
+            _ entries: [(PubSubDelivery, AppTopicEvent)], path: String, deadline: NIODeadline, loop: DeliveryLoop
+        ) {
+            var metadata = spec.metadata
+            metadata["pubsubName"] = spec.pubsubName
+            let batch = AppBulkTopicEvent(
+                id: UUID().uuidString.lowercased(), topic: spec.topic, pubsubName: spec.pubsubName, path: path,
+                metadata: metadata,
+                entries: entries.map { message, event in
+                    AppBulkTopicEvent.Entry(
+                        entryId: Self.key(message), event: event.event, envelope: event.envelope,
+                        rawPayload: spec.rawPayload ? message.message.data : nil,
+                        contentType: spec.rawPayload ? message.message.contentType : event.event.dataContentType,
+                        metadata: event.metadata)
+                })
+            let keys = entries.map { Self.key($0.0) }
+            let bound = NIOLoopBound(loop, eventLoop: eventLoop)
+            let eventLoop = self.eventLoop
+            inSlot(deadline: deadline) { channel in
+                channel.deliverBulk(batch, deadline: deadline, on: eventLoop)
+            }.whenComplete { result in
+                let loop = bound.value
+                for key in keys {
+                    switch result {
+                    case .success(let outcomes):
+                        loop.complete(key: key, outcomes[key] ?? .retry("the app answered nothing for this entry"))
+                    case .failure(let error):
+                        loop.complete(key: key, .retry("\(error)"))
+                    }
+                }
+            }
+        }
+    }
+}

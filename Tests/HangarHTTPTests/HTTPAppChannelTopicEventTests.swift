@@ -1,0 +1,67 @@
+import HangarRuntime
+import NIOCore
+import Testing
+
+@testable import HangarHTTP
+
+/// How an HTTP app's answers to pushed events are read (reference §3.3), and where events are POSTed.
+@Suite("HTTP app channel: pushed events")
+struct HTTPAppChannelTopicEventTests {
+    static func body(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
+
+    @Test(
+        "a 2xx acks unless its JSON says RETRY or DROP (or an unknown status); 404 drops; other statuses retry",
+        arguments: [
+            (200, nil, "success"), (204, "", "success"), (200, "not json", "success"), (200, #"{"a":1}"#, "success"),
+            (200, #"{"status":"SUCCESS"}"#, "success"), (200, #"{"status":""}"#, "success"),
+            (200, #"{"status":"RETRY"}"#, "retry"), (201, #"{"status":"DROP"}"#, "drop"),
+            (200, #"{"status":"LATER"}"#, "retry"), (404, nil, "drop"), (500, #"{"status":"SUCCESS"}"#, "retry"),
+            (302, nil, "retry"),
+        ] as [(Int, String?, String)])
+    func outcome(status: Int, body: String?, expected: String) {
+        let outcome = HTTPAppChannel.outcome(status: status, body: body.map(Self.body))
+        let name =
+            switch outcome {
+            case .success: "success"
+            case .retry: "retry"
+            case .drop: "drop"
+            case .discard: "discard"
+            case .undeliverable: "undeliverable"
+            }
+        #expect(name == expected)
+    }
+
+    @Test("a bulk answer settles each entry by its status; missing or empty ones retry, 404 drops all")
+    func bulk() {
+        let answer = #"{"statuses":[{"entryId":"1","status":"SUCCESS"},{"entryId":"2","status":"DROP"},"#
+            + #"{"entryId":"3","status":""},{"entryId":"4","status":"RETRY"}]}"#
+        let outcomes = HTTPAppChannel.bulkOutcomes(status: 200, body: Self.body(answer), entries: ["1", "2", "3", "4"])
+        #expect(outcomes["1"] == .success)
+        #expect(outcomes["2"] == .drop("the app answered DROP"))
+        #expect(outcomes["3"] == nil && outcomes["5"] == nil)
+        #expect(outcomes["4"] == .retry("the app answered RETRY"))
+        let unreadable = HTTPAppChannel.bulkOutcomes(status: 200, body: Self.body("nope"), entries: ["1", "2"])
+        #expect(unreadable.count == 2 && unreadable.values.allSatisfy { if case .retry = $0 { true } else { false } })
+        let gone = HTTPAppChannel.bulkOutcomes(status: 404, body: nil, entries: ["1"])
+        #expect(gone["1"] == .drop("the app answered 404"))
+    }
+
+    @Test(
+        "the route is POSTed to as Go's path.Clean leaves it, with a leading slash",
+        arguments: [
+            ("orders", "/orders"), ("/orders", "/orders"), ("", "/"), ("/a//b/./c/../d/", "/a/b/d"),
+            ("/../x", "/x"), ("/events/pubsub/topic", "/events/pubsub/topic"), ("a b", "/a%20b"),
+        ])
+    func routePath(route: String, path: String) {
+        #expect(HTTPAppChannel.routePath(route) == path)
+    }
+
+    @Test("broker metadata becomes headers, without those that cannot travel or that the request sets itself")
+    func headers() {
+        let headers = HTTPAppChannel.headers([
+            "pubsubName": "p", "Content-Type": "x", "bad name": "v", "newline": "a\nb", "custom": "value",
+        ])
+        #expect(headers["pubsubName"] == ["p"] && headers["custom"] == ["value"])
+        #expect(headers["content-type"].isEmpty && headers["newline"].isEmpty && headers.count == 2)
+    }
+}
