@@ -84,6 +84,10 @@ final class ScriptedAppChannel: AppChannel {
         opened(.failure(.invalidRequest("not an invocation test")))
     }
 
+    func listSubscriptions(deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<AppSubscriptionList> {
+        eventLoop.makeSucceededFuture(AppSubscriptionList())
+    }
+
     func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         healthy.load(ordering: .relaxed)
             ? eventLoop.makeSucceededVoidFuture() : eventLoop.makeFailedFuture(AppChannelError.unreachable("down"))

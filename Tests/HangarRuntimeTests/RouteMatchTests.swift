@@ -6,7 +6,8 @@ import Testing
 @Suite("Routing rule expressions (RouteMatch)")
 struct RouteMatchTests {
     /// A CloudEvent as delivery sees it: parsed by JSONSerialization, so numbers and booleans are NSNumbers.
-    static let event: [String: Any] = {
+    /// Never mutated: `nonisolated(unsafe)` only because `[String: Any]` cannot be `Sendable`.
+    nonisolated(unsafe) static let event: [String: Any] = {
         let json = #"""
             {"specversion": "1.0", "id": "1", "type": "widget", "source": "orders", "topic": "orders",
              "pubsubname": "pubsub", "datacontenttype": "application/json",
@@ -72,8 +73,10 @@ struct RouteMatchTests {
     }
 
     @Test(
-        "an expression that cannot be evaluated on the event is an error: a missing key, a field of a non-object, "
-            + "a result that is not a boolean, a mismatched comparison",
+        """
+        an expression that cannot be evaluated on the event is an error: a missing key, a field of a non-object, \
+        a result that is not a boolean, a mismatched comparison
+        """,
         arguments: [
             ("event.data.missing == 1", "no such key: 'missing'"),
             ("event.plain.x == 1", "no such key: 'x'"),

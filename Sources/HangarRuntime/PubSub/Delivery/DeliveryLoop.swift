@@ -85,9 +85,11 @@ package final class DeliveryLoop {
     init(
         api: PubSubAPI, handle: TenantPubSubHandle, topic: String, deadLetterTopic: String?, window: Int,
         batchLimit: Int? = nil, lease: Duration? = nil, retryAfter: Duration = DeliveryLoop.retryDelay,
-        eventLoop: any EventLoop, logger: Logger?, sink: any DeliverySink
+        listing: StreamingSubscriptionListing? = nil, eventLoop: any EventLoop, logger: Logger?,
+        sink: any DeliverySink
     ) throws(APIError) {
         self.retryAfter = retryAfter
+        self.listing = listing
         self.api = api
         self.handle = handle
         self.topic = topic
