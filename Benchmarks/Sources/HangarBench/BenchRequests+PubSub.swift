@@ -9,6 +9,8 @@ import NIOCore
 extension BenchRequests {
     static let publishEventPath = "/dapr.proto.runtime.v1.Dapr/PublishEvent"
     static let subscribePath = "/dapr.proto.runtime.v1.Dapr/SubscribeTopicEventsAlpha1"
+    /// What hangard calls on a gRPC app to push it an event.
+    static let onTopicEventPath = "/dapr.proto.runtime.v1.AppCallback/OnTopicEvent"
     /// The data's content type: text, so that Dapr's envelope keeps the data as a string and a subscriber gets its
     /// bytes back unchanged.
     static let eventContentType = "text/plain"

@@ -40,13 +40,14 @@ extension BenchRunCommand {
 
     /// The `pubsub` scenario on the running hangard (see `PubSubScenario.prepare`).
     func preparePubSub(
-        servers: [BenchServer], fixture: BenchFixture, group: any EventLoopGroup, budget: PatienceBudget
+        servers: [BenchServer], fixture: BenchFixture, group: any EventLoopGroup, push: PushReceiver,
+        budget: PatienceBudget
     ) async throws -> PubSubScenario {
         guard let daemon = servers.first(where: { $0.generator.serverName == "hangard" }) else {
             throw BenchError("the pubsub scenario needs hangard")
         }
         return try await PubSubScenario.prepare(
-            fixture: fixture, publisherGroup: group, hangardPID: daemon.process.pid,
+            fixture: fixture, publisherGroup: group, push: push, hangardPID: daemon.process.pid,
             publisherCount: min(pubsubPublishers, apps - 1), dataBytes: pubsubDataBytes, lowRate: pubsubLowRate,
             floodRate: pubsubFloodRate, fixedRate: pubsubRate, warmup: warmup,
             duration: duration ?? pubsubDuration, patience: budget)

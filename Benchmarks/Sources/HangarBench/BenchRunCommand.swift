@@ -166,14 +166,17 @@ struct BenchRunCommand: AsyncParsableCommand {
         let invoke = selected.contains(.invoke)
         let fixture = try BenchFixture.create(
             apps: apps, resourcesSource: needsDaemon ? common.resources : nil,
-            callee: selected.contains { $0.needsCallee })
+            callee: selected.contains { $0.needsCallee }, pusher: selected.contains(.pubsub))
         if selected.contains(.pubsub) { try addNoisyTenant(to: fixture) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
         let budget = PatienceBudget(.milliseconds(Int64(patience * 1000)))
         var servers: [BenchServer] = []
         var stream: StreamScenario?
         var pubsub: PubSubScenario?
+        var push: PushReceiver?
         do {
+            // Before hangard, so that the app `pusher` answers from the start.
+            if selected.contains(.pubsub) { push = try await PushReceiver.start(socket: fixture.pushSocket) }
             // First, while no other hangard runs: PSS divides shared pages among the processes that map them.
             if selected.contains(.memory) {
                 report.memory = try await MemoryFootprint(
@@ -196,7 +199,8 @@ struct BenchRunCommand: AsyncParsableCommand {
                 report.streamPhases = []
             }
             if selected.contains(.pubsub) {
-                pubsub = try await preparePubSub(servers: servers, fixture: fixture, group: group, budget: budget)
+                pubsub = try await preparePubSub(
+                    servers: servers, fixture: fixture, group: group, push: push!, budget: budget)
                 report.pubsubPhases = []
             }
             for round in 1...rounds where !servers.isEmpty {
@@ -216,6 +220,8 @@ struct BenchRunCommand: AsyncParsableCommand {
             stream = nil
             await pubsub?.close()
             pubsub = nil
+            await push?.stop()
+            push = nil
             for index in servers.indices {
                 try servers[index].recordAfterLoad()
                 await servers[index].stop()
@@ -227,6 +233,7 @@ struct BenchRunCommand: AsyncParsableCommand {
         } catch {
             await stream?.close()
             await pubsub?.close()
+            await push?.stop()
             for server in servers {
                 _ = await server.process.terminate(timeout: .seconds(10))
                 await server.closeConnections()

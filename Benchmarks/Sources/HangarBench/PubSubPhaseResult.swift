@@ -1,6 +1,6 @@
 /// One measured phase of the `pubsub` scenario: events published at a paced rate through hangard and delivered to
-/// a subscriber that answers at once, on one component, optionally while another tenant floods a subscriber that
-/// never answers (`PubSubScenario`).
+/// a subscriber that answers at once (streaming or pushed to), on one component, optionally while another tenant
+/// floods a subscriber that never answers (`PubSubScenario`).
 struct PubSubPhaseResult: Codable, Sendable {
     /// What a phase measures.
     enum Kind: String, Codable, Sendable {
@@ -43,11 +43,12 @@ struct PubSubPhaseResult: Codable, Sendable {
     var label: String { "\(component) \(kind.rawValue)" }
 }
 
-/// How the `pubsub` scenario's subscriber receives events. Only the streaming subscription exists in the bench
-/// today; push delivery (hangard calling the app's `AppCallback/OnTopicEvent`, or POSTing to its HTTP route) is the
-/// hook left for the next step: a case here, a receiver (the echo server answering `OnTopicEvent` and recording the
-/// stamp, as `GRPCSubscriber` does), and `PubSubScenario.openSubscriber` choosing it.
+/// How the `pubsub` scenario's subscriber receives events. (Push over HTTP, hangard POSTing the CloudEvent to an
+/// app's route, is not measured: it would need an HTTP app server in the bench.)
 enum PubSubDelivery: String, Codable, Sendable {
     /// `SubscribeTopicEventsAlpha1` from the bench's own gRPC client (`GRPCSubscriber`).
     case streaming
+    /// Pushed by hangard: `AppCallback/OnTopicEvent` on a gRPC app the bench serves (`PushReceiver`), subscribed by
+    /// a declarative `Subscription`.
+    case push
 }

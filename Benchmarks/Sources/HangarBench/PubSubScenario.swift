@@ -3,19 +3,21 @@ import Glibc
 import NIOCore
 import NIOPosix
 
-/// The `pubsub` scenario (issue 14, "Measure"): publish → delivery latency through hangard, with a streaming
-/// subscriber (`GRPCSubscriber`, answering SUCCESS at once) and open-loop paced publishers (`PacedCaller`, each
-/// event stamped with the instant its publish call started), on `pubsub.sqlite` and `pubsub.in-memory`; and the
-/// noisy neighbour for pub/sub: the same low-rate publishing in tenant `bench` while tenant `noisy` floods a
-/// subscriber of its own that never answers, on the same component.
+/// The `pubsub` scenario (issue 14, "Measure"): publish → delivery latency through hangard, with open-loop paced
+/// publishers (`PacedCaller`, each event stamped with the instant its publish call started) and a subscriber that
+/// answers SUCCESS at once, streaming (`GRPCSubscriber`) or pushed to (`PushReceiver`), on `pubsub.sqlite` and
+/// `pubsub.in-memory`; and the noisy neighbour for pub/sub: the same low-rate publishing in tenant `bench` while
+/// tenant `noisy` floods a streaming subscriber of its own that never answers, on the same component.
 ///
-/// Each round runs, per component, the half-rate phase (half the calls/s pubsub.sqlite sustained with the
-/// concurrent closed-loop publishers of the `publish-sqlite` phase of the same round, or `--pubsub-rate`) and the
-/// low-rate one; on pubsub.sqlite also the flooded one, right after its low-rate phase ("B alone"). Every phase
-/// subscribes to a topic of its own first (a new subscription starts at the end of the log, so nothing from an
-/// earlier phase is delivered), publishes for `warmup + duration`, waits up to `deliveryTimeout` for the window's
-/// events, and cancels the subscription. Publishers and subscriber have event loops of their own, and the flood a
-/// third one, so that none of them queues behind another on the client side.
+/// Each round runs, per component and delivery, the half-rate phase (half the calls/s pubsub.sqlite sustained with
+/// the concurrent closed-loop publishers of the `publish-sqlite` phase of the same round, or `--pubsub-rate`) and
+/// the low-rate one; on pubsub.sqlite, streaming, also the flooded one, right after its low-rate phase ("B alone").
+/// A streaming phase subscribes to a topic of its own first (a new subscription starts at the end of the log, so
+/// nothing from an earlier phase is delivered) and cancels the subscription at the end; a push phase publishes to
+/// the topic the app `pusher` is subscribed to (events of an earlier phase that arrive late are told apart by their
+/// stamps). Every phase publishes for `warmup + duration` and waits up to `deliveryTimeout` for the window's
+/// events. Publishers and streaming subscriber have event loops of their own, the flood a third one and the push
+/// receiver a fourth, so that none of them queues behind another on the client side.
 struct PubSubScenario: Sendable {
     static let memoryComponent = "mempubsub"
     static let sqliteComponent = "sqlpubsub"
@@ -31,6 +33,7 @@ struct PubSubScenario: Sendable {
     let subscriber: GRPCClientConnection
     let floodPublishers: [GRPCClientConnection]
     let sink: GRPCClientConnection
+    let push: PushReceiver
     let groups: [MultiThreadedEventLoopGroup]
     let hangardPID: pid_t
     let dataBytes: Int
@@ -44,7 +47,8 @@ struct PubSubScenario: Sendable {
     /// Connects (publishers to apps 0…`publisherCount`-1 of tenant `bench`, the subscriber to its last app, the
     /// flood's to tenant `noisy`) and checks that an event published on each component reaches a subscriber.
     static func prepare(
-        fixture: BenchFixture, publisherGroup: any EventLoopGroup, hangardPID: pid_t, publisherCount: Int,
+        fixture: BenchFixture, publisherGroup: any EventLoopGroup, push: PushReceiver, hangardPID: pid_t,
+        publisherCount: Int,
         dataBytes: Int, lowRate: Double, floodRate: Double, fixedRate: Double?, warmup: Double, duration: Double,
         patience: PatienceBudget
     ) async throws -> PubSubScenario {
@@ -69,9 +73,14 @@ struct PubSubScenario: Sendable {
                 fixture.grpcSocket(namespace: noisyTenant.namespace, app: sinkApp), floodGroup)
             let scenario = PubSubScenario(
                 publishers: publishers, subscriber: subscriber, floodPublishers: floodPublishers, sink: sink,
-                groups: [subscriberGroup, floodGroup], hangardPID: hangardPID, dataBytes: dataBytes, lowRate: lowRate,
+                push: push, groups: [subscriberGroup, floodGroup], hangardPID: hangardPID, dataBytes: dataBytes,
+                lowRate: lowRate,
                 floodRate: floodRate, fixedRate: fixedRate, warmup: warmup, duration: duration, patience: patience)
-            for component in [memoryComponent, sqliteComponent] { try await scenario.checkDelivery(component) }
+            for component in [memoryComponent, sqliteComponent] {
+                for delivery in [PubSubDelivery.streaming, .push] {
+                    try await scenario.checkDelivery(component, delivery)
+                }
+            }
             return scenario
         } catch {
             await GRPCClientConnection.close(connections)
@@ -80,6 +89,7 @@ struct PubSubScenario: Sendable {
         }
     }
 
+    /// Closes the connections and event loops; the push receiver is the caller's (it started before hangard).
     func close() async {
         await GRPCClientConnection.close(publishers + [subscriber] + floodPublishers + [sink])
         for group in groups { try? await group.shutdownGracefully() }
@@ -93,14 +103,17 @@ struct PubSubScenario: Sendable {
         }
         var results: [PubSubPhaseResult] = []
         for component in [Self.sqliteComponent, Self.memoryComponent] {
-            var kinds: [PubSubPhaseResult.Kind] = [.halfRate, .lowRate]
-            if component == Self.sqliteComponent { kinds.append(.lowRateFlooded) }
-            for kind in kinds {
-                let rate = kind == .halfRate ? fullRate / 2 : lowRate
-                var result = try await measure(kind, component: component, rate: rate, round: round)
-                result.round = round
-                TextTable.progress(Self.describe(result))
-                results.append(result)
+            for delivery in [PubSubDelivery.streaming, .push] {
+                var kinds: [PubSubPhaseResult.Kind] = [.halfRate, .lowRate]
+                if component == Self.sqliteComponent && delivery == .streaming { kinds.append(.lowRateFlooded) }
+                for kind in kinds {
+                    let rate = kind == .halfRate ? fullRate / 2 : lowRate
+                    var result = try await measure(
+                        kind, component: component, delivery: delivery, rate: rate, round: round)
+                    result.round = round
+                    TextTable.progress(Self.describe(result))
+                    results.append(result)
+                }
             }
         }
         return results
@@ -108,11 +121,11 @@ struct PubSubScenario: Sendable {
 
     // MARK: Phases
 
-    /// Publishes one event on `component` to a fresh subscription and waits (up to 10 s) for it.
-    private func checkDelivery(_ component: String) async throws {
-        let topic = "check-\(component)"
-        let subscription = try await openSubscriber(
-            on: subscriber, topic: topic, component: component, answer: .success)
+    /// Publishes one event on `component` to a fresh streaming subscription, or to the push receiver's topic, and
+    /// waits (up to 10 s) for it.
+    private func checkDelivery(_ component: String, _ delivery: PubSubDelivery) async throws {
+        let topic = delivery == .push ? PushReceiver.topic : "check-\(component)"
+        let receiver = try await open(delivery, topic: topic, component: component)
         do {
             let (message, offset) = try BenchRequests.publishEvent(
                 pubsub: component, topic: topic, dataBytes: dataBytes)
@@ -121,21 +134,22 @@ struct PubSubScenario: Sendable {
             BenchRequests.stamp(&stamped, at: offset, instant: sent)
             _ = try await publishers[0].unary(path: BenchRequests.publishEventPath, message: stamped).get()
             let deadline = NIODeadline.now().uptimeNanoseconds + 10_000_000_000
-            while try await arrivals(subscription, on: subscriber, before: .max).isEmpty {
+            while try await arrivals(receiver, before: .max).isEmpty {
                 guard NIODeadline.now().uptimeNanoseconds < deadline else {
-                    throw BenchError("an event published on \(component) did not reach its subscriber in 10 s")
+                    throw BenchError(
+                        "an event published on \(component) did not reach its \(delivery.rawValue) subscriber in 10 s")
                 }
                 try await Task.sleep(for: .milliseconds(10))
             }
         } catch {
-            await cancel(subscription, on: subscriber)
+            await close(receiver)
             throw error
         }
-        await cancel(subscription, on: subscriber)
+        await close(receiver)
     }
 
     private func measure(
-        _ kind: PubSubPhaseResult.Kind, component: String, rate: Double, round: Int
+        _ kind: PubSubPhaseResult.Kind, component: String, delivery: PubSubDelivery, rate: Double, round: Int
     ) async throws -> PubSubPhaseResult {
         if !patience.isExhausted {
             let busy = try await patience.waitForQuiet(threshold: 0.1, limit: .seconds(15))
@@ -143,10 +157,9 @@ struct PubSubScenario: Sendable {
                 TextTable.progress("other processes keep \(TextTable.format(busy, 2)) cores busy; measuring anyway")
             }
         }
-        let topic = "r\(round)-\(kind.rawValue)"
+        let topic = delivery == .push ? PushReceiver.topic : "r\(round)-\(kind.rawValue)"
         let flooded = kind == .lowRateFlooded
-        let subscription = try await openSubscriber(
-            on: subscriber, topic: topic, component: component, answer: .success)
+        let receiver = try await open(delivery, topic: topic, component: component)
         var sinkSubscription: NIOLoopBound<GRPCSubscriber>?
         do {
             if flooded {
@@ -204,7 +217,7 @@ struct PubSubScenario: Sendable {
             var window: [GRPCSubscriber.Arrival] = []
             let deadline = NIODeadline.now().uptimeNanoseconds + Self.deliveryTimeout
             while true {
-                window += try await arrivals(subscription, on: subscriber, before: end).filter {
+                window += try await arrivals(receiver, before: end).filter {
                     $0.stamp >= measureFrom
                 }
                 if window.count >= publish.ok || NIODeadline.now().uptimeNanoseconds >= deadline { break }
@@ -220,10 +233,10 @@ struct PubSubScenario: Sendable {
                 seconds: sampledSeconds)
             let messages = max(1, publish.ok + (flood?.ok ?? 0))
             let delivered = min(window.count, publish.ok)
-            await cancel(subscription, on: subscriber)
+            await close(receiver)
             if let sinkSubscription { await cancel(sinkSubscription, on: sink) }
             return PubSubPhaseResult(
-                kind: kind, component: component, delivery: .streaming, seconds: seconds, publish: publish,
+                kind: kind, component: component, delivery: delivery, seconds: seconds, publish: publish,
                 delivered: delivered, undelivered: publish.ok - delivered,
                 duplicates: max(0, window.count - publish.ok),
                 deliveryLatency: LatencySummary(samples: window.map { $0.arrived - $0.stamp }),
@@ -231,7 +244,7 @@ struct PubSubScenario: Sendable {
                 hangardCores: hangardMicros / 1_000_000 / sampledSeconds, otherBusyCores: otherCores, flood: flood,
                 floodReceived: floodReceived)
         } catch {
-            await cancel(subscription, on: subscriber)
+            await close(receiver)
             if let sinkSubscription { await cancel(sinkSubscription, on: sink) }
             throw error
         }
@@ -239,8 +252,35 @@ struct PubSubScenario: Sendable {
 
     // MARK: Subscribers
 
-    /// Opens a streaming subscription on `connection`'s event loop and waits for its initial response. The place
-    /// where push delivery (`PubSubDelivery`) will choose its receiver instead.
+    /// Where a phase's events arrive.
+    private enum Receiver {
+        /// A streaming subscription of the bench's own, on the `subscriber` connection.
+        case stream(NIOLoopBound<GRPCSubscriber>)
+        /// The push receiver (the app `pusher`), always subscribed to its topic.
+        case push
+    }
+
+    private func open(_ delivery: PubSubDelivery, topic: String, component: String) async throws -> Receiver {
+        switch delivery {
+        case .streaming:
+            .stream(try await openSubscriber(on: subscriber, topic: topic, component: component, answer: .success))
+        case .push: .push
+        }
+    }
+
+    /// The receiver's arrivals stamped before `until` (taken from it); fails if a subscription has failed.
+    private func arrivals(_ receiver: Receiver, before until: UInt64) async throws -> [GRPCSubscriber.Arrival] {
+        switch receiver {
+        case .stream(let subscription): try await arrivals(subscription, on: subscriber, before: until)
+        case .push: push.take(before: until)
+        }
+    }
+
+    private func close(_ receiver: Receiver) async {
+        if case .stream(let subscription) = receiver { await cancel(subscription, on: subscriber) }
+    }
+
+    /// Opens a streaming subscription on `connection`'s event loop and waits for its initial response.
     private func openSubscriber(
         on connection: GRPCClientConnection, topic: String, component: String, answer: GRPCSubscriber.Answer
     ) async throws -> NIOLoopBound<GRPCSubscriber> {
@@ -288,7 +328,7 @@ struct PubSubScenario: Sendable {
         let f = TextTable.format
         let publish = result.publish
         var line =
-            "pubsub \(result.label) r\(result.round): offered \(f(publish.offeredPerSecond, 0))/s, published "
+            "pubsub \(result.label) \(result.delivery.rawValue) r\(result.round): offered \(f(publish.offeredPerSecond, 0))/s, published "
             + "\(publish.ok) (\(publish.errors) errors), publish p50 \(f(publish.latency.p50, 1)) p99 "
             + "\(f(publish.latency.p99, 1)) µs; delivered \(result.delivered) (\(result.undelivered) missing), p50 "
             + "\(f(result.deliveryLatency.p50, 1)) p99 \(f(result.deliveryLatency.p99, 1)) µs; hangard "

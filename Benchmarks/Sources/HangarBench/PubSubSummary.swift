@@ -90,13 +90,18 @@ struct PubSubSummary: Codable, Sendable {
             }
         }
         var deliveries: [Delivery] = []
-        for component in [PubSubScenario.sqliteComponent, PubSubScenario.memoryComponent] {
+        let combinations = [PubSubScenario.sqliteComponent, PubSubScenario.memoryComponent].flatMap { component in
+            [PubSubDelivery.streaming, .push].map { (component, $0) }
+        }
+        for (component, way) in combinations {
             for kind in [PubSubPhaseResult.Kind.halfRate, .lowRate, .lowRateFlooded] {
-                let rounds = delivery.filter { $0.component == component && $0.kind == kind }
+                let rounds = delivery.filter { $0.component == component && $0.delivery == way && $0.kind == kind }
                 guard let first = rounds.first else { continue }
                 let alone = rounds.compactMap { flooded -> (PubSubPhaseResult, PubSubPhaseResult)? in
-                    delivery.first { $0.round == flooded.round && $0.component == component && $0.kind == .lowRate }
-                        .map { (flooded, $0) }
+                    delivery.first {
+                        $0.round == flooded.round && $0.component == component && $0.delivery == way
+                            && $0.kind == .lowRate
+                    }.map { (flooded, $0) }
                 }
                 let isFlooded = kind == .lowRateFlooded && !alone.isEmpty
                 deliveries.append(
@@ -135,9 +140,7 @@ struct PubSubSummary: Codable, Sendable {
                     target: ">= \(Self.ratioGoal)", measured: ratio.median, unit: "×",
                     met: ratio.median >= Self.ratioGoal, range: ratio.range))
         }
-        if let half = delivery.first(where: {
-            $0.component == PubSubScenario.sqliteComponent && $0.kind == .halfRate
-        }) {
+        for half in delivery where half.component == PubSubScenario.sqliteComponent && half.kind == .halfRate {
             let getP99 = concurrent.first?.getStateP99?.median
             let condition =
                 getP99.map {
@@ -146,7 +149,7 @@ struct PubSubSummary: Codable, Sendable {
                 } ?? ""
             targets.append(
                 BenchReport.TargetCheck(
-                    name: "pubsub.sqlite publish → deliver p99 at half rate "
+                    name: "pubsub.sqlite publish → \(half.delivery.rawValue) delivery p99 at half rate "
                         + "(\(TextTable.format(half.offeredPerSecond.median, 0)) events/s\(condition))",
                     target: "<= \(TextTable.format(Self.p99GoalMicros, 0))", measured: half.deliverP99.median,
                     unit: "µs", met: half.deliverP99.median <= Self.p99GoalMicros, range: half.deliverP99.range))
@@ -180,16 +183,16 @@ struct PubSubSummary: Codable, Sendable {
         }
         if !delivery.isEmpty {
             lines.append("")
-            lines.append("pub/sub: publish → delivery, paced publishers, streaming subscriber (medians):")
+            lines.append("pub/sub: publish → delivery, paced publishers, subscriber answering at once (medians):")
             var rows = [
                 [
-                    "component", "phase", "offered/s", "delivered/s", "missing", "publish p50/p99 µs",
+                    "component", "delivery", "phase", "offered/s", "delivered/s", "missing", "publish p50/p99 µs",
                     "deliver p50 µs", "deliver p99 µs", "hangard CPU µs/msg", "÷ alone p50/p99", "flood OK/s",
                 ]
             ]
             for row in delivery {
                 rows.append([
-                    row.component, row.kind.rawValue, Self.text(row.offeredPerSecond, 0),
+                    row.component, row.delivery.rawValue, row.kind.rawValue, Self.text(row.offeredPerSecond, 0),
                     Self.text(row.deliveredPerSecond, 0), "\(row.undelivered)",
                     "\(Self.text(row.publishP50, 0)) / \(Self.text(row.publishP99, 0))", Self.text(row.deliverP50, 0),
                     Self.text(row.deliverP99, 0), Self.text(row.hangardCPUPerMessage, 1),
@@ -197,7 +200,7 @@ struct PubSubSummary: Codable, Sendable {
                     row.floodPerSecond.map { Self.text($0, 0) } ?? "-",
                 ])
             }
-            lines += TextTable.align(rows, leftColumns: 2).map { "  " + $0 }
+            lines += TextTable.align(rows, leftColumns: 3).map { "  " + $0 }
         }
         return lines
     }
