@@ -65,7 +65,7 @@ rates="$(python3 -c '
 import json, sys
 report = json.load(open("bench-results/pubsub.json"))
 rates = [d["offeredPerSecond"]["median"] for d in (report.get("pubsub") or {}).get("delivery", [])
-         if d["component"] == "sqlpubsub" and d["kind"] in ("half-rate", "low-rate")]
+         if d["component"] == "sqlpubsub" and d["delivery"] == "streaming" and d["kind"] in ("half-rate", "low-rate")]
 print(" ".join("--rate %d" % round(r) for r in rates))
 ')"
 if [ -n "$rates" ]; then

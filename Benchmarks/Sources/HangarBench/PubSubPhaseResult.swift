@@ -27,7 +27,7 @@ struct PubSubPhaseResult: Codable, Sendable {
     /// the window (publishes that were answered OK but not delivered by then).
     var delivered: Int
     var undelivered: Int
-    /// Arrivals beyond one per publish (at-least-once redeliveries), counted, not measured.
+    /// Arrivals beyond one per publish (at-least-once redeliveries, or warm-up publishes sent late), counted.
     var duplicates: Int
     /// Publish call start → arrival at the subscriber, µs.
     var deliveryLatency: LatencySummary

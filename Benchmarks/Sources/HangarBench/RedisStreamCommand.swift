@@ -146,7 +146,7 @@ struct RedisStreamCommand: AsyncParsableCommand {
         while true {
             window += try await consumerLoop.submit {
                 if let failure = reader.value.failure { throw BenchError("redis consumer: \(failure)") }
-                return reader.value.take(before: end).filter { $0.stamp >= measureFrom }
+                return reader.value.take(before: .max).filter { $0.stamp >= measureFrom }
             }.get()
             if window.count >= publish.ok || NIODeadline.now().uptimeNanoseconds >= deadline { break }
             try await Task.sleep(for: .milliseconds(20))
