@@ -20,7 +20,6 @@ final class PushReceiver: Sendable {
     static let topic = "push"
 
     private let arrivals = Mutex<[GRPCSubscriber.Arrival]>([])
-    private let received = Atomic<Int>(0)
     private let group: MultiThreadedEventLoopGroup
 
     private init(group: MultiThreadedEventLoopGroup) {
@@ -52,13 +51,9 @@ final class PushReceiver: Sendable {
 
     private func arrived(_ data: Data) {
         let now = NIODeadline.now().uptimeNanoseconds
-        received.add(1, ordering: .relaxed)
         guard let stamp = BenchRequests.stamp(of: data) else { return }
         arrivals.withLock { $0.append(GRPCSubscriber.Arrival(stamp: stamp, arrived: now)) }
     }
-
-    /// Events received so far.
-    var count: Int { received.load(ordering: .relaxed) }
 
     /// The arrivals so far whose stamp is before `until`, removed from the record.
     func take(before until: UInt64) -> [GRPCSubscriber.Arrival] {
