@@ -18,6 +18,8 @@ struct BenchFixture: Sendable {
     var socketRoot: String { root + "/s" }
     var dataDirectory: String { root + "/data" }
     var echoSocket: String { root + "/echo.socket" }
+    /// The `pubsub` scenario's push receiver (the app `pusher`'s app channel), served by the bench itself.
+    var pushSocket: String { root + "/push.socket" }
 
     static func appID(_ index: Int) -> String { "app-\(index)" }
 
@@ -36,7 +38,10 @@ struct BenchFixture: Sendable {
     /// Creates the directory and writes the configuration; `resourcesSource` holds the Component YAML (nil when
     /// hangard is not started). With `callee`, the Tenant declares the app `callee` too, its app channel on the
     /// echo server's socket (hangard connects when the first call needs it, so the echo server may start later).
-    static func create(apps: Int, resourcesSource: String?, callee: Bool = false) throws -> BenchFixture {
+    /// With `pusher`, it declares the app `pusher` too (`PushReceiver`), its app channel on `pushSocket`.
+    static func create(
+        apps: Int, resourcesSource: String?, callee: Bool = false, pusher: Bool = false
+    ) throws -> BenchFixture {
         var template = Array("/tmp/hb.XXXXXX".utf8CString)
         guard let created = mkdtemp(&template) else { throw BenchError("cannot create a directory under /tmp") }
         let fixture = BenchFixture(root: String(cString: created), apps: apps)
@@ -74,6 +79,15 @@ struct BenchFixture: Sendable {
                       appChannel:
                         protocol: grpc
                         address: "unix://\(fixture.echoSocket)"
+
+                """
+        }
+        if pusher {
+            tenant += """
+                    - appId: \(PushReceiver.appID)
+                      appChannel:
+                        protocol: grpc
+                        address: "unix://\(fixture.pushSocket)"
 
                 """
         }

@@ -72,6 +72,10 @@ struct BenchReport: Codable, Sendable {
     /// Every phase of every round of the `stream` scenario, and what they add up to; nil without it.
     var streamPhases: [StreamPhaseResult]?
     var streaming: StreamingSummary?
+    /// Every phase of every round of the `pubsub` scenario, and the pub/sub figures (with the `publish-*` phases,
+    /// beside GetState); nil without them.
+    var pubsubPhases: [PubSubPhaseResult]?
+    var pubsub: PubSubSummary?
     var targets: [TargetCheck] = []
 
     func phase(
@@ -133,6 +137,7 @@ struct BenchReport: Codable, Sendable {
         self.invocation = invocation.isEmpty ? nil : invocation
         targets += invocation.flatMap(\.targets)
         targets += memory?.targets ?? []
+        targets += pubsub?.targets ?? []
         if let daemon {
             targets.append(
                 TargetCheck(

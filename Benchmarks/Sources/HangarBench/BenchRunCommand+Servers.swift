@@ -37,6 +37,7 @@ extension BenchRunCommand {
                 process: process, connections: connections, connectApps: appsConnected, apps: apps,
                 generator: generator, loads: [], info: info)
             server!.loads = try await grpcStateLoads(on: server!, selected: selected)
+            server!.loads += try await publishLoads(on: server!, selected: selected)
             if selected.contains(.getHTTP) || selected.contains(.saveHTTP) {
                 server!.httpConnections = try await connectHTTP(fixture: fixture, group: group)
                 server!.loads += try await httpStateLoads(on: server!, selected: selected)

@@ -69,6 +69,25 @@ struct BenchRunCommand: AsyncParsableCommand {
     @Option(help: "Seconds of each stream phase when --duration is not given.")
     var streamDuration: Double = 3
 
+    @Option(
+        help: """
+            Events/s of the pubsub scenario's full rate: its half-rate phases publish at half this (default: what \
+            publish-sqlite sustained with --concurrency publishers in the same round).
+            """)
+    var pubsubRate: Double?
+
+    @Option(help: "Events/s of the pubsub scenario's low-rate phases (and of the noisy neighbour's steady tenant).")
+    var pubsubLowRate: Double = 200
+
+    @Option(help: "Events/s the noisy tenant publishes to its subscriber that never answers (pubsub scenario).")
+    var pubsubFloodRate: Double = 2000
+
+    @Option(help: "Connections (apps) the pubsub scenario's paced publishers are spread over.")
+    var pubsubPublishers = 4
+
+    @Option(help: "Seconds of each pubsub phase when --duration is not given.")
+    var pubsubDuration: Double = 5
+
     @Option(help: "Distinct keys each caller cycles through.")
     var keys = 64
 
@@ -103,6 +122,17 @@ struct BenchRunCommand: AsyncParsableCommand {
         guard valueBytes >= 0, keys >= 1, clientThreads >= 1 else {
             throw ValidationError("--value-bytes must not be negative, --keys and --client-threads must be positive")
         }
+        if scenario.contains(.pubsub) {
+            guard apps >= 2, pubsubPublishers >= 1 else {
+                throw ValidationError("the pubsub scenario needs --apps of at least 2 and --pubsub-publishers of 1")
+            }
+            guard scenario.contains(.publishSQLite) || (pubsubRate ?? 0) > 0 else {
+                throw ValidationError("the pubsub scenario needs the publish-sqlite scenario or --pubsub-rate")
+            }
+            guard pubsubLowRate > 0, pubsubFloodRate > 0, pubsubDuration > 0 else {
+                throw ValidationError("--pubsub-low-rate, --pubsub-flood-rate and --pubsub-duration must be positive")
+            }
+        }
         if scenario.contains(.stream) || scenario.contains(.all) {
             guard (8...EchoStreamSender.maxPayloadBytes).contains(valueBytes) else {
                 throw ValidationError(
@@ -116,7 +146,7 @@ struct BenchRunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let selected = Set(scenario.contains(.all) ? BenchScenario.allCases.filter { $0 != .all } : scenario)
+        let selected = Set(scenario.contains(.all) ? BenchScenario.all13 + scenario.filter(\.isPubSub) : scenario)
         let needsDaemon = selected.contains { $0.needsDaemon }
         if needsDaemon || selected.contains(.memory), !FileManager.default.isExecutableFile(atPath: common.hangard) {
             throw BenchError(
@@ -136,12 +166,17 @@ struct BenchRunCommand: AsyncParsableCommand {
         let invoke = selected.contains(.invoke)
         let fixture = try BenchFixture.create(
             apps: apps, resourcesSource: needsDaemon ? common.resources : nil,
-            callee: selected.contains { $0.needsCallee })
+            callee: selected.contains { $0.needsCallee }, pusher: selected.contains(.pubsub))
+        if selected.contains(.pubsub) { try addNoisyTenant(to: fixture) }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: clientThreads)
         let budget = PatienceBudget(.milliseconds(Int64(patience * 1000)))
         var servers: [BenchServer] = []
         var stream: StreamScenario?
+        var pubsub: PubSubScenario?
+        var push: PushReceiver?
         do {
+            // Before hangard, so that the app `pusher` answers from the start.
+            if selected.contains(.pubsub) { push = try await PushReceiver.start(socket: fixture.pushSocket) }
             // First, while no other hangard runs: PSS divides shared pages among the processes that map them.
             if selected.contains(.memory) {
                 report.memory = try await MemoryFootprint(
@@ -163,6 +198,11 @@ struct BenchRunCommand: AsyncParsableCommand {
                 stream = try await prepareStream(servers: servers, fixture: fixture, group: group, budget: budget)
                 report.streamPhases = []
             }
+            if selected.contains(.pubsub) {
+                pubsub = try await preparePubSub(
+                    servers: servers, fixture: fixture, group: group, push: push!, budget: budget)
+                report.pubsubPhases = []
+            }
             for round in 1...rounds where !servers.isEmpty {
                 if rounds > 1 { progress("round \(round) of \(rounds)") }
                 for server in servers {
@@ -171,9 +211,17 @@ struct BenchRunCommand: AsyncParsableCommand {
                     }
                 }
                 if let stream { report.streamPhases! += try await stream.runRound(round) }
+                if let pubsub {
+                    report.pubsubPhases! += try await pubsub.runRound(
+                        round, sqliteRate: Self.sqlitePublishRate(report.allPhases, round: round))
+                }
             }
             await stream?.close()
             stream = nil
+            await pubsub?.close()
+            pubsub = nil
+            await push?.stop()
+            push = nil
             for index in servers.indices {
                 try servers[index].recordAfterLoad()
                 await servers[index].stop()
@@ -184,6 +232,8 @@ struct BenchRunCommand: AsyncParsableCommand {
             }
         } catch {
             await stream?.close()
+            await pubsub?.close()
+            await push?.stop()
             for server in servers {
                 _ = await server.process.terminate(timeout: .seconds(10))
                 await server.closeConnections()
@@ -197,6 +247,7 @@ struct BenchRunCommand: AsyncParsableCommand {
         report.echo = servers.first { $0.generator.serverName == "echo" }?.info
         report.phases = PhaseResult.medians(report.allPhases)
         report.streaming = report.streamPhases.flatMap { StreamingSummary.measure($0, payloadBytes: valueBytes) }
+        report.pubsub = PubSubSummary.measure(phases: report.allPhases, delivery: report.pubsubPhases ?? [])
         report.checkTargets()
         try common.publish(ResultTable.render(report), report)
         common.finish(fixture)

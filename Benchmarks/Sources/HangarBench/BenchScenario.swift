@@ -9,6 +9,12 @@ import ArgumentParser
 /// goals are ratios to GetState's, so they are printed when `get-memory` runs too (as in `all`). `stream` reads a
 /// server stream of the echo server through hangard (proxied to the app `callee`) with a fast and a slow consumer
 /// and a GetState loop on one connection, and directly as the reference (`StreamScenario`).
+///
+/// Issue 14 (pub/sub) adds `publish-memory` and `publish-sqlite` (PublishEvent, closed loop, on `mempubsub` and
+/// `sqlpubsub`, beside GetState as the reference) and `pubsub` (publish → delivery latency with a streaming
+/// subscriber, and the noisy neighbour for pub/sub: `PubSubScenario`). They need the pub/sub components
+/// (`--resources bench/pubsub-resources`, as scripts/bench-pubsub.sh passes), so `all` (issue 13's run) leaves them
+/// out.
 enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
     case all
     case rss
@@ -22,6 +28,15 @@ enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
     case memory
     case invoke
     case stream
+    case publishMemory = "publish-memory"
+    case publishSQLite = "publish-sqlite"
+    case pubsub
+
+    /// What `all` runs: everything but the pub/sub scenarios.
+    static var all13: [BenchScenario] { allCases.filter { $0 != .all && !$0.isPubSub } }
+
+    /// A pub/sub scenario (issue 14): needs the pub/sub components and, for `pubsub`, the second tenant.
+    var isPubSub: Bool { self == .publishMemory || self == .publishSQLite || self == .pubsub }
 
     /// Whether the scenario needs the hangard the load scenarios run against.
     var needsDaemon: Bool { self != .echo && self != .all && self != .memory }

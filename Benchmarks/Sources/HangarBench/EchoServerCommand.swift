@@ -29,16 +29,7 @@ struct EchoServerCommand: AsyncParsableCommand {
 
     func run() async throws {
         let app = AppID(namespace: "bench", appId: "echo")
-        let spec = AppSpec(appId: app.appId)
-        // The same gate as hangard's, with quotas far above what a benchmark reaches.
-        let unlimited = Quotas(
-            requestsPerSecond: 100_000_000, burst: 100_000_000, maxConcurrentRequests: 1_000_000,
-            maxConnections: 1_000_000)
-        let gate = Gate(
-            registry: TenantRegistry(
-                configuration: NodeConfiguration(
-                    tenants: [TenantSpec(namespace: app.namespace, apps: [spec], quotas: unlimited)], components: []),
-                maxRequestBytes: 4 << 20))
+        let gate = Self.gate(for: app)
         var service = GRPCService()
         service.unary("/hangar.bench.v1.Echo/Echo", Hangar_Bench_V1_EchoRequest.self) { request, call in
             var response = Hangar_Bench_V1_EchoResponse()
@@ -72,5 +63,21 @@ struct EchoServerCommand: AsyncParsableCommand {
         for await _ in signals { break }
         for source in sources { source.cancel() }
         try await group.shutdownGracefully()
+    }
+
+    /// The same gate as hangard's for the one `app` a bench server serves, with quotas far above what a benchmark
+    /// reaches (the echo server's, and the `pubsub` scenario's push receiver's).
+    static func gate(for app: AppID) -> Gate {
+        let unlimited = Quotas(
+            requestsPerSecond: 100_000_000, burst: 100_000_000, maxConcurrentRequests: 1_000_000,
+            maxConnections: 1_000_000)
+        return Gate(
+            registry: TenantRegistry(
+                configuration: NodeConfiguration(
+                    tenants: [
+                        TenantSpec(namespace: app.namespace, apps: [AppSpec(appId: app.appId)], quotas: unlimited)
+                    ],
+                    components: []),
+                maxRequestBytes: 4 << 20))
     }
 }

@@ -5,7 +5,7 @@ import NIOHTTP2
 /// A gRPC unary client for one HTTP/2 connection, on swift-nio-http2 (so the bench's client is independent of
 /// Hangar's own HTTP/2 server code): one handler behind `NIOHTTP2Handler` that owns every stream (no multiplexer,
 /// no child channel per call), allocates stream ids, writes HEADERS + one DATA frame, and completes the call on the
-/// trailers. It also carries server streams read by a `GRPCStreamConsumer` (the `stream` scenario), beside the
+/// trailers. It also carries streams read by a `GRPCStreamReader` (the `stream` and `pubsub` scenarios), beside the
 /// unary calls on the same connection. Every method runs on the channel's event loop; completions are called there
 /// too.
 final class GRPCClientHandler: ChannelInboundHandler {
@@ -39,8 +39,8 @@ final class GRPCClientHandler: ChannelInboundHandler {
     let streamWindow: Int
     private var context: ChannelHandlerContext?
     private var calls: [HTTP2StreamID: Call] = [:]
-    /// Server streams, each read by its consumer; looked up only for frames that are not a unary call's.
-    private var streams: [HTTP2StreamID: GRPCStreamConsumer] = [:]
+    /// Streams, each read by its reader; looked up only for frames that are not a unary call's.
+    private var streams: [HTTP2StreamID: any GRPCStreamReader] = [:]
     private var nextStreamID: Int32 = 1
     private var connectionUnackedBytes = 0
     private var isReading = false
@@ -80,26 +80,39 @@ final class GRPCClientHandler: ChannelInboundHandler {
 
     // MARK: Server streams
 
-    /// Opens a server stream: HEADERS, then the one length-prefixed request message with END_STREAM; the answer's
-    /// frames go to `consumer`, which returns its bytes to the stream's window with `windowUpdate` as it consumes
-    /// them. Returns the stream's id, or nil when the connection is closed (the consumer is then told so).
+    /// Opens a stream: HEADERS, then the first length-prefixed request message, with END_STREAM for a server
+    /// stream (one request) and without it for a bidirectional one (`send` writes the next messages); the answer's
+    /// frames go to `reader`, which returns their bytes to the stream's window with `windowUpdate` as it consumes
+    /// them. Returns the stream's id, or nil when the connection is closed (the reader is then told so).
     @discardableResult
-    func openStream(headers: HPACKHeaders, message: ByteBuffer, consumer: GRPCStreamConsumer) -> HTTP2StreamID? {
+    func openStream(
+        headers: HPACKHeaders, message: ByteBuffer, endStream: Bool = true, reader: any GRPCStreamReader
+    ) -> HTTP2StreamID? {
         guard let context, !isClosed else {
-            consumer.failed("connection closed")
+            reader.failed("connection closed")
             return nil
         }
         let id = HTTP2StreamID(nextStreamID)
         nextStreamID += 2
-        streams[id] = consumer
+        streams[id] = reader
         context.write(
             wrapOutboundOut(HTTP2Frame(streamID: id, payload: .headers(.init(headers: headers)))), promise: nil)
         context.write(
             wrapOutboundOut(
-                HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message), endStream: true)))),
+                HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message), endStream: endStream)))),
             promise: nil)
         markFlush(context)
         return id
+    }
+
+    /// Writes one more length-prefixed message on the open bidirectional stream `id` (flushed with the read burst
+    /// it answers, as calls started from completions are).
+    func send(_ id: HTTP2StreamID, message: ByteBuffer) {
+        guard let context, streams[id] != nil else { return }
+        context.write(
+            wrapOutboundOut(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(message))))),
+            promise: nil)
+        markFlush(context)
     }
 
     /// Returns `increment` bytes to stream `id`'s receive window.

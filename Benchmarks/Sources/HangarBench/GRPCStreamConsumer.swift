@@ -11,7 +11,7 @@ import NIOHTTP2
 /// for, and the index in its first payload bytes must be the next one (nothing lost, repeated or reordered). A
 /// wrong message, a response that is not gRPC, or a status other than OK fails the stream (and the phase) with the
 /// reason. Used on the connection's event loop only.
-final class GRPCStreamConsumer {
+final class GRPCStreamConsumer: GRPCStreamReader {
     /// How fast the consumer takes messages, and so returns window to the server.
     enum Pace: Sendable, Equatable {
         /// Every message as it arrives: its bytes go back to the window once half the window is owed, as a client
@@ -88,7 +88,7 @@ final class GRPCStreamConsumer {
     /// Opens the stream on the handler's connection with `headers` and the framed `request`.
     func start(headers: HPACKHeaders, request: ByteBuffer) {
         guard let handler else { return failed("connection gone") }
-        id = handler.openStream(headers: headers, message: request, consumer: self)
+        id = handler.openStream(headers: headers, message: request, reader: self)
         if case .limited = pace, !isOver {
             lastTick = .now()
             // The timer holds the consumer until it is cancelled, which every end of the stream does.

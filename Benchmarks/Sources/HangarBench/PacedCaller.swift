@@ -65,8 +65,9 @@ struct PacedSchedule: Sendable {
 /// the client, which shares the machine with hangard, use about a third more CPU.
 ///
 /// It cycles through pre-encoded requests and records each call of the measured window: its latency from the
-/// moment it was sent, and its outcome (OK, `RESOURCE_EXHAUSTED`, other error). Every method runs on the
-/// connection's event loop.
+/// moment it was sent, and its outcome (OK, `RESOURCE_EXHAUSTED`, other error). With a `stampOffset`, each request
+/// is sent with the instant it was sent written at that offset (`BenchRequests.stamp`: the `pubsub` scenario's
+/// publishes). Every method runs on the connection's event loop.
 final class PacedCaller {
     /// gRPC's `RESOURCE_EXHAUSTED`: how Hangar refuses a call over a quota.
     static let resourceExhausted = 8
@@ -79,6 +80,7 @@ final class PacedCaller {
     private let offset: UInt64
     private let schedule: PacedSchedule
     private let eventLoop: any EventLoop
+    private let stampOffset: Int?
     private let done: EventLoopPromise<PacedOutcome>
     private var nextRequest = 0
     /// Calls issued so far (warm-up included): the index of the next due call.
@@ -90,10 +92,10 @@ final class PacedCaller {
     private var outcome = PacedOutcome()
 
     /// Call on the connection's event loop. `rate` is in calls a second; `offset` (nanoseconds) shifts this
-    /// caller's schedule.
+    /// caller's schedule; `stampOffset` is where the send instant goes in each request's message, if anywhere.
     init(
         handler: GRPCClientHandler, requests: [GRPCClientRequest], rate: Double, offset: UInt64,
-        schedule: PacedSchedule, eventLoop: any EventLoop
+        schedule: PacedSchedule, eventLoop: any EventLoop, stampOffset: Int? = nil
     ) {
         precondition(!requests.isEmpty && rate > 0, "a paced caller needs a request and a positive rate")
         self.handler = handler
@@ -102,6 +104,7 @@ final class PacedCaller {
         self.offset = offset
         self.schedule = schedule
         self.eventLoop = eventLoop
+        self.stampOffset = stampOffset
         self.done = eventLoop.makePromise(of: PacedOutcome.self)
         let windowCalls = Int(Double(schedule.end - min(schedule.end, schedule.measureFrom)) / interval) + 1
         outcome.latencies.reserveCapacity(windowCalls)
@@ -111,7 +114,8 @@ final class PacedCaller {
     /// Starts one paced caller per connection (caller `i` cycling through `requests[i]`), sharing `rate` calls a
     /// second evenly and interleaved.
     static func start(
-        on connections: [GRPCClientConnection], requests: [[GRPCClientRequest]], rate: Double, schedule: PacedSchedule
+        on connections: [GRPCClientConnection], requests: [[GRPCClientRequest]], rate: Double, schedule: PacedSchedule,
+        stampOffset: Int? = nil
     ) -> [EventLoopFuture<PacedOutcome>] {
         let perConnection = rate / Double(connections.count)
         return connections.enumerated().map { index, connection in
@@ -121,7 +125,7 @@ final class PacedCaller {
             return connection.eventLoop.flatSubmit {
                 PacedCaller(
                     handler: handler.value, requests: callerRequests, rate: perConnection, offset: offset,
-                    schedule: schedule, eventLoop: connection.eventLoop
+                    schedule: schedule, eventLoop: connection.eventLoop, stampOffset: stampOffset
                 ).start()
             }
         }
@@ -163,7 +167,7 @@ final class PacedCaller {
 
     private func issue(scheduledAt scheduled: UInt64, now: UInt64) {
         issuedTotal += 1
-        let request = requests[nextRequest]
+        var request = requests[nextRequest]
         nextRequest = nextRequest + 1 == requests.count ? 0 : nextRequest + 1
         let counted = scheduled >= schedule.measureFrom
         if counted {
@@ -172,6 +176,7 @@ final class PacedCaller {
             pendingInWindow += 1
         }
         let sent = NIODeadline.now().uptimeNanoseconds
+        if let stampOffset { BenchRequests.stamp(&request.message, at: stampOffset, instant: sent) }
         handler.call(request) { result in
             self.completed(result, sent: sent, counted: counted)
         }

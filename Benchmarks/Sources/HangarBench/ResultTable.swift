@@ -31,6 +31,7 @@ enum ResultTable {
             lines += StreamingSummary.table(phases)
         }
         lines += report.streaming?.lines ?? []
+        lines += report.pubsub?.lines ?? []
         lines += report.memory?.lines ?? []
 
         if !report.targets.isEmpty {

@@ -53,7 +53,9 @@ final class PushSubscription: Sendable {
     var hasEnded: Bool { ended.isSet }
 
     /// Resolves the subscription, makes sure its consumer exists and starts delivering (paused while the app is
-    /// unhealthy). A subscription that is refused is logged and not started.
+    /// unhealthy). A subscription that is refused is logged and not started. One whose component is not serving
+    /// yet (initialising, as a `pubsub.sqlite` is while hangard starts, or DOWN with its initialisation retried)
+    /// tries again until it is (`notReadyRetry`).
     func start() {
         let core = self.core
         eventLoop.execute { core.value.start() }
@@ -98,6 +100,12 @@ final class PushSubscription: Sendable {
         var loop: DeliveryLoop?
         var opening = false
         var stopped = false
+        /// The wait before the next start while the component is not serving (doubles, up to `maxNotReadyRetry`).
+        var notReadyRetry = Core.firstNotReadyRetry
+        var retry: Scheduled<Void>?
+
+        static let firstNotReadyRetry = TimeAmount.milliseconds(50)
+        static let maxNotReadyRetry = TimeAmount.seconds(2)
         /// The app's health as last heard (nil: not heard yet, read from the channels when starting).
         var healthy: Bool?
         /// False while the app cannot be reached at all (`PushDelivery` probes it and says when it answers again).
@@ -132,9 +140,12 @@ final class PushSubscription: Sendable {
                 if let deadLetterTopic = spec.deadLetterTopic {
                     try api.checkDeadLetterTopic(deadLetterTopic, handle: handle)
                 }
+            } catch let error as APIError where error.errorCode == "ERR_PUBSUB_NOT_READY" {
+                return retryLater(error)
             } catch {
                 return refuse("\(error)")
             }
+            notReadyRetry = Self.firstNotReadyRetry
             opening = true
             let core = NIOLoopBound(self, eventLoop: eventLoop)
             let eventLoop = self.eventLoop
@@ -164,6 +175,21 @@ final class PushSubscription: Sendable {
             logger.info("push subscription started", metadata: metadata)
         }
 
+        /// The component is not serving yet: start again after `notReadyRetry` (logged once, when it first waits).
+        private func retryLater(_ error: APIError) {
+            if notReadyRetry == Self.firstNotReadyRetry {
+                var metadata = self.metadata
+                metadata["error"] = "\(error.message)"
+                logger.info("push subscription waits for its component", metadata: metadata)
+            }
+            let core = NIOLoopBound(self, eventLoop: eventLoop)
+            retry = eventLoop.scheduleTask(in: notReadyRetry) {
+                core.value.retry = nil
+                core.value.start()
+            }
+            notReadyRetry = min(notReadyRetry * 2, Self.maxNotReadyRetry)
+        }
+
         private func refuse(_ why: String) {
             var metadata = self.metadata
             metadata["error"] = "\(why)"
@@ -186,6 +212,8 @@ final class PushSubscription: Sendable {
 
         func stop() {
             stopped = true
+            retry?.cancel()
+            retry = nil
             loop?.stop()
             loop = nil
         }
