@@ -197,4 +197,13 @@ struct CloudEventEnvelopeTests {
         let deep = String(repeating: "[", count: 10_000) + String(repeating: "]", count: 10_000)
         #expect(GoJSON.decodePrefix(Array(deep.utf8)) == nil)
     }
+
+    @Test("strings are escaped as Go's encoder escapes them, plain runs copied as they are")
+    func goStringEscapes() {
+        let text = "a\u{0}\u{1f}\"\\\t\r\n\u{8}\u{c}<>&\u{2028}\u{2029}é😀 \u{2027}/end"
+        let expected = #""a\u0000\u001f\"\\\t\r\n\b\f\u003c\u003e\u0026\u2028\u2029é😀 \#u{2027}/end""#
+        #expect(String(decoding: GoJSON.string(text).encoded, as: UTF8.self) == expected)
+        #expect(String(decoding: GoJSON.string("").encoded, as: UTF8.self) == #""""#)
+        #expect(String(decoding: GoJSON.string("\u{e2}x").encoded, as: UTF8.self) == "\"\u{e2}x\"")
+    }
 }

@@ -59,28 +59,58 @@ package indirect enum GoJSON: Sendable, Hashable {
         }
     }
 
-    /// A string as Go's encoder writes it (HTML-safe escaping, the default of `json.Marshal`).
+    /// A string as Go's encoder writes it (HTML-safe escaping, the default of `json.Marshal`). Runs of bytes that
+    /// need no escape are copied at once: most strings (ids, types, topics) are plain ASCII.
     static func encodeString(_ text: String, into out: inout [UInt8]) {
-        let hex: [UInt8] = Array("0123456789abcdef".utf8)
         out.append(UInt8(ascii: "\""))
-        for scalar in text.unicodeScalars {
-            switch scalar.value {
-            case 0x22: out.append(contentsOf: [0x5C, 0x22])
-            case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
-            case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
-            case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
-            case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
-            case 0x08: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
-            case 0x0C: out.append(contentsOf: [0x5C, UInt8(ascii: "f")])
-            case 0x00..<0x20, 0x3C, 0x3E, 0x26, 0x2028, 0x2029:
-                let value = Int(scalar.value)
-                out.append(contentsOf: [0x5C, UInt8(ascii: "u")])
-                for shift in [12, 8, 4, 0] { out.append(hex[(value >> shift) & 0xF]) }
-            default:
-                out.append(contentsOf: String(scalar).utf8)
+        var text = text
+        text.withUTF8 { bytes in
+            var start = 0
+            var index = 0
+            while index < bytes.count {
+                let byte = bytes[index]
+                let scalar: UInt32
+                let width: Int
+                switch byte {
+                case 0x00..<0x20, 0x22, 0x5C, 0x3C, 0x3E, 0x26:
+                    scalar = UInt32(byte)
+                    width = 1
+                case 0xE2 where index + 2 < bytes.count && bytes[index + 1] == 0x80
+                    && (bytes[index + 2] == 0xA8 || bytes[index + 2] == 0xA9):
+                    // U+2028 and U+2029, which Go escapes for JavaScript's sake.
+                    scalar = bytes[index + 2] == 0xA8 ? 0x2028 : 0x2029
+                    width = 3
+                default:
+                    index += 1
+                    continue
+                }
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<index]))
+                appendEscape(of: scalar, into: &out)
+                index += width
+                start = index
             }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[start..<bytes.count]))
         }
         out.append(UInt8(ascii: "\""))
+    }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// The escape Go writes for `scalar` (one `encodeString` escapes).
+    private static func appendEscape(of scalar: UInt32, into out: inout [UInt8]) {
+        switch scalar {
+        case 0x22: out.append(contentsOf: [0x5C, 0x22])
+        case 0x5C: out.append(contentsOf: [0x5C, 0x5C])
+        case 0x0A: out.append(contentsOf: [0x5C, UInt8(ascii: "n")])
+        case 0x0D: out.append(contentsOf: [0x5C, UInt8(ascii: "r")])
+        case 0x09: out.append(contentsOf: [0x5C, UInt8(ascii: "t")])
+        case 0x08: out.append(contentsOf: [0x5C, UInt8(ascii: "b")])
+        case 0x0C: out.append(contentsOf: [0x5C, UInt8(ascii: "f")])
+        default:
+            let value = Int(scalar)
+            out.append(contentsOf: [0x5C, UInt8(ascii: "u")])
+            for shift in [12, 8, 4, 0] { out.append(hexDigits[(value >> shift) & 0xF]) }
+        }
     }
 
     private struct Invalid: Error {}

@@ -63,6 +63,8 @@ package final class DeliveryLoop {
     /// What `GetMetadata` lists of a streaming subscription; nil for a push subscription (listed by its source).
     let listing: StreamingSubscriptionListing?
     private var sink: (any DeliverySink)?
+    /// Acks settled in this event-loop turn, sent together at its end (`flushAcks`).
+    private var acks: [PubSubDeliveryID] = []
     /// The tenant whose `maxSubscriptions` this loop counts against, until it stops (or is released).
     private let account: TenantAccount?
     private var holdsSubscription: Bool
@@ -208,6 +210,7 @@ package final class DeliveryLoop {
     package func stop() {
         guard !stopped else { return }
         stopped = true
+        flushAcks()
         if holdsSubscription {
             holdsSubscription = false
             account?.releaseSubscription()
@@ -228,8 +231,20 @@ package final class DeliveryLoop {
 
     // MARK: Settling
 
+    /// Acks `delivery` with the others settled in the same event-loop turn: one component call (one job for a
+    /// durable component's writer) for a whole batch of answers rather than one per message.
     private func ack(_ delivery: PubSubDelivery) {
-        handle.ack(topic, [delivery.id], on: eventLoop).whenComplete { [logger, topic] result in
+        acks.append(delivery.id)
+        guard acks.count == 1 else { return }
+        let bound = self.bound
+        eventLoop.execute { bound.value.flushAcks() }
+    }
+
+    private func flushAcks() {
+        guard !acks.isEmpty else { return }
+        let ids = acks
+        acks = []
+        handle.ack(topic, ids, on: eventLoop).whenComplete { [logger, topic] result in
             if case .failure(let error) = result { logger?.warning("subscription: ack on \(topic) failed: \(error)") }
         }
     }
