@@ -1,0 +1,489 @@
+"""Push delivery of pub/sub events over the app channel, end to end: the real hangard, apps built on the official
+SDK (a FastAPI app with dapr.ext.fastapi.DaprApp on a Unix socket, a dapr.ext.grpc.App on loopback TCP), events
+published by another app of the tenant with DaprClient.
+
+The apps (apps/delivery_app.py) record every event they receive in a file and answer what the event's data tells
+them to (SUCCESS, RETRY, DROP, an HTTP 500, a body that is not JSON, ...). Programmatic subscriptions of an app
+started after hangard start when hangard has fetched its list; each test that uses one first publishes warm-up
+events until one arrives, so that the consumer exists before what it checks is published.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from hangar_e2e import Hangard, free_port, short_tempdir
+from tenancy_files import component_yaml, dedent, wait_until
+
+APP = Path(__file__).parent / "apps" / "delivery_app.py"
+# The programmatic list of an app started after hangard is fetched with backoff up to 10 s; leave room for one
+# more attempt and the warm-up publishes.
+SUBSCRIBED_WITHIN = 30.0
+# Ten deliveries one retry delay (1 s) apart, and room for a loaded machine.
+TEN_ATTEMPTS_WITHIN = 40.0
+
+
+class App:
+    """A delivery_app.py process and the events it recorded."""
+
+    def __init__(self, kind: str, where: str, record: Path):
+        self.kind, self.where, self.record = kind, where, record
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> "App":
+        self.process = subprocess.Popen(
+            [sys.executable, str(APP), self.kind, self.where, str(self.record)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        assert self.process.stdout is not None
+        seen = []
+        for line in self.process.stdout:
+            if line.strip() == "ready":
+                return self
+            seen.append(line)
+        raise AssertionError(f"the app did not start: {''.join(seen)}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        if self.kind == "fastapi":
+            Path(self.where).unlink(missing_ok=True)
+
+    def lines(self) -> list[dict]:
+        try:
+            text = self.record.read_text()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def events(self, event_id: str | None = None, handler: str | None = None) -> list[dict]:
+        return [
+            line for line in self.lines()
+            if line["kind"] == "event" and (event_id is None or line["id"] == event_id)
+            and (handler is None or line["handler"] == handler)
+        ]
+
+    def calls(self, method: str | None = None) -> list[dict]:
+        return [line for line in self.lines() if line["kind"] == "call" and (method is None or line["method"] == method)]
+
+    def wait_for(self, event_id: str, count: int = 1, handler: str | None = None, timeout: float = 15.0) -> list[dict]:
+        """The app's deliveries of `event_id` once there are at least `count`."""
+        wait_until(lambda: len(self.events(event_id, handler)) >= count, timeout=timeout, interval=0.05)
+        return self.events(event_id, handler)
+
+
+def subscription(name: str, topic: str, *, namespace: str, scopes: list[str], spec: str,
+                 version: str = "v2alpha1") -> str:
+    lines = [f"apiVersion: dapr.io/{version}", "kind: Subscription", "metadata:", f"  name: {name}",
+             f"  namespace: {namespace}", "spec:", "  pubsubname: pubsub", f"  topic: {topic}"]
+    lines += ["  " + line for line in dedent(spec).splitlines()]
+    lines.append(f"scopes: [{', '.join(scopes)}]")
+    return "\n".join(lines) + "\n"
+
+
+RESOURCES = {
+    # One component for the node: both tenants use it, each on its own topics.
+    "0-pubsub.yaml": component_yaml("pubsub", "pubsub.in-memory"),
+    "1-routed.yaml": subscription("routed", "routed", namespace="team-a", scopes=["web"], spec="""
+        routes:
+          rules:
+          - match: event.type == "widget"
+            path: /widgets
+          - match: int(event.data.n) > 10
+            path: /big
+          default: /fallback
+        """),
+    "2-legacy.yaml": subscription("legacy", "legacy-topic", namespace="team-a", scopes=["web"], version="v1alpha1",
+                                  spec="route: /legacy"),
+    "3-grpc-bulk.yaml": subscription("grpc-bulk", "grpc-bulk", namespace="team-a", scopes=["grpcapp"], spec="""
+        routes: {default: bulk-handler}
+        bulkSubscribe: {enabled: true, maxMessagesCount: 10, maxAwaitDurationMs: 100}
+        """),
+    "4-http-bulk.yaml": subscription("http-bulk", "http-bulk", namespace="team-a", scopes=["web"], spec="""
+        routes: {default: /bulk}
+        bulkSubscribe: {enabled: true, maxMessagesCount: 10}
+        """),
+    "5-late.yaml": subscription("late", "late-orders", namespace="team-a", scopes=["late"],
+                                spec="routes: {default: /late}"),
+    "6-down.yaml": subscription("down", "down-orders", namespace="team-a", scopes=["down"],
+                                spec="routes: {default: /late}"),
+}
+
+
+def tenants(grpc_port: int) -> dict[str, str]:
+    team_a = dedent(f"""
+        apiVersion: hangar.dev/v1alpha1
+        kind: Tenant
+        metadata:
+          name: team-a
+        spec:
+          apps:
+            - appId: pub
+            - appId: web
+              appChannel: {{protocol: http}}
+            - appId: grpcapp
+              appChannel: {{protocol: grpc, address: "127.0.0.1:{grpc_port}"}}
+            - appId: late
+              appChannel:
+                protocol: http
+                healthCheck: {{path: /healthz, intervalSeconds: 0.2, timeoutSeconds: 1, threshold: 1}}
+            - appId: down
+              appChannel: {{protocol: http}}
+        """)
+    team_b = dedent("""
+        apiVersion: hangar.dev/v1alpha1
+        kind: Tenant
+        metadata:
+          name: team-b
+        spec:
+          apps:
+            - appId: pub
+            - appId: web
+              appChannel: {protocol: http}
+        """)
+    return {"team-a.yaml": team_a, "team-b.yaml": team_b}
+
+
+class Node:
+    def __init__(self, daemon: Hangard, root: Path):
+        self.daemon = daemon
+        self.root = root
+        self.apps: dict[str, App] = {}
+
+    def app_socket(self, ns: str, app: str) -> str:
+        return str(self.daemon.app_dir(ns, app) / f"app-{app}-http.socket")
+
+    def start_http(self, ns: str, app: str) -> App:
+        started = App("fastapi", self.app_socket(ns, app), self.root / f"{ns}-{app}.jsonl").start()
+        self.apps[f"{ns}/{app}"] = started
+        return started
+
+    def publish(self, ns: str, topic: str, data: dict, metadata: dict[str, str] | None = None) -> str:
+        """Publishes `data` as JSON from the tenant's `pub` app; returns the CloudEvent id it was given."""
+        event_id = str(uuid.uuid4())
+        self.daemon.client(ns, "pub").publish_event(
+            "pubsub", topic, json.dumps(data), data_content_type="application/json",
+            publish_metadata={"cloudevent.id": event_id, **(metadata or {})})
+        return event_id
+
+    def warm_up(self, ns: str, app: App, topic: str, handler: str | None = None, data: dict | None = None) -> None:
+        """Publishes `data` to `topic` until `app` receives one: its subscription is then running."""
+        ids: list[str] = []
+
+        def received() -> bool:
+            ids.append(self.publish(ns, topic, {"warmup": True, **(data or {})}))
+            return any(event["id"] in ids for event in app.events(handler=handler))
+
+        wait_until(received, timeout=SUBSCRIBED_WITHIN, interval=0.5)
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Node]:
+    root = short_tempdir()
+    tenancy, resources = root / "tenancy", root / "resources"
+    tenancy.mkdir()
+    resources.mkdir()
+    grpc_port = free_port()
+    for name, text in tenants(grpc_port).items():
+        (tenancy / name).write_text(text)
+    for name, text in RESOURCES.items():
+        (resources / name).write_text(text)
+    grpcapp = App("grpc", str(grpc_port), root / "team-a-grpcapp.jsonl").start()
+    daemon = Hangard(root, tenancy=tenancy, resources=resources,
+                     apps=(("team-a", "pub"), ("team-a", "web"), ("team-b", "pub"), ("team-b", "web")))
+    node = Node(daemon, root)
+    node.apps["team-a/grpcapp"] = grpcapp
+    try:
+        daemon.start()
+        # The HTTP apps listen at their channels' default addresses, in directories hangard made.
+        node.start_http("team-a", "web")
+        node.start_http("team-b", "web")
+        yield node
+        assert daemon.running, f"hangard died:\n{daemon.log}"
+        # The apps' sockets are in hangard's directories: gone before it checks that none is left.
+        for app in node.apps.values():
+            app.stop()
+        daemon.stop()
+    finally:
+        for app in node.apps.values():
+            app.stop()
+        daemon.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What the apps receive.
+
+
+def test_a_fastapi_app_receives_the_event_another_app_published(node):
+    web = node.apps["team-a/web"]
+    node.warm_up("team-a", web, "orders", handler="orders")
+    event_id = node.publish("team-a", "orders", {"order": 7, "item": "<tea & cake>"}, metadata={"priority": "high"})
+    [event] = web.wait_for(event_id)
+    assert event["handler"] == "orders" and event["path"] == "/events/pubsub/orders"
+    assert event["data"] == {"order": 7, "item": "<tea & cake>"}
+    assert event["source"] == "pub" and event["type"] == "com.dapr.event.sent" and event["specversion"] == "1.0"
+    assert event["topic"] == "orders" and event["pubsubname"] == "pubsub"
+    assert event["datacontenttype"] == "application/json"
+    assert event["traceparent"].startswith("00-")
+    headers = event["headers"]
+    assert headers["content-type"] == "application/cloudevents+json"
+    # The broker metadata as headers: pubsubName and the publish's own metadata.
+    assert headers["pubsubname"] == "pubsub" and headers["priority"] == "high"
+    assert headers["traceparent"] == event["traceparent"]
+
+
+def test_a_grpc_app_receives_the_event_another_app_published(node):
+    grpcapp = node.apps["team-a/grpcapp"]
+    node.warm_up("team-a", grpcapp, "grpc-orders", handler="on_orders")
+    event_id = node.publish("team-a", "grpc-orders", {"order": 8}, metadata={"priority": "low"})
+    [event] = grpcapp.wait_for(event_id)
+    assert event["handler"] == "on_orders" and event["data"] == {"order": 8}
+    assert event["source"] == "pub" and event["type"] == "com.dapr.event.sent" and event["specversion"] == "1.0"
+    assert event["topic"] == "grpc-orders" and event["pubsubname"] == "pubsub"
+    assert event["datacontenttype"] == "application/json"
+    assert event["extensions"]["pubsubname"] == "pubsub" and event["extensions"]["topic"] == "grpc-orders"
+    assert event["extensions"]["traceparent"].startswith("00-")
+    # The broker metadata as gRPC metadata, keys lower-cased.
+    assert event["metadata"]["pubsubname"] == "pubsub" and event["metadata"]["priority"] == "low"
+    [call] = [call for call in grpcapp.calls("OnTopicEvent") if call["ids"] == [event_id]]
+    assert call["path"] == "" and call["topic"] == "grpc-orders"
+
+
+def test_a_grpc_app_rule_routes_to_its_handler_and_an_unmatched_event_is_not_delivered(node):
+    grpcapp = node.apps["team-a/grpcapp"]
+    node.warm_up("team-a", grpcapp, "grpc-routed", handler="on_gadget", data={"kind": "gadget"})
+    widget = node.publish("team-a", "grpc-routed", {"kind": "gadget"}, metadata={"cloudevent.type": "widget"})
+    gadget = node.publish("team-a", "grpc-routed", {"kind": "gadget"})
+    unmatched = node.publish("team-a", "grpc-routed", {"kind": "other"})
+    after = node.publish("team-a", "grpc-routed", {"kind": "gadget"})
+    # Priority 1 wins for an event both rules match.
+    [event] = grpcapp.wait_for(widget)
+    assert event["handler"] == "on_widget" and event["type"] == "widget"
+    [call] = [call for call in grpcapp.calls("OnTopicEvent") if call["ids"] == [widget]]
+    assert call["path"] == "on_widget"
+    assert grpcapp.wait_for(gadget)[0]["handler"] == "on_gadget"
+    assert grpcapp.wait_for(after)[0]["handler"] == "on_gadget"
+    # No route matches (the SDK sets no default route): dropped by hangard, never sent to the app.
+    assert node.daemon.wait_for_log("no route matches it; dropped", "grpc-routed", timeout=10)
+    assert grpcapp.events(unmatched) == []
+    assert not [call for call in grpcapp.calls() if unmatched in call["ids"]]
+
+
+def test_declarative_subscriptions_route_to_the_right_handler(node):
+    web = node.apps["team-a/web"]
+    node.warm_up("team-a", web, "routed", handler="fallback", data={"n": 0})
+    widget = node.publish("team-a", "routed", {"n": 50}, metadata={"cloudevent.type": "widget"})
+    big = node.publish("team-a", "routed", {"n": 11})
+    small = node.publish("team-a", "routed", {"n": 3})
+    legacy = node.publish("team-a", "legacy-topic", {"n": 1})
+    assert [event["handler"] for event in web.wait_for(widget)] == ["widgets"]
+    assert [event["handler"] for event in web.wait_for(big)] == ["big"]
+    assert [event["handler"] for event in web.wait_for(small)] == ["fallback"]
+    [event] = web.wait_for(legacy)
+    assert event["handler"] == "legacy" and event["path"] == "/legacy" and event["topic"] == "legacy-topic"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Answers: RETRY, DROP, dead letters, garbage.
+
+
+def test_retry_redelivers_the_same_event(node):
+    web = node.apps["team-a/web"]
+    node.warm_up("team-a", web, "retried", handler="retried")
+    event_id = node.publish("team-a", "retried", {"answer": "RETRY", "times": 2})
+    deliveries = web.wait_for(event_id, count=3, handler="retried")
+    assert len(deliveries) == 3 and {event["data"]["answer"] for event in deliveries} == {"RETRY"}
+    grpcapp = node.apps["team-a/grpcapp"]
+    node.warm_up("team-a", grpcapp, "grpc-orders", handler="on_orders")
+    retried = node.publish("team-a", "grpc-orders", {"answer": "RETRY", "times": 1})
+    raised = node.publish("team-a", "grpc-orders", {"answer": "raise", "times": 1})
+    assert len(grpcapp.wait_for(retried, count=2)) == 2
+    # A handler that raises is gRPC UNKNOWN: a retry too.
+    assert len(grpcapp.wait_for(raised, count=2)) == 2
+
+
+def test_drop_without_a_dead_letter_topic_drops(node):
+    web = node.apps["team-a/web"]
+    node.warm_up("team-a", web, "orders", handler="orders")
+    event_id = node.publish("team-a", "orders", {"answer": "DROP"})
+    web.wait_for(event_id)
+    assert node.daemon.wait_for_log("on orders the app answered DROP; dropped", timeout=10)
+    # Acknowledged when dropped: never delivered again.
+    assert len(web.events(event_id)) == 1
+
+
+def test_drop_sends_the_event_to_the_dead_letter_topic(node):
+    web = node.apps["team-a/web"]
+    node.warm_up("team-a", web, "retried", handler="retried")
+    node.warm_up("team-a", web, "retried-dlq", handler="dlq")
+    event_id = node.publish("team-a", "retried", {"answer": "DROP"})
+    [dead] = web.wait_for(event_id, handler="dlq")
+    # The original message, on the dead-letter topic's own subscription.
+    assert dead["data"] == {"answer": "DROP"} and dead["source"] == "pub"
+    assert dead["headers"]["pubsubname"] == "pubsub"
+    assert len(web.events(event_id, handler="retried")) == 1
+
+
+def test_an_event_retried_ten_times_goes_to_the_dead_letter_topic(node):
+    web = node.apps["team-a/web"]
+    node.warm_up("team-a", web, "retried", handler="retried")
+    node.warm_up("team-a", web, "retried-dlq", handler="dlq")
+    event_id = node.publish("team-a", "retried", {"answer": "RETRY"})
+    web.wait_for(event_id, handler="dlq", timeout=TEN_ATTEMPTS_WITHIN)
+    assert len(web.events(event_id, handler="retried")) == 10
+    # An event that succeeds after a retry does not go there.
+    recovered = node.publish("team-a", "retried", {"answer": "RETRY", "times": 1})
+    web.wait_for(recovered, count=2, handler="retried")
+    dropped = node.publish("team-a", "retried", {"answer": "DROP"})
+    web.wait_for(dropped, handler="dlq")
+    assert web.events(recovered, handler="dlq") == []
+
+
+def test_the_daemon_keeps_serving_when_the_app_answers_garbage(node):
+    web = node.apps["team-a/web"]
+    node.warm_up("team-a", web, "garbage", handler="garbage")
+    # A 500 is a retry.
+    failed = node.publish("team-a", "garbage", {"answer": "500", "times": 2})
+    assert len(web.wait_for(failed, count=3)) == 3
+    # An unknown status in a 2xx is a retry.
+    bogus = node.publish("team-a", "garbage", {"answer": "bogus", "times": 1})
+    assert len(web.wait_for(bogus, count=2)) == 2
+    # A 2xx whose body is not JSON is a success (Dapr): acknowledged, delivered once.
+    garbage = node.publish("team-a", "garbage", {"answer": "garbage"})
+    web.wait_for(garbage)
+    marker = node.publish("team-a", "garbage", {"answer": "500", "times": 1})
+    web.wait_for(marker, count=2)
+    retried = [line for line in node.daemon.log.splitlines() if "on garbage retried" in line]
+    assert len(retried) == 2 + 1 + 1, retried
+    assert len(web.events(garbage)) == 1
+    # The node still serves its other apps and calls.
+    grpcapp = node.apps["team-a/grpcapp"]
+    node.warm_up("team-a", grpcapp, "grpc-orders", handler="on_orders")
+    assert node.daemon.client("team-a", "pub").get_metadata().application_id == "pub"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bulk subscriptions.
+
+
+def test_bulk_subscribe_delivers_batches_to_a_grpc_app(node):
+    grpcapp = node.apps["team-a/grpcapp"]
+    node.warm_up("team-a", grpcapp, "grpc-bulk", handler="on_bulk")
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    entries = [json.dumps({"i": i, **({"answer": "RETRY", "times": 1} if i == 2 else {})}) for i in range(5)]
+    client = node.daemon.client("team-a", "pub")
+    # One bulk publish: one commit, so the loop leases the five together.
+    response = client._stub.BulkPublishEvent(_bulk_request("grpc-bulk", ids, entries))
+    assert list(response.failedEntries) == []
+    for event_id in ids:
+        grpcapp.wait_for(event_id, handler="on_bulk")
+    assert len(grpcapp.wait_for(ids[2], count=2, handler="on_bulk")) == 2
+    calls = [call for call in grpcapp.calls() if set(call["ids"]) & set(ids)]
+    assert {call["method"] for call in calls} == {"OnBulkTopicEvent"}
+    assert any(len(call["ids"]) > 1 for call in calls), calls
+    first = calls[0]
+    assert first["path"] == "bulk-handler" and first["topic"] == "grpc-bulk" and first["pubsubname"] == "pubsub"
+    assert first["type"] == "com.dapr.event.sent.bulk"
+    [event] = grpcapp.events(ids[0], handler="on_bulk")
+    assert event["data"] == {"i": 0} and event["source"] == "pub" and event["metadata"]["pubsubname"] == "pubsub"
+
+
+def test_bulk_subscribe_delivers_batches_to_an_http_app(node):
+    web = node.apps["team-a/web"]
+    node.warm_up("team-a", web, "http-bulk", handler="bulk")
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    entries = [json.dumps({"i": i, **({"answer": "RETRY", "times": 1} if i == 1 else {})}) for i in range(4)]
+    response = node.daemon.client("team-a", "pub")._stub.BulkPublishEvent(_bulk_request("http-bulk", ids, entries))
+    assert list(response.failedEntries) == []
+    for event_id in ids:
+        web.wait_for(event_id, handler="bulk")
+    assert len(web.wait_for(ids[1], count=2, handler="bulk")) == 2
+    calls = [call for call in web.calls("bulk") if set(call["ids"]) & set(ids)]
+    assert any(len(call["ids"]) > 1 for call in calls), calls
+    assert calls[0]["type"] == "com.dapr.event.sent.bulk" and calls[0]["topic"] == "http-bulk"
+    [event] = web.events(ids[0], handler="bulk")
+    assert event["data"] == {"i": 0} and event["metadata"]["pubsubName"] == "pubsub"
+
+
+def _bulk_request(topic: str, ids: list[str], entries: list[str]):
+    """A BulkPublishRequest whose entries carry their CloudEvent ids (the SDK's publish_events cannot set them)."""
+    from dapr.proto.runtime.v1 import pubsub_pb2
+
+    return pubsub_pb2.BulkPublishRequest(
+        pubsub_name="pubsub", topic=topic,
+        entries=[
+            pubsub_pb2.BulkPublishRequestEntry(
+                entry_id=str(i), event=entry.encode(), content_type="application/json",
+                metadata={"cloudevent.id": event_id})
+            for i, (event_id, entry) in enumerate(zip(ids, entries))
+        ])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Apps that are down, and other tenants.
+
+
+def test_events_published_while_an_unhealthy_app_is_down_are_delivered_when_it_starts(node):
+    """`late` has a health check: hangard pauses its subscriptions while it is down. Its consumer was created at
+    start-up from the declarative Subscription, so what is published before the app first starts waits for it."""
+    daemon = node.daemon
+    assert daemon.wait_for_log("push subscription started", "team-a/late", timeout=10), daemon.log
+    assert daemon.wait_for_log("app is unhealthy", "team-a/late", timeout=10)
+    ids = [node.publish("team-a", "late-orders", {"i": i}) for i in range(3)]
+    late = node.start_http("team-a", "late")
+    for event_id in ids:
+        [event] = late.wait_for(event_id, timeout=SUBSCRIBED_WITHIN)
+        assert event["handler"] == "late"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: an app without a health check that is down has each message dropped after 10 failed deliveries "
+    "(about 40 s: each fails after the 3 s connect timeout, 1 s apart); the lead is making an unreachable app pause "
+    "its subscriptions instead. Remove this mark when that lands."))
+def test_events_published_while_an_app_without_health_check_is_down_are_delivered_when_it_starts(node):
+    """`down` has no health check: hangard only learns it is down from failed deliveries. Users need its events
+    kept until it starts, however long that takes: here until hangard has tried each ten times, or a minute."""
+    daemon = node.daemon
+    assert daemon.wait_for_log("push subscription started", "team-a/down", timeout=10), daemon.log
+    ids = [node.publish("team-a", "down-orders", {"i": i}) for i in range(3)]
+    # How long the app stays down (not an assertion): until ten failed deliveries of each event, or 60 s.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        failed = [line for line in daemon.log.splitlines() if "on down-orders retried" in line]
+        if len(failed) >= 10 * len(ids) or "on down-orders was not processed" in daemon.log:
+            break
+        time.sleep(0.5)
+    down = node.start_http("team-a", "down")
+    for event_id in ids:
+        down.wait_for(event_id, timeout=SUBSCRIBED_WITHIN)
+
+
+def test_another_tenants_subscriber_of_the_same_topic_never_receives_the_event(node):
+    web_a, web_b = node.apps["team-a/web"], node.apps["team-b/web"]
+    node.warm_up("team-a", web_a, "orders", handler="orders")
+    node.warm_up("team-b", web_b, "orders", handler="orders")
+    from_a = node.publish("team-a", "orders", {"tenant": "a"})
+    from_b = node.publish("team-b", "orders", {"tenant": "b"})
+    # Each tenant's event published after the other's has arrived: the other's would have come before it.
+    web_a.wait_for(from_a)
+    web_b.wait_for(from_b)
+    then_a = node.publish("team-a", "orders", {"tenant": "a"})
+    then_b = node.publish("team-b", "orders", {"tenant": "b"})
+    web_a.wait_for(then_a)
+    web_b.wait_for(then_b)
+    assert web_b.events(from_a) == [] and web_b.events(then_a) == []
+    assert web_a.events(from_b) == [] and web_a.events(then_b) == []
+    assert {event["source"] for event in web_b.events(handler="orders")} == {"pub"}
+    assert all(event["data"].get("tenant") != "a" for event in web_b.events(handler="orders")
+               if isinstance(event["data"], dict))
