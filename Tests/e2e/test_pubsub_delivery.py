@@ -22,7 +22,7 @@ from typing import Iterator
 import pytest
 
 from hangar_e2e import Hangard, free_port, short_tempdir
-from tenancy_files import component_yaml, dedent, wait_until
+from tenancy_files import component_yaml, dedent, wait_until, write_atomically
 
 APP = Path(__file__).parent / "apps" / "delivery_app.py"
 # The programmatic list of an app started after hangard is fetched with backoff up to 10 s; leave room for one
@@ -112,6 +112,27 @@ RESOURCES = {
     "4-http-bulk.yaml": subscription("http-bulk", "http-bulk", namespace="team-a", scopes=["web"], spec="""
         routes: {default: /bulk}
         bulkSubscribe: {enabled: true, maxMessagesCount: 10}
+        """),
+    "4-raw-http.yaml": subscription("raw-http", "raw-http", namespace="team-a", scopes=["web"], spec="""
+        routes: {default: /raw}
+        metadata: {rawPayload: "true"}
+        """),
+    # dapr.ext.grpc finds a handler by the route when it names a topic it subscribes to.
+    "4-raw-grpc.yaml": subscription("raw-grpc", "raw-grpc", namespace="team-a", scopes=["grpcapp"], spec="""
+        routes: {default: grpc-orders}
+        metadata: {rawPayload: "true"}
+        """),
+    # The app has no such route (404): dead-lettered.
+    "4-lost.yaml": subscription("lost", "lost", namespace="team-a", scopes=["web"], spec="""
+        routes: {default: /nowhere}
+        deadLetterTopic: retried-dlq
+        """),
+    # No default route: what no rule matches, and what the rule cannot be evaluated on, is dead-lettered.
+    "4-strict.yaml": subscription("strict", "strict", namespace="team-a", scopes=["web"], spec="""
+        routes:
+          rules:
+          - {match: 'event.data.n > 1', path: /big}
+        deadLetterTopic: retried-dlq
         """),
     "5-late.yaml": subscription("late", "late-orders", namespace="team-a", scopes=["late"],
                                 spec="routes: {default: /late}"),
@@ -260,6 +281,33 @@ def test_a_grpc_app_receives_the_event_another_app_published(node):
     assert call["path"] == "" and call["topic"] == "grpc-orders"
 
 
+def test_a_published_cloudevent_and_odd_metadata_reach_both_apps_as_dapr_sends_them(node):
+    web, grpcapp = node.apps["team-a/web"], node.apps["team-a/grpcapp"]
+    node.warm_up("team-a", web, "orders", handler="orders")
+    node.warm_up("team-a", grpcapp, "grpc-orders", handler="on_orders")
+    client = node.daemon.client("team-a", "pub")
+    metadata = {"X-Mixed-Case": "Value", "bad key": "dropped", "smuggle": "a\r\nInjected: yes"}
+    for topic in ("orders", "grpc-orders"):
+        event_id = str(uuid.uuid4())
+        cloud_event = {"specversion": "1.0", "id": event_id, "source": "my-source", "type": "my.type",
+                       "subject": "s-1", "myext": "v", "datacontenttype": "application/json", "data": {"k": [1, 2]}}
+        client.publish_event("pubsub", topic, json.dumps(cloud_event), data_content_type="application/cloudevents+json",
+                             publish_metadata=metadata)
+        if topic == "orders":
+            [event] = web.wait_for(event_id)
+            assert (event["source"], event["type"], event["data"]) == ("my-source", "my.type", {"k": [1, 2]})
+            assert event["topic"] == "orders" and event["pubsubname"] == "pubsub"
+            headers = event["headers"]
+            assert headers["x-mixed-case"] == "Value" and "injected" not in headers
+            assert "bad key" not in headers and "smuggle" not in headers
+        else:
+            [event] = grpcapp.wait_for(event_id)
+            assert (event["source"], event["type"], event["data"]) == ("my-source", "my.type", {"k": [1, 2]})
+            assert event["extensions"]["myext"] == "v" and event["extensions"]["subject"] == "s-1"
+            assert event["metadata"]["x-mixed-case"] == "Value" and "injected" not in event["metadata"]
+            assert "bad key" not in event["metadata"] and "smuggle" not in event["metadata"]
+
+
 def test_a_grpc_app_rule_routes_to_its_handler_and_an_unmatched_event_is_not_delivered(node):
     grpcapp = node.apps["team-a/grpcapp"]
     node.warm_up("team-a", grpcapp, "grpc-routed", handler="on_gadget", data={"kind": "gadget"})
@@ -292,6 +340,72 @@ def test_declarative_subscriptions_route_to_the_right_handler(node):
     assert [event["handler"] for event in web.wait_for(small)] == ["fallback"]
     [event] = web.wait_for(legacy)
     assert event["handler"] == "legacy" and event["path"] == "/legacy" and event["topic"] == "legacy-topic"
+
+
+def test_raw_payload_subscriptions_get_the_bytes_as_published(node):
+    web, grpcapp = node.apps["team-a/web"], node.apps["team-a/grpcapp"]
+    client = node.daemon.client("team-a", "pub")
+    raw = {"rawPayload": "true"}
+    # Declarative: the consumers exist since start-up. Published raw too, so that the stored message is the bytes
+    # themselves; the envelope the apps get is made up for them, with an id of its own (Dapr).
+    client.publish_event("pubsub", "raw-http", b"\x00\x01 raw bytes", data_content_type="application/octet-stream",
+                         publish_metadata=raw)
+    wait_until(lambda: any(event["data_base64"] for event in web.events(handler="raw")), timeout=15)
+    [event] = [event for event in web.events(handler="raw") if event["data_base64"]]
+    import base64
+
+    assert base64.b64decode(event["data_base64"]) == b"\x00\x01 raw bytes"
+    assert event["datacontenttype"] == "application/octet-stream" and event["type"] == "com.dapr.event.sent"
+    assert event["topic"] == "raw-http" and event["pubsubname"] == "pubsub"
+    client.publish_event("pubsub", "raw-grpc", b"plain text, raw", data_content_type="text/plain",
+                         publish_metadata=raw)
+    wait_until(lambda: any(event["raw"] == "plain text, raw" for event in grpcapp.events(handler="on_orders")),
+               timeout=15)
+    [event] = [event for event in grpcapp.events(handler="on_orders") if event["raw"] == "plain text, raw"]
+    assert event["topic"] == "raw-grpc" and event["metadata"]["pubsubname"] == "pubsub"
+    assert event["datacontenttype"] == "application/octet-stream"
+    [call] = [call for call in grpcapp.calls("OnTopicEvent") if call["ids"] == [event["id"]]]
+    assert call["path"] == "grpc-orders"
+
+
+def test_undeliverable_events_go_to_the_dead_letter_topic(node):
+    web = node.apps["team-a/web"]
+    node.warm_up("team-a", web, "retried-dlq", handler="dlq")
+    # HTTP 404: dropped, dead-lettered.
+    lost = node.publish("team-a", "lost", {"n": 1})
+    assert web.wait_for(lost, handler="dlq")[0]["data"] == {"n": 1}
+    # No rule matches, and the rule fails on the event (`>` on a string): dead-lettered, never delivered.
+    unmatched = node.publish("team-a", "strict", {"n": 0})
+    failing = node.publish("team-a", "strict", {"n": "a string"})
+    matched = node.publish("team-a", "strict", {"n": 5})
+    assert web.wait_for(matched)[0]["handler"] == "big"
+    web.wait_for(unmatched, handler="dlq")
+    web.wait_for(failing, handler="dlq")
+    assert web.events(unmatched, handler="big") == [] and web.events(failing, handler="big") == []
+
+
+def test_a_live_edit_of_a_subscription_moves_delivery_to_the_new_route(node):
+    web = node.apps["team-a/web"]
+    node.warm_up("team-a", web, "legacy-topic", handler="legacy")
+    write_atomically(node.daemon.resources / "2-legacy.yaml", subscription(
+        "legacy", "legacy-topic", namespace="team-a", scopes=["web"], version="v1alpha1", spec="route: /fallback"))
+    node.warm_up("team-a", web, "legacy-topic", handler="fallback")
+    event_id = node.publish("team-a", "legacy-topic", {"n": 2})
+    assert [event["handler"] for event in web.wait_for(event_id)] == ["fallback"]
+    write_atomically(node.daemon.resources / "2-legacy.yaml", RESOURCES["2-legacy.yaml"])
+    node.warm_up("team-a", web, "legacy-topic", handler="legacy")
+
+
+def test_more_events_than_the_window_are_all_delivered_once(node):
+    grpcapp = node.apps["team-a/grpcapp"]
+    node.warm_up("team-a", grpcapp, "grpc-orders", handler="on_orders")
+    ids = [str(uuid.uuid4()) for _ in range(250)]
+    entries = [json.dumps({"i": i}) for i in range(250)]
+    response = node.daemon.client("team-a", "pub")._stub.BulkPublishEvent(_bulk_request("grpc-orders", ids, entries))
+    assert list(response.failedEntries) == []
+    wait_until(lambda: set(ids) <= {event["id"] for event in grpcapp.events(handler="on_orders")}, timeout=60)
+    delivered = [event["id"] for event in grpcapp.events(handler="on_orders") if event["id"] in set(ids)]
+    assert len(delivered) == len(ids)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -436,7 +550,8 @@ def _bulk_request(topic: str, ids: list[str], entries: list[str]):
 
 def test_events_published_while_an_unhealthy_app_is_down_are_delivered_when_it_starts(node):
     """`late` has a health check: hangard pauses its subscriptions while it is down. Its consumer was created at
-    start-up from the declarative Subscription, so what is published before the app first starts waits for it."""
+    start-up from the declarative Subscription, so what is published before the app first starts waits for it;
+    and what is published while it is restarted waits for it again."""
     daemon = node.daemon
     assert daemon.wait_for_log("push subscription started", "team-a/late", timeout=10), daemon.log
     assert daemon.wait_for_log("app is unhealthy", "team-a/late", timeout=10)
@@ -445,6 +560,14 @@ def test_events_published_while_an_unhealthy_app_is_down_are_delivered_when_it_s
     for event_id in ids:
         [event] = late.wait_for(event_id, timeout=SUBSCRIBED_WITHIN)
         assert event["handler"] == "late"
+    assert daemon.wait_for_log("app is healthy", "team-a/late", timeout=10)
+    late.stop()
+    wait_until(lambda: len([line for line in daemon.log.splitlines()
+                            if "app is unhealthy" in line and "team-a/late" in line]) >= 2, timeout=10)
+    again = [node.publish("team-a", "late-orders", {"i": i}) for i in range(3)]
+    late = node.start_http("team-a", "late")
+    for event_id in again:
+        late.wait_for(event_id, timeout=SUBSCRIBED_WITHIN)
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -487,3 +610,17 @@ def test_another_tenants_subscriber_of_the_same_topic_never_receives_the_event(n
     assert {event["source"] for event in web_b.events(handler="orders")} == {"pub"}
     assert all(event["data"].get("tenant") != "a" for event in web_b.events(handler="orders")
                if isinstance(event["data"], dict))
+
+
+# Last: it replaces the component every other test uses.
+def test_delivery_resumes_on_a_component_that_replaces_the_old_one(node):
+    web, grpcapp = node.apps["team-a/web"], node.apps["team-a/grpcapp"]
+    node.warm_up("team-a", web, "orders", handler="orders")
+    write_atomically(node.daemon.resources / "0-pubsub.yaml",
+                     component_yaml("pubsub", "pubsub.in-memory", {"cleanupInterval": "30s"}))
+    assert node.daemon.wait_for_log("ended", "its component was retired", timeout=15)
+    # Programmatic and declarative subscriptions, HTTP and gRPC, all carry on on the new component.
+    node.warm_up("team-a", web, "orders", handler="orders")
+    node.warm_up("team-a", grpcapp, "grpc-orders", handler="on_orders")
+    node.warm_up("team-a", web, "routed", handler="fallback", data={"n": 0})
+    node.warm_up("team-b", node.apps["team-b/web"], "orders", handler="orders")

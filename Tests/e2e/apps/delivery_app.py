@@ -17,7 +17,7 @@ fastapi: a FastAPI app with the official SDK's dapr.ext.fastapi.DaprApp, served 
          (an HTTP app channel). Programmatic subscriptions: pubsub/orders (default route /events/pubsub/orders),
          pubsub/retried (route /retried, dead letters to retried-dlq), pubsub/retried-dlq (route /dlq),
          pubsub/garbage (route /garbage). Plain routes for declarative Subscriptions: /widgets, /big, /fallback,
-         /legacy, /late, and /bulk (Dapr's bulk JSON; answers a status per entry). `/healthz` answers 200.
+         /legacy, /late, /raw, and /bulk (Dapr's bulk JSON; answers a status per entry). `/healthz` answers 200.
 grpc:    the official SDK's dapr.ext.grpc.App on 127.0.0.1:PORT (health check registered). Subscriptions:
          pubsub/grpc-orders (on_orders), pubsub/grpc-routed with the rules `event.type == "widget"` (on_widget,
          priority 1) and `event.data.kind == "gadget"` (on_gadget, priority 2), and pubsub/bulk-handler
@@ -81,7 +81,8 @@ def run_fastapi(path: str) -> None:
             "kind": "event", "handler": name, "id": event.get("id"), "type": event.get("type"),
             "source": event.get("source"), "topic": event.get("topic"), "pubsubname": event.get("pubsubname"),
             "specversion": event.get("specversion"), "datacontenttype": event.get("datacontenttype"),
-            "data": event.get("data"), "traceparent": event.get("traceparent"), "path": request.url.path,
+            "data": event.get("data"), "data_base64": event.get("data_base64"),
+            "traceparent": event.get("traceparent"), "path": request.url.path,
             "headers": {key.lower(): value for key, value in request.headers.items()},
         })
         answer = decide(str(event.get("id")), event.get("data"))
@@ -109,7 +110,7 @@ def run_fastapi(path: str) -> None:
     async def garbage(request: Request) -> Response:
         return await handle("garbage", request)
 
-    for route in ("widgets", "big", "fallback", "legacy", "late"):
+    for route in ("widgets", "big", "fallback", "legacy", "late", "raw"):
 
         async def declared(request: Request, route: str = route) -> Response:
             return await handle(route, request)
@@ -185,7 +186,8 @@ def run_grpc(port: int) -> None:
         record({
             "kind": "event", "handler": name, "id": event.id(), "type": event.type(), "source": event.source(),
             "topic": event.topic(), "pubsubname": event.pubsub_name(), "specversion": event.spec_version(),
-            "datacontenttype": event.data_content_type(), "data": data, "extensions": event.extensions(),
+            "datacontenttype": event.data_content_type(), "data": data,
+            "raw": bytes(event.raw_data() or b"").decode(errors="replace"), "extensions": event.extensions(),
             "metadata": dict(event.metadata()),
         })
         answer = decide(event.id(), data)
