@@ -8,8 +8,8 @@ interceptor reads the request), so that the tests see bulk batches and the route
 
 What the app answers is told by the event's data, a JSON object:
 - `answer`: SUCCESS (the default), RETRY or DROP; for the HTTP app also `500` (an HTTP 500), `garbage` (a 200 whose
-  body is not JSON) or `bogus` (a 200 with the unknown status "BOGUS"); for the gRPC app also `raise` (the handler
-  raises: gRPC UNKNOWN);
+  body is not JSON), `bogus` (a 200 with the unknown status "BOGUS"), `hang` (no answer for an hour), or any other
+  text, sent as the status verbatim; for the gRPC app also `raise` (the handler raises: gRPC UNKNOWN);
 - `times`: the answer is given to the first `times` deliveries of the event (by CloudEvent id), SUCCESS after
   (default: every delivery).
 
@@ -27,6 +27,7 @@ Prints "ready" once it listens.
 """
 
 # No `from __future__ import annotations`: dapr.ext.grpc reads the handlers' annotations as classes.
+import asyncio
 import json
 import sys
 import threading
@@ -86,6 +87,8 @@ def run_fastapi(path: str) -> None:
             "headers": {key.lower(): value for key, value in request.headers.items()},
         })
         answer = decide(str(event.get("id")), event.get("data"))
+        if answer == "hang":
+            await asyncio.sleep(3600)
         if answer == "500":
             return Response("no", status_code=500)
         if answer == "garbage":
