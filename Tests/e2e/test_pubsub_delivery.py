@@ -486,13 +486,16 @@ def test_the_daemon_keeps_serving_when_the_app_answers_garbage(node):
     # An unknown status in a 2xx is a retry.
     bogus = node.publish("team-a", "garbage", {"answer": "bogus", "times": 1})
     assert len(web.wait_for(bogus, count=2)) == 2
+    # Statuses are read exactly, as Dapr's Go decoder compares them: "drop" is an unknown status, retried.
+    lower = node.publish("team-a", "garbage", {"answer": "drop", "times": 1})
+    assert len(web.wait_for(lower, count=2)) == 2
     # A 2xx whose body is not JSON is a success (Dapr): acknowledged, delivered once.
     garbage = node.publish("team-a", "garbage", {"answer": "garbage"})
     web.wait_for(garbage)
     marker = node.publish("team-a", "garbage", {"answer": "500", "times": 1})
     web.wait_for(marker, count=2)
     retried = [line for line in node.daemon.log.splitlines() if "on garbage retried" in line]
-    assert len(retried) == 2 + 1 + 1, retried
+    assert len(retried) == 2 + 1 + 1 + 1, retried
     assert len(web.events(garbage)) == 1
     # The node still serves its other apps and calls.
     grpcapp = node.apps["team-a/grpcapp"]
