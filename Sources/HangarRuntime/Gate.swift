@@ -105,6 +105,7 @@ package enum QuotaError {
             case "maxConnections": " connections"
             case "maxStreams": " open streams"
             case "maxStateBytes": " bytes"
+            case "maxSubscriptions": " subscriptions"
             default: ""
             }
         return APIError(

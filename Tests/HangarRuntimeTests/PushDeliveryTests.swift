@@ -14,8 +14,10 @@ final class ScriptedAppChannel: AppChannel {
     /// What the app answers to one event.
     enum Answer: Sendable {
         case outcome(DeliveryOutcome)
-        /// The call fails (the app is unreachable).
+        /// The call fails (the app answers an error status).
         case fail
+        /// The call fails: nothing listens on the app's socket.
+        case unreachable
         /// No answer until the test releases it.
         case hold
     }
@@ -25,6 +27,9 @@ final class ScriptedAppChannel: AppChannel {
     private let held = Mutex<[EventLoopPromise<DeliveryOutcome>]>([])
     private let script: Mutex<@Sendable (AppTopicEvent) -> Answer>
     let healthy = Atomic<Bool>(true)
+    /// Whether the app answers at all (its subscription list, which push delivery asks to probe it).
+    let listening = Atomic<Bool>(true)
+    let listed = Atomic<Int>(0)
 
     init(_ script: @escaping @Sendable (AppTopicEvent) -> Answer = { _ in .outcome(.success) }) {
         self.script = Mutex(script)
@@ -41,7 +46,10 @@ final class ScriptedAppChannel: AppChannel {
         events.withLock { $0.append(event) }
         switch script.withLock({ $0 })(event) {
         case .outcome(let outcome): return eventLoop.makeSucceededFuture(outcome)
-        case .fail: return eventLoop.makeFailedFuture(AppChannelError.unreachable("scripted failure"))
+        case .fail:
+            return eventLoop.makeFailedFuture(AppChannelError.status(code: .unknown, message: "scripted failure"))
+        case .unreachable:
+            return eventLoop.makeFailedFuture(AppChannelError.unreachable("scripted: nothing listens"))
         case .hold:
             let promise = eventLoop.makePromise(of: DeliveryOutcome.self)
             held.withLock { $0.append(promise) }
@@ -85,7 +93,10 @@ final class ScriptedAppChannel: AppChannel {
     }
 
     func listSubscriptions(deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<AppSubscriptionList> {
-        eventLoop.makeSucceededFuture(AppSubscriptionList())
+        listed.add(1, ordering: .relaxed)
+        return listening.load(ordering: .relaxed)
+            ? eventLoop.makeSucceededFuture(AppSubscriptionList())
+            : eventLoop.makeFailedFuture(AppChannelError.unreachable("scripted: nothing listens"))
     }
 
     func checkHealth(path: String, deadline: NIODeadline, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
@@ -268,6 +279,11 @@ struct PushDeliveryTests {
         try await publish("skipped")
         try await publish("dead", topic: "audit")
         try await eventually { (try? await pending("dlq", app: Self.billing.app).count) == 1 }
+        // The skipped one is settled on its own loop: wait for it before stopping (else it is given back).
+        try await eventually {
+            String(decoding: runtime.metrics.render(gauges: RuntimeGauges()), as: UTF8.self).contains(
+                #"hangar_pubsub_delivered_total{namespace="team-a",app_id="orders",component="pubsub",topic="orders",outcome="drop"} 1"#)
+        }
         push.stopAll()
         try await eventually { runtime.pubsub.subscriptions.count == 0 }
         #expect(channel.count == 0, "nothing reaches the app")
@@ -303,6 +319,48 @@ struct PushDeliveryTests {
         #expect(channel.count == 0)
         channel.healthy.store(true, ordering: .relaxed)
         try await eventually { channel.count == 1 }
+        push.stopAll()
+    }
+
+    @Test("an unreachable app pauses its subscriptions (no attempts spent) until a probe finds it; then it gets all")
+    func unreachablePause() async throws {
+        try await subscribe([Self.spec()])
+        channel.listening.store(false, ordering: .relaxed)
+        channel.answer { _ in .unreachable }
+        for index in 0..<5 { try await publish("while away \(index)") }
+        // The first delivery finds nothing listening; the others wait, and probes follow.
+        try await eventually { channel.listed.load(ordering: .relaxed) >= 2 }
+        let spent = channel.count
+        #expect(spent <= 5, "at most the batch in flight when the app was found gone")
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(channel.count == spent, "nothing more is delivered while the app is unreachable")
+        channel.answer { _ in .outcome(.success) }
+        channel.listening.store(true, ordering: .relaxed)
+        try await eventually {
+            Set(channel.events.withLock { $0.dropFirst(spent).map { String(decoding: $0.event.data, as: UTF8.self) } })
+                .count == 5
+        }
+        push.stopAll()
+        try await eventually { runtime.pubsub.subscriptions.count == 0 }
+        let left = try await pending("orders")
+        #expect(left.isEmpty, "all acknowledged: \(left.map { ($0.sequence, $0.attempt) }) \(channel.count)")
+    }
+
+    @Test("the consumer lag gauge counts what waits for an app that is paused, and drops to 0 once it is delivered")
+    func consumerLag() async throws {
+        let watching = Task { await runtime.appChannels.watchHealth(on: MultiThreadedEventLoopGroup.singleton) }
+        defer { watching.cancel() }
+        try await subscribe([Self.spec()])
+        let series = #"hangar_pubsub_consumer_lag{namespace="team-a",app_id="orders",component="pubsub",topic="orders"}"#
+        func metrics() -> String { String(decoding: runtime.metrics.render(gauges: RuntimeGauges()), as: UTF8.self) }
+        try await eventually { metrics().contains(series + " 0") }
+        channel.healthy.store(false, ordering: .relaxed)
+        try await eventually { runtime.appChannels.isHealthy(Self.orders) == false }
+        for index in 0..<3 { try await publish("waiting \(index)") }
+        #expect(metrics().contains(series + " 3"))
+        channel.healthy.store(true, ordering: .relaxed)
+        try await eventually { channel.count == 3 }
+        try await eventually { metrics().contains(series + " 0") }
         push.stopAll()
     }
 

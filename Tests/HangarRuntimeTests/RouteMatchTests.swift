@@ -6,7 +6,7 @@ import Testing
 @Suite("Routing rule expressions (RouteMatch)")
 struct RouteMatchTests {
     /// A CloudEvent as delivery sees it: parsed by JSONSerialization, so numbers and booleans are NSNumbers.
-    /// Never mutated: `nonisolated(unsafe)` only because `[String: Any]` cannot be `Sendable`.
+    /// Read-only after its first use: nothing mutates it.
     nonisolated(unsafe) static let event: [String: Any] = {
         let json = #"""
             {"specversion": "1.0", "id": "1", "type": "widget", "source": "orders", "topic": "orders",
@@ -73,10 +73,7 @@ struct RouteMatchTests {
     }
 
     @Test(
-        """
-        an expression that cannot be evaluated on the event is an error: a missing key, a field of a non-object, \
-        a result that is not a boolean, a mismatched comparison
-        """,
+        "evaluation errors: a missing key, a field of a non-object, a non-boolean result, a mismatched comparison",
         arguments: [
             ("event.data.missing == 1", "no such key: 'missing'"),
             ("event.plain.x == 1", "no such key: 'x'"),
@@ -170,16 +167,22 @@ struct RouteMatchTests {
         let unterminated = #"event.type == ""# + String(repeating: "\\", count: 2001)
         #expect(throws: RouteMatchError.self) { try RouteMatch(unterminated) }
         // A long flat chain of || is one level, and evaluates.
-        let wide = (0..<300).map { _ in #"event.type == "x""# }.joined(separator: " || ") + " || true"
+        let wide = (0..<150).map { _ in #"event.type == "x""# }.joined(separator: " || ") + " || true"
         #expect(wide.utf8.count <= RouteMatch.maxLength)
         #expect(try RouteMatch(wide).evaluate(Self.event))
     }
 
-    @Test("nesting up to the bound compiles and evaluates")
+    @Test("nesting up to the bound compiles and evaluates; one level more is refused")
     func nestingBound() throws {
-        let depth = RouteMatch.maxDepth - 1
-        let nested = String(repeating: "(", count: depth) + "event.data.important" + String(repeating: ")", count: depth)
-        #expect(try RouteMatch(nested).evaluate(Self.event))
+        func nested(_ depth: Int) -> String {
+            String(repeating: "(", count: depth) + "true" + String(repeating: ")", count: depth)
+        }
+        #expect(try RouteMatch(nested(RouteMatch.maxDepth)).evaluate(Self.event))
+        #expect { try RouteMatch(nested(RouteMatch.maxDepth + 1)) } throws: { "\($0)".contains("nests more than") }
+        // Each field selection counts as a level too.
+        let path = "event" + String(repeating: ".a", count: RouteMatch.maxDepth)
+        #expect(throws: Never.self) { try RouteMatch(path + " == 1") }
+        #expect { try RouteMatch(path + ".a == 1") } throws: { "\($0)".contains("nests more than") }
     }
 
     @Test("events built from Swift values evaluate the same: Int and Double are numbers, Bool is a boolean")

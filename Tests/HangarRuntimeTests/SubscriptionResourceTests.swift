@@ -109,26 +109,46 @@ struct SubscriptionResourceTests {
     @Test(
         "an invalid Subscription is kept with its error, applies to no app, and does not reject the configuration",
         arguments: [
-            ("apiVersion: dapr.io/v3\nkind: Subscription\nmetadata: {name: s}\nspec: {pubsubname: p, topic: t}",
-                "apiVersion"),
-            ("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {pubsubname: p, topic: ''}",
-                "spec.topic"),
-            ("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {topic: t}",
-                "spec.pubsubname"),
-            ("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {pubsubname: p, topic: t, route: /x}",
-                "spec.route"),
-            ("apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {pubsubname: p, topic: t, routes: {default: /x}}",
-                "spec.routes"),
-            ("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec:\n  pubsubname: p\n  topic: t\n  routes: {rules: [{match: 'event.type +', path: /x}]}",
-                "spec.routes.rules[0].match"),
-            ("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec:\n  pubsubname: p\n  topic: t\n  routes: {rules: [{match: 'event.type == \"a\"'}]}",
-                "spec.routes.rules[0].path"),
-            ("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: S_1}\nspec: {pubsubname: p, topic: t}",
-                "metadata.name"),
-            ("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {pubsubname: p, topic: t, bulkSubscribe: {enabled: true, maxMessagesCount: -1}}",
-                "spec.bulkSubscribe.maxMessagesCount"),
-            ("apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nscopes: [Bad_Scope]\nspec: {pubsubname: p, topic: t}",
-                "scopes[0]"),
+            (
+                "apiVersion: dapr.io/v3\nkind: Subscription\nmetadata: {name: s}\nspec: {pubsubname: p, topic: t}",
+                "apiVersion"
+            ),
+            (
+                "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {pubsubname: p, topic: ''}",
+                "spec.topic"
+            ),
+            (
+                "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {topic: t}",
+                "spec.pubsubname"
+            ),
+            (
+                "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {pubsubname: p, topic: t, route: /x}",
+                "spec.route"
+            ),
+            (
+                "apiVersion: dapr.io/v1alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {pubsubname: p, topic: t, routes: {default: /x}}",
+                "spec.routes"
+            ),
+            (
+                "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec:\n  pubsubname: p\n  topic: t\n  routes: {rules: [{match: 'event.type +', path: /x}]}",
+                "spec.routes.rules[0].match"
+            ),
+            (
+                "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec:\n  pubsubname: p\n  topic: t\n  routes: {rules: [{match: 'event.type == \"a\"'}]}",
+                "spec.routes.rules[0].path"
+            ),
+            (
+                "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: S_1}\nspec: {pubsubname: p, topic: t}",
+                "metadata.name"
+            ),
+            (
+                "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nspec: {pubsubname: p, topic: t, bulkSubscribe: {enabled: true, maxMessagesCount: -1}}",
+                "spec.bulkSubscribe.maxMessagesCount"
+            ),
+            (
+                "apiVersion: dapr.io/v2alpha1\nkind: Subscription\nmetadata: {name: s}\nscopes: [Bad_Scope]\nspec: {pubsubname: p, topic: t}",
+                "scopes[0]"
+            ),
         ])
     func invalid(text: String, field: String) throws {
         let configuration = try load(["bad.yaml": text])
@@ -164,7 +184,9 @@ struct SubscriptionResourceTests {
             metadata: {name: s}
             spec: {pubsubname: pubsub, topic: t}
             """
-        let configuration = try load(["a.yaml": text, "b.yaml": text.replacingOccurrences(of: "topic: t", with: "topic: u")])
+        let configuration = try load([
+            "a.yaml": text, "b.yaml": text.replacingOccurrences(of: "topic: t", with: "topic: u"),
+        ])
         #expect(configuration.subscriptions[0].error == nil)
         #expect(configuration.subscriptions[1].error?.message.contains("also declared in") == true)
     }
@@ -193,7 +215,8 @@ struct SubscriptionResourceTests {
         #expect(topics(teamAOrders) == ["all", "a", "o"])
         #expect(topics(teamABilling) == ["all", "a"])
         #expect(topics(teamBOrders) == ["all", "o"])
-        #expect(topics(AppID(namespace: "team-c", appId: "x")) == ["all"])
+        // A namespace no tenant declares applies only to apps of that namespace, should one appear.
+        #expect(topics(AppID(namespace: "team-c", appId: "x")) == ["all", "c"])
     }
 
     @Test("only the first declared subscription per pubsub+topic is used for an app; the later one is reported")
@@ -222,13 +245,18 @@ struct SubscriptionResourceTests {
     @Test("a programmatic subscription replaces the declarative one of the same pubsub+topic in place")
     func precedence() throws {
         let declared = [
-            SubscriptionSpec(origin: .declarative(name: "a", namespace: nil, source: "x"), pubsubName: "p", topic: "a", routes: []),
-            SubscriptionSpec(origin: .declarative(name: "b", namespace: nil, source: "x"), pubsubName: "p", topic: "b", routes: []),
+            SubscriptionSpec(
+                origin: .declarative(name: "a", namespace: nil, source: "x"), pubsubName: "p", topic: "a", routes: []),
+            SubscriptionSpec(
+                origin: .declarative(name: "b", namespace: nil, source: "x"), pubsubName: "p", topic: "b", routes: []),
         ]
         let programmatic = [
-            SubscriptionSpec(origin: .programmatic, pubsubName: "p", topic: "c", routes: [SubscriptionRoute(path: "/c")]),
-            SubscriptionSpec(origin: .programmatic, pubsubName: "p", topic: "a", routes: [SubscriptionRoute(path: "/a")]),
-            SubscriptionSpec(origin: .programmatic, pubsubName: "q", topic: "b", routes: [SubscriptionRoute(path: "/qb")]),
+            SubscriptionSpec(
+                origin: .programmatic, pubsubName: "p", topic: "c", routes: [SubscriptionRoute(path: "/c")]),
+            SubscriptionSpec(
+                origin: .programmatic, pubsubName: "p", topic: "a", routes: [SubscriptionRoute(path: "/a")]),
+            SubscriptionSpec(
+                origin: .programmatic, pubsubName: "q", topic: "b", routes: [SubscriptionRoute(path: "/qb")]),
         ]
         let merged = SubscriptionSources.effective(declarative: declared, programmatic: programmatic)
         #expect(merged.map { "\($0.pubsubName)/\($0.topic)" } == ["p/a", "p/b", "p/c", "q/b"])

@@ -23,8 +23,8 @@ extension GRPCAppChannel {
             return eventLoop.makeSucceededFuture(.undeliverable("its extensions cannot be encoded: \(error)"))
         }
         return unary(
-            path: Self.onTopicEvent, message: request, metadata: Self.metadata(of: event), deadline: deadline,
-            on: eventLoop, as: Dapr_Proto_Runtime_V1_TopicEventResponse.self
+            path: Self.onTopicEvent, message: request, as: Dapr_Proto_Runtime_V1_TopicEventResponse.self,
+            metadata: Self.metadata(of: event), deadline: deadline, on: eventLoop
         ).map { response in
             Self.outcome(response.status)
         }.flatMapErrorThrowing { error in
@@ -77,8 +77,8 @@ extension GRPCAppChannel {
         let message = request
         let call: @Sendable (String) -> EventLoopFuture<Dapr_Proto_Runtime_V1_TopicEventBulkResponse> = { path in
             self.unary(
-                path: path, message: message, metadata: metadata, deadline: deadline, on: eventLoop,
-                as: Dapr_Proto_Runtime_V1_TopicEventBulkResponse.self)
+                path: path, message: message, as: Dapr_Proto_Runtime_V1_TopicEventBulkResponse.self,
+                metadata: metadata, deadline: deadline, on: eventLoop)
         }
         let entries = batch.entries.map(\.entryId)
         return call(Self.onBulkTopicEvent).flatMapError { error in

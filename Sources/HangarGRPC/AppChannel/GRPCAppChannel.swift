@@ -169,21 +169,6 @@ package final class GRPCAppChannel: AppChannel {
         }
     }
 
-    /// One unary call of `path` on the app, its answer decoded as `Response`. A gRPC error status fails the future
-    /// with `AppChannelError.status`.
-    func unary<Response: SwiftProtobuf.Message>(
-        path: String, message: some SwiftProtobuf.Message, metadata: [(name: String, value: String)],
-        deadline: NIODeadline, on eventLoop: any EventLoop, as: Response.Type = Response.self
-    ) -> EventLoopFuture<Response> {
-        unary(path, message, metadata: metadata, deadline: deadline, on: eventLoop).flatMapThrowing { response in
-            do {
-                return try Response(serializedBytes: Array(response.message.readableBytesView))
-            } catch {
-                throw AppChannelError.protocolViolation("the answer to \(path) is not a valid \(Response.protoMessageName)")
-            }
-        }
-    }
-
     private func unary(
         _ path: String, _ message: some SwiftProtobuf.Message, metadata: [(name: String, value: String)],
         deadline: NIODeadline, on eventLoop: any EventLoop

@@ -6,7 +6,9 @@
 /// with its `error`, reported in the log and in `/v1.0/healthz/detail`, and the apps that use it are guarded by
 /// its last good version, or refused every call when it never had one (as a Dapr sidecar with a broken
 /// Configuration does not start).
-package struct ConfigurationResource: Sendable, Hashable {
+package struct ConfigurationResource: Sendable, Hashable, NamedResource {
+    static let kind = "Configuration"
+
     package var name: String
     /// nil: node-wide, used only by apps that name it; otherwise a resource of that namespace.
     package var namespace: String?
@@ -27,9 +29,6 @@ package struct ConfigurationResource: Sendable, Hashable {
         self.source = source
     }
 
-    /// What identifies the resource on the node: `namespace/name`, `*/name` for a node-wide one.
-    package var key: String { "\(namespace ?? "*")/\(name)" }
-
     package static let apiVersion = "dapr.io/v1alpha1"
 
     /// Reads a `kind: Configuration` document; never throws: what is wrong becomes `error`.
@@ -41,24 +40,20 @@ package struct ConfigurationResource: Sendable, Hashable {
             guard apiVersion == Self.apiVersion else {
                 throw document.error("apiVersion", "must be \(Self.apiVersion), not '\(apiVersion ?? "")'")
             }
-            guard let metadata = try document.mapping("metadata") else {
-                throw document.error("metadata", "is required")
-            }
-            name = try metadata.requiredString("name")
-            if let problem = Names.dns1123Problem(name) { throw metadata.error("name", problem) }
-            namespace = try metadata.string("namespace").flatMap { $0.isEmpty ? nil : $0 }
-            if let namespace, let problem = Names.dns1123Problem(namespace) {
-                throw metadata.error("namespace", problem)
-            }
+            (name, namespace) = try Self.identity(of: document)
             guard let spec = try document.mapping("spec") else { return }
             ignoredFields = spec.values.keys.filter { $0 != "accessControl" }.sorted()
             if let node = try spec.mapping("accessControl") {
                 accessControl = try AccessControlSpec(node)
             }
         } catch {
-            self.error = error
-            accessControl = nil
+            invalidate(error)
         }
+    }
+
+    mutating func invalidate(_ error: ConfigurationError) {
+        self.error = error
+        accessControl = nil
     }
 }
 

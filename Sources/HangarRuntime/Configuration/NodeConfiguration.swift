@@ -104,28 +104,10 @@ public struct NodeConfiguration: Sendable, Hashable {
             }
         }
         var configuration = NodeConfiguration(tenants: tenants, components: components, tokenlessTCPApp: tokenless)
-        configuration.configurations = Self.markDuplicates(configurations)
-        configuration.subscriptions = Self.markDuplicates(subscriptions)
+        configuration.configurations = ConfigurationResource.markDuplicates(configurations)
+        configuration.subscriptions = SubscriptionResource.markDuplicates(subscriptions)
         try configuration.validate()
         return configuration
-    }
-
-    /// A Configuration declared twice (same name and namespace) is unusable from its second declaration on.
-    static func markDuplicates(_ resources: [ConfigurationResource]) -> [ConfigurationResource] {
-        var seen: [String: String] = [:]
-        return resources.map { resource in
-            var resource = resource
-            guard resource.error == nil else { return resource }
-            if let other = seen[resource.key] {
-                resource.error = ConfigurationError(
-                    path: resource.source, field: "metadata.name",
-                    message: "Configuration '\(resource.key)' is also declared in \(other)")
-                resource.accessControl = nil
-            } else {
-                seen[resource.key] = resource.source
-            }
-            return resource
-        }
     }
 
     /// Checks what no single file can: unique tenants, tokens and component names.

@@ -10,7 +10,9 @@ import Foundation
 /// Which apps it applies to: one without `metadata.namespace` in every tenant, one with a namespace only in that
 /// tenant; `scopes` narrows it to those app ids (empty: every app). Names (pub/sub, topic) are checked only for
 /// being present: delivery resolves them in the app's tenant, under the component's scopes, and refuses hostile ones.
-package struct SubscriptionResource: Sendable, Hashable {
+package struct SubscriptionResource: Sendable, Hashable, NamedResource {
+    static let kind = "Subscription"
+
     package var name: String
     /// nil: node-wide (every tenant); otherwise only that tenant's apps.
     package var namespace: String?
@@ -24,16 +26,14 @@ package struct SubscriptionResource: Sendable, Hashable {
 
     package static let apiVersions = ["dapr.io/v2alpha1", "dapr.io/v1alpha1"]
 
-    package init(name: String, namespace: String? = nil, scopes: [String] = [], spec: SubscriptionSpec?, source: String) {
+    package init(name: String, namespace: String? = nil, scopes: [String] = [], spec: SubscriptionSpec?, source: String)
+    {
         self.name = name
         self.namespace = namespace
         self.scopes = scopes
         self.spec = spec
         self.source = source
     }
-
-    /// What identifies the resource on the node: `namespace/name`, `*/name` for a node-wide one.
-    package var key: String { "\(namespace ?? "*")/\(name)" }
 
     /// Whether the (valid) resource applies to `app`.
     package func applies(to app: AppID) -> Bool {
@@ -52,15 +52,7 @@ package struct SubscriptionResource: Sendable, Hashable {
                 throw document.error(
                     "apiVersion", "must be \(Self.apiVersions.joined(separator: " or ")), not '\(apiVersion)'")
             }
-            guard let metadata = try document.mapping("metadata") else {
-                throw document.error("metadata", "is required")
-            }
-            name = try metadata.requiredString("name")
-            if let problem = Names.dns1123Problem(name) { throw metadata.error("name", problem) }
-            namespace = try metadata.string("namespace").flatMap { $0.isEmpty ? nil : $0 }
-            if let namespace, let problem = Names.dns1123Problem(namespace) {
-                throw metadata.error("namespace", problem)
-            }
+            (name, namespace) = try Self.identity(of: document)
             scopes = try document.stringList("scopes")
             for (index, scope) in scopes.enumerated() {
                 if let problem = Names.dns1123Problem(scope) { throw document.error("scopes[\(index)]", problem) }
@@ -76,9 +68,11 @@ package struct SubscriptionResource: Sendable, Hashable {
                 if let node = try spec.mapping("routes") {
                     try node.rejectUnknownKeys(["rules", "default"])
                     for (index, item) in try node.list("rules").enumerated() {
-                        let rule = try YAMLMapping(path: node.path, field: node.fieldPath("rules[\(index)]"), value: item)
+                        let rule = try YAMLMapping(
+                            path: node.path, field: node.fieldPath("rules[\(index)]"), value: item)
                         try rule.rejectUnknownKeys(["match", "path"])
-                        routes.append(try Self.route(match: try rule.string("match"), path: try rule.string("path"), rule))
+                        routes.append(
+                            try Self.route(match: try rule.string("match"), path: try rule.string("path"), rule))
                     }
                     if let path = try node.string("default"), !path.isEmpty {
                         routes.append(SubscriptionRoute(path: path))
@@ -117,8 +111,7 @@ package struct SubscriptionResource: Sendable, Hashable {
                 topic: topic, routes: routes, deadLetterTopic: deadLetter.isEmpty ? nil : deadLetter, bulk: bulk,
                 metadata: values)
         } catch {
-            self.error = error
-            self.spec = nil
+            invalidate(error)
         }
     }
 
@@ -135,6 +128,11 @@ package struct SubscriptionResource: Sendable, Hashable {
         } catch {
             throw rule.error("match", error.description)
         }
+    }
+
+    mutating func invalidate(_ error: ConfigurationError) {
+        self.error = error
+        spec = nil
     }
 }
 
@@ -159,23 +157,5 @@ extension NodeConfiguration {
             subscriptions.append(spec)
         }
         return (subscriptions, shadowed)
-    }
-
-    /// A Subscription declared twice (same name and namespace) is unusable from its second declaration on.
-    static func markDuplicates(_ resources: [SubscriptionResource]) -> [SubscriptionResource] {
-        var seen: [String: String] = [:]
-        return resources.map { resource in
-            var resource = resource
-            guard resource.error == nil else { return resource }
-            if let other = seen[resource.key] {
-                resource.error = ConfigurationError(
-                    path: resource.source, field: "metadata.name",
-                    message: "Subscription '\(resource.key)' is also declared in \(other)")
-                resource.spec = nil
-            } else {
-                seen[resource.key] = resource.source
-            }
-            return resource
-        }
     }
 }

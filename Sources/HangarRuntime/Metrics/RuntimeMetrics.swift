@@ -1,4 +1,5 @@
 import CoreMetrics
+package import HangarComponents
 import Prometheus
 import Synchronization
 
@@ -48,6 +49,9 @@ public final class RuntimeMetrics: Sendable {
         package static let pubsubRedeliveries = "hangar_pubsub_redeliveries_total"
         /// Gauge `{namespace, app_id, component, topic}`: messages sent to subscribers and not answered yet.
         package static let pubsubInFlight = "hangar_pubsub_in_flight"
+        /// Gauge `{namespace, app_id, component, topic}`: messages published to the topic that the subscribing app
+        /// has not fetched yet, sampled at scrape time.
+        package static let pubsubConsumerLag = "hangar_pubsub_consumer_lag"
     }
 
     /// How many topics of one tenant on one pub/sub component get a `topic` label of their own: the first ones
@@ -91,6 +95,7 @@ public final class RuntimeMetrics: Sendable {
             + "(success, retry, drop, deadletter).",
         Name.pubsubRedeliveries: "Deliveries of messages delivered before (a retry, or a lease that ended unanswered).",
         Name.pubsubInFlight: "Messages sent to subscribers (streamed or pushed) and not answered yet.",
+        Name.pubsubConsumerLag: "Messages published to the topic that the subscribing app has not received yet.",
     ]
 
     private struct RequestKey: Hashable {
@@ -121,6 +126,13 @@ public final class RuntimeMetrics: Sendable {
         var app: AppID
         var component: String
         var topic: String
+    }
+
+    /// A consumer-lag series: the labels of a delivery series (the topic label possibly folded into `_other`).
+    private struct LagKey: Hashable {
+        var app: AppID
+        var component: String
+        var topicLabel: String
     }
 
     private struct PublishSeries: Sendable {
@@ -162,6 +174,7 @@ public final class RuntimeMetrics: Sendable {
         var connections: [AppID: CoreMetrics.Meter] = [:]
         var stateBytes: [StoreKey: CoreMetrics.Meter] = [:]
         var pubsubBytes: [StoreKey: CoreMetrics.Meter] = [:]
+        var consumerLag: [LagKey: CoreMetrics.Meter] = [:]
         var poolQueued: [PoolKey: CoreMetrics.Meter] = [:]
         var poolRunning: [PoolKey: CoreMetrics.Meter] = [:]
         /// The size of the last scrape's output, to reserve that much for the next.
@@ -270,6 +283,7 @@ public final class RuntimeMetrics: Sendable {
                 CoreMetrics.Counter(label: Name.pubsubDelivered, dimensions: labels + [("outcome", name)], factory: factory)
             }
             let series = DeliverySeries(
+                topicLabel: labels[3].1, position: ConsumerPosition(),
                 success: outcome("success"), retry: outcome("retry"), drop: outcome("drop"),
                 deadLetter: outcome("deadletter"),
                 redeliveries: CoreMetrics.Counter(label: Name.pubsubRedeliveries, dimensions: labels, factory: factory),
@@ -365,6 +379,17 @@ public final class RuntimeMetrics: Sendable {
                 values: sums(zip(pools, gauges.poolQueues.map(\.running)))
             ) { [("component", $0.component), ("namespace", $0.namespace)] }
 
+            let deliveries = publishes.withLock { $0.deliveries }
+            var lags: [LagKey: Int] = [:]
+            for (key, delivery) in deliveries {
+                guard let lag = delivery.position.lag else { continue }
+                lags[LagKey(app: key.app, component: key.component, topicLabel: delivery.topicLabel), default: 0] += lag
+            }
+            update(&series.consumerLag, name: Name.pubsubConsumerLag, values: lags) {
+                [("namespace", $0.app.namespace), ("app_id", $0.app.appId), ("component", $0.component),
+                 ("topic", $0.topicLabel)]
+            }
+
             var emitted: [UInt8] = []
             emitted.reserveCapacity(series.lastSize)
             registry.emit(into: &emitted)
@@ -457,6 +482,10 @@ package struct DeliverySeries: Sendable {
         case success, retry, drop, deadLetter
     }
 
+    /// The `topic` label of the series.
+    fileprivate let topicLabel: String
+    /// How far the app's consumer has fetched, for `hangar_pubsub_consumer_lag`.
+    package let position: ConsumerPosition
     fileprivate let success: CoreMetrics.Counter
     fileprivate let retry: CoreMetrics.Counter
     fileprivate let drop: CoreMetrics.Counter
@@ -544,4 +573,46 @@ package struct RuntimeGauges: Sendable {
     package var poolQueues: [PoolQueue] = []
 
     package init() {}
+}
+
+/// How far one app's consumer of a topic has fetched, as its delivery loops see it, and where to read the topic's
+/// last sequence: the consumer lag at scrape time is the difference. Unknown (no lag reported) until a loop has
+/// fetched once; the component is held weakly, so a retired one stops reporting.
+package final class ConsumerPosition: Sendable {
+    private struct Source {
+        weak var pubsub: (any PubSub)?
+        var topic: String
+    }
+
+    private let fetched = Atomic<UInt64>(0)
+    private let source = Mutex<Source?>(nil)
+
+    /// The loop's component and physical topic (each loop sets it when it starts; they are the same for every loop
+    /// of one series, unless the component was replaced).
+    package func track(_ pubsub: any PubSub, topic: String) {
+        source.withLock { $0 = Source(pubsub: pubsub, topic: topic) }
+    }
+
+    /// The consumer has fetched every message up to `sequence` (0: none yet, which is known too); it only moves
+    /// forward.
+    package func advance(to sequence: UInt64) {
+        // Stored plus one: 0 is "unknown".
+        let stored = sequence &+ 1
+        var current = fetched.load(ordering: .relaxed)
+        while stored > current {
+            let (exchanged, original) = fetched.compareExchange(
+                expected: current, desired: stored, ordering: .relaxed)
+            if exchanged { return }
+            current = original
+        }
+    }
+
+    /// Messages published after what the consumer fetched; nil while unknown.
+    var lag: Int? {
+        let stored = fetched.load(ordering: .relaxed)
+        guard stored > 0, let source = source.withLock({ $0 }), let pubsub = source.pubsub else { return nil }
+        let last = pubsub.lastSequence(of: source.topic)
+        let position = stored - 1
+        return last > position ? Int(last - position) : 0
+    }
 }

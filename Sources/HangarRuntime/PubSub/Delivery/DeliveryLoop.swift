@@ -63,6 +63,9 @@ package final class DeliveryLoop {
     /// What `GetMetadata` lists of a streaming subscription; nil for a push subscription (listed by its source).
     let listing: StreamingSubscriptionListing?
     private var sink: (any DeliverySink)?
+    /// The tenant whose `maxSubscriptions` this loop counts against, until it stops (or is released).
+    private let account: TenantAccount?
+    private var holdsSubscription: Bool
 
     /// Deliveries handed out and not settled, by the sink's key, with the end of their lease.
     private var inFlight: [String: (delivery: PubSubDelivery, leasedUntil: NIODeadline)] = [:]
@@ -103,6 +106,18 @@ package final class DeliveryLoop {
         self.logger = logger
         self.sink = sink
         self.series = api.metrics.deliverySeries(app: handle.app, component: handle.name, topic: topic)
+        // Every loop is one of the tenant's subscriptions (streaming or push), held until it stops.
+        account = handle.tenant
+        if let refusal = handle.tenant?.acquireSubscription() {
+            api.metrics.recordQuotaRefusal(app: handle.app, quota: refusal.quota)
+            throw QuotaError.exceeded(refusal, app: handle.app)
+        }
+        holdsSubscription = account != nil
+    }
+
+    deinit {
+        // A loop made and never started or stopped (its stream's handshake failed) gives its subscription back.
+        if holdsSubscription { account?.releaseSubscription() }
     }
 
     /// The loop as its completions reach it: on its event loop, checked.
@@ -118,6 +133,7 @@ package final class DeliveryLoop {
     package func start() {
         guard !stopped, !started else { return }
         started = true
+        series.position.track(handle.pubsub, topic: physicalTopic)
         api.subscriptions.add(bound, key, listing: listing)
         pump()
     }
@@ -192,6 +208,10 @@ package final class DeliveryLoop {
     package func stop() {
         guard !stopped else { return }
         stopped = true
+        if holdsSubscription {
+            holdsSubscription = false
+            account?.releaseSubscription()
+        }
         if started { api.subscriptions.remove(ObjectIdentifier(self), key) }
         cancelWait()
         series.addInFlight(-inFlight.count)
@@ -284,14 +304,15 @@ package final class DeliveryLoop {
         let seen = handle.pubsub.lastSequence(of: physicalTopic)
         let bound = self.bound
         let eventLoop = self.eventLoop
-        handle.fetch(topic, limit: min(window - inFlight.count, batchLimit), lease: lease, on: eventLoop)
+        let limit = min(window - inFlight.count, batchLimit)
+        handle.fetch(topic, limit: limit, lease: lease, on: eventLoop)
             .whenComplete { result in
                 // Always on the loop's next turn: an inline component answers within this call.
-                eventLoop.execute { bound.value.fetched(result, seen: seen) }
+                eventLoop.execute { bound.value.fetched(result, seen: seen, limit: limit) }
             }
     }
 
-    private func fetched(_ result: Result<PubSubFetchResult, any Error>, seen: UInt64) {
+    private func fetched(_ result: Result<PubSubFetchResult, any Error>, seen: UInt64, limit: Int) {
         fetching = false
         let batch: PubSubFetchResult
         switch result {
@@ -308,6 +329,11 @@ package final class DeliveryLoop {
             // Leased after the loop ended: give them back at once.
             return nack(batch.deliveries.map(\.id), after: .zero)
         }
+        // How far the consumer's cursor has moved (for the lag gauge): past every new message fetched, and past
+        // everything published before the fetch when it came back with room to spare.
+        var reached = batch.deliveries.lazy.filter { $0.attempt == 1 }.map(\.sequence).max() ?? 0
+        if batch.deliveries.count < limit { reached = max(reached, seen) }
+        series.position.advance(to: reached)
         let lease = self.lease ?? handle.pubsub.ackTimeout
         batchLeasedUntil = NIODeadline.now() + TimeAmount(lease)
         var deliverable: [PubSubDelivery] = []

@@ -32,6 +32,7 @@ package final class PushDelivery: SubscriptionSink {
         let logger: Logger
         let deliveryTimeout: Duration
         let retryDelay: Duration
+        let reachability: AppReachability
     }
 
     private struct Key: Hashable {
@@ -56,10 +57,13 @@ package final class PushDelivery: SubscriptionSink {
         pubsub: PubSubAPI, channels: AppChannels, eventLoopGroup: any EventLoopGroup, logger: Logger,
         deliveryTimeout: Duration = .seconds(60), retryDelay: Duration = DeliveryLoop.retryDelay
     ) {
+        let reachability = AppReachability()
         self.context = Context(
-            api: pubsub, channels: channels, logger: logger, deliveryTimeout: deliveryTimeout, retryDelay: retryDelay)
+            api: pubsub, channels: channels, logger: logger, deliveryTimeout: deliveryTimeout, retryDelay: retryDelay,
+            reachability: reachability)
         self.group = eventLoopGroup
         channels.observe { [weak self] event in self?.channelChanged(event) }
+        reachability.onUnreachable { [weak self] app in self?.appUnreachable(app) }
     }
 
     package func setSubscriptions(_ subscriptions: [SubscriptionSpec], for app: AppID) {
@@ -93,6 +97,38 @@ package final class PushDelivery: SubscriptionSink {
             for subscription in running(app) { subscription.resume() }
         case .unhealthy(let app):
             for subscription in running(app) { subscription.pause() }
+        }
+    }
+
+    /// A delivery found `app` unreachable (nothing listens on its socket: it is not started yet, or restarting).
+    /// Its subscriptions pause at once, rather than spend every message's attempts on an app that is not there,
+    /// and the app is asked for its subscription list (cheap, and answered by every app that runs: an empty list,
+    /// UNIMPLEMENTED and 404 all mean it is up) with backoff from 0.5 s to 10 s until it answers; then they resume.
+    /// The deliveries that found it gone count one attempt each.
+    private func appUnreachable(_ app: AppID) {
+        context.logger.warning(
+            "app unreachable: its push subscriptions pause until it answers again", metadata: ["app": "\(app)"])
+        for subscription in running(app) { subscription.setReachable(false) }
+        let channels = context.channels
+        let reachability = context.reachability
+        let eventLoop = group.next()
+        Task {
+            var delay = SubscriptionSources.initialRetry
+            while !Task.isCancelled {
+                try? await Task.sleep(for: delay)
+                guard let entry = channels.entry(app) else { break }
+                do {
+                    _ = try await entry.channel.listSubscriptions(deadline: .now() + .seconds(5), on: eventLoop).get()
+                    break
+                } catch AppChannelError.unreachable {
+                    delay = min(delay * 2, SubscriptionSources.maxRetry)
+                } catch {
+                    break
+                }
+            }
+            reachability.markReachable(app)
+            self.context.logger.info("app reachable again: its push subscriptions resume", metadata: ["app": "\(app)"])
+            for subscription in self.running(app) { subscription.setReachable(true) }
         }
     }
 
@@ -130,4 +166,23 @@ package final class PushDelivery: SubscriptionSink {
         for subscription in stopping { subscription.stop() }
         for subscription in starting { subscription.start() }
     }
+}
+
+/// Which apps push delivery found unreachable, shared by every subscription: the first delivery that fails to reach
+/// an app reports it once (`report`), and the probe that finds it again clears it.
+final class AppReachability: Sendable {
+    private let unreachable = Mutex<Set<AppID>>([])
+    private let handler = Mutex<(@Sendable (AppID) -> Void)?>(nil)
+
+    func onUnreachable(_ handler: @escaping @Sendable (AppID) -> Void) { self.handler.withLock { $0 = handler } }
+
+    func isReachable(_ app: AppID) -> Bool { !unreachable.withLock { $0.contains(app) } }
+
+    /// Marks `app` unreachable; the handler hears only the first report until `markReachable`.
+    func report(_ app: AppID) {
+        guard unreachable.withLock({ $0.insert(app).inserted }) else { return }
+        handler.withLock { $0 }?(app)
+    }
+
+    func markReachable(_ app: AppID) { _ = unreachable.withLock { $0.remove(app) } }
 }

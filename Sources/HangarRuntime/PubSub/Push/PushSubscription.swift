@@ -70,6 +70,12 @@ final class PushSubscription: Sendable {
         eventLoop.execute { core.value.setHealthy(true) }
     }
 
+    /// The app could not be reached (`false`: no deliveries until it can be again, `true`: it answers again).
+    func setReachable(_ reachable: Bool) {
+        let core = self.core
+        eventLoop.execute { core.value.setReachable(reachable) }
+    }
+
     /// Stops delivering; messages in flight are given back.
     func stop() {
         let core = self.core
@@ -94,6 +100,8 @@ final class PushSubscription: Sendable {
         var stopped = false
         /// The app's health as last heard (nil: not heard yet, read from the channels when starting).
         var healthy: Bool?
+        /// False while the app cannot be reached at all (`PushDelivery` probes it and says when it answers again).
+        var reachable = true
 
         init(app: AppID, spec: SubscriptionSpec, eventLoop: any EventLoop, context: PushDelivery.Context, ended: Flag) {
             self.app = app
@@ -150,7 +158,8 @@ final class PushSubscription: Sendable {
             } catch {
                 return refuse("\(error)")
             }
-            if !(healthy ?? delivery.channels.isHealthy(app) ?? false) { loop?.pause() }
+            reachable = delivery.reachability.isReachable(app)
+            if !deliverable { loop?.pause() }
             loop?.start()
             logger.info("push subscription started", metadata: metadata)
         }
@@ -162,9 +171,17 @@ final class PushSubscription: Sendable {
             ended.set()
         }
 
+        /// Whether the app can take deliveries: healthy (as its probes say) and reachable.
+        var deliverable: Bool { (healthy ?? delivery.channels.isHealthy(app) ?? false) && reachable }
+
         func setHealthy(_ healthy: Bool) {
             self.healthy = healthy
-            if healthy { loop?.resume() } else { loop?.pause() }
+            if deliverable { loop?.resume() } else { loop?.pause() }
+        }
+
+        func setReachable(_ reachable: Bool) {
+            self.reachable = reachable
+            if deliverable { loop?.resume() } else { loop?.pause() }
         }
 
         func stop() {
@@ -275,10 +292,12 @@ final class PushSubscription: Sendable {
             let eventLoop = self.eventLoop
             inSlot(deadline: deadline) { channel in
                 channel.deliver(event, deadline: deadline, on: eventLoop)
-            }.whenComplete { result in
+            }.whenComplete { [app, reachability = delivery.reachability] result in
                 switch result {
                 case .success(let outcome): bound.value.complete(key: key, outcome)
-                case .failure(let error): bound.value.complete(key: key, .retry("\(error)"))
+                case .failure(let error):
+                    if case AppChannelError.unreachable = error { reachability.report(app) }
+                    bound.value.complete(key: key, .retry("\(error)"))
                 }
             }
         }
@@ -303,7 +322,8 @@ final class PushSubscription: Sendable {
             let eventLoop = self.eventLoop
             inSlot(deadline: deadline) { channel in
                 channel.deliverBulk(batch, deadline: deadline, on: eventLoop)
-            }.whenComplete { result in
+            }.whenComplete { [app, reachability = delivery.reachability] result in
+                if case .failure(AppChannelError.unreachable) = result { reachability.report(app) }
                 let loop = bound.value
                 for key in keys {
                     switch result {

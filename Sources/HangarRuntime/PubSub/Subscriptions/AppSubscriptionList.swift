@@ -63,7 +63,8 @@ package struct AppSubscriptionList: Sendable, Hashable {
             do throws(RouteMatchError) {
                 for rule in entry.rules {
                     let match = rule.match.trimmingCharacters(in: .whitespacesAndNewlines)
-                    routes.append(SubscriptionRoute(match: match.isEmpty ? nil : try RouteMatch(match), path: rule.path))
+                    routes.append(
+                        SubscriptionRoute(match: match.isEmpty ? nil : try RouteMatch(match), path: rule.path))
                 }
             } catch {
                 problems.append("subscription '\(name)' left out: \(error)")
@@ -106,7 +107,9 @@ package struct AppSubscriptionList: Sendable, Hashable {
         case 200: break
         case 404: return AppSubscriptionList()
         default:
-            return AppSubscriptionList(problems: ["GET /dapr/subscribe answered HTTP \(status); taken as no subscriptions"])
+            return AppSubscriptionList(problems: [
+                "GET /dapr/subscribe answered HTTP \(status); taken as no subscriptions"
+            ])
         }
         let data = Data(body)
         if data.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { return AppSubscriptionList() }

@@ -135,7 +135,8 @@ extension RouteMatchNode {
                 case .bool(let value):
                     if value == deciding { return deciding }
                 case let other:
-                    problem = problem ?? RouteMatchProblem("no such overload: \(deciding ? "||" : "&&") on \(other.typeName)")
+                    problem =
+                        problem ?? RouteMatchProblem("no such overload: \(deciding ? "||" : "&&") on \(other.typeName)")
                 }
             } catch {
                 problem = problem ?? error
@@ -186,7 +187,9 @@ extension RouteMatchNode {
         case (.list(let a), .list(let b)):
             guard a.count == b.count else { return false }
             for (x, y) in zip(a, b) {
-                guard let x = try? RouteMatchValue(x), let y = try? RouteMatchValue(y), equal(x, y) else { return false }
+                guard let x = try? RouteMatchValue(x), let y = try? RouteMatchValue(y), equal(x, y) else {
+                    return false
+                }
             }
             return true
         case (.map(let a), .map(let b)):

@@ -36,7 +36,9 @@ enum RouteMatchFunction: String, Sendable, Hashable {
     case int, double, string, size
     case startsWith, endsWith, contains
 
-    static let functions: [String: RouteMatchFunction] = ["int": .int, "double": .double, "string": .string, "size": .size]
+    static let functions: [String: RouteMatchFunction] = [
+        "int": .int, "double": .double, "string": .string, "size": .size,
+    ]
     static let methods: [String: RouteMatchFunction] = [
         "startsWith": .startsWith, "endsWith": .endsWith, "contains": .contains,
     ]
@@ -256,12 +258,14 @@ struct RouteMatchParser {
     private static let unsupported: [String: String] = [
         "+": "arithmetic ('+') is not supported", "*": "arithmetic ('*') is not supported",
         "/": "arithmetic ('/') is not supported", "%": "arithmetic ('%') is not supported",
-        "?": "the conditional operator ('? :') is not supported", ":": "the conditional operator ('? :') is not supported",
+        "?": "the conditional operator ('? :') is not supported",
+        ":": "the conditional operator ('? :') is not supported",
     ]
 
     private mutating func advance() throws(RouteMatchProblem) {
-        while position < bytes.count, bytes[position] == 0x20 || bytes[position] == 0x09 || bytes[position] == 0x0A
-            || bytes[position] == 0x0D
+        while position < bytes.count,
+            bytes[position] == 0x20 || bytes[position] == 0x09 || bytes[position] == 0x0A
+                || bytes[position] == 0x0D
         {
             position += 1
         }
@@ -279,7 +283,8 @@ struct RouteMatchParser {
                 ["r", "R", "b", "B"].contains(name)
             {
                 throw RouteMatchProblem(
-                    name.lowercased() == "r" ? "raw string literals are not supported" : "bytes literals are not supported")
+                    name.lowercased() == "r"
+                        ? "raw string literals are not supported" : "bytes literals are not supported")
             }
             if name == "in" { throw RouteMatchProblem("the 'in' operator is not supported") }
             current = .identifier(name)
@@ -288,7 +293,8 @@ struct RouteMatchParser {
         case UInt8(ascii: "\""), UInt8(ascii: "'"):
             current = .string(try string(quote: byte))
         default:
-            let two = position + 1 < bytes.count ? String(decoding: bytes[position...(position + 1)], as: UTF8.self) : ""
+            let two =
+                position + 1 < bytes.count ? String(decoding: bytes[position...(position + 1)], as: UTF8.self) : ""
             if ["==", "!=", "<=", ">=", "&&", "||"].contains(two) {
                 position += 2
                 current = .symbol(two)
@@ -310,7 +316,8 @@ struct RouteMatchParser {
     }
 
     private static func isIdentifier(_ byte: UInt8) -> Bool {
-        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+        (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+            || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
             || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: "_")
     }
 
@@ -329,7 +336,9 @@ struct RouteMatchParser {
             return .int(value)
         }
         var isDouble = false
-        func digits() { while position < bytes.count, bytes[position] >= 0x30, bytes[position] <= 0x39 { position += 1 } }
+        func digits() {
+            while position < bytes.count, bytes[position] >= 0x30, bytes[position] <= 0x39 { position += 1 }
+        }
         digits()
         if position + 1 < bytes.count, bytes[position] == UInt8(ascii: "."), bytes[position + 1] >= 0x30,
             bytes[position + 1] <= 0x39
@@ -347,7 +356,9 @@ struct RouteMatchParser {
             digits()
         }
         let text = String(decoding: bytes[start..<position], as: UTF8.self)
-        if !isDouble, position < bytes.count, bytes[position] == UInt8(ascii: "u") || bytes[position] == UInt8(ascii: "U") {
+        if !isDouble, position < bytes.count,
+            bytes[position] == UInt8(ascii: "u") || bytes[position] == UInt8(ascii: "U")
+        {
             position += 1
         }
         if position < bytes.count, Self.isIdentifier(bytes[position]) {
@@ -389,7 +400,8 @@ struct RouteMatchParser {
                 case UInt8(ascii: "u"), UInt8(ascii: "U"):
                     let count = escape == UInt8(ascii: "u") ? 4 : 8
                     guard position + count <= bytes.count,
-                        let code = UInt32(String(decoding: bytes[position..<(position + count)], as: UTF8.self), radix: 16),
+                        let code = UInt32(
+                            String(decoding: bytes[position..<(position + count)], as: UTF8.self), radix: 16),
                         let scalar = UnicodeScalar(code)
                     else { throw RouteMatchProblem("invalid \\\(String(UnicodeScalar(escape))) escape in a string") }
                     position += count

@@ -236,7 +236,9 @@ package final class SubscriptionSources: Sendable {
                     state.apps[app]?.pushed = wanted
                 }
                 // An app that went, once the sink knows it has nothing, is forgotten.
-                if !entry.configured, !entry.hasChannel, state.apps[app]?.pushed.isEmpty == true { state.apps[app] = nil }
+                if !entry.configured, !entry.hasChannel, state.apps[app]?.pushed.isEmpty == true {
+                    state.apps[app] = nil
+                }
             }
             return (state.sink, changes)
         }
