@@ -115,6 +115,7 @@ RESOURCES = {
     "4-http-bulk.yaml": subscription("http-bulk", "http-bulk", namespace="team-a", scopes=["web"], spec="""
         routes: {default: /bulk}
         bulkSubscribe: {enabled: true, maxMessagesCount: 10}
+        deadLetterTopic: retried-dlq
         """),
     "4-raw-http.yaml": subscription("raw-http", "raw-http", namespace="team-a", scopes=["web"], spec="""
         routes: {default: /raw}
@@ -300,6 +301,18 @@ def test_a_grpc_app_receives_the_event_another_app_published(node):
     assert event["metadata"]["pubsubname"] == "pubsub" and event["metadata"]["priority"] == "low"
     [call] = [call for call in grpcapp.calls("OnTopicEvent") if call["ids"] == [event_id]]
     assert call["path"] == "" and call["topic"] == "grpc-orders"
+
+
+@pytest.mark.parametrize("topic, handler", [("nested/topic", "nested"), ("café", "café")])
+def test_default_routes_of_topics_with_a_slash_or_non_ascii_letters_reach_the_handler(node, topic, handler):
+    """The SDK's default route `/events/<pubsub>/<topic>`, sent percent-encoded where needed and decoded by the
+    app's server."""
+    web = node.apps["team-a/web"]
+    node.warm_up("team-a", web, topic, handler=handler)
+    event_id = node.publish("team-a", topic, {"t": topic})
+    [event] = web.wait_for(event_id)
+    assert event["handler"] == handler and event["topic"] == topic and event["data"] == {"t": topic}
+    assert event["path"] == f"/events/pubsub/{topic}"
 
 
 def test_a_published_cloudevent_and_odd_metadata_reach_both_apps_as_dapr_sends_them(node):
@@ -579,7 +592,9 @@ def test_bulk_subscribe_delivers_batches_to_an_http_app(node):
     web = node.apps["team-a/web"]
     node.warm_up("team-a", web, "http-bulk", handler="bulk")
     ids = [str(uuid.uuid4()) for _ in range(4)]
-    entries = [json.dumps({"i": i, **({"answer": "RETRY", "times": 1} if i == 1 else {})}) for i in range(4)]
+    node.warm_up("team-a", web, "retried-dlq", handler="dlq")
+    answers = {1: {"answer": "RETRY", "times": 1}, 3: {"answer": "DROP"}}
+    entries = [json.dumps({"i": i, **answers.get(i, {})}) for i in range(4)]
     response = node.daemon.client("team-a", "pub")._stub.BulkPublishEvent(_bulk_request("http-bulk", ids, entries))
     assert list(response.failedEntries) == []
     for event_id in ids:
@@ -590,6 +605,9 @@ def test_bulk_subscribe_delivers_batches_to_an_http_app(node):
     assert calls[0]["type"] == "com.dapr.event.sent.bulk" and calls[0]["topic"] == "http-bulk"
     [event] = web.events(ids[0], handler="bulk")
     assert event["data"] == {"i": 0} and event["metadata"]["pubsubName"] == "pubsub"
+    # The entry answered DROP goes to the dead-letter topic, alone.
+    assert web.wait_for(ids[3], handler="dlq")[0]["data"] == {"i": 3, "answer": "DROP"}
+    assert [event["id"] for event in web.events(handler="dlq") if event["id"] in ids] == [ids[3]]
 
 
 def _bulk_request(topic: str, ids: list[str], entries: list[str]):

@@ -16,7 +16,7 @@ What the app answers is told by the event's data, a JSON object:
 fastapi: a FastAPI app with the official SDK's dapr.ext.fastapi.DaprApp, served by uvicorn on the Unix socket SOCKET
          (an HTTP app channel). Programmatic subscriptions: pubsub/orders (default route /events/pubsub/orders),
          pubsub/retried (route /retried, dead letters to retried-dlq), pubsub/retried-dlq (route /dlq),
-         pubsub/garbage (route /garbage). Plain routes for declarative Subscriptions: /widgets, /big, /fallback,
+         pubsub/garbage (route /garbage), pubsub/nested/topic and pubsub/café (default routes). Plain routes for declarative Subscriptions: /widgets, /big, /fallback,
          /legacy, /late, /raw, and /bulk (Dapr's bulk JSON; answers a status per entry). `/healthz` answers 200.
 grpc:    the official SDK's dapr.ext.grpc.App on 127.0.0.1:PORT (health check registered). Subscriptions:
          pubsub/grpc-orders (on_orders), pubsub/grpc-routed with the rules `event.type == "widget"` (on_widget,
@@ -112,6 +112,15 @@ def run_fastapi(path: str) -> None:
     @dapr_app.subscribe(pubsub="pubsub", topic="garbage", route="/garbage")
     async def garbage(request: Request) -> Response:
         return await handle("garbage", request)
+
+    # Topics whose default routes need care: a slash, and a non-ASCII letter (percent-encoded on the wire).
+    @dapr_app.subscribe(pubsub="pubsub", topic="nested/topic")
+    async def nested(request: Request) -> Response:
+        return await handle("nested", request)
+
+    @dapr_app.subscribe(pubsub="pubsub", topic="café")
+    async def cafe(request: Request) -> Response:
+        return await handle("café", request)
 
     for route in ("widgets", "big", "fallback", "legacy", "late", "raw"):
 
