@@ -315,6 +315,31 @@ def test_default_routes_of_topics_with_a_slash_or_non_ascii_letters_reach_the_ha
     assert event["path"] == f"/events/pubsub/{topic}"
 
 
+def test_text_and_binary_payloads_reach_both_apps_as_dapr_sends_them(node):
+    web, grpcapp = node.apps["team-a/web"], node.apps["team-a/grpcapp"]
+    node.warm_up("team-a", web, "orders", handler="orders")
+    node.warm_up("team-a", grpcapp, "grpc-orders", handler="on_orders")
+    client = node.daemon.client("team-a", "pub")
+    sent = {}
+    for topic in ("orders", "grpc-orders"):
+        for content_type, payload in (("text/plain", "héllo <text>"), ("application/octet-stream", b"\x00\xffbin")):
+            event_id = str(uuid.uuid4())
+            client.publish_event("pubsub", topic, payload, data_content_type=content_type,
+                                 publish_metadata={"cloudevent.id": event_id})
+            sent[(topic, content_type)] = event_id
+    # HTTP: the envelope verbatim, text as a string, bytes as data_base64.
+    [text] = web.wait_for(sent[("orders", "text/plain")])
+    assert text["data"] == "héllo <text>" and text["datacontenttype"] == "text/plain"
+    [binary] = web.wait_for(sent[("orders", "application/octet-stream")])
+    assert base64.b64decode(binary["data_base64"]) == b"\x00\xffbin" and binary["data"] is None
+    # gRPC: `data` is the text's bytes, and the decoded bytes.
+    [text] = grpcapp.wait_for(sent[("grpc-orders", "text/plain")])
+    assert text["data"] == "héllo <text>" and text["datacontenttype"] == "text/plain"
+    [binary] = grpcapp.wait_for(sent[("grpc-orders", "application/octet-stream")])
+    assert base64.b64decode(binary["raw_base64"]) == b"\x00\xffbin"
+    assert binary["datacontenttype"] == "application/octet-stream"
+
+
 def test_a_published_cloudevent_and_odd_metadata_reach_both_apps_as_dapr_sends_them(node):
     web, grpcapp = node.apps["team-a/web"], node.apps["team-a/grpcapp"]
     node.warm_up("team-a", web, "orders", handler="orders")

@@ -28,6 +28,7 @@ Prints "ready" once it listens.
 
 # No `from __future__ import annotations`: dapr.ext.grpc reads the handlers' annotations as classes.
 import asyncio
+import base64
 import json
 import sys
 import threading
@@ -199,7 +200,8 @@ def run_grpc(port: int) -> None:
             "kind": "event", "handler": name, "id": event.id(), "type": event.type(), "source": event.source(),
             "topic": event.topic(), "pubsubname": event.pubsub_name(), "specversion": event.spec_version(),
             "datacontenttype": event.data_content_type(), "data": data,
-            "raw": bytes(event.raw_data() or b"").decode(errors="replace"), "extensions": event.extensions(),
+            "raw": bytes(event.raw_data() or b"").decode(errors="replace"),
+            "raw_base64": base64.b64encode(bytes(event.raw_data() or b"")).decode(), "extensions": event.extensions(),
             "metadata": dict(event.metadata()),
         })
         answer = decide(event.id(), data)
