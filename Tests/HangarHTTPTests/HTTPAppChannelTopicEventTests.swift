@@ -17,6 +17,12 @@ struct HTTPAppChannelTopicEventTests {
             (200, #"{"status":"RETRY"}"#, "retry"), (201, #"{"status":"DROP"}"#, "drop"),
             (200, #"{"status":"LATER"}"#, "retry"), (404, nil, "drop"), (500, #"{"status":"SUCCESS"}"#, "retry"),
             (302, nil, "retry"),
+            // As Go decodes `{Status string `json:"status"`}`: the key in any case, the value exactly; a null or
+            // non-string status, or a body that is not an object, is a success.
+            (200, #"{"Status":"DROP"}"#, "drop"), (200, #"{"STATUS":"RETRY"}"#, "retry"),
+            (200, #"{"status":"drop"}"#, "retry"), (200, #"{"status":"success"}"#, "retry"),
+            (200, #"{"status":null}"#, "success"), (200, #"{"status":2}"#, "success"),
+            (200, #"["DROP"]"#, "success"), (200, #""RETRY""#, "success"),
         ] as [(Int, String?, String)])
     func outcome(status: Int, body: String?, expected: String) {
         let outcome = HTTPAppChannel.outcome(status: status, body: body.map(Self.body))
@@ -42,6 +48,14 @@ struct HTTPAppChannelTopicEventTests {
         #expect(outcomes["4"] == .retry("the app answered RETRY"))
         let unreadable = HTTPAppChannel.bulkOutcomes(status: 200, body: Self.body("nope"), entries: ["1", "2"])
         #expect(unreadable.count == 2 && unreadable.values.allSatisfy { if case .retry = $0 { true } else { false } })
+        // Keys in any case, statuses exactly; a status that is not a string fails Go's decoding: all retry.
+        let cased = #"{"Statuses":[{"EntryID":"1","Status":"DROP"},{"entryId":"2","status":"drop"},null]}"#
+        let read = HTTPAppChannel.bulkOutcomes(status: 200, body: Self.body(cased), entries: ["1", "2"])
+        #expect(read["1"] == .drop("the app answered DROP"))
+        #expect(read["2"] == .retry("the app answered drop"))
+        let typed = #"{"statuses":[{"entryId":"1","status":"SUCCESS"},{"entryId":"2","status":0}]}"#
+        let mistyped = HTTPAppChannel.bulkOutcomes(status: 200, body: Self.body(typed), entries: ["1", "2"])
+        #expect(mistyped.count == 2 && mistyped.values.allSatisfy { if case .retry = $0 { true } else { false } })
         let gone = HTTPAppChannel.bulkOutcomes(status: 404, body: nil, entries: ["1"])
         #expect(gone["1"] == .drop("the app answered 404"))
     }

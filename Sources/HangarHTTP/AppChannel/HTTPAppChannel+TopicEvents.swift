@@ -65,44 +65,71 @@ extension HTTPAppChannel {
         }
     }
 
-    /// What the app's answer to one event means (reference §3.3).
+    /// What the app's answer to one event means (reference §3.3), read as Dapr's Go decoder reads it into
+    /// `{Status string `json:"status"`}`: the key in any case, the value exactly (`"drop"` is an unknown status, a
+    /// retry); a body that is not a JSON object, a `null` status, or one that is not a string (Go's decoding fails)
+    /// is a success.
     static func outcome(status: Int, body: ByteBuffer?) -> DeliveryOutcome {
         if status == 404 { return .drop("the app answered 404") }
         guard (200..<300).contains(status) else { return .retry("the app answered \(status)") }
         guard let body, body.readableBytes > 0,
-            let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any],
-            let answer = object["status"]
+            let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
         else { return .success }
-        switch (answer as? String)?.uppercased() {
-        case "SUCCESS", "": return .success
-        case "DROP": return .drop("the app answered DROP")
-        case "RETRY": return .retry("the app answered RETRY")
-        default: return .retry("the app answered the unknown status \(answer)")
+        switch field("status", of: object) {
+        case nil, ""?, "SUCCESS"?: return .success
+        case "DROP"?: return .drop("the app answered DROP")
+        case "RETRY"?: return .retry("the app answered RETRY")
+        case let answer?: return .retry("the app answered the unknown status \(answer)")
         }
     }
 
-    /// What the app's answer to a bulk delivery means for each entry.
+    /// What the app's answer to a bulk delivery means for each entry (Dapr's `{"statuses": [{"entryId",
+    /// "status"}]}`, keys in any case, statuses exactly): an entry missing or with an empty status is a retry; a 2xx
+    /// whose body Go could not decode (not an object, a status that is not a string) retries every entry; 404
+    /// drops every entry; any other status is a retry of all.
     static func bulkOutcomes(status: Int, body: ByteBuffer?, entries: [String]) -> [String: DeliveryOutcome] {
         func all(_ outcome: DeliveryOutcome) -> [String: DeliveryOutcome] {
             Dictionary(entries.map { ($0, outcome) }, uniquingKeysWith: { first, _ in first })
         }
         if status == 404 { return all(.drop("the app answered 404")) }
         guard (200..<300).contains(status) else { return all(.retry("the app answered \(status)")) }
+        let unreadable = all(.retry("the app's answer is not a bulk response"))
         guard let body,
-            let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any],
-            let statuses = object["statuses"] as? [[String: Any]]
-        else { return all(.retry("the app's answer is not a bulk response")) }
+            let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
+        else { return unreadable }
+        let listed = value("statuses", of: object)
+        if listed == nil || listed is NSNull { return [:] }
+        guard let statuses = listed as? [Any] else { return unreadable }
         var outcomes: [String: DeliveryOutcome] = [:]
-        for entry in statuses {
-            guard let id = entry["entryId"] as? String, let answer = entry["status"] as? String, !answer.isEmpty
-            else { continue }
-            switch answer.uppercased() {
+        for item in statuses {
+            if item is NSNull { continue }
+            guard let entry = item as? [String: Any] else { return unreadable }
+            let id = value("entryId", of: entry)
+            let answer = value("status", of: entry)
+            guard id == nil || id is NSNull || id is String, answer == nil || answer is NSNull || answer is String
+            else { return unreadable }
+            guard let id = id as? String, let answer = answer as? String, !answer.isEmpty else { continue }
+            switch answer {
             case "SUCCESS": outcomes[id] = .success
             case "DROP": outcomes[id] = .drop("the app answered DROP")
             default: outcomes[id] = .retry("the app answered \(answer)")
             }
         }
         return outcomes
+    }
+
+    /// The value of `key` in a decoded JSON object as Go's decoder finds a struct field: the exact key, else one
+    /// that matches it ignoring case.
+    static func value(_ key: String, of object: [String: Any]) -> Any? {
+        if let exact = object[key] { return exact }
+        let lower = key.lowercased()
+        return object.first { $0.key.lowercased() == lower }?.value
+    }
+
+    /// A string field as Go decodes it: nil when absent or `null`, and also when it is not a string, since Go then
+    /// fails the whole decoding, which Dapr reads as a success.
+    private static func field(_ key: String, of object: [String: Any]) -> String? {
+        value(key, of: object) as? String
     }
 
     /// One bulk entry's `event`: the CloudEvent as a JSON object; for a raw payload, the bytes as JSON when they
