@@ -41,6 +41,9 @@ package final class DeliveryLoop {
     package static let retryDelay: Duration = .seconds(1)
     /// Deliveries before a message is dropped or dead-lettered (the default, without a Resiliency policy).
     package static let maxAttempts = 10
+    /// How long an ack waits for others to go with it, and how many go at once at most.
+    static let ackDelay = TimeAmount.microseconds(500)
+    static let ackBatch = 64
 
     let handle: TenantPubSubHandle
     /// The topic as the app names it.
@@ -63,7 +66,7 @@ package final class DeliveryLoop {
     /// What `GetMetadata` lists of a streaming subscription; nil for a push subscription (listed by its source).
     let listing: StreamingSubscriptionListing?
     private var sink: (any DeliverySink)?
-    /// Acks settled in this event-loop turn, sent together at its end (`flushAcks`).
+    /// Acks not sent yet (`flushAcks`).
     private var acks: [PubSubDeliveryID] = []
     /// The tenant whose `maxSubscriptions` this loop counts against, until it stops (or is released).
     private let account: TenantAccount?
@@ -231,13 +234,15 @@ package final class DeliveryLoop {
 
     // MARK: Settling
 
-    /// Acks `delivery` with the others settled in the same event-loop turn: one component call (one job for a
-    /// durable component's writer) for a whole batch of answers rather than one per message.
+    /// Acks `delivery` with the others settled within `ackDelay` (or `ackBatch` of them): one component call (one
+    /// job for a durable component's writer) for a batch of answers rather than one per message. Answers to pushed
+    /// events arrive one call at a time, so a turn alone would rarely hold more than one.
     private func ack(_ delivery: PubSubDelivery) {
         acks.append(delivery.id)
+        if acks.count >= Self.ackBatch { return flushAcks() }
         guard acks.count == 1 else { return }
         let bound = self.bound
-        eventLoop.execute { bound.value.flushAcks() }
+        eventLoop.scheduleTask(in: Self.ackDelay) { bound.value.flushAcks() }
     }
 
     private func flushAcks() {
@@ -297,13 +302,16 @@ package final class DeliveryLoop {
     private func pump() {
         guard started, !stopped, !fetching, !paused, !delivering else { return }
         if handle.pool.isRetired { return end("its component was retired") }
-        if inFlight.count >= window {
+        // Refill in batches: while more than `refillAt` deliveries are out, wait for more answers (each calls
+        // pump) rather than lease one message per answer, which on a durable component is a write per message.
+        let refillAt = window - max(1, window / 4)
+        if inFlight.count > refillAt {
             // Deliveries whose lease ended are the component's to redeliver: their slots are free again.
             let now = NIODeadline.now()
             let before = inFlight.count
             inFlight = inFlight.filter { $0.value.leasedUntil > now }
             series.addInFlight(inFlight.count - before)
-            if inFlight.count >= window {
+            if inFlight.count > refillAt {
                 let first = inFlight.values.map(\.leasedUntil).min() ?? now
                 cancelWait()
                 let bound = self.bound
