@@ -102,12 +102,13 @@ struct SQLiteStateStoreTests {
         let store = try Env.openSQLite(
             path: directory.appendingPathComponent("state.db").path, cleanupInterval: .milliseconds(200))
 
-        try await store.set(StateSetRequest(key: "a", value: Data(), ttl: .seconds(1)), on: loop).get()
+        // A TTL long enough that even a loaded machine checks the usage before the row expires.
+        try await store.set(StateSetRequest(key: "a", value: Data(), ttl: .seconds(3)), on: loop).get()
         try await store.set(StateSetRequest(key: "b", value: Data()), on: loop).get()
         #expect(store.usageByPartition == ["a": 1, "b": 1])
-        // The row expires after 1 s and the cleanup runs every 200 ms; a busy machine may delay it, so wait for it
-        // (up to 10 s) rather than for a fixed time.
-        let deadline = ContinuousClock.now + .seconds(10)
+        // The row expires after 3 s and the cleanup runs every 200 ms; a busy machine may delay it, so wait for it
+        // (up to 15 s) rather than for a fixed time.
+        let deadline = ContinuousClock.now + .seconds(15)
         while store.usageByPartition != ["b": 1], ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(100))
         }
