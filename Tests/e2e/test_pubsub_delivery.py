@@ -65,7 +65,9 @@ class App:
             text = self.record.read_text()
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        # The app may be writing a line as it is read: only lines that end with a newline are complete.
+        complete = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
     def events(self, event_id: str | None = None, handler: str | None = None) -> list[dict]:
         return [
