@@ -30,9 +30,6 @@ public final class Listener: Sendable {
     /// The address the listener is bound to (for a TCP port 0, the port chosen).
     package var localAddress: SocketAddress? { serverChannel.withLock { $0?.localAddress } }
 
-    /// How many connections are open.
-    package var connectionCount: Int { connections.count }
-
     /// Stops accepting, asks every connection to finish its calls, and closes what is still open after `timeout`.
     package func drain(timeout: Duration) async {
         if let channel = serverChannel.withLock({ $0 }) { try? await channel.close() }

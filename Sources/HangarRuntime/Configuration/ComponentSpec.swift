@@ -28,9 +28,6 @@ public struct ComponentSpec: Sendable, Hashable {
         self.source = source
     }
 
-    /// The building block of `type`: the part before the first dot (`state`, `pubsub`, ...).
-    package var buildingBlock: String { String(type.split(separator: ".", maxSplits: 1).first ?? "") }
-
     /// Whether the app may use this component.
     package func isVisible(to app: AppID) -> Bool {
         if let namespace, namespace != app.namespace { return false }

@@ -62,11 +62,6 @@ package struct TenantPubSubHandle: TenantScope {
         return nil
     }
 
-    /// The topic as the app named it, from one of this tenant's physical topics.
-    package func userTopic(_ physical: String) -> String {
-        physical.hasPrefix(prefix) ? String(physical.dropFirst(prefix.count)) : physical
-    }
-
     /// The bytes the tenant's topics retain in this component now (committed messages not yet trimmed): what
     /// `maxPubsubBytes` limits. The tenant is the component's partition (`PubSubPartition`) `<namespace>`: a lookup
     /// of a total the component keeps, not a sum over topics.

@@ -131,9 +131,6 @@ package final class DeliveryLoop {
     /// Deliveries in flight now.
     package var inFlightCount: Int { inFlight.count }
 
-    /// Whether the loop has ended (`stop()`, or its component was retired).
-    package var isStopped: Bool { stopped }
-
     /// Starts delivering (paused if `pause()` came first).
     package func start() {
         guard !stopped, !started else { return }
