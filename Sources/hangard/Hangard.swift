@@ -198,9 +198,13 @@ struct Hangard: AsyncParsableCommand {
             let address = spec.address ?? .unix(path: layout.appChannelSocket(app, spec.protocol))
             return switch spec.protocol {
             case .grpc:
-                GRPCAppChannel(app: app, address: address, maxResponseBytes: maxResponseBytes, logger: logger)
+                GRPCAppChannel(
+                    app: app, address: address, maxResponseBytes: maxResponseBytes, appApiToken: spec.appApiToken,
+                    logger: logger)
             case .http:
-                HTTPAppChannel(app: app, address: address, client: httpClient.client, maxResponseBytes: maxResponseBytes)
+                HTTPAppChannel(
+                    app: app, address: address, client: httpClient.client, maxResponseBytes: maxResponseBytes,
+                    appApiToken: spec.appApiToken)
             }
         }
     }

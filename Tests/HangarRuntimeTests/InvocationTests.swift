@@ -67,12 +67,39 @@ struct InvocationTests {
             ("appChannel: {healthCheck: {threshold: 0}}", "spec.apps[0].appChannel.healthCheck.threshold"),
             ("appChannel: {healthCheck: {path: health}}", "spec.apps[0].appChannel.healthCheck.path"),
             ("appChannel: {port: 1}", "spec.apps[0].appChannel"),
+            ("appChannel: {appApiToken: a, appApiTokenFile: f}", "spec.apps[0].appChannel.appApiTokenFile"),
+            ("appChannel: {appApiToken: ''}", "spec.apps[0].appChannel.appApiToken"),
+            ("appChannel: {appApiTokenFile: missing.token}", "spec.apps[0].appChannel.appApiTokenFile"),
         ])
     func refusesBadAppChannels(line: String, field: String) throws {
         let error = #expect(throws: ConfigurationError.self) {
             try load("  apps:\n    - appId: orders\n      \(line)")
         }
         #expect(error?.field.hasPrefix(field) == true, "\(String(describing: error))")
+    }
+
+    @Test("an app channel's API token is read inline or from a file beside the Tenant, trimmed")
+    func appApiToken() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("hangar-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try "  from-a-file\n".write(toFile: "\(path)/web.token", atomically: true, encoding: .utf8)
+        try """
+        apiVersion: hangar.dev/v1alpha1
+        kind: Tenant
+        metadata:
+          name: team-a
+        spec:
+          apps:
+            - appId: orders
+              appChannel: {appApiToken: inline-token}
+            - appId: web
+              appChannel: {protocol: http, appApiTokenFile: web.token}
+        """.write(toFile: "\(path)/t.yaml", atomically: true, encoding: .utf8)
+        let configuration = try NodeConfiguration.load(
+            tenancyDirectory: path, resourcesDirectory: nil, registry: .node, logger: logger)
+        let apps = try #require(configuration.tenants.first).apps
+        #expect(apps[0].appChannel?.appApiToken == "inline-token")
+        #expect(apps[1].appChannel?.appApiToken == "from-a-file")
     }
 
     @Test("a grant names a valid namespace")

@@ -35,6 +35,9 @@ CALLER_TOKEN = "caller-token-0123456789"
 # The node's --max-request-bytes in these tests: room for a 20 MiB upload, and the cap of a buffered answer.
 NODE_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 OUTSIDER_TOKEN = "outsider-token-0123456789"
+# The APP_API_TOKENs hangard sends to the apps `rawtoken` (inline) and `webtoken` (from a file).
+RAW_APP_TOKEN = "raw-app-token-0123456789"
+WEB_APP_TOKEN = "web-app-token-0123456789"
 
 
 class Callee:
@@ -104,6 +107,10 @@ def tenants(sdk_port: int, raw_port: int, down_port: int, grants: str = "", web_
               appChannel: {{protocol: http}}
             - appId: narrow
               appChannel: {{address: 127.0.0.1:{raw_port}, maxConcurrency: 1}}
+            - appId: rawtoken
+              appChannel: {{address: 127.0.0.1:{raw_port}, appApiToken: {RAW_APP_TOKEN}}}
+            - appId: webtoken
+              appChannel: {{protocol: http, address: 127.0.0.1:{web_port}, appApiTokenFile: webtoken.token}}
             - appId: busy
               apiToken: busy-token-0123456789
               quotas: {{maxConcurrentRequests: 2}}
@@ -123,7 +130,7 @@ def tenants(sdk_port: int, raw_port: int, down_port: int, grants: str = "", web_
             - appId: outsider
               apiToken: {OUTSIDER_TOKEN}
         """)
-    return {"team-a.yaml": team_a, "team-b.yaml": team_b}
+    return {"team-a.yaml": team_a, "team-b.yaml": team_b, "webtoken.token": WEB_APP_TOKEN + "\n"}
 
 
 @pytest.fixture
@@ -200,6 +207,22 @@ def test_verbs_query_strings_and_headers_pass_to_the_callee(node, verb):
     assert got["data"] == "payload"
     assert got["metadata"]["x-custom"] == "yes"
     assert "dapr-api-token" not in got["metadata"]
+
+
+def test_an_apps_api_token_is_sent_on_every_call_into_it_and_the_callers_is_not(node):
+    """Dapr's APP_API_TOKEN: `appChannel.appApiToken` (or `appApiTokenFile`) reaches the app as `dapr-api-token`,
+    in place of anything the caller sent under that name."""
+    daemon = node["daemon"]
+    got = daemon.http("team-a", "caller", "POST", "/v1.0/invoke/rawtoken/method/t", body=b"x",
+                      headers={"dapr-api-token": "from-the-caller"}).json()
+    assert got["metadata"]["dapr-api-token"] == RAW_APP_TOKEN
+    got = daemon.http("team-a", "caller", "POST", "/v1.0/invoke/webtoken/method/t", body=b"x",
+                      headers={"dapr-api-token": "from-the-caller"}).json()
+    assert got["headers"]["dapr-api-token"] == WEB_APP_TOKEN
+    # An app without one gets none (the SDK caller's own token is never forwarded).
+    got = daemon.http("team-a", "caller", "POST", "/v1.0/invoke/raw/method/t", body=b"x").json()
+    assert "dapr-api-token" not in got["metadata"]
+    assert WEB_APP_TOKEN not in daemon.log and RAW_APP_TOKEN not in daemon.log
 
 
 def test_a_callee_error_status_maps_to_dapr_http_status(node):

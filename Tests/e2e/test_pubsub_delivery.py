@@ -26,6 +26,9 @@ from hangar_e2e import Hangard, free_port, short_tempdir
 from tenancy_files import component_yaml, dedent, start_daemon, wait_until, write_atomically
 
 APP = Path(__file__).parent / "apps" / "delivery_app.py"
+# The APP_API_TOKEN hangard sends to team-a's `web` and `grpcapp`.
+WEB_APP_TOKEN = "web-app-token-0123456789"
+GRPC_APP_TOKEN = "grpc-app-token-0123456789"
 # The programmatic list of an app started after hangard is fetched with backoff up to 10 s; leave room for one
 # more attempt and the warm-up publishes.
 SUBSCRIBED_WITHIN = 30.0
@@ -159,9 +162,9 @@ def tenants(grpc_port: int, grpc_late_port: int) -> dict[str, str]:
           apps:
             - appId: pub
             - appId: web
-              appChannel: {{protocol: http, maxConcurrency: 2}}
+              appChannel: {{protocol: http, maxConcurrency: 2, appApiToken: {WEB_APP_TOKEN}}}
             - appId: grpcapp
-              appChannel: {{protocol: grpc, address: "127.0.0.1:{grpc_port}"}}
+              appChannel: {{protocol: grpc, address: "127.0.0.1:{grpc_port}", appApiToken: {GRPC_APP_TOKEN}}}
             - appId: late
               appChannel:
                 protocol: http
@@ -264,7 +267,9 @@ def node() -> Iterator[Node]:
 def test_a_fastapi_app_receives_the_event_another_app_published(node):
     web = node.apps["team-a/web"]
     node.warm_up("team-a", web, "orders", handler="orders")
-    event_id = node.publish("team-a", "orders", {"order": 7, "item": "<tea & cake>"}, metadata={"priority": "high"})
+    # A publisher's `dapr-api-token` metadata must not pass for the runtime's token.
+    event_id = node.publish("team-a", "orders", {"order": 7, "item": "<tea & cake>"},
+                            metadata={"priority": "high", "dapr-api-token": "forged"})
     [event] = web.wait_for(event_id)
     assert event["handler"] == "orders" and event["path"] == "/events/pubsub/orders"
     assert event["data"] == {"order": 7, "item": "<tea & cake>"}
@@ -276,6 +281,7 @@ def test_a_fastapi_app_receives_the_event_another_app_published(node):
     assert headers["content-type"] == "application/cloudevents+json"
     # The broker metadata as headers: pubsubName and the publish's own metadata.
     assert headers["pubsubname"] == "pubsub" and headers["priority"] == "high"
+    assert headers["dapr-api-token"] == WEB_APP_TOKEN
     assert headers["traceparent"] == event["traceparent"]
     # The publisher's trace continues in the event (with a span of its own) and in the delivery's header.
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -291,7 +297,8 @@ def test_a_fastapi_app_receives_the_event_another_app_published(node):
 def test_a_grpc_app_receives_the_event_another_app_published(node):
     grpcapp = node.apps["team-a/grpcapp"]
     node.warm_up("team-a", grpcapp, "grpc-orders", handler="on_orders")
-    event_id = node.publish("team-a", "grpc-orders", {"order": 8}, metadata={"priority": "low"})
+    event_id = node.publish("team-a", "grpc-orders", {"order": 8},
+                            metadata={"priority": "low", "dapr-api-token": "forged"})
     [event] = grpcapp.wait_for(event_id)
     assert event["handler"] == "on_orders" and event["data"] == {"order": 8}
     assert event["source"] == "pub" and event["type"] == "com.dapr.event.sent" and event["specversion"] == "1.0"
@@ -301,6 +308,7 @@ def test_a_grpc_app_receives_the_event_another_app_published(node):
     assert event["extensions"]["traceparent"].startswith("00-")
     # The broker metadata as gRPC metadata, keys lower-cased.
     assert event["metadata"]["pubsubname"] == "pubsub" and event["metadata"]["priority"] == "low"
+    assert event["metadata"]["dapr-api-token"] == GRPC_APP_TOKEN
     [call] = [call for call in grpcapp.calls("OnTopicEvent") if call["ids"] == [event_id]]
     assert call["path"] == "" and call["topic"] == "grpc-orders"
 

@@ -118,12 +118,14 @@ extension GRPCAppChannel {
     }
 
     /// Broker metadata as gRPC metadata (Dapr: keys lower-cased, without `content-type` and `content-length`),
-    /// leaving out what cannot travel as a header (reserved or invalid names, invalid values).
+    /// leaving out what cannot travel as a header (reserved or invalid names, invalid values) and a publisher's
+    /// `dapr-api-token`, which would pass for the runtime's token to the app.
     static func grpcMetadata(_ metadata: [String: String]) -> [(name: String, value: String)] {
         var fields: [(name: String, value: String)] = []
         for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
             let name = key.lowercased()
-            guard name != "content-type", name != "content-length", !name.hasPrefix(":"), !name.hasPrefix("grpc-"),
+            guard name != "content-type", name != "content-length", name != "dapr-api-token", !name.hasPrefix(":"),
+                !name.hasPrefix("grpc-"),
                 GRPCClientConnectionHandler.isValid(name: name, value: value)
             else { continue }
             fields.append((name, value))

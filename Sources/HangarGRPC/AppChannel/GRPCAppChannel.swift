@@ -46,18 +46,27 @@ package final class GRPCAppChannel: AppChannel {
     private let address: AppChannelSpec.Address
     private let connectTimeout: TimeAmount
     private let maxResponseBytes: Int
+    /// Dapr's `APP_API_TOKEN`, sent as `dapr-api-token` on every call (nil: none).
+    private let appApiToken: String?
     private let logger: Logger
     private let state = Mutex(State())
 
     package init(
         app: AppID, address: AppChannelSpec.Address, connectTimeout: TimeAmount = .seconds(3), maxResponseBytes: Int,
-        logger: Logger
+        appApiToken: String? = nil, logger: Logger
     ) {
         self.app = app
         self.address = address
         self.connectTimeout = connectTimeout
         self.maxResponseBytes = maxResponseBytes
+        self.appApiToken = appApiToken
         self.logger = logger
+    }
+
+    /// A call's metadata with the app's API token added when one is configured.
+    private func withToken(_ metadata: [(name: String, value: String)]) -> [(name: String, value: String)] {
+        guard let appApiToken else { return metadata }
+        return metadata + [("dapr-api-token", appApiToken)]
     }
 
     package func invoke(_ invocation: AppInvocation, deadline: NIODeadline, on eventLoop: any EventLoop)
@@ -97,7 +106,7 @@ package final class GRPCAppChannel: AppChannel {
             switch result {
             case .success(let connection):
                 let stream = connection.handler.value.openStream(
-                    path: path, authority: authority, metadata: metadata, deadline: deadline, observer: observer)
+                    path: path, authority: authority, metadata: self.withToken(metadata), deadline: deadline, observer: observer)
                 opened(stream.map { $0 })
             case .failure(let error as AppChannelError):
                 opened(.failure(error))
@@ -192,7 +201,7 @@ package final class GRPCAppChannel: AppChannel {
         return connection(on: eventLoop).flatMap { connection in
             let promise = eventLoop.makePromise(of: GRPCClientResponse.self)
             connection.handler.value.call(
-                path: path, authority: authority, metadata: metadata, message: framed, deadline: deadline,
+                path: path, authority: authority, metadata: self.withToken(metadata), message: framed, deadline: deadline,
                 promise: promise)
             return promise.futureResult
         }

@@ -158,12 +158,14 @@ extension HTTPAppChannel {
     }
 
     /// Broker metadata as request headers, leaving out what cannot travel as one (invalid names or values, and
-    /// the headers the request sets itself).
+    /// the headers the request sets itself) and a publisher's `dapr-api-token`, which would pass for the
+    /// runtime's token to the app.
     static func headers(_ metadata: [String: String]) -> HTTPHeaders {
         var headers = HTTPHeaders()
         for (name, value) in metadata.sorted(by: { $0.key < $1.key }) {
             let lower = name.lowercased()
             guard !name.isEmpty, lower != "content-type", lower != "content-length", lower != "host",
+                lower != "dapr-api-token",
                 !hopByHop.contains(lower),
                 name.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && !"()<>@,;:\\\"/[]?={}".utf8.contains($0) }),
                 value.utf8.allSatisfy({ $0 != 0 && $0 != 0x0A && $0 != 0x0D })

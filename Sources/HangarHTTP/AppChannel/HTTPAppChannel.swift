@@ -13,12 +13,18 @@ package final class HTTPAppChannel: AppChannel {
     private let address: AppChannelSpec.Address
     let client: HTTPClient
     private let maxResponseBytes: Int
+    /// Dapr's `APP_API_TOKEN`, sent as `dapr-api-token` on every request (nil: none).
+    private let appApiToken: String?
 
-    package init(app: AppID, address: AppChannelSpec.Address, client: HTTPClient, maxResponseBytes: Int) {
+    package init(
+        app: AppID, address: AppChannelSpec.Address, client: HTTPClient, maxResponseBytes: Int,
+        appApiToken: String? = nil
+    ) {
         self.app = app
         self.address = address
         self.client = client
         self.maxResponseBytes = maxResponseBytes
+        self.appApiToken = appApiToken
     }
 
     /// Headers of the app's answer that describe the hop, not the answer.
@@ -138,6 +144,7 @@ package final class HTTPAppChannel: AppChannel {
             // AsyncHTTPClient would send the socket path as the Host; apps (h11, Go's net/http) refuse that.
             headers.replaceOrAdd(name: "host", value: "localhost")
         }
+        if let appApiToken { headers.replaceOrAdd(name: "dapr-api-token", value: appApiToken) }
         return try HTTPClient.Request(url: url, method: method, headers: headers, body: body)
     }
 

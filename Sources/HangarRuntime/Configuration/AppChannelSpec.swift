@@ -9,6 +9,7 @@ import Foundation
 ///   address: 127.0.0.1:50051       # HOST:PORT, [IPv6]:PORT or unix:///absolute/path
 ///   maxConcurrency: 32             # calls into the app at once (default: unlimited)
 ///   healthCheck: {path: /healthz, intervalSeconds: 5, timeoutSeconds: 0.5, threshold: 3}
+///   appApiToken: s3cret            # or appApiTokenFile: path (Dapr's APP_API_TOKEN)
 /// ```
 /// Without `address`, the app listens on `app-<appId>-grpc.socket` (or `-http.socket`) in its own socket directory.
 package struct AppChannelSpec: Sendable, Hashable {
@@ -48,18 +49,30 @@ package struct AppChannelSpec: Sendable, Hashable {
     package var healthCheck: HealthCheck?
     /// Calls into the app at once (Dapr's `--app-max-concurrency`); nil for unlimited.
     package var maxConcurrency: Int?
+    /// Dapr's `APP_API_TOKEN`: sent as `dapr-api-token` on every call into the app (invocation, pub/sub delivery,
+    /// health checks, subscription lists), so an app can tell its runtime's calls from anyone else's on its port.
+    /// Nil: none is sent. Never logged.
+    package var appApiToken: String?
 
     package init(
-        protocol: ChannelProtocol, address: Address? = nil, healthCheck: HealthCheck? = nil, maxConcurrency: Int? = nil
+        protocol: ChannelProtocol, address: Address? = nil, healthCheck: HealthCheck? = nil, maxConcurrency: Int? = nil,
+        appApiToken: String? = nil
     ) {
         self.protocol = `protocol`
         self.address = address
         self.healthCheck = healthCheck
         self.maxConcurrency = maxConcurrency
+        self.appApiToken = appApiToken
     }
 
-    init(_ node: YAMLMapping) throws(ConfigurationError) {
-        try node.rejectUnknownKeys(["protocol", "address", "healthCheck", "maxConcurrency"])
+    /// Reads `spec.apps[].appChannel` of the Tenant file at `documentPath` (a relative `appApiTokenFile` is read
+    /// from the Tenant file's directory).
+    init(_ node: YAMLMapping, documentPath: String) throws(ConfigurationError) {
+        try node.rejectUnknownKeys([
+            "protocol", "address", "healthCheck", "maxConcurrency", "appApiToken", "appApiTokenFile",
+        ])
+        appApiToken = try TokenSource.read(
+            node, tokenKey: "appApiToken", fileKey: "appApiTokenFile", documentPath: documentPath)
         let name = try node.string("protocol") ?? "grpc"
         guard let parsed = ChannelProtocol(rawValue: name) else {
             throw node.error("protocol", "must be grpc or http, not '\(name)'")

@@ -206,30 +206,14 @@ public struct TenantSpec: Sendable, Hashable {
                 }
             }
             var app = AppSpec(appId: appId, uids: try ids("uids"), gids: try ids("gids"))
-            app.apiToken = try node.string("apiToken")
-            app.apiTokenFile = try node.string("apiTokenFile")
-            if app.apiToken != nil, app.apiTokenFile != nil {
-                throw node.error("apiTokenFile", "give either apiToken or apiTokenFile, not both")
-            }
-            if let file = app.apiTokenFile {
-                let resolved =
-                    file.hasPrefix("/")
-                    ? file
-                    : ((document.path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(file)
-                guard let contents = try? String(contentsOfFile: resolved, encoding: .utf8) else {
-                    throw node.error("apiTokenFile", "cannot read '\(resolved)'")
-                }
-                app.apiTokenFile = resolved
-                app.apiToken = contents.trimmingCharacters(in: .whitespacesAndNewlines)
-            }
-            if let token = app.apiToken, token.isEmpty {
-                throw node.error(app.apiTokenFile == nil ? "apiToken" : "apiTokenFile", "the token is empty")
-            }
+            app.apiToken = try TokenSource.read(
+                node, tokenKey: "apiToken", fileKey: "apiTokenFile", documentPath: document.path)
+            app.apiTokenFile = try node.string("apiTokenFile").map { TokenSource.resolve($0, documentPath: document.path) }
             app.quotas = try node.mapping("quotas").map { (node) throws(ConfigurationError) in
                 try Quotas(node, app: true)
             }
             app.appChannel = try node.mapping("appChannel").map { (node) throws(ConfigurationError) in
-                try AppChannelSpec(node)
+                try AppChannelSpec(node, documentPath: document.path)
             }
             app.config = try node.string("config")
             if let config = app.config, let problem = Names.dns1123Problem(config) {
