@@ -13,8 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,9 +21,9 @@ from typing import Iterator
 import pytest
 
 from hangar_e2e import Hangard, free_port, short_tempdir
+from pubsub_fixtures import AppProcess, subscription
 from tenancy_files import component_yaml, dedent, start_daemon, wait_until, write_atomically
 
-APP = Path(__file__).parent / "apps" / "delivery_app.py"
 # The APP_API_TOKEN hangard sends to team-a's `web` and `grpcapp`.
 WEB_APP_TOKEN = "web-app-token-0123456789"
 GRPC_APP_TOKEN = "grpc-app-token-0123456789"
@@ -36,32 +34,12 @@ SUBSCRIBED_WITHIN = 30.0
 TEN_ATTEMPTS_WITHIN = 40.0
 
 
-class App:
+class App(AppProcess):
     """A delivery_app.py process and the events it recorded."""
 
     def __init__(self, kind: str, where: str, record: Path):
+        super().__init__("delivery_app.py", kind, where, str(record), socket=where if kind == "fastapi" else None)
         self.kind, self.where, self.record = kind, where, record
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> "App":
-        self.process = subprocess.Popen(
-            [sys.executable, str(APP), self.kind, self.where, str(self.record)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        assert self.process.stdout is not None
-        seen = []
-        for line in self.process.stdout:
-            if line.strip() == "ready":
-                return self
-            seen.append(line)
-        raise AssertionError(f"the app did not start: {''.join(seen)}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        if self.kind == "fastapi":
-            Path(self.where).unlink(missing_ok=True)
 
     def lines(self) -> list[dict]:
         try:
@@ -88,15 +66,6 @@ class App:
         """The app's deliveries of `event_id` once there are at least `count`."""
         wait_until(lambda: len(self.events(event_id, handler)) >= count, timeout=timeout, interval=0.05)
         return self.events(event_id, handler)
-
-
-def subscription(name: str, topic: str, *, namespace: str, scopes: list[str], spec: str,
-                 version: str = "v2alpha1") -> str:
-    lines = [f"apiVersion: dapr.io/{version}", "kind: Subscription", "metadata:", f"  name: {name}",
-             f"  namespace: {namespace}", "spec:", "  pubsubname: pubsub", f"  topic: {topic}"]
-    lines += ["  " + line for line in dedent(spec).splitlines()]
-    lines.append(f"scopes: [{', '.join(scopes)}]")
-    return "\n".join(lines) + "\n"
 
 
 RESOURCES = {

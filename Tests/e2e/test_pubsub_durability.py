@@ -11,8 +11,6 @@ import queue
 import threading
 import time
 
-import pytest
-
 from tenancy_files import STORE, component_yaml, tenant_yaml
 
 PUBSUB = "pubsub"

@@ -6,7 +6,6 @@ namespace-owned component is invisible to the others). After each hostile case t
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -15,6 +14,7 @@ import grpc
 import pytest
 
 from hangar_e2e import grpc_error_info, unique
+from pubsub_fixtures import Receiver
 from tenancy_files import STORE, component_yaml, start_daemon, tenant_yaml
 
 PUBSUB = "pubsub"
@@ -29,43 +29,6 @@ def still_serves(daemon, ns: str = "team-a", app: str = "orders") -> None:
     key = unique("alive")
     client.save_state(STORE, key, b"yes")
     assert client.get_state(STORE, key).data == b"yes"
-
-
-class Receiver:
-    """Reads a `client.subscribe` subscription on a thread into a queue, answering SUCCESS unless `answer` is
-    False."""
-
-    def __init__(self, subscription, answer: bool = True):
-        self.subscription = subscription
-        self.answer = answer
-        self.messages: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                message = self.subscription.next_message()
-            except Exception:
-                return
-            if message is None or not message.id():
-                continue
-            self.messages.put(message)
-            if self.answer:
-                try:
-                    self.subscription.respond_success(message)
-                except Exception:
-                    return
-
-    def next(self, timeout: float = WAIT):
-        return self.messages.get(timeout=timeout)
-
-    def texts(self, count: int) -> list[str]:
-        return [self.next().raw_data().decode() for _ in range(count)]
-
-    def close(self) -> None:
-        self.subscription.close()
-        self.thread.join(timeout=10)
 
 
 def http_publish(daemon, ns: str, app: str, topic: str, body: bytes, content_type: str, pubsub: str = PUBSUB):

@@ -14,41 +14,11 @@ import grpc
 import pytest
 
 from hangar_e2e import unique
+from pubsub_fixtures import Receiver
 from tenancy_files import STORE, component_yaml, start_daemon, tenant_yaml
 
 PUBSUB = "pubsub"
 WAIT = 20  # seconds a test waits for an event that must come (a bound against hangs, not a timing assertion)
-
-
-class Receiver:
-    """Reads a `client.subscribe` subscription on a thread into a queue, answering SUCCESS unless told otherwise
-    (`answer=False` leaves events unanswered)."""
-
-    def __init__(self, subscription, answer: bool = True):
-        self.subscription = subscription
-        self.answer = answer
-        self.messages: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            try:
-                message = self.subscription.next_message()
-            except Exception:
-                return
-            if message is None or not message.id():
-                continue
-            self.messages.put(message)
-            if self.answer:
-                self.subscription.respond_success(message)
-
-    def next(self, timeout: float = WAIT):
-        return self.messages.get(timeout=timeout)
-
-    def close(self) -> None:
-        self.subscription.close()
-        self.thread.join(timeout=10)
 
 
 def payloads(receiver: Receiver, count: int) -> list[bytes]:

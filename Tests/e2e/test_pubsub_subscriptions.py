@@ -8,59 +8,23 @@ Delivery is not checked here; test_pubsub_subscribe.py and the delivery tests do
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from hangar_e2e import free_port
+from pubsub_fixtures import AppProcess, subscription
 from tenancy_files import component_yaml, dedent, start_daemon, wait_until, write_atomically
 
-SUBSCRIBER = Path(__file__).parent / "apps" / "subscriber.py"
 # A fetch retried with backoff reaches its 10 s cap; leave room for one attempt after it.
 FETCHED_WITHIN = 30.0
 
 
-class Subscriber:
+class Subscriber(AppProcess):
     """A subscriber app process: subscriber.py `fastapi PATH` or `grpc PORT [VARIANT]`."""
 
     def __init__(self, *args: str):
-        self.args = args
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> "Subscriber":
-        self.process = subprocess.Popen(
-            [sys.executable, str(SUBSCRIBER), *self.args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert self.process.stdout is not None
-        seen = []
-        for line in self.process.stdout:
-            if line.strip() == "ready":
-                return self
-            seen.append(line)
-        raise AssertionError(f"the subscriber did not start: {''.join(seen)}")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        if self.args[0] == "fastapi":
-            Path(self.args[1]).unlink(missing_ok=True)
-
-
-def subscription(name: str, topic: str, *, version: str = "v2alpha1", namespace: str | None = None,
-                 scopes: list[str] | None = None, spec: str = "") -> str:
-    lines = [f"apiVersion: dapr.io/{version}", "kind: Subscription", "metadata:", f"  name: {name}"]
-    if namespace:
-        lines.append(f"  namespace: {namespace}")
-    lines += ["spec:", "  pubsubname: pubsub", f"  topic: {topic}"]
-    lines += ["  " + line for line in dedent(spec).splitlines()]
-    if scopes:
-        lines.append(f"scopes: [{', '.join(scopes)}]")
-    return "\n".join(lines) + "\n"
+        super().__init__("subscriber.py", *args, socket=args[1] if args[0] == "fastapi" else None)
 
 
 RESOURCES = {
