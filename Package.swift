@@ -70,6 +70,12 @@ let package = Package(
             ] + nioAndLogging,
             swiftSettings: strict
         ),
+        // Redis: the RESP2/RESP3 protocol on SwiftNIO (there is no Swift Redis client among the packages here).
+        .target(
+            name: "HangarRedis",
+            dependencies: nioAndLogging,
+            swiftSettings: strict
+        ),
         // The socket layer: listeners (Unix, TCP, inherited), their connections and draining, peer credentials, and a
         // gatekeeper hook in front of each connection. Knows nothing of tenants, gRPC or HTTP.
         .target(
@@ -169,6 +175,11 @@ let package = Package(
         .testTarget(
             name: "HangarTransportTests",
             dependencies: ["HangarTransport", .product(name: "NIOEmbedded", package: "swift-nio")] + nioAndLogging,
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "HangarRedisTests",
+            dependencies: ["HangarRedis", .product(name: "NIOEmbedded", package: "swift-nio")] + nioAndLogging,
             swiftSettings: strict
         ),
         .testTarget(
