@@ -40,6 +40,7 @@ FRESH_MACHINE_LACKS=(
     protobuf-compiler libprotoc32 libprotobuf32
     libprotobuf-dev libprotobuf-lite32 libprotoc-dev
     nghttp2-client libev4 libjemalloc2
+    redis-server redis-tools liblzf1
 )
 
 log() { echo "check-fresh-machine: $*" >&2; }

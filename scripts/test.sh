@@ -8,7 +8,7 @@
 # Runnable from any working directory, on a fresh Debian machine (as root, or with sudo) and again
 # quickly on one where it already ran. Stages:
 #   1. system packages: libsystemd-dev and pkg-config (hangard links libsystemd), zlib1g-dev (AsyncHTTPClient
-#      links zlib), protoc (protobuf-compiler),
+#      links zlib), protoc (protobuf-compiler), redis-server (real servers for the Redis client's tests),
 #      setpriv (util-linux), systemd-analyze and systemd-socket-activate (systemd) and, if python3 cannot create a
 #      venv, python3-venv; `apt-get update` runs once, and only when something is missing. (protoc's well-known
 #      types come from swift-protobuf's source, scripts/lib/swift-protobuf-source.sh, not from libprotobuf-dev.)
@@ -75,6 +75,8 @@ command -v git >/dev/null || apt_install git ca-certificates
 command -v protoc >/dev/null || apt_install protobuf-compiler
 # h2load (nghttp2's load generator) drives the gRPC server in the interoperability tests (test_interop_h2load.py).
 command -v h2load >/dev/null || apt_install nghttp2-client
+# redis-server: the Redis client's tests (Tests/HangarRedisTests) start real servers on loopback.
+command -v redis-server >/dev/null || apt_install redis-server
 # setpriv (util-linux) runs e2e clients under other uids, for the peer-credential and permission tests.
 command -v setpriv >/dev/null || apt_install util-linux
 # systemd-analyze checks the units in daemonset/systemd (test_deploy_systemd.py, which also uses systemd's

@@ -1,0 +1,128 @@
+package import NIOCore
+import NIOPosix
+
+/// One connection to a Redis server, set up and logged in, on which any number of commands may be in flight at
+/// once (pipelining: each is written as it comes; replies come back in order). Commands that block the server side
+/// of the connection (`XREADGROUP BLOCK`, `BLPOP`) and transactions belong on a connection of their own: a command
+/// waits behind everything sent before it.
+///
+/// Set-up is one round trip where the server allows: `HELLO 3` with `AUTH` and `SETNAME`, which also switches the
+/// connection to RESP3. A server without HELLO (before 6.0) or without RESP3 gets `AUTH` and `CLIENT SETNAME`
+/// instead, in RESP2; `SELECT` follows when a database other than 0 is configured.
+package final class RedisConnection: Sendable {
+    package let channel: any Channel
+    /// 3 after a successful `HELLO 3`, else 2.
+    package let protocolVersion: Int
+
+    private init(channel: any Channel, protocolVersion: Int) {
+        self.channel = channel
+        self.protocolVersion = protocolVersion
+    }
+
+    /// Connects to `configuration.address` on `eventLoop` and logs in. Push frames (RESP3 pub/sub messages,
+    /// client-side caching invalidations) go to `onPush`, on the event loop.
+    package static func connect(
+        _ configuration: RedisConfiguration, on eventLoop: any EventLoop,
+        onPush: @escaping @Sendable (RESPValue) -> Void = { _ in }
+    ) -> EventLoopFuture<RedisConnection> {
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(configuration.connectTimeout)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(RESPDecoder(limits: configuration.limits)),
+                        RedisCommandHandler(onPush: onPush),
+                    ])
+                }
+            }
+        let connected: EventLoopFuture<any Channel>
+        switch configuration.address {
+        case .tcp(let host, let port):
+            connected = bootstrap.channelOption(.socketOption(.tcp_nodelay), value: 1).connect(host: host, port: port)
+        case .unix(let path):
+            connected = bootstrap.connect(unixDomainSocketPath: path)
+        }
+        let deadline = NIODeadline.now() + configuration.connectTimeout
+        return connected.flatMapErrorThrowing { error in
+            throw RedisError.connectionClosed("cannot connect to \(configuration.address): \(error)")
+        }.flatMap { channel in
+            handshake(channel, configuration, deadline: deadline).flatMapError { error in
+                channel.close(promise: nil)
+                return eventLoop.makeFailedFuture(error)
+            }
+        }
+    }
+
+    /// HELLO 3 (with AUTH and SETNAME), else the RESP2 commands; then SELECT.
+    private static func handshake(
+        _ channel: any Channel, _ configuration: RedisConfiguration, deadline: NIODeadline
+    ) -> EventLoopFuture<RedisConnection> {
+        var hello: [RESPArgument] = ["HELLO", "3"]
+        if let password = configuration.password {
+            hello += ["AUTH", .string(configuration.username ?? "default"), .string(password)]
+        }
+        if let name = configuration.clientName { hello += ["SETNAME", .string(name)] }
+        let resp3 = RedisConnection(channel: channel, protocolVersion: 3)
+        let resp2 = RedisConnection(channel: channel, protocolVersion: 2)
+        return resp3.send(hello, deadline: deadline).map { _ in resp3 }.flatMapError { error in
+            // A server without HELLO says "unknown command"; one without RESP3 says NOPROTO. Anything else
+            // (wrong password, no such user) is the answer.
+            guard case RedisError.server(let message) = error,
+                message.hasPrefix("NOPROTO") || message.lowercased().contains("unknown command")
+            else { return channel.eventLoop.makeFailedFuture(Self.handshakeError(error)) }
+            return resp2.loginRESP2(configuration, deadline: deadline).map { resp2 }
+        }.flatMap { connection in
+            guard configuration.database != 0 else { return channel.eventLoop.makeSucceededFuture(connection) }
+            return connection.send(["SELECT", .integer(Int64(configuration.database))], deadline: deadline)
+                .map { _ in connection }
+                .flatMapErrorThrowing { throw Self.handshakeError($0) }
+        }
+    }
+
+    /// AUTH and CLIENT SETNAME on a RESP2 connection.
+    private func loginRESP2(_ configuration: RedisConfiguration, deadline: NIODeadline) -> EventLoopFuture<Void> {
+        var steps: [[RESPArgument]] = []
+        if let password = configuration.password {
+            steps.append(
+                configuration.username.map { ["AUTH", .string($0), .string(password)] } ?? ["AUTH", .string(password)])
+        }
+        if let name = configuration.clientName { steps.append(["CLIENT", "SETNAME", .string(name)]) }
+        let futures = steps.map { send($0, deadline: deadline).map { _ in } }
+        return EventLoopFuture.andAllSucceed(futures, on: channel.eventLoop).flatMapErrorThrowing {
+            throw Self.handshakeError($0)
+        }
+    }
+
+    private static func handshakeError(_ error: any Error) -> RedisError {
+        switch error {
+        case RedisError.server(let message): .handshake(message)
+        case let error as RedisError: error
+        default: .connectionClosed("\(error)")
+        }
+    }
+
+    /// Sends one command; its reply, or `RedisError.server` for an error reply. A command without a reply by
+    /// `deadline` closes the connection (`RedisError.deadlineExceeded` for it and every command behind it).
+    package func send(_ arguments: [RESPArgument], deadline: NIODeadline) -> EventLoopFuture<RESPValue> {
+        var bytes = channel.allocator.buffer(capacity: 64)
+        RESPEncoder.writeCommand(arguments, into: &bytes)
+        let promise = channel.eventLoop.makePromise(of: RESPValue.self)
+        let channel = self.channel
+        let timeout = channel.eventLoop.scheduleTask(deadline: deadline) {
+            channel.pipeline.fireErrorCaught(RedisError.deadlineExceeded)
+        }
+        promise.futureResult.whenComplete { _ in timeout.cancel() }
+        channel.writeAndFlush(RedisCommandHandler.Command(bytes: bytes, promise: promise)).whenFailure { error in
+            promise.fail(error as? RedisError ?? .connectionClosed("\(error)"))
+        }
+        return promise.futureResult
+    }
+
+    /// Whether the connection is still open.
+    package var isActive: Bool { channel.isActive }
+
+    /// Closes the connection; commands still waiting fail.
+    package func close() -> EventLoopFuture<Void> {
+        channel.close().recover { _ in }
+    }
+}

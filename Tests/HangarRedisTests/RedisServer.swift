@@ -1,0 +1,84 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
+@testable import HangarRedis
+
+/// A real `redis-server` (Debian's `redis-server`, which scripts/test.sh installs) on a free loopback port and a
+/// Unix socket in a temporary directory, with persistence off; stopped and removed by `stop()`.
+final class RedisServer: @unchecked Sendable {
+    let port: Int
+    let directory: URL
+    let pid: pid_t
+    var socketPath: String { directory.appendingPathComponent("redis.sock").path }
+
+    /// Starts one with `arguments` added to its command line (`--requirepass`, `--rename-command`, ...).
+    init(_ arguments: [String] = []) throws {
+        let port = try Self.freePort()
+        self.port = port
+        guard
+            let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
+        else {
+            throw TestFailure("redis-server is not installed (apt-get install redis-server; scripts/test.sh does it)")
+        }
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("hangar-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let arguments =
+            [
+                binary, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", directory.path, "--unixsocket", directory.appendingPathComponent("redis.sock").path,
+                "--unixsocketperm", "700", "--daemonize", "no",
+                "--logfile", directory.appendingPathComponent("redis.log").path,
+            ] + arguments
+        // posix_spawn and waitpid, not Foundation's Process: its waitUntilExit spins a run loop that a test's thread
+        // does not run, and it reaps children on a thread of its own.
+        var pid: pid_t = 0
+        var argv = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        let status = posix_spawn(&pid, binary, nil, nil, &argv, environ)
+        guard status == 0 else { throw TestFailure("cannot start redis-server: \(String(cString: strerror(status)))") }
+        self.pid = pid
+        // Ready once its socket file exists and a connection is accepted.
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if FileManager.default.fileExists(atPath: socketPath), Self.accepts(port: port) { return }
+            guard waitpid(pid, nil, WNOHANG) == 0 else { break }
+            usleep(20_000)
+        }
+        let log = (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
+        stop()
+        throw TestFailure("redis-server did not start: \(log)")
+    }
+
+    var address: RedisConfiguration.Address { .tcp(host: "127.0.0.1", port: port) }
+
+    /// Stops the server and reaps it. SIGKILL: nothing is persisted, and a process spawned from a test's thread
+    /// may have SIGTERM blocked.
+    func stop() {
+        if kill(pid, SIGKILL) == 0 { waitpid(pid, nil, 0) }
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    static func freePort() throws -> Int {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let channel = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
+        defer { try? channel.close().wait() }
+        return channel.localAddress!.port!
+    }
+
+    static func accepts(port: Int) -> Bool {
+        guard
+            let channel = try? ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.milliseconds(200)).connect(host: "127.0.0.1", port: port).wait()
+        else { return false }
+        try? channel.close().wait()
+        return true
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
