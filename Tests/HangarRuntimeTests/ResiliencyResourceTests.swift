@@ -108,7 +108,8 @@ struct ResiliencyResourceTests {
         #expect(bare.interval == .zero)
         #expect(bare.timeout == .seconds(60))
         #expect(bare.trip.expression == "consecutiveFailures > 5")
-        #expect(resource.apps["billing"] == ResiliencyPolicyNames(timeout: "general", retry: "plain", circuitBreaker: "cb"))
+        #expect(
+            resource.apps["billing"] == ResiliencyPolicyNames(timeout: "general", retry: "plain", circuitBreaker: "cb"))
         #expect(resource.actors["cart"] == ResiliencyPolicyNames(retry: "plain", circuitBreaker: "cb"))
         #expect(
             resource.components["pubsub"]
@@ -116,13 +117,18 @@ struct ResiliencyResourceTests {
                     inbound: ResiliencyPolicyNames(timeout: "quick", retry: "pubsubRetry"),
                     outbound: ResiliencyPolicyNames(retry: "backoff")))
         #expect(
-            resource.notApplied == ["targets.apps.billing", "targets.actors.cart", "targets.components.pubsub.outbound"])
+            resource.notApplied == [
+                "targets.apps.billing", "targets.actors.cart", "targets.components.pubsub.outbound",
+            ])
     }
 
     @Test(
         "an invalid resource is kept with its error, applies to nothing, and does not reject the configuration",
         arguments: [
-            ("  policies: {retries: {r: {policy: linear}}}", "spec.policies.retries.r.policy", "constant or exponential"),
+            (
+                "  policies: {retries: {r: {policy: linear}}}", "spec.policies.retries.r.policy",
+                "constant or exponential"
+            ),
             ("  policies: {retries: {r: {duration: 5 seconds}}}", "spec.policies.retries.r.duration", "not a duration"),
             ("  policies: {retries: {r: {duration: -1s}}}", "spec.policies.retries.r.duration", "negative"),
             ("  policies: {retries: {r: {maxRetries: -2}}}", "spec.policies.retries.r.maxRetries", "-1"),
@@ -141,15 +147,27 @@ struct ResiliencyResourceTests {
                 "spec.policies.retries.r.matching.gRPCStatusCodes", "more than one"
             ),
             ("  policies: {timeouts: {t: soon}}", "spec.policies.timeouts.t", "not a duration"),
-            ("  policies: {circuitBreakers: {c: {trip: failures > 1}}}", "spec.policies.circuitBreakers.c.trip", "unknown identifier"),
-            ("  policies: {circuitBreakers: {c: {maxRequests: -1}}}", "spec.policies.circuitBreakers.c.maxRequests", "negative"),
-            ("  targets: {components: {pubsub: {inbound: {retry: missing}}}}", "spec.targets.components.pubsub.inbound.retry", "does not declare"),
+            (
+                "  policies: {circuitBreakers: {c: {trip: failures > 1}}}", "spec.policies.circuitBreakers.c.trip",
+                "unknown identifier"
+            ),
+            (
+                "  policies: {circuitBreakers: {c: {maxRequests: -1}}}", "spec.policies.circuitBreakers.c.maxRequests",
+                "negative"
+            ),
+            (
+                "  targets: {components: {pubsub: {inbound: {retry: missing}}}}",
+                "spec.targets.components.pubsub.inbound.retry", "does not declare"
+            ),
             ("  targets: {apps: {a: {timeout: missing}}}", "spec.targets.apps.a.timeout", "does not declare"),
             (
                 "  policies: {circuitBreakers: {c: {}}}\n  targets: {actors: {cart: {circuitBreaker: c}}}",
                 "spec.targets.actors.cart.circuitBreakerScope", "is required"
             ),
-            ("  targets: {components: {pubsub: {sideways: {}}}}", "spec.targets.components.pubsub.sideways", "unknown field"),
+            (
+                "  targets: {components: {pubsub: {sideways: {}}}}", "spec.targets.components.pubsub.sideways",
+                "unknown field"
+            ),
             ("  policy: {}", "spec.policy", "unknown field"),
         ])
     func invalid(spec: String, field: String, message: String) throws {
@@ -310,7 +328,8 @@ struct DeliveryPolicyTests {
     @Test("constant: maxRetries 2 allows 3 attempts, each retry after `duration`")
     func constant() {
         let policy = DeliveryPolicy(
-            InboundPolicy(retry: RetryPolicy(duration: .milliseconds(200), maxRetries: 2)), builtInRetryDelay: .seconds(1))
+            InboundPolicy(retry: RetryPolicy(duration: .milliseconds(200), maxRetries: 2)),
+            builtInRetryDelay: .seconds(1))
         #expect(policy.afterFailure(attempt: 1, code: nil) == .retry(after: .milliseconds(200)))
         #expect(policy.afterFailure(attempt: 2, code: nil) == .retry(after: .milliseconds(200)))
         #expect(policy.afterFailure(attempt: 3, code: nil) != .retry(after: .milliseconds(200)))
@@ -364,7 +383,8 @@ struct DeliveryPolicyTests {
         let retry = RetryPolicy(
             duration: .seconds(1), maxRetries: 5,
             matching: RetryMatching(httpStatusCodes: [429...429, 500...599], grpcStatusCodes: [14...14]))
-        let policy = DeliveryPolicy(InboundPolicy(retry: retry, origin: ["retry r (*/res)"]), builtInRetryDelay: .seconds(1))
+        let policy = DeliveryPolicy(
+            InboundPolicy(retry: retry, origin: ["retry r (*/res)"]), builtInRetryDelay: .seconds(1))
         #expect(policy.afterFailure(attempt: 1, code: .http(503)) == .retry(after: .seconds(1)))
         #expect(policy.afterFailure(attempt: 1, code: .http(429)) == .retry(after: .seconds(1)))
         #expect(policy.afterFailure(attempt: 1, code: .grpc(14)) == .retry(after: .seconds(1)))
@@ -389,7 +409,8 @@ struct DeliveryPolicyTests {
         let breaker = try CircuitBreakerPolicy()
         let policy = DeliveryPolicy(
             InboundPolicy(
-                timeout: .seconds(3), circuitBreaker: breaker, origin: ["timeout t (*/res)", "circuitBreaker c (*/res)"]),
+                timeout: .seconds(3), circuitBreaker: breaker,
+                origin: ["timeout t (*/res)", "circuitBreaker c (*/res)"]),
             builtInRetryDelay: .milliseconds(20))
         #expect(policy.timeout == .seconds(3))
         #expect(policy.retry == DeliveryPolicy.builtIn(retryDelay: .milliseconds(20)).retry)

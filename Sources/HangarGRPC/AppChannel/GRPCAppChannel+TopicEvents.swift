@@ -33,7 +33,9 @@ extension GRPCAppChannel {
                 return .discard("the app has no handler for it (UNIMPLEMENTED \(message))")
             }
             // The code goes to the retry policy's `matching` (Dapr's `CodeError`).
-            if case AppChannelError.status(let code, _) = error { return .failed("\(error)", code: .grpc(code.rawValue)) }
+            if case AppChannelError.status(let code, _) = error {
+                return .failed("\(error)", code: .grpc(code.rawValue))
+            }
             throw error
         }
     }

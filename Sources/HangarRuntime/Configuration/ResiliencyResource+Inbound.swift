@@ -1,5 +1,6 @@
 /// The policies that govern what a component delivers to an app (its `inbound` side): for Hangar, pub/sub delivery.
-/// Each part is nil when no Resiliency gives one; the delivery loop then keeps its built-in rule for that part.
+/// Each part is nil when no Resiliency gives one; the delivery loop then keeps its built-in rule for that part. The
+/// circuit breaker is resolved but not applied yet (`ResiliencyResource.notApplied` says so).
 package struct InboundPolicy: Sendable, Hashable {
     package var retry: RetryPolicy?
     package var timeout: Duration?

@@ -175,7 +175,8 @@ package struct ResiliencyResource: Sendable, Hashable, NamedResource {
             return nil
         }
         guard let duration = ResiliencyDuration.parse(text) else {
-            throw node.error(key, "'\(text)' is not a duration (such as 500ms, 5s, 1m30s; a plain number is milliseconds)")
+            throw node.error(
+                key, "'\(text)' is not a duration (such as 500ms, 5s, 1m30s; a plain number is milliseconds)")
         }
         guard duration >= .zero else { throw node.error(key, "must not be negative") }
         return duration

@@ -126,7 +126,9 @@ package struct RetryMatching: Sendable, Hashable {
 
     /// Parses Dapr's pattern list (`"429,500-599"`: codes and inclusive ranges, comma-separated, empty items
     /// ignored); an empty string is no list. Throws a message naming the bad pattern.
-    static func patterns(_ text: String, within valid: ClosedRange<Int>) throws(RetryMatchingError) -> [ClosedRange<Int>]? {
+    static func patterns(_ text: String, within valid: ClosedRange<Int>) throws(RetryMatchingError) -> [ClosedRange<
+        Int
+    >]? {
         guard !text.isEmpty else { return nil }
         var ranges: [ClosedRange<Int>] = []
         for pattern in text.split(separator: ",", omittingEmptySubsequences: true) {
@@ -139,7 +141,9 @@ package struct RetryMatching: Sendable, Hashable {
                 throw RetryMatchingError(
                     "invalid pattern \(pattern): codes must be within \(valid.lowerBound)-\(valid.upperBound)")
             }
-            guard start <= end else { throw RetryMatchingError("invalid pattern \(pattern): the start is after the end") }
+            guard start <= end else {
+                throw RetryMatchingError("invalid pattern \(pattern): the start is after the end")
+            }
             ranges.append(start...end)
         }
         return ranges

@@ -402,7 +402,8 @@ package final class DeliveryLoop {
         deliverable.reserveCapacity(batch.deliveries.count)
         for delivery in batch.deliveries {
             if !policy.allowsDelivery(attempt: delivery.attempt) {
-                deadLetterOrDrop(delivery, reason: "was not processed after \(delivery.attempt - 1) attempts (\(policy.origin))")
+                deadLetterOrDrop(
+                    delivery, reason: "was not processed after \(delivery.attempt - 1) attempts (\(policy.origin))")
                 continue
             }
             if delivery.attempt > 1 { series.recordRedelivery() }

@@ -54,7 +54,8 @@ package struct DeliveryPolicy: Sendable, Hashable {
         -> Decision
     {
         guard retry.matching.retries(code) else {
-            return .giveUp("failed with \(code.map { "\($0)" } ?? ""), which its retry policy does not retry (\(origin))")
+            return .giveUp(
+                "failed with \(code.map { "\($0)" } ?? ""), which its retry policy does not retry (\(origin))")
         }
         guard let delay = retry.delay(beforeRetry: max(1, attempt), random: random) else {
             return .giveUp("was not processed after \(attempt) attempts (\(origin))")

@@ -194,7 +194,8 @@ struct RouteMatchParser {
                 }
                 return .call(function, try arguments(of: name, count: 1))
             }
-            let bound = variables.isEmpty ? "'event' is" : variables.sorted().map { "'\($0)'" }.joined(separator: ", ") + " are"
+            let bound =
+                variables.isEmpty ? "'event' is" : variables.sorted().map { "'\($0)'" }.joined(separator: ", ") + " are"
             throw RouteMatchProblem("unknown identifier '\(name)': only \(bound) bound")
         case .symbol("["):
             throw RouteMatchProblem("list literals are not supported")
