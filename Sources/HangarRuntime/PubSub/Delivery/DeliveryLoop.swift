@@ -43,10 +43,6 @@ package final class DeliveryLoop {
     package static let retryDelay: Duration = .seconds(1)
     /// Deliveries before a message is dropped or dead-lettered (the default, without a Resiliency policy).
     package static let maxAttempts = 10
-    /// How much longer than its deadline a delivery's message stays leased, when there is a deadline.
-    let leaseMargin: Duration
-    /// The sink's deadline for each delivery when the policy sets none (push: 60 s); nil: none (streaming).
-    let defaultTimeout: Duration?
     /// How long an ack waits for others to go with it, and how many go at once at most.
     static let ackDelay = TimeAmount.microseconds(500)
     static let ackBatch = 64
@@ -62,10 +58,14 @@ package final class DeliveryLoop {
     let window: Int
     /// The most messages handed to the sink in one `deliver` (a bulk subscription's `maxMessagesCount`).
     let batchLimit: Int
+    /// How much longer than its deadline a delivery's message stays leased, when there is a deadline.
+    let leaseMargin: Duration
+    /// The sink's deadline for each delivery when the policy sets none (push: 60 s); nil: none (streaming).
+    let defaultTimeout: Duration?
     /// The built-in rule's wait after a RETRY (`retryDelay` but in tests), and the wait of a message given back for
     /// another reason than its failure (a dead-letter publish refused, a key in flight twice).
     let retryAfter: Duration
-    /// Retries, timeout and circuit breaker: the component's inbound Resiliency policy, else the built-in rule.
+    /// Retries and the delivery deadline: the component's inbound Resiliency policy, else the built-in rule.
     /// Resolved at `start()` and on every configuration reload (`refreshPolicy()`).
     package private(set) var policy: DeliveryPolicy
     private let api: PubSubAPI
