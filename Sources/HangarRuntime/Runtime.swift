@@ -67,6 +67,29 @@ package final class Runtime: Sendable {
         self.metrics = metrics
         self.logger = logger
         reportConfigurations(since: [])
+        reportResiliencies(since: [])
+    }
+
+    /// Logs each Resiliency resource that became invalid (it applies to nothing), and what a new or changed valid
+    /// one declares that is not applied yet, once per change.
+    private func reportResiliencies(since previous: [ResiliencyResource]) {
+        let before = Set(previous)
+        for resource in registry.configuration.resiliencies where !before.contains(resource) {
+            if let error = resource.error {
+                logger.error(
+                    "Resiliency resource invalid; it applies to nothing",
+                    metadata: [
+                        "resiliency": "\(resource.key)", "config.path": "\(resource.source)", "error": "\(error)",
+                    ])
+            } else if !resource.notApplied.isEmpty {
+                logger.warning(
+                    "Resiliency resource: only pub/sub delivery (components' inbound policies) is applied yet; ignored",
+                    metadata: [
+                        "resiliency": "\(resource.key)", "config.path": "\(resource.source)",
+                        "notApplied": "\(resource.notApplied.joined(separator: "; "))",
+                    ])
+            }
+        }
     }
 
     /// Logs each Configuration resource that became invalid, once per change (its apps are then guarded by its
@@ -97,10 +120,13 @@ package final class Runtime: Sendable {
                 try components.apply(configuration.components)
             }
             let previous = registry.configurationStatuses
+            let previousResiliencies = registry.configuration.resiliencies
             let change = registry.apply(configuration)
             appChannels.update(configuration)
             subscriptionSources.update(configuration)
+            pubsub.subscriptions.refreshPolicies()
             reportConfigurations(since: previous)
+            reportResiliencies(since: previousResiliencies)
             return change
         }
     }

@@ -10,13 +10,13 @@ struct HTTPAppChannelTopicEventTests {
     static func body(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
 
     @Test(
-        "a 2xx acks unless its JSON says RETRY or DROP (or an unknown status); 404 drops; other statuses retry",
+        "a 2xx acks unless its JSON says RETRY or DROP (or an unknown status); 404 drops; other statuses fail",
         arguments: [
             (200, nil, "success"), (204, "", "success"), (200, "not json", "success"), (200, #"{"a":1}"#, "success"),
             (200, #"{"status":"SUCCESS"}"#, "success"), (200, #"{"status":""}"#, "success"),
             (200, #"{"status":"RETRY"}"#, "retry"), (201, #"{"status":"DROP"}"#, "drop"),
-            (200, #"{"status":"LATER"}"#, "retry"), (404, nil, "drop"), (500, #"{"status":"SUCCESS"}"#, "retry"),
-            (302, nil, "retry"),
+            (200, #"{"status":"LATER"}"#, "retry"), (404, nil, "drop"), (500, #"{"status":"SUCCESS"}"#, "failed 500"),
+            (302, nil, "failed 302"), (429, nil, "failed 429"),
             // As Go decodes `{Status string `json:"status"`}`: the key in any case, the value exactly; a null or
             // non-string status, or a body that is not an object, is a success.
             (200, #"{"Status":"DROP"}"#, "drop"), (200, #"{"STATUS":"RETRY"}"#, "retry"),
@@ -30,6 +30,9 @@ struct HTTPAppChannelTopicEventTests {
             switch outcome {
             case .success: "success"
             case .retry: "retry"
+            // The status goes with it, for the retry policy's `matching`.
+            case .failed(_, .http(let status)): "failed \(status)"
+            case .failed(_, let code): "failed \(code)"
             case .drop: "drop"
             case .discard: "discard"
             case .undeliverable: "undeliverable"
@@ -58,6 +61,8 @@ struct HTTPAppChannelTopicEventTests {
         #expect(mistyped.count == 2 && mistyped.values.allSatisfy { if case .retry = $0 { true } else { false } })
         let gone = HTTPAppChannel.bulkOutcomes(status: 404, body: nil, entries: ["1"])
         #expect(gone["1"] == .drop("the app answered 404"))
+        let failed = HTTPAppChannel.bulkOutcomes(status: 503, body: nil, entries: ["1", "2"])
+        #expect(failed["1"] == .failed("the app answered 503", code: .http(503)) && failed["2"] == failed["1"])
     }
 
     @Test(

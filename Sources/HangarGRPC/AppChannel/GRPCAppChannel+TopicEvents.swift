@@ -12,7 +12,8 @@ extension GRPCAppChannel {
 
     /// `OnTopicEvent`: SUCCESS (or an empty answer, which is how `google.protobuf.Empty` arrives) acks, RETRY and
     /// any unknown status retry, DROP drops; UNIMPLEMENTED (no handler) drops without the dead-letter topic; any
-    /// other error fails the future (retried).
+    /// other error status is a failure with its code (retried as its retry policy's `matching` says); a transport
+    /// failure fails the future (retried).
     package func deliver(_ event: AppTopicEvent, deadline: NIODeadline, on eventLoop: any EventLoop)
         -> EventLoopFuture<DeliveryOutcome>
     {
@@ -30,6 +31,10 @@ extension GRPCAppChannel {
         }.flatMapErrorThrowing { error in
             if case AppChannelError.status(code: .unimplemented, let message) = error {
                 return .discard("the app has no handler for it (UNIMPLEMENTED \(message))")
+            }
+            // The code goes to the retry policy's `matching` (Dapr's `CodeError`).
+            if case AppChannelError.status(let code, _) = error {
+                return .failed("\(error)", code: .grpc(code.rawValue))
             }
             throw error
         }
@@ -91,8 +96,15 @@ extension GRPCAppChannel {
             for status in response.statuses { outcomes[status.entryID] = Self.outcome(status.status) }
             return outcomes
         }.flatMapErrorThrowing { error in
-            guard case AppChannelError.status(code: .unimplemented, _) = error else { throw error }
-            let outcome = DeliveryOutcome.discard("the app implements neither bulk delivery call (UNIMPLEMENTED)")
+            let outcome: DeliveryOutcome
+            switch error {
+            case AppChannelError.status(code: .unimplemented, _):
+                outcome = .discard("the app implements neither bulk delivery call (UNIMPLEMENTED)")
+            case AppChannelError.status(let code, _):
+                outcome = .failed("\(error)", code: .grpc(code.rawValue))
+            default:
+                throw error
+            }
             return Dictionary(entries.map { ($0, outcome) }, uniquingKeysWith: { first, _ in first })
         }
     }

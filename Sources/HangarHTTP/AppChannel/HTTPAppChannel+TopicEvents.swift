@@ -9,8 +9,9 @@ import NIOHTTP1
 extension HTTPAppChannel {
     /// POSTs the stored envelope verbatim to the route (`application/cloudevents+json`, the broker metadata as
     /// headers, the trace context). A 2xx acks unless its JSON body says `{"status": "RETRY"}` (any unknown status
-    /// too) or `"DROP"`; 404 drops (to the dead-letter topic when set); any other status is a retry. The future
-    /// fails when the app cannot be reached or does not answer in time (retried).
+    /// too) or `"DROP"`; 404 drops (to the dead-letter topic when set); any other status is a failure carrying it
+    /// (for the retry policy's `matching`). The future fails when the app cannot be reached or does not answer in
+    /// time (retried).
     package func deliver(_ event: AppTopicEvent, deadline: NIODeadline, on eventLoop: any EventLoop)
         -> EventLoopFuture<DeliveryOutcome>
     {
@@ -71,7 +72,7 @@ extension HTTPAppChannel {
     /// is a success.
     static func outcome(status: Int, body: ByteBuffer?) -> DeliveryOutcome {
         if status == 404 { return .drop("the app answered 404") }
-        guard (200..<300).contains(status) else { return .retry("the app answered \(status)") }
+        guard (200..<300).contains(status) else { return .failed("the app answered \(status)", code: .http(status)) }
         guard let body, body.readableBytes > 0,
             let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
         else { return .success }
@@ -92,7 +93,9 @@ extension HTTPAppChannel {
             Dictionary(entries.map { ($0, outcome) }, uniquingKeysWith: { first, _ in first })
         }
         if status == 404 { return all(.drop("the app answered 404")) }
-        guard (200..<300).contains(status) else { return all(.retry("the app answered \(status)")) }
+        guard (200..<300).contains(status) else {
+            return all(.failed("the app answered \(status)", code: .http(status)))
+        }
         let unreadable = all(.retry("the app's answer is not a bulk response"))
         guard let body,
             let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]

@@ -11,6 +11,9 @@ public struct NodeConfiguration: Sendable, Hashable {
     package var configurations: [ConfigurationResource] = []
     /// The `Subscription` resources of `--resources` (valid or not: an invalid one applies to no app).
     package var subscriptions: [SubscriptionResource] = []
+    /// The `Resiliency` resources of `--resources` (valid or not: an invalid one applies to nothing), in declaration
+    /// order, which decides which of two policies of the same name wins (`inboundPolicy(for:component:)`).
+    package var resiliencies: [ResiliencyResource] = []
     /// The app that tokenless TCP requests act as (the development default); nil means TCP needs a token.
     package var tokenlessTCPApp: AppID?
 
@@ -53,6 +56,7 @@ public struct NodeConfiguration: Sendable, Hashable {
         var components = defaultComponents
         var configurations: [ConfigurationResource] = []
         var subscriptions: [SubscriptionResource] = []
+        var resiliencies: [ResiliencyResource] = []
         if let resourcesDirectory {
             components = []
             for file in try YAMLFiles.list(in: resourcesDirectory) {
@@ -73,6 +77,10 @@ public struct NodeConfiguration: Sendable, Hashable {
                     }
                     if kind == "Subscription" {
                         subscriptions.append(SubscriptionResource(document: document))
+                        continue
+                    }
+                    if kind == "Resiliency" {
+                        resiliencies.append(ResiliencyResource(document: document))
                         continue
                     }
                     guard kind == "Component" else {
@@ -106,6 +114,7 @@ public struct NodeConfiguration: Sendable, Hashable {
         var configuration = NodeConfiguration(tenants: tenants, components: components, tokenlessTCPApp: tokenless)
         configuration.configurations = ConfigurationResource.markDuplicates(configurations)
         configuration.subscriptions = SubscriptionResource.markDuplicates(subscriptions)
+        configuration.resiliencies = ResiliencyResource.markDuplicates(resiliencies)
         try configuration.validate()
         return configuration
     }

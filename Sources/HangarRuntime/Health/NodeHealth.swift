@@ -66,8 +66,9 @@ package final class NodeHealth: Sendable {
     }
 
     /// `/healthz/detail`: the whole node as JSON, `{status, ready, listeners, components[], configurations[],
-    /// subscriptions[], tenants[]}`; `configurations` and `subscriptions` list every Configuration and Subscription
-    /// resource, an invalid one with its error. Sorted keys, so that it diffs well.
+    /// subscriptions[], resiliencies[], tenants[]}`; `configurations`, `subscriptions` and `resiliencies` list every
+    /// Configuration, Subscription and Resiliency resource, an invalid one with its error, a valid Resiliency with
+    /// what it declares that is not applied yet (`notApplied`). Sorted keys, so that it diffs well.
     package func detailJSON() -> Data {
         func component(_ health: ComponentHealth, brief: Bool) -> [String: Any] {
             var object: [String: Any] = ["name": health.name, "status": health.status.rawValue]
@@ -106,6 +107,20 @@ package final class NodeHealth: Sendable {
             if let error = resource.error { object["error"] = error.description }
             return object
         }
+        func resiliency(_ resource: ResiliencyResource) -> [String: Any] {
+            var object: [String: Any] = [
+                "name": resource.name, "source": resource.source, "status": resource.error == nil ? "VALID" : "INVALID",
+                "scopes": resource.scopes,
+            ]
+            if let namespace = resource.namespace { object["namespace"] = namespace }
+            if let error = resource.error {
+                object["error"] = error.description
+            } else {
+                // Read and checked, but not applied by Hangar yet: never silently.
+                object["notApplied"] = resource.notApplied
+            }
+            return object
+        }
         let up = listenersUp.load(ordering: .acquiring)
         let object: [String: Any] = [
             "status": status.rawValue,
@@ -114,6 +129,7 @@ package final class NodeHealth: Sendable {
             "components": components.health.map { component($0, brief: false) },
             "configurations": registry.configurationStatuses.map(configuration),
             "subscriptions": registry.configuration.subscriptions.map(subscription),
+            "resiliencies": registry.configuration.resiliencies.map(resiliency),
             "tenants": tenants.map { tenant in
                 [
                     "namespace": tenant.namespace, "status": tenant.status.rawValue, "apps": tenant.apps,

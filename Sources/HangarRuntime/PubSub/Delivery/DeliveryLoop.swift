@@ -7,7 +7,7 @@ import NIOCore
 /// arrives later by id) or an app channel (`PushSubscription`: a call whose future is the answer). Called on the
 /// loop's event loop only.
 package protocol DeliverySink: AnyObject {
-    /// Delivers `deliveries` (in sequence order; none past `DeliveryLoop.maxAttempts`): each is either tracked
+    /// Delivers `deliveries` (in sequence order; none past the policy's attempts): each is either tracked
     /// (`loop.track`) and sent, its answer given later with `loop.complete(key:_:)`, or settled at once
     /// (`loop.settle`). Returns false when the sink can take no more until it calls `loop.resume()`.
     func deliver(_ deliveries: [PubSubDelivery], loop: DeliveryLoop) -> Bool
@@ -20,14 +20,16 @@ package protocol DeliverySink: AnyObject {
 /// app's consumer group) and one sink. It leases at most `window` messages at a time, hands them to the sink, and
 /// waits for the component's publish notification (or the next redelivery time) when there is nothing to fetch:
 /// no polling. How each delivery ends (`DeliveryOutcome`) decides what happens to the message: SUCCESS acks, RETRY
-/// nacks with a retry after `retryDelay`, DROP goes to the dead-letter topic when one is set (else acks); a message
-/// leased for the `maxAttempts + 1`th time is not delivered again but dead-lettered, or dropped (logged, counted).
+/// (or a failure) nacks with a retry after the wait its `DeliveryPolicy` gives, or, once the policy allows no more
+/// (or its `matching` does not retry the failure), dead-letters it when there is a dead-letter topic, else drops it
+/// (logged, counted); DROP goes to the dead-letter topic when one is set (else acks). A message leased past the
+/// policy's attempts (its deliveries were never answered) is not delivered again but dead-lettered or dropped.
 /// A delivery never answered stays leased until its lease ends, then comes back (to this loop or another of the
 /// consumer); its slot in the window is freed then too, so a sink that stops answering cannot stall the loop.
 ///
 /// Dead-lettering publishes the original message through `PubSubAPI`'s publish path (topic scopes, the tenant's
 /// `maxPubsubBytes`, the publish metrics), on behalf of the subscribing app, and acks the original once that is
-/// done; a refused or failed publish nacks it (it comes back after `retryDelay`), as Dapr does.
+/// done; a refused or failed publish nacks it (it comes back after `retryAfter`), as Dapr does.
 ///
 /// A loop whose component is retired (removed from the configuration, or replaced) ends by itself and tells its
 /// sink: its handle would otherwise fail every second for ever. `stop()` gives every unanswered message back at
@@ -56,10 +58,16 @@ package final class DeliveryLoop {
     let window: Int
     /// The most messages handed to the sink in one `deliver` (a bulk subscription's `maxMessagesCount`).
     let batchLimit: Int
-    /// How long each fetch leases its messages; nil: the component's `ackTimeout`.
-    let lease: Duration?
-    /// How long after a RETRY a message is delivered again (`retryDelay` but in tests).
+    /// How much longer than its deadline a delivery's message stays leased, when there is a deadline.
+    let leaseMargin: Duration
+    /// The sink's deadline for each delivery when the policy sets none (push: 60 s); nil: none (streaming).
+    let defaultTimeout: Duration?
+    /// The built-in rule's wait after a RETRY (`retryDelay` but in tests), and the wait of a message given back for
+    /// another reason than its failure (a dead-letter publish refused, a key in flight twice).
     let retryAfter: Duration
+    /// Retries and the delivery deadline: the component's inbound Resiliency policy, else the built-in rule.
+    /// Resolved at `start()` and on every configuration reload (`refreshPolicy()`).
+    package private(set) var policy: DeliveryPolicy
     private let api: PubSubAPI
     private let key: DeliveryLoops.Key
     private let series: DeliverySeries
@@ -92,11 +100,15 @@ package final class DeliveryLoop {
     /// been checked (`PubSubAPI.checkDeadLetterTopic`). May be made on any thread; used on `eventLoop` only.
     init(
         api: PubSubAPI, handle: TenantPubSubHandle, topic: String, deadLetterTopic: String?, window: Int,
-        batchLimit: Int? = nil, lease: Duration? = nil, retryAfter: Duration = DeliveryLoop.retryDelay,
+        batchLimit: Int? = nil, defaultTimeout: Duration? = nil, leaseMargin: Duration = .zero,
+        retryAfter: Duration = DeliveryLoop.retryDelay,
         listing: StreamingSubscriptionListing? = nil, eventLoop: any EventLoop, logger: Logger?,
         sink: any DeliverySink
     ) throws(APIError) {
         self.retryAfter = retryAfter
+        self.policy = .builtIn(retryDelay: retryAfter)
+        self.defaultTimeout = defaultTimeout
+        self.leaseMargin = leaseMargin
         self.listing = listing
         self.api = api
         self.handle = handle
@@ -106,7 +118,6 @@ package final class DeliveryLoop {
         self.deadLetterTopic = deadLetterTopic
         self.window = max(1, window)
         self.batchLimit = max(1, min(batchLimit ?? window, window))
-        self.lease = lease
         self.eventLoop = eventLoop
         self.logger = logger
         self.sink = sink
@@ -131,12 +142,32 @@ package final class DeliveryLoop {
     /// Deliveries in flight now.
     package var inFlightCount: Int { inFlight.count }
 
+    /// The deadline of each delivery: the policy's timeout, else the sink's default (nil: none).
+    package var deliveryTimeout: Duration? { policy.timeout ?? defaultTimeout }
+
+    /// How long each fetch leases its messages: the delivery deadline and `leaseMargin` (so that a message is not
+    /// delivered again while its call still runs), else the component's `ackTimeout`.
+    var lease: Duration? { deliveryTimeout.map { $0 + leaseMargin } }
+
+    /// Resolves the policy again from the configuration in force (the loop's start, a reload): the next failure
+    /// and the next fetch follow it. Logged when it changes.
+    package func refreshPolicy() {
+        let inbound =
+            api.registry?.configuration.inboundPolicy(for: handle.app, component: handle.name) ?? .none
+        let policy = DeliveryPolicy(inbound, builtInRetryDelay: retryAfter)
+        guard policy != self.policy else { return }
+        self.policy = policy
+        logger?.info("subscription on \(topic) (pubsub \(handle.name)) follows \(policy.origin) delivery policy")
+    }
+
     /// Starts delivering (paused if `pause()` came first).
     package func start() {
         guard !stopped, !started else { return }
         started = true
         series.position.track(handle.pubsub, topic: physicalTopic)
         api.subscriptions.add(bound, key, listing: listing)
+        // After `add`: a reload from now on refreshes this loop too, so none is missed.
+        refreshPolicy()
         pump()
     }
 
@@ -186,9 +217,9 @@ package final class DeliveryLoop {
             series.record(.success)
             ack(delivery)
         case .retry(let why):
-            series.record(.retry)
-            logger?.debug("subscription: message \(delivery.sequence) on \(topic) retried: \(why)")
-            nack([delivery.id], after: retryAfter)
+            retryOrGiveUp(delivery, why, code: nil)
+        case .failed(let why, let code):
+            retryOrGiveUp(delivery, why, code: code)
         case .drop(let why):
             deadLetterOrDrop(delivery, reason: why)
         case .discard(let why):
@@ -199,10 +230,21 @@ package final class DeliveryLoop {
             if deadLetterTopic != nil {
                 deadLetterOrDrop(delivery, reason: why)
             } else {
-                series.record(.retry)
-                logger?.warning("subscription: message \(delivery.sequence) on \(topic) retried: \(why)")
-                nack([delivery.id], after: retryAfter)
+                retryOrGiveUp(delivery, why, code: nil)
             }
+        }
+    }
+
+    /// A failed delivery: nacked for the wait the policy gives, or, when it allows no more (or does not retry this
+    /// failure), dead-lettered or dropped at once.
+    private func retryOrGiveUp(_ delivery: PubSubDelivery, _ why: String, code: DeliveryFailureCode?) {
+        switch policy.afterFailure(attempt: delivery.attempt, code: code) {
+        case .retry(let delay):
+            series.record(.retry)
+            logger?.debug("subscription: message \(delivery.sequence) on \(topic) retried: \(why)")
+            nack([delivery.id], after: delay)
+        case .giveUp(let reason):
+            deadLetterOrDrop(delivery, reason: "\(reason): \(why)")
         }
     }
 
@@ -359,8 +401,9 @@ package final class DeliveryLoop {
         var deliverable: [PubSubDelivery] = []
         deliverable.reserveCapacity(batch.deliveries.count)
         for delivery in batch.deliveries {
-            if delivery.attempt > Self.maxAttempts {
-                deadLetterOrDrop(delivery, reason: "was not processed after \(Self.maxAttempts) attempts")
+            if !policy.allowsDelivery(attempt: delivery.attempt) {
+                deadLetterOrDrop(
+                    delivery, reason: "was not processed after \(delivery.attempt - 1) attempts (\(policy.origin))")
                 continue
             }
             if delivery.attempt > 1 { series.recordRedelivery() }

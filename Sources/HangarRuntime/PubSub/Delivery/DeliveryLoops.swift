@@ -43,6 +43,13 @@ package final class DeliveryLoops: Sendable {
         for loop in loops { loop.eventLoop.execute { loop.value.messagesReturned() } }
     }
 
+    /// Has every running loop resolve its delivery policy again, on its own event loop (after a configuration
+    /// reload: a changed Resiliency reaches running subscriptions without restarting them).
+    package func refreshPolicies() {
+        let loops = running.withLock { $0.values.flatMap { $0.values.map(\.loop) } }
+        for loop in loops { loop.eventLoop.execute { loop.value.refreshPolicy() } }
+    }
+
     /// The streams `app` has open, oldest first, for `GetMetadata`.
     package func listings(of app: AppID) -> [StreamingSubscriptionListing] {
         running.withLock { running in running.values.flatMap { $0.values.compactMap(\.listing) } }

@@ -3,9 +3,12 @@
 package enum DeliveryOutcome: Sendable, Hashable {
     /// Processed: acknowledged.
     case success
-    /// Redelivered after `DeliveryLoop.retryDelay`; a message delivered `DeliveryLoop.maxAttempts` times goes to
-    /// the dead-letter topic when one is set, else is dropped (logged and counted). The text says why.
+    /// Redelivered after the wait the loop's `DeliveryPolicy` gives; a message out of retries goes to the
+    /// dead-letter topic when one is set, else is dropped (logged and counted). The text says why.
     case retry(String)
+    /// A failure that carries a status (an HTTP app's answer other than 2xx and 404, a gRPC app's error status):
+    /// retried as `retry` when the retry policy's `matching` lists the code, else dead-lettered or dropped at once.
+    case failed(String, code: DeliveryFailureCode)
     /// Not to be processed (DROP, HTTP 404, no matching route): published to the dead-letter topic when one is set,
     /// else acknowledged and dropped (logged and counted).
     case drop(String)

@@ -14,16 +14,18 @@ import Synchronization
 /// - The app's answer is read by its channel with Dapr's meaning (§3.2, §3.3); a call that fails (unreachable, an
 ///   error status, the deadline) is a retry.
 ///
-/// Retries follow the issue rather than Dapr's default: RETRY (or an error) redelivers after 1 s, up to 10
-/// attempts, then the dead-letter topic if one is set, else the message is dropped (logged and counted). Dapr with
-/// a dead-letter topic and no Resiliency policy dead-letters at the first RETRY, and without one leaves
-/// redelivery to the broker (reference §3.2, §3.8); the issue's rule gives a transient failure its retries
-/// either way.
+/// Retries follow the loop's `DeliveryPolicy`: the component's inbound Resiliency policy where one applies (its
+/// `matching` sees the HTTP status or gRPC code of a failed call), else the issue's rule rather than Dapr's default:
+/// RETRY (or an error) redelivers after 1 s, up to 10 attempts, then the dead-letter topic if one is set, else the
+/// message is dropped (logged and counted). Dapr with a dead-letter topic and no Resiliency policy dead-letters at
+/// the first RETRY, and without one leaves redelivery to the broker (reference §3.2, §3.8); the issue's rule gives
+/// a transient failure its retries either way.
 ///
-/// Every delivery has a deadline (`PushDelivery.deliveryTimeout`, 60 s by default) from when it is handed out,
-/// covering the wait for a slot and the call: Dapr sets none, but an app that hangs would otherwise hold its slot
-/// and its message for ever. Messages are leased a little longer than that, so a message is never delivered twice
-/// at once by a lease that ended under a call still running.
+/// Every delivery has a deadline from when it is handed out (the inbound Resiliency timeout, else
+/// `PushDelivery.deliveryTimeout`, 60 s by default), covering the wait for a slot and the call: Dapr sets none
+/// without a policy, but an app that hangs would otherwise hold its slot and its message for ever. Messages are
+/// leased a little longer than that, so a message is never delivered twice at once by a lease that ended under a
+/// call still running.
 ///
 /// Confined to its event loop (`NIOLoopBoundBox`); `start`, `pause`, `resume` and `stop` may be called from any
 /// thread and hop there.
@@ -163,7 +165,8 @@ final class PushSubscription: Sendable {
                 loop = try DeliveryLoop(
                     api: delivery.api, handle: handle, topic: spec.topic, deadLetterTopic: spec.deadLetterTopic,
                     window: min(window, PushDelivery.maxWindow), batchLimit: spec.bulk?.maxMessagesCount,
-                    lease: delivery.deliveryTimeout + PushDelivery.leaseMargin, retryAfter: delivery.retryDelay,
+                    defaultTimeout: delivery.deliveryTimeout, leaseMargin: PushDelivery.leaseMargin,
+                    retryAfter: delivery.retryDelay,
                     eventLoop: eventLoop,
                     logger: logger, sink: self)
             } catch {
@@ -227,7 +230,8 @@ final class PushSubscription: Sendable {
         // MARK: Delivering
 
         func deliver(_ deliveries: [PubSubDelivery], loop: DeliveryLoop) -> Bool {
-            let deadline = NIODeadline.now() + TimeAmount(delivery.deliveryTimeout)
+            // The inbound Resiliency timeout where one applies.
+            let deadline = NIODeadline.now() + TimeAmount(loop.deliveryTimeout ?? delivery.deliveryTimeout)
             var batches: [(path: String, entries: [(PubSubDelivery, AppTopicEvent)])] = []
             for message in deliveries {
                 switch prepare(message) {

@@ -24,15 +24,17 @@ package struct RouteMatch: Sendable, Hashable {
     /// The deepest nesting of parentheses, operators and calls.
     package static let maxDepth = 32
 
-    /// Compiles `expression`; throws with a message naming what is not supported.
-    package init(_ expression: String) throws(RouteMatchError) {
+    /// Compiles `expression`; throws with a message naming what is not supported. With `variables`, those bare
+    /// identifiers are bound (each to the key of that name in the object `evaluate` is given) instead of `event`:
+    /// a circuit breaker's `trip` reads its counts so.
+    package init(_ expression: String, variables: Set<String> = []) throws(RouteMatchError) {
         self.expression = expression
         guard expression.utf8.count <= Self.maxLength else {
             throw RouteMatchError(
                 expression: String(expression.prefix(64)) + "…",
                 message: "the expression is \(expression.utf8.count) bytes long; at most \(Self.maxLength) are allowed")
         }
-        var parser = RouteMatchParser(expression)
+        var parser = RouteMatchParser(expression, variables: variables)
         do {
             root = try parser.parse()
         } catch {

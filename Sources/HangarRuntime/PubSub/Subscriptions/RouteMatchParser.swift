@@ -60,8 +60,13 @@ struct RouteMatchParser {
     private var position = 0
     private var current = Token.end
     private var depth = 0
+    /// The bare identifiers bound instead of `event` (a circuit breaker's `trip` sees its counts); empty: `event`.
+    private let variables: Set<String>
 
-    init(_ text: String) { bytes = Array(text.utf8) }
+    init(_ text: String, variables: Set<String> = []) {
+        bytes = Array(text.utf8)
+        self.variables = variables
+    }
 
     mutating func parse() throws(RouteMatchProblem) -> RouteMatchNode {
         try advance()
@@ -174,8 +179,9 @@ struct RouteMatchParser {
             return node
         case .identifier(let name):
             try advance()
+            if variables.contains(name) { return .select(.event, name) }
             switch name {
-            case "event": return .event
+            case "event" where variables.isEmpty: return .event
             case "true": return .literal(.bool(true))
             case "false": return .literal(.bool(false))
             case "null": return .literal(.null)
@@ -188,7 +194,9 @@ struct RouteMatchParser {
                 }
                 return .call(function, try arguments(of: name, count: 1))
             }
-            throw RouteMatchProblem("unknown identifier '\(name)': only 'event' is bound")
+            let bound =
+                variables.isEmpty ? "'event' is" : variables.sorted().map { "'\($0)'" }.joined(separator: ", ") + " are"
+            throw RouteMatchProblem("unknown identifier '\(name)': only \(bound) bound")
         case .symbol("["):
             throw RouteMatchProblem("list literals are not supported")
         case .symbol("{"):
