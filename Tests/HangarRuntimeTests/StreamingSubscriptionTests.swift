@@ -63,9 +63,8 @@ struct StreamingSubscriptionTests {
         #expect(json["a"] as? String == "<x>" && json["b"] as? Int == 1)
         #expect(events[0].source == "billing" && events[0].type == "com.dapr.event.sent")
         #expect(events[0].topic == "t" && events[0].pubsubName == "pubsub" && events[0].path == "/")
-        let extensions = try #require(
-            JSONSerialization.jsonObject(with: events[0].extensionsJSON) as? [String: Any])
-        #expect(extensions["topic"] as? String == "t" && extensions["pubsubname"] as? String == "pubsub")
+        let extensions = events[0].extensions
+        #expect(extensions["topic"] == .string("t") && extensions["pubsubname"] == .string("pubsub"))
         #expect(extensions["id"] == nil && extensions["data"] == nil && extensions["traceparent"] != nil)
         #expect(events[1].data == Data("plain".utf8))
         // Neither text, XML nor JSON: Dapr delivers no data over gRPC.
