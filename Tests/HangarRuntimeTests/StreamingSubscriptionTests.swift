@@ -46,8 +46,8 @@ struct StreamingSubscriptionTests {
         let subscription = try await loop.flatSubmit {
             runtime.pubsub.subscribe(
                 Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
-            ) { event in
-                sent.withLock { $0.append(event) }
+            ) { events in
+                sent.withLock { $0.append(contentsOf: events) }
                 return true
             }.future(on: loop)
         }.get()
@@ -92,8 +92,8 @@ struct StreamingSubscriptionTests {
         let subscription = try await loop.flatSubmit {
             runtime.pubsub.subscribe(
                 Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
-            ) { event in
-                sent.withLock { $0.append(event) }
+            ) { events in
+                sent.withLock { $0.append(contentsOf: events) }
                 return true
             }.future(on: loop)
         }.get()
@@ -144,9 +144,9 @@ struct StreamingSubscriptionTests {
         let subscription = try await loop.flatSubmit {
             runtime.pubsub.subscribe(
                 Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
-            ) { event in
-                sent.withLock { $0.append(event) }
-                sentAt.withLock { $0.append(.now) }
+            ) { events in
+                sent.withLock { $0.append(contentsOf: events) }
+                sentAt.withLock { $0.append(contentsOf: events.map { _ in .now }) }
                 return true
             }.future(on: loop)
         }.get()
