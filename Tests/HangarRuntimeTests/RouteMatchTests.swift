@@ -5,9 +5,9 @@ import Testing
 
 @Suite("Routing rule expressions (RouteMatch)")
 struct RouteMatchTests {
-    /// A CloudEvent as delivery sees it: parsed by JSONSerialization, so numbers and booleans are NSNumbers.
-    /// Read-only after its first use: nothing mutates it.
-    nonisolated(unsafe) static let event: [String: Any] = {
+    /// A CloudEvent as delivery sees it: the stored envelope decoded by `GoJSON` (numbers keep their literals and
+    /// are read as doubles).
+    static let event: [String: GoJSON] = {
         let json = #"""
             {"specversion": "1.0", "id": "1", "type": "widget", "source": "orders", "topic": "orders",
              "pubsubname": "pubsub", "datacontenttype": "application/json",
@@ -16,8 +16,13 @@ struct RouteMatchTests {
                       "numeric": "42"},
              "plain": "just text"}
             """#
-        return try! JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
+        return object(json)
     }()
+
+    static func object(_ json: String) -> [String: GoJSON] {
+        guard case .object(let object)? = GoJSON.decodePrefix(Data(json.utf8)) else { fatalError("not an object") }
+        return object
+    }
 
     func holds(_ expression: String) throws -> Bool {
         try RouteMatch(expression).evaluate(Self.event)
@@ -185,12 +190,17 @@ struct RouteMatchTests {
         #expect { try RouteMatch(path + ".a == 1") } throws: { "\($0)".contains("nests more than") }
     }
 
-    @Test("events built from Swift values evaluate the same: Int and Double are numbers, Bool is a boolean")
-    func swiftValues() throws {
-        let event: [String: Any] = ["type": "widget", "data": ["n": 3, "x": 2.5, "ok": true, "one": 1]]
+    @Test("numbers are the doubles their literals denote, as Dapr's float64 decoding makes them")
+    func numbersAsDoubles() throws {
+        let event = Self.object(
+            #"{"type":"widget","data":{"n":3,"x":2.5e0,"ok":true,"one":1.0,"hundred":1e2,"big":9007199254740993}}"#)
         #expect(try RouteMatch("event.data.n == 3 && event.data.x > 2 && event.data.ok").evaluate(event))
-        #expect(try RouteMatch("event.data.one == 1").evaluate(event))
+        #expect(try RouteMatch("event.data.one == 1 && event.data.hundred == 100").evaluate(event))
+        // 2^53 + 1 is 2^53 as a double.
+        #expect(try RouteMatch("event.data.big == 9007199254740992").evaluate(event))
         #expect(throws: RouteMatchError.self) { try RouteMatch("event.data.one").evaluate(event) }
+        let huge = Self.object(#"{"data":{"n":1e999}}"#)
+        #expect { try RouteMatch("event.data.n > 1").evaluate(huge) } throws: { "\($0)".contains("out of range") }
     }
 
     @Test("two matches are equal when their expressions are")

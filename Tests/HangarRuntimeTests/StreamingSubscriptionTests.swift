@@ -46,8 +46,8 @@ struct StreamingSubscriptionTests {
         let subscription = try await loop.flatSubmit {
             runtime.pubsub.subscribe(
                 Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
-            ) { event in
-                sent.withLock { $0.append(event) }
+            ) { events in
+                sent.withLock { $0.append(contentsOf: events) }
                 return true
             }.future(on: loop)
         }.get()
@@ -63,9 +63,8 @@ struct StreamingSubscriptionTests {
         #expect(json["a"] as? String == "<x>" && json["b"] as? Int == 1)
         #expect(events[0].source == "billing" && events[0].type == "com.dapr.event.sent")
         #expect(events[0].topic == "t" && events[0].pubsubName == "pubsub" && events[0].path == "/")
-        let extensions = try #require(
-            JSONSerialization.jsonObject(with: events[0].extensionsJSON) as? [String: Any])
-        #expect(extensions["topic"] as? String == "t" && extensions["pubsubname"] as? String == "pubsub")
+        let extensions = events[0].extensions
+        #expect(extensions["topic"] == .string("t") && extensions["pubsubname"] == .string("pubsub"))
         #expect(extensions["id"] == nil && extensions["data"] == nil && extensions["traceparent"] != nil)
         #expect(events[1].data == Data("plain".utf8))
         // Neither text, XML nor JSON: Dapr delivers no data over gRPC.
@@ -93,8 +92,8 @@ struct StreamingSubscriptionTests {
         let subscription = try await loop.flatSubmit {
             runtime.pubsub.subscribe(
                 Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
-            ) { event in
-                sent.withLock { $0.append(event) }
+            ) { events in
+                sent.withLock { $0.append(contentsOf: events) }
                 return true
             }.future(on: loop)
         }.get()
@@ -145,9 +144,9 @@ struct StreamingSubscriptionTests {
         let subscription = try await loop.flatSubmit {
             runtime.pubsub.subscribe(
                 Self.caller, pubsubName: "pubsub", topic: "t", deadLetterTopic: "", logger: nil, on: loop
-            ) { event in
-                sent.withLock { $0.append(event) }
-                sentAt.withLock { $0.append(.now) }
+            ) { events in
+                sent.withLock { $0.append(contentsOf: events) }
+                sentAt.withLock { $0.append(contentsOf: events.map { _ in .now }) }
                 return true
             }.future(on: loop)
         }.get()

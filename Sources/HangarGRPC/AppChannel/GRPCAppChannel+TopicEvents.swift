@@ -68,7 +68,7 @@ extension GRPCAppChannel {
                     event.specVersion = entry.event.specVersion
                     event.dataContentType = entry.event.dataContentType
                     event.data = entry.event.data
-                    event.extensions = try Google_Protobuf_Struct(jsonUTF8Data: entry.event.extensionsJSON)
+                    event.extensions = try Google_Protobuf_Struct(goJSON: entry.event.extensions)
                     item.cloudEvent = event
                 }
                 return item
@@ -143,22 +143,5 @@ extension GRPCAppChannel {
             fields.append((name, value))
         }
         return fields
-    }
-}
-
-extension Dapr_Proto_Runtime_V1_TopicEventRequest {
-    /// Dapr's `TopicEventRequest` for an event, as both the streaming subscription and push delivery send it.
-    init(_ event: SubscriptionEvent) throws {
-        self.init()
-        id = event.id
-        source = event.source
-        type = event.type
-        specVersion = event.specVersion
-        dataContentType = event.dataContentType
-        data = event.data
-        topic = event.topic
-        pubsubName = event.pubsubName
-        path = event.path
-        extensions = try Google_Protobuf_Struct(jsonUTF8Data: event.extensionsJSON)
     }
 }

@@ -96,14 +96,20 @@ final class GRPCSubscribeStream: @unchecked Sendable {
         pubsub.subscribe(
             call.context.caller, pubsubName: initial.pubsubName, topic: initial.topic,
             deadLetterTopic: initial.deadLetterTopic, metadata: initial.metadata, logger: logger, on: eventLoop
-        ) { [weak call] event in
+        ) { [weak call] events in
             guard let call else { return false }
-            do {
-                return try call.send(Self.message(event))
-            } catch {
-                logger.warning("streaming subscription: cannot encode event \(event.id): \(error)")
-                return call.isWritable
+            var writable = true
+            call.withCorkedWrites {
+                for event in events {
+                    do {
+                        if try !call.send(Self.message(event)) { writable = false }
+                    } catch {
+                        logger.warning("streaming subscription: cannot encode event \(event.id): \(error)")
+                        if !call.isWritable { writable = false }
+                    }
+                }
             }
+            return writable
         } ended: { error in
             // The component was retired: UNAVAILABLE, and the SDK reconnects.
             self.fail(GRPCStatus(error))

@@ -141,6 +141,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var answeredEarly: [UInt32] = []
     private var prefaceSent = false
     private var isReading = false
+    /// Writes made outside a read burst wait for `uncork()` while above zero (see `cork()`).
+    private var corked = 0
     private var needsFlush = false
     private var readDeferred = false
     /// Graceful close and keepalive: see the type's documentation.
@@ -849,9 +851,18 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         settle(id, stream)
     }
 
-    /// After the layer above wrote outside a read burst: what it wrote goes out now.
+    /// Holds back the flush of what the layer above writes outside a read burst until `uncork()`: a batch of
+    /// messages sent at once (a streaming subscription's events) goes out in one write rather than one each.
+    func cork() { corked += 1 }
+
+    func uncork() {
+        corked -= 1
+        if corked == 0 { afterWrite() }
+    }
+
+    /// After the layer above wrote outside a read burst: what it wrote goes out now (or at `uncork()`).
     private func afterWrite() {
-        if !isReading, let context {
+        if !isReading, corked == 0, let context {
             flush(context)
             closeIfDone(context)
         }

@@ -156,6 +156,14 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         connection?.isWritable(id) ?? false
     }
 
+    /// Runs `body`, whose writes go out together at its end (`HTTP2ServerConnection.cork()`).
+    func corked(_ body: () -> Void) {
+        guard let connection else { return body() }
+        connection.cork()
+        body()
+        connection.uncork()
+    }
+
     func send(_ id: UInt32, _ message: ByteBuffer) -> Bool {
         guard let call = calls[id], let connection else { return false }
         if !call.headSent {

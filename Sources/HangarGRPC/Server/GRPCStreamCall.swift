@@ -48,6 +48,13 @@ package import SwiftProtobuf
     /// Whether the client is taking responses as fast as they are sent.
     package var isWritable: Bool { !isDone && (handler?.isWritable(stream) ?? false) }
 
+    /// Runs `body`, and sends what it sends in one write at its end rather than one write per message (on the
+    /// connection: other calls' writes meanwhile wait for the same flush).
+    package func withCorkedWrites(_ body: () -> Void) {
+        guard let handler else { return body() }
+        handler.corked(body)
+    }
+
     /// Sends a response message; false when the call's queue is full (the message is queued all the same; wait for
     /// `onWritable` before sending more) or the call is over.
     @discardableResult

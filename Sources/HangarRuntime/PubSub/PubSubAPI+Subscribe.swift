@@ -11,15 +11,15 @@ extension PubSubAPI {
     /// component); the caller then sends its `initial_response` and calls `start()`.
     ///
     /// `deadLetterTopic` empty means none (the SDK always sends the field); one the app may not publish to is
-    /// refused (`checkDeadLetterTopic`). `metadata` is the request's, listed by `GetMetadata`. `send` hands one event to the stream and says whether the stream can take
-    /// more. `ended` is called (on `eventLoop`) when the subscription ends by itself: its component was retired;
+    /// refused (`checkDeadLetterTopic`). `metadata` is the request's, listed by `GetMetadata`. `send` hands the stream the
+    /// events of one batch (to be written together) and says whether it can take more. `ended` is called (on `eventLoop`) when the subscription ends by itself: its component was retired;
     /// the caller ends the stream with that error (UNAVAILABLE), and the SDK reconnects.
     ///
     /// Must be called on `eventLoop`, the stream's, where the subscription lives (it is checked).
     package func subscribe(
         _ caller: Caller, pubsubName: String, topic: String, deadLetterTopic: String,
         metadata: [String: String] = [:], logger: Logger?, on eventLoop: any EventLoop,
-        send: @escaping (SubscriptionEvent) -> Bool,
+        send: @escaping ([SubscriptionEvent]) -> Bool,
         ended: @escaping (APIError) -> Void = { _ in }
     ) -> Eventual<StreamingSubscription> {
         let handle: TenantPubSubHandle

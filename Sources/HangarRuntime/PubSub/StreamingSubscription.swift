@@ -38,13 +38,13 @@ package final class StreamingSubscription: Sendable {
     /// The stream's side of the loop: turns deliveries into events and hands them to `send`.
     private final class Core: DeliverySink {
         var loop: DeliveryLoop?
-        let send: (SubscriptionEvent) -> Bool
+        let send: ([SubscriptionEvent]) -> Bool
         let ended: (APIError) -> Void
         let topic: String
         let pubsubName: String
 
         init(
-            topic: String, pubsubName: String, send: @escaping (SubscriptionEvent) -> Bool,
+            topic: String, pubsubName: String, send: @escaping ([SubscriptionEvent]) -> Bool,
             ended: @escaping (APIError) -> Void
         ) {
             self.topic = topic
@@ -53,8 +53,10 @@ package final class StreamingSubscription: Sendable {
             self.ended = ended
         }
 
+        /// Sends the batch's events in one `send` (the stream writes them together).
         func deliver(_ deliveries: [PubSubDelivery], loop: DeliveryLoop) -> Bool {
-            var writable = true
+            var events: [SubscriptionEvent] = []
+            events.reserveCapacity(deliveries.count)
             for delivery in deliveries {
                 let event: SubscriptionEvent
                 do {
@@ -64,9 +66,9 @@ package final class StreamingSubscription: Sendable {
                     continue
                 }
                 guard loop.track(delivery, key: event.id) else { continue }
-                if !send(event) { writable = false }
+                events.append(event)
             }
-            return writable
+            return events.isEmpty || send(events)
         }
 
         func loopEnded(_ loop: DeliveryLoop) {
@@ -77,7 +79,7 @@ package final class StreamingSubscription: Sendable {
     init(
         api: PubSubAPI, handle: TenantPubSubHandle, topic: String, deadLetterTopic: String?,
         listing: StreamingSubscriptionListing, eventLoop: any EventLoop, logger: Logger?,
-        send: @escaping (SubscriptionEvent) -> Bool,
+        send: @escaping ([SubscriptionEvent]) -> Bool,
         ended: @escaping (APIError) -> Void
     ) throws(APIError) {
         let core = Core(topic: topic, pubsubName: handle.name, send: send, ended: ended)

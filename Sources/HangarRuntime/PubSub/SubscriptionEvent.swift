@@ -3,7 +3,11 @@ package import HangarComponents
 
 /// One event as a subscriber receives it: Dapr's `TopicEventRequest`, built from the stored message as Dapr's
 /// `GRPCEnvelopeFromSubscriptionMessage` builds it (reference §3.1). Transport-neutral: the gRPC front-end turns
-/// it into the protobuf message (`extensions` travel as a JSON object, which becomes a `Struct`).
+/// it into the protobuf message (`extensions` become a `Struct`).
+///
+/// The stored envelope is parsed once per delivery, with `GoJSON` (on the bytes in place), and every field is
+/// taken from that parse: routing rules are evaluated on it too (`RouteMatch`), and the HTTP body is the stored
+/// bytes themselves.
 package struct SubscriptionEvent: Sendable {
     package var id: String
     package var source: String
@@ -14,12 +18,13 @@ package struct SubscriptionEvent: Sendable {
     package var topic: String
     package var pubsubName: String
     package var path: String
-    /// Every CloudEvent attribute but the ones above and `data`/`data_base64`, as a JSON object.
-    package var extensionsJSON: Data
+    /// Every CloudEvent attribute but the ones above and `data`/`data_base64`, as decoded. Numbers keep their
+    /// literals here; a `Struct` holds them as doubles, which is what Dapr's float64 decoding gives too.
+    package var extensions: [String: GoJSON]
 
     package init(
         id: String, source: String, type: String, specVersion: String, dataContentType: String, data: Data,
-        topic: String, pubsubName: String, path: String, extensionsJSON: Data
+        topic: String, pubsubName: String, path: String, extensions: [String: GoJSON]
     ) {
         self.id = id
         self.source = source
@@ -30,13 +35,11 @@ package struct SubscriptionEvent: Sendable {
         self.topic = topic
         self.pubsubName = pubsubName
         self.path = path
-        self.extensionsJSON = extensionsJSON
+        self.extensions = extensions
     }
 
     /// The attributes that have their own field and do not go into `extensions`.
-    static let ownFields: Set<String> = [
-        "id", "source", "datacontenttype", "type", "specversion", "data", "data_base64",
-    ]
+    static let ownFields: [String] = ["id", "source", "datacontenttype", "type", "specversion", "data", "data_base64"]
 
     /// Builds the event for `message` delivered on `topic` (as the app names it). The envelope's own `topic` and
     /// `pubsubname` stay in `extensions` as stored (a dead-lettered message keeps its original topic there). A
@@ -56,59 +59,74 @@ package struct SubscriptionEvent: Sendable {
     /// (reference §3.1). Fails when a stored CloudEvent cannot be parsed.
     package static func cloudEvent(
         of message: PubSubMessage, topic: String, pubsubName: String, raw: Bool = false
-    ) throws -> [String: Any] {
+    ) throws -> [String: GoJSON] {
         if !raw, message.contentType == CloudEventEnvelope.contentType {
-            guard let object = try JSONSerialization.jsonObject(with: message.data) as? [String: Any] else {
+            guard case .object(let object)? = GoJSON.decodePrefix(message.data) else {
                 throw PubSubError.invalidArgument("the stored CloudEvent is not a JSON object")
             }
             return object
         }
-        var event: [String: Any] = [
-            "id": UUID().uuidString.lowercased(), "specversion": "1.0",
-            "datacontenttype": "application/octet-stream", "source": "Dapr", "type": "com.dapr.event.sent",
-            "data_base64": message.data.base64EncodedString(),
+        var event: [String: GoJSON] = [
+            "id": .string(UUID().uuidString.lowercased()), "specversion": .string("1.0"),
+            "datacontenttype": .string("application/octet-stream"), "source": .string("Dapr"),
+            "type": .string("com.dapr.event.sent"), "data_base64": .string(message.data.base64EncodedString()),
         ]
         for key in ["traceid", "traceparent", "tracestate"] {
-            if let value = message.metadata[key] { event[key] = value }
+            if let value = message.metadata[key] { event[key] = .string(value) }
         }
-        event["topic"] = topic
-        event["pubsubname"] = pubsubName
+        event["topic"] = .string(topic)
+        event["pubsubname"] = .string(pubsubName)
         return event
     }
 
     /// The event for a CloudEvent (`cloudEvent(of:)`) delivered to `path`.
-    package init(cloudEvent event: [String: Any], topic: String, pubsubName: String, path: String) throws {
-        let contentType = event["datacontenttype"] as? String ?? ""
+    package init(cloudEvent event: [String: GoJSON], topic: String, pubsubName: String, path: String) throws {
+        let contentType = Self.string(event["datacontenttype"])
         var extensions = event
         for key in Self.ownFields { extensions.removeValue(forKey: key) }
         self.init(
-            id: event["id"] as? String ?? "", source: event["source"] as? String ?? "",
-            type: event["type"] as? String ?? "", specVersion: event["specversion"] as? String ?? "",
-            dataContentType: contentType, data: try Self.data(of: event, contentType: contentType), topic: topic,
-            pubsubName: pubsubName, path: path,
-            extensionsJSON: try JSONSerialization.data(
-                withJSONObject: extensions, options: [.sortedKeys, .withoutEscapingSlashes]))
+            id: Self.string(event["id"]), source: Self.string(event["source"]), type: Self.string(event["type"]),
+            specVersion: Self.string(event["specversion"]), dataContentType: contentType,
+            data: try Self.data(of: event, contentType: contentType), topic: topic, pubsubName: pubsubName,
+            path: path, extensions: extensions)
     }
 
-    /// The event's data as Dapr delivers it over gRPC: `data_base64` decoded; else a string as its bytes for text
-    /// and XML types; else, for JSON types, the value re-serialised (keys sorted); else nothing.
-    static func data(of event: [String: Any], contentType: String) throws -> Data {
-        if let encoded = event["data_base64"] {
-            guard let text = encoded as? String, let bytes = Data(base64Encoded: text) else {
+    /// An attribute as Dapr's `ExtractCloudEventProperty` reads it: a string, else empty.
+    static func string(_ value: GoJSON?) -> String {
+        if case .string(let text)? = value { return text }
+        return ""
+    }
+
+    /// The event's data as Dapr delivers it over gRPC: `data_base64` decoded (anything but a base64 string fails);
+    /// else, for text types (`text/*`, `application/xml`), a string's bytes (anything but a string fails); for
+    /// `application/json` and `application/cloudevents+json`, the value as `json.Marshal` writes it after
+    /// decoding numbers as float64; for any other type, nothing. A `null` is no value.
+    static func data(of event: [String: GoJSON], contentType: String) throws -> Data {
+        if let encoded = event["data_base64"], encoded != .null {
+            guard case .string(let text) = encoded, let bytes = Data(base64Encoded: text) else {
                 throw PubSubError.invalidArgument("data_base64 is not valid base64")
             }
             return bytes
         }
-        guard let value = event["data"], !(value is NSNull) else { return Data() }
-        let type = contentType.lowercased()
-        if type.hasPrefix("text/") || type.hasPrefix("application/xml") {
-            if let text = value as? String { return Data(text.utf8) }
+        guard let value = event["data"], value != .null else { return Data() }
+        if isStringContentType(contentType) {
+            guard case .string(let text) = value else {
+                throw PubSubError.invalidArgument("the data of a \(contentType) event is not a string")
+            }
+            return Data(text.utf8)
         }
-        let base = type.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
-        if base == "application/json" || base.hasSuffix("+json") || type.hasPrefix("text/") {
-            return try JSONSerialization.data(
-                withJSONObject: value, options: [.sortedKeys, .fragmentsAllowed, .withoutEscapingSlashes])
+        if CloudEventEnvelope.isContentType(contentType, "application/json")
+            || CloudEventEnvelope.isContentType(contentType, CloudEventEnvelope.contentType)
+        {
+            return Data(try value.encodedAsFloat64())
         }
         return Data()
+    }
+
+    /// components-contrib's `IsStringContentType`: `text/…` (any case), or `application/xml`.
+    static func isStringContentType(_ contentType: String) -> Bool {
+        let lowered = contentType.utf8.prefix(5).lazy.map { $0 >= 0x41 && $0 <= 0x5A ? $0 + 0x20 : $0 }
+        if lowered.elementsEqual("text/".utf8) { return true }
+        return CloudEventEnvelope.isContentType(contentType, "application/xml")
     }
 }

@@ -262,7 +262,7 @@ final class PushSubscription: Sendable {
         /// The event the app receives for `message`, with its route; or how it is settled without a call.
         private func prepare(_ message: PubSubDelivery) -> Result<AppTopicEvent, Refusal> {
             let stored = message.message
-            let cloudEvent: [String: Any]
+            let cloudEvent: [String: GoJSON]
             do {
                 cloudEvent = try SubscriptionEvent.cloudEvent(
                     of: stored, topic: spec.topic, pubsubName: spec.pubsubName, raw: spec.rawPayload)
@@ -287,14 +287,14 @@ final class PushSubscription: Sendable {
                 let envelope =
                     !spec.rawPayload && stored.contentType == CloudEventEnvelope.contentType
                     ? stored.data
-                    : try JSONSerialization.data(withJSONObject: cloudEvent, options: [.withoutEscapingSlashes])
+                    : Data(GoJSON.object(cloudEvent).encoded)
                 var metadata = stored.metadata
                 metadata["pubsubName"] = spec.pubsubName
                 return .success(
                     AppTopicEvent(
                         event: event, envelope: envelope, metadata: metadata,
-                        traceparent: cloudEvent["traceparent"] as? String ?? "",
-                        tracestate: cloudEvent["tracestate"] as? String ?? ""))
+                        traceparent: SubscriptionEvent.string(cloudEvent["traceparent"]),
+                        tracestate: SubscriptionEvent.string(cloudEvent["tracestate"])))
             } catch {
                 return .failure(Refusal(outcome: .undeliverable("it cannot be read as a CloudEvent (\(error))")))
             }

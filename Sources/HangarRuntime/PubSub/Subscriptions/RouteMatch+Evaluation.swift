@@ -7,32 +7,22 @@ enum RouteMatchValue {
     case int(Int64)
     case double(Double)
     case string(String)
-    case list([Any])
-    case map([String: Any])
+    case list([GoJSON])
+    case map([String: GoJSON])
 
-    /// A Foundation JSON value (`JSONSerialization`'s, or Swift values in tests).
-    init(_ value: Any?) throws(RouteMatchProblem) {
-        guard let value, !(value is NSNull) else {
-            self = .null
-            return
-        }
-        if let string = value as? String {
-            self = .string(string)
-        } else if let map = value as? [String: Any] {
-            self = .map(map)
-        } else if let list = value as? [Any] {
-            self = .list(list)
-        } else if type(of: value) == Bool.self, let bool = value as? Bool {
-            self = .bool(bool)
-        } else if type(of: value) == Int.self, let int = value as? Int {
-            self = .double(Double(int))
-        } else if type(of: value) == Double.self, let double = value as? Double {
+    /// A value of the decoded CloudEvent. A number is the float64 Dapr's decoder makes of it.
+    init(_ value: GoJSON) throws(RouteMatchProblem) {
+        switch value {
+        case .null: self = .null
+        case .bool(let bool): self = .bool(bool)
+        case .string(let string): self = .string(string)
+        case .array(let list): self = .list(list)
+        case .object(let map): self = .map(map)
+        case .number(let literal):
+            guard let double = GoJSON.float64(literal) else {
+                throw RouteMatchProblem("the number \(literal) is out of range of a double")
+            }
             self = .double(double)
-        } else if let number = value as? NSNumber {
-            // JSONSerialization's booleans are NSNumbers of type char ("c").
-            self = String(cString: number.objCType) == "c" ? .bool(number.boolValue) : .double(number.doubleValue)
-        } else {
-            throw RouteMatchProblem("a value of type \(type(of: value)) is not JSON")
         }
     }
 
@@ -69,7 +59,7 @@ enum RouteMatchValue {
 }
 
 extension RouteMatchNode {
-    func evaluate(_ event: [String: Any]) throws(RouteMatchProblem) -> RouteMatchValue {
+    func evaluate(_ event: [String: GoJSON]) throws(RouteMatchProblem) -> RouteMatchValue {
         switch self {
         case .event:
             return .map(event)
@@ -125,7 +115,7 @@ extension RouteMatchNode {
 
     /// `&&` (deciding value false) and `||` (true) as CEL has them: commutative, so an operand that decides the
     /// result wins over an error or a non-boolean in another operand; otherwise the first error is thrown.
-    private static func logical(_ operands: [RouteMatchNode], _ event: [String: Any], deciding: Bool)
+    private static func logical(_ operands: [RouteMatchNode], _ event: [String: GoJSON], deciding: Bool)
         throws(RouteMatchProblem) -> Bool
     {
         var problem: RouteMatchProblem?

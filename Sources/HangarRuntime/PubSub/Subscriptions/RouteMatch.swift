@@ -42,10 +42,10 @@ package struct RouteMatch: Sendable, Hashable {
         }
     }
 
-    /// Whether the rule holds for `event`, the CloudEvent as a JSON object (Foundation values, as
-    /// `JSONSerialization` reads it). Throws when the expression cannot be evaluated on this event (a field of a
+    /// Whether the rule holds for `event`, the CloudEvent as a JSON object (as `SubscriptionEvent.cloudEvent`
+    /// decodes it). Throws when the expression cannot be evaluated on this event (a field of a
     /// non-object, a result that is not a boolean): Dapr then retries the message or dead-letters it.
-    package func evaluate(_ event: [String: Any]) throws(RouteMatchError) -> Bool {
+    package func evaluate(_ event: [String: GoJSON]) throws(RouteMatchError) -> Bool {
         do throws(RouteMatchProblem) {
             switch try root.evaluate(event) {
             case .bool(let result): return result
