@@ -23,6 +23,10 @@ struct HTTPAppChannelTopicEventTests {
             (200, #"{"status":"drop"}"#, "retry"), (200, #"{"status":"success"}"#, "retry"),
             (200, #"{"status":null}"#, "success"), (200, #"{"status":2}"#, "success"),
             (200, #"["DROP"]"#, "success"), (200, #""RETRY""#, "success"),
+            // Go's Decoder reads the first value and stops: what follows it is never looked at; a value cut short
+            // does not decode (a success).
+            (200, #"{"status":"RETRY"} trailing junk"#, "retry"), (200, "  \n{\"status\":\"DROP\"}{", "drop"),
+            (200, #"{"status":"RETRY""#, "success"),
         ] as [(Int, String?, String)])
     func outcome(status: Int, body: String?, expected: String) {
         let outcome = HTTPAppChannel.outcome(status: status, body: body.map(Self.body))
@@ -42,7 +46,8 @@ struct HTTPAppChannelTopicEventTests {
 
     @Test("a bulk answer settles each entry by its status; missing or empty ones retry, 404 drops all")
     func bulk() {
-        let answer = #"{"statuses":[{"entryId":"1","status":"SUCCESS"},{"entryId":"2","status":"DROP"},"#
+        let answer =
+            #"{"statuses":[{"entryId":"1","status":"SUCCESS"},{"entryId":"2","status":"DROP"},"#
             + #"{"entryId":"3","status":""},{"entryId":"4","status":"RETRY"}]}"#
         let outcomes = HTTPAppChannel.bulkOutcomes(status: 200, body: Self.body(answer), entries: ["1", "2", "3", "4"])
         #expect(outcomes["1"] == .success)
@@ -59,6 +64,11 @@ struct HTTPAppChannelTopicEventTests {
         let typed = #"{"statuses":[{"entryId":"1","status":"SUCCESS"},{"entryId":"2","status":0}]}"#
         let mistyped = HTTPAppChannel.bulkOutcomes(status: 200, body: Self.body(typed), entries: ["1", "2"])
         #expect(mistyped.count == 2 && mistyped.values.allSatisfy { if case .retry = $0 { true } else { false } })
+        // As Go's Decoder: the first JSON value is the answer, whatever follows it.
+        let trailed = #"{"statuses":[{"entryId":"1","status":"DROP"}]} and then junk"#
+        #expect(
+            HTTPAppChannel.bulkOutcomes(status: 200, body: Self.body(trailed), entries: ["1"])["1"]
+                == .drop("the app answered DROP"))
         let gone = HTTPAppChannel.bulkOutcomes(status: 404, body: nil, entries: ["1"])
         #expect(gone["1"] == .drop("the app answered 404"))
         let failed = HTTPAppChannel.bulkOutcomes(status: 503, body: nil, entries: ["1", "2"])

@@ -66,28 +66,29 @@ extension HTTPAppChannel {
         }
     }
 
-    /// What the app's answer to one event means (reference §3.3), read as Dapr's Go decoder reads it into
-    /// `{Status string `json:"status"`}`: the key in any case, the value exactly (`"drop"` is an unknown status, a
-    /// retry); a body that is not a JSON object, a `null` status, or one that is not a string (Go's decoding fails)
-    /// is a success.
+    /// What the app's answer to one event means (reference §3.3), read as Dapr's `json.NewDecoder(body).Decode`
+    /// reads it into `{Status string `json:"status"`}`: the first JSON value of the body (anything after it is not
+    /// read, so `{"status":"RETRY"} junk` retries), the key in any case, the value exactly (`"drop"` is an unknown
+    /// status, a retry); a body that is not a JSON object, a `null` status, or one that is not a string (Go's
+    /// decoding fails) is a success.
     static func outcome(status: Int, body: ByteBuffer?) -> DeliveryOutcome {
         if status == 404 { return .drop("the app answered 404") }
         guard (200..<300).contains(status) else { return .failed("the app answered \(status)", code: .http(status)) }
-        guard let body, body.readableBytes > 0,
-            let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
+        guard let body, body.readableBytes > 0, case .object(let object)? = GoJSON.decodePrefix(body.readableBytesView),
+            case .string(let answer)? = member("status", of: object)
         else { return .success }
-        switch field("status", of: object) {
-        case nil, ""?, "SUCCESS"?: return .success
-        case "DROP"?: return .drop("the app answered DROP")
-        case "RETRY"?: return .retry("the app answered RETRY")
-        case let answer?: return .retry("the app answered the unknown status \(answer)")
+        switch answer {
+        case "", "SUCCESS": return .success
+        case "DROP": return .drop("the app answered DROP")
+        case "RETRY": return .retry("the app answered RETRY")
+        default: return .retry("the app answered the unknown status \(answer)")
         }
     }
 
     /// What the app's answer to a bulk delivery means for each entry (Dapr's `{"statuses": [{"entryId",
-    /// "status"}]}`, keys in any case, statuses exactly): an entry missing or with an empty status is a retry; a 2xx
-    /// whose body Go could not decode (not an object, a status that is not a string) retries every entry; 404
-    /// drops every entry; any other status is a retry of all.
+    /// "status"}]}`, decoded as Go's decoder does: the first JSON value, keys in any case, statuses exactly): an
+    /// entry missing or with an empty status is a retry; a 2xx whose body Go could not decode (not an object, a
+    /// status that is not a string) retries every entry; 404 drops every entry; any other status is a retry of all.
     static func bulkOutcomes(status: Int, body: ByteBuffer?, entries: [String]) -> [String: DeliveryOutcome] {
         func all(_ outcome: DeliveryOutcome) -> [String: DeliveryOutcome] {
             Dictionary(entries.map { ($0, outcome) }, uniquingKeysWith: { first, _ in first })
@@ -97,21 +98,29 @@ extension HTTPAppChannel {
             return all(.failed("the app answered \(status)", code: .http(status)))
         }
         let unreadable = all(.retry("the app's answer is not a bulk response"))
-        guard let body,
-            let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]
-        else { return unreadable }
-        let listed = value("statuses", of: object)
-        if listed == nil || listed is NSNull { return [:] }
-        guard let statuses = listed as? [Any] else { return unreadable }
+        guard let body, case .object(let object)? = GoJSON.decodePrefix(body.readableBytesView) else {
+            return unreadable
+        }
+        let statuses: [GoJSON]
+        switch member("statuses", of: object) {
+        case nil, .null?: return [:]
+        case .array(let items)?: statuses = items
+        default: return unreadable
+        }
         var outcomes: [String: DeliveryOutcome] = [:]
         for item in statuses {
-            if item is NSNull { continue }
-            guard let entry = item as? [String: Any] else { return unreadable }
-            let id = value("entryId", of: entry)
-            let answer = value("status", of: entry)
-            guard id == nil || id is NSNull || id is String, answer == nil || answer is NSNull || answer is String
-            else { return unreadable }
-            guard let id = id as? String, let answer = answer as? String, !answer.isEmpty else { continue }
+            if item == .null { continue }
+            guard case .object(let entry) = item else { return unreadable }
+            let id = member("entryId", of: entry)
+            let answer = member("status", of: entry)
+            // Go fails the whole decoding on a field of the wrong type.
+            for field in [id, answer] {
+                switch field {
+                case nil, .null?, .string?: continue
+                default: return unreadable
+                }
+            }
+            guard case .string(let id)? = id, case .string(let answer)? = answer, !answer.isEmpty else { continue }
             switch answer {
             case "SUCCESS": outcomes[id] = .success
             case "DROP": outcomes[id] = .drop("the app answered DROP")
@@ -121,18 +130,12 @@ extension HTTPAppChannel {
         return outcomes
     }
 
-    /// The value of `key` in a decoded JSON object as Go's decoder finds a struct field: the exact key, else one
-    /// that matches it ignoring case.
-    static func value(_ key: String, of object: [String: Any]) -> Any? {
+    /// The member `key` of a decoded JSON object as Go's decoder finds a struct field: the exact key, else one that
+    /// matches it ignoring case.
+    static func member(_ key: String, of object: [String: GoJSON]) -> GoJSON? {
         if let exact = object[key] { return exact }
         let lower = key.lowercased()
         return object.first { $0.key.lowercased() == lower }?.value
-    }
-
-    /// A string field as Go decodes it: nil when absent or `null`, and also when it is not a string, since Go then
-    /// fails the whole decoding, which Dapr reads as a success.
-    private static func field(_ key: String, of object: [String: Any]) -> String? {
-        value(key, of: object) as? String
     }
 
     /// One bulk entry's `event`: the CloudEvent as a JSON object; for a raw payload, the bytes as JSON when they
