@@ -307,6 +307,30 @@ struct PushDeliveryTests {
         push.stopAll()
     }
 
+    @Test("a bulk batch waits up to maxAwaitDurationMs for more messages: published one by one, they go out together")
+    func bulkGathers() async throws {
+        // A batch goes out when it is full (3) or 60 s after its first message: the three publishes below, made
+        // one after the other, must arrive as one batch (without gathering the first would go out alone).
+        try await subscribe([Self.spec(bulk: BulkSubscribeSpec(maxMessagesCount: 3, maxAwaitDurationMs: 60_000))])
+        for text in ["a", "b", "c"] { try await publish(text) }
+        try await eventually { channel.batches.withLock { $0.count } >= 1 }
+        let batches = channel.batches.withLock { $0 }
+        #expect(batches.map(\.entries.count) == [3])
+        #expect(batches.first?.entries.map { String(decoding: $0.event.data, as: UTF8.self) } == ["a", "b", "c"])
+        push.stopAll()
+    }
+
+    @Test("a bulk batch that does not fill goes out when maxAwaitDurationMs has passed")
+    func bulkFlushesAfterTheWait() async throws {
+        try await subscribe([Self.spec(bulk: BulkSubscribeSpec(maxMessagesCount: 100, maxAwaitDurationMs: 200))])
+        try await publish("alone")
+        try await eventually { channel.batches.withLock { $0.count } == 1 }
+        #expect(channel.batches.withLock { $0.first?.entries.count } == 1)
+        push.stopAll()
+        try await eventually { runtime.pubsub.subscriptions.count == 0 }
+        #expect(try await pending("orders").isEmpty, "acknowledged")
+    }
+
     @Test("nothing is delivered while the app is unhealthy; what waited arrives when it is healthy again")
     func unhealthyPause() async throws {
         let watching = Task { await runtime.appChannels.watchHealth(on: MultiThreadedEventLoopGroup.singleton) }

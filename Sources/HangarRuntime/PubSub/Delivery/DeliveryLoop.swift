@@ -58,6 +58,9 @@ package final class DeliveryLoop {
     let window: Int
     /// The most messages handed to the sink in one `deliver` (a bulk subscription's `maxMessagesCount`).
     let batchLimit: Int
+    /// A bulk subscription's `maxAwaitDurationMs`: a batch smaller than `batchLimit` is held this long after its
+    /// first message, for more to join it (Dapr's default bulk subscriber); nil: every fetch is delivered at once.
+    let gatherFor: Duration?
     /// How much longer than its deadline a delivery's message stays leased, when there is a deadline.
     let leaseMargin: Duration
     /// The sink's deadline for each delivery when the policy sets none (push: 60 s); nil: none (streaming).
@@ -80,6 +83,9 @@ package final class DeliveryLoop {
     private let account: TenantAccount?
     private var holdsSubscription: Bool
 
+    /// Messages leased for a bulk batch that is still gathering (`gatherFor`), and when it goes out at the latest.
+    private var gathered: [PubSubDelivery] = []
+    private var gatherUntil: NIODeadline?
     /// Deliveries handed out and not settled, by the sink's key, with the end of their lease.
     private var inFlight: [String: (delivery: PubSubDelivery, leasedUntil: NIODeadline)] = [:]
     /// The end of the lease of the batch being delivered.
@@ -100,7 +106,8 @@ package final class DeliveryLoop {
     /// been checked (`PubSubAPI.checkDeadLetterTopic`). May be made on any thread; used on `eventLoop` only.
     init(
         api: PubSubAPI, handle: TenantPubSubHandle, topic: String, deadLetterTopic: String?, window: Int,
-        batchLimit: Int? = nil, defaultTimeout: Duration? = nil, leaseMargin: Duration = .zero,
+        batchLimit: Int? = nil, gatherFor: Duration? = nil, defaultTimeout: Duration? = nil,
+        leaseMargin: Duration = .zero,
         retryAfter: Duration = DeliveryLoop.retryDelay,
         listing: StreamingSubscriptionListing? = nil, eventLoop: any EventLoop, logger: Logger?,
         sink: any DeliverySink
@@ -118,6 +125,7 @@ package final class DeliveryLoop {
         self.deadLetterTopic = deadLetterTopic
         self.window = max(1, window)
         self.batchLimit = max(1, min(batchLimit ?? window, window))
+        self.gatherFor = gatherFor.flatMap { $0 > .zero ? $0 : nil }
         self.eventLoop = eventLoop
         self.logger = logger
         self.sink = sink
@@ -147,7 +155,8 @@ package final class DeliveryLoop {
 
     /// How long each fetch leases its messages: the delivery deadline and `leaseMargin` (so that a message is not
     /// delivered again while its call still runs), else the component's `ackTimeout`.
-    var lease: Duration? { deliveryTimeout.map { $0 + leaseMargin } }
+    /// A gathering batch's messages are leased for that wait too.
+    var lease: Duration? { deliveryTimeout.map { $0 + leaseMargin + (gatherFor ?? .zero) } }
 
     /// Resolves the policy again from the configuration in force (the loop's start, a reload): the next failure
     /// and the next fetch follow it. Logged when it changes.
@@ -260,8 +269,10 @@ package final class DeliveryLoop {
         if started { api.subscriptions.remove(ObjectIdentifier(self), key) }
         cancelWait()
         series.addInFlight(-inFlight.count)
-        let pending = inFlight.values.map(\.delivery.id)
+        let pending = inFlight.values.map(\.delivery.id) + gathered.map(\.id)
         inFlight.removeAll()
+        gathered.removeAll()
+        gatherUntil = nil
         nack(pending, after: .zero)
         sink = nil
     }
@@ -366,7 +377,8 @@ package final class DeliveryLoop {
         let seen = handle.pubsub.lastSequence(of: physicalTopic)
         let bound = self.bound
         let eventLoop = self.eventLoop
-        let limit = min(window - inFlight.count, batchLimit)
+        let limit = min(window - inFlight.count, batchLimit) - gathered.count
+        guard limit > 0 else { return deliverGathered() }
         handle.fetch(topic, limit: limit, lease: lease, on: eventLoop)
             .whenComplete { result in
                 // Always on the loop's next turn: an inline component answers within this call.
@@ -409,18 +421,43 @@ package final class DeliveryLoop {
             if delivery.attempt > 1 { series.recordRedelivery() }
             deliverable.append(delivery)
         }
-        if !deliverable.isEmpty, let sink {
-            delivering = true
-            let more = sink.deliver(deliverable, loop: self)
-            delivering = false
-            if !more { paused = true }
+        if let gatherFor, !deliverable.isEmpty || !gathered.isEmpty {
+            // A bulk batch waits for more messages until it is full or `gatherFor` after its first one.
+            gathered += deliverable
+            let now = NIODeadline.now()
+            let until = gatherUntil ?? now + TimeAmount(gatherFor)
+            gatherUntil = until
+            if gathered.count < batchLimit, now < until, batch.deliveries.count < limit, !returnedWhileFetching {
+                let latest = Date(timeIntervalSinceNow: Double((until - now).nanoseconds) / 1e9)
+                return wait(beyond: seen, until: min(latest, batch.nextRedeliveryAt ?? latest))
+            }
+            return deliverGathered()
         }
+        hand(deliverable)
         if stopped { return }
         if batch.deliveries.isEmpty, !returnedWhileFetching {
             wait(beyond: seen, until: batch.nextRedeliveryAt)
         } else {
             pump()
         }
+    }
+
+    /// Hands `deliveries` to the sink.
+    private func hand(_ deliveries: [PubSubDelivery]) {
+        guard !deliveries.isEmpty, let sink else { return }
+        delivering = true
+        let more = sink.deliver(deliveries, loop: self)
+        delivering = false
+        if !more { paused = true }
+    }
+
+    /// Sends the gathering bulk batch as it is, then fetches on.
+    private func deliverGathered() {
+        let batch = gathered
+        gathered = []
+        gatherUntil = nil
+        hand(batch)
+        if !stopped { pump() }
     }
 
     /// Sleeps until the topic has a message beyond `sequence`, the component closes, or `deadline` passes; then

@@ -165,6 +165,7 @@ final class PushSubscription: Sendable {
                 loop = try DeliveryLoop(
                     api: delivery.api, handle: handle, topic: spec.topic, deadLetterTopic: spec.deadLetterTopic,
                     window: min(window, PushDelivery.maxWindow), batchLimit: spec.bulk?.maxMessagesCount,
+                    gatherFor: spec.bulk.map { .milliseconds($0.maxAwaitDurationMs) },
                     defaultTimeout: delivery.deliveryTimeout, leaseMargin: PushDelivery.leaseMargin,
                     retryAfter: delivery.retryDelay,
                     eventLoop: eventLoop,
