@@ -222,8 +222,22 @@ package final class SQLitePubSub: PubSub {
             })
     }
 
+    /// The most messages one trimming transaction removes by retention and acknowledgement: a backlog of acked
+    /// messages (after a burst) is removed in transactions of this size, each a job like any other, so that
+    /// publishes go on between them. In one transaction, 250,000 messages held the writer for half a second.
+    static let trimChunk = 2048
+
     package func trim(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
-        enqueue(on: eventLoop) { writer in try writer.trim(now: Self.now()) }
+        trim(on: eventLoop, removedBefore: 0)
+    }
+
+    /// Trims one chunk (`trimChunk`), then queues the next while there is more to remove.
+    private func trim(on eventLoop: any EventLoop, removedBefore: Int) -> EventLoopFuture<Int> {
+        enqueue(on: eventLoop) { writer in try writer.trim(now: Self.now(), budget: Self.trimChunk) }.flatMap {
+            removed, more in
+            guard more else { return eventLoop.makeSucceededFuture(removedBefore + removed) }
+            return self.trim(on: eventLoop, removedBefore: removedBefore + removed)
+        }
     }
 
     package func observe(topic: String, _ handler: @escaping @Sendable (UInt64) -> Void) -> PubSubObservation {
@@ -289,10 +303,19 @@ package final class SQLitePubSub: PubSub {
         }
         switch start {
         case nil: promise.fail(PubSubError.closed)
-        case true?: threadPool.submit { [self] state in drain(poolActive: state == .active) }
+        case true? where eventLoop.inEventLoop:
+            // Called from the event loop (a request being handled): the drain starts once the loop has handled
+            // every request of this turn, which then share the batch's one commit. Started at once, the writer
+            // would commit the first request alone while the loop reads the others.
+            eventLoop.execute { [self] in submitDrain() }
+        case true?: submitDrain()
         case false?: break
         }
         return promise.futureResult
+    }
+
+    private func submitDrain() {
+        threadPool.submit { [self] state in drain(poolActive: state == .active) }
     }
 
     /// Runs one batch, then hands the thread back to the pool and queues itself again while jobs remain, so that
@@ -314,7 +337,7 @@ package final class SQLitePubSub: PubSub {
             if queue.jobs.isEmpty { queue.draining = false }
             return queue.draining
         }
-        if more { threadPool.submit { [self] state in drain(poolActive: state == .active) } }
+        if more { submitDrain() }
     }
 
     /// Runs `jobs` in one transaction, then completes them and notifies the topics' observers. When the transaction
