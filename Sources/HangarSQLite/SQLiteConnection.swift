@@ -7,6 +7,8 @@ internal import VaporCSQLite
 final class SQLiteConnection {
     private var handle: OpaquePointer?
     private var statements: [String: OpaquePointer] = [:]
+    /// What the WAL hook records into (`recordWALFrames`), kept as long as the connection.
+    private var walFrames: WALFrames?
 
     /// `sqlite3_initialize` is not safe to race against the first `sqlite3_open_v2`; a static runs it exactly once.
     private static let initialized: Int32 = sqlite_nio_sqlite3_initialize()
@@ -82,6 +84,33 @@ final class SQLiteConnection {
             try statement.bind(parameters)
             while try statement.step() {}
         }
+    }
+
+    /// Replaces SQLite's auto-checkpoint with a hook that records in `frames` how many frames the WAL holds after
+    /// each commit: the connection's owner checkpoints (`checkpoint()`), where and when it chooses.
+    func recordWALFrames(in frames: WALFrames) throws(SQLiteError) {
+        let handle = try openHandle()
+        walFrames = frames
+        _ = sqlite_nio_sqlite3_wal_hook(
+            handle,
+            { context, _, _, count in
+                guard let context else { return SQLITE_OK }
+                Unmanaged<WALFrames>.fromOpaque(context).takeUnretainedValue().record(Int(count))
+                return SQLITE_OK
+            }, Unmanaged.passUnretained(frames).toOpaque())
+    }
+
+    /// A PASSIVE checkpoint of the database: copies into the database file the WAL frames no reader needs, without
+    /// waiting for any reader or writer. Answers the WAL's frames and how many of them are now copied.
+    func checkpoint() throws(SQLiteError) -> (frames: Int, copied: Int) {
+        let handle = try openHandle()
+        var frames: Int32 = 0
+        var copied: Int32 = 0
+        let code = sqlite_nio_sqlite3_wal_checkpoint_v2(handle, nil, SQLITE_CHECKPOINT_PASSIVE, &frames, &copied)
+        guard code == SQLITE_OK else {
+            throw SQLiteError(code: code, message: String(cString: sqlite_nio_sqlite3_errmsg(handle)))
+        }
+        return (Int(frames), Int(copied))
     }
 
     /// Finalizes every cached statement and closes the connection. Safe to call more than once.

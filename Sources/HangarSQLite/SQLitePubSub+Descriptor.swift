@@ -9,17 +9,24 @@ extension SQLitePubSub {
     /// tenants or more disk raises it (`maxRetainedBytes`), or turns it off with `0`.
     package static let defaultLimits = PubSubLimits(maxRetainedBytes: 4 << 30)
 
+    /// Operations in flight at once unless `maxConcurrentOperations` says otherwise. Every one of them joins the
+    /// writer's next batch (group commit: one commit for the batch), so this bounds the batches: at the pool's
+    /// default of 8, 32 concurrent publishers made batches of 4 to 5 and a commit for every 4 or 5 publishes. The
+    /// fair queue still orders what waits beyond it by tenant.
+    package static let defaultConcurrency = 256
+
     /// `pubsub.sqlite`: every metadata field optional. `connectionString` (absent or empty: `<name>.db` in the data
     /// directory) and `busyTimeout` (default 2s; zero or negative: none) exactly as `state.sqlite` reads them
     /// (`SQLiteMetadata`), `synchronous` (`normal`, the default, or `full`), and the limits of `PubSubLimits`:
     /// `ackTimeout`/`visibilityTimeout` (60s), `retentionPeriod` (24h, `0` keeps messages until every consumer
     /// acked them), `maxTopicBytes` (no limit), `maxRetainedBytes` (4 GiB, `defaultLimits`; `0`: no limit),
-    /// `cleanupInterval` (10s). Blocking, so its calls run on the thread pool.
+    /// `cleanupInterval` (10s). Blocking, so its calls run on the thread pool; `defaultConcurrency` lets many
+    /// operations be in flight at once (`maxConcurrentOperations` still sets it).
     package static let descriptor = ComponentDescriptor(
         type: "pubsub.sqlite",
         metadata: ["connectionString", "busyTimeout", "synchronous"].map { ComponentMetadataField($0) }
             + PubSubLimits.metadataFields,
-        executesInline: false,
+        executesInline: false, defaultConcurrency: defaultConcurrency,
         make: .pubsub { (definition, context) throws(ComponentDefinitionError) in
             let settings = try SQLitePubSub.configuration(definition, dataDirectory: context.dataDirectory)
             return {

@@ -13,7 +13,8 @@ import Synchronization
 /// queue, run by one writer connection on the `NIOThreadPool`. Jobs that arrive while a transaction is being
 /// committed wait and go together into the next one (up to `maxBatch`), so N concurrent publishers cost about one
 /// commit, not N. A job's future completes only after the transaction holding it has committed; the futures of a
-/// batch complete with one task per event loop.
+/// batch complete with one task per event loop. A job queued on an idle writer by an event loop starts the drain
+/// once that loop has handled its turn, so that the requests it read together share the first commit too.
 ///
 /// **Failure isolation.** An operation refused for a reason of its own (`PubSubError`: full, unknown consumer)
 /// fails alone and the batch commits. One that spoils the transaction (a SQLite error, a corrupt row) rolls the
@@ -25,6 +26,10 @@ import Synchronization
 /// complete, so it survives a crash or `kill -9` of the daemon; a power loss or kernel crash may lose the last
 /// commits before the next checkpoint. `synchronous: full` adds an fsync per commit, which group commit shares
 /// among the batch, for durability against power loss too.
+///
+/// **Checkpoints** run on a second connection beside the writer, not inside its commits
+/// (`SQLitePubSubCheckpointer`); the WAL stays bounded. **Trimming** removes at most `trimChunk` messages per
+/// transaction.
 ///
 /// Byte accounting, topic sequences and consumer cursors are cached in memory by the writer
 /// (`SQLitePubSubWriter`), changed with each batch and published (`usageByTopic`, `lastSequence(of:)`) after it
@@ -104,6 +109,8 @@ package final class SQLitePubSub: PubSub {
     private let queue = Mutex(Queue())
     /// Nil once closed. Locked by the drain for a whole batch (it is the only user while the component is open).
     private let writer: Mutex<SQLitePubSubWriter?>
+    /// Checkpoints the WAL beside the writer; nil for an in-memory database, which has no WAL.
+    private let checkpointer: SQLitePubSubCheckpointer?
     private let stats: Mutex<Stats>
     private let trimCount = Atomic<Int>(0)
     private let observers = PubSubTopicObservers()
@@ -132,6 +139,17 @@ package final class SQLitePubSub: PubSub {
                 logger.warning(
                     "SQLite refused WAL mode: commits will be slower",
                     metadata: ["sqlite.journal_mode": "\(journalMode)"])
+            }
+            if !inMemory && journalMode.lowercased() == "wal" {
+                let checkpointer = try SQLitePubSubCheckpointer(
+                    path: path, busyTimeout: configuration.busyTimeout,
+                    synchronousFull: configuration.synchronousFull, threadPool: threadPool, logger: logger)
+                try connection.recordWALFrames(in: checkpointer.frames)
+                // A WAL that grew (a long checkpoint under load) is cut back when it starts again.
+                try connection.execute("PRAGMA journal_size_limit = \(SQLitePubSubCheckpointer.fileLimit)")
+                self.checkpointer = checkpointer
+            } else {
+                self.checkpointer = nil
             }
             let writer = try SQLitePubSubWriter(connection: connection, limits: configuration.limits)
             self.stats = Mutex(
@@ -222,8 +240,22 @@ package final class SQLitePubSub: PubSub {
             })
     }
 
+    /// The most messages one trimming transaction removes by retention and acknowledgement: a backlog of acked
+    /// messages (after a burst) is removed in transactions of this size, each a job like any other, so that
+    /// publishes go on between them. In one transaction, 250,000 messages held the writer for half a second.
+    static let trimChunk = 2048
+
     package func trim(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
-        enqueue(on: eventLoop) { writer in try writer.trim(now: Self.now()) }
+        trim(on: eventLoop, removedBefore: 0)
+    }
+
+    /// Trims one chunk (`trimChunk`), then queues the next while there is more to remove.
+    private func trim(on eventLoop: any EventLoop, removedBefore: Int) -> EventLoopFuture<Int> {
+        enqueue(on: eventLoop) { writer in try writer.trim(now: Self.now(), budget: Self.trimChunk) }.flatMap {
+            removed, more in
+            guard more else { return eventLoop.makeSucceededFuture(removedBefore + removed) }
+            return self.trim(on: eventLoop, removedBefore: removedBefore + removed)
+        }
     }
 
     package func observe(topic: String, _ handler: @escaping @Sendable (UInt64) -> Void) -> PubSubObservation {
@@ -244,6 +276,9 @@ package final class SQLitePubSub: PubSub {
         }
         observers.close()
         let closeWriter: @Sendable () -> Void = { [self] in
+            // The writer's connection closes last: as the database's last connection, it checkpoints the WAL and
+            // removes it.
+            checkpointer?.close()
             writer.withLock { writer in
                 writer?.connection.close()
                 writer = nil
@@ -258,6 +293,9 @@ package final class SQLitePubSub: PubSub {
 
     /// How many observations are registered (for tests).
     package var observerCount: Int { observers.count }
+
+    /// The frames the WAL held after the last commit; nil without a WAL (for tests).
+    package var walFrames: Int? { checkpointer?.frames.count }
 
     // MARK: - The queue and its drain
 
@@ -289,10 +327,19 @@ package final class SQLitePubSub: PubSub {
         }
         switch start {
         case nil: promise.fail(PubSubError.closed)
-        case true?: threadPool.submit { [self] state in drain(poolActive: state == .active) }
+        case true? where eventLoop.inEventLoop:
+            // Called from the event loop (a request being handled): the drain starts once the loop has handled
+            // every request of this turn, which then share the batch's one commit. Started at once, the writer
+            // would commit the first request alone while the loop reads the others.
+            eventLoop.execute { [self] in submitDrain() }
+        case true?: submitDrain()
         case false?: break
         }
         return promise.futureResult
+    }
+
+    private func submitDrain() {
+        threadPool.submit { [self] state in drain(poolActive: state == .active) }
     }
 
     /// Runs one batch, then hands the thread back to the pool and queues itself again while jobs remain, so that
@@ -307,6 +354,11 @@ package final class SQLitePubSub: PubSub {
         }
         if poolActive {
             runBatch(jobs)
+            if let checkpointer {
+                writer.withLock { writer in
+                    if let writer { checkpointer.afterBatch(writer: writer.connection) }
+                }
+            }
         } else {
             for job in jobs { job.fail(.backend("the SQLite thread pool is not running")) }
         }
@@ -314,7 +366,7 @@ package final class SQLitePubSub: PubSub {
             if queue.jobs.isEmpty { queue.draining = false }
             return queue.draining
         }
-        if more { threadPool.submit { [self] state in drain(poolActive: state == .active) } }
+        if more { submitDrain() }
     }
 
     /// Runs `jobs` in one transaction, then completes them and notifies the topics' observers. When the transaction

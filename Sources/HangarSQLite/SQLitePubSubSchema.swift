@@ -1,8 +1,10 @@
 /// The tables of a `pubsub.sqlite` database and the statements its writer runs (each prepared once per connection).
 ///
 /// ```
-/// pubsub_topics    (id, name UNIQUE, last_seq)                      one row per topic; last_seq survives trimming,
-///                                                                   so a sequence is never handed out twice
+/// pubsub_topics    (id, name UNIQUE, last_seq)                      one row per topic; last_seq is written when
+///                                                                   messages are removed, so that a sequence is
+///                                                                   never handed out twice (the last sequence is
+///                                                                   the larger of it and the log's MAX(seq))
 /// pubsub_messages  (topic_id, seq, published_at, expires_at, bytes,  the append-only log of every topic, keyed by
 ///                   content_type, metadata, data)                   (topic_id, seq); times in ms since 1970
 /// pubsub_consumers (id, group_name, topic_id, cursor)               one row per (group, topic): the last sequence
@@ -36,7 +38,12 @@ enum SQLitePubSubSchema {
 
     // Opening the database: leases are released, then the caches are loaded.
     static let releaseLeases = "UPDATE pubsub_pending SET visible_at = 0 WHERE visible_at > 0"
-    static let loadTopics = "SELECT id, name, last_seq FROM pubsub_topics"
+    /// Each topic's last sequence: `last_seq` as of the last removal, or the log's last message when later.
+    static let loadTopics = """
+        SELECT t.id, t.name,
+            MAX(t.last_seq, COALESCE((SELECT MAX(m.seq) FROM pubsub_messages m WHERE m.topic_id = t.id), 0))
+        FROM pubsub_topics t
+        """
     static let loadUsage = "SELECT topic_id, SUM(bytes) FROM pubsub_messages GROUP BY topic_id"
     static let loadConsumers = "SELECT id, group_name, topic_id, cursor FROM pubsub_consumers"
 
@@ -76,14 +83,19 @@ enum SQLitePubSubSchema {
     static let oldestPending = "SELECT MIN(seq) FROM pubsub_pending WHERE consumer_id = ?1"
 
     // Trimming.
+    /// `expires_at IS NOT NULL` lets the planner take the partial index: without it, it scanned the whole log in
+    /// `topic_id` order (to group without sorting), on every trim.
     static let expiredUsage = """
-        SELECT topic_id, COUNT(*), SUM(bytes) FROM pubsub_messages WHERE expires_at <= ?1 GROUP BY topic_id
+        SELECT topic_id, COUNT(*), SUM(bytes) FROM pubsub_messages
+        WHERE expires_at IS NOT NULL AND expires_at <= ?1 GROUP BY topic_id
         """
     static let deleteExpired = "DELETE FROM pubsub_messages WHERE expires_at <= ?1"
-    /// The oldest message of a topic published at or after ?2 (scans only the older ones, in sequence order).
+    /// The oldest message of a topic published at or after ?2, up to sequence ?3 (scans only the older ones, in
+    /// sequence order, and none past ?3).
     static let firstYoung = """
-        SELECT seq FROM pubsub_messages WHERE topic_id = ?1 AND published_at >= ?2 ORDER BY seq LIMIT 1
+        SELECT seq FROM pubsub_messages WHERE topic_id = ?1 AND seq <= ?3 AND published_at >= ?2 ORDER BY seq LIMIT 1
         """
+    static let firstSequence = "SELECT MIN(seq) FROM pubsub_messages WHERE topic_id = ?1"
     static let oldest = "SELECT seq, bytes FROM pubsub_messages WHERE topic_id = ?1 AND seq < ?2 ORDER BY seq"
     static let rangeUsage = """
         SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM pubsub_messages WHERE topic_id = ?1 AND seq <= ?2

@@ -37,9 +37,11 @@ final class SQLitePubSubWriter {
     var trimsForRoom: Int { gate.trimsForRoom }
     /// Topics whose row or bytes the current batch changed: their stats are published after COMMIT.
     private(set) var touched: Set<String> = []
-    /// Topics the current batch appended to: their `last_seq` is written before COMMIT, and their observers are
-    /// notified after it.
+    /// Topics the current batch appended to: their observers are notified after COMMIT.
     private(set) var appended: Set<String> = []
+    /// Topics the current batch removed messages from: their `last_seq` is written before COMMIT. A topic's last
+    /// sequence is otherwise its log's own (`MAX(seq)`, see `Schema.loadTopics`), so an append writes no topic row.
+    private var trimmed: Set<String> = []
     private var needsReload = false
 
     /// Creates the tables when missing and reads the caches. Every lease is released: the deliveries they covered
@@ -60,12 +62,13 @@ final class SQLitePubSubWriter {
         if needsReload { try reload() }
         touched = []
         appended = []
+        trimmed = []
         gate.begin()
         try connection.run("BEGIN IMMEDIATE")
     }
 
     func commit() throws {
-        for name in appended {
+        for name in trimmed {
             guard let row = topics[name] else { continue }
             try connection.run(Schema.updateTopic, .int64(row.id), .int64(Int64(row.last)))
         }
@@ -283,10 +286,15 @@ final class SQLitePubSubWriter {
     }
 
     /// Runs retention (see `PubSub`): expired messages, those older than the retention period, pending entries
-    /// left without their message, then what every consumer has acknowledged. Returns how many messages it removed.
+    /// left without their message, then what every consumer has acknowledged. Removes at most about `budget`
+    /// messages by retention and acknowledgement (expired ones are not counted), so that a large backlog is
+    /// removed in several transactions rather than in one that holds the writer for its whole length. Returns how
+    /// many messages it removed, and whether the budget left some to remove.
     @discardableResult
-    func trim(now: Int64) throws -> Int {
+    func trim(now: Int64, budget: Int = .max) throws -> (removed: Int, more: Bool) {
         var removed = 0
+        var budget = budget
+        var more = false
         let expired = try connection.withStatement(Schema.expiredUsage) { statement in
             try statement.bind([.int64(now)])
             var expired: [(topicID: Int64, count: Int, bytes: Int)] = []
@@ -306,11 +314,19 @@ final class SQLitePubSubWriter {
         if let period = limits.retentionPeriod {
             let cutoff = now.plusSaturating(-period.saturatingMilliseconds)
             for (name, row) in topics where row.bytes > 0 {
+                guard budget > 0 else {
+                    more = true
+                    break
+                }
+                let bound = try chunkEnd(of: row, budget: budget)
                 let young = try connection.withStatement(Schema.firstYoung) { statement in
-                    try statement.bind([.int64(row.id), .int64(cutoff)])
+                    try statement.bind([.int64(row.id), .int64(cutoff), .int64(Int64(clamping: bound))])
                     return try statement.step() ? UInt64(statement.int64(0)) : nil
                 }
-                removed += try removeMessages(of: name, upTo: young.map { $0 - 1 } ?? row.last)
+                let count = try removeMessages(of: name, upTo: young.map { $0 - 1 } ?? bound)
+                removed += count
+                budget -= count
+                if young == nil, bound < row.last { more = true }
             }
         }
         try connection.run(Schema.deleteDanglingPending)
@@ -324,10 +340,30 @@ final class SQLitePubSubWriter {
             watermarks[row.topicID] = min(watermarks[row.topicID] ?? settled, settled)
         }
         for (name, row) in topics where row.bytes > 0 {
-            removed += try removeMessages(of: name, upTo: watermarks[row.id] ?? row.last)
+            guard budget > 0 else {
+                more = true
+                break
+            }
+            let target = watermarks[row.id] ?? row.last
+            let bound = min(target, try chunkEnd(of: row, budget: budget))
+            let count = try removeMessages(of: name, upTo: bound)
+            removed += count
+            budget -= count
+            if bound < target { more = true }
         }
         gate.trimmed(now: now)
-        return removed
+        return (removed, more)
+    }
+
+    /// The last sequence a removal of at most `budget` messages from the start of `row`'s topic may reach.
+    private func chunkEnd(of row: TopicRow, budget: Int) throws -> UInt64 {
+        guard budget < Int.max else { return row.last }
+        let first = try connection.withStatement(Schema.firstSequence) { statement in
+            try statement.bind([.int64(row.id)])
+            return try statement.step() && !statement.isNull(0) ? UInt64(statement.int64(0)) : nil
+        }
+        guard let first else { return row.last }
+        return min(row.last, first + UInt64(max(budget, 1)) - 1)
     }
 
     // MARK: - Helpers
@@ -418,6 +454,7 @@ final class SQLitePubSubWriter {
     }
 
     private func free(_ bytes: Int, of name: String) {
+        trimmed.insert(name)
         topics[name]?.bytes -= bytes
         totalBytes -= bytes
         let partition = PubSubPartition.of(name)

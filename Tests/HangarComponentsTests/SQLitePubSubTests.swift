@@ -136,6 +136,82 @@ struct SQLitePubSubTests {
         try await reopened.close(on: loop).get()
     }
 
+    @Test("a sequence is never handed out twice: after the log was trimmed empty, and after a reopen")
+    func sequencesSurviveTrimming() async throws {
+        let directory = try StateTestEnvironment.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("pubsub.db").path
+        let loop = PubSubTestEnvironment.group.next()
+        let topic = "ns||nobody"
+
+        let pubsub = try Env.openSQLite(path: path)
+        #expect(try await pubsub.publish(["1", "2", "3"], to: topic, on: loop) == [1, 2, 3])
+        #expect(try await pubsub.trim(on: loop).get() == 3, "no consumer: every message goes")
+        #expect(pubsub.usageByTopic[topic] == nil)
+        try await pubsub.close(on: loop).get()
+
+        let reopened = try Env.openSQLite(path: path)
+        #expect(reopened.lastSequence(of: topic) == 3, "kept by the topic row when the log is empty")
+        #expect(try await reopened.publish(["4", "5"], to: topic, on: loop) == [4, 5])
+        try await reopened.close(on: loop).get()
+
+        let again = try Env.openSQLite(path: path)
+        #expect(again.lastSequence(of: topic) == 5, "read from the log, past the topic row's 3")
+        #expect(try await again.publish(["6"], to: topic, on: loop) == [6])
+        try await again.close(on: loop).get()
+    }
+
+    @Test(
+        "a backlog larger than one trimming transaction is removed entirely by one trim",
+        arguments: [false, true])
+    func chunkedTrim(byRetention: Bool) async throws {
+        let limits = Env.limits(retentionPeriod: byRetention ? .milliseconds(1) : nil)
+        let count = 2 * SQLitePubSub.trimChunk + 100
+        try await Env.withPubSub(.sqlite, limits: limits) { pubsub, loop in
+            // By retention, a consumer that acked nothing holds every message: only their age removes them.
+            if byRetention { _ = try await pubsub.ensureConsumer(Self.consumer, on: loop).get() }
+            for start in stride(from: 0, to: count, by: 100) {
+                let messages = (start..<min(count, start + 100)).map { Env.message("m\($0)") }
+                _ = try await pubsub.publish(messages, to: Self.consumer.topic, on: loop).get()
+            }
+            if byRetention { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(try await pubsub.trim(on: loop).get() == count)
+            #expect(pubsub.usageByTopic.isEmpty)
+            #expect(pubsub.usageByPartition.isEmpty)
+            #expect(try await pubsub.publish(["next"], to: Self.consumer.topic, on: loop) == [UInt64(count + 1)])
+        }
+    }
+
+    @Test("under a steady stream of commits the WAL is checkpointed beside the writer and starts again")
+    func walStartsAgain() async throws {
+        let directory = try StateTestEnvironment.makeDirectory()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let path = directory.appendingPathComponent("pubsub.db").path
+        let loop = PubSubTestEnvironment.group.next()
+
+        let pubsub = try Env.openSQLite(path: path)
+        var highest = 0
+        var restarted = false
+        // One commit each, two pages or more per commit: several times the checkpoint threshold in all.
+        for index in 0..<(2 * SQLitePubSubCheckpointer.threshold) {
+            _ = try await pubsub.publish(Env.message("m\(index)"), to: Self.consumer.topic, on: loop).get()
+            let frames = try #require(pubsub.walFrames)
+            if frames < highest { restarted = true }
+            highest = max(highest, frames)
+        }
+        #expect(highest >= SQLitePubSubCheckpointer.threshold)
+        #expect(restarted, "the WAL started again from its beginning (its frame count fell)")
+        try await pubsub.close(on: loop).get()
+
+        let reopened = try Env.openSQLite(path: path)
+        let published = 2 * SQLitePubSubCheckpointer.threshold
+        #expect(reopened.lastSequence(of: Self.consumer.topic) == UInt64(published))
+        let bytes = (0..<published).reduce(0) { $0 + Env.message("m\($1)").byteCount }
+        #expect(reopened.usageByTopic[Self.consumer.topic] == bytes, "every message is in the database")
+        try await reopened.close(on: loop).get()
+        #expect(!FileManager.default.fileExists(atPath: path + "-wal"), "the last connection to close removes it")
+    }
+
     @Test("synchronous=FULL works the same")
     func synchronousFull() async throws {
         let directory = try StateTestEnvironment.makeDirectory()

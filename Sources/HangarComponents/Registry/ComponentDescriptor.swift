@@ -33,16 +33,21 @@ package struct ComponentDescriptor: Sendable {
     /// Whether its operations never block: they run on the caller's event loop and answer `Eventual.ready`, it is
     /// opened at once, and it needs no fair queue. A blocking type runs its work on the thread pool.
     package let executesInline: Bool
+    /// How many operations a blocking type runs at once when its metadata does not set `maxConcurrentOperations`
+    /// (the fair queue's capacity); nil: the pool's default. A type that batches what it has in flight (group
+    /// commit) wants more than the pool's default, which would bound its batches.
+    package let defaultConcurrency: Int?
     package let make: Make
 
     package init(
         type: String, versions: Set<String> = ["v1"], metadata: [ComponentMetadataField] = [], executesInline: Bool,
-        make: Make
+        defaultConcurrency: Int? = nil, make: Make
     ) {
         self.type = type
         self.versions = versions
         self.metadata = metadata
         self.executesInline = executesInline
+        self.defaultConcurrency = defaultConcurrency
         self.make = make
     }
 

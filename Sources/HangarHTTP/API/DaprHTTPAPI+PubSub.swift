@@ -125,7 +125,7 @@ extension DaprHTTPAPI {
             return Data(text.utf8)
         }
         if CloudEventEnvelope.isContentType(contentType, "application/json")
-            || CloudEventEnvelope.isContentType(contentType, CloudEventEnvelope.contentType)
+            || CloudEventEnvelope.isContentType(contentType, "application/cloudevents+json")
         {
             return Data(event.encoded)
         }

@@ -44,7 +44,8 @@ package final class ComponentPool<Scope: TenantScope>: Sendable {
 
     private let state = Mutex(State())
 
-    /// Operations a blocking component runs at once, unless its metadata sets `maxConcurrentOperations`.
+    /// Operations a blocking component runs at once, unless its metadata sets `maxConcurrentOperations` or its
+    /// type a default of its own (`ComponentDescriptor.defaultConcurrency`).
     static var defaultCapacity: Int { 8 }
 
     /// A pool for `spec`, of the type `descriptor` describes; its component is not opened yet. Refuses a spec the
@@ -70,7 +71,7 @@ package final class ComponentPool<Scope: TenantScope>: Sendable {
         if descriptor.executesInline {
             fairQueue = nil
         } else {
-            var capacity = Self.defaultCapacity
+            var capacity = descriptor.defaultConcurrency ?? Self.defaultCapacity
             if let text = spec.metadata["maxConcurrentOperations"] {
                 guard let value = Int(text), (1...1024).contains(value) else {
                     throw ConfigurationError(

@@ -61,75 +61,35 @@ package struct CloudEventEnvelope: Sendable {
         package var description: String
     }
 
-    /// The envelope's JSON. `now` and `timeZone` are the clock (`time`, `expiration`); `id` makes the default id.
+    /// The envelope's JSON. `now` is the clock (`time`, `expiration`); `timeZone` the zone of `time` (nil: the
+    /// process's own, `TimeZone.current`); `id` makes the default id (nil: a random UUIDv4).
     package func encoded(
-        now: Date = Date(), timeZone: TimeZone = .current, id: () -> String = { UUID().uuidString.lowercased() }
+        now: Date = Date(), timeZone: TimeZone? = nil, id: (() -> String)? = nil
     ) throws(Invalid) -> Data {
-        var event: [String: GoJSON]
-        if Self.isContentType(dataContentType, "application/cloudevents+json") {
-            event = try passedThrough(now: now, timeZone: timeZone)
-        } else {
-            event = built(now: now, timeZone: timeZone, id: id)
+        guard Self.isContentType(dataContentType, "application/cloudevents+json") else {
+            // The common case, written straight into bytes (`writeBuilt`).
+            var out: [UInt8] = []
+            out.reserveCapacity(320 + data.count + data.count / 4 + topic.utf8.count + source.utf8.count)
+            writeBuilt(into: &out, now: now, timeZone: timeZone, id: id)
+            return Data(out)
         }
+        var event = try passedThrough(now: now, timeZone: timeZone)
         if let envelopeTTL {
             event["expiration"] = .string(Self.rfc3339(now.addingTimeInterval(envelopeTTL.timeInterval), in: .gmt))
         }
         return Data(GoJSON.object(event).encoded)
     }
 
-    /// `NewCloudEventsEnvelope` with the `cloudevent.*` overrides applied.
-    private func built(now: Date, timeZone: TimeZone, id makeID: () -> String) -> [String: GoJSON] {
-        var id = "", source = self.source, type = "", subject = ""
-        var traceid = traceparent, tracestate = self.tracestate, traceparentOverride = ""
-        // Dapr decodes the overrides with mapstructure's WeakDecode: keys match in any case; a key given with an
-        // empty value empties the field, which then takes its default below.
-        for (key, value) in metadata where key.utf8.count > 11 && key.lowercased().hasPrefix("cloudevent.") {
-            switch key.lowercased() {
-            case "cloudevent.id": id = value
-            case "cloudevent.source": source = value
-            case "cloudevent.type": type = value
-            case "cloudevent.subject": subject = value
-            case "cloudevent.traceid": traceid = value
-            case "cloudevent.tracestate": tracestate = value
-            case "cloudevent.traceparent": traceparentOverride = value
-            default: break
-            }
-        }
-        if !traceparentOverride.isEmpty { traceid = traceparentOverride }
-        let contentType = dataContentType.isEmpty ? Self.defaultDataContentType : dataContentType
-        var event: [String: GoJSON] = [
-            "id": .string(id.isEmpty ? makeID() : id),
-            "specversion": .string(Self.specVersion),
-            "datacontenttype": .string(contentType),
-            "source": .string(source.isEmpty ? Self.defaultSource : source),
-            "type": .string(type.isEmpty ? Self.defaultType : type),
-            "topic": .string(topic),
-            "pubsubname": .string(pubsubName),
-            "traceid": .string(traceid),
-            "traceparent": .string(traceid),
-            "tracestate": .string(tracestate),
-            "time": .string(Self.rfc3339(now, in: timeZone)),
-        ]
-        if Self.isContentType(contentType, "application/json") {
-            // Invalid JSON is embedded as a string, not refused (as Dapr).
-            event["data"] = GoJSON.decodePrefix(data) ?? .string(String(decoding: data, as: UTF8.self))
-        } else if Self.isContentType(contentType, "application/octet-stream")
-            || Self.isContentType(contentType, "application/cloudevents+protobuf")
-        {
-            event["data_base64"] = .string(data.base64EncodedString())
-        } else {
-            event["data"] = .string(String(decoding: data, as: UTF8.self))
-        }
-        if !subject.isEmpty { event["subject"] = .string(subject) }
-        return event
-    }
-
     /// `FromCloudEvent`: the payload is the envelope; the overrides are not applied.
-    private func passedThrough(now: Date, timeZone: TimeZone) throws(Invalid) -> [String: GoJSON] {
+    private func passedThrough(now: Date, timeZone: TimeZone?) throws(Invalid) -> [String: GoJSON] {
         guard case .object(var event) = GoJSON.decodePrefix(data) else {
             throw Invalid(description: "the payload is not a JSON object, as application/cloudevents+json requires")
         }
-        if event["time"] == nil { event["time"] = .string(Self.rfc3339(now, in: timeZone)) }
+        if event["time"] == nil {
+            var time: [UInt8] = []
+            EnvelopeClock.writeRFC3339(now, offset: EnvelopeClock.offset(of: timeZone, at: now), into: &time)
+            event["time"] = .string(String(decoding: time, as: UTF8.self))
+        }
         if event["traceid"] == nil {
             event["traceid"] = .string(traceparent)
             event["traceparent"] = .string(traceparent)
@@ -146,45 +106,25 @@ package struct CloudEventEnvelope: Sendable {
     }
 
     /// components-contrib's content-type match: the bare type, case-insensitively, before any `;` parameters.
-    package static func isContentType(_ contentType: String, _ expected: String) -> Bool {
-        let lower = contentType.lowercased()
-        if lower == expected { return true }
-        guard let semicolon = lower.firstIndex(of: ";") else { return false }
-        return lower[..<semicolon] == expected
+    /// `expected` is lowercase ASCII. Compared byte by byte: it runs several times on every publish.
+    package static func isContentType(_ contentType: String, _ expected: StaticString) -> Bool {
+        expected.withUTF8Buffer { expected in
+            var index = 0
+            for byte in contentType.utf8 {
+                if index == expected.count { return byte == UInt8(ascii: ";") }
+                let lower = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+                guard lower == expected[index] else { return false }
+                index += 1
+            }
+            return index == expected.count
+        }
     }
 
     /// Go's `time.Format(time.RFC3339)`: whole seconds (truncated), `Z` for UTC, else `±hh:mm`.
     package static func rfc3339(_ date: Date, in zone: TimeZone) -> String {
-        let seconds = Int(date.timeIntervalSince1970.rounded(.down))
-        let offset = zone.secondsFromGMT(for: date)
-        let local = seconds + offset
-        var days = local / 86_400
-        var secondOfDay = local % 86_400
-        if secondOfDay < 0 {
-            secondOfDay += 86_400
-            days -= 1
-        }
-        // Howard Hinnant's civil_from_days.
-        let shifted = days + 719_468
-        let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
-        let dayOfEra = shifted - era * 146_097
-        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
-        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
-        let monthIndex = (5 * dayOfYear + 2) / 153
-        let day = dayOfYear - (153 * monthIndex + 2) / 5 + 1
-        let month = monthIndex < 10 ? monthIndex + 3 : monthIndex - 9
-        let year = yearOfEra + era * 400 + (month <= 2 ? 1 : 0)
-        func two(_ value: Int) -> String { value < 10 ? "0\(value)" : "\(value)" }
-        var text =
-            "\(year)-\(two(month))-\(two(day))T\(two(secondOfDay / 3600)):\(two(secondOfDay / 60 % 60)):"
-            + two(secondOfDay % 60)
-        if offset == 0 {
-            text += "Z"
-        } else {
-            let minutes = abs(offset) / 60
-            text += (offset < 0 ? "-" : "+") + two(minutes / 60) + ":" + two(minutes % 60)
-        }
-        return text
+        var text: [UInt8] = []
+        EnvelopeClock.writeRFC3339(date, offset: zone.secondsFromGMT(for: date), into: &text)
+        return String(decoding: text, as: UTF8.self)
     }
 }
 
