@@ -116,7 +116,7 @@ package struct SubscriptionEvent: Sendable {
             return Data(text.utf8)
         }
         if CloudEventEnvelope.isContentType(contentType, "application/json")
-            || CloudEventEnvelope.isContentType(contentType, CloudEventEnvelope.contentType)
+            || CloudEventEnvelope.isContentType(contentType, "application/cloudevents+json")
         {
             return Data(try value.encodedAsFloat64())
         }
