@@ -1,49 +1,13 @@
 import Foundation
 import HangarComponents
-import Logging
 import Testing
 
 @testable import HangarRuntime
 
 @Suite("Subscription resources")
 struct SubscriptionResourceTests {
-    let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
-
-    /// Loads a configuration from these resource files (tenants `team-a` with apps `orders`, `billing`, and
-    /// `team-b` with `orders`).
-    func load(_ files: [String: String]) throws -> NodeConfiguration {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("hangar-\(UUID().uuidString)").path
-        for sub in ["tenancy", "resources"] {
-            try FileManager.default.createDirectory(atPath: "\(root)/\(sub)", withIntermediateDirectories: true)
-        }
-        let tenants = """
-            apiVersion: hangar.dev/v1alpha1
-            kind: Tenant
-            metadata: {name: team-a}
-            spec:
-              apps: [{appId: orders}, {appId: billing}]
-            ---
-            apiVersion: hangar.dev/v1alpha1
-            kind: Tenant
-            metadata: {name: team-b}
-            spec:
-              apps: [{appId: orders}]
-            """
-        try tenants.write(toFile: "\(root)/tenancy/tenants.yaml", atomically: true, encoding: .utf8)
-        let component = """
-            apiVersion: dapr.io/v1alpha1
-            kind: Component
-            metadata: {name: pubsub}
-            spec: {type: pubsub.in-memory, version: v1}
-            """
-        try component.write(toFile: "\(root)/resources/0-pubsub.yaml", atomically: true, encoding: .utf8)
-        for (name, text) in files {
-            try text.write(toFile: "\(root)/resources/\(name)", atomically: true, encoding: .utf8)
-        }
-        return try NodeConfiguration.load(
-            tenancyDirectory: "\(root)/tenancy", resourcesDirectory: "\(root)/resources", registry: .node,
-            logger: logger)
-    }
+    /// Loads a configuration from these resource files (`ResourceFixture`).
+    func load(_ files: [String: String]) throws -> NodeConfiguration { try ResourceFixture.load(files) }
 
     let teamAOrders = AppID(namespace: "team-a", appId: "orders")
     let teamABilling = AppID(namespace: "team-a", appId: "billing")
