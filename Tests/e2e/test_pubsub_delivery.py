@@ -194,39 +194,49 @@ class Node:
         wait_until(received, timeout=SUBSCRIBED_WITHIN, interval=0.5)
 
 
+def node_files(root: Path, tenants: dict[str, str], resources: dict[str, str]) -> tuple[Path, Path]:
+    """Writes the Tenant and resource files (by name) under `root`; returns the two directories."""
+    tenancy, resource_dir = root / "tenancy", root / "resources"
+    for directory, files in ((tenancy, tenants), (resource_dir, resources)):
+        directory.mkdir()
+        for name, text in files.items():
+            (directory / name).write_text(text)
+    return tenancy, resource_dir
+
+
+def serve(node: Node, http_apps: tuple[tuple[str, str], ...]) -> Iterator[Node]:
+    """Starts `node`'s daemon and then its HTTP apps (`(namespace, app)`, each listening at its channel's default
+    address, in a directory hangard made), yields the node, and stops everything, checking the daemon lived."""
+    daemon = node.daemon
+    try:
+        daemon.start()
+        for ns, app in http_apps:
+            node.start_http(ns, app)
+        yield node
+        assert daemon.running, f"hangard died:\n{daemon.log}"
+        # The apps' sockets are in hangard's directories: gone before it checks that none is left.
+        for started in node.apps.values():
+            started.stop()
+        daemon.stop()
+    finally:
+        for started in node.apps.values():
+            started.stop()
+        daemon.kill()
+        shutil.rmtree(node.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def node() -> Iterator[Node]:
     root = short_tempdir()
-    tenancy, resources = root / "tenancy", root / "resources"
-    tenancy.mkdir()
-    resources.mkdir()
     grpc_port, grpc_late_port = free_port(), free_port()
-    for name, text in tenants(grpc_port, grpc_late_port).items():
-        (tenancy / name).write_text(text)
-    for name, text in RESOURCES.items():
-        (resources / name).write_text(text)
+    tenancy, resources = node_files(root, tenants(grpc_port, grpc_late_port), RESOURCES)
     grpcapp = App("grpc", str(grpc_port), root / "team-a-grpcapp.jsonl").start()
     daemon = Hangard(root, tenancy=tenancy, resources=resources,
                      apps=(("team-a", "pub"), ("team-a", "web"), ("team-b", "pub"), ("team-b", "web")))
     node = Node(daemon, root)
     node.grpc_late_port = grpc_late_port
     node.apps["team-a/grpcapp"] = grpcapp
-    try:
-        daemon.start()
-        # The HTTP apps listen at their channels' default addresses, in directories hangard made.
-        node.start_http("team-a", "web")
-        node.start_http("team-b", "web")
-        yield node
-        assert daemon.running, f"hangard died:\n{daemon.log}"
-        # The apps' sockets are in hangard's directories: gone before it checks that none is left.
-        for app in node.apps.values():
-            app.stop()
-        daemon.stop()
-    finally:
-        for app in node.apps.values():
-            app.stop()
-        daemon.kill()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from serve(node, (("team-a", "web"), ("team-b", "web")))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import shutil
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from hangar_e2e import Hangard, free_port, short_tempdir
 from tenancy_files import component_yaml, dedent, wait_until, write_atomically
-from test_pubsub_delivery import App, Node
+from test_pubsub_delivery import App, Node, node_files, serve
 
 # A few deliveries 200 ms apart, and room for a loaded machine.
 WITHIN = 30.0
@@ -112,34 +110,19 @@ class ResilientNode(Node):
 @pytest.fixture(scope="module")
 def node() -> Iterator[ResilientNode]:
     root = short_tempdir()
-    tenancy, resources = root / "tenancy", root / "resources"
-    tenancy.mkdir()
-    resources.mkdir()
     grpc_port, metrics_port = free_port(), free_port()
-    for name, text in tenants(grpc_port).items():
-        (tenancy / name).write_text(text)
-    (resources / "0-pubsub.yaml").write_text(component_yaml("pubsub", "pubsub.in-memory"))
-    (resources / "1-resiliency.yaml").write_text(THREE_ATTEMPTS)
-    (resources / "2-broken.yaml").write_text(BROKEN)
+    tenancy, resources = node_files(root, tenants(grpc_port), {
+        "0-pubsub.yaml": component_yaml("pubsub", "pubsub.in-memory"),
+        "1-resiliency.yaml": THREE_ATTEMPTS,
+        "2-broken.yaml": BROKEN,
+    })
     grpcapp = App("grpc", str(grpc_port), root / "team-a-grpcapp.jsonl").start()
     daemon = Hangard(root, tenancy=tenancy, resources=resources, apps=(("team-a", "pub"), ("team-a", "web")),
                      extra_args=("--metrics-listen", f"127.0.0.1:{metrics_port}"))
     node = ResilientNode(daemon, root)
     node.metrics_port = metrics_port
     node.apps["team-a/grpcapp"] = grpcapp
-    try:
-        daemon.start()
-        node.start_http("team-a", "web")
-        yield node
-        assert daemon.running, f"hangard died:\n{daemon.log}"
-        for app in node.apps.values():
-            app.stop()
-        daemon.stop()
-    finally:
-        for app in node.apps.values():
-            app.stop()
-        daemon.kill()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from serve(node, (("team-a", "web"),))
 
 
 def test_the_resources_are_listed_with_what_is_not_applied_and_an_invalid_one_with_its_error(node):
