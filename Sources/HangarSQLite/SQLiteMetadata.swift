@@ -1,5 +1,5 @@
 import Foundation
-package import HangarComponents
+import HangarComponents
 
 /// The metadata both SQLite components (`state.sqlite`, `pubsub.sqlite`) share, read by one function each so that
 /// they can never disagree, with the meaning Dapr's components-contrib gives it for every SQLite component

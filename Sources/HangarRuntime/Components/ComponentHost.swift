@@ -2,7 +2,7 @@ package import HangarComponents
 import Logging
 package import NIOCore
 import NIOPosix
-package import ServiceLifecycle
+import ServiceLifecycle
 import Synchronization
 
 /// Every component instance of the node, created once from the registry's descriptors and shared by the tenants
