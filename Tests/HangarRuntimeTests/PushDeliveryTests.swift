@@ -338,6 +338,9 @@ struct PushDeliveryTests {
         try await subscribe([Self.spec()])
         channel.healthy.store(false, ordering: .relaxed)
         try await eventually { runtime.appChannels.isHealthy(Self.orders) == false }
+        // The health change reaches the subscription's loop on its event loop, after the channel reports it.
+        let subscription = try #require(push.subscription(Self.orders, pubsubName: "pubsub", topic: "orders"))
+        try await eventually { (try? await subscription.isPaused().get()) == true }
         try await publish("while down")
         try await Task.sleep(for: .milliseconds(200))
         #expect(channel.count == 0)

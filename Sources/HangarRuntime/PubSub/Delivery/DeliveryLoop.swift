@@ -150,6 +150,9 @@ package final class DeliveryLoop {
     /// Deliveries in flight now.
     package var inFlightCount: Int { inFlight.count }
 
+    /// Whether the loop is paused (`pause()` without `resume()` since, or a sink that took no more).
+    package var isPaused: Bool { paused }
+
     /// The deadline of each delivery: the policy's timeout, else the sink's default (nil: none).
     package var deliveryTimeout: Duration? { policy.timeout ?? defaultTimeout }
 

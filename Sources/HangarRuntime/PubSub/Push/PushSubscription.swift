@@ -86,6 +86,13 @@ final class PushSubscription: Sendable {
         eventLoop.execute { core.value.stop() }
     }
 
+    /// Whether the subscription's loop is paused, read on its event loop after what was asked of it before (for
+    /// tests: a health change reaches the loop a turn after the channel reports it).
+    func isPaused() -> EventLoopFuture<Bool> {
+        let core = self.core
+        return eventLoop.submit { core.value.loop?.isPaused ?? false }
+    }
+
     /// How many deliveries are in flight, on the loop (for tests).
     func inFlight() -> EventLoopFuture<Int> {
         let core = self.core
