@@ -104,6 +104,8 @@ package final class RedisConnection: Sendable {
     /// Sends one command; its reply, or `RedisError.server` for an error reply. A command without a reply by
     /// `deadline` closes the connection (`RedisError.deadlineExceeded` for it and every command behind it).
     package func send(_ arguments: [RESPArgument], deadline: NIODeadline) -> EventLoopFuture<RESPValue> {
+        // Past its deadline before it is sent: fail it alone (sent, it would close the connection for everyone).
+        guard deadline > .now() else { return channel.eventLoop.makeFailedFuture(RedisError.deadlineExceeded) }
         var bytes = channel.allocator.buffer(capacity: 64)
         RESPEncoder.writeCommand(arguments, into: &bytes)
         let promise = channel.eventLoop.makePromise(of: RESPValue.self)

@@ -5,17 +5,42 @@ import NIOPosix
 @testable import HangarRedis
 
 /// A real `redis-server` (Debian's `redis-server`, which scripts/test.sh installs) on a free loopback port and a
-/// Unix socket in a temporary directory, with persistence off; stopped and removed by `stop()`.
+/// Unix socket in a temporary directory, with persistence off. `crash()` kills it and `restart()` starts it again
+/// on the same port (an outage); `stop()` kills it and removes its directory.
 final class RedisServer: @unchecked Sendable {
-    let port: Int
+    private(set) var port: Int
     let directory: URL
-    let pid: pid_t
+    let arguments: [String]
+    private(set) var pid: pid_t = 0
     var socketPath: String { directory.appendingPathComponent("redis.sock").path }
 
     /// Starts one with `arguments` added to its command line (`--requirepass`, `--rename-command`, ...).
     init(_ arguments: [String] = []) throws {
-        let port = try Self.freePort()
-        self.port = port
+        port = try Self.freePort()
+        self.arguments = arguments
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("hangar-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        // The free port can be taken before the server binds it (another test's outgoing connection gets it as its
+        // local port): then try another.
+        for attempt in 1...5 {
+            do {
+                try restart()
+                return
+            } catch let failure as TestFailure where failure.description.contains("Address already in use") {
+                if attempt == 5 {
+                    stop()
+                    throw failure
+                }
+                port = try Self.freePort()
+            } catch {
+                stop()
+                throw error
+            }
+        }
+    }
+
+    /// Starts the server (again), on the same port, and waits until it accepts connections.
+    func restart() throws {
         guard
             let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: {
                 FileManager.default.isExecutableFile(atPath: $0)
@@ -23,19 +48,16 @@ final class RedisServer: @unchecked Sendable {
         else {
             throw TestFailure("redis-server is not installed (apt-get install redis-server; scripts/test.sh does it)")
         }
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("hangar-redis-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let arguments =
+        let command =
             [
                 binary, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                "--dir", directory.path, "--unixsocket", directory.appendingPathComponent("redis.sock").path,
-                "--unixsocketperm", "700", "--daemonize", "no",
+                "--dir", directory.path, "--unixsocket", socketPath, "--unixsocketperm", "700", "--daemonize", "no",
                 "--logfile", directory.appendingPathComponent("redis.log").path,
             ] + arguments
         // posix_spawn and waitpid, not Foundation's Process: its waitUntilExit spins a run loop that a test's thread
         // does not run, and it reaps children on a thread of its own.
         var pid: pid_t = 0
-        var argv = arguments.map { strdup($0) } + [nil]
+        var argv = command.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         let status = posix_spawn(&pid, binary, nil, nil, &argv, environ)
         guard status == 0 else { throw TestFailure("cannot start redis-server: \(String(cString: strerror(status)))") }
@@ -48,16 +70,23 @@ final class RedisServer: @unchecked Sendable {
             usleep(20_000)
         }
         let log = (try? String(contentsOf: directory.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
-        stop()
+        crash()
         throw TestFailure("redis-server did not start: \(log)")
     }
 
     var address: RedisConfiguration.Address { .tcp(host: "127.0.0.1", port: port) }
 
-    /// Stops the server and reaps it. SIGKILL: nothing is persisted, and a process spawned from a test's thread
-    /// may have SIGTERM blocked.
+    /// Kills the server (SIGKILL: nothing is persisted, and a process spawned from a test's thread may have SIGTERM
+    /// blocked) and reaps it; its directory stays for `restart()`.
+    func crash() {
+        if pid > 0, kill(pid, SIGKILL) == 0 { waitpid(pid, nil, 0) }
+        pid = 0
+        try? FileManager.default.removeItem(atPath: socketPath)
+    }
+
+    /// Kills the server and removes its directory.
     func stop() {
-        if kill(pid, SIGKILL) == 0 { waitpid(pid, nil, 0) }
+        crash()
         try? FileManager.default.removeItem(at: directory)
     }
 

@@ -1,0 +1,182 @@
+package import NIOCore
+import Synchronization
+
+/// One Redis server for the whole node: a few pipelined connections shared by every caller (a component's pool,
+/// whatever the number of tenants and apps using it), opened as the load asks for them. A command goes to the open
+/// connection with the fewest commands waiting; another connection is opened only when every open one has
+/// `pipelineDepth` waiting, up to `maxConnections` (Dapr's `poolSize`). Pipelining is what makes few connections
+/// enough (reference "B.3": one connection carries ~100k commands/s).
+///
+/// An outage fails fast: when a connection cannot be made, every command fails at once with that error until a
+/// backoff has passed (100 ms doubling to 2 s, with jitter); then the next command tries again, so a server that
+/// comes back is used again within about 2 s, with no restart. A connection that closes is dropped (its waiting
+/// commands fail; they may or may not have run) and replaced on demand.
+///
+/// Blocking commands (`XREADGROUP BLOCK`) and transactions do not belong here: they need a connection of their
+/// own (`RedisConnection.connect`).
+package final class RedisClient: Sendable {
+    /// How connections are opened and shared.
+    package struct Options: Sendable, Hashable {
+        /// The most connections (Dapr's `poolSize`; its default there is 10 per CPU per sidecar).
+        package var maxConnections = 8
+        /// Commands waiting on every open connection before another is opened.
+        package var pipelineDepth = 32
+        /// Commands that may wait for a connection being made when none is open; more fail at once.
+        package var maxQueued = 16_384
+        package var initialBackoff = TimeAmount.milliseconds(100)
+        package var maxBackoff = TimeAmount.seconds(2)
+
+        package init() {}
+    }
+
+    private struct Slot {
+        let id: Int
+        let connection: RedisConnection
+        var waiting = 0
+    }
+
+    private struct State {
+        var slots: [Slot] = []
+        var connecting = 0
+        /// Commands waiting for a connection being made (there was none open).
+        var queued: [(arguments: [RESPArgument], deadline: NIODeadline, promise: EventLoopPromise<RESPValue>)] = []
+        var failing: (until: NIODeadline, error: RedisError)?
+        var backoff: TimeAmount
+        var nextID = 0
+        var closed = false
+    }
+
+    package let configuration: RedisConfiguration
+    package let options: Options
+    private let group: any EventLoopGroup
+    private let state: Mutex<State>
+
+    package init(_ configuration: RedisConfiguration, options: Options = Options(), group: any EventLoopGroup) {
+        self.configuration = configuration
+        self.options = options
+        self.group = group
+        state = Mutex(State(backoff: options.initialBackoff))
+    }
+
+    /// Open connections, for metrics and tests.
+    package var connectionCount: Int { state.withLock { $0.slots.count } }
+
+    /// Sends one command on a shared connection; its reply, or `RedisError` (`.server` for an error reply). The
+    /// future completes on the connection's event loop.
+    package func send(_ arguments: [RESPArgument], deadline: NIODeadline) -> EventLoopFuture<RESPValue> {
+        enum Next {
+            case use(Slot, connect: Bool)
+            case queue(EventLoopPromise<RESPValue>, connect: Bool)
+            case fail(RedisError)
+        }
+        let next = state.withLock { state -> Next in
+            if state.closed { return .fail(.connectionClosed("the client is closed")) }
+            let best = state.slots.indices.min { state.slots[$0].waiting < state.slots[$1].waiting }
+            let busy = best.map { state.slots[$0].waiting >= options.pipelineDepth } ?? true
+            var connect = false
+            if busy, state.slots.count + state.connecting < options.maxConnections, state.connecting == 0 {
+                if let failing = state.failing, failing.until > .now() {
+                    if best == nil { return .fail(failing.error) }
+                } else {
+                    state.connecting += 1
+                    connect = true
+                }
+            }
+            if let best {
+                state.slots[best].waiting += 1
+                return .use(state.slots[best], connect: connect)
+            }
+            if !connect, state.connecting == 0 {
+                return .fail(state.failing?.error ?? .connectionClosed("no connection to \(configuration.address)"))
+            }
+            guard state.queued.count < options.maxQueued else {
+                return .fail(.connectionClosed("\(options.maxQueued) commands already wait for a connection"))
+            }
+            let promise = group.next().makePromise(of: RESPValue.self)
+            state.queued.append((arguments, deadline, promise))
+            return .queue(promise, connect: connect)
+        }
+        switch next {
+        case .fail(let error):
+            return group.next().makeFailedFuture(error)
+        case .use(let slot, let connect):
+            if connect { self.connect() }
+            return send(arguments, deadline: deadline, on: slot)
+        case .queue(let promise, let connect):
+            if connect { self.connect() }
+            return promise.futureResult
+        }
+    }
+
+    private func send(_ arguments: [RESPArgument], deadline: NIODeadline, on slot: Slot) -> EventLoopFuture<RESPValue> {
+        let future = slot.connection.send(arguments, deadline: deadline)
+        future.whenComplete { _ in
+            self.state.withLock { state in
+                if let index = state.slots.firstIndex(where: { $0.id == slot.id }) { state.slots[index].waiting -= 1 }
+            }
+        }
+        return future
+    }
+
+    /// Opens one more connection; on success it serves the queued commands, on failure they fail and the client
+    /// fails fast until the backoff has passed.
+    private func connect() {
+        RedisConnection.connect(configuration, on: group.next()).whenComplete { result in
+            switch result {
+            case .success(let connection):
+                let (slot, queued, closed) = self.state.withLock { state in
+                    state.connecting -= 1
+                    state.failing = nil
+                    state.backoff = self.options.initialBackoff
+                    let slot = Slot(id: state.nextID, connection: connection, waiting: state.queued.count)
+                    state.nextID += 1
+                    if !state.closed { state.slots.append(slot) }
+                    defer { state.queued.removeAll() }
+                    return (slot, state.queued, state.closed)
+                }
+                if closed {
+                    _ = connection.close()
+                    for command in queued { command.promise.fail(RedisError.connectionClosed("the client is closed")) }
+                    return
+                }
+                connection.channel.closeFuture.whenComplete { _ in self.forget(slot.id) }
+                for command in queued {
+                    self.send(command.arguments, deadline: command.deadline, on: slot)
+                        .cascade(to: command.promise)
+                }
+            case .failure(let error):
+                let reason = error as? RedisError ?? .connectionClosed("\(error)")
+                let queued = self.state.withLock { state in
+                    state.connecting -= 1
+                    // Jitter of up to a quarter, so that the nodes' clients do not all come back at once.
+                    let jitter = Int64.random(in: 0...max(1, state.backoff.nanoseconds / 4))
+                    state.failing = (.now() + state.backoff + .nanoseconds(jitter), reason)
+                    state.backoff = min(state.backoff * 2, self.options.maxBackoff)
+                    defer { state.queued.removeAll() }
+                    return state.queued
+                }
+                for command in queued { command.promise.fail(reason) }
+            }
+        }
+    }
+
+    /// Drops a connection that closed.
+    private func forget(_ id: Int) {
+        state.withLock { state in state.slots.removeAll { $0.id == id } }
+    }
+
+    /// Closes every connection; commands waiting fail, later ones fail at once.
+    package func close() -> EventLoopFuture<Void> {
+        let (slots, queued) = state.withLock { state in
+            state.closed = true
+            defer {
+                state.slots.removeAll()
+                state.queued.removeAll()
+            }
+            return (state.slots, state.queued)
+        }
+        for command in queued { command.promise.fail(RedisError.connectionClosed("the client is closed")) }
+        let eventLoop = group.next()
+        return EventLoopFuture.andAllComplete(slots.map { $0.connection.close() }, on: eventLoop)
+    }
+}
