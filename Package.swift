@@ -177,9 +177,17 @@ let package = Package(
             dependencies: ["HangarTransport", .product(name: "NIOEmbedded", package: "swift-nio")] + nioAndLogging,
             swiftSettings: strict
         ),
+        // Real servers for the tests (redis-server, PostgreSQL) on loopback: started, crashed, restarted, stopped.
+        .target(
+            name: "HangarTestSupport",
+            dependencies: nioAndLogging,
+            path: "Tests/HangarTestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "HangarRedisTests",
-            dependencies: ["HangarRedis", .product(name: "NIOEmbedded", package: "swift-nio")] + nioAndLogging,
+            dependencies: ["HangarRedis", "HangarTestSupport", .product(name: "NIOEmbedded", package: "swift-nio")]
+                + nioAndLogging,
             swiftSettings: strict
         ),
         .testTarget(
@@ -192,6 +200,8 @@ let package = Package(
             dependencies: [
                 "HangarComponents",
                 "HangarSQLite",
+                "HangarRedis",
+                "HangarTestSupport",
             ] + nioAndLogging,
             swiftSettings: strict
         ),

@@ -3,6 +3,8 @@ import NIOCore
 import NIOPosix
 import Testing
 
+import HangarTestSupport
+
 @testable import HangarRedis
 
 /// The node's shared client of one Redis server, against a real redis-server: few pipelined connections for many

@@ -3,6 +3,8 @@ import NIOCore
 import NIOPosix
 import Testing
 
+import HangarTestSupport
+
 @testable import HangarRedis
 
 /// One connection to a real redis-server: set-up (HELLO 3, the RESP2 fallback, AUTH, ACL users, SELECT), pipelined

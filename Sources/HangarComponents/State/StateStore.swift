@@ -142,6 +142,9 @@ package enum StateStoreError: Error, Sendable, Hashable {
     case invalidETag(key: String, etag: String)
     /// The backend failed.
     case backend(String)
+    /// The backend cannot be reached now (a server that is down, a connection refused or cut, a call past its
+    /// deadline): retrying later may succeed. Answered fast, with gRPC `UNAVAILABLE`.
+    case unavailable(String)
     /// The store has been closed.
     case closed
     /// A write with a `byteLimit` would have taken `partition` to `usage` bytes, above `limit`; nothing was written.

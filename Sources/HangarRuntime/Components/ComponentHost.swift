@@ -116,7 +116,34 @@ package final class ComponentHost: Sendable {
                 path: spec.source, field: "spec.type",
                 message: "\(descriptor.block.rawValue) components ('\(spec.type)') are not served by this build yet")
         }
+        try checkKeyLayout(spec, descriptor)
         return descriptor
+    }
+
+    /// `keyLayout: dapr` (`StateKeyLayout`) drops the namespace from stored keys, so it is accepted only where the
+    /// namespace is fixed by the component, and only by the types that read it (the shared-backend state stores).
+    private static func checkKeyLayout(_ spec: ComponentSpec, _ descriptor: ComponentDescriptor)
+        throws(ConfigurationError)
+    {
+        let name = StateKeyLayout.metadataName
+        let layout: StateKeyLayout
+        do {
+            layout = try StateKeyLayout(metadata: spec.metadata)
+        } catch {
+            throw ConfigurationError(path: spec.source, field: error.field, message: error.message)
+        }
+        guard layout == .dapr else { return }
+        guard descriptor.metadata.contains(where: { $0.name == name }) else {
+            throw ConfigurationError(
+                path: spec.source, field: "spec.metadata.\(name)",
+                message: "\(spec.type) does not support keyLayout 'dapr' (it keeps every tenant's keys in one place)")
+        }
+        guard spec.namespace != nil else {
+            throw ConfigurationError(
+                path: spec.source, field: "spec.metadata.\(name)",
+                message: "keyLayout 'dapr' needs metadata.namespace: without the namespace in the key, tenants "
+                    + "sharing this component would share keys")
+        }
     }
 
     /// Whether the runtime serves components of `block` (the registry may know more: a block's components may exist

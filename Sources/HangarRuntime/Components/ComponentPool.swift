@@ -40,6 +40,9 @@ package final class ComponentPool<Scope: TenantScope>: Sendable {
         var phase: Phase = .initialising
         var attempts = 0
         var since = Date()
+        /// When an open component's backend was first seen unreachable (`BackendHealthReporting`), nil while it
+        /// answers.
+        var backendDownSince: Date?
     }
 
     private let state = Mutex(State())
@@ -92,18 +95,34 @@ package final class ComponentPool<Scope: TenantScope>: Sendable {
         }
     }
 
+    /// The component's status. An open component whose backend does not answer now (`BackendHealthReporting`) is
+    /// `DOWN` with the reason, and `UP` again, from the time it answers, without being reopened.
     package var health: ComponentHealth {
-        state.withLock { state in
-            let (status, error): (ComponentStatus, String?) =
+        let problem = (component as? any BackendHealthReporting)?.backendProblem
+        return state.withLock { state in
+            var (status, error, since): (ComponentStatus, String?, Date) =
                 switch state.phase {
-                case .initialising: (.initialising, nil)
-                case .up: (.up, nil)
-                case .down(let error): (.down, error)
-                case .closed: (.down, "closed")
+                case .initialising: (.initialising, nil, state.since)
+                case .up: (.up, nil, state.since)
+                case .down(let error): (.down, error, state.since)
+                case .closed: (.down, "closed", state.since)
                 }
+            if case .up = state.phase {
+                switch (problem, state.backendDownSince) {
+                case (nil, nil): break
+                case (nil, .some):
+                    state.backendDownSince = nil
+                    state.since = Date()
+                    since = state.since
+                case (.some(let problem), let down):
+                    let downSince = down ?? Date()
+                    state.backendDownSince = downSince
+                    (status, error, since) = (.down, problem, downSince)
+                }
+            }
             return ComponentHealth(
                 name: spec.name, namespace: spec.namespace, type: spec.type, status: status, error: error,
-                attempts: state.attempts, since: state.since)
+                attempts: state.attempts, since: since)
         }
     }
 

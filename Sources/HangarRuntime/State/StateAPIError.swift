@@ -79,6 +79,13 @@ package enum StateAPIError {
             return APIError(
                 errorCode: operation.rawValue, rpcCode: .internal, httpStatus: 500, message: "\(prefix): \(message)",
                 reason: "DAPR_STATE_BACKEND_ERROR", metadata: ["storeName": store])
+        case .unavailable(let message):
+            // Dapr answers a backend it cannot reach with its ERR_STATE_* code and HTTP 500; gRPC says UNAVAILABLE,
+            // so that clients and resiliency policies know a retry may succeed.
+            return APIError(
+                errorCode: operation.rawValue, rpcCode: .unavailable, httpStatus: 500,
+                message: "\(prefix): \(message)", reason: "DAPR_STATE_BACKEND_UNAVAILABLE",
+                metadata: ["storeName": store])
         case .byteLimitExceeded(let partition, let usage, let limit):
             return QuotaError.stateBytes(usage: usage, limit: limit, namespace: partition, store: store)
         case .closed:

@@ -1,21 +1,20 @@
-import Foundation
+package import Foundation
 import NIOCore
 import NIOPosix
-
-@testable import HangarRedis
 
 /// A real `redis-server` (Debian's `redis-server`, which scripts/test.sh installs) on a free loopback port and a
 /// Unix socket in a temporary directory, with persistence off. `crash()` kills it and `restart()` starts it again
 /// on the same port (an outage); `stop()` kills it and removes its directory.
-final class RedisServer: @unchecked Sendable {
-    private(set) var port: Int
-    let directory: URL
-    let arguments: [String]
-    private(set) var pid: pid_t = 0
-    var socketPath: String { directory.appendingPathComponent("redis.sock").path }
+/// `@unchecked Sendable`: a test drives it from one task at a time (start, crash, restart, stop).
+package final class RedisServer: @unchecked Sendable {
+    package private(set) var port: Int
+    package let directory: URL
+    package let arguments: [String]
+    package private(set) var pid: pid_t = 0
+    package var socketPath: String { directory.appendingPathComponent("redis.sock").path }
 
     /// Starts one with `arguments` added to its command line (`--requirepass`, `--rename-command`, ...).
-    init(_ arguments: [String] = []) throws {
+    package init(_ arguments: [String] = []) throws {
         port = try Self.freePort()
         self.arguments = arguments
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("hangar-redis-\(UUID().uuidString)")
@@ -40,7 +39,7 @@ final class RedisServer: @unchecked Sendable {
     }
 
     /// Starts the server (again), on the same port, and waits until it accepts connections.
-    func restart() throws {
+    package func restart() throws {
         guard
             let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].first(where: {
                 FileManager.default.isExecutableFile(atPath: $0)
@@ -74,30 +73,28 @@ final class RedisServer: @unchecked Sendable {
         throw TestFailure("redis-server did not start: \(log)")
     }
 
-    var address: RedisConfiguration.Address { .tcp(host: "127.0.0.1", port: port) }
-
     /// Kills the server (SIGKILL: nothing is persisted, and a process spawned from a test's thread may have SIGTERM
     /// blocked) and reaps it; its directory stays for `restart()`.
-    func crash() {
+    package func crash() {
         if pid > 0, kill(pid, SIGKILL) == 0 { waitpid(pid, nil, 0) }
         pid = 0
         try? FileManager.default.removeItem(atPath: socketPath)
     }
 
     /// Kills the server and removes its directory.
-    func stop() {
+    package func stop() {
         crash()
         try? FileManager.default.removeItem(at: directory)
     }
 
-    static func freePort() throws -> Int {
+    package static func freePort() throws -> Int {
         let group = MultiThreadedEventLoopGroup.singleton
         let channel = try ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).wait()
         defer { try? channel.close().wait() }
         return channel.localAddress!.port!
     }
 
-    static func accepts(port: Int) -> Bool {
+    package static func accepts(port: Int) -> Bool {
         guard
             let channel = try? ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .connectTimeout(.milliseconds(200)).connect(host: "127.0.0.1", port: port).wait()
@@ -107,7 +104,8 @@ final class RedisServer: @unchecked Sendable {
     }
 }
 
-struct TestFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
+/// A test server that could not be started or reached.
+package struct TestFailure: Error, CustomStringConvertible {
+    package var description: String
+    package init(_ description: String) { self.description = description }
 }
