@@ -73,7 +73,7 @@ let package = Package(
         // Redis: the RESP2/RESP3 protocol on SwiftNIO (there is no Swift Redis client among the packages here).
         .target(
             name: "HangarRedis",
-            dependencies: nioAndLogging,
+            dependencies: ["HangarComponents"] + nioAndLogging,
             swiftSettings: strict
         ),
         // The socket layer: listeners (Unix, TCP, inherited), their connections and draining, peer credentials, and a
@@ -148,6 +148,7 @@ let package = Package(
             dependencies: [
                 "HangarComponents",
                 "HangarSQLite",
+                "HangarRedis",
                 "HangarRuntime",
                 "HangarSystemd",
                 "HangarTransport",
@@ -186,7 +187,7 @@ let package = Package(
         ),
         .testTarget(
             name: "HangarRedisTests",
-            dependencies: ["HangarRedis", "HangarTestSupport", .product(name: "NIOEmbedded", package: "swift-nio")]
+            dependencies: ["HangarRedis", "HangarComponents", "HangarTestSupport", .product(name: "NIOEmbedded", package: "swift-nio")]
                 + nioAndLogging,
             swiftSettings: strict
         ),

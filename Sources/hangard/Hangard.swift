@@ -5,6 +5,7 @@ import HangarComponents
 import HangarGRPC
 import HangarHTTP
 import HangarRuntime
+import HangarRedis
 import HangarSQLite
 import HangarSystemd
 import Logging
@@ -113,6 +114,7 @@ struct Hangard: AsyncParsableCommand {
         var componentRegistry = ComponentRegistry()
         HangarComponents.register(into: &componentRegistry)
         HangarSQLite.register(into: &componentRegistry)
+        HangarRedis.register(into: &componentRegistry)
 
         let configuration: NodeConfiguration
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
