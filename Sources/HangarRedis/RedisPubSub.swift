@@ -141,9 +141,10 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
 
     // MARK: Commands
 
-    /// Sends a command on the shared connections, noting whether Redis answers.
-    func command(_ arguments: [RESPArgument]) -> EventLoopFuture<RESPValue> {
-        let future = client.send(arguments, deadline: .now() + settings.commandTimeout)
+    /// Sends a command on the shared connections, noting whether Redis answers; commands with the same
+    /// `orderedBy` run in the order they were sent (a topic's publishes).
+    func command(_ arguments: [RESPArgument], orderedBy key: String? = nil) -> EventLoopFuture<RESPValue> {
+        let future = client.send(arguments, deadline: .now() + settings.commandTimeout, orderedBy: key)
         future.whenComplete { result in self.noteOutcome(result.map { _ in () }) }
         return future.flatMapErrorThrowing { throw self.pubsubError($0) }
     }
@@ -225,7 +226,7 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
         if messages.count == 1 {
             let arguments: [RESPArgument] =
                 ["XADD", .string(topic)] + trimming + ["*"] + RedisStreamEntry.fields(of: messages[0], now: now)
-            reply = command(arguments).map { [$0] }
+            reply = command(arguments, orderedBy: topic).map { [$0] }
         } else {
             var arguments: [RESPArgument] = [
                 "EVAL", .string(Self.bulkScript), "1", .string(topic), .integer(Int64(trimming.count)),
@@ -236,7 +237,7 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
                 arguments.append(.integer(Int64(fields.count)))
                 arguments += fields
             }
-            reply = command(arguments).flatMapThrowing { value in
+            reply = command(arguments, orderedBy: topic).flatMapThrowing { value in
                 guard let ids = value.elements else { throw PubSubError.backend("pubsub.redis: XADD gave no ids") }
                 return ids
             }
@@ -718,6 +719,9 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
     }
 
     var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// How many observations are registered (for tests).
+    package var observerCount: Int { observers.count }
 
     /// How many groups have a blocking reader here (for tests).
     package var readerCount: Int { state.withLock { $0.readers.count } }

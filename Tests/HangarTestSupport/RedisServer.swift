@@ -58,7 +58,14 @@ package final class RedisServer: @unchecked Sendable {
         var pid: pid_t = 0
         var argv = command.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
-        let status = posix_spawn(&pid, binary, nil, nil, &argv, environ)
+        // Its output goes to its log file, not to the test's: a server that outlived the test process (a crash)
+        // must not hold the pipe `swift test` reads until it closes.
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let status = posix_spawn(&pid, binary, &actions, nil, &argv, environ)
         guard status == 0 else { throw TestFailure("cannot start redis-server: \(String(cString: strerror(status)))") }
         self.pid = pid
         // Ready once its socket file exists and a connection is accepted.
