@@ -10,7 +10,10 @@ import json
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
+
+import grpc
 from pathlib import Path
 from typing import Iterator
 
@@ -34,19 +37,26 @@ class RedisServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="hangar-e2e-redis-"))
+        self.start()
+
+    def start(self) -> None:
+        """Starts the server (again, after `kill`) on the same port."""
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.directory), "--logfile", str(self.directory / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(lambda: self.cli("PING") == "PONG", timeout=10, interval=0.05)
 
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
     def cli(self, *args: str) -> str:
         result = subprocess.run([REDIS_CLI, "-p", str(self.port), *args], capture_output=True, text=True, timeout=10)
         return result.stdout.strip()
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
+        self.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -178,5 +188,51 @@ def test_events_written_by_a_dapr_sidecar_reach_the_subscriber(node, redis):
         message = receiver.next()
         assert message.id() == event["id"] and message.source() == "daprd-app"
         assert message.raw_data() == b"from dapr"
+    finally:
+        receiver.close()
+
+
+def test_while_redis_is_down_publishes_fail_fast_and_delivery_resumes_when_it_is_back(node, redis):
+    """Last in the module: it restarts the server, which comes back empty (no persistence)."""
+    topic = unique("outage")
+    receiver = Receiver(node.daemon.client("team-a", "streamer").subscribe("pubsub", topic), wait=WAIT)
+    publisher = node.daemon.client("team-a", "pub")
+    try:
+        wait_until(lambda: "team-a||streamer" in redis.cli("XINFO", "GROUPS", f"team-a||{topic}"),
+                   timeout=SUBSCRIBED_WITHIN, interval=0.1)
+        publisher.publish_event("pubsub", topic, "before")
+        assert receiver.texts(1) == ["before"]
+
+        redis.kill()
+        for _ in range(3):
+            started = time.monotonic()
+            with pytest.raises(grpc.RpcError) as error:
+                publisher.publish_event("pubsub", topic, "during")
+            assert time.monotonic() - started < 1.0, "a publish fails fast while Redis is down"
+            assert error.value.code() == grpc.StatusCode.UNAVAILABLE, error.value
+            assert "cannot be reached" in error.value.details()
+        started = time.monotonic()
+        answer = node.daemon.http("team-a", "pub", "POST", f"/v1.0/publish/pubsub/{topic}", body={"n": 1})
+        assert time.monotonic() - started < 1.0
+        assert answer.status == 500 and answer.json()["errorCode"] == "ERR_PUBSUB_PUBLISH_MESSAGE", answer
+        assert f"127.0.0.1:{redis.port}" in answer.json()["message"]
+
+        redis.start()
+        published_after = None
+
+        def publish() -> bool:
+            nonlocal published_after
+            try:
+                publisher.publish_event("pubsub", topic, "after")
+            except grpc.RpcError:
+                return False
+            published_after = time.monotonic()
+            return True
+
+        restarted = time.monotonic()
+        wait_until(publish, timeout=5, interval=0.1)
+        assert published_after - restarted < 5.0, "publishing works again within 5 s, without a restart"
+        # The stream and the group were lost with the server's data: hangard made them again; delivery resumes.
+        assert receiver.texts(1) == ["after"]
     finally:
         receiver.close()
