@@ -85,7 +85,7 @@ struct RedisPubSubTests {
         #expect(pubsub.client.connectionCount <= RedisClient.Options().maxConnections)
         try await pubsub.close(on: loop).get()
         var left = -1
-        for _ in 0..<200 {
+        for _ in 0..<40 {
             left = try await connections(named: RedisPubSub.readerClientName, on: server)
             if left == 0 { break }
             try await Task.sleep(for: .milliseconds(50))
