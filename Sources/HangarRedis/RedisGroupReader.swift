@@ -21,7 +21,7 @@ final class RedisGroupReader: Sendable {
         /// A read without BLOCK is in flight.
         case reading
         /// The connection failed; rounds resume after the backoff. Reads asked meanwhile fail at once.
-        case backoff(PubSubErrorBox)
+        case backoff(PubSubError)
         case closed
     }
 
@@ -102,7 +102,7 @@ final class RedisGroupReader: Sendable {
             case .closed:
                 return .fail(PubSubError.closed)
             case .backoff(let error):
-                return .fail(error.error)
+                return .fail(error)
             case .idle:
                 state.waiters.append(Waiter(topic: topic, count: count, promise: promise))
                 return .start
@@ -201,7 +201,7 @@ final class RedisGroupReader: Sendable {
         ]
         var deadline = NIODeadline.now() + settings.commandTimeout
         if let block {
-            arguments += ["BLOCK", .integer(block.milliseconds)]
+            arguments += ["BLOCK", .integer(RedisPubSub.milliseconds(block))]
             deadline = deadline + TimeAmount(block)
         }
         arguments += ["STREAMS"] + topics.map { .string($0) } + topics.map { _ in ">" }
@@ -252,7 +252,7 @@ final class RedisGroupReader: Sendable {
         let reason = owner.isClosed ? PubSubError.closed : owner.pubsubError(error)
         let more = state.withLock { state -> [Waiter]? in
             if case .closed = state.phase { return nil }
-            state.phase = .backoff(PubSubErrorBox(error: reason))
+            state.phase = .backoff(reason)
             defer { state.waiters = [] }
             return state.waiters
         }
@@ -281,9 +281,4 @@ final class RedisGroupReader: Sendable {
         for waiter in waiters { waiter.promise.fail(PubSubError.closed) }
         return connection.close()
     }
-}
-
-/// A `PubSubError` held in an enum payload of a `Sendable` state.
-struct PubSubErrorBox: Sendable {
-    var error: PubSubError
 }

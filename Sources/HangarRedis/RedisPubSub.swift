@@ -208,7 +208,7 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
     func trimming(now: Date) -> [RESPArgument] {
         if let maxLen = settings.maxLenApprox { return ["MAXLEN", "~", .integer(Int64(maxLen))] }
         if let ttl = settings.streamTTL {
-            let ms = Int64((now.timeIntervalSince1970 * 1000).rounded(.down)) - ttl.milliseconds
+            let ms = Int64((now.timeIntervalSince1970 * 1000).rounded(.down)) - Self.milliseconds(ttl)
             return ["MINID", "~", .string("\(max(0, ms))-1")]
         }
         return []
@@ -609,7 +609,7 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
                         + touch.map { .string(RedisStreamID.id($0)) } + ["JUSTID"])
             }
             guard settings.redeliverInterval > .zero else { continue }
-            let minimum = timeout.milliseconds
+            let minimum = Self.milliseconds(timeout)
             command(["XPENDING", .string(topic), .string(group), "-", "+", .integer(Int64(settings.queueDepth))])
                 .flatMap { reply -> EventLoopFuture<(RESPValue, [UInt64: Int])> in
                     var found: [UInt64: Int] = [:]
@@ -720,19 +720,17 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
 
     var isClosed: Bool { state.withLock { $0.closed } }
 
+    /// Whole milliseconds of a duration (Redis's unit for BLOCK, XCLAIM and MINID), saturating.
+    static func milliseconds(_ duration: Duration) -> Int64 {
+        let (seconds, attoseconds) = duration.components
+        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1000)
+        if overflow { return seconds < 0 ? .min : .max }
+        return product.addingReportingOverflow(attoseconds / 1_000_000_000_000_000).partialValue
+    }
+
     /// How many observations are registered (for tests).
     package var observerCount: Int { observers.count }
 
     /// How many groups have a blocking reader here (for tests).
     package var readerCount: Int { state.withLock { $0.readers.count } }
-}
-
-extension Duration {
-    /// Whole milliseconds, saturating.
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        let (product, overflow) = seconds.multipliedReportingOverflow(by: 1000)
-        if overflow { return seconds < 0 ? .min : .max }
-        return product.addingReportingOverflow(attoseconds / 1_000_000_000_000_000).partialValue
-    }
 }
