@@ -24,8 +24,9 @@ package final class RedisDedicatedConnection: Sendable {
     private let options: RedisClient.Options
     private let state: Mutex<State>
 
-    package init(_ configuration: RedisConfiguration, options: RedisClient.Options = .init(), on eventLoop: any EventLoop)
-    {
+    package init(
+        _ configuration: RedisConfiguration, options: RedisClient.Options = .init(), on eventLoop: any EventLoop
+    ) {
         self.configuration = configuration
         self.options = options
         self.eventLoop = eventLoop
@@ -77,7 +78,9 @@ package final class RedisDedicatedConnection: Sendable {
                     return (connection, nil)
                 }.flatMapError { error in
                     // CLIENT ID is renamed or refused (an ACL): the connection still serves, it cannot be unblocked.
-                    if case RedisError.server = error { return connection.channel.eventLoop.makeSucceededFuture((connection, nil)) }
+                    if case RedisError.server = error {
+                        return connection.channel.eventLoop.makeSucceededFuture((connection, nil))
+                    }
                     _ = connection.close()
                     return connection.channel.eventLoop.makeFailedFuture(error)
                 }

@@ -49,7 +49,8 @@ package struct RedisMetadata: Sendable, Hashable {
         }
         if let redisType = text("redisType"), redisType.lowercased() != "node" {
             throw .metadata(
-                "redisType", "only 'node' is supported by \(type), not '\(redisType)' (Redis Cluster is not supported yet)")
+                "redisType",
+                "only 'node' is supported by \(type), not '\(redisType)' (Redis Cluster is not supported yet)")
         }
         guard let host = text("redisHost") else { throw .metadata("redisHost", "is required by \(type)") }
         let port = try Self.integer(metadata, "redisPort", in: 1...65535)
@@ -57,7 +58,8 @@ package struct RedisMetadata: Sendable, Hashable {
         let database = try Self.integer(metadata, "redisDB", in: 0...Int(Int32.max)) ?? 0
         let connectTimeout = try Self.duration(metadata, "dialTimeout").map(TimeAmount.init) ?? .seconds(1)
         configuration = RedisConfiguration(
-            address: address, username: text("redisUsername"), password: metadata["redisPassword"].flatMap {
+            address: address, username: text("redisUsername"),
+            password: metadata["redisPassword"].flatMap {
                 $0.isEmpty ? nil : $0
             }, database: database, connectTimeout: connectTimeout)
         options = RedisClient.Options()
@@ -79,7 +81,9 @@ package struct RedisMetadata: Sendable, Hashable {
         var given: Int?
         if host.hasPrefix("[") {
             // [v6]:port or [v6]
-            guard let close = host.firstIndex(of: "]") else { throw .metadata("redisHost", "'\(host)' is not host:port") }
+            guard let close = host.firstIndex(of: "]") else {
+                throw .metadata("redisHost", "'\(host)' is not host:port")
+            }
             name = String(host[host.index(after: host.startIndex)..<close])
             let rest = host[host.index(after: close)...]
             if !rest.isEmpty {

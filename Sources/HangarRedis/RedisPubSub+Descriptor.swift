@@ -46,7 +46,9 @@ extension RedisPubSub {
         settings.commandTimeout = commandTimeout
         if let value = try RedisMetadata.duration(metadata, "processingTimeout") { settings.processingTimeout = value }
         if let value = try RedisMetadata.duration(metadata, "redeliverInterval") { settings.redeliverInterval = value }
-        if let value = try RedisMetadata.integer(metadata, "queueDepth", in: 1...100_000) { settings.queueDepth = value }
+        if let value = try RedisMetadata.integer(metadata, "queueDepth", in: 1...100_000) {
+            settings.queueDepth = value
+        }
         _ = try RedisMetadata.integer(metadata, "concurrency", in: 1...100_000)
         if let value = try RedisMetadata.integer(metadata, "maxLenApprox", in: 0...Int(Int64.max)), value > 0 {
             settings.maxLenApprox = value

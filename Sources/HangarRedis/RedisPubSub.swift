@@ -540,7 +540,9 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
 
     // MARK: Settle
 
-    package func ack(_ consumer: PubSubConsumer, _ ids: [PubSubDeliveryID], on eventLoop: any EventLoop) -> Eventual<Int> {
+    package func ack(_ consumer: PubSubConsumer, _ ids: [PubSubDeliveryID], on eventLoop: any EventLoop) -> Eventual<
+        Int
+    > {
         if let refused: Eventual<Int> = refusal(consumer) { return refused }
         let matched = state.withLock { state -> [UInt64] in
             guard var entry = state.consumers[consumer] else { return [] }

@@ -55,7 +55,8 @@ package struct RedisStreamEntry: Sendable, Hashable {
         }
         fields += ["contentType", .string(message.contentType)]
         if let ttl = message.ttl {
-            let expires = now.addingTimeInterval(Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18)
+            let expires = now.addingTimeInterval(
+                Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18)
             fields += ["expiresAt", .string(String(Int64((expires.timeIntervalSince1970 * 1000).rounded(.up))))]
         }
         return fields

@@ -194,7 +194,8 @@ struct PubSubConformanceTests {
             #expect(toLate.map(\.sequence) == [published[3]])
             #expect(try await pubsub.ensureConsumer(late, on: loop).get() == published[3])
             let earlyCursor = try await pubsub.ensureConsumer(early, on: loop).get()
-            #expect(kind.denseSequences ? earlyCursor == 0 : earlyCursor < published[0], "early has fetched nothing yet")
+            #expect(
+                kind.denseSequences ? earlyCursor == 0 : earlyCursor < published[0], "early has fetched nothing yet")
             #expect(try await pubsub.fetch(early, on: loop).map(\.sequence) == published)
         }
     }
@@ -246,7 +247,8 @@ struct PubSubConformanceTests {
     }
 
     @Test(
-        "a publish that would exceed maxRetainedBytes fails whole and changes nothing", arguments: PubSubKind.accountingKinds)
+        "a publish that would exceed maxRetainedBytes fails whole and changes nothing",
+        arguments: PubSubKind.accountingKinds)
     func full(kind: PubSubKind) async throws {
         try await Env.withPubSub(kind, limits: Env.limits(maxRetainedBytes: 1000)) { pubsub, loop in
             let consumer = Self.orders

@@ -66,7 +66,9 @@ enum PubSubTestEnvironment {
 
     /// A `pubsub.redis` on `redis`, emptied first (`FLUSHALL`); the lease is the limits' `ackTimeout`
     /// (`processingTimeout`).
-    static func openRedis(limits: PubSubLimits = limits(), settings: RedisPubSub.Settings = .init()) throws -> RedisPubSub {
+    static func openRedis(
+        limits: PubSubLimits = limits(), settings: RedisPubSub.Settings = .init()
+    ) throws -> RedisPubSub {
         let server = try redis.get()
         let configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: server.port))
         let connection = try RedisConnection.connect(configuration, on: group.next()).wait()

@@ -13,7 +13,8 @@ import HangarTestSupport
 struct RedisDedicatedConnectionTests {
     let group = MultiThreadedEventLoopGroup.singleton
 
-    @Test("a blocking command runs for its own deadline, CLIENT UNBLOCK ends it early, and it reconnects after a restart")
+    @Test(
+        "a blocking command runs for its own deadline, CLIENT UNBLOCK ends it early, and it reconnects after a restart")
     func blocking() async throws {
         let server = try RedisServer()
         defer { server.stop() }
@@ -33,7 +34,8 @@ struct RedisDedicatedConnectionTests {
         let unblockedAt = ContinuousClock.now
         var unblocked = false
         for _ in 0..<100 where !unblocked {
-            let answer = try await client.send(["CLIENT", "UNBLOCK", .integer(id)], deadline: .now() + .seconds(1)).get()
+            let answer = try await client.send(["CLIENT", "UNBLOCK", .integer(id)], deadline: .now() + .seconds(1))
+                .get()
             unblocked = answer == .integer(1)
             if !unblocked { try await Task.sleep(for: .milliseconds(10)) }
         }
@@ -66,8 +68,9 @@ struct RedisDedicatedConnectionTests {
         // Fired without waiting, from one caller, while other keys load the connections.
         let futures = (0..<2_000).flatMap { index in
             [
-                client.send(["RPUSH", "ordered", .integer(Int64(index))], deadline: .now() + .seconds(5),
-                            orderedBy: "ordered"),
+                client.send(
+                    ["RPUSH", "ordered", .integer(Int64(index))], deadline: .now() + .seconds(5),
+                    orderedBy: "ordered"),
                 client.send(["INCR", .string("noise\(index % 7)")], deadline: .now() + .seconds(5)),
             ]
         }

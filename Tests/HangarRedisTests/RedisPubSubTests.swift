@@ -31,7 +31,8 @@ struct RedisPubSubTests {
     }
 
     func pubsub(_ server: RedisServer, settings: RedisPubSub.Settings = .init()) -> RedisPubSub {
-        RedisPubSub(configuration: RedisConfiguration(address: server.address), settings: settings, eventLoopGroup: group)
+        RedisPubSub(
+            configuration: RedisConfiguration(address: server.address), settings: settings, eventLoopGroup: group)
     }
 
     func message(_ text: String) -> PubSubMessage {
@@ -112,8 +113,9 @@ struct RedisPubSubTests {
         #expect(taken.deliveries.map(\.attempt) == [1])
         // The first node dies with the entry leased.
         try await first.close(on: loop).get()
-        #expect(try await second.fetch(consumer, limit: 10, lease: nil, on: loop).future(on: loop).get().deliveries
-            .isEmpty, "not before processingTimeout")
+        #expect(
+            try await second.fetch(consumer, limit: 10, lease: nil, on: loop).future(on: loop).get().deliveries
+                .isEmpty, "not before processingTimeout")
         let again = try await fetchUntilSome(second, consumer)
         #expect(again.map(\.sequence) == taken.deliveries.map(\.sequence))
         #expect(again.map(\.attempt) == [2])
@@ -143,8 +145,9 @@ struct RedisPubSubTests {
         let taken = try await first.fetch(consumer, limit: 10, lease: .seconds(60), on: loop).future(on: loop).get()
         #expect(taken.deliveries.count == 1)
         try await Task.sleep(for: .milliseconds(4000))
-        #expect(try await second.fetch(consumer, limit: 10, lease: nil, on: loop).future(on: loop).get().deliveries
-            .isEmpty)
+        #expect(
+            try await second.fetch(consumer, limit: 10, lease: nil, on: loop).future(on: loop).get().deliveries
+                .isEmpty)
         #expect(try await first.ack(consumer, taken.deliveries.map(\.id), on: loop).future(on: loop).get() == 1)
     }
 
@@ -158,8 +161,9 @@ struct RedisPubSubTests {
         let consumer = PubSubConsumer(group: "ns||app", topic: "ns||orders")
         _ = try await pubsub.ensureConsumer(consumer, on: loop).future(on: loop).get()
         _ = try await pubsub.publish(message("before"), to: consumer.topic, on: loop).future(on: loop).get()
-        #expect(try await fetchUntilSome(pubsub, consumer).map { String(decoding: $0.message.data, as: UTF8.self) }
-            == ["before"])
+        #expect(
+            try await fetchUntilSome(pubsub, consumer).map { String(decoding: $0.message.data, as: UTF8.self) }
+                == ["before"])
         #expect(pubsub.backendProblem == nil)
 
         server.crash()
