@@ -135,13 +135,14 @@ final class RedisGroupReader: Sendable {
         switch action {
         case .none, .fail: break
         case .start: eventLoop.execute { self.cycle() }
-        case .unblock(let round): unblock(round, attempts: 100)
+        case .unblock(let round): unblock(round, attempts: 1000)
         }
     }
 
     /// Ends the blocked read of `round` with `CLIENT UNBLOCK`. The command may reach the server before the read
     /// it ends (they travel on different connections), or the connection may still be opening: then it is tried
-    /// again shortly, as long as that round is still blocked.
+    /// again every 2 ms, as long as that round is still blocked, for up to 2 s (a connection being opened on a
+    /// loaded machine); after that the read ends by its own timeout.
     private func unblock(_ round: Int, attempts: Int) {
         @Sendable func stillBlocked() -> Bool {
             state.withLock { state in
