@@ -53,6 +53,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // Building-block protocols, their value types and the in-memory drivers. Knows nothing of gRPC, HTTP or tenants.
@@ -74,6 +76,17 @@ let package = Package(
         .target(
             name: "HangarRedis",
             dependencies: nioAndLogging,
+            swiftSettings: strict
+        ),
+        // PostgreSQL-backed components (state.postgresql) on postgres-nio's PostgresClient: one pool per component.
+        .target(
+            name: "HangarPostgres",
+            dependencies: [
+                "HangarComponents",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                // sslmode: postgres-nio's TLS settings are swift-nio-ssl's.
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ] + nioAndLogging,
             swiftSettings: strict
         ),
         // The socket layer: listeners (Unix, TCP, inherited), their connections and draining, peer credentials, and a
@@ -148,6 +161,7 @@ let package = Package(
             dependencies: [
                 "HangarComponents",
                 "HangarSQLite",
+                "HangarPostgres",
                 "HangarRuntime",
                 "HangarSystemd",
                 "HangarTransport",
@@ -201,6 +215,7 @@ let package = Package(
                 "HangarComponents",
                 "HangarSQLite",
                 "HangarRedis",
+                "HangarPostgres",
                 "HangarTestSupport",
             ] + nioAndLogging,
             swiftSettings: strict

@@ -1,5 +1,6 @@
 import Foundation
 import HangarComponents
+import HangarPostgres
 import HangarSQLite
 import Logging
 import NIOCore
@@ -11,6 +12,7 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case inMemory = "in-memory"
     case sqliteFile = "sqlite file"
     case sqliteMemory = "sqlite :memory:"
+    case postgres = "postgresql"
 
     var testDescription: String { rawValue }
 }
@@ -52,6 +54,7 @@ enum StateTestEnvironment {
         switch store {
         case let store as InMemoryStateStore: return try await store.purgeExpired(on: eventLoop).get()
         case let store as SQLiteStateStore: return try await store.purgeExpired(on: eventLoop).get()
+        case let store as PostgresStateStore: return try await store.purgeExpired(on: eventLoop).get()
         default:
             Issue.record("no purgeExpired for \(type(of: store))")
             return 0
@@ -70,6 +73,7 @@ enum StateTestEnvironment {
             case .inMemory: InMemoryStateStore()
             case .sqliteFile: try openSQLite(path: directory.appendingPathComponent("state.db").path)
             case .sqliteMemory: try openSQLite(path: ":memory:")
+            case .postgres: try await PostgresTestStore.connect(PostgresTestStore.configuration())
             }
         do {
             try await body(store, eventLoop)
