@@ -63,6 +63,8 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         /// Connections leased now, closed when the backend goes DOWN.
         var leased: [Int: PostgresConnection] = [:]
         var nextLease = 0
+        /// When an operation last finished on a pooled connection.
+        var lastRelease: ContinuousClock.Instant?
         var closed = false
     }
 
@@ -169,9 +171,14 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         let waitingDone: @Sendable () -> Void = {
             if !lease.stoppedWaiting.exchange(true, ordering: .relaxed) { self.state.withLock { $0.waiting -= 1 } }
         }
-        // Not leased soon: either every connection is busy or the pool cannot connect. A probe tells which.
+        // Not leased soon: either every connection is busy or the pool cannot connect. Connections that finish
+        // operations meanwhile say the former; otherwise a probe tells.
         let watchdog = group.next().scheduleTask(in: options.probeAfter.timeAmount) {
-            if !lease.leased.load(ordering: .relaxed) { self.probeAndMark(generation.id) }
+            guard !lease.leased.load(ordering: .relaxed) else { return }
+            let busy = self.state.withLock { state in
+                state.lastRelease.map { ContinuousClock.now - $0 < self.options.probeAfter } ?? false
+            }
+            if !busy { self.probeAndMark(generation.id) }
         }
         defer {
             watchdog.cancel()
@@ -187,9 +194,17 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
                     state.leased[state.nextLease] = connection
                     return state.nextLease
                 }
-                guard let token else { throw PSQLError.poolClosed }
-                defer { _ = self.state.withLock { $0.leased.removeValue(forKey: token) } }
-                return try await body(connection)
+                guard let token else { throw StateStoreError.unavailable("PostgreSQL is unreachable (pool replaced)") }
+                do {
+                    let result = try await body(connection)
+                    self.released(token, answered: true)
+                    return result
+                } catch {
+                    // The server answered unless the connection failed.
+                    let answered = error is StateStoreError || (error as? PSQLError)?.code == .server
+                    self.released(token, answered: answered)
+                    throw error
+                }
             }
         } catch let error as StateStoreError {
             throw error
@@ -201,6 +216,13 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
             // The pool was shut down under this call because the server went away: say why.
             if let problem = backendProblem { throw .unavailable("PostgreSQL is unreachable: \(problem)") }
             throw mapped
+        }
+    }
+
+    private func released(_ token: Int, answered: Bool) {
+        state.withLock { state in
+            state.leased.removeValue(forKey: token)
+            if answered { state.lastRelease = .now }
         }
     }
 
@@ -264,9 +286,6 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
             default:
                 return .unavailable("PostgreSQL connection failed: \(describe(error))")
             }
-        }
-        if error is ConnectionPoolError {
-            return .unavailable("PostgreSQL connection pool: \(error)")
         }
         return .unavailable("PostgreSQL connection failed: \(error)")
     }
@@ -360,9 +379,14 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
                     if Task.isCancelled { break }
                     healthCheck(current, in: &group)
                 } else {
-                    let problem = try? await probe().get()
+                    let answers: Bool
+                    do {
+                        answers = try await probe().get() == nil
+                    } catch {
+                        answers = false
+                    }
                     if Task.isCancelled { break }
-                    if case .some(.none) = problem {
+                    if answers {
                         startClient(in: &group)
                         logger.info("PostgreSQL answers again")
                     } else {

@@ -23,7 +23,7 @@ struct PostgresStateSchema: Sendable {
         let metadataTable = metadataTable
         for attempt in 1...3 {
             do {
-                try await backend.withConnection { connection in
+                _ = try await backend.withConnection { connection in
                     try await connection.query(
                         PostgresQuery(
                             unsafeSQL:
@@ -31,14 +31,14 @@ struct PostgresStateSchema: Sendable {
                         ), logger: PostgresStateStore.quiet)
                 }
                 break
-            } catch let error as StateStoreError {
+            } catch {
                 guard attempt < 3, case .backend(let message) = error, message.contains("SQLSTATE 23505") else {
                     throw error
                 }
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
-        try await backend.withConnection { connection in
+        _ = try await backend.withConnection { connection in
             try await connection.query(
                 PostgresQuery(
                     unsafeSQL: "INSERT INTO \(metadataTable) (key, value) VALUES ($1, 'lock') ON CONFLICT (key) DO NOTHING",

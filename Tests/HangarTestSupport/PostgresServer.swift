@@ -7,7 +7,8 @@ package import Foundation
 ///
 /// The superuser `postgres` has the password `superPassword` over TCP (scram-sha-256); the Unix socket trusts
 /// local users, which `psql` uses for setup. `crash()` is an immediate shutdown (the server recovers from its WAL at
-/// `restart()`, on the same port); `stop()` ends it and removes its directory.
+/// `restart()`, on the same port); `fsync` is off (only an OS crash would lose what the OS has) but commits are
+/// synchronous, so an acknowledged write survives `crash()`. `stop()` ends it and removes its directory.
 /// `@unchecked Sendable`: a test drives it from one task at a time (start, crash, restart, stop).
 package final class PostgresServer: @unchecked Sendable {
     package private(set) var port: Int
@@ -85,7 +86,7 @@ package final class PostgresServer: @unchecked Sendable {
         let log = directory.appendingPathComponent("postgres.log").path
         let command = [
             "\(binDirectory)/postgres", "-D", dataDirectory, "-p", "\(port)", "-k", socketDirectory,
-            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+            "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
             "-c", "full_page_writes=off", "-c", "max_connections=200", "-c", "shared_buffers=32MB",
         ]
         pid = try spawn(command, output: log)
