@@ -12,8 +12,9 @@ import Synchronization
 /// **Taken from postgres-nio's pool:** leasing one connection per operation (`maximalStreamsOnConnection` 1, as
 /// PostgreSQL runs one query at a time per connection), connections opened on demand up to the maximum and closed
 /// after the idle timeout, the keep-alive query on idle connections, the request queue while every connection is
-/// busy. **Configured:** minimum 0 connections; maximum `maxConns` (default 8, Hangar's default for the whole node,
-/// not pgx's max(4, NumCPU) per sidecar); idle timeout `connectionMaxIdleTime` (default 5 min); keep-alive `SELECT 1`
+/// busy. **Configured:** minimum 0 connections; maximum `maxConns` − 1 (`maxConns` defaults to 8, Hangar's default
+/// for the whole node, not pgx's max(4, NumCPU) per sidecar; the one left over is the probe's, below, so the node
+/// never holds more than `maxConns`); idle timeout `connectionMaxIdleTime` (default 5 min); keep-alive `SELECT 1`
 /// every 30 s; `statement_timeout` = the component's `timeout`, sent at startup so that the server ends a query that
 /// runs too long.
 ///
@@ -106,7 +107,7 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         }
         let statementTimeout = ("statement_timeout", "\(options.timeout.milliseconds)")
         client.options.minimumConnections = 0
-        client.options.maximumConnections = options.maxConnections
+        client.options.maximumConnections = Self.poolSize(options)
         client.options.connectionIdleTimeout = options.idleTimeout
         client.options.keepAliveBehavior = .init(frequency: .seconds(30), query: "SELECT 1")
         client.options.connectTimeout = connectionString.connectTimeout ?? options.timeout
@@ -155,6 +156,10 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
     /// Connections the pool may hold at most (for tests and metrics).
     package var maxConnections: Int { options.maxConnections }
 
+    /// The pool's share of `maxConnections`: one less, so that a probe (at most one at a time) never takes the
+    /// node above `maxConnections`; with `maxConns: 1`, 1 (a probe may then briefly make it 2).
+    static func poolSize(_ options: Options) -> Int { max(1, options.maxConnections - 1) }
+
     // MARK: Operations
 
     /// Runs `body` on a pooled connection. Fails with `.unavailable` at once while the server is unreachable, with
@@ -176,7 +181,8 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         let watchdog = group.next().scheduleTask(in: options.probeAfter.timeAmount) {
             guard !lease.leased.load(ordering: .relaxed) else { return }
             let busy = self.state.withLock { state in
-                state.lastRelease.map { ContinuousClock.now - $0 < self.options.probeAfter } ?? false
+                state.leased.count >= Self.poolSize(self.options)
+                    || state.lastRelease.map { ContinuousClock.now - $0 < self.options.probeAfter } ?? false
             }
             if !busy { self.probeAndMark(generation.id) }
         }

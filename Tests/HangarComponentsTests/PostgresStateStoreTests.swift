@@ -285,6 +285,40 @@ struct PostgresStateStoreTests {
         #expect(store.backendProblem == nil)
     }
 
+    @Test("a server that hangs is found by the health check; calls then fail fast, and succeed once it resumes")
+    func hungServer() async throws {
+        let server = try PostgresServer()
+        defer {
+            server.signalAll(SIGCONT)
+            server.stop()
+        }
+        let store = try await PostgresTestStore.connect(try PostgresTestStore.configuration(server: server))
+        let loop = Env.group.next()
+        defer { _ = store.close(on: loop) }
+        try await store.set(StateSetRequest(key: "k", value: Data("v".utf8)), on: loop).get()
+
+        server.signalAll(SIGSTOP)
+        // The first call waits for the health check (every second, with a 1 s deadline and a 0.5 s probe).
+        let first = ContinuousClock.now
+        await #expect(throws: StateStoreError.self) { try await store.get("k", on: loop).get() }
+        #expect(ContinuousClock.now - first < .seconds(4))
+        #expect(store.backendProblem != nil)
+        for _ in 0..<5 {
+            let start = ContinuousClock.now
+            await #expect(throws: StateStoreError.self) { try await store.get("k", on: loop).get() }
+            #expect(ContinuousClock.now - start < .milliseconds(900))
+        }
+
+        server.signalAll(SIGCONT)
+        let back = ContinuousClock.now
+        var value: Data?
+        while value == nil, ContinuousClock.now - back < .seconds(5) {
+            value = try? await store.get("k", on: loop).get()?.value
+            if value == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(value == Data("v".utf8))
+    }
+
     @Test("the first failure after the server goes away marks the backend DOWN even with no call made")
     func healthCheckFindsOutage() async throws {
         let server = try PostgresServer()

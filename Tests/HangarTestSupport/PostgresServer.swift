@@ -108,6 +108,23 @@ package final class PostgresServer: @unchecked Sendable {
         pid = 0
     }
 
+    /// Sends `signal` to the postmaster and every backend it started (SIGSTOP: a server that hangs without closing
+    /// its connections; SIGCONT: it resumes).
+    package func signalAll(_ signal: Int32) {
+        guard pid > 0 else { return }
+        var targets = [pid]
+        let processes = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        for entry in processes {
+            guard let child = pid_t(entry),
+                let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 2, pid_t(fields[1]) == pid { targets.append(child) }
+        }
+        for target in targets { kill(target, signal) }
+    }
+
     /// Ends the server and removes its directory.
     package func stop() {
         crash()
