@@ -367,7 +367,8 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
             return (current.stop, leased)
         }
         guard let (stop, leased) = taken else { return }
-        logger.warning("PostgreSQL unreachable; failing calls fast until it answers", metadata: ["reason": "\(problem)"])
+        logger.warning(
+            "PostgreSQL unreachable; failing calls fast until it answers", metadata: ["reason": "\(problem)"])
         stop.finish()
         for connection in leased { let _: EventLoopFuture<Void> = connection.close() }
     }

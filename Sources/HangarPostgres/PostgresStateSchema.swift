@@ -41,7 +41,8 @@ struct PostgresStateSchema: Sendable {
         _ = try await backend.withConnection { connection in
             try await connection.query(
                 PostgresQuery(
-                    unsafeSQL: "INSERT INTO \(metadataTable) (key, value) VALUES ($1, 'lock') ON CONFLICT (key) DO NOTHING",
+                    unsafeSQL:
+                        "INSERT INTO \(metadataTable) (key, value) VALUES ($1, 'lock') ON CONFLICT (key) DO NOTHING",
                     binds: Self.binds(["lock"])), logger: PostgresStateStore.quiet)
         }
         try await backend.withDedicatedConnection { lockConnection in
@@ -266,8 +267,7 @@ struct PostgresStateSchema: Sendable {
     }
 
     /// Without an ETag a delete always applies; with one the unexpired row must carry it.
-    func delete(_ connection: PostgresConnection, _ request: StateDeleteRequest, layout: StateKeyLayout) async throws
-    {
+    func delete(_ connection: PostgresConnection, _ request: StateDeleteRequest, layout: StateKeyLayout) async throws {
         let key = layout.backendKey(request.key)
         var bindings = PostgresBindings()
         bindings.append(key)

@@ -62,7 +62,8 @@ extension PostgresStateStore {
         if let prefix = metadata["tablePrefix"] { configuration.tablePrefix = prefix }
         guard Self.isTableName(configuration.stateTable) else {
             throw .metadata(
-                "tablePrefix", "'\(configuration.tablePrefix)' does not make a valid table name (letters, digits "
+                "tablePrefix",
+                "'\(configuration.tablePrefix)' does not make a valid table name (letters, digits "
                     + "and _, optionally schema-qualified as schema.prefix)")
         }
         if let table = metadata["metadataTableName"], !table.isEmpty {

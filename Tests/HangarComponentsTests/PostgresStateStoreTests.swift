@@ -18,7 +18,7 @@ extension StoreKind {
 /// `state.postgresql` stores on the shared test server, each on tables of its own (a fresh `tablePrefix`).
 enum PostgresTestStore {
     static func configuration(
-        server: PostgresServer = .shared, prefix: String = uniquePrefix(), metadata: [String: String] = [:]
+        server: PostgresServer, prefix: String = uniquePrefix(), metadata: [String: String] = [:]
     ) throws -> PostgresStateStore.Configuration {
         var fields = ["connectionString": server.connectionString(), "tablePrefix": prefix, "cleanupInterval": "0"]
         fields.merge(metadata) { $1 }
@@ -27,6 +27,11 @@ enum PostgresTestStore {
     }
 
     static func uniquePrefix() -> String { "t\(UUID().uuidString.prefix(8).lowercased())_" }
+
+    /// A store on fresh tables of the shared server.
+    static func open() async throws -> PostgresStateStore {
+        try await connect(configuration(server: PostgresServer.sharedServer()))
+    }
 
     static func connect(_ configuration: PostgresStateStore.Configuration) async throws -> PostgresStateStore {
         try await PostgresStateStore.connect(
@@ -76,14 +81,17 @@ struct PostgresStateStoreTests {
         #expect(v1.field == "spec.version" && v1.message.contains("v2"))
         let badPort = try #require(refusal(["connectionString": "host=h port=x password=TopSecret1"]))
         #expect(badPort.field == "spec.metadata.connectionString" && !badPort.message.contains("TopSecret1"))
-        #expect(refusal(["connectionString": good, "tablePrefix": "x; DROP TABLE y"])?.field == "spec.metadata.tablePrefix")
-        #expect(refusal(["connectionString": good, "metadataTableName": "a b"])?.field
-            == "spec.metadata.metadataTableName")
+        #expect(
+            refusal(["connectionString": good, "tablePrefix": "x; DROP TABLE y"])?.field == "spec.metadata.tablePrefix")
+        #expect(
+            refusal(["connectionString": good, "metadataTableName": "a b"])?.field
+                == "spec.metadata.metadataTableName")
         #expect(refusal(["connectionString": good, "timeout": "500ms"])?.field == "spec.metadata.timeout")
         #expect(refusal(["connectionString": good, "maxConns": "many"])?.field == "spec.metadata.maxConns")
         #expect(refusal(["connectionString": good, "keyLayout": "other"])?.field == "spec.metadata.keyLayout")
         let defaults = try PostgresStateStore.configuration(
-            ComponentDefinition(name: "pg", type: "state.postgresql", version: "v2", metadata: ["connectionString": good]))
+            ComponentDefinition(
+                name: "pg", type: "state.postgresql", version: "v2", metadata: ["connectionString": good]))
         #expect(defaults.backend.maxConnections == 8)
         #expect(defaults.timeout == .seconds(20) && defaults.cleanupInterval == .seconds(3600))
         #expect(defaults.stateTable == "state" && defaults.metadataTableName == "dapr_metadata")
@@ -94,8 +102,8 @@ struct PostgresStateStoreTests {
 
     @Test("migrations run once, concurrently from several processes, and again as no-ops")
     func migrations() async throws {
-        let server = PostgresServer.shared
-        let configuration = try PostgresTestStore.configuration()
+        let server = try await PostgresServer.sharedServer()
+        let configuration = try PostgresTestStore.configuration(server: server)
         let stores = try await withThrowingTaskGroup(of: PostgresStateStore.self) { group in
             for _ in 0..<4 { group.addTask { try await PostgresTestStore.connect(configuration) } }
             return try await group.reduce(into: []) { $0.append($1) }
@@ -110,35 +118,38 @@ struct PostgresStateStoreTests {
 
         let table = configuration.stateTable
         #expect(
-            try server.psql("SELECT value FROM dapr_metadata WHERE key = '\(configuration.migrationKey)'") == "2")
-        let columns = try server.psql(
+            try await server.sql("SELECT value FROM dapr_metadata WHERE key = '\(configuration.migrationKey)'") == "2")
+        let columns = try await server.sql(
             "SELECT string_agg(column_name || ':' || data_type, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = '\(table)'"
         )
         #expect(
             columns == "key:text,value:bytea,etag:uuid,created_at:timestamp with time zone,"
                 + "updated_at:timestamp with time zone,expires_at:timestamp with time zone,row_id:bigint")
-        #expect(try server.psql("SELECT count(*) FROM pg_indexes WHERE tablename = '\(table)'") == "3")
-        #expect(try server.psql("SELECT is_identity FROM information_schema.columns WHERE table_name = '\(table)' AND column_name = 'row_id'") == "YES")
+        #expect(try await server.sql("SELECT count(*) FROM pg_indexes WHERE tablename = '\(table)'") == "3")
+        #expect(
+            try await server.sql(
+                "SELECT is_identity FROM information_schema.columns WHERE table_name = '\(table)' AND column_name = 'row_id'"
+            ) == "YES")
     }
 
     // MARK: Dapr's data
 
     @Test("rows written with Dapr's own v2 SQL are read by Hangar with keyLayout dapr, and the other way round")
     func daprCompatibility() async throws {
-        let server = PostgresServer.shared
-        let configuration = try PostgresTestStore.configuration(metadata: ["keyLayout": "dapr"])
+        let server = try await PostgresServer.sharedServer()
+        let configuration = try PostgresTestStore.configuration(server: server, metadata: ["keyLayout": "dapr"])
         let store = try await PostgresTestStore.connect(configuration)
         let loop = Env.group.next()
         defer { _ = store.close(on: loop) }
         let table = configuration.stateTable
 
         // daprd's doSet for `myapp||greeting`, value as the JSON bytes it marshals.
-        try server.psql(
+        try await server.sql(
             """
             INSERT INTO \(table) AS t (key, value, etag, expires_at) VALUES ('myapp||greeting', convert_to('"hello"', 'UTF8'), gen_random_uuid(), NULL)
             ON CONFLICT (key) DO UPDATE SET value = convert_to('"hello"', 'UTF8'), updated_at = now(), etag = gen_random_uuid(), expires_at = NULL
             """)
-        let daprETag = try server.psql("SELECT etag::text FROM \(table) WHERE key = 'myapp||greeting'")
+        let daprETag = try await server.sql("SELECT etag::text FROM \(table) WHERE key = 'myapp||greeting'")
         let read = try #require(try await store.get("tenant||myapp||greeting", on: loop).get())
         #expect(read.value == Data("\"hello\"".utf8))
         #expect(read.etag == daprETag)
@@ -149,9 +160,10 @@ struct PostgresStateStoreTests {
         ).get()
         let written = try #require(try await store.get("tenant||myapp||answer", on: loop).get())
         #expect(
-            try server.psql("SELECT convert_from(value, 'UTF8') || ' ' || etag::text FROM \(table) WHERE key = 'myapp||answer'")
+            try await server.sql(
+                "SELECT convert_from(value, 'UTF8') || ' ' || etag::text FROM \(table) WHERE key = 'myapp||answer'")
                 == "42 \(written.etag)")
-        let updated = try server.psql(
+        let updated = try await server.sql(
             """
             UPDATE \(table) SET value = convert_to('43', 'UTF8'), updated_at = now(), etag = gen_random_uuid(), expires_at = NULL
             WHERE key = 'myapp||answer' AND etag = '\(written.etag)' AND (expires_at IS NULL OR expires_at >= now()) RETURNING 1
@@ -165,10 +177,11 @@ struct PostgresStateStoreTests {
         #expect(try await store.get("tenant||myapp||answer", on: loop).get()?.value == Data("43".utf8))
 
         // With the default layout the namespace stays in the key.
-        let hangar = try await PostgresTestStore.connect(try PostgresTestStore.configuration(prefix: configuration.tablePrefix))
+        let hangar = try await PostgresTestStore.connect(
+            try PostgresTestStore.configuration(server: server, prefix: configuration.tablePrefix))
         defer { _ = hangar.close(on: loop) }
         try await hangar.set(StateSetRequest(key: "tenant||myapp||answer", value: Data("x".utf8)), on: loop).get()
-        #expect(try server.psql("SELECT count(*) FROM \(table) WHERE key = 'tenant||myapp||answer'") == "1")
+        #expect(try await server.sql("SELECT count(*) FROM \(table) WHERE key = 'tenant||myapp||answer'") == "1")
         #expect(try await store.get("tenant||myapp||answer", on: loop).get()?.value == Data("43".utf8))
     }
 
@@ -176,8 +189,8 @@ struct PostgresStateStoreTests {
 
     @Test("TTL cleanup deletes expired rows once per interval, coordinated by the metadata table's last-cleanup row")
     func cleanup() async throws {
-        let server = PostgresServer.shared
-        let configuration = try PostgresTestStore.configuration()
+        let server = try await PostgresServer.sharedServer()
+        let configuration = try PostgresTestStore.configuration(server: server)
         let store = try await PostgresTestStore.connect(configuration)
         let loop = Env.group.next()
         defer { _ = store.close(on: loop) }
@@ -187,12 +200,12 @@ struct PostgresStateStoreTests {
         #expect(abs(expiresAt.timeIntervalSinceNow - 1) < 1)
         try await Task.sleep(for: .milliseconds(1300))
         #expect(try await store.get("brief", on: loop).get() == nil)
-        #expect(try server.psql("SELECT count(*) FROM \(configuration.stateTable)") == "2", "expired, not yet deleted")
+        #expect(try await server.sql("SELECT count(*) FROM \(configuration.stateTable)") == "2", "expired, not yet deleted")
 
         #expect(try await store.cleanupExpired(interval: .seconds(3600), on: loop).get() == 1)
-        #expect(try server.psql("SELECT count(*) FROM \(configuration.stateTable)") == "1")
+        #expect(try await server.sql("SELECT count(*) FROM \(configuration.stateTable)") == "1")
         #expect(
-            try server.psql(
+            try await server.sql(
                 "SELECT count(*) FROM dapr_metadata WHERE key = '\(configuration.cleanupKey)' AND value::timestamptz > now() - interval '1 minute'"
             ) == "1")
         // Within the interval another cleanup (another process's) does nothing.
@@ -206,10 +219,10 @@ struct PostgresStateStoreTests {
 
     @Test("many concurrent callers share at most maxConns connections")
     func poolBound() async throws {
-        let server = PostgresServer.shared
+        let server = try await PostgresServer.sharedServer()
         let user = "pool_\(UUID().uuidString.prefix(6).lowercased())"
-        try server.createUser(user, password: "pool-secret")
-        let configuration = try PostgresTestStore.configuration(metadata: [
+        try await PostgresServer.offThread { try server.createUser(user, password: "pool-secret") }
+        let configuration = try PostgresTestStore.configuration(server: server, metadata: [
             "connectionString": server.connectionString(user: user, password: "pool-secret"), "maxConns": "3",
             "metadataTableName": "\(user)_metadata",
         ])
@@ -222,7 +235,8 @@ struct PostgresStateStoreTests {
                     let loop = Env.group.next()
                     for round in 0..<10 {
                         try await store.set(
-                            StateSetRequest(key: "k\(index % 8)", value: Data("\(round)".utf8), concurrency: .lastWrite),
+                            StateSetRequest(
+                                key: "k\(index % 8)", value: Data("\(round)".utf8), concurrency: .lastWrite),
                             on: loop
                         ).get()
                     }
@@ -230,7 +244,7 @@ struct PostgresStateStoreTests {
             }
             group.addTask {
                 for _ in 0..<10 {
-                    let count = Int(try server.psql("SELECT count(*) FROM pg_stat_activity WHERE usename = '\(user)'"))
+                    let count = Int(try await server.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = '\(user)'"))
                     peak.record(count ?? 0)
                     try await Task.sleep(for: .milliseconds(50))
                 }
@@ -242,7 +256,7 @@ struct PostgresStateStoreTests {
 
     @Test("with the server down calls fail fast as unavailable, health is DOWN, and service returns without reopening")
     func outage() async throws {
-        let server = try PostgresServer()
+        let server = try await PostgresServer.make()
         defer { server.stop() }
         let store = try await PostgresTestStore.connect(try PostgresTestStore.configuration(server: server))
         let loop = Env.group.next()
@@ -250,7 +264,7 @@ struct PostgresStateStoreTests {
         try await store.set(StateSetRequest(key: "k", value: Data("before".utf8)), on: loop).get()
         #expect(store.backendProblem == nil)
 
-        server.crash()
+        try await PostgresServer.offThread { server.crash() }
         for index in 0..<10 {
             let start = ContinuousClock.now
             do {
@@ -268,7 +282,7 @@ struct PostgresStateStoreTests {
         }
         #expect(store.backendProblem != nil)
 
-        try server.restart()
+        try await PostgresServer.offThread { try server.restart() }
         let back = ContinuousClock.now
         var value: Data?
         var lastError: (any Error)?
@@ -281,13 +295,54 @@ struct PostgresStateStoreTests {
             }
             try await Task.sleep(for: .milliseconds(100))
         }
-        #expect(value == Data("before".utf8), "served again within 5 s of the server's return: \(String(describing: lastError))")
+        #expect(
+            value == Data("before".utf8),
+            "served again within 5 s of the server's return: \(String(describing: lastError))")
         #expect(store.backendProblem == nil)
+    }
+
+    @Test("calls in flight when the server crashes fail fast too, and none hangs")
+    func crashUnderLoad() async throws {
+        let server = try await PostgresServer.make()
+        defer { server.stop() }
+        let store = try await PostgresTestStore.connect(try PostgresTestStore.configuration(server: server))
+        defer { _ = store.close(on: Env.group.next()) }
+        let slowest = Peak()
+        let failures = Peak()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<8 {
+                group.addTask {
+                    let loop = Env.group.next()
+                    let end = ContinuousClock.now + .seconds(3)
+                    var index = 0
+                    while ContinuousClock.now < end {
+                        let start = ContinuousClock.now
+                        do {
+                            try await store.set(
+                                StateSetRequest(key: "w\(writer)-\(index)", value: Data("x".utf8)), on: loop
+                            ).get()
+                        } catch {
+                            failures.record(failures.value + 1)
+                            slowest.record(Int((ContinuousClock.now - start).milliseconds))
+                            try await Task.sleep(for: .milliseconds(10))
+                        }
+                        index += 1
+                    }
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(500))
+                try await PostgresServer.offThread { server.crash() }
+            }
+            try await group.waitForAll()
+        }
+        #expect(failures.value > 0)
+        #expect(slowest.value < 900, "the slowest failing call took \(slowest.value) ms")
     }
 
     @Test("a server that hangs is found by the health check; calls then fail fast, and succeed once it resumes")
     func hungServer() async throws {
-        let server = try PostgresServer()
+        let server = try await PostgresServer.make()
         defer {
             server.signalAll(SIGCONT)
             server.stop()
@@ -321,23 +376,27 @@ struct PostgresStateStoreTests {
 
     @Test("the first failure after the server goes away marks the backend DOWN even with no call made")
     func healthCheckFindsOutage() async throws {
-        let server = try PostgresServer()
+        let server = try await PostgresServer.make()
         defer { server.stop() }
         let store = try await PostgresTestStore.connect(try PostgresTestStore.configuration(server: server))
         defer { _ = store.close(on: Env.group.next()) }
-        server.crash()
+        try await PostgresServer.offThread { server.crash() }
         let start = ContinuousClock.now
         while store.backendProblem == nil, ContinuousClock.now - start < .seconds(5) {
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(store.backendProblem != nil)
-        try server.restart()
+        try await PostgresServer.offThread { try server.restart() }
         let back = ContinuousClock.now
         while store.backendProblem != nil, ContinuousClock.now - back < .seconds(5) {
             try await Task.sleep(for: .milliseconds(50))
         }
         #expect(store.backendProblem == nil)
     }
+}
+
+extension Duration {
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }
 
 /// The highest value recorded.

@@ -285,7 +285,8 @@ extension StateStoreConformanceTests {
         }
     }
 
-    @Test("random operations keep usage equal to the bytes present and limits exact", arguments: StoreKind.limitingBytes)
+    @Test(
+        "random operations keep usage equal to the bytes present and limits exact", arguments: StoreKind.limitingBytes)
     func randomOperations(kind: StoreKind) async throws {
         try await Env.withStore(kind) { store, loop in
             var model = UsageModel(seed: 0x5EED_0001)

@@ -73,7 +73,7 @@ enum StateTestEnvironment {
             case .inMemory: InMemoryStateStore()
             case .sqliteFile: try openSQLite(path: directory.appendingPathComponent("state.db").path)
             case .sqliteMemory: try openSQLite(path: ":memory:")
-            case .postgres: try await PostgresTestStore.connect(PostgresTestStore.configuration())
+            case .postgres: try await PostgresTestStore.open()
             }
         do {
             try await body(store, eventLoop)

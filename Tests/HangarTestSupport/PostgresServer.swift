@@ -45,6 +45,30 @@ package final class PostgresServer: @unchecked Sendable {
         }
     }()
 
+    /// Starts one on a thread of its own: initdb and the start-up wait block for a second or two, which must not
+    /// hold one of the few threads that run the tests' tasks.
+    package static func make() async throws -> PostgresServer {
+        try await offThread { try PostgresServer() }
+    }
+
+    /// The shared server, started off the tasks' threads on first use.
+    package static func sharedServer() async throws -> PostgresServer {
+        try await offThread { shared }
+    }
+
+    /// Runs a blocking `body` on a new thread and waits for it without blocking the caller's thread.
+    package static func offThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try body() }) }.start()
+        }
+    }
+
+    /// `psql`, off the tasks' threads.
+    @discardableResult
+    package func sql(_ text: String) async throws -> String {
+        try await Self.offThread { try self.psql(text) }
+    }
+
     package init() throws {
         let versions = (try? FileManager.default.contentsOfDirectory(atPath: "/usr/lib/postgresql")) ?? []
         guard
