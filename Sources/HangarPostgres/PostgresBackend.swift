@@ -207,12 +207,18 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
                     return result
                 } catch {
                     // The server answered unless the connection failed.
-                    let answered = error is StateStoreError || (error as? PSQLError)?.code == .server
+                    let answered: Bool
+                    if case .unavailable = error as? StateStoreError {
+                        answered = false
+                    } else {
+                        answered = error is StateStoreError || (error as? PSQLError)?.code == .server
+                    }
                     self.released(token, answered: answered)
                     throw error
                 }
             }
         } catch let error as StateStoreError {
+            if case .unavailable = error { probeAndMark(generation.id) }
             throw error
         } catch {
             let mapped = Self.map(error)
@@ -457,7 +463,7 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         }
         group.addTask {
             _ = try? await self.withConnection { connection in
-                try await connection.query("SELECT 1", logger: Self.quiet)
+                try await connection.run("SELECT 1", logger: Self.quiet)
             }
             answered.leased.store(true, ordering: .relaxed)
             timer.cancel()

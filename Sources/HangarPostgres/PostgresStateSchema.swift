@@ -24,7 +24,7 @@ struct PostgresStateSchema: Sendable {
         for attempt in 1...3 {
             do {
                 _ = try await backend.withConnection { connection in
-                    try await connection.query(
+                    try await connection.run(
                         PostgresQuery(
                             unsafeSQL:
                                 "CREATE TABLE IF NOT EXISTS \(metadataTable) (key text NOT NULL PRIMARY KEY, value text NOT NULL)"
@@ -39,36 +39,36 @@ struct PostgresStateSchema: Sendable {
             }
         }
         _ = try await backend.withConnection { connection in
-            try await connection.query(
+            try await connection.run(
                 PostgresQuery(
                     unsafeSQL:
                         "INSERT INTO \(metadataTable) (key, value) VALUES ($1, 'lock') ON CONFLICT (key) DO NOTHING",
                     binds: Self.binds(["lock"])), logger: PostgresStateStore.quiet)
         }
         try await backend.withDedicatedConnection { lockConnection in
-            try await lockConnection.query("BEGIN", logger: PostgresStateStore.quiet)
+            try await lockConnection.run("BEGIN", logger: PostgresStateStore.quiet)
             do {
-                try await lockConnection.query(
+                try await lockConnection.run(
                     PostgresQuery(
                         unsafeSQL: "SELECT value FROM \(metadataTable) WHERE key = $1 FOR UPDATE",
                         binds: Self.binds(["lock"])), logger: PostgresStateStore.quiet)
                 try await runMigrations(backend: backend, logger: logger)
             } catch {
-                _ = try? await lockConnection.query("ROLLBACK", logger: PostgresStateStore.quiet)
+                _ = try? await lockConnection.run("ROLLBACK", logger: PostgresStateStore.quiet)
                 throw error
             }
-            try await lockConnection.query("ROLLBACK", logger: PostgresStateStore.quiet)
+            try await lockConnection.run("ROLLBACK", logger: PostgresStateStore.quiet)
         }
     }
 
     private func runMigrations(backend: PostgresBackend, logger: Logger) async throws {
         let schema = self
         let levelText = try await backend.withConnection { connection -> String? in
-            let rows = try await connection.query(
+            let rows = try await connection.run(
                 PostgresQuery(
                     unsafeSQL: "SELECT value FROM \(schema.metadataTable) WHERE key = $1",
                     binds: Self.binds([schema.configuration.migrationKey])), logger: PostgresStateStore.quiet)
-            for try await value in rows.decode(String.self) { return value }
+            for value in try rows.map({ try $0.decode(String.self) }) { return value }
             return nil
         }
         let level: Int
@@ -85,7 +85,7 @@ struct PostgresStateSchema: Sendable {
             logger.info("performing state.postgresql migration \(index + 1)", metadata: ["table": "\(table)"])
             try await backend.withConnection { connection in
                 try await migrations[index](connection)
-                try await connection.query(
+                try await connection.run(
                     PostgresQuery(
                         unsafeSQL:
                             "INSERT INTO \(schema.metadataTable) (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2",
@@ -98,7 +98,7 @@ struct PostgresStateSchema: Sendable {
     /// Migration 1: the state table and its `expires_at` index.
     private func createTable(_ connection: PostgresConnection) async throws {
         do {
-            try await connection.query(
+            try await connection.run(
                 PostgresQuery(
                     unsafeSQL: """
                         CREATE TABLE IF NOT EXISTS \(table) (
@@ -110,7 +110,7 @@ struct PostgresStateSchema: Sendable {
                           expires_at timestamp with time zone
                         )
                         """), logger: PostgresStateStore.quiet)
-            try await connection.query(
+            try await connection.run(
                 PostgresQuery(unsafeSQL: "CREATE INDEX ON \(table) (expires_at)"), logger: PostgresStateStore.quiet)
         } catch let error as PSQLError where error.serverInfo?[.sqlState] == "23505" {
             // Another process created it at the same moment (Dapr ignores this too).
@@ -121,33 +121,33 @@ struct PostgresStateSchema: Sendable {
     private func addRowID(_ connection: PostgresConnection) async throws {
         let quiet = PostgresStateStore.quiet
         var resolved: (schema: String, table: String, qualified: String, registered: String)?
-        let rows = try await connection.query(
+        let rows = try await connection.run(
             PostgresQuery(
                 unsafeSQL: """
                     SELECT n.nspname, c.relname, format('%I.%I', n.nspname, c.relname), n.nspname || '.' || c.relname
                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                     WHERE c.oid = to_regclass($1)
                     """, binds: Self.binds([table])), logger: quiet)
-        for try await row in rows.decode((String, String, String, String).self) {
+        for row in try rows.map({ try $0.decode((String, String, String, String).self) }) {
             resolved = (row.0, row.1, row.2, row.3)
         }
         guard let resolved else { throw StateStoreError.backend("table \(table) not found") }
         let qualified = resolved.qualified
 
         var hasColumn = false
-        for try await exists in try await connection.query(
+        for exists in try await connection.run(
             PostgresQuery(
                 unsafeSQL:
                     "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = 'row_id' AND NOT attisdropped)",
                 binds: Self.binds([table])), logger: quiet
-        ).decode(Bool.self) {
+        ).map({ try $0.decode(Bool.self) }) {
             hasColumn = exists
         }
         if !hasColumn {
-            try await connection.query(
+            try await connection.run(
                 PostgresQuery(unsafeSQL: "ALTER TABLE \(qualified) ADD COLUMN row_id BIGINT"), logger: quiet)
         }
-        try await connection.query(
+        try await connection.run(
             PostgresQuery(
                 unsafeSQL: """
                     WITH ranked AS (
@@ -156,40 +156,40 @@ struct PostgresStateSchema: Sendable {
                     )
                     UPDATE \(qualified) AS t SET row_id = r.rn FROM ranked r WHERE r.key = t.key
                     """), logger: quiet)
-        try await connection.query(
+        try await connection.run(
             PostgresQuery(unsafeSQL: "ALTER TABLE \(qualified) ALTER COLUMN row_id SET NOT NULL"), logger: quiet)
         var isIdentity = false
-        for try await identity in try await connection.query(
+        for identity in try await connection.run(
             PostgresQuery(
                 unsafeSQL: """
                     SELECT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = $1
                     AND table_name = $2 AND column_name = 'row_id' AND is_identity = 'YES')
                     """, binds: Self.binds([resolved.schema, resolved.table])), logger: quiet
-        ).decode(Bool.self) {
+        ).map({ try $0.decode(Bool.self) }) {
             isIdentity = identity
         }
         if !isIdentity {
-            try await connection.query(
+            try await connection.run(
                 PostgresQuery(
                     unsafeSQL: "ALTER TABLE \(qualified) ALTER COLUMN row_id ADD GENERATED BY DEFAULT AS IDENTITY"),
                 logger: quiet)
         }
         var sequence: String?
-        for try await name in try await connection.query(
+        for name in try await connection.run(
             PostgresQuery(
                 unsafeSQL: "SELECT pg_get_serial_sequence($1, 'row_id')", binds: Self.binds([resolved.registered])),
             logger: quiet
-        ).decode(String?.self) {
+        ).map({ try $0.decode(String?.self) }) {
             sequence = name
         }
         if let sequence, !sequence.isEmpty {
-            try await connection.query(
+            try await connection.run(
                 PostgresQuery(
                     unsafeSQL: "SELECT setval($1, COALESCE((SELECT MAX(row_id) FROM \(qualified)), 0) + 1, false)",
                     binds: Self.binds([sequence])), logger: quiet)
         }
         let index = "\"" + (resolved.table + "_row_id_uidx").replacingOccurrences(of: "\"", with: "\"\"") + "\""
-        try await connection.query(
+        try await connection.run(
             PostgresQuery(unsafeSQL: "CREATE UNIQUE INDEX IF NOT EXISTS \(index) ON \(qualified) (row_id)"),
             logger: quiet)
     }
@@ -197,13 +197,13 @@ struct PostgresStateSchema: Sendable {
     // MARK: Reads
 
     func get(_ connection: PostgresConnection, key: String) async throws -> StateEntry? {
-        let rows = try await connection.query(
+        let rows = try await connection.run(
             PostgresQuery(
                 unsafeSQL: """
                     SELECT value, etag::text, expires_at FROM \(table)
                     WHERE key = $1 AND (expires_at IS NULL OR expires_at >= now())
                     """, binds: Self.binds([key])), logger: PostgresStateStore.quiet)
-        for try await (value, etag, expiresAt) in rows.decode((ByteBuffer, String, Date?).self) {
+        for (value, etag, expiresAt) in try rows.map({ try $0.decode((ByteBuffer, String, Date?).self) }) {
             return StateEntry(value: Data(buffer: value), etag: etag, expiresAt: expiresAt)
         }
         return nil
@@ -213,14 +213,14 @@ struct PostgresStateSchema: Sendable {
     func bulkGet(_ connection: PostgresConnection, keys: [String]) async throws -> [String: StateEntry] {
         var bindings = PostgresBindings()
         bindings.append(keys)
-        let rows = try await connection.query(
+        let rows = try await connection.run(
             PostgresQuery(
                 unsafeSQL: """
                     SELECT key, value, etag::text, expires_at FROM \(table)
                     WHERE key = ANY($1) AND (expires_at IS NULL OR expires_at >= now())
                     """, binds: bindings), logger: PostgresStateStore.quiet)
         var found: [String: StateEntry] = [:]
-        for try await (key, value, etag, expiresAt) in rows.decode((String, ByteBuffer, String, Date?).self) {
+        for (key, value, etag, expiresAt) in try rows.map({ try $0.decode((String, ByteBuffer, String, Date?).self) }) {
             found[key] = StateEntry(value: Data(buffer: value), etag: etag, expiresAt: expiresAt)
         }
         return found
@@ -261,9 +261,9 @@ struct PostgresStateSchema: Sendable {
                 RETURNING 1
                 """
         }
-        let rows = try await connection.query(
+        let rows = try await connection.run(
             PostgresQuery(unsafeSQL: sql, binds: bindings), logger: PostgresStateStore.quiet)
-        guard try await Self.count(rows) == 1 else { throw StateStoreError.etagMismatch(key: request.key) }
+        guard rows.count == 1 else { throw StateStoreError.etagMismatch(key: request.key) }
     }
 
     /// Without an ETag a delete always applies; with one the unexpired row must carry it.
@@ -273,15 +273,15 @@ struct PostgresStateSchema: Sendable {
         bindings.append(key)
         if let etag = try Self.etag(request.etag, key: request.key, concurrency: request.concurrency) {
             bindings.append(etag)
-            let rows = try await connection.query(
+            let rows = try await connection.run(
                 PostgresQuery(
                     unsafeSQL: """
                         DELETE FROM \(table) WHERE key = $1 AND etag = $2
                         AND (expires_at IS NULL OR expires_at >= now()) RETURNING 1
                         """, binds: bindings), logger: PostgresStateStore.quiet)
-            guard try await Self.count(rows) == 1 else { throw StateStoreError.etagMismatch(key: request.key) }
+            guard rows.count == 1 else { throw StateStoreError.etagMismatch(key: request.key) }
         } else {
-            try await connection.query(
+            try await connection.run(
                 PostgresQuery(unsafeSQL: "DELETE FROM \(table) WHERE key = $1", binds: bindings),
                 logger: PostgresStateStore.quiet)
         }
@@ -301,24 +301,24 @@ struct PostgresStateSchema: Sendable {
             try await apply(operations[0])
             return
         }
-        try await connection.query("BEGIN", logger: logger)
+        try await connection.run("BEGIN", logger: logger)
         do {
             for operation in operations { try await apply(operation) }
         } catch {
-            _ = try? await connection.query("ROLLBACK", logger: logger)
+            _ = try? await connection.run("ROLLBACK", logger: logger)
             throw error
         }
-        try await connection.query("COMMIT", logger: logger)
+        try await connection.run("COMMIT", logger: logger)
     }
 
     // MARK: Expiry
 
     func purgeExpired(_ connection: PostgresConnection) async throws -> Int {
-        try await Self.count(
-            connection.query(
-                PostgresQuery(
-                    unsafeSQL: "DELETE FROM \(table) WHERE expires_at IS NOT NULL AND expires_at < now() RETURNING 1"),
-                logger: PostgresStateStore.quiet))
+        try await connection.run(
+            PostgresQuery(
+                unsafeSQL: "DELETE FROM \(table) WHERE expires_at IS NOT NULL AND expires_at < now() RETURNING 1"),
+            logger: PostgresStateStore.quiet
+        ).count
     }
 
     /// Dapr's garbage collector: moves `last-cleanup-state-v2-<tablePrefix>` to now only if it is older than
@@ -328,15 +328,15 @@ struct PostgresStateSchema: Sendable {
         var bindings = PostgresBindings()
         bindings.append(configuration.cleanupKey)
         bindings.append(Int64(interval.milliseconds - 100))
-        let moved = try await Self.count(
-            connection.query(
+        let moved = try await (
+            connection.run(
                 PostgresQuery(
                     unsafeSQL: """
                         INSERT INTO \(metadataTable) (key, value) VALUES ($1, now()::text)
                         ON CONFLICT (key) DO UPDATE SET value = now()::text
                         WHERE (EXTRACT('epoch' FROM now() - \(metadataTable).value::timestamp with time zone) * 1000)::bigint > $2
                         RETURNING 1
-                        """, binds: bindings), logger: PostgresStateStore.quiet))
+                        """, binds: bindings), logger: PostgresStateStore.quiet)).count
         guard moved == 1 else { return nil }
         return try await purgeExpired(connection)
     }
@@ -357,9 +357,20 @@ struct PostgresStateSchema: Sendable {
         return bindings
     }
 
-    static func count(_ rows: PostgresRowSequence) async throws -> Int {
-        var count = 0
-        for try await _ in rows { count += 1 }
-        return count
+}
+
+extension PostgresConnection {
+    /// Runs one statement and collects its rows. postgres-nio drops a query written to a connection that has just
+    /// closed (the write fails with no one to tell, and the result never arrives: seen when the server is killed
+    /// under load), so the query is written on the connection's event loop right after checking it is open: the
+    /// check and the write happen in one turn of the loop, and once written the connection fails it if it closes.
+    @discardableResult
+    func run(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
+        try await eventLoop.flatSubmit { () -> EventLoopFuture<[PostgresRow]> in
+            guard !self.isClosed else {
+                return self.eventLoop.makeFailedFuture(StateStoreError.unavailable("PostgreSQL closed the connection"))
+            }
+            return self.query(query, logger: logger).map(\.rows)
+        }.get()
     }
 }

@@ -121,7 +121,8 @@ def test_the_server_crashed_and_restarted_under_load_fails_fast_recovers_and_los
                 client.save_state(STORE, key, value)
             except grpc.RpcError as error:
                 with lock:
-                    failures.append((time.monotonic() - start, error.code(), f"{time.monotonic() - crashed_at[0]:.2f}s after the crash: {error.details()}"))
+                    elapsed = time.monotonic() - start
+                    failures.append((elapsed, error.code(), f"{start - crashed_at[0]:.2f}s after the crash: {error.details()}"))
                 time.sleep(0.02)
                 continue
             with lock:
