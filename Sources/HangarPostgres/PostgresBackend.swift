@@ -20,14 +20,16 @@ import Synchronization
 ///
 /// **Not taken:** its circuit breaker and its connection-retry backoff, which make a caller wait (up to 15 s, with
 /// retries backing off to a minute) while the server is gone. Instead this type tracks the server itself:
-/// - an operation that has not got a connection within `probeAfter` (150 ms), or that fails with a connection error,
-///   triggers a *probe* (one at a time: a fresh connection outside the pool, `SELECT 1`, closed; at most
+/// - an operation that has not got a connection within `probeAfter` (150 ms) while the pool is not simply busy
+///   (not every pooled connection leased, none finishing an operation meanwhile), or that fails with a connection
+///   error, triggers a *probe* (one at a time: a fresh connection outside the pool, `SELECT 1`, closed; at most
 ///   `probeTimeout`, 500 ms); when the probe fails the backend is DOWN: the client is shut down (which fails every
-///   request waiting in its queue at once) and every call fails at once with `StateStoreError.unavailable`;
-/// - a health check runs `SELECT 1` through the pool every `healthInterval` (1 s) while UP (a server that stops
-///   answering without closing its connections is found there), and probes every `probeInterval` (250 ms) while
-///   DOWN; the first probe that succeeds starts a new client: calls succeed again well within 5 s of the server's
-///   return, with no restart.
+///   request waiting in its queue at once), the connections leased from it are closed (failing the queries on them)
+///   and every call fails at once with `StateStoreError.unavailable`;
+/// - a health check runs `SELECT 1` through the pool every `healthInterval` (1 s) while UP, with a probe when it has
+///   no answer within 1 s (a server that hangs without closing its connections is found so, within about 2.5 s),
+///   and probes every `probeInterval` (250 ms) while DOWN; the first probe that succeeds starts a new client: calls
+///   succeed again well within 5 s of the server's return, with no restart.
 ///
 /// Waiting is bounded: at most `maxWaiting` operations wait for a connection; more fail at once.
 package final class PostgresBackend: Sendable, BackendHealthReporting {
@@ -35,7 +37,8 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
     package struct Options: Sendable {
         package var maxConnections = 8
         package var idleTimeout: Duration = .seconds(300)
-        /// The component's `timeout`: the server's `statement_timeout`, and how long migrations may take.
+        /// The component's `timeout`: the server's `statement_timeout`, and the connect timeout of pooled connections
+        /// and of the migration lock's.
         package var timeout: Duration = .seconds(20)
         package var maxWaiting = 1024
         package var probeAfter: Duration = .milliseconds(150)
