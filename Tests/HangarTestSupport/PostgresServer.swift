@@ -26,22 +26,20 @@ package final class PostgresServer: @unchecked Sendable {
         "host=127.0.0.1 port=\(port) user=\(user) password='\(password)' dbname=\(database) sslmode=disable"
     }
 
-    /// One server for the whole test process, started on first use and ended when the process exits.
-    package static let shared: PostgresServer = {
+    /// One server for the whole test process, started on first use and ended when the process exits (or why it
+    /// could not be started: each test that needs it then fails with that).
+    private static let shared: Result<PostgresServer, any Error> = {
         do {
             let server = try PostgresServer()
             sharedPID = server.pid
             sharedDirectory = server.directory.path
             atexit {
-                if sharedPID > 0 { kill(sharedPID, SIGQUIT) }
-                if let directory = sharedDirectory {
-                    usleep(200_000)
-                    try? FileManager.default.removeItem(atPath: directory)
-                }
+                if sharedPID > 0, kill(sharedPID, SIGQUIT) == 0 { waitpid(sharedPID, nil, 0) }
+                if let directory = sharedDirectory { try? FileManager.default.removeItem(atPath: directory) }
             }
-            return server
+            return .success(server)
         } catch {
-            fatalError("cannot start the shared PostgreSQL test server: \(error)")
+            return .failure(error)
         }
     }()
 
@@ -53,7 +51,7 @@ package final class PostgresServer: @unchecked Sendable {
 
     /// The shared server, started off the tasks' threads on first use.
     package static func sharedServer() async throws -> PostgresServer {
-        try await offThread { shared }
+        try await offThread { try shared.get() }
     }
 
     /// Runs a blocking `body` on a new thread and waits for it without blocking the caller's thread.
