@@ -6,7 +6,8 @@ started by the test (see postgres_fixtures.py).
 - the server crashed and started again under load: calls fail fast (each well under 1 s) with UNAVAILABLE, the
   component reports DOWN then UP, writes succeed again within 5 s without a restart, and no acknowledged write
   is lost;
-- many apps on one node hold at most `maxConns` connections to the server (pg_stat_activity).
+- many apps on one node hold at most `maxConns` connections to the server (pg_stat_activity);
+- a namespaced component with `keyLayout: dapr` reads and writes rows written with daprd's own SQL in place.
 """
 
 from __future__ import annotations
@@ -220,3 +221,36 @@ def test_many_apps_on_one_node_use_at_most_max_conns_connections(hangard_factory
         stop.set()
         sampler.join(5)
     assert 1 <= peak <= 8, f"the node held {peak} connections (maxConns defaults to 8)"
+
+
+def test_a_namespaced_component_with_key_layout_dapr_reads_and_writes_daprs_rows_in_place(hangard_factory, postgres):
+    table_prefix = prefix()
+    tenants = {"team-a.yaml": tenant_yaml("team-a", [{"appId": "orders"}])}
+    fields = {
+        "connectionString": postgres.connection_string(USER, PASSWORD),
+        "tablePrefix": table_prefix,
+        "keyLayout": "dapr",
+    }
+    components = {"pg.yaml": postgres_component_yaml(STORE, fields, namespace="team-a")}
+    daemon = start_daemon(hangard_factory, tenants, components, apps=(("team-a", "orders"),))
+    orders = daemon.client("team-a", "orders")
+    orders.save_state(STORE, "created-by-hangar", "h")  # the tables exist once the component is up
+
+    # A row as daprd writes it for app `orders` (its doSet upsert), read through Hangar.
+    postgres.psql(
+        f"INSERT INTO {table_prefix}state AS t (key, value, etag, expires_at) "
+        f"VALUES ('orders||greeting', convert_to('hello from dapr', 'UTF8'), gen_random_uuid(), NULL) "
+        f"ON CONFLICT (key) DO UPDATE SET value = convert_to('hello from dapr', 'UTF8'), updated_at = now(), "
+        f"etag = gen_random_uuid(), expires_at = NULL"
+    )
+    item = orders.get_state(STORE, "greeting")
+    assert item.data == b"hello from dapr"
+    assert item.etag == postgres.psql(f"SELECT etag::text FROM {table_prefix}state WHERE key = 'orders||greeting'")
+
+    # Hangar's writes land under Dapr's key, with the ETag check daprd would make.
+    orders.save_state(STORE, "greeting", "hello from hangar", etag=item.etag)
+    assert postgres.psql(
+        f"SELECT convert_from(value, 'UTF8') FROM {table_prefix}state WHERE key = 'orders||greeting'"
+    ) == "hello from hangar"
+    keys = postgres.psql(f"SELECT string_agg(key, ',' ORDER BY key) FROM {table_prefix}state")
+    assert keys == "orders||created-by-hangar,orders||greeting"
