@@ -73,7 +73,7 @@ let package = Package(
         // Redis: the RESP2/RESP3 protocol on SwiftNIO (there is no Swift Redis client among the packages here).
         .target(
             name: "HangarRedis",
-            dependencies: nioAndLogging,
+            dependencies: ["HangarComponents"] + nioAndLogging,
             swiftSettings: strict
         ),
         // The socket layer: listeners (Unix, TCP, inherited), their connections and draining, peer credentials, and a
@@ -148,6 +148,7 @@ let package = Package(
             dependencies: [
                 "HangarComponents",
                 "HangarSQLite",
+                "HangarRedis",
                 "HangarRuntime",
                 "HangarSystemd",
                 "HangarTransport",

@@ -4,6 +4,7 @@ import Foundation
 import HangarComponents
 import HangarGRPC
 import HangarHTTP
+import HangarRedis
 import HangarRuntime
 import HangarSQLite
 import HangarSystemd
@@ -113,6 +114,7 @@ struct Hangard: AsyncParsableCommand {
         var componentRegistry = ComponentRegistry()
         HangarComponents.register(into: &componentRegistry)
         HangarSQLite.register(into: &componentRegistry)
+        HangarRedis.register(into: &componentRegistry)
 
         let configuration: NodeConfiguration
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
