@@ -187,8 +187,9 @@ let package = Package(
         ),
         .testTarget(
             name: "HangarRedisTests",
-            dependencies: ["HangarRedis", "HangarTestSupport", .product(name: "NIOEmbedded", package: "swift-nio")]
-                + nioAndLogging,
+            dependencies: [
+                "HangarRedis", "HangarComponents", "HangarTestSupport", .product(name: "NIOEmbedded", package: "swift-nio"),
+            ] + nioAndLogging,
             swiftSettings: strict
         ),
         .testTarget(
