@@ -110,6 +110,9 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
         return client.problem ?? pingProblem.withLock { $0 }
     }
 
+    /// The client's open connections.
+    package var backendConnections: Int? { client.connectionCount }
+
     // MARK: Reads
 
     package func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> {

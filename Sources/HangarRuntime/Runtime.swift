@@ -152,6 +152,16 @@ package final class Runtime: Sendable {
                         component: pool.spec.name, namespace: depth.tenant, queued: depth.queued, running: depth.running
                     ))
             }
+            for (namespace, waits) in pool.queueWaits {
+                gauges.poolWaits.append(.init(component: pool.spec.name, namespace: namespace, waits: waits))
+            }
+            if let slots = pool.slots {
+                gauges.poolSlots.append(.init(component: pool.spec.name, namespace: pool.spec.namespace, value: slots))
+            }
+            if let connections = pool.backendConnections {
+                gauges.poolConnections.append(
+                    .init(component: pool.spec.name, namespace: pool.spec.namespace, value: connections))
+            }
         }
         return gauges
     }

@@ -215,6 +215,12 @@ package final class ComponentPool<Scope: TenantScope>: Sendable {
     /// Operations waiting and running in this pool, per tenant (empty for a component that executes inline).
     package var queueDepths: [(tenant: String, queued: Int, running: Int)] { fairQueue?.depths ?? [] }
 
+    package var queueWaits: [String: PoolWaits] { fairQueue?.waits ?? [:] }
+
+    package var slots: Int? { fairQueue?.capacity }
+
+    package var backendConnections: Int? { (component as? any BackendHealthReporting)?.backendConnections }
+
     /// Bytes stored per tenant (nothing while the component is not open).
     package var storedBytes: [String: Int] { component.map(Scope.usageByPartition(of:)) ?? [:] }
 
