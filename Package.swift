@@ -53,6 +53,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        // Already in the graph through AsyncHTTPClient: TLS to Redis costs no new build.
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
         // Building-block protocols, their value types and the in-memory drivers. Knows nothing of gRPC, HTTP or tenants.
@@ -73,7 +75,7 @@ let package = Package(
         // Redis: the RESP2/RESP3 protocol on SwiftNIO (there is no Swift Redis client among the packages here).
         .target(
             name: "HangarRedis",
-            dependencies: ["HangarComponents"] + nioAndLogging,
+            dependencies: ["HangarComponents", .product(name: "NIOSSL", package: "swift-nio-ssl")] + nioAndLogging,
             swiftSettings: strict
         ),
         // The socket layer: listeners (Unix, TCP, inherited), their connections and draining, peer credentials, and a

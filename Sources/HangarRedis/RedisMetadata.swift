@@ -7,7 +7,7 @@ package import NIOCore
 /// Durations are Go durations (`500ms`, `3s`) or, as Dapr reads them, integers of milliseconds. What the Hangar
 /// client cannot do yet is refused with the field named (several hosts, cluster, sentinel, TLS); go-redis's pool
 /// knobs are accepted and have no effect (the shared client has its own policy: `RedisClient`).
-package struct RedisMetadata: Sendable, Hashable {
+package struct RedisMetadata: Sendable {
     package var configuration: RedisConfiguration
     package var options: RedisClient.Options
     /// Each command's deadline: `readTimeout` (Dapr's default, 3 s).

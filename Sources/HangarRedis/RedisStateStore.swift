@@ -23,7 +23,7 @@ import Synchronization
 /// application/json` items are stored as bytes like any other), and cluster or sentinel servers.
 package final class RedisStateStore: TransactionalStateStore, BackendHealthReporting {
     /// How the store reaches its server and forms its keys: what `state.redis`'s metadata gives.
-    package struct Settings: Sendable, Hashable {
+    package struct Settings: Sendable {
         package var configuration: RedisConfiguration
         package var options: RedisClient.Options
         /// Each command's deadline (Dapr's `readTimeout`, 3 s by default).
