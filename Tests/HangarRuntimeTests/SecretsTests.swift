@@ -291,6 +291,37 @@ struct SecretsTests {
         try await runtime.components.close(on: Self.group.any()).get()
     }
 
+    @Test("secretKeyRef is refused, naming the field, in a secret store and for metadata the runtime reads")
+    func secretKeyRefRefused() throws {
+        let cases = [
+            Self.component(
+                "vault", namespace: "team-a", type: "secretstores.local.file",
+                secretRefs: ["secretsFile": ("f", "f")], secretStore: "other"),
+            Self.component(
+                "store", namespace: "team-a", type: "state.in-memory", secretRefs: ["keyPrefix": ("p", "p")]),
+            Self.component(
+                "store", namespace: "team-a", type: "state.sqlite", metadata: ["connectionString": "x.db"],
+                secretRefs: ["maxConcurrentOperations": ("n", "n")]),
+        ]
+        for (text, field) in zip(cases, ["secretsFile", "keyPrefix", "maxConcurrentOperations"]) {
+            let error = #expect(throws: ConfigurationError.self) { try ResourceFixture.load(["c.yaml": text]) }
+            #expect(error?.field == "spec.metadata.\(field)")
+        }
+        // A required metadata name given by a secretKeyRef satisfies the check; no unknown name is reported.
+        let loaded = try ResourceFixture.load([
+            "c.yaml": Self.component(
+                "vault", namespace: "team-a", type: "secretstores.local.directory",
+                metadata: ["secretsDirectory": "/nonexistent"]),
+            "s.yaml": Self.component(
+                "store", namespace: "team-a", type: "state.sqlite", secretRefs: ["connectionString": ("db", "path")],
+                secretStore: "vault"),
+        ])
+        let store = try #require(loaded.components.first { $0.name == "store" })
+        #expect(store.secretRefs == ["connectionString": SecretKeyRef(name: "db", key: "path")])
+        #expect(store.secretStore == "vault")
+        #expect(store.metadata["connectionString"] == nil)
+    }
+
     @Test("a changed secret file replaces its store and re-creates the components that read it; the rest stay")
     func refresh() async throws {
         let root = try Self.directory()

@@ -123,6 +123,14 @@ package final class ComponentHost: Sendable {
                 path: spec.source, field: "spec.metadata.\(name)",
                 message: "a secret store's metadata cannot use secretKeyRef; give the value inline or with envRef")
         }
+        // What the runtime itself reads is judged when the spec is, before any secret is resolved.
+        let runtimeRead = Set(
+            (descriptor.block.metadata + ComponentRegistry.poolMetadata).map(\.name) + [StateKeyLayout.metadataName])
+        if let name = spec.secretRefs.keys.sorted().first(where: runtimeRead.contains) {
+            throw ConfigurationError(
+                path: spec.source, field: "spec.metadata.\(name)",
+                message: "is read by the runtime, not the component, and cannot come from a secretKeyRef")
+        }
         return descriptor
     }
 
