@@ -108,11 +108,15 @@ struct SecretsTests {
                 "only-b.yaml": Self.fileStore("b-only", namespace: "team-b", file: root + "/b.json"),
                 "node.yaml": Self.fileStore("node-secrets", namespace: nil, file: root + "/node.json"),
             ], data: root)
-        #expect(try runtime.secrets.get(Self.ordersA, store: "vault", name: "token", metadata: [:]) == ["token": "a-token"])
-        #expect(try runtime.secrets.get(Self.ordersB, store: "vault", name: "token", metadata: [:]) == ["token": "b-token"])
+        #expect(
+            try runtime.secrets.get(Self.ordersA, store: "vault", name: "token", metadata: [:]) == ["token": "a-token"])
+        #expect(
+            try runtime.secrets.get(Self.ordersB, store: "vault", name: "token", metadata: [:]) == ["token": "b-token"])
         #expect(
             try runtime.secrets.bulkGet(Self.ordersA, store: "vault", metadata: [:]) == ["token": ["token": "a-token"]])
-        for (caller, store) in [(Self.ordersA, "b-only"), (Self.ordersA, "node-secrets"), (Self.ordersB, "node-secrets")] {
+        for (caller, store) in [
+            (Self.ordersA, "b-only"), (Self.ordersA, "node-secrets"), (Self.ordersB, "node-secrets"),
+        ] {
             let error = #expect(throws: APIError.self) {
                 try runtime.secrets.get(caller, store: store, name: "token", metadata: [:])
             }
@@ -126,7 +130,8 @@ struct SecretsTests {
         }
         #expect(missing?.errorCode == "ERR_SECRET_GET")
         #expect(missing?.httpStatus == 500)
-        #expect(missing?.message == "failed getting secret with key nope from secret store vault: secret nope not found")
+        #expect(
+            missing?.message == "failed getting secret with key nope from secret store vault: secret nope not found")
         // The node-wide store is UP (for node-wide components), yet listed to no app.
         #expect(health(runtime, "node-secrets", nil)?.status == .up)
         #expect(!runtime.components.visibleComponents(to: Self.ordersA.app).contains { $0.name == "node-secrets" })
@@ -283,7 +288,9 @@ struct SecretsTests {
         #expect(shared.error?.contains("secret store 'vault' (auth.secretStore) is not declared node-wide") == true)
         let crossed = try #require(health(runtime, "store", "team-b"))
         #expect(crossed.status == .down)
-        #expect(crossed.error?.contains("secret store 'node-vault' (auth.secretStore) is not declared in namespace 'team-b'") == true)
+        #expect(
+            crossed.error?.contains(
+                "secret store 'node-vault' (auth.secretStore) is not declared in namespace 'team-b'") == true)
         let nokey = try #require(health(runtime, "nokey", "team-a"))
         #expect(nokey.status == .down)
         #expect(nokey.error?.contains("spec.metadata.tableName: secretKeyRef {name: db, key: nope}") == true)
@@ -352,7 +359,10 @@ struct SecretsTests {
         #expect(after.secrets == .values(["tableName": "second_table"]))
         #expect(runtime.components.all.contains { $0 === untouchedBefore })
         #expect(health(runtime, "later", "team-a")?.status == .up, "a reference that now resolves comes UP")
-        #expect(try runtime.secrets.get(Self.ordersA, store: "vault", name: "table", metadata: [:]) == ["table": "second_table"])
+        #expect(
+            try runtime.secrets.get(Self.ordersA, store: "vault", name: "table", metadata: [:]) == [
+                "table": "second_table"
+            ])
         try await runtime.components.close(on: Self.group.any()).get()
     }
 

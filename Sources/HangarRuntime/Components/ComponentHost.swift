@@ -97,6 +97,12 @@ package final class ComponentHost: Sendable {
         }
         guard !pool.isRetired else { return }
         metadata["error"] = "\(failure)"
+        if case .failed = pool.secrets {
+            // Retrying cannot help: the next reconfiguration or secret change resolves the references again.
+            logger.error(
+                "component failed to initialise; it is DOWN until its secretKeyRefs resolve", metadata: metadata)
+            return
+        }
         metadata["retry.in"] = "\(nextDelay)"
         logger.error("component failed to initialise; it is DOWN and will be retried", metadata: metadata)
         work.continuation.yield(.reopen(pool, after: nextDelay))
@@ -213,13 +219,13 @@ package final class ComponentHost: Sendable {
         -> any AnyComponentPool
     {
         let descriptor = try Self.check(spec, in: registry)
+        func pool<Scope: TenantScope>(_: Scope.Type) throws(ConfigurationError) -> any AnyComponentPool {
+            try ComponentPool<Scope>(spec: spec, descriptor: descriptor, context: context, secrets: secrets)
+        }
         return switch descriptor.block {
-        case .state:
-            try ComponentPool<TenantStateHandle>(spec: spec, descriptor: descriptor, context: context, secrets: secrets)
-        case .pubsub:
-            try ComponentPool<TenantPubSubHandle>(spec: spec, descriptor: descriptor, context: context, secrets: secrets)
-        case .secretstores:
-            try ComponentPool<TenantSecretHandle>(spec: spec, descriptor: descriptor, context: context, secrets: secrets)
+        case .state: try pool(TenantStateHandle.self)
+        case .pubsub: try pool(TenantPubSubHandle.self)
+        case .secretstores: try pool(TenantSecretHandle.self)
         }
     }
 
@@ -227,12 +233,14 @@ package final class ComponentHost: Sendable {
     /// `ComponentSpec.defaultSecretStore`) among `stores`: a namespaced component's from its own namespace, a
     /// node-wide one's from the node-wide stores, never another's. What does not resolve is named (the metadata
     /// field, the store, the secret and the key), never a value.
-    private func resolveSecrets(of spec: ComponentSpec, in stores: [PoolKey: any AnyComponentPool]) -> ResolvedSecrets {
+    private func resolveSecrets(
+        of spec: ComponentSpec, in stores: [PoolKey: any AnyComponentPool]
+    ) -> ResolvedSecrets {
         guard !spec.secretRefs.isEmpty else { return .none }
         let storeName = spec.secretStore ?? ComponentSpec.defaultSecretStore
         let place = spec.namespace.map { "in namespace '\($0)'" } ?? "node-wide"
-        guard let pool = stores[PoolKey(namespace: spec.namespace, name: storeName)] as? ComponentPool<TenantSecretHandle>
-        else {
+        let key = PoolKey(namespace: spec.namespace, name: storeName)
+        guard let pool = stores[key] as? ComponentPool<TenantSecretHandle> else {
             return .failed(
                 "secret store '\(storeName)' (auth.secretStore) is not declared \(place); a component's "
                     + "secretKeyRefs read only from secret stores declared where it is (its namespace, or node-wide)")

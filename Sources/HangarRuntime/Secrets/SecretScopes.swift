@@ -19,7 +19,9 @@ package struct SecretScopes: Sendable, Hashable {
         package var allowedSecrets: Set<String>
         package var deniedSecrets: Set<String>
 
-        package init(defaultAccessDenies: Bool = false, allowedSecrets: Set<String> = [], deniedSecrets: Set<String> = []) {
+        package init(
+            defaultAccessDenies: Bool = false, allowedSecrets: Set<String> = [], deniedSecrets: Set<String> = []
+        ) {
             self.defaultAccessDenies = defaultAccessDenies
             self.allowedSecrets = allowedSecrets
             self.deniedSecrets = deniedSecrets

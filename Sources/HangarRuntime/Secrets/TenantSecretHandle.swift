@@ -11,7 +11,9 @@ package struct TenantSecretHandle: TenantScope {
     package let store: any SecretStore
     package let app: AppID
 
-    package init(pool: ComponentPool<TenantSecretHandle>, component: any SecretStore, app: AppID, tenant: TenantAccount?) {
+    package init(
+        pool: ComponentPool<TenantSecretHandle>, component: any SecretStore, app: AppID, tenant: TenantAccount?
+    ) {
         self.pool = pool
         self.store = component
         self.app = app
