@@ -5,6 +5,8 @@ package import NIOCore
 /// accounting, not the component itself (a block reaches that through `ComponentHost.scoped`).
 package protocol AnyComponentPool: AnyObject, Sendable {
     var spec: ComponentSpec { get }
+    var secrets: ResolvedSecrets { get }
+    var isStale: Bool { get }
     var block: BuildingBlock { get }
     var health: ComponentHealth { get }
     var capabilities: [String] { get }
