@@ -191,6 +191,7 @@ let package = Package(
             name: "HangarRedisTests",
             dependencies: [
                 "HangarRedis", "HangarComponents", "HangarTestSupport", .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ] + nioAndLogging,
             swiftSettings: strict
         ),
