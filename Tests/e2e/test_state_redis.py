@@ -215,3 +215,43 @@ def test_an_outage_fails_fast_then_recovers_without_losing_acknowledged_writes(n
     for key, value in acknowledged.items():
         stored = client.get_state(STORE, key).data.decode()
         assert stored == value or stored in uncertain.get(key, []), (key, value, stored)
+
+
+def test_a_password_protected_server_with_the_password_from_a_secret(hangard_factory):
+    """`redisPassword` as a `secretKeyRef` into the tenant's own secret store (a kubelet-style directory): the
+    component logs in with it, and the password shows up in no log line."""
+    password = "pw-" + unique("")
+    server = RedisProcess(password=password)
+    try:
+        root = hangard_factory.root()
+        secrets = root / "secrets" / "redis"
+        secrets.mkdir(parents=True)
+        (secrets / "password").write_text(password)
+        component = "\n".join([
+            "apiVersion: dapr.io/v1alpha1", "kind: Component", "metadata:", "  name: locked", "  namespace: team-a",
+            "spec:", "  type: state.redis", "  version: v1", "  metadata:",
+            "  - name: redisHost", f'    value: "{server.address}"',
+            "  - name: redisPassword", "    secretKeyRef:", "      name: redis", "      key: password",
+            "auth:", "  secretStore: vault",
+        ]) + "\n"
+        store = component_yaml("vault", "secretstores.local.directory", {"secretsDirectory": str(root / "secrets")},
+                               namespace="team-a")
+        daemon = start_daemon(
+            hangard_factory, {"team-a.yaml": tenant_yaml("team-a", [{"appId": "orders"}])},
+            {"locked.yaml": component, "vault.yaml": store}, apps=(("team-a", "orders"),))
+        client = daemon.client("team-a", "orders")
+        wait_until(lambda: _saves(client), timeout=10, interval=0.1)
+        assert client.get_state("locked", "k").data == b"v"
+        assert raw_hash(server, "team-a||orders||k")["data"] == "v"
+        assert "hangard:state:locked" in server.client_names()
+        assert password not in daemon.log
+    finally:
+        server.stop()
+
+
+def _saves(client) -> bool:
+    try:
+        client.save_state("locked", "k", "v")
+        return True
+    except grpc.RpcError:
+        return False
