@@ -14,6 +14,15 @@ import Synchronization
 ///
 /// Blocking commands (`XREADGROUP BLOCK`) and transactions do not belong here: they need a connection of their
 /// own (`RedisConnection.connect`).
+///
+/// What it takes from postgres-nio's pool (`_ConnectionPoolModule`), and what not: a maximum of connections, opened
+/// on demand; several requests per connection (here, a pipeline of up to `pipelineDepth` before another connection
+/// is opened, where postgres-nio's `maximalStreamsOnConnection` multiplexes streams); a circuit breaker in the form
+/// of the fail-fast backoff (postgres-nio backs off its connection attempts and fails waiting requests when
+/// connecting keeps failing); keep-alive, as the state store's periodic `PING`. Not taken: a minimum of idle
+/// connections kept open, closing idle connections (a node's few connections are cheap to keep), and leasing a
+/// connection to one request at a time (Redis replies in order, so one connection serves many callers at once;
+/// only transactions would need a lease, and `state.redis` runs them as one Lua script instead).
 package final class RedisClient: Sendable {
     /// How connections are opened and shared.
     package struct Options: Sendable, Hashable {
