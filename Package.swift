@@ -54,6 +54,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        // Already in the graph through AsyncHTTPClient: TLS to Redis costs no new build.
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
@@ -75,7 +76,7 @@ let package = Package(
         // Redis: the RESP2/RESP3 protocol on SwiftNIO (there is no Swift Redis client among the packages here).
         .target(
             name: "HangarRedis",
-            dependencies: nioAndLogging,
+            dependencies: ["HangarComponents", .product(name: "NIOSSL", package: "swift-nio-ssl")] + nioAndLogging,
             swiftSettings: strict
         ),
         // PostgreSQL-backed components (state.postgresql) on postgres-nio's PostgresClient: one pool per component.
@@ -162,6 +163,7 @@ let package = Package(
                 "HangarComponents",
                 "HangarSQLite",
                 "HangarPostgres",
+                "HangarRedis",
                 "HangarRuntime",
                 "HangarSystemd",
                 "HangarTransport",
@@ -200,8 +202,10 @@ let package = Package(
         ),
         .testTarget(
             name: "HangarRedisTests",
-            dependencies: ["HangarRedis", "HangarTestSupport", .product(name: "NIOEmbedded", package: "swift-nio")]
-                + nioAndLogging,
+            dependencies: [
+                "HangarRedis", "HangarComponents", "HangarTestSupport", .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ] + nioAndLogging,
             swiftSettings: strict
         ),
         .testTarget(

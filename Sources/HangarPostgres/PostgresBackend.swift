@@ -23,11 +23,13 @@ import Synchronization
 /// - an operation that has not got a connection within `probeAfter` (150 ms) while the pool is not simply busy
 ///   (not every pooled connection leased, none finishing an operation meanwhile), or that fails with a connection
 ///   error, triggers a *probe* (one at a time: a fresh connection outside the pool, `SELECT 1`, closed; at most
-///   `probeTimeout`, 500 ms); when the probe fails the backend is DOWN: the client is shut down (which fails every
+///   `probeTimeout`, 2 s: a server that refuses or resets the connection fails it at once, and a busy machine may
+///   take a second to authenticate); when the probe fails the backend is DOWN: the client is shut down (which fails every
 ///   request waiting in its queue at once), the connections leased from it are closed (failing the queries on them)
 ///   and every call fails at once with `StateStoreError.unavailable`;
 /// - a health check runs `SELECT 1` through the pool every `healthInterval` (1 s) while UP, with a probe when it has
-///   no answer within 1 s (a server that hangs without closing its connections is found so, within about 2.5 s),
+///   no answer within `probeTimeout` (a server that hangs without closing its connections is found so, within
+///   about 5 s),
 ///   and probes every `probeInterval` (250 ms) while DOWN; the first probe that succeeds starts a new client: calls
 ///   succeed again well within 5 s of the server's return, with no restart.
 ///
@@ -42,7 +44,7 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         package var timeout: Duration = .seconds(20)
         package var maxWaiting = 1024
         package var probeAfter: Duration = .milliseconds(150)
-        package var probeTimeout: Duration = .milliseconds(500)
+        package var probeTimeout: Duration = .seconds(2)
         package var probeInterval: Duration = .milliseconds(250)
         package var healthInterval: Duration = .seconds(1)
 
@@ -458,10 +460,10 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
     }
 
     /// `SELECT 1` through the pool, as a child task so that the loop never waits on it; a failure, or no answer
-    /// within twice `probeTimeout`, leads to a probe (and DOWN when that fails too).
+    /// within `probeTimeout`, leads to a probe (and DOWN when that fails too).
     private func healthCheck(_ generation: Generation, in group: inout DiscardingTaskGroup) {
         let answered = LeaseFlags()
-        let timer = self.group.next().scheduleTask(in: (options.probeTimeout * 2).timeAmount) {
+        let timer = self.group.next().scheduleTask(in: options.probeTimeout.timeAmount) {
             if !answered.leased.load(ordering: .relaxed) { self.probeAndMark(generation.id) }
         }
         group.addTask {

@@ -14,6 +14,15 @@ import Synchronization
 ///
 /// Blocking commands (`XREADGROUP BLOCK`) and transactions do not belong here: they need a connection of their
 /// own (`RedisConnection.connect`).
+///
+/// What it takes from postgres-nio's pool (`_ConnectionPoolModule`), and what not: a maximum of connections, opened
+/// on demand; several requests per connection (here, a pipeline of up to `pipelineDepth` before another connection
+/// is opened, where postgres-nio's `maximalStreamsOnConnection` multiplexes streams); a circuit breaker in the form
+/// of the fail-fast backoff (postgres-nio backs off its connection attempts and fails waiting requests when
+/// connecting keeps failing); keep-alive, as the state store's periodic `PING`. Not taken: a minimum of idle
+/// connections kept open, closing idle connections (a node's few connections are cheap to keep), and leasing a
+/// connection to one request at a time (Redis replies in order, so one connection serves many callers at once;
+/// only transactions would need a lease, and `state.redis` runs them as one Lua script instead).
 package final class RedisClient: Sendable {
     /// How connections are opened and shared.
     package struct Options: Sendable, Hashable {
@@ -41,6 +50,8 @@ package final class RedisClient: Sendable {
         /// Commands waiting for a connection being made (there was none open).
         var queued: [(arguments: [RESPArgument], deadline: NIODeadline, promise: EventLoopPromise<RESPValue>)] = []
         var failing: (until: NIODeadline, error: RedisError)?
+        /// The last connection attempt's error, until one succeeds (unlike `failing`, it outlives the backoff).
+        var lastFailure: RedisError?
         var backoff: TimeAmount
         var nextID = 0
         var closed = false
@@ -61,9 +72,19 @@ package final class RedisClient: Sendable {
     /// Open connections, for metrics and tests.
     package var connectionCount: Int { state.withLock { $0.slots.count } }
 
+    /// Why the server cannot be reached now: the last connection attempt failed and none has succeeded since
+    /// (connections already open may still serve). nil once one succeeds.
+    package var problem: String? { state.withLock { $0.lastFailure?.description } }
+
     /// Sends one command on a shared connection; its reply, or `RedisError` (`.server` for an error reply). The
     /// future completes on the connection's event loop.
-    package func send(_ arguments: [RESPArgument], deadline: NIODeadline) -> EventLoopFuture<RESPValue> {
+    ///
+    /// With `preferring`, an open connection on that event loop is chosen when it has no more commands waiting than
+    /// the least busy one plus `pipelineDepth` / 4: its reply then needs no hop between threads; and a connection
+    /// opened for the command is opened on that loop.
+    package func send(
+        _ arguments: [RESPArgument], deadline: NIODeadline, preferring eventLoop: (any EventLoop)? = nil
+    ) -> EventLoopFuture<RESPValue> {
         enum Next {
             case use(Slot, connect: Bool)
             case queue(EventLoopPromise<RESPValue>, connect: Bool)
@@ -71,8 +92,21 @@ package final class RedisClient: Sendable {
         }
         let next = state.withLock { state -> Next in
             if state.closed { return .fail(.connectionClosed("the client is closed")) }
-            let best = state.slots.indices.min { state.slots[$0].waiting < state.slots[$1].waiting }
-            let busy = best.map { state.slots[$0].waiting >= options.pipelineDepth } ?? true
+            var best = state.slots.indices.min { state.slots[$0].waiting < state.slots[$1].waiting }
+            if let eventLoop, let least = best,
+                let local = state.slots.indices.first(where: { state.slots[$0].connection.channel.eventLoop === eventLoop }),
+                state.slots[local].waiting <= state.slots[least].waiting + options.pipelineDepth / 4
+            {
+                best = local
+            }
+            // Busy: every open connection has a full pipeline; or none is on the caller's event loop (each loop
+            // gets one, up to maxConnections, so that replies need no hop between threads).
+            let busy =
+                best.map {
+                    state.slots[$0].waiting >= options.pipelineDepth
+                        || (eventLoop.map { loop in !state.slots.contains { $0.connection.channel.eventLoop === loop } }
+                            ?? false)
+                } ?? true
             var connect = false
             if busy, state.slots.count + state.connecting < options.maxConnections, state.connecting == 0 {
                 if let failing = state.failing, failing.until > .now() {
@@ -100,10 +134,10 @@ package final class RedisClient: Sendable {
         case .fail(let error):
             return group.next().makeFailedFuture(error)
         case .use(let slot, let connect):
-            if connect { self.connect() }
+            if connect { self.connect(on: eventLoop) }
             return send(arguments, deadline: deadline, on: slot)
         case .queue(let promise, let connect):
-            if connect { self.connect() }
+            if connect { self.connect(on: eventLoop) }
             return promise.futureResult
         }
     }
@@ -120,13 +154,14 @@ package final class RedisClient: Sendable {
 
     /// Opens one more connection; on success it serves the queued commands, on failure they fail and the client
     /// fails fast until the backoff has passed.
-    private func connect() {
-        RedisConnection.connect(configuration, on: group.next()).whenComplete { result in
+    private func connect(on eventLoop: (any EventLoop)?) {
+        RedisConnection.connect(configuration, on: eventLoop ?? group.next()).whenComplete { result in
             switch result {
             case .success(let connection):
                 let (slot, queued, closed) = self.state.withLock { state in
                     state.connecting -= 1
                     state.failing = nil
+                    state.lastFailure = nil
                     state.backoff = self.options.initialBackoff
                     let slot = Slot(id: state.nextID, connection: connection, waiting: state.queued.count)
                     state.nextID += 1
@@ -151,6 +186,7 @@ package final class RedisClient: Sendable {
                     // Jitter of up to a quarter, so that the nodes' clients do not all come back at once.
                     let jitter = Int64.random(in: 0...max(1, state.backoff.nanoseconds / 4))
                     state.failing = (.now() + state.backoff + .nanoseconds(jitter), reason)
+                    state.lastFailure = reason
                     state.backoff = min(state.backoff * 2, self.options.maxBackoff)
                     defer { state.queued.removeAll() }
                     return state.queued

@@ -5,6 +5,7 @@ import HangarComponents
 import HangarGRPC
 import HangarHTTP
 import HangarPostgres
+import HangarRedis
 import HangarRuntime
 import HangarSQLite
 import HangarSystemd
@@ -115,6 +116,7 @@ struct Hangard: AsyncParsableCommand {
         HangarComponents.register(into: &componentRegistry)
         HangarSQLite.register(into: &componentRegistry)
         HangarPostgres.register(into: &componentRegistry)
+        HangarRedis.register(into: &componentRegistry)
 
         let configuration: NodeConfiguration
         let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
