@@ -16,9 +16,10 @@ struct PostgresStateSchema: Sendable {
 
     // MARK: Migrations
 
-    /// Dapr's migrations: the metadata table (`CREATE TABLE IF NOT EXISTS`, retried on the 23505 race), the `lock`
-    /// row locked `FOR UPDATE` in a transaction that is always rolled back (on a connection of its own, outside the
-    /// pool), then each migration above the level in `migrations-state-v2-<tablePrefix>`, raising it after each.
+    /// Dapr's migrations: the metadata table (`CREATE TABLE IF NOT EXISTS`, retried on the races of concurrent
+    /// creations), the `lock` row locked `FOR UPDATE` in a transaction that is always rolled back (on a connection of
+    /// its own, outside the pool), then each migration above the level in `migrations-state-v2-<tablePrefix>`,
+    /// raising it after each.
     func migrate(backend: PostgresBackend, logger: Logger) async throws {
         let metadataTable = metadataTable
         for attempt in 1...3 {
@@ -32,7 +33,11 @@ struct PostgresStateSchema: Sendable {
                 }
                 break
             } catch {
-                guard attempt < 3, case .backend(let message) = error, message.contains("SQLSTATE 23505") else {
+                // Concurrent `CREATE TABLE IF NOT EXISTS` of the same table can fail with a unique violation on
+                // the catalog (23505) or as a duplicate of its row type (42710) or table (42P07).
+                guard attempt < 3, case .backend(let message) = error,
+                    ["SQLSTATE 23505", "SQLSTATE 42710", "SQLSTATE 42P07"].contains(where: { message.contains($0) })
+                else {
                     throw error
                 }
                 try await Task.sleep(for: .milliseconds(50))

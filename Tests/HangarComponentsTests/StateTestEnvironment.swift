@@ -104,9 +104,19 @@ enum StateTestEnvironment {
         case .sqliteFile: store = try openSQLite(path: directory.appendingPathComponent("state.db").path)
         case .sqliteMemory: store = try openSQLite(path: ":memory:")
         case .redis:
-            let started = try RedisServer()
+            // Started and opened on the thread pool: both block while they wait, and a blocked cooperative thread
+            // (there are as many as cores) delays every other test's timers, the TTL test's among them.
+            let (started, opened) = try await threadPool.runIfActive {
+                let started = try RedisServer()
+                do {
+                    return (started, try openRedis(started))
+                } catch {
+                    started.stop()
+                    throw error
+                }
+            }
             server = started
-            store = try openRedis(started)
+            store = opened
         case .postgres: store = try await PostgresTestStore.open()
         }
         do {

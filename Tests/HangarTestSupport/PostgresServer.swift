@@ -191,7 +191,6 @@ package final class PostgresServer: @unchecked Sendable {
         let pid = try spawn(asRoot ? command : asPostgres(command), output: log, wrap: false)
         var status: Int32 = 0
         waitpid(pid, &status, 0)
-        if output == nil { defer { try? FileManager.default.removeItem(atPath: log) } }
         guard status == 0 else {
             let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
             if output == nil { try? FileManager.default.removeItem(atPath: log) }
@@ -204,7 +203,7 @@ package final class PostgresServer: @unchecked Sendable {
     private func spawn(_ command: [String], output: String, wrap: Bool = true) throws -> pid_t {
         let command = wrap ? asPostgres(command) : command
         if !FileManager.default.fileExists(atPath: output) {
-            FileManager.default.createFile(atPath: output, contents: nil)
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
             if Self.isRoot { chmod(output, 0o666) }
         }
         var actions = posix_spawn_file_actions_t()
