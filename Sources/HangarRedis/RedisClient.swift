@@ -14,6 +14,15 @@ import Synchronization
 ///
 /// Blocking commands (`XREADGROUP BLOCK`) and transactions do not belong here: they need a connection of their
 /// own (`RedisConnection.connect`).
+///
+/// What it takes from postgres-nio's pool (`_ConnectionPoolModule`), and what not: a maximum of connections, opened
+/// on demand; several requests per connection (here, a pipeline of up to `pipelineDepth` before another connection
+/// is opened, where postgres-nio's `maximalStreamsOnConnection` multiplexes streams); a circuit breaker in the form
+/// of the fail-fast backoff (postgres-nio backs off its connection attempts and fails waiting requests when
+/// connecting keeps failing); keep-alive, as the state store's periodic `PING`. Not taken: a minimum of idle
+/// connections kept open, closing idle connections (a node's few connections are cheap to keep), and leasing a
+/// connection to one request at a time (Redis replies in order, so one connection serves many callers at once;
+/// only transactions would need a lease, and `state.redis` runs them as one Lua script instead).
 package final class RedisClient: Sendable {
     /// How connections are opened and shared.
     package struct Options: Sendable, Hashable {
@@ -45,6 +54,8 @@ package final class RedisClient: Sendable {
         /// For each order key with commands in flight: their connection and how many there are.
         var ordered: [String: (slot: Int, count: Int)] = [:]
         var failing: (until: NIODeadline, error: RedisError)?
+        /// The last connection attempt's error, until one succeeds (unlike `failing`, it outlives the backoff).
+        var lastFailure: RedisError?
         var backoff: TimeAmount
         var nextID = 0
         var closed = false
@@ -65,14 +76,23 @@ package final class RedisClient: Sendable {
     /// Open connections, for metrics and tests.
     package var connectionCount: Int { state.withLock { $0.slots.count } }
 
+    /// Why the server cannot be reached now: the last connection attempt failed and none has succeeded since
+    /// (connections already open may still serve). nil once one succeeds.
+    package var problem: String? { state.withLock { $0.lastFailure?.description } }
+
     /// Sends one command on a shared connection; its reply, or `RedisError` (`.server` for an error reply). The
     /// future completes on the connection's event loop.
+    ///
+    /// With `preferring`, an open connection on that event loop is chosen when it has no more commands waiting than
+    /// the least busy one plus `pipelineDepth` / 4: its reply then needs no hop between threads; and a connection
+    /// opened for the command is opened on that loop.
     ///
     /// Commands sent with the same `orderedBy` key run in the order they were sent: while one of them is in flight,
     /// the next goes to the same connection (Redis runs a connection's commands in order), so callers that do not
     /// wait for each reply (a publisher's messages to one stream) keep their order across the pool.
     package func send(
-        _ arguments: [RESPArgument], deadline: NIODeadline, orderedBy key: String? = nil
+        _ arguments: [RESPArgument], deadline: NIODeadline, preferring eventLoop: (any EventLoop)? = nil,
+        orderedBy key: String? = nil
     ) -> EventLoopFuture<RESPValue> {
         enum Next {
             case use(Slot, connect: Bool)
@@ -88,8 +108,21 @@ package final class RedisClient: Sendable {
                 state.ordered[key]!.count += 1
                 return .use(state.slots[index], connect: false)
             }
-            let best = state.slots.indices.min { state.slots[$0].waiting < state.slots[$1].waiting }
-            let busy = best.map { state.slots[$0].waiting >= options.pipelineDepth } ?? true
+            var best = state.slots.indices.min { state.slots[$0].waiting < state.slots[$1].waiting }
+            if let eventLoop, let least = best,
+                let local = state.slots.indices.first(where: { state.slots[$0].connection.channel.eventLoop === eventLoop }),
+                state.slots[local].waiting <= state.slots[least].waiting + options.pipelineDepth / 4
+            {
+                best = local
+            }
+            // Busy: every open connection has a full pipeline; or none is on the caller's event loop (each loop
+            // gets one, up to maxConnections, so that replies need no hop between threads).
+            let busy =
+                best.map {
+                    state.slots[$0].waiting >= options.pipelineDepth
+                        || (eventLoop.map { loop in !state.slots.contains { $0.connection.channel.eventLoop === loop } }
+                            ?? false)
+                } ?? true
             var connect = false
             if busy, state.slots.count + state.connecting < options.maxConnections, state.connecting == 0 {
                 if let failing = state.failing, failing.until > .now() {
@@ -118,10 +151,10 @@ package final class RedisClient: Sendable {
         case .fail(let error):
             return group.next().makeFailedFuture(error)
         case .use(let slot, let connect):
-            if connect { self.connect() }
+            if connect { self.connect(on: eventLoop) }
             return send(arguments, deadline: deadline, key: key, on: slot)
         case .queue(let promise, let connect):
-            if connect { self.connect() }
+            if connect { self.connect(on: eventLoop) }
             return promise.futureResult
         }
     }
@@ -143,13 +176,14 @@ package final class RedisClient: Sendable {
 
     /// Opens one more connection; on success it serves the queued commands, on failure they fail and the client
     /// fails fast until the backoff has passed.
-    private func connect() {
-        RedisConnection.connect(configuration, on: group.next()).whenComplete { result in
+    private func connect(on eventLoop: (any EventLoop)?) {
+        RedisConnection.connect(configuration, on: eventLoop ?? group.next()).whenComplete { result in
             switch result {
             case .success(let connection):
                 let (slot, queued, closed) = self.state.withLock { state in
                     state.connecting -= 1
                     state.failing = nil
+                    state.lastFailure = nil
                     state.backoff = self.options.initialBackoff
                     let slot = Slot(id: state.nextID, connection: connection, waiting: state.queued.count)
                     state.nextID += 1
@@ -178,6 +212,7 @@ package final class RedisClient: Sendable {
                     // Jitter of up to a quarter, so that the nodes' clients do not all come back at once.
                     let jitter = Int64.random(in: 0...max(1, state.backoff.nanoseconds / 4))
                     state.failing = (.now() + state.backoff + .nanoseconds(jitter), reason)
+                    state.lastFailure = reason
                     state.backoff = min(state.backoff * 2, self.options.maxBackoff)
                     defer { state.queued.removeAll() }
                     return state.queued

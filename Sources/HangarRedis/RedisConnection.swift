@@ -1,5 +1,6 @@
 package import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// One connection to a Redis server, set up and logged in, on which any number of commands may be in flight at
 /// once (pipelining: each is written as it comes; replies come back in order). Commands that block the server side
@@ -29,6 +30,10 @@ package final class RedisConnection: Sendable {
             .connectTimeout(configuration.connectTimeout)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls = configuration.tls {
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls.context, serverHostname: tls.serverHostname))
+                    }
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(RESPDecoder(limits: configuration.limits)),
                         RedisCommandHandler(onPush: onPush),

@@ -11,6 +11,7 @@ package final class Runtime: Sendable {
     package let components: ComponentHost
     package let state: StateAPI
     package let pubsub: PubSubAPI
+    package let secrets: SecretsAPI
     package let metadata: MetadataAPI
     package let invocation: InvocationAPI
     /// The app channels of the apps that declare one (how invocation calls into apps).
@@ -50,6 +51,7 @@ package final class Runtime: Sendable {
         }
         self.state = StateAPI(components: components, registry: registry, metrics: metrics, sealer: sealer)
         self.pubsub = PubSubAPI(components: components, registry: registry, metrics: metrics)
+        self.secrets = SecretsAPI(components: components, registry: registry)
         self.health = NodeHealth(components: components, registry: registry)
         self.appChannels = AppChannels(factory: appChannelFactory, logger: logger)
         self.pushDelivery = PushDelivery(
@@ -116,9 +118,9 @@ package final class Runtime: Sendable {
     /// Returns what changed for the apps, so that the node can bind and close their sockets.
     package func apply(_ configuration: NodeConfiguration) throws(ConfigurationError) -> TenantRegistry.Change {
         try applying.withLock { _ throws(ConfigurationError) -> TenantRegistry.Change in
-            if configuration.components != components.specs {
-                try components.apply(configuration.components)
-            }
+            // Also with the same components: a secret store whose source changed is replaced, and so is every
+            // component whose secretKeyRefs now resolve to other values.
+            try components.apply(configuration.components)
             let previous = registry.configurationStatuses
             let previousResiliencies = registry.configuration.resiliencies
             let change = registry.apply(configuration)
@@ -129,6 +131,13 @@ package final class Runtime: Sendable {
             reportResiliencies(since: previousResiliencies)
             return change
         }
+    }
+
+    /// Reads the secret stores' sources again when the configuration files are unchanged (the node's watcher saw
+    /// a secret file change): replaces the stores whose source changed and re-creates the components whose
+    /// `secretKeyRef`s now resolve to other values. Never throws in practice: the specs were accepted before.
+    package func refreshSecrets() throws(ConfigurationError) {
+        try applying.withLock { _ throws(ConfigurationError) in try components.apply(components.specs) }
     }
 
     /// Gauges for the metrics endpoint, sampled now.
@@ -144,6 +153,7 @@ package final class Runtime: Sendable {
                     gauges.stateBytes.append(.init(namespace: namespace, store: pool.spec.name, bytes: bytes))
                 case .pubsub:
                     gauges.pubsubBytes.append(.init(namespace: namespace, component: pool.spec.name, bytes: bytes))
+                case .secretstores: break
                 }
             }
             for depth in pool.queueDepths {
@@ -151,6 +161,16 @@ package final class Runtime: Sendable {
                     .init(
                         component: pool.spec.name, namespace: depth.tenant, queued: depth.queued, running: depth.running
                     ))
+            }
+            for (namespace, waits) in pool.queueWaits {
+                gauges.poolWaits.append(.init(component: pool.spec.name, namespace: namespace, waits: waits))
+            }
+            if let slots = pool.slots {
+                gauges.poolSlots.append(.init(component: pool.spec.name, namespace: pool.spec.namespace, value: slots))
+            }
+            if let connections = pool.backendConnections {
+                gauges.poolConnections.append(
+                    .init(component: pool.spec.name, namespace: pool.spec.namespace, value: connections))
             }
         }
         return gauges

@@ -4,8 +4,9 @@ import Foundation
 import HangarComponents
 import HangarGRPC
 import HangarHTTP
-import HangarRuntime
+import HangarPostgres
 import HangarRedis
+import HangarRuntime
 import HangarSQLite
 import HangarSystemd
 import Logging
@@ -114,6 +115,7 @@ struct Hangard: AsyncParsableCommand {
         var componentRegistry = ComponentRegistry()
         HangarComponents.register(into: &componentRegistry)
         HangarSQLite.register(into: &componentRegistry)
+        HangarPostgres.register(into: &componentRegistry)
         HangarRedis.register(into: &componentRegistry)
 
         let configuration: NodeConfiguration

@@ -104,9 +104,11 @@ final class NodeService: Service {
                     // picked up by this first reload (a no-op when nothing changed).
                     let changes = watcher.changes()
                     await self.reload()
+                    watcher.setFiles(self.watchedFiles())
                     supervisor.updateStatus()
                     for await _ in changes {
                         await self.reload()
+                        watcher.setFiles(self.watchedFiles())
                         supervisor.updateStatus()
                     }
                 }
@@ -180,12 +182,14 @@ final class NodeService: Service {
         let directories = [options.tenancyDirectory, options.resourcesDirectory].compactMap { $0 }
         guard !directories.isEmpty, options.watchInterval != nil else { return nil }
         return ConfigWatcher(
-            directories: directories, files: tokenFiles(runtime.configuration),
+            directories: directories, files: watchedFiles(),
             pollInterval: options.watchInterval ?? .seconds(2))
     }
 
-    private func tokenFiles(_ configuration: NodeConfiguration) -> [String] {
-        configuration.apps.compactMap(\.spec.apiTokenFile)
+    /// Files outside the watched directories whose change is a reconfiguration: the apps' token files and the
+    /// secret stores' sources (a rotated secret re-creates the components whose `secretKeyRef`s read it).
+    private func watchedFiles() -> [String] {
+        runtime.configuration.apps.compactMap(\.spec.apiTokenFile) + runtime.components.watchedPaths
     }
 
     /// Loads the files again and applies what changed. An invalid configuration is reported with its path and
@@ -199,7 +203,11 @@ final class NodeService: Service {
             configuration = try NodeConfiguration.load(
                 tenancyDirectory: options.tenancyDirectory, resourcesDirectory: options.resourcesDirectory,
                 registry: runtime.components.registry, environment: options.environment, logger: logger)
-            guard configuration != runtime.configuration else { return }
+            guard configuration != runtime.configuration else {
+                // The same files: perhaps a secret store's source changed.
+                try runtime.refreshSecrets()
+                return
+            }
             try layout.validate(configuration)
             change = try runtime.apply(configuration)
         } catch {

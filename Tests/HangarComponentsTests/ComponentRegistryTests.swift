@@ -85,9 +85,10 @@ struct ComponentRegistryTests {
     func backendsRegister() throws {
         var registry = ComponentRegistry()
         HangarComponents.register(into: &registry)
-        #expect(registry.types == ["pubsub.in-memory", "state.in-memory"])
+        let local = ["secretstores.local.directory", "secretstores.local.env", "secretstores.local.file"]
+        #expect(registry.types == ["pubsub.in-memory"] + local + ["state.in-memory"])
         HangarSQLite.register(into: &registry)
-        #expect(registry.types == ["pubsub.in-memory", "pubsub.sqlite", "state.in-memory", "state.sqlite"])
+        #expect(registry.types == ["pubsub.in-memory", "pubsub.sqlite"] + local + ["state.in-memory", "state.sqlite"])
         let memory = try #require(registry.descriptor(for: "state.in-memory"))
         let sqlite = try #require(registry.descriptor(for: "state.sqlite"))
         #expect(memory.executesInline && memory.block == .state)

@@ -22,7 +22,7 @@ extension StateStoreConformanceTests {
 
     @Test(
         "usage counts key and value bytes through sets, overwrites, deletes and transactions",
-        arguments: StoreKind.allCases)
+        arguments: StoreKind.countingBytes)
     func usageFollowsWrites(kind: StoreKind) async throws {
         try await Env.withStore(kind) { store, loop in
             #expect(store.usageByPartition == [:])
@@ -68,7 +68,7 @@ extension StateStoreConformanceTests {
         }
     }
 
-    @Test("a write over its byte limit is refused and changes nothing", arguments: StoreKind.allCases)
+    @Test("a write over its byte limit is refused and changes nothing", arguments: StoreKind.countingBytes)
     func byteLimitRefusal(kind: StoreKind) async throws {
         try await Env.withStore(kind) { store, loop in
             try await store.set(StateSetRequest(key: "t||a", value: Data("12345".utf8)), on: loop).get()
@@ -123,7 +123,7 @@ extension StateStoreConformanceTests {
         }
     }
 
-    @Test("over its limit, a partition can still shrink, keep its size and delete", arguments: StoreKind.allCases)
+    @Test("over its limit, a partition can still shrink, keep its size and delete", arguments: StoreKind.countingBytes)
     func overLimitShrinks(kind: StoreKind) async throws {
         try await Env.withStore(kind) { store, loop in
             try await store.set(StateSetRequest(key: "t||a", value: Data(repeating: 1, count: 20)), on: loop).get()
@@ -163,7 +163,7 @@ extension StateStoreConformanceTests {
         }
     }
 
-    @Test("partitions are counted and limited independently", arguments: StoreKind.allCases)
+    @Test("partitions are counted and limited independently", arguments: StoreKind.countingBytes)
     func independentPartitions(kind: StoreKind) async throws {
         try await Env.withStore(kind) { store, loop in
             try await store.set(StateSetRequest(key: "a||x", value: Data("1234".utf8)), on: loop).get()
@@ -184,7 +184,7 @@ extension StateStoreConformanceTests {
         }
     }
 
-    @Test("expired items count until they are removed", arguments: StoreKind.allCases)
+    @Test("expired items count until they are removed", arguments: StoreKind.countingBytes)
     func expiredItemsCountUntilRemoved(kind: StoreKind) async throws {
         try await Env.withStore(kind) { store, loop in
             let brief = Duration.seconds(1)
@@ -215,7 +215,7 @@ extension StateStoreConformanceTests {
         }
     }
 
-    @Test("a write over the limit first removes its partition's expired items", arguments: StoreKind.allCases)
+    @Test("a write over the limit first removes its partition's expired items", arguments: StoreKind.countingBytes)
     func refusalPurgesExpired(kind: StoreKind) async throws {
         try await Env.withStore(kind) { store, loop in
             let brief = Duration.seconds(1)
@@ -246,7 +246,7 @@ extension StateStoreConformanceTests {
         }
     }
 
-    @Test("concurrent writers with a byte limit never take a partition above it", arguments: StoreKind.allCases)
+    @Test("concurrent writers with a byte limit never take a partition above it", arguments: StoreKind.countingBytes)
     func concurrentLimit(kind: StoreKind) async throws {
         try await Env.withStore(kind) { store, _ in
             let group = Env.group
@@ -285,7 +285,7 @@ extension StateStoreConformanceTests {
         }
     }
 
-    @Test("random operations keep usage equal to the bytes present and limits exact", arguments: StoreKind.allCases)
+    @Test("random operations keep usage equal to the bytes present and limits exact", arguments: StoreKind.countingBytes)
     func randomOperations(kind: StoreKind) async throws {
         try await Env.withStore(kind) { store, loop in
             var model = UsageModel(seed: 0x5EED_0001)
@@ -295,7 +295,7 @@ extension StateStoreConformanceTests {
         }
     }
 
-    @Test("executesInline tells whether outcomes are ready when the call returns", arguments: StoreKind.allCases)
+    @Test("executesInline tells whether outcomes are ready when the call returns", arguments: StoreKind.countingBytes)
     func executesInline(kind: StoreKind) async throws {
         try await Env.withStore(kind) { store, loop in
             #expect(store.executesInline == (kind == .inMemory))

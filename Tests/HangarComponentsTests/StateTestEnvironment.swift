@@ -1,6 +1,9 @@
 import Foundation
 import HangarComponents
+import HangarPostgres
+import HangarRedis
 import HangarSQLite
+import HangarTestSupport
 import Logging
 import NIOCore
 import NIOPosix
@@ -11,8 +14,23 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case inMemory = "in-memory"
     case sqliteFile = "sqlite file"
     case sqliteMemory = "sqlite :memory:"
+    case postgres = "postgresql"
+    /// `state.redis` on a real `redis-server` started for the test.
+    case redis = "redis"
 
     var testDescription: String { rawValue }
+
+    /// Whether the store counts bytes per partition and enforces `byteLimit` (the usage suite's subject). Redis
+    /// does not: its server's `maxmemory` is the bound (`RedisStateStore`); nor does PostgreSQL
+    /// (`PostgresStateStore`).
+    var countsBytes: Bool { self != .redis && self != .postgres }
+
+    /// Whether ETags come from one counter for the whole store, so that no two writes share one. Redis's are
+    /// per-key versions (Dapr's layout): two keys can both be at version 1.
+    var etagsAreStoreWide: Bool { self != .redis }
+
+    /// The kinds the byte-accounting suite runs against.
+    static var countingBytes: [StoreKind] { allCases.filter(\.countsBytes) }
 }
 
 /// Event loops, a thread pool and a quiet logger shared by every test.
@@ -40,6 +58,17 @@ enum StateTestEnvironment {
             threadPool: threadPool, eventLoopGroup: group, logger: logger)
     }
 
+    /// A `state.redis` store on `server`.
+    static func openRedis(
+        _ server: RedisServer, keyLayout: StateKeyLayout = .hangar, healthCheckInterval: TimeAmount = .seconds(1)
+    ) throws -> RedisStateStore {
+        try RedisStateStore(
+            settings: .init(
+                configuration: .init(address: .tcp(host: "127.0.0.1", port: server.port)), keyLayout: keyLayout,
+                healthCheckInterval: healthCheckInterval),
+            group: group, logger: logger)
+    }
+
     /// `bulkGet`, failing on the first per-key failure.
     static func entries(
         _ keys: [String], in store: any StateStore, on eventLoop: any EventLoop
@@ -52,6 +81,8 @@ enum StateTestEnvironment {
         switch store {
         case let store as InMemoryStateStore: return try await store.purgeExpired(on: eventLoop).get()
         case let store as SQLiteStateStore: return try await store.purgeExpired(on: eventLoop).get()
+        case let store as PostgresStateStore: return try await store.purgeExpired(on: eventLoop).get()
+        case is RedisStateStore: return 0  // Redis removes expired keys itself.
         default:
             Issue.record("no purgeExpired for \(type(of: store))")
             return 0
@@ -65,12 +96,29 @@ enum StateTestEnvironment {
         let eventLoop = group.next()
         let directory = try makeDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
-        let store: any TransactionalStateStore =
-            switch kind {
-            case .inMemory: InMemoryStateStore()
-            case .sqliteFile: try openSQLite(path: directory.appendingPathComponent("state.db").path)
-            case .sqliteMemory: try openSQLite(path: ":memory:")
+        var server: RedisServer?
+        defer { server?.stop() }
+        let store: any TransactionalStateStore
+        switch kind {
+        case .inMemory: store = InMemoryStateStore()
+        case .sqliteFile: store = try openSQLite(path: directory.appendingPathComponent("state.db").path)
+        case .sqliteMemory: store = try openSQLite(path: ":memory:")
+        case .redis:
+            // Started and opened on the thread pool: both block while they wait, and a blocked cooperative thread
+            // (there are as many as cores) delays every other test's timers, the TTL test's among them.
+            let (started, opened) = try await threadPool.runIfActive {
+                let started = try RedisServer()
+                do {
+                    return (started, try openRedis(started))
+                } catch {
+                    started.stop()
+                    throw error
+                }
             }
+            server = started
+            store = opened
+        case .postgres: store = try await PostgresTestStore.open()
+        }
         do {
             try await body(store, eventLoop)
         } catch {

@@ -265,6 +265,22 @@ struct FairQueueTests {
         #expect(queue.depths.isEmpty)
     }
 
+    @Test("every admitted operation is counted per tenant, with the time queued ones waited for their slot")
+    func waits() async throws {
+        let queue = FairQueue(capacity: 1)
+        let recorder = Recorder()
+        #expect(queue.tryAcquire(tenant: "a"))
+        queue.submit(tenant: "b", weight: 1, recorder.start("b1"))
+        try await Task.sleep(for: .milliseconds(50))
+        queue.finished(tenant: "a")
+        queue.finished(tenant: "b")
+        let waits = queue.waits
+        #expect(waits["a"] == PoolWaits(admitted: 1, waited: .zero))
+        #expect(waits["b"]?.admitted == 1)
+        #expect((waits["b"]?.waited ?? .zero) >= .milliseconds(50))
+        #expect(queue.depths.isEmpty, "idle tenants leave the queue; their totals stay")
+    }
+
     @Test("a weight of 2 starts two operations per turn")
     func weighted() {
         let queue = FairQueue(capacity: 1)

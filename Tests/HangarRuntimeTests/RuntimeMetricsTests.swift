@@ -169,6 +169,33 @@ import Testing
         #expect(scrape.series(of: "hangar_quota_refusals_total").count == 2)
     }
 
+    @Test("a pool's size, backend connections and the waits of its tenants' operations are exported")
+    func poolSizeConnectionsAndWaits() {
+        let metrics = RuntimeMetrics()
+        var gauges = RuntimeGauges()
+        gauges.poolSlots = [.init(component: "redisstore", namespace: nil, value: 256)]
+        gauges.poolConnections = [.init(component: "redisstore", namespace: nil, value: 3)]
+        gauges.poolWaits = [
+            .init(component: "redisstore", namespace: "team-a", waits: PoolWaits(admitted: 10, waited: .milliseconds(250)))
+        ]
+        var scrape = Exposition(metrics.render(gauges: gauges))
+        #expect(scrape.types["hangar_component_pool_slots"] == "gauge")
+        #expect(scrape.types["hangar_component_pool_operations_total"] == "counter")
+        #expect(scrape.types["hangar_component_pool_wait_seconds_total"] == "counter")
+        #expect(scrape.samples[#"hangar_component_pool_slots{component="redisstore",scope="_node"}"#] == 256)
+        #expect(scrape.samples[#"hangar_component_pool_connections{component="redisstore",scope="_node"}"#] == 3)
+        let operations = #"hangar_component_pool_operations_total{component="redisstore",namespace="team-a"}"#
+        let waited = #"hangar_component_pool_wait_seconds_total{component="redisstore",namespace="team-a"}"#
+        #expect(scrape.samples[operations] == 10)
+        #expect(scrape.samples[waited] == 0.25)
+
+        // The totals grow; the counters follow them.
+        gauges.poolWaits[0].waits = PoolWaits(admitted: 25, waited: .milliseconds(1250))
+        scrape = Exposition(metrics.render(gauges: gauges))
+        #expect(scrape.samples[operations] == 25)
+        #expect(scrape.samples[waited] == 1.25)
+    }
+
     @Test func gaugesAreSetAtScrapeTimeAndRemovedWhenGone() {
         let metrics = RuntimeMetrics()
         var gauges = RuntimeGauges()

@@ -13,7 +13,8 @@ package final class RedisServer: @unchecked Sendable {
     package private(set) var pid: pid_t = 0
     package var socketPath: String { directory.appendingPathComponent("redis.sock").path }
 
-    /// Starts one with `arguments` added to its command line (`--requirepass`, `--rename-command`, ...).
+    /// Starts one with `arguments` added to its command line (`--requirepass`, `--rename-command`, ...); an argument
+    /// `PORT` is replaced by its port (`--tls-port PORT --port 0` for a server that speaks only TLS).
     package init(_ arguments: [String] = []) throws {
         port = try Self.freePort()
         self.arguments = arguments
@@ -52,7 +53,7 @@ package final class RedisServer: @unchecked Sendable {
                 binary, "--port", "\(port)", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", directory.path, "--unixsocket", socketPath, "--unixsocketperm", "700", "--daemonize", "no",
                 "--logfile", directory.appendingPathComponent("redis.log").path,
-            ] + arguments
+            ] + arguments.map { $0 == "PORT" ? "\(port)" : $0 }
         // posix_spawn and waitpid, not Foundation's Process: its waitUntilExit spins a run loop that a test's thread
         // does not run, and it reaps children on a thread of its own.
         var pid: pid_t = 0

@@ -269,7 +269,7 @@ def test_max_request_bytes_flag_is_honoured(hangard_factory):
 @pytest.mark.parametrize(
     "name,call",
     [
-        ("GetSecret", lambda c: c.get_secret("secretstore", "key")),
+        ("GetConfiguration", lambda c: c.get_configuration("configstore", ["key"])),
         ("InvokeBinding", lambda c: c.invoke_binding("binding", "create", b"data")),
         ("TryLockAlpha1", lambda c: c.try_lock("lockstore", "resource", "owner", 10)),
     ],

@@ -179,7 +179,7 @@ def test_metadata_over_http(hangard):
 
 
 @pytest.mark.parametrize("method,path", [
-    ("GET", "/v1.0/secrets/store/key"),
+    ("GET", "/v1.0/configuration/store"),
     ("POST", "/v1.0/bindings/binding"),
 ])
 def test_unimplemented_apis_are_501(hangard, method, path):

@@ -6,4 +6,12 @@ package protocol BackendHealthReporting: Sendable {
     /// Why the backend is unreachable now (the last connection attempt or health check failed), nil when it
     /// answers. Cheap and synchronous: read on every health report and metrics scrape.
     var backendProblem: String? { get }
+
+    /// Connections open to the backend now (all of them: shared command connections and dedicated ones), for the
+    /// metrics; nil when the component does not count them.
+    var backendConnections: Int? { get }
+}
+
+extension BackendHealthReporting {
+    package var backendConnections: Int? { nil }
 }

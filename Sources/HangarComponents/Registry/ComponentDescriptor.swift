@@ -15,11 +15,13 @@ package struct ComponentDescriptor: Sendable {
     package enum Make: Sendable {
         case state(Factory<any StateStore>)
         case pubsub(Factory<any PubSub>)
+        case secretstores(Factory<any SecretStore>)
 
         package var block: BuildingBlock {
             switch self {
             case .state: .state
             case .pubsub: .pubsub
+            case .secretstores: .secretstores
             }
         }
     }
@@ -37,17 +39,21 @@ package struct ComponentDescriptor: Sendable {
     /// (the fair queue's capacity); nil: the pool's default. A type that batches what it has in flight (group
     /// commit) wants more than the pool's default, which would bound its batches.
     package let defaultConcurrency: Int?
+    /// The files and directories a component of this type reads, from its metadata: the node watches them and,
+    /// when they change, asks the open component whether its source changed (`SecretStore.sourceChanged`).
+    package let watchedPaths: (@Sendable ([String: String]) -> [String])?
     package let make: Make
 
     package init(
         type: String, versions: Set<String> = ["v1"], metadata: [ComponentMetadataField] = [], executesInline: Bool,
-        defaultConcurrency: Int? = nil, make: Make
+        defaultConcurrency: Int? = nil, watchedPaths: (@Sendable ([String: String]) -> [String])? = nil, make: Make
     ) {
         self.type = type
         self.versions = versions
         self.metadata = metadata
         self.executesInline = executesInline
         self.defaultConcurrency = defaultConcurrency
+        self.watchedPaths = watchedPaths
         self.make = make
     }
 

@@ -13,6 +13,7 @@ package enum DaprService {
         var service = GRPCService()
         registerState(&service, runtime.state)
         registerPubSub(&service, runtime.pubsub)
+        registerSecrets(&service, runtime.secrets)
         registerSubscribe(&service, runtime.pubsub, logger: runtime.logger)
         registerMetadata(&service, runtime.metadata)
         registerInvoke(&service, runtime.invocation)

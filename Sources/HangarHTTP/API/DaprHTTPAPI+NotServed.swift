@@ -5,7 +5,7 @@ extension DaprHTTPAPI {
     /// The Dapr APIs this build does not serve, under each API version Dapr uses: 501 `ERR_NOT_IMPLEMENTED` naming
     /// the API, never a bare 404.
     static let notServedAPIs = [
-        "bindings", "secrets", "configuration", "actors", "workflows", "jobs", "conversation",
+        "bindings", "configuration", "actors", "workflows", "jobs", "conversation",
         "crypto", "subtlecrypto", "lock", "unlock",
     ]
 

@@ -8,7 +8,7 @@ import NIOHTTP1
 enum DaprHTTPAPI {
     typealias Route = HTTPRoute<DaprHTTPHandler>
 
-    static let router = HTTPRouter<DaprHTTPHandler>(health + state + pubsub + invoke + metadata + notServed)
+    static let router = HTTPRouter<DaprHTTPHandler>(health + state + pubsub + secrets + invoke + metadata + notServed)
 }
 
 /// How a route of the Dapr API is answered.

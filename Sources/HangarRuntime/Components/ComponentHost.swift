@@ -57,7 +57,8 @@ package final class ComponentHost: Sendable {
         self.retireTimeout = retireTimeout
         self.pools = Mutex(Pools())
         let all = try build(components, reusing: [:])
-        for pool in all.values where pool.opensInline {
+        // Secret stores were opened by `build`, before the components whose `secretKeyRef`s they serve.
+        for pool in all.values where pool.opensInline && pool.health.status == .initialising {
             attempted(pool, failure: pool.open(), nextDelay: Self.firstRetryDelay)
         }
         pools.withLock { $0 = Pools(all: all, specs: components) }
@@ -96,6 +97,12 @@ package final class ComponentHost: Sendable {
         }
         guard !pool.isRetired else { return }
         metadata["error"] = "\(failure)"
+        if case .failed = pool.secrets {
+            // Retrying cannot help: the next reconfiguration or secret change resolves the references again.
+            logger.error(
+                "component failed to initialise; it is DOWN until its secretKeyRefs resolve", metadata: metadata)
+            return
+        }
         metadata["retry.in"] = "\(nextDelay)"
         logger.error("component failed to initialise; it is DOWN and will be retried", metadata: metadata)
         work.continuation.yield(.reopen(pool, after: nextDelay))
@@ -107,7 +114,7 @@ package final class ComponentHost: Sendable {
     {
         let descriptor: ComponentDescriptor
         do {
-            descriptor = try registry.check(spec.definition)
+            descriptor = try registry.check(spec.declaredDefinition)
         } catch {
             throw ConfigurationError(path: spec.source, field: error.field, message: error.message)
         }
@@ -117,6 +124,19 @@ package final class ComponentHost: Sendable {
                 message: "\(descriptor.block.rawValue) components ('\(spec.type)') are not served by this build yet")
         }
         try checkKeyLayout(spec, descriptor)
+        if descriptor.block == .secretstores, let name = spec.secretRefs.keys.sorted().first {
+            throw ConfigurationError(
+                path: spec.source, field: "spec.metadata.\(name)",
+                message: "a secret store's metadata cannot use secretKeyRef; give the value inline or with envRef")
+        }
+        // What the runtime itself reads is judged when the spec is, before any secret is resolved.
+        let runtimeRead = Set(
+            (descriptor.block.metadata + ComponentRegistry.poolMetadata).map(\.name) + [StateKeyLayout.metadataName])
+        if let name = spec.secretRefs.keys.sorted().first(where: runtimeRead.contains) {
+            throw ConfigurationError(
+                path: spec.source, field: "spec.metadata.\(name)",
+                message: "is read by the runtime, not the component, and cannot come from a secretKeyRef")
+        }
         return descriptor
     }
 
@@ -150,31 +170,103 @@ package final class ComponentHost: Sendable {
     /// before its API does). Every block the registry knows is served today.
     package static func serves(_ block: BuildingBlock) -> Bool {
         switch block {
-        case .state, .pubsub: true
+        case .state, .pubsub, .secretstores: true
         }
     }
 
-    /// Creates the pools for `components` (not opened), reusing those whose spec is unchanged. The one place that
-    /// maps a building block to its scope: a new block adds its case here.
+    /// Creates the pools for `components`, reusing those whose spec is unchanged. The one place that maps a building
+    /// block to its scope: a new block adds its case in `makePool`.
+    ///
+    /// Secret stores come first, and are opened here (they execute inline): the other components' `secretKeyRef`s
+    /// are resolved against them (`resolveSecrets`) before their pools are made, which are not opened. A secret
+    /// store whose source changed (`isStale`) is made anew, and a component whose references now resolve to other
+    /// values (or fail, or succeed again) too: that is how a rotated secret reaches the components that use it.
     private func build(
         _ components: [ComponentSpec], reusing existing: [PoolKey: any AnyComponentPool]
     ) throws(ConfigurationError) -> [PoolKey: any AnyComponentPool] {
         var pools: [PoolKey: any AnyComponentPool] = [:]
-        for spec in components {
-            let key = PoolKey(namespace: spec.namespace, name: spec.name)
-            if let pool = existing[key], pool.spec.sameInstance(as: spec) {
+        var opened: [any AnyComponentPool] = []
+        do throws(ConfigurationError) {
+            for spec in components where BuildingBlock(type: spec.type) == .secretstores {
+                let key = PoolKey(namespace: spec.namespace, name: spec.name)
+                if let pool = existing[key], pool.spec.sameInstance(as: spec), !pool.isStale {
+                    pools[key] = pool
+                    continue
+                }
+                let pool = try makePool(spec, secrets: .none)
+                attempted(pool, failure: pool.open(), nextDelay: Self.firstRetryDelay)
+                opened.append(pool)
                 pools[key] = pool
-                continue
             }
-            let descriptor = try Self.check(spec, in: registry)
-            switch descriptor.block {
-            case .state:
-                pools[key] = try ComponentPool<TenantStateHandle>(spec: spec, descriptor: descriptor, context: context)
-            case .pubsub:
-                pools[key] = try ComponentPool<TenantPubSubHandle>(spec: spec, descriptor: descriptor, context: context)
+            for spec in components where BuildingBlock(type: spec.type) != .secretstores {
+                let key = PoolKey(namespace: spec.namespace, name: spec.name)
+                let secrets = resolveSecrets(of: spec, in: pools)
+                if let pool = existing[key], pool.spec.sameInstance(as: spec), pool.secrets == secrets {
+                    pools[key] = pool
+                    continue
+                }
+                pools[key] = try makePool(spec, secrets: secrets)
             }
+        } catch {
+            // The change is refused: the secret stores opened for it are never served.
+            for pool in opened { _ = pool.retire() }
+            throw error
         }
         return pools
+    }
+
+    private func makePool(_ spec: ComponentSpec, secrets: ResolvedSecrets) throws(ConfigurationError)
+        -> any AnyComponentPool
+    {
+        let descriptor = try Self.check(spec, in: registry)
+        func pool<Scope: TenantScope>(_: Scope.Type) throws(ConfigurationError) -> any AnyComponentPool {
+            try ComponentPool<Scope>(spec: spec, descriptor: descriptor, context: context, secrets: secrets)
+        }
+        return switch descriptor.block {
+        case .state: try pool(TenantStateHandle.self)
+        case .pubsub: try pool(TenantPubSubHandle.self)
+        case .secretstores: try pool(TenantSecretHandle.self)
+        }
+    }
+
+    /// Reads the values of `spec`'s `secretKeyRef`s from its secret store (`auth.secretStore`, else
+    /// `ComponentSpec.defaultSecretStore`) among `stores`: a namespaced component's from its own namespace, a
+    /// node-wide one's from the node-wide stores, never another's. What does not resolve is named (the metadata
+    /// field, the store, the secret and the key), never a value.
+    private func resolveSecrets(
+        of spec: ComponentSpec, in stores: [PoolKey: any AnyComponentPool]
+    ) -> ResolvedSecrets {
+        guard !spec.secretRefs.isEmpty else { return .none }
+        let storeName = spec.secretStore ?? ComponentSpec.defaultSecretStore
+        let place = spec.namespace.map { "in namespace '\($0)'" } ?? "node-wide"
+        let key = PoolKey(namespace: spec.namespace, name: storeName)
+        guard let pool = stores[key] as? ComponentPool<TenantSecretHandle> else {
+            return .failed(
+                "secret store '\(storeName)' (auth.secretStore) is not declared \(place); a component's "
+                    + "secretKeyRefs read only from secret stores declared where it is (its namespace, or node-wide)")
+        }
+        guard let store = pool.component else {
+            let health = pool.health
+            return .failed("secret store '\(storeName)' \(place) is \(health.status.rawValue): \(health.error ?? "")")
+        }
+        var values: [String: String] = [:]
+        for (field, reference) in spec.secretRefs.sorted(by: { $0.key < $1.key }) {
+            let named =
+                "spec.metadata.\(field): secretKeyRef {name: \(reference.name), key: \(reference.key)} of secret store "
+                + "'\(storeName)' \(place)"
+            let secret: [String: String]
+            do {
+                secret = try store.secret(reference.name, metadata: ["namespace": spec.namespace ?? ""])
+            } catch {
+                return .failed("\(named): \(error)")
+            }
+            guard let value = secret[reference.key] else {
+                return .failed("\(named): secret \(reference.name) has no key \(reference.key)")
+            }
+            guard !value.isEmpty else { return .failed("\(named): the value is empty") }
+            values[field] = value
+        }
+        return .values(values)
     }
 
     /// Switches to a new set of components. A spec that is invalid rejects the whole change (nothing changes; the
@@ -185,7 +277,7 @@ package final class ComponentHost: Sendable {
         let existing = pools.withLock { $0.all }
         let all = try build(components, reusing: existing)
         let created = all.values.filter { pool in !existing.values.contains { $0 === pool } }
-        for pool in created {
+        for pool in created where pool.health.status == .initialising {
             // Blocking, as reconfiguration runs off the event loops; retries run in the background.
             attempted(pool, failure: pool.open(), nextDelay: Self.firstRetryDelay)
         }
@@ -263,6 +355,12 @@ package final class ComponentHost: Sendable {
             if spec.namespace != nil || byName[spec.name] == nil { byName[spec.name] = spec }
         }
         return byName.values.filter { $0.isVisible(to: app) }.sorted { $0.name < $1.name }
+    }
+
+    /// The files and directories the components read that the node watches (secret stores' sources), so that a
+    /// change of them leads to a reconfiguration (`apply` with the same specs), which replaces what changed.
+    package var watchedPaths: [String] {
+        specs.flatMap { spec in registry.descriptor(for: spec.type)?.watchedPaths?(spec.metadata) ?? [] }
     }
 
     /// The optional features of a component's open instance, as Dapr names them.

@@ -16,6 +16,8 @@ import Synchronization
 /// backoff until it succeeds or the pool is retired; calls meanwhile are refused with the block's `unavailable`.
 package final class ComponentPool<Scope: TenantScope>: Sendable {
     package let spec: ComponentSpec
+    /// What the spec's `secretKeyRef`s resolved to when the pool was made; masked in everything the pool shows.
+    package let secrets: ResolvedSecrets
     /// The block's reading of the spec (state: the key prefix policy).
     package let partitioning: Scope.Partitioning
     let fairQueue: FairQueue?
@@ -53,17 +55,43 @@ package final class ComponentPool<Scope: TenantScope>: Sendable {
 
     /// A pool for `spec`, of the type `descriptor` describes; its component is not opened yet. Refuses a spec the
     /// block or the factory finds invalid, naming its file and field.
-    init(spec: ComponentSpec, descriptor: ComponentDescriptor, context: ComponentContext) throws(ConfigurationError) {
+    ///
+    /// `secrets` are the values of the spec's `secretKeyRef`s: the factory reads them with the rest of the metadata,
+    /// and the component gets a logger that masks them. When they did not resolve, or the factory refuses what they
+    /// hold (a value, unlike the spec, can change without a reconfiguration), the pool is made anyway and stays DOWN
+    /// with the error, masked: the rest of the node serves.
+    init(
+        spec: ComponentSpec, descriptor: ComponentDescriptor, context: ComponentContext,
+        secrets: ResolvedSecrets = .none
+    ) throws(ConfigurationError) {
         self.spec = spec
+        self.secrets = secrets
         self.partitioning = try Scope.partitioning(of: spec)
         self.executesInline = descriptor.executesInline
         self.eventLoopGroup = context.eventLoopGroup
         self.logger = context.logger
+        var definition = spec.definition
+        var context = context
+        if case .values(let values) = secrets {
+            definition.metadata.merge(values) { _, resolved in resolved }
+            context = ComponentContext(
+                dataDirectory: context.dataDirectory, threadPool: context.threadPool,
+                eventLoopGroup: context.eventLoopGroup,
+                logger: RedactingLogHandler.wrapping(context.logger, secrets: secrets))
+        }
         let opener: ComponentDescriptor.Opener<Scope.Component>?
-        do {
-            opener = try Scope.opener(descriptor.make, spec.definition, context)
-        } catch {
-            throw ConfigurationError(path: spec.source, field: error.field, message: error.message)
+        if case .failed(let reason) = secrets {
+            opener = { throw ComponentInitError(reason) }
+        } else {
+            do {
+                opener = try Scope.opener(descriptor.make, definition, context)
+            } catch {
+                guard case .values = secrets else {
+                    throw ConfigurationError(path: spec.source, field: error.field, message: error.message)
+                }
+                let refused = ComponentInitError(secrets.redact("\(spec.source): \(error.field): \(error.message)"))
+                opener = { throw refused }
+            }
         }
         guard let opener else {
             throw ConfigurationError(
@@ -98,7 +126,7 @@ package final class ComponentPool<Scope: TenantScope>: Sendable {
     /// The component's status. An open component whose backend does not answer now (`BackendHealthReporting`) is
     /// `DOWN` with the reason, and `UP` again, from the time it answers, without being reopened.
     package var health: ComponentHealth {
-        let problem = (component as? any BackendHealthReporting)?.backendProblem
+        let problem = (component as? any BackendHealthReporting)?.backendProblem.map(secrets.redact)
         return state.withLock { state in
             var (status, error, since): (ComponentStatus, String?, Date) =
                 switch state.phase {
@@ -201,19 +229,34 @@ package final class ComponentPool<Scope: TenantScope>: Sendable {
             let before = state.phase
             switch opened {
             case .success(let component): state.phase = .up(component)
-            case .failure(let error): state.phase = .down("\(error)")
+            case .failure(let error): state.phase = .down(secrets.redact("\(error)"))
             }
             // `since` is when the status last changed: not on a retry that fails again.
             if case .down = before, case .down = state.phase {} else { state.since = Date() }
             return nil
         }
         if let leftOver { _ = Scope.close(leftOver, on: eventLoopGroup.any()) }
-        if case .failure(let error) = opened { return error }
+        if case .failure(let error) = opened {
+            return secrets == .none ? error : ComponentInitError(secrets.redact("\(error)"))
+        }
         return nil
+    }
+
+    /// Whether the open component no longer matches its source (`TenantScope.sourceChanged`), or is not open:
+    /// a reconfiguration then makes a new instance rather than keep this one.
+    package var isStale: Bool {
+        guard let component else { return true }
+        return Scope.sourceChanged(of: component)
     }
 
     /// Operations waiting and running in this pool, per tenant (empty for a component that executes inline).
     package var queueDepths: [(tenant: String, queued: Int, running: Int)] { fairQueue?.depths ?? [] }
+
+    package var queueWaits: [String: PoolWaits] { fairQueue?.waits ?? [:] }
+
+    package var slots: Int? { fairQueue?.capacity }
+
+    package var backendConnections: Int? { (component as? any BackendHealthReporting)?.backendConnections }
 
     /// Bytes stored per tenant (nothing while the component is not open).
     package var storedBytes: [String: Int] { component.map(Scope.usageByPartition(of:)) ?? [:] }

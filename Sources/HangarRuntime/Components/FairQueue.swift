@@ -1,5 +1,14 @@
 import Synchronization
 
+/// What one tenant's operations have waited for a component pool's slots, since the pool was made: its wait
+/// metrics (`hangar_component_pool_operations_total`, `hangar_component_pool_wait_seconds_total`).
+package struct PoolWaits: Sendable, Hashable {
+    /// Operations admitted into the pool (started), whether they waited or not.
+    package var admitted = 0
+    /// Their waits for a slot, added up.
+    package var waited = Duration.zero
+}
+
 /// Fair sharing of one component pool between tenants: at most `capacity` operations run in the pool at once,
 /// one tenant holds at most `perTenant` of those slots, and when slots free up the waiting tenants are served in
 /// weighted round robin (a tenant of weight w starts up to w operations per turn). A tenant flooding a slow
@@ -10,14 +19,20 @@ import Synchronization
 final class FairQueue: Sendable {
     typealias Start = @Sendable () -> Void
 
+    /// A queued operation and when it was queued.
+    private struct Waiting {
+        let start: Start
+        let since: ContinuousClock.Instant
+    }
+
     private struct TenantQueue {
-        var waiting: [Start] = []
+        var waiting: [Waiting] = []
         var head = 0
         var running = 0
         var weight = 1
         var waitingCount: Int { waiting.count - head }
 
-        mutating func pop() -> Start {
+        mutating func pop() -> Waiting {
             let start = waiting[head]
             head += 1
             if head > 64 && head * 2 > waiting.count {
@@ -37,6 +52,7 @@ final class FairQueue: Sendable {
         var credit = 0
         var running = 0
         var queued = 0
+        var waits: [String: PoolWaits] = [:]
     }
 
     let capacity: Int
@@ -58,6 +74,7 @@ final class FairQueue: Sendable {
             queue.running += 1
             state.running += 1
             state.tenants[tenant] = queue
+            state.waits[tenant, default: PoolWaits()].admitted += 1
             return true
         }
     }
@@ -71,10 +88,11 @@ final class FairQueue: Sendable {
                 queue.running += 1
                 state.running += 1
                 state.tenants[tenant] = queue
+                state.waits[tenant, default: PoolWaits()].admitted += 1
                 return true
             }
             if queue.waitingCount == 0 { state.ring.append(tenant) }
-            queue.waiting.append(start)
+            queue.waiting.append(Waiting(start: start, since: .now))
             state.queued += 1
             state.tenants[tenant] = queue
             return false
@@ -119,7 +137,9 @@ final class FairQueue: Sendable {
                 var queue = state.tenants[tenant]!
                 if state.credit <= 0 { state.credit = queue.weight }
                 if queue.running < perTenant && queue.waitingCount > 0 {
-                    let start = queue.pop()
+                    let waiting = queue.pop()
+                    state.waits[tenant, default: PoolWaits()].admitted += 1
+                    state.waits[tenant, default: PoolWaits()].waited += ContinuousClock.now - waiting.since
                     queue.running += 1
                     state.running += 1
                     state.queued -= 1
@@ -133,7 +153,7 @@ final class FairQueue: Sendable {
                         state.cursor += 1
                     }
                     state.tenants[tenant] = queue
-                    return start
+                    return waiting.start
                 }
                 // This tenant is at its slot limit: its turn passes.
                 state.cursor += 1
@@ -143,6 +163,9 @@ final class FairQueue: Sendable {
             return nil
         }
     }
+
+    /// Operations admitted and their waits, per tenant that ever used the pool.
+    var waits: [String: PoolWaits] { state.withLock { $0.waits } }
 
     /// Operations waiting and running, per tenant.
     var depths: [(tenant: String, queued: Int, running: Int)] {

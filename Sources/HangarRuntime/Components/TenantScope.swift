@@ -6,8 +6,8 @@ package import NIOCore
 ///
 /// The scope is the single place where a block partitions tenants: state prefixes keys with
 /// `<namespace>||<appId>||` (`TenantStateHandle`), pub/sub topics and consumer groups with `<namespace>||`
-/// (`TenantPubSubHandle`); lock would scope resource ids and secrets the secret names, each in its own scope
-/// type, with the same pool and lookup underneath.
+/// (`TenantPubSubHandle`); secret stores are one tenant's each (`TenantSecretHandle`); lock would scope resource
+/// ids, in its own scope type, with the same pool and lookup underneath.
 package protocol TenantScope: Sendable {
     /// The component protocol as an existential (`any StateStore`).
     associatedtype Component: Sendable
@@ -30,6 +30,9 @@ package protocol TenantScope: Sendable {
     static func capabilities(of component: Component) -> [String]
     /// Bytes stored per tenant, for the metrics endpoint (empty when the block does not count them).
     static func usageByPartition(of component: Component) -> [String: Int]
+    /// Whether the open component no longer matches its source (a secret store's file changed), so that a
+    /// reconfiguration replaces it though its spec is unchanged. Blocking I/O allowed.
+    static func sourceChanged(of component: Component) -> Bool
 
     /// The caller may use no component of this block at all (`name` is the one it asked for).
     static func notConfigured(_ name: String) -> APIError
@@ -40,4 +43,8 @@ package protocol TenantScope: Sendable {
 
     /// The caller's handle on an open component of `pool`.
     init(pool: ComponentPool<Self>, component: Component, app: AppID, tenant: TenantAccount?)
+}
+
+extension TenantScope {
+    package static func sourceChanged(of component: Component) -> Bool { false }
 }

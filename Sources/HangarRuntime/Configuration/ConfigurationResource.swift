@@ -1,6 +1,7 @@
 /// A Dapr `Configuration` resource (`dapr.io/v1alpha1`) from `--resources`. Hangar reads its
-/// `spec.accessControl` (service invocation's allow-list, enforced on the callee's side); its other fields
-/// (tracing, metrics, features, ...) are not supported yet and are ignored with a warning.
+/// `spec.accessControl` (service invocation's allow-list, enforced on the callee's side) and `spec.secrets`
+/// (which secrets its apps may read); its other fields (tracing, metrics, features, ...) are not supported yet and
+/// are ignored with a warning.
 ///
 /// Unlike a Component, an invalid Configuration does not reject the whole configuration change: it is kept here
 /// with its `error`, reported in the log and in `/v1.0/healthz/detail`, and the apps that use it are guarded by
@@ -14,6 +15,8 @@ package struct ConfigurationResource: Sendable, Hashable, NamedResource {
     package var namespace: String?
     /// nil when the resource declares no access control (calls are then allowed) or is invalid.
     package var accessControl: AccessControlSpec?
+    /// `spec.secrets.scopes`; nil when not declared (every secret allowed) or the resource is invalid.
+    package var secrets: SecretScopes?
     /// Why the resource cannot be used, with its file and field.
     package var error: ConfigurationError?
     /// Fields of `spec` that Hangar does not support and ignores.
@@ -42,9 +45,12 @@ package struct ConfigurationResource: Sendable, Hashable, NamedResource {
             }
             (name, namespace) = try Self.identity(of: document)
             guard let spec = try document.mapping("spec") else { return }
-            ignoredFields = spec.values.keys.filter { $0 != "accessControl" }.sorted()
+            ignoredFields = spec.values.keys.filter { $0 != "accessControl" && $0 != "secrets" }.sorted()
             if let node = try spec.mapping("accessControl") {
                 accessControl = try AccessControlSpec(node)
+            }
+            if let node = try spec.mapping("secrets") {
+                secrets = try SecretScopes(node)
             }
         } catch {
             invalidate(error)
@@ -54,6 +60,7 @@ package struct ConfigurationResource: Sendable, Hashable, NamedResource {
     mutating func invalidate(_ error: ConfigurationError) {
         self.error = error
         accessControl = nil
+        secrets = nil
     }
 }
 

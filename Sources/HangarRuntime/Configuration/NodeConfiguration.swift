@@ -66,7 +66,7 @@ public struct NodeConfiguration: Sendable, Hashable {
                         let resource = ConfigurationResource(document: document)
                         if !resource.ignoredFields.isEmpty {
                             logger.warning(
-                                "Configuration fields not supported yet; ignored (only spec.accessControl is read)",
+                                "Configuration fields not supported yet; ignored (only spec.accessControl and spec.secrets are read)",
                                 metadata: [
                                     "file": "\(file)", "configuration.name": "\(resource.name)",
                                     "fields": "\(resource.ignoredFields.joined(separator: ","))",
@@ -99,7 +99,7 @@ public struct NodeConfiguration: Sendable, Hashable {
                         continue
                     }
                     _ = try ComponentHost.check(component, in: registry)
-                    for name in registry.unknownMetadata(component.definition) {
+                    for name in registry.unknownMetadata(component.declaredDefinition) {
                         logger.warning(
                             "unknown component metadata ignored",
                             metadata: [

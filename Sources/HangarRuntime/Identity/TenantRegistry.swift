@@ -139,6 +139,11 @@ public final class TenantRegistry: Sendable {
         }
     }
 
+    /// Which secrets `app` may read, from its Configuration's `spec.secrets` (everything without one).
+    package func secretAccess(for app: AppID) -> AppSecretAccess {
+        current.withLock { $0.access.secretsByApp[app] } ?? .unrestricted
+    }
+
     /// Every Configuration resource and its state (for `/v1.0/healthz/detail`).
     package var configurationStatuses: [ConfigurationStatus] { current.withLock { $0.access.statuses } }
 

@@ -31,6 +31,10 @@ package struct ConfigurationStatus: Sendable, Hashable {
 /// annotation): this is that choice, made per app.
 struct AccessControlPolicies: Sendable {
     private(set) var byApp: [AppID: AppAccessControl] = [:]
+    /// Which secrets each app may read (`spec.secrets` of the same Configuration); an app not listed may read all.
+    private(set) var secretsByApp: [AppID: AppSecretAccess] = [:]
+    /// The secret scopes of every Configuration that was valid when last seen.
+    private(set) var lastGoodSecrets: [String: SecretScopes] = [:]
     /// The access control of every Configuration that was valid when last seen (nil inside: valid, none declared).
     private(set) var lastGood: [String: AccessControlSpec?] = [:]
     private(set) var statuses: [ConfigurationStatus] = []
@@ -49,8 +53,10 @@ struct AccessControlPolicies: Sendable {
             if let namespace = resource.namespace { inNamespace[namespace, default: []].append(resource) }
             if resource.error == nil {
                 lastGood[resource.key] = .some(resource.accessControl)
-            } else if let previous = previous?.lastGood[resource.key] {
-                lastGood[resource.key] = .some(previous)
+                lastGoodSecrets[resource.key] = resource.secrets ?? SecretScopes()
+            } else if let last = previous?.lastGood[resource.key] {
+                lastGood[resource.key] = .some(last)
+                lastGoodSecrets[resource.key] = previous?.lastGoodSecrets[resource.key]
             }
         }
         var compiled: [String: AccessControlList?] = [:]
@@ -60,9 +66,11 @@ struct AccessControlPolicies: Sendable {
             let resource: ConfigurationResource
             if let name = app.config {
                 guard let named = byKey["\(tenant.namespace)/\(name)"] ?? byKey["*/\(name)"] else {
-                    byApp[id] = .unusable(
+                    let reason =
                         "its Configuration '\(name)' (spec.apps[].config) is not declared in namespace "
-                            + "'\(tenant.namespace)' nor node-wide")
+                        + "'\(tenant.namespace)' nor node-wide"
+                    byApp[id] = .unusable(reason)
+                    secretsByApp[id] = .unusable(reason)
                     continue
                 }
                 resource = named
@@ -73,15 +81,21 @@ struct AccessControlPolicies: Sendable {
                     continue
                 }
                 guard candidates.count == 1 else {
-                    byApp[id] = .unusable(
+                    let reason =
                         "namespace '\(tenant.namespace)' has several Configurations ("
-                            + candidates.map(\.name).sorted().joined(separator: ", ")
-                            + "): name the app's in spec.apps[].config")
+                        + candidates.map(\.name).sorted().joined(separator: ", ")
+                        + "): name the app's in spec.apps[].config"
+                    byApp[id] = .unusable(reason)
+                    secretsByApp[id] = .unusable(reason)
                     continue
                 }
                 resource = only
             }
             users[resource.key, default: []].append(id)
+            secretsByApp[id] =
+                lastGoodSecrets[resource.key].map(AppSecretAccess.scopes)
+                ?? .unusable(
+                    "its Configuration '\(resource.key)' is invalid: \(resource.error?.description ?? "unknown error")")
             guard let effective = lastGood[resource.key] else {
                 byApp[id] = .unusable(
                     "its Configuration '\(resource.key)' is invalid: \(resource.error?.description ?? "unknown error")")

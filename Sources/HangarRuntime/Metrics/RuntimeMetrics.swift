@@ -30,6 +30,14 @@ public final class RuntimeMetrics: Sendable {
         package static let poolQueued = "hangar_component_pool_queued"
         /// Gauge `{component, namespace}`: operations running in a component's pool.
         package static let poolRunning = "hangar_component_pool_running"
+        /// Counter `{component, namespace}`: operations a component's pool admitted, waiting or not.
+        package static let poolOperations = "hangar_component_pool_operations_total"
+        /// Counter `{component, namespace}`: seconds those operations waited for a slot, added up.
+        package static let poolWaitSeconds = "hangar_component_pool_wait_seconds_total"
+        /// Gauge `{component, scope}`: operations a component's pool runs at once (its size).
+        package static let poolSlots = "hangar_component_pool_slots"
+        /// Gauge `{component, scope}`: connections a component holds open to its backend server.
+        package static let poolConnections = "hangar_component_pool_connections"
         /// Gauge `{version}`, always 1.
         package static let buildInfo = "hangar_build_info"
         /// Counter `{namespace, app_id, target_namespace, target_app_id, code}`: service invocations finished.
@@ -60,6 +68,8 @@ public final class RuntimeMetrics: Sendable {
     package static let maxTopicLabels = 100
     /// The `topic` label of the topics beyond `maxTopicLabels`.
     package static let otherTopicLabel = "_other"
+    /// The `scope` label of a node-wide component's pool series.
+    package static let nodeScope = "_node"
 
     /// The content type of `render(gauges:)`'s output: the Prometheus text exposition format 0.0.4.
     package static let contentType = "text/plain; version=0.0.4; charset=utf-8"
@@ -84,6 +94,11 @@ public final class RuntimeMetrics: Sendable {
         Name.stateStoredBytes: "Bytes a tenant keeps in a state store.",
         Name.poolQueued: "Operations waiting for a component's pool, by tenant.",
         Name.poolRunning: "Operations running in a component's pool, by tenant.",
+        Name.poolOperations: "Operations a component's pool admitted, by tenant, whether they waited or not.",
+        Name.poolWaitSeconds: "Seconds operations waited for a slot of a component's pool, added up, by tenant.",
+        Name.poolSlots: "Operations a component's pool runs at once (scope: the component's namespace, or _node).",
+        Name.poolConnections:
+            "Connections a component holds open to its backend server (scope: its namespace, or _node).",
         Name.buildInfo: "Always 1; the version label is hangard's version.",
         Name.invocations: "Service invocations finished, by calling app, target app and gRPC status code.",
         Name.invocationDuration: "Time from an invocation's start to the target's answer, in seconds.",
@@ -177,6 +192,11 @@ public final class RuntimeMetrics: Sendable {
         var consumerLag: [LagKey: CoreMetrics.Meter] = [:]
         var poolQueued: [PoolKey: CoreMetrics.Meter] = [:]
         var poolRunning: [PoolKey: CoreMetrics.Meter] = [:]
+        var poolSlots: [PoolKey: CoreMetrics.Meter] = [:]
+        var poolConnections: [PoolKey: CoreMetrics.Meter] = [:]
+        /// Counters fed from cumulative totals: each scrape adds what grew since the last.
+        var poolOperations: [PoolKey: (counter: CoreMetrics.Counter, last: Int)] = [:]
+        var poolWaitSeconds: [PoolKey: (counter: CoreMetrics.FloatingPointCounter, last: Duration)] = [:]
         /// The size of the last scrape's output, to reserve that much for the next.
         var lastSize = 4096
     }
@@ -378,6 +398,38 @@ public final class RuntimeMetrics: Sendable {
                 &series.poolRunning, name: Name.poolRunning,
                 values: sums(zip(pools, gauges.poolQueues.map(\.running)))
             ) { [("component", $0.component), ("namespace", $0.namespace)] }
+            let scoped = { (component: String, namespace: String?) in
+                PoolKey(component: component, namespace: namespace ?? Self.nodeScope)
+            }
+            update(
+                &series.poolSlots, name: Name.poolSlots,
+                values: sums(gauges.poolSlots.map { (scoped($0.component, $0.namespace), $0.value) })
+            ) { [("component", $0.component), ("scope", $0.namespace)] }
+            update(
+                &series.poolConnections, name: Name.poolConnections,
+                values: sums(gauges.poolConnections.map { (scoped($0.component, $0.namespace), $0.value) })
+            ) { [("component", $0.component), ("scope", $0.namespace)] }
+            for wait in gauges.poolWaits {
+                let key = PoolKey(component: wait.component, namespace: wait.namespace)
+                let labels = [("component", wait.component), ("namespace", wait.namespace)]
+                let operations =
+                    series.poolOperations[key]
+                    ?? (CoreMetrics.Counter(label: Name.poolOperations, dimensions: labels, factory: factory), 0)
+                // A replaced pool starts again from zero: its new total counts from there.
+                let grown = wait.waits.admitted >= operations.last ? wait.waits.admitted - operations.last : wait.waits.admitted
+                operations.counter.increment(by: grown)
+                series.poolOperations[key] = (operations.counter, wait.waits.admitted)
+                let seconds =
+                    series.poolWaitSeconds[key]
+                    ?? (
+                        CoreMetrics.FloatingPointCounter(
+                            label: Name.poolWaitSeconds, dimensions: labels, factory: factory), .zero
+                    )
+                let waited = wait.waits.waited >= seconds.last ? wait.waits.waited - seconds.last : wait.waits.waited
+                let (whole, fraction) = waited.components
+                seconds.counter.increment(by: Double(whole) + Double(fraction) / 1e18)
+                series.poolWaitSeconds[key] = (seconds.counter, wait.waits.waited)
+            }
 
             let deliveries = publishes.withLock { $0.deliveries }
             var lags: [LagKey: Int] = [:]
@@ -550,6 +602,33 @@ package struct RuntimeGauges: Sendable {
         }
     }
 
+    /// One tenant's admissions into a component's pool and their waits (cumulative).
+    package struct PoolWait: Sendable {
+        package var component: String
+        package var namespace: String
+        package var waits: PoolWaits
+
+        package init(component: String, namespace: String, waits: PoolWaits) {
+            self.component = component
+            self.namespace = namespace
+            self.waits = waits
+        }
+    }
+
+    /// A number about one component's pool as a whole.
+    package struct PoolValue: Sendable {
+        package var component: String
+        /// The component's namespace; nil for a node-wide one.
+        package var namespace: String?
+        package var value: Int
+
+        package init(component: String, namespace: String?, value: Int) {
+            self.component = component
+            self.namespace = namespace
+            self.value = value
+        }
+    }
+
     package struct PoolQueue: Sendable {
         /// The component's name.
         package var component: String
@@ -571,6 +650,9 @@ package struct RuntimeGauges: Sendable {
     package var stateBytes: [StateBytes] = []
     package var pubsubBytes: [PubSubBytes] = []
     package var poolQueues: [PoolQueue] = []
+    package var poolWaits: [PoolWait] = []
+    package var poolSlots: [PoolValue] = []
+    package var poolConnections: [PoolValue] = []
 
     package init() {}
 }

@@ -153,7 +153,7 @@ package struct TenantPubSubHandle: TenantScope {
     ) throws(ComponentDefinitionError) -> ComponentDescriptor.Opener<any PubSub>? {
         switch make {
         case .pubsub(let factory): try factory(definition, context)
-        case .state: nil
+        case .state, .secretstores: nil
         }
     }
 

@@ -54,7 +54,7 @@ package struct TenantStateHandle: TenantScope {
     ) throws(ComponentDefinitionError) -> ComponentDescriptor.Opener<any StateStore>? {
         switch make {
         case .state(let factory): try factory(definition, context)
-        case .pubsub: nil
+        case .pubsub, .secretstores: nil
         }
     }
 
