@@ -259,50 +259,38 @@ struct RedisPubSubTests {
         #expect(RedisStreamID.date(RedisStreamID.sequence("1712345678901-3")!).timeIntervalSince1970 == 1712345678.901)
     }
 
-    @Test("metadata: Dapr's names, both duration forms, and clear refusals")
+    @Test("metadata: Dapr's pub/sub names, both duration forms, and clear refusals")
     func metadata() throws {
         let base = ["redisHost": "redis.local:6380", "redisPassword": "s3cret", "redisDB": "2", "poolSize": "4"]
-        let parsed = try RedisMetadata(base, type: "pubsub.redis")
+        let parsed = try RedisMetadata(base, clientName: "hangard:pubsub:p")
         #expect(parsed.configuration.address == .tcp(host: "redis.local", port: 6380))
-        #expect(parsed.configuration.password == "s3cret" && parsed.configuration.database == 2)
         #expect(parsed.options.maxConnections == 4)
-        #expect(try RedisMetadata(["redisHost": "h"], type: "t").configuration.address == .tcp(host: "h", port: 6379))
-        #expect(
-            try RedisMetadata(["redisHost": "[::1]:7000"], type: "t").configuration.address
-                == .tcp(host: "::1", port: 7000))
-        #expect(
-            try RedisMetadata(["redisHost": "/run/redis.sock"], type: "t").configuration.address
-                == .unix(path: "/run/redis.sock"))
-
         for (value, expected) in [("30s", Duration.seconds(30)), ("30000", .seconds(30)), ("1m", .seconds(60))] {
             let settings = try RedisPubSub.settings(
                 ["processingTimeout": value, "redeliverInterval": value], commandTimeout: .seconds(1))
             #expect(settings.processingTimeout == expected && settings.redeliverInterval == expected)
         }
+        let off = try RedisPubSub.settings(["processingTimeout": "0"], commandTimeout: .seconds(1))
+        #expect(off.processingTimeout == .zero, "0 turns redelivery of others' entries off, as Dapr")
         let defaults = try RedisPubSub.settings([:], commandTimeout: .seconds(1))
         #expect(defaults.processingTimeout == .seconds(60) && defaults.redeliverInterval == .seconds(15))
-        #expect(defaults.queueDepth == 100)
+        #expect(defaults.queueDepth == 100 && defaults.maxLenApprox == nil && defaults.streamTTL == nil)
 
         func refusal(_ metadata: [String: String]) -> ComponentDefinitionError? {
             do {
-                _ = try RedisMetadata(metadata, type: "pubsub.redis")
+                _ = try RedisMetadata(metadata, clientName: "hangard:pubsub:p")
                 _ = try RedisPubSub.settings(metadata, commandTimeout: .seconds(1))
                 return nil
             } catch { return error }
         }
-        #expect(refusal(base.merging(["enableTLS": "true"]) { $1 })?.field == "spec.metadata.enableTLS")
-        #expect(refusal(base.merging(["enableTLS": "false"]) { $1 }) == nil)
         #expect(refusal(base.merging(["redisType": "cluster"]) { $1 })?.field == "spec.metadata.redisType")
-        #expect(refusal(base.merging(["failover": "true"]) { $1 })?.field == "spec.metadata.failover")
-        #expect(refusal(base.merging(["redisDB": "x"]) { $1 })?.field == "spec.metadata.redisDB")
         #expect(refusal(base.merging(["processingTimeout": "soon"]) { $1 })?.field == "spec.metadata.processingTimeout")
-        #expect(refusal(base.merging(["redisPort": "1234"]) { $1 })?.field == "spec.metadata.redisPort")
+        #expect(refusal(base.merging(["queueDepth": "0"]) { $1 })?.field == "spec.metadata.queueDepth")
         #expect(
             refusal(base.merging(["maxLenApprox": "10", "streamTTL": "1h"]) { $1 })?.field
                 == "spec.metadata.streamTTL")
-        #expect(refusal([:])?.field == "spec.metadata.redisHost")
-        // The password never shows in an error.
         #expect(refusal(base.merging(["redisType": "cluster"]) { $1 })?.description.contains("s3cret") == false)
+        #expect(RedisPubSub.descriptor.metadata.contains { $0.name == "redisHost" && $0.required })
     }
 
     @Test("maxLenApprox trims the stream on publish, as Dapr's XADD MAXLEN ~ does")
