@@ -104,9 +104,10 @@ enum StateTestEnvironment {
         case .sqliteFile: store = try openSQLite(path: directory.appendingPathComponent("state.db").path)
         case .sqliteMemory: store = try openSQLite(path: ":memory:")
         case .redis:
-            // Started and opened on the thread pool: both block while they wait, and a blocked cooperative thread
-            // (there are as many as cores) delays every other test's timers, the TTL test's among them.
-            let (started, opened) = try await threadPool.runIfActive {
+            // Started and opened on a thread of their own: both block while they wait, and a blocked cooperative
+            // thread (there are as many as cores) or thread-pool thread (the SQLite stores' work) delays every other
+            // test, the TTL tests among them.
+            let (started, opened) = try await PostgresServer.offThread {
                 let started = try RedisServer()
                 do {
                     return (started, try openRedis(started))
