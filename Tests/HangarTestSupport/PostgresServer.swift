@@ -206,20 +206,9 @@ package final class PostgresServer: @unchecked Sendable {
             _ = FileManager.default.createFile(atPath: output, contents: nil)
             if Self.isRoot { chmod(output, 0o666) }
         }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, output, O_WRONLY | O_APPEND | O_CREAT, 0o666)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var pid: pid_t = 0
-        var argv = command.map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        let status = posix_spawn(&pid, command[0], &actions, nil, &argv, environ)
-        guard status == 0 else {
-            throw TestFailure("cannot start \(command[0]): \(String(cString: strerror(status)))")
-        }
-        return pid
+        // With none of the test process's other descriptors (`TestProcess`): the server lives until the test process
+        // ends, and would otherwise keep every connection the tests have open now from closing for its peer.
+        return try TestProcess.spawn(command, output: output)
     }
 }
 

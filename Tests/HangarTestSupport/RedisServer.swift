@@ -55,22 +55,10 @@ package final class RedisServer: @unchecked Sendable {
                 "--logfile", directory.appendingPathComponent("redis.log").path,
             ] + arguments.map { $0 == "PORT" ? "\(port)" : $0 }
         // posix_spawn and waitpid, not Foundation's Process: its waitUntilExit spins a run loop that a test's thread
-        // does not run, and it reaps children on a thread of its own.
-        var pid: pid_t = 0
-        var argv = command.map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        // Its output goes to its log file, not to the test's: a server that outlived the test process (a crash)
-        // must not hold the pipe `swift test` reads until it closes.
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        // Nor any other descriptor of the test process: a client socket another test has open would stay open in
-        // the server (its peer never sees it close), and so would a listening one.
-        Self.closeInheritedDescriptors(&actions)
-        let status = posix_spawn(&pid, binary, &actions, nil, &argv, environ)
-        guard status == 0 else { throw TestFailure("cannot start redis-server: \(String(cString: strerror(status)))") }
+        // does not run, and it reaps children on a thread of its own. Its output goes to its log file, not to the
+        // test's: a server that outlived the test process (a crash) must not hold the pipe `swift test` reads until
+        // it closes. Nor does it get any other descriptor of the test process (`TestProcess`).
+        let pid = try TestProcess.spawn(command)
         self.pid = pid
         // Ready once its socket file exists and a connection is accepted.
         let deadline = Date().addingTimeInterval(10)
@@ -96,21 +84,6 @@ package final class RedisServer: @unchecked Sendable {
     package func stop() {
         crash()
         try? FileManager.default.removeItem(at: directory)
-    }
-
-    /// Adds "close every descriptor from 3 up" to `actions`: glibc's `posix_spawn_file_actions_addclosefrom_np`
-    /// (2.34+, which Swift's Glibc module does not import) when there is one, else a close for each descriptor open
-    /// now.
-    private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
-        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
-        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
-            _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
-            return
-        }
-        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-        for descriptor in open.compactMap({ Int32($0) }) where descriptor > 2 {
-            posix_spawn_file_actions_addclose(&actions, descriptor)
-        }
     }
 
     package static func freePort() throws -> Int {

@@ -28,25 +28,14 @@ package struct TestCertificates: Sendable {
         ])
     }
 
-    /// Runs `openssl` with `arguments` (posix_spawn and waitpid, as `RedisServer` starts its server).
+    /// Runs `openssl` with `arguments` (`TestProcess`: posix_spawn and waitpid, as `RedisServer` starts its server).
     private static func run(_ arguments: [String]) throws {
         guard
             let binary = ["/usr/bin/openssl", "/usr/local/bin/openssl"].first(where: {
                 FileManager.default.isExecutableFile(atPath: $0)
             })
         else { throw TestFailure("openssl is not installed (apt-get install openssl; scripts/test.sh does it)") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-        var pid: pid_t = 0
-        var argv = ([binary] + arguments).map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        let status = posix_spawn(&pid, binary, &actions, nil, &argv, environ)
-        guard status == 0 else { throw TestFailure("cannot run openssl: \(String(cString: strerror(status)))") }
-        var exit: Int32 = 0
-        waitpid(pid, &exit, 0)
+        let exit = try TestProcess.run([binary] + arguments)
         guard exit == 0 else { throw TestFailure("openssl \(arguments.first ?? "") failed (status \(exit))") }
     }
 }
