@@ -41,15 +41,20 @@ import Synchronization
 ///   hold at most `prefetchLimit` bytes, the check asks the kernel to read them in (`POSIX_FADV_WILLNEED`, in the
 ///   background) and the next check, `retryInterval` later, usually finds them there. Pages written since are in the
 ///   cache anyway (a write goes through it).
-/// - After: every inline read is timed. One that took longer than `budget` (a page that had been evicted, or a loop
-///   thread the machine did not run) turns inline reads off for the whole store, `retryInterval` the first time,
-///   doubling on each further slow read within `maxPenalty` of the previous one, up to `maxPenalty`; then the
-///   residency check decides. So a disk that is slow can stall each event loop once per penalty at most, for one
-///   read; a cached database is read inline all the time.
+/// - After: every inline read is timed (a monotonic clock read, tens of nanoseconds). One that took longer than
+///   `budget` is slow if the loop's thread read blocks from the disk or took a major page fault since it last looked
+///   (`getrusage(RUSAGE_THREAD)`, asked only then), or, whatever the cause, if it took 50 budgets. A read that was
+///   only descheduled (a busy machine preempts event loop threads for milliseconds) is not the disk's fault and
+///   changes nothing: under load, turning reads off for that would send them all to the pool, where they cost more.
+///   A slow read turns inline reads off for the whole store, `retryInterval` the first time, doubling on each
+///   further slow read within `maxPenalty` of the previous one, up to `maxPenalty`; then the residency check decides.
+///   So a slow disk can stall each event loop once per penalty at most, for one read; a cached database is read
+///   inline all the time.
 ///
 /// **Limits.**
 /// - A page evicted between the check and the read is read from the disk on the loop: that read is the one the
-///   budget catches. The files must be *entirely* resident: a database much bigger than the memory the kernel gives
+///   budget catches. A page missed quickly (a fast SSD, under the budget) is not counted then, but counts against
+///   the next slow read of that loop, which then turns reads off once more than it had to. The files must be *entirely* resident: a database much bigger than the memory the kernel gives
 ///   its page cache is read on the pool, as before, even when its hot keys are cached (checking the pages one read
 ///   will touch is not possible from outside SQLite).
 /// - Memory-mapped I/O (`PRAGMA mmap_size`) is left off: it would save a `pread` from the page cache on the first
@@ -80,7 +85,8 @@ final class SQLiteInlineReads: Sendable {
     final class LoopReader: Sendable {
         enum State {
             case unopened
-            case open(SQLiteConnection)
+            /// With the loop thread's disk reads (`threadInputs`) when last looked at, nil before its first read.
+            case open(SQLiteConnection, inputs: Int?)
             case closed
         }
 
@@ -100,6 +106,8 @@ final class SQLiteInlineReads: Sendable {
     let settings: Settings
     /// `settings.budget` in nanoseconds.
     private let budget: Int64
+    /// 50 budgets: a read slower than that counts as slow even when its thread read nothing from the disk.
+    private let hardBudget: Int64
     private let source: Source
     /// The files whose pages must all be in the page cache (empty for an in-memory database).
     private let files: [String]
@@ -123,6 +131,7 @@ final class SQLiteInlineReads: Sendable {
     ) {
         self.settings = settings
         self.budget = TimeAmount(settings.budget).nanoseconds
+        self.hardBudget = budget.multipliedReportingOverflow(by: 50).overflow ? .max : budget * 50
         self.source = source
         self.files = files
         self.threadPool = threadPool
@@ -158,35 +167,64 @@ final class SQLiteInlineReads: Sendable {
             return nil
         }
         guard eventLoop.inEventLoop else { return nil }
-        let started = NIODeadline.now()
-        let result: Result<Value, any Error>?
         do {
             switch source {
             case .loopReaders(let readers):
                 guard let reader = readers[ObjectIdentifier(eventLoop)] else { return nil }
-                let value = try reader.state.withLockIfAvailable { state -> Value? in
+                let (budget, hardBudget) = (budget, hardBudget)
+                let read = try reader.state.withLockIfAvailable { state -> (Value, slow: TimeAmount?)? in
+                    let connection: SQLiteConnection
+                    let inputs: Int
                     switch state {
                     case .unopened: return nil
-                    case .open(let connection): return try body(connection)
                     case .closed: throw StateStoreError.closed
+                    case .open(let open, let seen):
+                        connection = open
+                        // The loop thread's disk reads so far, taken once: slow reads compare with it.
+                        inputs = seen ?? Self.threadInputs()
                     }
+                    let started = NIODeadline.now()
+                    let value = try body(connection)
+                    let elapsed = NIODeadline.now() - started
+                    guard elapsed.nanoseconds > budget else {
+                        if case .open(_, nil) = state { state = .open(connection, inputs: inputs) }
+                        return (value, nil)
+                    }
+                    // Slow because this thread read from the disk (or faulted a page in from it) since it last
+                    // looked, or, whatever the cause, because it took 50 budgets; a loop thread the machine did not
+                    // run for a while is not a slow disk.
+                    let after = Self.threadInputs()
+                    state = .open(connection, inputs: after)
+                    let slow = after > inputs || elapsed.nanoseconds > hardBudget
+                    return (value, slow ? elapsed : nil)
                 }
-                result = value.flatMap { $0 }.map { .success($0) }
+                guard let read = read.flatMap({ $0 }) else { return nil }
+                if let slow = read.slow { slowRead(took: slow) }
+                return .success(read.0)
             case .writer(let slot):
+                // Memory only: nothing to time.
                 let value = try slot.connection.withLockIfAvailable { connection -> Value in
                     guard let connection else { throw StateStoreError.closed }
                     return try body(connection)
                 }
-                result = value.map { .success($0) }
+                return value.map { .success($0) }
             }
         } catch {
-            result = .failure(error)
+            return .failure(error)
         }
-        if result != nil {
-            let elapsed = NIODeadline.now() - started
-            if elapsed.nanoseconds > budget { slowRead(took: elapsed) }
-        }
-        return result
+    }
+
+    /// Blocks read from the disk and major page faults of the calling thread so far (`getrusage(RUSAGE_THREAD)`);
+    /// 0 where that is not available.
+    private static func threadInputs() -> Int {
+        #if os(Linux)
+            var usage = rusage()
+            // RUSAGE_THREAD (1), which Glibc declares only for _GNU_SOURCE.
+            guard getrusage(__rusage_who_t(1), &usage) == 0 else { return 0 }
+            return usage.ru_inblock + usage.ru_majflt
+        #else
+            return 0
+        #endif
     }
 
     /// Opens this loop's reader if it has none yet. Blocking: called on the pool, after a read from that loop.
@@ -197,7 +235,7 @@ final class SQLiteInlineReads: Sendable {
         reader.state.withLock { state in
             guard case .unopened = state else { return }
             do {
-                state = .open(try openReader())
+                state = .open(try openReader(), inputs: nil)
             } catch {
                 // Left unopened: the loop's reads stay on the pool, and a later one tries again.
                 logger.warning("cannot open an event loop's SQLite reader", metadata: ["error": "\(error)"])
@@ -213,7 +251,7 @@ final class SQLiteInlineReads: Sendable {
         guard case .loopReaders(let readers) = source else { return }
         for reader in readers.values {
             reader.state.withLock { state in
-                if case .open(let connection) = state { connection.close() }
+                if case .open(let connection, _) = state { connection.close() }
                 state = .closed
             }
             reader.settled.store(true, ordering: .relaxed)
