@@ -41,20 +41,19 @@ import Synchronization
 ///   hold at most `prefetchLimit` bytes, the check asks the kernel to read them in (`POSIX_FADV_WILLNEED`, in the
 ///   background) and the next check, `retryInterval` later, usually finds them there. Pages written since are in the
 ///   cache anyway (a write goes through it).
-/// - After: every inline read is timed (a monotonic clock read, tens of nanoseconds). One that took longer than
-///   `budget` is slow if the loop's thread read blocks from the disk or took a major page fault since it last looked
-///   (`getrusage(RUSAGE_THREAD)`, asked only then), or, whatever the cause, if it took 50 budgets. A read that was
-///   only descheduled (a busy machine preempts event loop threads for milliseconds) is not the disk's fault and
-///   changes nothing: under load, turning reads off for that would send them all to the pool, where they cost more.
-///   A slow read turns inline reads off for the whole store, `retryInterval` the first time, doubling on each
-///   further slow read within `maxPenalty` of the previous one, up to `maxPenalty`; then the residency check decides.
-///   So a slow disk can stall each event loop once per penalty at most, for one read; a cached database is read
-///   inline all the time.
+/// - After: every inline read is timed (a monotonic clock, tens of nanoseconds) and the thread's waits are read
+///   before it (`getrusage(RUSAGE_THREAD)`, about 0.3 µs: voluntary context switches, blocks read, major faults). A
+///   read that took longer than `budget` *and* during which the thread waited (slept on the disk, on a page fault,
+///   on anything) is slow. One that was only descheduled (a busy machine preempts event loop threads for
+///   milliseconds) is not the disk's fault and changes nothing: under load, turning reads off for that would send
+///   them all to the pool, where they cost more. A slow read turns inline reads off for the whole store,
+///   `retryInterval` the first time, doubling on each further slow read within `maxPenalty` of the previous one, up
+///   to `maxPenalty`; then the residency check decides. So a slow disk can stall each event loop once per penalty at
+///   most, for one read; a cached database is read inline all the time.
 ///
 /// **Limits.**
 /// - A page evicted between the check and the read is read from the disk on the loop: that read is the one the
-///   budget catches. A page missed quickly (a fast SSD, under the budget) is not counted then, but counts against
-///   the next slow read of that loop, which then turns reads off once more than it had to. The files must be *entirely* resident: a database much bigger than the memory the kernel gives
+///   budget catches. A miss the disk answers within the budget (a fast SSD) is let through. The files must be *entirely* resident: a database much bigger than the memory the kernel gives
 ///   its page cache is read on the pool, as before, even when its hot keys are cached (checking the pages one read
 ///   will touch is not possible from outside SQLite).
 /// - Memory-mapped I/O (`PRAGMA mmap_size`) is left off: it would save a `pread` from the page cache on the first
@@ -85,8 +84,7 @@ final class SQLiteInlineReads: Sendable {
     final class LoopReader: Sendable {
         enum State {
             case unopened
-            /// With the loop thread's disk reads (`threadInputs`) when last looked at, nil before its first read.
-            case open(SQLiteConnection, inputs: Int?)
+            case open(SQLiteConnection)
             case closed
         }
 
@@ -106,8 +104,6 @@ final class SQLiteInlineReads: Sendable {
     let settings: Settings
     /// `settings.budget` in nanoseconds.
     private let budget: Int64
-    /// 50 budgets: a read slower than that counts as slow even when its thread read nothing from the disk.
-    private let hardBudget: Int64
     private let source: Source
     /// The files whose pages must all be in the page cache (empty for an in-memory database).
     private let files: [String]
@@ -131,7 +127,6 @@ final class SQLiteInlineReads: Sendable {
     ) {
         self.settings = settings
         self.budget = TimeAmount(settings.budget).nanoseconds
-        self.hardBudget = budget.multipliedReportingOverflow(by: 50).overflow ? .max : budget * 50
         self.source = source
         self.files = files
         self.threadPool = threadPool
@@ -171,32 +166,22 @@ final class SQLiteInlineReads: Sendable {
             switch source {
             case .loopReaders(let readers):
                 guard let reader = readers[ObjectIdentifier(eventLoop)] else { return nil }
-                let (budget, hardBudget) = (budget, hardBudget)
+                let budget = budget
                 let read = try reader.state.withLockIfAvailable { state -> (Value, slow: TimeAmount?)? in
                     let connection: SQLiteConnection
-                    let inputs: Int
                     switch state {
                     case .unopened: return nil
                     case .closed: throw StateStoreError.closed
-                    case .open(let open, let seen):
-                        connection = open
-                        // The loop thread's disk reads so far, taken once: slow reads compare with it.
-                        inputs = seen ?? Self.threadInputs()
+                    case .open(let open): connection = open
                     }
+                    let before = ThreadWaits.now()
                     let started = NIODeadline.now()
                     let value = try body(connection)
                     let elapsed = NIODeadline.now() - started
-                    guard elapsed.nanoseconds > budget else {
-                        if case .open(_, nil) = state { state = .open(connection, inputs: inputs) }
-                        return (value, nil)
-                    }
-                    // Slow because this thread read from the disk (or faulted a page in from it) since it last
-                    // looked, or, whatever the cause, because it took 50 budgets; a loop thread the machine did not
-                    // run for a while is not a slow disk.
-                    let after = Self.threadInputs()
-                    state = .open(connection, inputs: after)
-                    let slow = after > inputs || elapsed.nanoseconds > hardBudget
-                    return (value, slow ? elapsed : nil)
+                    // Slow only when the thread waited: for the disk, a page fault or anything else it slept on. A
+                    // loop thread the machine did not run for a while is not a slow disk.
+                    guard elapsed.nanoseconds > budget, ThreadWaits.now() != before else { return (value, nil) }
+                    return (value, elapsed)
                 }
                 guard let read = read.flatMap({ $0 }) else { return nil }
                 if let slow = read.slow { slowRead(took: slow) }
@@ -214,19 +199,6 @@ final class SQLiteInlineReads: Sendable {
         }
     }
 
-    /// Blocks read from the disk and major page faults of the calling thread so far (`getrusage(RUSAGE_THREAD)`);
-    /// 0 where that is not available.
-    private static func threadInputs() -> Int {
-        #if os(Linux)
-            var usage = rusage()
-            // RUSAGE_THREAD (1), which Glibc declares only for _GNU_SOURCE.
-            guard getrusage(__rusage_who_t(1), &usage) == 0 else { return 0 }
-            return usage.ru_inblock + usage.ru_majflt
-        #else
-            return 0
-        #endif
-    }
-
     /// Opens this loop's reader if it has none yet. Blocking: called on the pool, after a read from that loop.
     func openReader(for eventLoop: any EventLoop) {
         guard case .loopReaders(let readers) = source, let reader = readers[ObjectIdentifier(eventLoop)],
@@ -235,7 +207,7 @@ final class SQLiteInlineReads: Sendable {
         reader.state.withLock { state in
             guard case .unopened = state else { return }
             do {
-                state = .open(try openReader(), inputs: nil)
+                state = .open(try openReader())
             } catch {
                 // Left unopened: the loop's reads stay on the pool, and a later one tries again.
                 logger.warning("cannot open an event loop's SQLite reader", metadata: ["error": "\(error)"])
@@ -251,7 +223,7 @@ final class SQLiteInlineReads: Sendable {
         guard case .loopReaders(let readers) = source else { return }
         for reader in readers.values {
             reader.state.withLock { state in
-                if case .open(let connection, _) = state { connection.close() }
+                if case .open(let connection) = state { connection.close() }
                 state = .closed
             }
             reader.settled.store(true, ordering: .relaxed)
@@ -376,6 +348,26 @@ private enum SystemCalls {
             Glibc.close(descriptor)
         #else
             Darwin.close(descriptor)
+        #endif
+    }
+}
+
+/// What the calling thread has waited for so far: the times it slept (voluntary context switches), blocks it read
+/// from the disk and major page faults (`getrusage(RUSAGE_THREAD)`, about 0.3 µs). Preemption (involuntary
+/// switches) is left out. Where that is not available, every value is equal: reads are never found slow.
+struct ThreadWaits: Equatable, Sendable {
+    var sleeps = 0
+    var blocksRead = 0
+    var majorFaults = 0
+
+    static func now() -> ThreadWaits {
+        #if os(Linux)
+            var usage = rusage()
+            // RUSAGE_THREAD (1), which Glibc declares only for _GNU_SOURCE.
+            guard getrusage(__rusage_who_t(1), &usage) == 0 else { return ThreadWaits() }
+            return ThreadWaits(sleeps: usage.ru_nvcsw, blocksRead: usage.ru_inblock, majorFaults: usage.ru_majflt)
+        #else
+            return ThreadWaits()
         #endif
     }
 }
