@@ -167,8 +167,10 @@ extension SQLiteStateStoreTests {
         for _ in 0..<40 {
             if try await Self.onLoop(loop, { store.get("k", on: loop) }).0 == .ready { ready += 1 }
         }
-        // A read may still wait, rarely, on a lock another thread of the test process holds.
-        #expect(ready >= 30, "\(ready) of 40 reads on the loop")
+        // A read may still wait on a lock another thread of the (busy, parallel) test process holds, and then count
+        // as slow; one that counted only its time would leave a handful on the loop: each turns reads off for 50 ms
+        // and more, longer than the 40 reads take.
+        #expect(ready >= 20, "\(ready) of 40 reads on the loop")
         try await store.close(on: loop).get()
     }
 
