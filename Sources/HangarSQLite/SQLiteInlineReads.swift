@@ -41,19 +41,22 @@ import Synchronization
 ///   hold at most `prefetchLimit` bytes, the check asks the kernel to read them in (`POSIX_FADV_WILLNEED`, in the
 ///   background) and the next check, `retryInterval` later, usually finds them there. Pages written since are in the
 ///   cache anyway (a write goes through it).
-/// - After: every inline read is timed (a monotonic clock, tens of nanoseconds) and the thread's waits are read
-///   before it (`getrusage(RUSAGE_THREAD)`, about 0.3 µs: voluntary context switches, blocks read, major faults). A
-///   read that took longer than `budget` *and* during which the thread waited (slept on the disk, on a page fault,
-///   on anything) is slow. One that was only descheduled (a busy machine preempts event loop threads for
-///   milliseconds) is not the disk's fault and changes nothing: under load, turning reads off for that would send
-///   them all to the pool, where they cost more. A slow read turns inline reads off for the whole store,
+/// - After: every inline read is timed (a monotonic clock, tens of nanoseconds), and what its thread read from the
+///   disk is taken before it (`getrusage(RUSAGE_THREAD)`, about 0.3 µs: blocks read, major faults). A read that took
+///   longer than `budget` *and* read from the disk is slow. One that was only descheduled, or waited for a lock
+///   (SQLite's WAL-index mutex, malloc's) whose holder the machine did not run, is not the disk's fault and changes
+///   nothing: a busy machine does that to event loop threads for milliseconds, and turning reads off for it would
+///   send them all to the pool, where they cost more. A slow read turns inline reads off for the whole store,
 ///   `retryInterval` the first time, doubling on each further slow read within `maxPenalty` of the previous one, up
 ///   to `maxPenalty`; then the residency check decides. So a slow disk can stall each event loop once per penalty at
 ///   most, for one read; a cached database is read inline all the time.
 ///
 /// **Limits.**
 /// - A page evicted between the check and the read is read from the disk on the loop: that read is the one the
-///   budget catches. A miss the disk answers within the budget (a fast SSD) is let through. The files must be *entirely* resident: a database much bigger than the memory the kernel gives
+///   budget catches. A miss the disk answers within the budget (a fast SSD) is let through. A read that waits for a
+///   page another thread is already reading in, or on a file system whose reads the kernel does not count as block
+///   input (network and FUSE file systems, where SQLite's WAL is not supported anyway), is not seen as slow: the
+///   residency check is the only guard there. The files must be *entirely* resident: a database much bigger than the memory the kernel gives
 ///   its page cache is read on the pool, as before, even when its hot keys are cached (checking the pages one read
 ///   will touch is not possible from outside SQLite).
 /// - Memory-mapped I/O (`PRAGMA mmap_size`) is left off: it would save a `pread` from the page cache on the first
@@ -174,13 +177,13 @@ final class SQLiteInlineReads: Sendable {
                     case .closed: throw StateStoreError.closed
                     case .open(let open): connection = open
                     }
-                    let before = ThreadWaits.now()
+                    let before = DiskReads.now()
                     let started = NIODeadline.now()
                     let value = try body(connection)
                     let elapsed = NIODeadline.now() - started
-                    // Slow only when the thread waited: for the disk, a page fault or anything else it slept on. A
-                    // loop thread the machine did not run for a while is not a slow disk.
-                    guard elapsed.nanoseconds > budget, ThreadWaits.now() != before else { return (value, nil) }
+                    // Slow only when the thread read from the disk. A loop thread the machine did not run for a while,
+                    // or that waited for a lock whose holder it did not run, is not a slow disk.
+                    guard elapsed.nanoseconds > budget, DiskReads.now() != before else { return (value, nil) }
                     return (value, elapsed)
                 }
                 guard let read = read.flatMap({ $0 }) else { return nil }
@@ -352,22 +355,21 @@ private enum SystemCalls {
     }
 }
 
-/// What the calling thread has waited for so far: the times it slept (voluntary context switches), blocks it read
-/// from the disk and major page faults (`getrusage(RUSAGE_THREAD)`, about 0.3 µs). Preemption (involuntary
-/// switches) is left out. Where that is not available, every value is equal: reads are never found slow.
-struct ThreadWaits: Equatable, Sendable {
-    var sleeps = 0
+/// What the calling thread has read from the disk so far: blocks read and major page faults
+/// (`getrusage(RUSAGE_THREAD)`, about 0.3 µs). Lock waits and preemption are left out: they are the machine's
+/// business, not the disk's. Where that is not available, every value is equal: reads are never found slow.
+struct DiskReads: Equatable, Sendable {
     var blocksRead = 0
     var majorFaults = 0
 
-    static func now() -> ThreadWaits {
+    static func now() -> DiskReads {
         #if os(Linux)
             var usage = rusage()
             // RUSAGE_THREAD (1), which Glibc declares only for _GNU_SOURCE.
-            guard getrusage(__rusage_who_t(1), &usage) == 0 else { return ThreadWaits() }
-            return ThreadWaits(sleeps: usage.ru_nvcsw, blocksRead: usage.ru_inblock, majorFaults: usage.ru_majflt)
+            guard getrusage(__rusage_who_t(1), &usage) == 0 else { return DiskReads() }
+            return DiskReads(blocksRead: usage.ru_inblock, majorFaults: usage.ru_majflt)
         #else
-            return ThreadWaits()
+            return DiskReads()
         #endif
     }
 }
