@@ -13,10 +13,11 @@ import Synchronization
 /// Reads of `state.sqlite` served on the caller's event loop when that cannot stall it, instead of a hop to the
 /// thread pool and back.
 ///
-/// **Why.** A point read costs SQLite about 8 µs, but the hop costs more than the read: the request is handed to a
-/// pool thread, which is woken, and the answer handed back to the event loop, which is woken again. Measured with one
-/// caller, a GetState on `state.sqlite` cost hangard about 3× the CPU of one on `state.in-memory`, nearly all of it
-/// the hop (BENCHMARKS.md, *Issue 15: state.sqlite reads on the event loop*).
+/// **Why.** A point read costs SQLite a few microseconds, but the hop costs more than the read: the request is handed
+/// to a pool thread, which is woken, and the answer handed back to the event loop, which is woken again (3.3 context
+/// switches per call against 1). Measured with one caller, a GetState on `state.sqlite` cost hangard 1.8–3× the CPU
+/// of one on `state.in-memory`, nearly all of it the hop; read here, 1.2–1.35× (BENCHMARKS.md, *Issue 15:
+/// `state.sqlite` reads on the event loop*).
 ///
 /// **What is read inline.** A `get`, and a `bulkGet` of at most `bulkLimit` keys, asked for on one of the event loops
 /// of the group the store was opened with, by a thread running that loop. Everything else goes to the pool: writes
@@ -56,14 +57,15 @@ import Synchronization
 ///   budget catches. A miss the disk answers within the budget (a fast SSD) is let through. A read that waits for a
 ///   page another thread is already reading in, or on a file system whose reads the kernel does not count as block
 ///   input (network and FUSE file systems, where SQLite's WAL is not supported anyway), is not seen as slow: the
-///   residency check is the only guard there. The files must be *entirely* resident: a database much bigger than the memory the kernel gives
-///   its page cache is read on the pool, as before, even when its hot keys are cached (checking the pages one read
-///   will touch is not possible from outside SQLite).
+///   residency check is the only guard there.
+/// - The files must be *entirely* resident: a database much bigger than the memory the kernel gives its page cache
+///   is read on the pool, as before, even when its hot keys are cached (checking the pages one read will touch is not
+///   possible from outside SQLite).
 /// - Memory-mapped I/O (`PRAGMA mmap_size`) is left off: it would save a `pread` from the page cache on the first
 ///   read after each write (another connection's commit empties a WAL reader's page cache), about a microsecond, and
 ///   turns an I/O error into a `SIGBUS` that kills the daemon.
-/// - SQLite's WAL read path retries internally, with microsecond sleeps, in rare races with a checkpoint that
-///   restarts the WAL; such a read shows up as a slow one and turns inline reads off like a slow disk.
+/// - SQLite's WAL read path retries internally, with sleeps of microseconds, in rare races with a checkpoint that
+///   restarts the WAL; such a read holds its loop for that long and is not counted as slow (it read no disk).
 /// - Each event loop that has read the store holds one more connection (its schema, statements and page cache, up
 ///   to SQLite's default 2 MB): `System.coreCount` at most per store.
 final class SQLiteInlineReads: Sendable {
