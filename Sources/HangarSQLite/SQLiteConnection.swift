@@ -42,6 +42,13 @@ final class SQLiteConnection {
         return Int(sqlite_nio_sqlite3_changes64(handle))
     }
 
+    /// The path of the main database's file, nil for an in-memory or temporary database.
+    var filename: String? {
+        guard let handle, let name = sqlite_nio_sqlite3_db_filename(handle, "main") else { return nil }
+        let path = String(cString: name)
+        return path.isEmpty ? nil : path
+    }
+
     /// Runs one or more statements that take no parameters and whose rows, if any, are ignored (DDL, pragmas).
     func execute(_ sql: String) throws(SQLiteError) {
         let handle = try openHandle()

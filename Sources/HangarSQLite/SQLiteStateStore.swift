@@ -7,11 +7,14 @@ import Synchronization
 
 /// `state.sqlite`: a state store in one SQLite file (or in memory), with ETags, transactions and TTLs.
 ///
-/// SQLite's calls block, so every operation runs as one closure on a `NIOThreadPool` and completes its future on the
+/// SQLite's calls block, so every write runs as one closure on a `NIOThreadPool` and completes its future on the
 /// caller's event loop. Writes go through a single writer connection (SQLite serialises writers anyway), each in
-/// its own `BEGIN IMMEDIATE` transaction; reads use a small pool of reader connections, which WAL lets proceed while
-/// a write is in progress. An in-memory database cannot be shared between connections, so there every operation
-/// uses the writer.
+/// its own `BEGIN IMMEDIATE` transaction. Reads asked for on an event loop are served there, at once (`.ready`), from
+/// that loop's own WAL reader connection, while the database's pages are all in the kernel's page cache and no read
+/// on a loop has recently been slow (`SQLiteInlineReads` explains the choice and its limits); other reads use a small
+/// pool of reader connections on the thread pool, which WAL also lets proceed while a write is in progress. An
+/// in-memory database cannot be shared between connections, so there every operation uses the writer (reads inline
+/// when it is free).
 ///
 /// ETags follow `StateETag`: a store-wide counter kept in `<table>_metadata` and advanced inside each write
 /// transaction, so an ETag is never handed out twice, even across deletions and restarts.
@@ -33,15 +36,24 @@ package final class SQLiteStateStore: TransactionalStateStore {
         package var busyTimeout: Duration
         /// How often expired items are deleted; nil disables the periodic cleanup (reads still hide them).
         package var cleanupInterval: Duration?
+        /// A read served on an event loop that takes longer turns such reads off for a while
+        /// (`SQLiteInlineReads`); nil never reads on an event loop (every read hops to the thread pool).
+        package var inlineReadBudget: Duration?
+        /// How long reads stay off the event loops after the first slow one (doubling on more, up to 64 s), and
+        /// how often a database whose files are not all in the page cache is checked again.
+        package var inlineReadRetry: Duration
 
         package init(
             path: String, tableName: String = "state", busyTimeout: Duration = .seconds(2),
-            cleanupInterval: Duration? = .seconds(3600)
+            cleanupInterval: Duration? = .seconds(3600), inlineReadBudget: Duration? = .milliseconds(1),
+            inlineReadRetry: Duration = .seconds(1)
         ) {
             self.path = path
             self.tableName = tableName
             self.busyTimeout = busyTimeout
             self.cleanupInterval = cleanupInterval
+            self.inlineReadBudget = inlineReadBudget
+            self.inlineReadRetry = inlineReadRetry
         }
     }
 
@@ -53,6 +65,8 @@ package final class SQLiteStateStore: TransactionalStateStore {
         case emptyPath
         /// The cleanup interval is zero or negative.
         case invalidCleanupInterval(Duration)
+        /// The inline read budget is negative or the retry interval not positive.
+        case invalidInlineReads(budget: Duration, retry: Duration)
 
         package var description: String {
             switch self {
@@ -60,12 +74,15 @@ package final class SQLiteStateStore: TransactionalStateStore {
                 "invalid SQLite table name '\(name)': it must match ^[A-Za-z_][A-Za-z0-9_]{0,62}$"
             case .emptyPath: "the SQLite path is empty"
             case .invalidCleanupInterval(let interval): "the cleanup interval must be positive, not \(interval)"
+            case .invalidInlineReads(let budget, let retry):
+                "the inline read budget must not be negative (\(budget)) and the retry interval must be positive "
+                    + "(\(retry))"
             }
         }
     }
 
     /// One connection and the lock that gives one thread at a time access to it; nil once closed.
-    private final class ConnectionSlot: Sendable {
+    final class ConnectionSlot: Sendable {
         let connection: Mutex<SQLiteConnection?>
 
         init(_ connection: consuming sending SQLiteConnection) {
@@ -145,7 +162,8 @@ package final class SQLiteStateStore: TransactionalStateStore {
 
     /// ETags, transactions and TTLs.
     package let features: StateFeatures = [.etag, .transactional, .ttl]
-    /// Always false: operations run on the thread pool and complete their futures later.
+    /// False: writes, and reads that cannot be served on the event loop, run on the thread pool and complete their
+    /// futures later.
     package var executesInline: Bool { false }
     /// The configuration the store was opened with.
     package let configuration: Configuration
@@ -156,6 +174,8 @@ package final class SQLiteStateStore: TransactionalStateStore {
     private let writer: ConnectionSlot
     /// Empty for an in-memory database, whose reads use the writer.
     private let readers: [ConnectionSlot]
+    /// Reads served on the caller's event loop; nil when `inlineReadBudget` is nil or the database is not in WAL mode.
+    let inlineReads: SQLiteInlineReads?
     private let nextReader = Atomic<Int>(0)
     private let closed = Atomic<Bool>(false)
     private let cleanup = Mutex<RepeatedTask?>(nil)
@@ -198,7 +218,9 @@ package final class SQLiteStateStore: TransactionalStateStore {
                     metadata: ["sqlite.journal_mode": "\(journalMode)"])
             }
             logger.debug("opened SQLite state store", metadata: ["sqlite.journal_mode": "\(journalMode)"])
-            self.writer = ConnectionSlot(writer)
+            let filename = writer.filename
+            let writerSlot = ConnectionSlot(writer)
+            self.writer = writerSlot
 
             var readers: [ConnectionSlot] = []
             if !inMemory {
@@ -209,6 +231,31 @@ package final class SQLiteStateStore: TransactionalStateStore {
                 }
             }
             self.readers = readers
+
+            if let budget = configuration.inlineReadBudget {
+                let settings = SQLiteInlineReads.Settings(budget: budget, retryInterval: configuration.inlineReadRetry)
+                if inMemory {
+                    inlineReads = SQLiteInlineReads(
+                        settings: settings, source: .writer(writerSlot), files: [], threadPool: threadPool,
+                        logger: logger, openReader: { throw StateStoreError.closed })
+                } else if journalMode.lowercased() == "wal", let filename {
+                    let select = queries.select
+                    inlineReads = SQLiteInlineReads(
+                        settings: settings, source: .loopReaders(SQLiteInlineReads.loopReaders(of: eventLoopGroup)),
+                        files: [filename, filename + "-wal"], threadPool: threadPool, logger: logger,
+                        openReader: {
+                            // Never waits for a lock on the loop: a busy database sends the read to the pool.
+                            let reader = try SQLiteConnection(path: path, busyTimeout: .zero)
+                            try reader.execute("PRAGMA query_only = ON")
+                            try reader.withStatement(select) { _ in }  // Reads the schema here, not on the loop.
+                            return reader
+                        })
+                } else {
+                    inlineReads = nil
+                }
+            } else {
+                inlineReads = nil
+            }
         } catch {
             throw Self.storeError(error)
         }
@@ -236,20 +283,42 @@ package final class SQLiteStateStore: TransactionalStateStore {
         }
     }
 
+    /// On the event loop when it can be (`SQLiteInlineReads`), else on the thread pool.
     package func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> {
-        .later(run(on: eventLoop) {
-            try self.withReader { connection in
+        if let inline = inlineReads?.read(on: eventLoop, { connection in
+            try self.read(key, now: Self.nowMilliseconds(), on: connection)
+        }), let outcome = Self.inlineOutcome(inline) {
+            return outcome
+        }
+        return .later(run(on: eventLoop) {
+            defer { self.inlineReads?.openReader(for: eventLoop) }
+            return try self.withReader { connection in
                 try self.read(key, now: Self.nowMilliseconds(), on: connection)
             }
         })
     }
 
-    /// Reads every key in one hop to the thread pool, from one consistent snapshot.
+    /// Reads every key from one consistent snapshot: on the event loop when there are few and it can be
+    /// (`SQLiteInlineReads`), else in one hop to the thread pool.
     package func bulkGet(
         _ keys: [String], on eventLoop: any EventLoop
     ) -> Eventual<[Result<StateEntry?, StateStoreError>]> {
-        .later(run(on: eventLoop) {
-            try self.withReader { connection in
+        if let inlineReads, keys.count <= inlineReads.settings.bulkLimit,
+            let inline = inlineReads.read(on: eventLoop, { connection -> [Result<StateEntry?, StateStoreError>] in
+                let now = Self.nowMilliseconds()
+                let inTransaction = keys.count > 1
+                if inTransaction { try connection.run("BEGIN") }
+                // A read-only transaction: ending it cannot lose anything.
+                defer { if inTransaction { try? connection.run("COMMIT") } }
+                // Any failure sends the whole read to the pool, which reports failures per key.
+                return try keys.map { key in .success(try self.read(key, now: now, on: connection)) }
+            }), let outcome = Self.inlineOutcome(inline)
+        {
+            return outcome
+        }
+        return .later(run(on: eventLoop) {
+            defer { self.inlineReads?.openReader(for: eventLoop) }
+            return try self.withReader { connection in
                 let now = Self.nowMilliseconds()
                 try connection.run("BEGIN")
                 defer { try? connection.run("COMMIT") }  // A read-only transaction: ending it cannot lose anything.
@@ -327,10 +396,15 @@ package final class SQLiteStateStore: TransactionalStateStore {
         // The writer last: the last connection to close checkpoints the WAL and removes it. That blocks, so it
         // belongs on the thread pool; if the pool has already stopped, it happens here rather than not at all.
         let slots = readers + [writer]
+        let inlineReads = inlineReads
         return threadPool.runIfActive(eventLoop: eventLoop) {
+            inlineReads?.close()
             Self.close(slots)
         }.flatMapError { _ in
-            eventLoop.makeCompletedFuture { Self.close(slots) }
+            eventLoop.makeCompletedFuture {
+                inlineReads?.close()
+                Self.close(slots)
+            }
         }.map {
             self.logger.debug("closed SQLite state store")
         }
@@ -510,6 +584,16 @@ package final class SQLiteStateStore: TransactionalStateStore {
         }
     }
 
+    /// What an inline read answers: its value, or that the store is closed; nil for any other failure, which the
+    /// thread pool's readers then meet (and report) themselves, waiting for a busy database as they do.
+    private static func inlineOutcome<Value: Sendable>(_ result: Result<Value, any Error>) -> Eventual<Value>? {
+        switch result {
+        case .success(let value): .success(value)
+        case .failure(let error as StateStoreError) where error == .closed: .failure(error)
+        case .failure: nil
+        }
+    }
+
     private static func storeError(_ error: any Error) -> StateStoreError {
         switch error {
         case let error as StateStoreError: error
@@ -531,6 +615,9 @@ package final class SQLiteStateStore: TransactionalStateStore {
         else { throw .invalidTableName(configuration.tableName) }
         if let interval = configuration.cleanupInterval, interval <= .zero {
             throw .invalidCleanupInterval(interval)
+        }
+        if let budget = configuration.inlineReadBudget, budget < .zero || configuration.inlineReadRetry <= .zero {
+            throw .invalidInlineReads(budget: budget, retry: configuration.inlineReadRetry)
         }
     }
 

@@ -295,7 +295,9 @@ extension StateStoreConformanceTests {
         }
     }
 
-    @Test("executesInline tells whether outcomes are ready when the call returns", arguments: StoreKind.countingBytes)
+    @Test(
+        "executesInline tells whether outcomes are ready when the call returns (reads may be, on a blocking store)",
+        arguments: StoreKind.countingBytes)
     func executesInline(kind: StoreKind) async throws {
         try await Env.withStore(kind) { store, loop in
             #expect(store.executesInline == (kind == .inMemory))
@@ -307,12 +309,14 @@ extension StateStoreConformanceTests {
                     store.transact([.delete(StateDeleteRequest(key: "k"))], on: loop),
                     store.delete(StateDeleteRequest(key: "k"), on: loop),
                 ]
-                let ready = outcomes.filter {
-                    if case .ready = $0 { true } else { false }
+                // The writes: a blocking store answers them later; it may answer reads at once (state.sqlite's on
+                // the event loop).
+                let ready = [0, 3, 4].filter {
+                    if case .ready = outcomes[$0] { true } else { false }
                 }.count
                 return (outcomes, ready)
             }.get()
-            #expect(ready == (store.executesInline ? outcomes.count : 0))
+            #expect(ready == (store.executesInline ? 3 : 0))
             for outcome in outcomes { try await outcome.get() }
         }
     }

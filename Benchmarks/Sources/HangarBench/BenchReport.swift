@@ -133,6 +133,27 @@ struct BenchReport: Codable, Sendable {
                     unit: "×",
                     met: ratio <= 1.5, range: ratios.count > 1 ? [ratios[0], ratios[ratios.count - 1]] : nil))
         }
+        // Issue 15: a GetState on state.sqlite against one on state.in-memory, hangard's CPU per call, paired within
+        // each round, then the median over the rounds.
+        let sqliteRatios = Set(allPhases.map(\.round)).sorted().compactMap { round -> Double? in
+            func get(_ store: String) -> PhaseResult? {
+                allPhases.first {
+                    $0.round == round && $0.server == "hangard" && $0.operation == "GetState" && $0.store == store
+                        && $0.mode == "sequential" && $0.api == .grpc
+                }
+            }
+            guard let memory = get("memstore"), let sqlite = get("sqlstore"), memory.serverCPUMicrosPerCall > 0
+            else { return nil }
+            return sqlite.serverCPUMicrosPerCall / memory.serverCPUMicrosPerCall
+        }.sorted()
+        if !sqliteRatios.isEmpty {
+            let ratio = sqliteRatios[(sqliteRatios.count - 1) / 2]
+            targets.append(
+                TargetCheck(
+                    name: "hangard CPU per GetState, state.sqlite / state.in-memory (1 caller, same round)",
+                    target: "<= 1.5", measured: ratio, unit: "×", met: ratio <= 1.5,
+                    range: sqliteRatios.count > 1 ? [sqliteRatios[0], sqliteRatios[sqliteRatios.count - 1]] : nil))
+        }
         let invocation = InvocationOverhead.measure(allPhases)
         self.invocation = invocation.isEmpty ? nil : invocation
         targets += invocation.flatMap(\.targets)

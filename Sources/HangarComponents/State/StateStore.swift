@@ -160,7 +160,8 @@ package protocol StateStore: AnyObject, Sendable {
     var features: StateFeatures { get }
 
     /// True when every operation completes its future before returning (no blocking work, no other thread); false
-    /// when work runs elsewhere and completes later.
+    /// when work runs elsewhere and completes later: writes always, reads too unless the store can answer them at
+    /// once without blocking (`state.sqlite` on the event loop).
     var executesInline: Bool { get }
 
     /// The bytes each partition holds now (see `StatePartition`), as last committed; partitions holding nothing are
