@@ -205,7 +205,8 @@ extension SQLiteStateStoreTests {
         let directory = try Env.makeDirectory()
         defer { try? FileManager.default.removeItem(at: directory) }
         let path = directory.appendingPathComponent("state.db").path
-        let store = try Self.openInline(path, budget: .zero, retry: .milliseconds(300))
+        // A penalty of 3 s, so that the reads below run within it even on a machine busy with other tests.
+        let store = try Self.openInline(path, budget: .zero, retry: .seconds(3))
         let loop = Env.group.next()
         try await store.set(StateSetRequest(key: "k", value: Data("v".utf8)), on: loop).get()
         try await Self.warmUp(store, "k", on: loop)
@@ -229,6 +230,7 @@ extension SQLiteStateStoreTests {
             return
         }
         let (slow, value) = try await Self.onLoop(loop) { store.get("k", on: loop) }
+        let penalised = ContinuousClock.now
         #expect(slow == .ready, "served, but it waited for the disk")
         #expect(value?.value == Data("w".utf8))
         #expect(store.inlineReads?.isOn == false)
@@ -242,7 +244,7 @@ extension SQLiteStateStoreTests {
 
         // After the penalty the first read goes to the pool and starts the residency check, which reads the files
         // back in (they are small) and turns reads on again once they are there.
-        try await Task.sleep(for: .milliseconds(400))
+        try await Task.sleep(until: penalised + .milliseconds(3100))
         #expect(try await Self.onLoop(loop) { store.get("k", on: loop) }.0 == .later)
         let deadline = ContinuousClock.now + .seconds(10)
         while store.inlineReads?.isOn != true, ContinuousClock.now < deadline {
