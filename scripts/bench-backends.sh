@@ -12,7 +12,12 @@
 #      against 50 one-app hangards with Dapr's default pool size (poolSize = 10 × cores, go-redis's 10 ×
 #      GOMAXPROCS); the server's connections named hangard:state:redisstore counted (CLIENT LIST) through each
 #      model (bench-results/backends-sidecar-redis.json).
-#   4. A summary of the ratios and goals (bench-results/backends-summary.txt).
+#   4. With state.postgresql in this tree (Sources/HangarPostgres): PostgreSQL (Debian's, installed when missing) in a
+#      temporary data directory, run as the `postgres` user (it refuses root), fsync off; `run` on memstore and pgstore
+#      (bench-results/backends-run-postgresql.json), and `sidecar` on pgstore: the node with Hangar's default maxConns
+#      (8) against 50 one-app hangards with pgx's default (max(4, cores)), counting pg_stat_activity's connections of
+#      the user and database the component uses (bench-results/backends-sidecar-postgresql.json).
+#   5. A summary of the ratios and goals (bench-results/backends-summary.txt).
 # Extra arguments go to `hangar-bench run`, e.g. --rounds 1.
 # Takes about 6 minutes after the build on a 2-core machine.
 set -euo pipefail
@@ -31,9 +36,14 @@ fi
 
 work="$(mktemp -d /tmp/hb-backends.XXXXXX)"
 redis_pid=""
+pg_pid=""
+pg_dir=""
 cleanup() {
     if [ -n "$redis_pid" ]; then kill "$redis_pid" 2>/dev/null || true; wait "$redis_pid" 2>/dev/null || true; fi
+    # SIGINT: PostgreSQL's fast shutdown.
+    if [ -n "$pg_pid" ]; then kill -INT "$pg_pid" 2>/dev/null || true; wait "$pg_pid" 2>/dev/null || true; fi
     rm -rf "$work"
+    if [ -n "$pg_dir" ]; then rm -rf "$pg_dir"; fi
 }
 trap cleanup EXIT
 
@@ -132,6 +142,71 @@ echo "columns: test, clients, requests, requests/s, latency avg/min/p50/p95/p99/
     --connections-command "redis-cli -h 127.0.0.1 -p $redis_port client list | grep -c ' name=hangard:state:redisstore '" \
     --json bench-results/backends-sidecar-redis.json
 
-# --- 4. Summary -------------------------------------------------------------------------------------------------
+# --- 4. PostgreSQL, when state.postgresql is in this tree ---------------------------------------------------------
+if [ -d Sources/HangarPostgres ]; then
+    if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
+        echo "bench-backends: installing postgresql with apt-get" >&2
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql
+    fi
+    pg_bin="/usr/lib/postgresql/$(ls /usr/lib/postgresql | sort -n | tail -n 1)/bin"
+    # PostgreSQL refuses to run as root: as root, every program runs as `postgres` (setpriv execs in place, so $! is
+    # the postmaster).
+    as_postgres() {
+        if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi
+    }
+    pg_dir="$(mktemp -d /tmp/hb-pg.XXXXXX)"
+    [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$pg_dir"
+    pg_port="$(free_port)"
+    as_postgres "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth-local=trust --auth-host=trust -E UTF8 \
+        --no-sync >/dev/null
+    # fsync off (the machine's disk is shared with other sessions; a SaveState then costs what it costs on a server
+    # whose disk keeps up); max_connections above what 50 sidecars may open (50 × maxConns).
+    as_postgres "$pg_bin/postgres" -D "$pg_dir/data" -p "$pg_port" -k "$pg_dir" -c listen_addresses=127.0.0.1 \
+        -c fsync=off -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB \
+        >"$pg_dir/postgres.log" 2>&1 &
+    pg_pid=$!
+    pg() { psql -X -q -At -v ON_ERROR_STOP=1 -h "$pg_dir" -p "$pg_port" -U postgres -d postgres "$@"; }
+    for _ in $(seq 100); do
+        [ "$(pg -c 'SELECT 1' 2>/dev/null)" = 1 ] && break
+        sleep 0.1
+    done
+    pg -c "CREATE ROLE hangar LOGIN" -c "CREATE DATABASE hangar OWNER hangar"
+    echo "postgresql: $("$pg_bin/postgres" --version) on 127.0.0.1:$pg_port (postmaster pid $pg_pid)" >&2
+    pg_component() { # <directory> [maxConns]
+        mkdir -p "$1"
+        {
+            cat <<EOF
+# state.postgresql (v2) on the bench's own PostgreSQL (scripts/bench-backends.sh).
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: pgstore
+spec:
+  type: state.postgresql
+  version: v2
+  metadata:
+    - name: connectionString
+      value: "host=127.0.0.1 port=$pg_port user=hangar dbname=hangar sslmode=disable"
+EOF
+            if [ -n "${2:-}" ]; then printf '    - name: maxConns\n      value: "%s"\n' "$2"; fi
+        } > "$1/pgstore.yaml"
+    }
+    mkdir -p "$work/run-pg-resources"
+    cp bench/resources/memstore.yaml "$work/run-pg-resources/"
+    pg_component "$work/run-pg-resources"
+    pg_component "$work/node-pg"
+    pg_component "$work/sidecar-pg" $((cores > 4 ? cores : 4))
+
+    "$bench" run --hangard "$hangard" --resources "$work/run-pg-resources" \
+        --scenario get-memory --scenario get-postgresql --scenario save-postgresql --backend-pid "$pg_pid" \
+        --connect-apps 16 --duration 4 --patience 90 --json bench-results/backends-run-postgresql.json "$@"
+    "$bench" sidecar --hangard "$hangard" --store pgstore --resources "$work/node-pg" \
+        --sidecar-resources "$work/sidecar-pg" --backend-pid "$pg_pid" \
+        --connections-command "psql -X -At -h $pg_dir -p $pg_port -U postgres -d postgres -c \"SELECT count(*) FROM pg_stat_activity WHERE usename = 'hangar' AND datname = 'hangar'\"" \
+        --json bench-results/backends-sidecar-postgresql.json
+fi
+
+# --- 5. Summary -------------------------------------------------------------------------------------------------
 python3 scripts/lib/backends-summary.py | tee bench-results/backends-summary.txt
 echo "bench-backends.sh: $((SECONDS - started)) s after the build" >&2

@@ -142,7 +142,11 @@ def main():
         lines.append("GetState and SaveState through hangard (medians over the rounds):")
         lines += state_lines(run, "memstore", "state.in-memory")
         lines += state_lines(run, "redisstore", "state.redis")
-        lines += state_lines(run, "pgstore", "state.postgresql")
+    run_pg = load("backends-run-postgresql.json")
+    if run_pg:
+        lines.append("GetState and SaveState through hangard, PostgreSQL's run (medians over the rounds):")
+        lines += state_lines(run_pg, "memstore", "state.in-memory")
+        lines += state_lines(run_pg, "pgstore", "state.postgresql")
     if direct:
         lines.append("Redis used directly (redis-benchmark, same server, same run):")
         for (test, clients), row in direct.items():
