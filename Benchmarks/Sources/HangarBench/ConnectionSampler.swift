@@ -20,6 +20,8 @@ final class ConnectionSampler: Sendable {
     private let failure = Mutex<String?>(nil)
     private let stopped = Atomic<Bool>(false)
     private let finished = Mutex<Bool>(false)
+    /// Where the command's output goes (removed when sampling stops).
+    private let outputPath = NSTemporaryDirectory() + "/hb-connections-\(UUID().uuidString).out"
 
     /// Starts sampling at once.
     init(command: String, interval: Duration) {
@@ -44,7 +46,7 @@ final class ConnectionSampler: Sendable {
             let started = clock.now
             let last = stopped.load(ordering: .acquiring)
             do {
-                let count = try Self.count(command)
+                let count = try count(command)
                 let at = NIODeadline.now().uptimeNanoseconds
                 samples.withLock { $0.append(Sample(at: at, count: count)) }
             } catch {
@@ -54,38 +56,27 @@ final class ConnectionSampler: Sendable {
             // Sleep in small steps so that stop() does not wait a whole interval.
             while clock.now - started < interval, !stopped.load(ordering: .acquiring) { usleep(10_000) }
         }
+        unlink(outputPath)
         finished.withLock { $0 = true }
     }
 
-    /// Runs `/bin/sh -c command` and reads the integer it prints.
-    private static func count(_ command: String) throws -> Int {
-        var pipe: [Int32] = [0, 0]
-        guard Glibc.pipe(&pipe) == 0 else { throw BenchError("connections command: pipe failed") }
+    /// Runs `/bin/sh -c command` and reads the integer it prints. Its output goes to a file the child opens, not to
+    /// a pipe: the bench holds no descriptor that the hangards it spawns meanwhile could inherit.
+    private func count(_ command: String) throws -> Int {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_adddup2(&actions, pipe[1], 1)
-        posix_spawn_file_actions_addclose(&actions, pipe[0])
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         let arguments: [String] = ["/bin/sh", "-c", command]
         let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var pid = pid_t()
         let spawned = posix_spawn(&pid, "/bin/sh", &actions, nil, argv, environ)
-        close(pipe[1])
-        defer { close(pipe[0]) }
         guard spawned == 0 else { throw BenchError("connections command: cannot start /bin/sh (\(spawned))") }
-        var output: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 512)
-        while true {
-            let read = chunk.withUnsafeMutableBytes { Glibc.read(pipe[0], $0.baseAddress, $0.count) }
-            if read < 0, errno == EINTR { continue }
-            if read <= 0 { break }
-            output.append(contentsOf: chunk[0..<read])
-        }
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0, errno == EINTR {}
-        let text = String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = (ProcessSample.readProcFile(outputPath) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         guard let count = Int(text) else {
             throw BenchError("connections command printed '\(text.prefix(200))' rather than a number (status \(status))")
         }
