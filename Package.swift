@@ -53,6 +53,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         // Already in the graph through AsyncHTTPClient: TLS to Redis costs no new build.
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
@@ -76,6 +77,17 @@ let package = Package(
         .target(
             name: "HangarRedis",
             dependencies: ["HangarComponents", .product(name: "NIOSSL", package: "swift-nio-ssl")] + nioAndLogging,
+            swiftSettings: strict
+        ),
+        // PostgreSQL-backed components (state.postgresql) on postgres-nio's PostgresClient: one pool per component.
+        .target(
+            name: "HangarPostgres",
+            dependencies: [
+                "HangarComponents",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                // sslmode: postgres-nio's TLS settings are swift-nio-ssl's.
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ] + nioAndLogging,
             swiftSettings: strict
         ),
         // The socket layer: listeners (Unix, TCP, inherited), their connections and draining, peer credentials, and a
@@ -150,6 +162,7 @@ let package = Package(
             dependencies: [
                 "HangarComponents",
                 "HangarSQLite",
+                "HangarPostgres",
                 "HangarRedis",
                 "HangarRuntime",
                 "HangarSystemd",
@@ -206,6 +219,7 @@ let package = Package(
                 "HangarComponents",
                 "HangarSQLite",
                 "HangarRedis",
+                "HangarPostgres",
                 "HangarTestSupport",
             ] + nioAndLogging,
             swiftSettings: strict

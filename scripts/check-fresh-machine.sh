@@ -41,6 +41,8 @@ FRESH_MACHINE_LACKS=(
     libprotobuf-dev libprotobuf-lite32 libprotoc-dev
     nghttp2-client libev4 libjemalloc2
     redis-server redis-tools liblzf1
+    # This image has PostgreSQL, but test.sh installs it where it is missing: removed to prove that step.
+    postgresql postgresql-15 postgresql-contrib
 )
 
 log() { echo "check-fresh-machine: $*" >&2; }

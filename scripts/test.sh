@@ -77,6 +77,8 @@ command -v protoc >/dev/null || apt_install protobuf-compiler
 command -v h2load >/dev/null || apt_install nghttp2-client
 # redis-server: the Redis client's tests (Tests/HangarRedisTests) start real servers on loopback.
 command -v redis-server >/dev/null || apt_install redis-server
+# postgresql: the state.postgresql tests (Swift and e2e) start real servers (initdb, postgres) as the postgres user.
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || apt_install postgresql
 # openssl makes the throwaway CA and certificates of the TLS tests (Tests/HangarTestSupport/TestCertificates.swift).
 command -v openssl >/dev/null || apt_install openssl
 # setpriv (util-linux) runs e2e clients under other uids, for the peer-credential and permission tests.

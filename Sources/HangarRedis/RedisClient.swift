@@ -14,6 +14,15 @@ import Synchronization
 ///
 /// Blocking commands (`XREADGROUP BLOCK`) and transactions do not belong here: they need a connection of their
 /// own (`RedisConnection.connect`).
+///
+/// What it takes from postgres-nio's pool (`_ConnectionPoolModule`), and what not: a maximum of connections, opened
+/// on demand; several requests per connection (here, a pipeline of up to `pipelineDepth` before another connection
+/// is opened, where postgres-nio's `maximalStreamsOnConnection` multiplexes streams); a circuit breaker in the form
+/// of the fail-fast backoff (postgres-nio backs off its connection attempts and fails waiting requests when
+/// connecting keeps failing); keep-alive, as the state store's periodic `PING`. Not taken: a minimum of idle
+/// connections kept open, closing idle connections (a node's few connections are cheap to keep), and leasing a
+/// connection to one request at a time (Redis replies in order, so one connection serves many callers at once;
+/// only transactions would need a lease, and `state.redis` runs them as one Lua script instead).
 package final class RedisClient: Sendable {
     /// How connections are opened and shared.
     package struct Options: Sendable, Hashable {
@@ -39,7 +48,11 @@ package final class RedisClient: Sendable {
         var slots: [Slot] = []
         var connecting = 0
         /// Commands waiting for a connection being made (there was none open).
-        var queued: [(arguments: [RESPArgument], deadline: NIODeadline, promise: EventLoopPromise<RESPValue>)] = []
+        var queued:
+            [(arguments: [RESPArgument], deadline: NIODeadline, key: String?, promise: EventLoopPromise<RESPValue>)] =
+                []
+        /// For each order key with commands in flight: their connection and how many there are.
+        var ordered: [String: (slot: Int, count: Int)] = [:]
         var failing: (until: NIODeadline, error: RedisError)?
         /// The last connection attempt's error, until one succeeds (unlike `failing`, it outlives the backoff).
         var lastFailure: RedisError?
@@ -73,8 +86,13 @@ package final class RedisClient: Sendable {
     /// With `preferring`, an open connection on that event loop is chosen when it has no more commands waiting than
     /// the least busy one plus `pipelineDepth` / 4: its reply then needs no hop between threads; and a connection
     /// opened for the command is opened on that loop.
+    ///
+    /// Commands sent with the same `orderedBy` key run in the order they were sent: while one of them is in flight,
+    /// the next goes to the same connection (Redis runs a connection's commands in order), so callers that do not
+    /// wait for each reply (a publisher's messages to one stream) keep their order across the pool.
     package func send(
-        _ arguments: [RESPArgument], deadline: NIODeadline, preferring eventLoop: (any EventLoop)? = nil
+        _ arguments: [RESPArgument], deadline: NIODeadline, preferring eventLoop: (any EventLoop)? = nil,
+        orderedBy key: String? = nil
     ) -> EventLoopFuture<RESPValue> {
         enum Next {
             case use(Slot, connect: Bool)
@@ -83,6 +101,13 @@ package final class RedisClient: Sendable {
         }
         let next = state.withLock { state -> Next in
             if state.closed { return .fail(.connectionClosed("the client is closed")) }
+            if let key, let pinned = state.ordered[key],
+                let index = state.slots.firstIndex(where: { $0.id == pinned.slot })
+            {
+                state.slots[index].waiting += 1
+                state.ordered[key]!.count += 1
+                return .use(state.slots[index], connect: false)
+            }
             var best = state.slots.indices.min { state.slots[$0].waiting < state.slots[$1].waiting }
             if let eventLoop, let least = best,
                 let local = state.slots.indices.first(where: { state.slots[$0].connection.channel.eventLoop === eventLoop }),
@@ -109,6 +134,7 @@ package final class RedisClient: Sendable {
             }
             if let best {
                 state.slots[best].waiting += 1
+                if let key { state.ordered[key] = (state.slots[best].id, 1) }
                 return .use(state.slots[best], connect: connect)
             }
             if !connect, state.connecting == 0 {
@@ -118,7 +144,7 @@ package final class RedisClient: Sendable {
                 return .fail(.connectionClosed("\(options.maxQueued) commands already wait for a connection"))
             }
             let promise = group.next().makePromise(of: RESPValue.self)
-            state.queued.append((arguments, deadline, promise))
+            state.queued.append((arguments, deadline, key, promise))
             return .queue(promise, connect: connect)
         }
         switch next {
@@ -126,18 +152,23 @@ package final class RedisClient: Sendable {
             return group.next().makeFailedFuture(error)
         case .use(let slot, let connect):
             if connect { self.connect(on: eventLoop) }
-            return send(arguments, deadline: deadline, on: slot)
+            return send(arguments, deadline: deadline, key: key, on: slot)
         case .queue(let promise, let connect):
             if connect { self.connect(on: eventLoop) }
             return promise.futureResult
         }
     }
 
-    private func send(_ arguments: [RESPArgument], deadline: NIODeadline, on slot: Slot) -> EventLoopFuture<RESPValue> {
+    private func send(
+        _ arguments: [RESPArgument], deadline: NIODeadline, key: String?, on slot: Slot
+    ) -> EventLoopFuture<RESPValue> {
         let future = slot.connection.send(arguments, deadline: deadline)
         future.whenComplete { _ in
             self.state.withLock { state in
                 if let index = state.slots.firstIndex(where: { $0.id == slot.id }) { state.slots[index].waiting -= 1 }
+                if let key, let pinned = state.ordered[key], pinned.slot == slot.id {
+                    state.ordered[key] = pinned.count > 1 ? (pinned.slot, pinned.count - 1) : nil
+                }
             }
         }
         return future
@@ -157,6 +188,10 @@ package final class RedisClient: Sendable {
                     let slot = Slot(id: state.nextID, connection: connection, waiting: state.queued.count)
                     state.nextID += 1
                     if !state.closed { state.slots.append(slot) }
+                    for command in state.queued {
+                        guard let key = command.key else { continue }
+                        state.ordered[key] = (slot.id, (state.ordered[key]?.count ?? 0) + 1)
+                    }
                     defer { state.queued.removeAll() }
                     return (slot, state.queued, state.closed)
                 }
@@ -167,7 +202,7 @@ package final class RedisClient: Sendable {
                 }
                 connection.channel.closeFuture.whenComplete { _ in self.forget(slot.id) }
                 for command in queued {
-                    self.send(command.arguments, deadline: command.deadline, on: slot)
+                    self.send(command.arguments, deadline: command.deadline, key: command.key, on: slot)
                         .cascade(to: command.promise)
                 }
             case .failure(let error):
@@ -189,7 +224,10 @@ package final class RedisClient: Sendable {
 
     /// Drops a connection that closed.
     private func forget(_ id: Int) {
-        state.withLock { state in state.slots.removeAll { $0.id == id } }
+        state.withLock { state in
+            state.slots.removeAll { $0.id == id }
+            state.ordered = state.ordered.filter { $0.value.slot != id }
+        }
     }
 
     /// Closes every connection; commands waiting fail, later ones fail at once.

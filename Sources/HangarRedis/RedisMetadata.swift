@@ -5,7 +5,7 @@ package import NIOCore
 /// `RedisConfiguration` and the client's options: what `state.redis` and `pubsub.redis` share.
 ///
 /// Durations are Go durations (`500ms`, `3s`) or, as Dapr reads them, integers of milliseconds. What the Hangar
-/// client cannot do yet is refused with the field named (several hosts, cluster, sentinel, TLS); go-redis's pool
+/// client cannot do yet is refused with the field named (several hosts, cluster, sentinel); go-redis's pool
 /// knobs are accepted and have no effect (the shared client has its own policy: `RedisClient`).
 package struct RedisMetadata: Sendable {
     package var configuration: RedisConfiguration
@@ -17,12 +17,12 @@ package struct RedisMetadata: Sendable {
     package static let connectionFields: [ComponentMetadataField] =
         [ComponentMetadataField("redisHost", required: true)]
         + [
-            "redisPort", "redisUsername", "redisPassword", "redisDB", "redisType", "enableTLS", "clientCert",
-            "clientKey", "insecureSkipTLSVerify", "failover", "sentinelMasterName", "sentinelUsername",
+            "redisPort", "redisUsername", "redisPassword", "redisDB", "redisType", "failover", "sentinelMasterName",
+            "sentinelUsername",
             "sentinelPassword", "dialTimeout", "readTimeout", "writeTimeout", "poolSize", "redisMaxRetries",
             "maxRetries", "redisMinRetryInterval", "redisMaxRetryInterval", "maxRetryBackoff", "poolTimeout",
             "minIdleConns", "maxConnAge", "idleTimeout", "idleCheckFrequency", "useEntraID",
-        ].map { ComponentMetadataField($0) }
+        ].map { ComponentMetadataField($0) } + tlsFields
 
     /// Reads the connection metadata; `clientName` is what `CLIENT LIST` shows for the component's connections.
     package init(_ metadata: [String: String], clientName: String) throws(ComponentDefinitionError) {
@@ -44,9 +44,6 @@ package struct RedisMetadata: Sendable {
         }
         if Self.isTruthy(text("useEntraID")) {
             throw .metadata("useEntraID", "Microsoft Entra ID authentication is not supported")
-        }
-        if Self.isTruthy(text("enableTLS")) {
-            throw .metadata("enableTLS", "TLS to Redis is not supported yet")
         }
         guard let hostText = text("redisHost") else { throw .metadata("redisHost", "is required (host:port)") }
         var (host, port) = try Self.hostAndPort(hostText)
@@ -71,6 +68,7 @@ package struct RedisMetadata: Sendable {
             password: metadata["redisPassword"].flatMap { $0.isEmpty ? nil : $0 }, database: database,
             clientName: clientName)
         if let timeout = try Self.duration(metadata, "dialTimeout") { configuration.connectTimeout = timeout }
+        configuration.tls = try Self.tls(metadata, host: host)
         var options = RedisClient.Options()
         if let poolText = text("poolSize") {
             guard let value = Int(poolText), (1...1024).contains(value) else {

@@ -4,6 +4,7 @@ import Foundation
 import HangarComponents
 import HangarGRPC
 import HangarHTTP
+import HangarPostgres
 import HangarRedis
 import HangarRuntime
 import HangarSQLite
@@ -114,6 +115,7 @@ struct Hangard: AsyncParsableCommand {
         var componentRegistry = ComponentRegistry()
         HangarComponents.register(into: &componentRegistry)
         HangarSQLite.register(into: &componentRegistry)
+        HangarPostgres.register(into: &componentRegistry)
         HangarRedis.register(into: &componentRegistry)
 
         let configuration: NodeConfiguration

@@ -1,6 +1,8 @@
 import Foundation
 import HangarComponents
+import HangarRedis
 import HangarSQLite
+import HangarTestSupport
 import NIOCore
 import NIOPosix
 import Testing
@@ -9,8 +11,23 @@ import Testing
 enum PubSubKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case inMemory = "in-memory"
     case sqlite = "sqlite"
+    /// `pubsub.redis` on a real `redis-server` (`PubSubTestEnvironment.redis`), emptied before each test.
+    case redis = "redis"
 
     var testDescription: String { rawValue }
+
+    /// The components that count bytes and enforce byte limits and retention (`maxRetainedBytes`, `maxTopicBytes`,
+    /// `retentionPeriod`, partition limits). Not Redis: it keeps what its streams' own trimming (`maxLenApprox`,
+    /// `streamTTL`) and the server's `maxmemory` allow, and reading a stream's bytes would cost a scan
+    /// (`MEMORY USAGE`) per publish; `pubsub.redis` reports no usage.
+    static let accountingKinds: [PubSubKind] = [.inMemory, .sqlite]
+
+    /// Whether sequences are 1, 2, 3, ... per topic. Redis's are stream ids packed into 64 bits
+    /// (`RedisStreamID`): increasing in publish order, never reused, not consecutive.
+    var denseSequences: Bool { self != .redis }
+
+    /// Whether `usageByTopic` counts bytes (see `accountingKinds`).
+    var countsUsage: Bool { PubSubKind.accountingKinds.contains(self) }
 }
 
 /// Opening, using and closing pub/sub components in tests (on `StateTestEnvironment`'s event loops and pool).
@@ -31,7 +48,35 @@ enum PubSubTestEnvironment {
         switch kind {
         case .inMemory: InMemoryPubSub(limits: limits)
         case .sqlite: try openSQLite(path: path, limits: limits)
+        case .redis: try openRedis(limits: limits)
         }
+    }
+
+    /// One `redis-server` for the pub/sub tests of this process (the suites run serialized), stopped when the
+    /// process exits.
+    static let redis: Result<RedisServer, any Error> = Result {
+        let server = try RedisServer()
+        atexit { PubSubTestEnvironment.stopRedis() }
+        return server
+    }
+
+    static func stopRedis() {
+        if case .success(let server) = redis { server.stop() }
+    }
+
+    /// A `pubsub.redis` on `redis`, emptied first (`FLUSHALL`); the lease is the limits' `ackTimeout`
+    /// (`processingTimeout`).
+    static func openRedis(
+        limits: PubSubLimits = limits(), settings: RedisPubSub.Settings = .init()
+    ) throws -> RedisPubSub {
+        let server = try redis.get()
+        let configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: server.port))
+        let connection = try RedisConnection.connect(configuration, on: group.next()).wait()
+        _ = try connection.send(["FLUSHALL"], deadline: .now() + .seconds(5)).wait()
+        try connection.close().wait()
+        var settings = settings
+        settings.processingTimeout = limits.ackTimeout
+        return RedisPubSub(configuration: configuration, settings: settings, eventLoopGroup: group)
     }
 
     /// A pool of its own, so that pub/sub tests (1 MiB messages, many publishers) never delay the state tests'
@@ -107,7 +152,21 @@ extension PubSub {
         switch self {
         case let pubsub as InMemoryPubSub: pubsub.observerCount
         case let pubsub as SQLitePubSub: pubsub.observerCount
+        case let pubsub as RedisPubSub: pubsub.observerCount
         default: nil
         }
+    }
+}
+
+/// Sequences as the conformance suite expects them: exactly `dense` on components that number 1, 2, 3, ...; on
+/// the others, as many, strictly increasing.
+func expectSequences(
+    _ kind: PubSubKind, _ sequences: [UInt64], dense: [UInt64], sourceLocation: SourceLocation = #_sourceLocation
+) {
+    if kind.denseSequences {
+        #expect(sequences == dense, sourceLocation: sourceLocation)
+    } else {
+        #expect(sequences.count == dense.count, sourceLocation: sourceLocation)
+        #expect(zip(sequences, sequences.dropFirst()).allSatisfy { $0 < $1 }, sourceLocation: sourceLocation)
     }
 }

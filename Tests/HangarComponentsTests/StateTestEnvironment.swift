@@ -1,5 +1,6 @@
 import Foundation
 import HangarComponents
+import HangarPostgres
 import HangarRedis
 import HangarSQLite
 import HangarTestSupport
@@ -13,14 +14,16 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case inMemory = "in-memory"
     case sqliteFile = "sqlite file"
     case sqliteMemory = "sqlite :memory:"
+    case postgres = "postgresql"
     /// `state.redis` on a real `redis-server` started for the test.
     case redis = "redis"
 
     var testDescription: String { rawValue }
 
     /// Whether the store counts bytes per partition and enforces `byteLimit` (the usage suite's subject). Redis
-    /// does not: its server's `maxmemory` is the bound (`RedisStateStore`).
-    var countsBytes: Bool { self != .redis }
+    /// does not: its server's `maxmemory` is the bound (`RedisStateStore`); nor does PostgreSQL
+    /// (`PostgresStateStore`).
+    var countsBytes: Bool { self != .redis && self != .postgres }
 
     /// Whether ETags come from one counter for the whole store, so that no two writes share one. Redis's are
     /// per-key versions (Dapr's layout): two keys can both be at version 1.
@@ -78,6 +81,7 @@ enum StateTestEnvironment {
         switch store {
         case let store as InMemoryStateStore: return try await store.purgeExpired(on: eventLoop).get()
         case let store as SQLiteStateStore: return try await store.purgeExpired(on: eventLoop).get()
+        case let store as PostgresStateStore: return try await store.purgeExpired(on: eventLoop).get()
         case is RedisStateStore: return 0  // Redis removes expired keys itself.
         default:
             Issue.record("no purgeExpired for \(type(of: store))")
@@ -100,9 +104,20 @@ enum StateTestEnvironment {
         case .sqliteFile: store = try openSQLite(path: directory.appendingPathComponent("state.db").path)
         case .sqliteMemory: store = try openSQLite(path: ":memory:")
         case .redis:
-            let started = try RedisServer()
+            // Started and opened on the thread pool: both block while they wait, and a blocked cooperative thread
+            // (there are as many as cores) delays every other test's timers, the TTL test's among them.
+            let (started, opened) = try await threadPool.runIfActive {
+                let started = try RedisServer()
+                do {
+                    return (started, try openRedis(started))
+                } catch {
+                    started.stop()
+                    throw error
+                }
+            }
             server = started
-            store = try openRedis(started)
+            store = opened
+        case .postgres: store = try await PostgresTestStore.open()
         }
         do {
             try await body(store, eventLoop)

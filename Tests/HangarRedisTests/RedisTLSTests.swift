@@ -1,5 +1,7 @@
 import Foundation
+import HangarComponents
 import HangarTestSupport
+import Logging
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -63,5 +65,33 @@ struct RedisTLSTests {
         ).get()
         #expect(try await connection.send(["PING"], deadline: .now() + .seconds(5)).get().string == "PONG")
         _ = try await connection.close().get()
+    }
+
+    @Test("state.redis with enableTLS and caCert from its metadata works against the TLS server; without the CA it stays closed")
+    func stateStoreOverTLS() async throws {
+        let certificates = try TestCertificates(
+            in: FileManager.default.temporaryDirectory.appendingPathComponent("hangar-tls-\(UUID())"))
+        defer { try? FileManager.default.removeItem(at: certificates.directory) }
+        let server = try server(certificates)
+        defer { server.stop() }
+        let ca = try String(contentsOf: certificates.caCertificate, encoding: .utf8)
+        let metadata = ["redisHost": "localhost:\(server.port)", "enableTLS": "true", "caCert": ca]
+        let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        let store = try RedisStateStore(
+            settings: try RedisStateStore.settings(ComponentDefinition(name: "tls", type: "state.redis", metadata: metadata)),
+            group: group, logger: logger)
+        let loop = group.next()
+        try await store.set(StateSetRequest(key: "k", value: Data("over tls".utf8)), on: loop).get()
+        #expect(try await store.get("k", on: loop).get()?.value == Data("over tls".utf8))
+        try await store.close(on: loop).get()
+
+        var untrusted = metadata
+        untrusted["caCert"] = nil
+        #expect(throws: (any Error).self) {
+            _ = try RedisStateStore(
+                settings: try RedisStateStore.settings(
+                    ComponentDefinition(name: "tls", type: "state.redis", metadata: untrusted)),
+                group: group, logger: logger)
+        }
     }
 }

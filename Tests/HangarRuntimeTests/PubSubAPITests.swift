@@ -291,6 +291,18 @@ struct PubSubAPITests {
         #expect(full?.errorMetadata["retryAfterSeconds"] == "1")
     }
 
+    @Test("a backend that cannot be reached is UNAVAILABLE / 500 ERR_PUBSUB_PUBLISH_MESSAGE, with its reason")
+    func unreachableBackend() {
+        let error = PubSubAPIError.publish(
+            PubSubError.unavailable("pubsub.redis: Redis at 127.0.0.1:6379 cannot be reached"), pubsub: "redis",
+            topic: "t")
+        #expect(error.errorCode == "ERR_PUBSUB_PUBLISH_MESSAGE")
+        #expect(error.rpcCode == .unavailable)
+        #expect(error.httpStatus == 500)
+        #expect(error.message.contains("cannot be reached"))
+        #expect(error.errorMetadata["retryAfterSeconds"] == nil)
+    }
+
     @Test("maxPubsubBytes holds when a tenant's publishes run concurrently on a component that commits later")
     func maxPubsubBytesUnderConcurrency() async throws {
         await runtime.components.initialise()

@@ -59,7 +59,17 @@ package final class RedisServer: @unchecked Sendable {
         var pid: pid_t = 0
         var argv = command.map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
-        let status = posix_spawn(&pid, binary, nil, nil, &argv, environ)
+        // Its output goes to its log file, not to the test's: a server that outlived the test process (a crash)
+        // must not hold the pipe `swift test` reads until it closes.
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        // Nor any other descriptor of the test process: a client socket another test has open would stay open in
+        // the server (its peer never sees it close), and so would a listening one.
+        Self.closeInheritedDescriptors(&actions)
+        let status = posix_spawn(&pid, binary, &actions, nil, &argv, environ)
         guard status == 0 else { throw TestFailure("cannot start redis-server: \(String(cString: strerror(status)))") }
         self.pid = pid
         // Ready once its socket file exists and a connection is accepted.
@@ -86,6 +96,21 @@ package final class RedisServer: @unchecked Sendable {
     package func stop() {
         crash()
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// Adds "close every descriptor from 3 up" to `actions`: glibc's `posix_spawn_file_actions_addclosefrom_np`
+    /// (2.34+, which Swift's Glibc module does not import) when there is one, else a close for each descriptor open
+    /// now.
+    private static func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+        typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+            _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
+            return
+        }
+        let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        for descriptor in open.compactMap({ Int32($0) }) where descriptor > 2 {
+            posix_spawn_file_actions_addclose(&actions, descriptor)
+        }
     }
 
     package static func freePort() throws -> Int {

@@ -146,7 +146,7 @@ def test_socket_path_too_long_is_refused(hangard_factory):
 
 INVALID_COMPONENTS = [
     ("unsupported-type", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: redis\n"
-     "spec:\n  type: state.redis\n  version: v1\n", "spec.type"),
+     "spec:\n  type: state.mongodb\n  version: v1\n", "spec.type"),
     ("bad-namespace", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\n  namespace: ../x\n"
      "spec:\n  type: state.in-memory\n  version: v1\n", "metadata.namespace"),
     ("separator-key-prefix", "apiVersion: dapr.io/v1alpha1\nkind: Component\nmetadata:\n  name: c\n"
@@ -187,7 +187,7 @@ def test_unknown_component_metadata_is_ignored_with_a_warning(hangard_factory):
     daemon.client("team-a", "orders").save_state("typo", unique(), "works")
 
 
-@pytest.mark.parametrize("type_", ["state.redis", "lock.redis"])
+@pytest.mark.parametrize("type_", ["state.mongodb", "lock.redis"])
 def test_component_not_served_with_ignore_errors_is_skipped_with_a_warning(hangard_factory, type_):
     """Dapr's `spec.ignoreErrors: true` lets a sidecar start without a component it cannot load; hangard skips a
     type it does not serve (unknown, or of a building block not served yet) the same way, and says so."""

@@ -38,6 +38,10 @@ FAMILIES = {
     "hangar_state_stored_bytes": "gauge",
     "hangar_component_pool_queued": "gauge",
     "hangar_component_pool_running": "gauge",
+    "hangar_component_pool_operations_total": "counter",
+    "hangar_component_pool_wait_seconds_total": "counter",
+    "hangar_component_pool_slots": "gauge",
+    "hangar_component_pool_connections": "gauge",
     "hangar_build_info": "gauge",
 }
 

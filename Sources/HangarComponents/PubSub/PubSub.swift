@@ -38,6 +38,9 @@ package enum PubSubError: Error, Sendable, Hashable, CustomStringConvertible {
     case invalidArgument(String)
     /// The backend failed.
     case backend(String)
+    /// The backend cannot be reached now (a network backend's server is down or does not answer in time): the
+    /// call failed fast and may be retried once it is back.
+    case unavailable(String)
     /// The component has been closed.
     case closed
 
@@ -52,6 +55,7 @@ package enum PubSubError: Error, Sendable, Hashable, CustomStringConvertible {
         case .unknownConsumer(let consumer): "no consumer \(consumer): it must be created first"
         case .invalidArgument(let message): message
         case .backend(let message): message
+        case .unavailable(let message): message
         case .closed: "the pub/sub component is closed"
         }
     }

@@ -37,7 +37,7 @@ package struct InvocationAPI: Sendable {
     func call<Value: Sendable>(
         _ caller: Caller, target: String, _ invocation: AppInvocation, headers: [(name: String, value: String)],
         deadline: NIODeadline?, on eventLoop: any EventLoop,
-        _ make: @escaping (AppInvocation, AppChannels.Entry, NIODeadline) -> EventLoopFuture<Value>
+        _ make: @escaping @Sendable (AppInvocation, AppChannels.Entry, NIODeadline) -> EventLoopFuture<Value>
     ) -> Eventual<Value> {
         var invocation = invocation
         let route: Route

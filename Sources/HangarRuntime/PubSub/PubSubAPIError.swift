@@ -111,7 +111,8 @@ package enum PubSubAPIError {
     }
 
     /// The component failed the publish. A full component (its own `maxRetainedBytes`, the node operator's limit)
-    /// is RESOURCE_EXHAUSTED / 429 so that publishers back off; a closed one (being replaced) is UNAVAILABLE.
+    /// is RESOURCE_EXHAUSTED / 429 so that publishers back off; a closed one (being replaced) is UNAVAILABLE, and so
+    /// is one whose backend cannot be reached (with HTTP 500, as Dapr).
     package static func publish(_ error: any Error, pubsub: String, topic: String) -> APIError {
         if let error = error as? APIError { return error }
         let pubsubError = PubSubError.from(error)
@@ -123,6 +124,8 @@ package enum PubSubAPIError {
             // Retrying cannot help: no retryAfterSeconds.
             case .tooLarge: (.resourceExhausted, 413)
             case .closed: (.unavailable, 503)
+            // Dapr answers 500 for any publish its component failed; gRPC says the backend is unreachable.
+            case .unavailable: (.unavailable, 500)
             default: (.internal, 500)
             }
         return APIError(

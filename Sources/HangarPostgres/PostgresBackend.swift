@@ -1,0 +1,494 @@
+import Foundation
+package import HangarComponents
+package import Logging
+package import NIOCore
+import NIOSSL
+package import PostgresNIO
+import Synchronization
+
+/// One PostgreSQL server for one component, shared by every tenant and app on the node: postgres-nio's
+/// `PostgresClient` (its `_ConnectionPoolModule` pool) wrapped so that an outage fails calls fast and ends by itself.
+///
+/// **Taken from postgres-nio's pool:** leasing one connection per operation (`maximalStreamsOnConnection` 1, as
+/// PostgreSQL runs one query at a time per connection), connections opened on demand up to the maximum and closed
+/// after the idle timeout, the keep-alive query on idle connections, the request queue while every connection is
+/// busy. **Configured:** minimum 0 connections; maximum `maxConns` − 1 (`maxConns` defaults to 8, Hangar's default
+/// for the whole node, not pgx's max(4, NumCPU) per sidecar; the one left over is the probe's, below, so the node
+/// never holds more than `maxConns`); idle timeout `connectionMaxIdleTime` (default 5 min); keep-alive `SELECT 1`
+/// every 30 s; `statement_timeout` = the component's `timeout`, sent at startup so that the server ends a query that
+/// runs too long.
+///
+/// **Not taken:** its circuit breaker and its connection-retry backoff, which make a caller wait (up to 15 s, with
+/// retries backing off to a minute) while the server is gone. Instead this type tracks the server itself:
+/// - an operation that has not got a connection within `probeAfter` (150 ms) while the pool is not simply busy
+///   (not every pooled connection leased, none finishing an operation meanwhile), or that fails with a connection
+///   error, triggers a *probe* (one at a time: a fresh connection outside the pool, `SELECT 1`, closed; at most
+///   `probeTimeout`, 2 s: a server that refuses or resets the connection fails it at once, and a busy machine may
+///   take a second to authenticate); when the probe fails the backend is DOWN: the client is shut down (which fails every
+///   request waiting in its queue at once), the connections leased from it are closed (failing the queries on them)
+///   and every call fails at once with `StateStoreError.unavailable`;
+/// - a health check runs `SELECT 1` through the pool every `healthInterval` (1 s) while UP, with a probe when it has
+///   no answer within `probeTimeout` (a server that hangs without closing its connections is found so, within
+///   about 5 s),
+///   and probes every `probeInterval` (250 ms) while DOWN; the first probe that succeeds starts a new client: calls
+///   succeed again well within 5 s of the server's return, with no restart.
+///
+/// Waiting is bounded: at most `maxWaiting` operations wait for a connection; more fail at once.
+package final class PostgresBackend: Sendable, BackendHealthReporting {
+    /// How the backend pools, waits and checks.
+    package struct Options: Sendable {
+        package var maxConnections = 8
+        package var idleTimeout: Duration = .seconds(300)
+        /// The component's `timeout`: the server's `statement_timeout`, and the connect timeout of pooled connections
+        /// and of the migration lock's.
+        package var timeout: Duration = .seconds(20)
+        package var maxWaiting = 1024
+        package var probeAfter: Duration = .milliseconds(150)
+        package var probeTimeout: Duration = .seconds(2)
+        package var probeInterval: Duration = .milliseconds(250)
+        package var healthInterval: Duration = .seconds(1)
+
+        package init() {}
+    }
+
+    /// One client (one pool) and how to stop it; a new one replaces it when the server returns after an outage.
+    private struct Generation {
+        let id: Int
+        let client: PostgresClient
+        let stop: AsyncStream<Void>.Continuation
+        let stopped: AsyncStream<Void>
+    }
+
+    private struct State {
+        var current: Generation?
+        /// Why the server is unreachable, nil while it answers.
+        var problem: String?
+        var nextGeneration = 0
+        var waiting = 0
+        var probing: EventLoopFuture<String?>?
+        /// Connections leased now, closed when the backend goes DOWN.
+        var leased: [Int: PostgresConnection] = [:]
+        var nextLease = 0
+        /// When an operation last finished on a pooled connection.
+        var lastRelease: ContinuousClock.Instant?
+        var closed = false
+    }
+
+    package let connectionString: PostgresConnectionString
+    package let options: Options
+    private let clientConfiguration: PostgresClient.Configuration
+    private let probeConfiguration: PostgresConnection.Configuration
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let state = Mutex(State())
+    /// Quiet: postgres-nio's background messages (connection attempts) would repeat what the backend reports.
+    private static let quiet = Logger(label: "hangar.postgres.pool") { _ in SwiftLogNoOpLogHandler() }
+
+    package init(
+        _ connectionString: PostgresConnectionString, options: Options, group: any EventLoopGroup, logger: Logger
+    ) throws {
+        self.connectionString = connectionString
+        self.options = options
+        self.group = group
+        self.logger = logger
+        var client: PostgresClient.Configuration
+        var probe: PostgresConnection.Configuration
+        let database = connectionString.database ?? connectionString.user
+        if let socket = connectionString.unixSocketPath {
+            client = .init(
+                unixSocketPath: socket, username: connectionString.user, password: connectionString.password,
+                database: database)
+            probe = .init(
+                unixSocketPath: socket, username: connectionString.user, password: connectionString.password,
+                database: database)
+        } else {
+            let (clientTLS, probeTLS) = try Self.tls(connectionString)
+            client = .init(
+                host: connectionString.host, port: connectionString.port, username: connectionString.user,
+                password: connectionString.password, database: database, tls: clientTLS)
+            probe = .init(
+                host: connectionString.host, port: connectionString.port, username: connectionString.user,
+                password: connectionString.password, database: database, tls: probeTLS)
+        }
+        let statementTimeout = ("statement_timeout", "\(options.timeout.milliseconds)")
+        client.options.minimumConnections = 0
+        client.options.maximumConnections = Self.poolSize(options)
+        client.options.connectionIdleTimeout = options.idleTimeout
+        client.options.keepAliveBehavior = .init(frequency: .seconds(30), query: "SELECT 1")
+        client.options.connectTimeout = connectionString.connectTimeout ?? options.timeout
+        client.options.additionalStartupParameters = [statementTimeout]
+        probe.options.connectTimeout = options.probeTimeout.timeAmount
+        clientConfiguration = client
+        probeConfiguration = probe
+        // The first client exists from the start, so that operations can queue for it before `run()` begins.
+        let first = makeGeneration()
+        state.withLock { state in
+            state.nextGeneration = first.id
+            state.current = first
+        }
+    }
+
+    private func makeGeneration() -> Generation {
+        let client = PostgresClient(
+            configuration: clientConfiguration, eventLoopGroup: group, backgroundLogger: Self.quiet)
+        let (stopped, stop) = AsyncStream<Void>.makeStream()
+        let id = state.withLock { $0.nextGeneration + 1 }
+        return Generation(id: id, client: client, stop: stop, stopped: stopped)
+    }
+
+    /// TLS as libpq's `sslmode` asks: `prefer`/`allow` use it when the server offers it and `require` insists, both
+    /// without checking the certificate (as libpq); `verify-ca` checks the chain, `verify-full` the host name too.
+    private static func tls(
+        _ connectionString: PostgresConnectionString
+    ) throws -> (PostgresClient.Configuration.TLS, PostgresConnection.Configuration.TLS) {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        switch connectionString.sslMode {
+        case .disable: return (.disable, .disable)
+        case .allow, .prefer, .require: configuration.certificateVerification = .none
+        case .verifyCA: configuration.certificateVerification = .noHostnameVerification
+        case .verifyFull: configuration.certificateVerification = .fullVerification
+        }
+        if let root = connectionString.sslRootCert { configuration.trustRoots = .file(root) }
+        let context = try NIOSSLContext(configuration: configuration)
+        switch connectionString.sslMode {
+        case .allow, .prefer: return (.prefer(configuration), .prefer(context))
+        default: return (.require(configuration), .require(context))
+        }
+    }
+
+    package var backendProblem: String? { state.withLock { $0.problem } }
+
+    /// Connections the pool may hold at most (for tests and metrics).
+    package var maxConnections: Int { options.maxConnections }
+
+    /// The pool's share of `maxConnections`: one less, so that a probe (at most one at a time) never takes the
+    /// node above `maxConnections`; with `maxConns: 1`, 1 (a probe may then briefly make it 2).
+    static func poolSize(_ options: Options) -> Int { max(1, options.maxConnections - 1) }
+
+    // MARK: Operations
+
+    /// Runs `body` on a pooled connection. Fails with `.unavailable` at once while the server is unreachable, with
+    /// `.closed` after `close`, and maps PostgreSQL's errors to `StateStoreError` without showing secrets.
+    package func withConnection<T: Sendable>(
+        _ body: @Sendable (PostgresConnection) async throws -> T
+    ) async throws(StateStoreError) -> T {
+        let generation: Generation
+        switch admit() {
+        case .success(let admitted): generation = admitted
+        case .failure(let error): throw error
+        }
+        let lease = LeaseFlags()
+        let waitingDone: @Sendable () -> Void = {
+            if !lease.stoppedWaiting.exchange(true, ordering: .relaxed) { self.state.withLock { $0.waiting -= 1 } }
+        }
+        // Not leased soon: either every connection is busy or the pool cannot connect. Connections that finish
+        // operations meanwhile say the former; otherwise a probe tells.
+        let watchdog = group.next().scheduleTask(in: options.probeAfter.timeAmount) {
+            guard !lease.leased.load(ordering: .relaxed) else { return }
+            let busy = self.state.withLock { state in
+                state.leased.count >= Self.poolSize(self.options)
+                    || state.lastRelease.map { ContinuousClock.now - $0 < self.options.probeAfter } ?? false
+            }
+            if !busy { self.probeAndMark(generation.id) }
+        }
+        defer {
+            watchdog.cancel()
+            waitingDone()
+        }
+        do {
+            return try await generation.client.withConnection { connection in
+                lease.leased.store(true, ordering: .relaxed)
+                waitingDone()
+                let token = self.state.withLock { state -> Int? in
+                    guard state.current?.id == generation.id else { return nil }
+                    state.nextLease += 1
+                    state.leased[state.nextLease] = connection
+                    return state.nextLease
+                }
+                guard let token else { throw StateStoreError.unavailable("PostgreSQL is unreachable (pool replaced)") }
+                do {
+                    let result = try await body(connection)
+                    self.released(token, answered: true)
+                    return result
+                } catch {
+                    // The server answered unless the connection failed.
+                    let answered: Bool
+                    if case .unavailable = error as? StateStoreError {
+                        answered = false
+                    } else {
+                        answered = error is StateStoreError || (error as? PSQLError)?.code == .server
+                    }
+                    self.released(token, answered: answered)
+                    throw error
+                }
+            }
+        } catch let error as StateStoreError {
+            if case .unavailable = error { probeAndMark(generation.id) }
+            throw error
+        } catch {
+            let mapped = Self.map(error)
+            guard case .unavailable = mapped else { throw mapped }
+            if state.withLock({ $0.closed }) { throw .closed }
+            probeAndMark(generation.id)
+            // The pool was shut down under this call because the server went away: say why.
+            if let problem = backendProblem { throw .unavailable("PostgreSQL is unreachable: \(problem)") }
+            throw mapped
+        }
+    }
+
+    private func released(_ token: Int, answered: Bool) {
+        state.withLock { state in
+            state.leased.removeValue(forKey: token)
+            if answered { state.lastRelease = .now }
+        }
+    }
+
+    /// Runs `body` on a connection of its own, outside the pool (the migration lock, which must be held while the
+    /// migrations run on pooled connections), closed afterwards.
+    package func withDedicatedConnection<T: Sendable>(
+        _ body: @Sendable (PostgresConnection) async throws -> T
+    ) async throws -> T {
+        var configuration = probeConfiguration
+        configuration.options.connectTimeout = options.timeout.timeAmount
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(
+                on: group.next(), configuration: configuration, id: 0, logger: Self.quiet)
+        } catch {
+            throw Self.map(error)
+        }
+        do {
+            let result = try await body(connection)
+            try? await connection.close()
+            return result
+        } catch {
+            try? await connection.close()
+            throw Self.map(error)
+        }
+    }
+
+    /// The current client for one more operation, or why none may start.
+    private func admit() -> Result<Generation, StateStoreError> {
+        state.withLock { state in
+            if state.closed { return .failure(.closed) }
+            guard let current = state.current else {
+                return .failure(.unavailable("PostgreSQL is unreachable: \(state.problem ?? "not connected yet")"))
+            }
+            guard state.waiting < options.maxWaiting else {
+                return .failure(
+                    .unavailable("\(options.maxWaiting) operations already wait for a PostgreSQL connection"))
+            }
+            state.waiting += 1
+            return .success(current)
+        }
+    }
+
+    /// PostgreSQL's and the pool's errors as store errors: connection-level failures are `.unavailable`, a server
+    /// error is `.backend` with its SQLSTATE and message (which never hold the connection string).
+    package static func map(_ error: any Error) -> StateStoreError {
+        if let error = error as? StateStoreError { return error }
+        if let error = error as? PSQLError {
+            switch error.code {
+            case .server:
+                let sqlState = error.serverInfo?[.sqlState] ?? "?"
+                let message = error.serverInfo?[.message] ?? "server error"
+                // Class 08 (connection exception), 57P01-57P03 (shutdown, cannot connect now), 53300 (too many
+                // connections): the server cannot serve now.
+                if sqlState.hasPrefix("08") || ["57P01", "57P02", "57P03", "53300"].contains(sqlState) {
+                    return .unavailable("PostgreSQL: \(message) (SQLSTATE \(sqlState))")
+                }
+                return .backend("PostgreSQL: \(message) (SQLSTATE \(sqlState))")
+            case .poolClosed:
+                return .unavailable("PostgreSQL connection pool shut down")
+            default:
+                return .unavailable("PostgreSQL connection failed: \(describe(error))")
+            }
+        }
+        return .unavailable("PostgreSQL connection failed: \(error)")
+    }
+
+    /// A PSQLError's code and underlying cause, which hold no secrets (its `description` hides everything).
+    static func describe(_ error: PSQLError) -> String {
+        if let serverInfo = error.serverInfo, let message = serverInfo[.message] {
+            return "\(message) (SQLSTATE \(serverInfo[.sqlState] ?? "?"))"
+        }
+        if let underlying = error.underlying { return "\(error.code): \(underlying)" }
+        return "\(error.code)"
+    }
+
+    // MARK: Probing
+
+    /// Connects outside the pool and runs `SELECT 1`: nil when the server answers, else why not. One probe at a time;
+    /// callers arriving meanwhile share it.
+    package func probe() -> EventLoopFuture<String?> {
+        let loop = group.next()
+        let (future, promise) = state.withLock { state -> (EventLoopFuture<String?>, EventLoopPromise<String?>?) in
+            if let probing = state.probing { return (probing, nil) }
+            let promise = loop.makePromise(of: String?.self)
+            state.probing = promise.futureResult
+            return (promise.futureResult, promise)
+        }
+        guard let promise else { return future }
+        let settled = LeaseFlags()
+        let settle: @Sendable (String?) -> Void = { outcome in
+            guard !settled.leased.exchange(true, ordering: .relaxed) else { return }
+            self.state.withLock { $0.probing = nil }
+            promise.succeed(outcome)
+        }
+        let timeout = options.probeTimeout
+        let timer = loop.scheduleTask(in: timeout.timeAmount) {
+            settle("no answer from \(self.connectionString.redacted) within \(timeout.milliseconds) ms")
+        }
+        let logger = Self.quiet
+        PostgresConnection.connect(on: loop, configuration: probeConfiguration, id: 0, logger: logger)
+            .flatMap { connection in
+                connection.query("SELECT 1", logger: logger).map { _ in () }
+                    .always { _ in let _: EventLoopFuture<Void> = connection.close() }
+            }
+            .whenComplete { result in
+                timer.cancel()
+                switch result {
+                case .success: settle(nil)
+                case .failure(let error):
+                    let reason = (error as? PSQLError).map(Self.describe) ?? "\(error)"
+                    settle("cannot connect to \(self.connectionString.redacted): \(reason)")
+                }
+            }
+        return future
+    }
+
+    /// Probes on behalf of generation `id`; marks the backend DOWN (and shuts that client down) when the probe fails.
+    private func probeAndMark(_ id: Int) {
+        probe().whenSuccess { problem in
+            guard let problem else { return }
+            self.markDown(id, problem)
+        }
+    }
+
+    /// Takes generation `id` out of service: its client stops (failing the requests waiting in its queue) and the
+    /// connections leased from it are closed (failing the queries they run, which a server that hangs would
+    /// otherwise keep waiting).
+    private func markDown(_ id: Int, _ problem: String) {
+        let taken = state.withLock { state -> (AsyncStream<Void>.Continuation, [PostgresConnection])? in
+            guard let current = state.current, current.id == id else { return nil }
+            state.current = nil
+            state.problem = problem
+            let leased = Array(state.leased.values)
+            state.leased = [:]
+            return (current.stop, leased)
+        }
+        guard let (stop, leased) = taken else { return }
+        logger.warning(
+            "PostgreSQL unreachable; failing calls fast until it answers", metadata: ["reason": "\(problem)"])
+        stop.finish()
+        for connection in leased { let _: EventLoopFuture<Void> = connection.close() }
+    }
+
+    // MARK: Lifecycle
+
+    /// The backend's background work: the pool's `run()` for the current client and the health loop. Returns when
+    /// the calling task is cancelled (by the store's `close`), after stopping the client.
+    package func run() async {
+        await withDiscardingTaskGroup { group in
+            if let first = state.withLock({ $0.current }) { run(first, in: &group) }
+            while !Task.isCancelled {
+                if let current = state.withLock({ $0.current }) {
+                    try? await Task.sleep(for: options.healthInterval)
+                    if Task.isCancelled { break }
+                    healthCheck(current, in: &group)
+                } else {
+                    let answers: Bool
+                    do {
+                        answers = try await probe().get() == nil
+                    } catch {
+                        answers = false
+                    }
+                    if Task.isCancelled { break }
+                    if answers {
+                        startClient(in: &group)
+                        logger.info("PostgreSQL answers again")
+                    } else {
+                        try? await Task.sleep(for: options.probeInterval)
+                    }
+                }
+            }
+            let taken = state.withLock { state -> (AsyncStream<Void>.Continuation?, [PostgresConnection]) in
+                state.closed = true
+                defer {
+                    state.current = nil
+                    state.leased = [:]
+                }
+                return (state.current?.stop, Array(state.leased.values))
+            }
+            taken.0?.finish()
+            for connection in taken.1 { let _: EventLoopFuture<Void> = connection.close() }
+        }
+    }
+
+    /// Marks the backend closed: later operations fail with `.closed`.
+    package func markClosed() {
+        state.withLock { $0.closed = true }
+    }
+
+    /// Makes a new client current (after an outage) and runs it.
+    private func startClient(in group: inout DiscardingTaskGroup) {
+        let generation = makeGeneration()
+        let started = state.withLock { state -> Bool in
+            guard !state.closed else { return false }
+            state.nextGeneration = generation.id
+            state.current = generation
+            state.problem = nil
+            return true
+        }
+        if started {
+            run(generation, in: &group)
+        } else {
+            generation.stop.finish()
+        }
+    }
+
+    /// The pool's `run()` for `generation`, until its stop stream finishes (DOWN or close).
+    private func run(_ generation: Generation, in group: inout DiscardingTaskGroup) {
+        group.addTask {
+            await withTaskGroup(of: Void.self) { inner in
+                inner.addTask { await generation.client.run() }
+                inner.addTask { for await _ in generation.stopped {} }
+                _ = await inner.next()
+                inner.cancelAll()
+            }
+        }
+    }
+
+    /// `SELECT 1` through the pool, as a child task so that the loop never waits on it; a failure, or no answer
+    /// within `probeTimeout`, leads to a probe (and DOWN when that fails too).
+    private func healthCheck(_ generation: Generation, in group: inout DiscardingTaskGroup) {
+        let answered = LeaseFlags()
+        let timer = self.group.next().scheduleTask(in: options.probeTimeout.timeAmount) {
+            if !answered.leased.load(ordering: .relaxed) { self.probeAndMark(generation.id) }
+        }
+        group.addTask {
+            _ = try? await self.withConnection { connection in
+                try await connection.run("SELECT 1", logger: Self.quiet)
+            }
+            answered.leased.store(true, ordering: .relaxed)
+            timer.cancel()
+        }
+    }
+}
+
+/// Flags shared between an operation and its timers.
+private final class LeaseFlags: Sendable {
+    let leased = Atomic<Bool>(false)
+    let stoppedWaiting = Atomic<Bool>(false)
+}
+
+extension Duration {
+    /// Whole milliseconds, rounded down.
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+
+    /// The same span as NIO's `TimeAmount`.
+    var timeAmount: TimeAmount { .milliseconds(milliseconds) }
+}
