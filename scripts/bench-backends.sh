@@ -162,9 +162,15 @@ if [ -d Sources/HangarPostgres ]; then
         --no-sync >/dev/null
     # fsync off (the machine's disk is shared with other sessions; a SaveState then costs what it costs on a server
     # whose disk keeps up); max_connections above what 50 sidecars may open (50 × maxConns).
-    as_postgres "$pg_bin/postgres" -D "$pg_dir/data" -p "$pg_port" -k "$pg_dir" -c listen_addresses=127.0.0.1 \
-        -c fsync=off -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB \
-        >"$pg_dir/postgres.log" 2>&1 &
+    # Not through as_postgres: a function run in the background is a subshell, and $! must be the postmaster
+    # (its CPU and its backends' are read from it; the clean-up stops it).
+    pg_start=("$pg_bin/postgres" -D "$pg_dir/data" -p "$pg_port" -k "$pg_dir" -c listen_addresses=127.0.0.1
+        -c fsync=off -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB)
+    if [ "$(id -u)" -eq 0 ]; then
+        setpriv --reuid=postgres --regid=postgres --init-groups -- "${pg_start[@]}" >"$pg_dir/postgres.log" 2>&1 &
+    else
+        "${pg_start[@]}" >"$pg_dir/postgres.log" 2>&1 &
+    fi
     pg_pid=$!
     pg() { psql -X -q -At -v ON_ERROR_STOP=1 -h "$pg_dir" -p "$pg_port" -U postgres -d postgres "$@"; }
     for _ in $(seq 100); do

@@ -117,7 +117,8 @@ def sidecar_lines(report, backend):
             f"  {name}: {model['processes']} hangard(s); connections before load {counts.get('beforeLoad', '-')}, "
             f"peak {counts.get('peak', '-')}, steady {counts.get('steadyMedian', '-')}; "
             f"{model['traffic']['okPerSecond']:,.0f} calls/s, p50 {model['traffic']['latency']['p50']:.0f} µs, "
-            f"p99 {model['traffic']['latency']['p99']:.0f} µs, {model['traffic']['errors']} errors; "
+            f"p99 {model['traffic']['latency']['p99']:.0f} µs, "
+            f"{model['traffic']['failed'] + model['traffic']['refused']} errors; "
             f"hangard(s) {model['cores']:.3f} cores"
             + (f", server {model['backendCores']:.3f} cores" if model.get("backendCores") is not None else "")
         )
