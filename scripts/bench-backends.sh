@@ -19,7 +19,7 @@
 #      the user and database the component uses (bench-results/backends-sidecar-postgresql.json).
 #   5. A summary of the ratios and goals (bench-results/backends-summary.txt).
 # Extra arguments go to `hangar-bench run`, e.g. --rounds 1.
-# Takes about 6 minutes after the build on a 2-core machine.
+# Takes about 9 minutes after the build on a 2-core machine.
 set -euo pipefail
 
 source "$(dirname "$0")/lib/bench-build.sh"

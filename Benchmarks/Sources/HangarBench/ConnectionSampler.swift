@@ -78,7 +78,8 @@ final class ConnectionSampler: Sendable {
         while waitpid(pid, &status, 0) < 0, errno == EINTR {}
         let text = (ProcessSample.readProcFile(outputPath) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         guard let count = Int(text) else {
-            throw BenchError("connections command printed '\(text.prefix(200))' rather than a number (status \(status))")
+            throw BenchError(
+                "connections command printed '\(text.prefix(200))' rather than a number (status \(status))")
         }
         return count
     }

@@ -162,7 +162,8 @@ struct SidecarCommand: AsyncParsableCommand {
                 if let counts = model.backendConnections {
                     TextTable.progress(
                         "\(name): backend connections \(counts.beforeLoad.map(String.init) ?? "-") before load, peak "
-                            + "\(counts.peak), steady \(counts.steadyMedian.map(String.init) ?? "-") (\(counts.samples) counts)")
+                            + "\(counts.peak), steady \(counts.steadyMedian.map(String.init) ?? "-") (\(counts.samples) counts)"
+                    )
                 }
                 if let error { TextTable.progress("\(name): connections command: \(error)") }
             }
