@@ -5,6 +5,9 @@ import NIOCore
 /// order (Redis answers a connection's commands in the order it sent them), so any number of commands can be in
 /// flight on one connection. Push frames (RESP3 `>`) are not replies; they go to `onPush`.
 ///
+/// A flush waits for the end of the event loop's turn, so the commands written in one turn (the requests of several
+/// callers read from their sockets in one wake-up) leave in one system call rather than one each.
+///
 /// When the connection ends, fails or sends something that is not RESP, every command still waiting fails: a reply
 /// that never comes must not leave its caller hanging.
 final class RedisCommandHandler: ChannelDuplexHandler {
@@ -22,6 +25,8 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     /// Set once the connection can no longer answer; later commands fail with it at once.
     private var failure: RedisError?
     private let onPush: (RESPValue) -> Void
+    /// A flush is due at the end of the event loop's turn (see `flush(context:)`).
+    private var flushScheduled = false
 
     init(onPush: @escaping (RESPValue) -> Void = { _ in }) {
         self.onPush = onPush
@@ -39,6 +44,17 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         }
         waiting.append(command.promise)
         context.write(wrapOutboundOut(command.bytes), promise: promise)
+    }
+
+    /// Flushes once, after the event loop has handled every event of its current turn: the tasks it runs next come
+    /// after the reads that woke it, so a command waits for no other wake-up and the turn's commands share a write.
+    func flush(context: ChannelHandlerContext) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            context.flush()
+        }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -51,6 +51,10 @@ extension BenchRunCommand {
         }
     }
 
+    /// The `state.redis` and `state.postgresql` components of the backend scenarios (issue 15).
+    static let redisStore = "redisstore"
+    static let postgreSQLStore = "pgstore"
+
     /// The keys caller `caller` cycles through.
     private var keySets: [[String]] {
         (0..<concurrency).map { caller in (0..<keys).map { BenchRequests.key(caller: caller, index: $0) } }
@@ -63,6 +67,7 @@ extension BenchRunCommand {
         var loads: [LoadGenerator.Load] = []
         let stores: [(name: String, get: BenchScenario, save: BenchScenario)] = [
             ("memstore", .getMemory, .saveMemory), ("sqlstore", .getSQLite, .saveSQLite),
+            (Self.redisStore, .getRedis, .saveRedis), (Self.postgreSQLStore, .getPostgreSQL, .savePostgreSQL),
         ]
         let keySets = keySets
         let value = BenchRequests.value(bytes: valueBytes)
@@ -77,7 +82,10 @@ extension BenchRunCommand {
                         path: BenchRequests.getStatePath,
                         try keys.map { try BenchRequests.getState(store: store.name, key: $0) })
                 }
-                loads.append(LoadGenerator.Load(operation: "GetState", store: store.name, requests: .grpc(requests)))
+                loads.append(
+                    LoadGenerator.Load(
+                        operation: "GetState", store: store.name, requests: .grpc(requests),
+                        calleePID: store.get.isBackend ? backendPID : nil))
             }
             if selected.contains(store.save) {
                 let requests = try keySets.map { keys in
@@ -85,7 +93,10 @@ extension BenchRunCommand {
                         path: BenchRequests.saveStatePath,
                         try keys.map { try BenchRequests.saveState(store: store.name, keys: [$0], value: value) })
                 }
-                loads.append(LoadGenerator.Load(operation: "SaveState", store: store.name, requests: .grpc(requests)))
+                loads.append(
+                    LoadGenerator.Load(
+                        operation: "SaveState", store: store.name, requests: .grpc(requests),
+                        calleePID: store.save.isBackend ? backendPID : nil))
             }
         }
         return loads

@@ -104,6 +104,14 @@ struct BenchRunCommand: AsyncParsableCommand {
     @Option(help: "Runs of a phase at most, while other processes disturb it.")
     var attempts = 3
 
+    @Option(
+        help: """
+            The backend server's process (redis-server, or PostgreSQL's postmaster) of the get-/save-redis and \
+            -postgresql scenarios: its CPU, with its children's, is read beside hangard's and is not counted as other \
+            processes' load.
+            """)
+    var backendPID: Int32?
+
     func validate() throws {
         guard apps >= 1 else { throw ValidationError("--apps must be at least 1") }
         guard concurrency >= 1 else { throw ValidationError("--concurrency must be at least 1") }
@@ -273,6 +281,7 @@ struct BenchRunCommand: AsyncParsableCommand {
                     + "\(Self.format(result.callsPerSecond, 0)) calls/s, p50 \(Self.format(result.latency.p50, 1)) µs, "
                     + "p99 \(Self.format(result.latency.p99, 1)) µs, "
                     + "server \(Self.format(result.serverCPUMicrosPerCall, 1)) µs CPU/call"
+                    + (result.calleeCPUMicrosPerCall.map { ", callee/backend \(Self.format($0, 1)) µs CPU/call" } ?? "")
                     + (result.errors > 0 ? ", \(result.errors) errors (\(result.firstError ?? ""))" : ""))
             results.append(result)
         }

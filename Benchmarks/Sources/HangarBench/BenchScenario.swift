@@ -15,6 +15,11 @@ import ArgumentParser
 /// subscriber, and the noisy neighbour for pub/sub: `PubSubScenario`). They need the pub/sub components
 /// (`--resources bench/pubsub-resources`, as scripts/bench-pubsub.sh passes), so `all` (issue 13's run) leaves them
 /// out.
+///
+/// Issue 15 (network backends) adds `get-redis` and `save-redis` on `redisstore` (`state.redis`), and
+/// `get-postgresql` and `save-postgresql` on `pgstore` (`state.postgresql`). Their components point at a server the
+/// caller started (scripts/bench-backends.sh writes them), so `all` leaves them out too; `--backend-pid` names the
+/// server's process, whose CPU is then read beside hangard's.
 enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
     case all
     case rss
@@ -31,9 +36,18 @@ enum BenchScenario: String, CaseIterable, ExpressibleByArgument, Sendable {
     case publishMemory = "publish-memory"
     case publishSQLite = "publish-sqlite"
     case pubsub
+    case getRedis = "get-redis"
+    case saveRedis = "save-redis"
+    case getPostgreSQL = "get-postgresql"
+    case savePostgreSQL = "save-postgresql"
 
-    /// What `all` runs: everything but the pub/sub scenarios.
-    static var all13: [BenchScenario] { allCases.filter { $0 != .all && !$0.isPubSub } }
+    /// What `all` runs: everything but the pub/sub and backend scenarios.
+    static var all13: [BenchScenario] { allCases.filter { $0 != .all && !$0.isPubSub && !$0.isBackend } }
+
+    /// A scenario on a network backend (issue 15): its component needs a server started outside the bench.
+    var isBackend: Bool {
+        self == .getRedis || self == .saveRedis || self == .getPostgreSQL || self == .savePostgreSQL
+    }
 
     /// A pub/sub scenario (issue 14): needs the pub/sub components and, for `pubsub`, the second tenant.
     var isPubSub: Bool { self == .publishMemory || self == .publishSQLite || self == .pubsub }

@@ -21,8 +21,9 @@ struct LoadGenerator: Sendable {
         var operation: String
         var store: String?
         var requests: Requests
-        /// The process the server passes every call on to (the invoked app, for service invocation), if any: its
-        /// CPU is measured beside the server's, and not counted as other processes' load.
+        /// The process the server passes every call on to (the invoked app, for service invocation; the backend
+        /// server, for a state store on Redis or PostgreSQL), if any: its CPU (with its children's) is measured
+        /// beside the server's, and not counted as other processes' load.
         var calleePID: pid_t? = nil
 
         enum Requests: Sendable {
@@ -91,11 +92,11 @@ struct LoadGenerator: Sendable {
 
         let systemBefore = SystemCPUSample.read()
         let before = try ProcessSample.read(pid: serverPID)
-        let calleeBefore = try load.calleePID.map(ProcessSample.read(pid:))
+        let calleeBefore = load.calleePID.flatMap(ProcessSample.treeCPUMicros(pid:))
         let clientBefore = ProcessSample.ownCPUMicros()
         let (outcomes, nanoseconds) = try await drive(load, callers: callers, connections: connections, length: length)
         let clientAfter = ProcessSample.ownCPUMicros()
-        let calleeAfter = try load.calleePID.map(ProcessSample.read(pid:))
+        let calleeAfter = load.calleePID.flatMap(ProcessSample.treeCPUMicros(pid:))
         let after = try ProcessSample.read(pid: serverPID)
         let systemAfter = SystemCPUSample.read()
 
@@ -109,9 +110,7 @@ struct LoadGenerator: Sendable {
         let serverMicros = ProcessSample.cpuMicros(from: before, to: after)
         let clientMicros = clientAfter - clientBefore
         var calleeMicros: Double?
-        if let calleeBefore, let calleeAfter {
-            calleeMicros = ProcessSample.cpuMicros(from: calleeBefore, to: calleeAfter)
-        }
+        if let calleeBefore, let calleeAfter { calleeMicros = calleeAfter - calleeBefore }
         let (otherBusyCores, stealPercent) = SystemCPUSample.otherLoad(
             from: systemBefore, to: systemAfter, knownMicros: serverMicros + clientMicros + (calleeMicros ?? 0),
             seconds: seconds)

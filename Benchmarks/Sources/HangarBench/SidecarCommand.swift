@@ -9,6 +9,11 @@ import NIOPosix
 /// (`node`), then by one hangard per app (`sidecar`: Dapr's model, each with its own tenancy, resources, socket
 /// root and data directory; all started before measuring). Over the same measured window it reads every process's
 /// memory (RSS, PSS, USS) and CPU from `/proc`, and the client's latencies; then reports sidecar ÷ node.
+///
+/// On a network backend (issue 15: `--store redisstore` with `--resources` holding a `state.redis` component, or a
+/// `state.postgresql` one), `--sidecar-resources` gives the sidecars their own component YAML (Dapr's default pool
+/// size where the node keeps Hangar's), `--connections-command` counts the server's connections through both
+/// models (from before the bench connects to the end of the window), and `--backend-pid` reads the server's CPU.
 struct SidecarCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sidecar",
@@ -40,8 +45,27 @@ struct SidecarCommand: AsyncParsableCommand {
     @Option(help: "Seconds the run may spend waiting, before a model, for other processes to use less than 0.1 cores.")
     var patience: Double = 60
 
+    @Option(help: "Directory of the Component YAML each sidecar loads (default: --resources, as the node).")
+    var sidecarResources: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "A shell command printing the backend server's connection count, run through each model.",
+            discussion: """
+                Run with /bin/sh -c every --connections-interval seconds from the hangards' start to the end of the \
+                window, e.g. "redis-cli -p 6379 client list | grep -c name=hangard:state:redisstore".
+                """))
+    var connectionsCommand: String?
+
+    @Option(help: "Seconds between two counts of --connections-command.")
+    var connectionsInterval: Double = 0.5
+
+    @Option(help: "The backend server's process (its CPU, with its children's, is read over each window).")
+    var backendPID: Int32?
+
     func validate() throws {
         guard apps >= 1, keys >= 1 else { throw ValidationError("--apps and --keys must be positive") }
+        guard connectionsInterval > 0 else { throw ValidationError("--connections-interval must be positive") }
         guard rate > 0, duration > 0, warmup >= 0, patience >= 0, valueBytes >= 0 else {
             throw ValidationError(
                 "--rate and --duration must be positive; --warmup, --patience and --value-bytes not negative")
@@ -56,7 +80,8 @@ struct SidecarCommand: AsyncParsableCommand {
             machine: BenchReport.currentMachine(),
             options: SidecarReport.Options(
                 apps: apps, ratePerApp: rate, store: store, durationSeconds: duration, warmupSeconds: warmup,
-                keys: keys, valueBytes: valueBytes, resources: common.resources))
+                keys: keys, valueBytes: valueBytes, resources: common.resources,
+                sidecarResources: sidecarResources ?? common.resources, connectionsCommand: connectionsCommand))
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let budget = PatienceBudget(.milliseconds(Int64(patience * 1000)))
         do {
@@ -78,6 +103,7 @@ struct SidecarCommand: AsyncParsableCommand {
     /// tenant `bench` either way.
     private func fixtures(_ name: String) throws -> [BenchFixture] {
         if name == "node" { return [try BenchFixture.create(apps: apps, resourcesSource: common.resources)] }
+        let resources = sidecarResources ?? common.resources
         var fixtures: [BenchFixture] = []
         do {
             for index in 0..<apps {
@@ -88,7 +114,7 @@ struct SidecarCommand: AsyncParsableCommand {
                                 namespace: BenchFixture.namespace, apps: [BenchFixture.appID(index)],
                                 quotas: BenchTenant.unlimited)
                         ],
-                        resourcesSource: common.resources))
+                        resourcesSource: resources))
             }
             return fixtures
         } catch {
@@ -102,10 +128,14 @@ struct SidecarCommand: AsyncParsableCommand {
         -> SidecarReport.Model
     {
         let fixtures = try fixtures(name)
+        let sampler = connectionsCommand.map {
+            ConnectionSampler(command: $0, interval: .milliseconds(Int64(connectionsInterval * 1000)))
+        }
         let fleet: HangardFleet
         do {
             fleet = try await HangardFleet.start(executable: common.hangard, fixtures: fixtures)
         } catch {
+            _ = await sampler?.stop()
             if !common.keep { for fixture in fixtures { fixture.remove() } }
             throw error
         }
@@ -115,6 +145,7 @@ struct SidecarCommand: AsyncParsableCommand {
         do {
             try await Task.sleep(for: .seconds(1))
             let idle = MemorySample.sum(try fleet.pids.map { try MemorySample.read(pid: $0) })
+            let loadFrom = NIODeadline.now().uptimeNanoseconds
             // App i's socket: in the node's one fixture, or in the i-th sidecar's.
             for index in 0..<apps {
                 let fixture = fixtures.count == 1 ? fixtures[0] : fixtures[index]
@@ -122,8 +153,20 @@ struct SidecarCommand: AsyncParsableCommand {
                     try await GRPCClientConnection.connect(unixSocket: fixture.grpcSocket(app: index), group: group))
             }
             let requests = try await prepare(connections)
-            let model = try await window(
+            var model = try await window(
                 name, fleet: fleet, idle: idle, connections: connections, requests: requests, budget: budget)
+            if let sampler {
+                let (samples, error) = await sampler.stop()
+                model.backendConnections = ConnectionCounts(
+                    samples, loadFrom: loadFrom, measureFrom: model.measuredFrom ?? loadFrom, error: error)
+                if let counts = model.backendConnections {
+                    TextTable.progress(
+                        "\(name): backend connections \(counts.beforeLoad.map(String.init) ?? "-") before load, peak "
+                            + "\(counts.peak), steady \(counts.steadyMedian.map(String.init) ?? "-") (\(counts.samples) counts)"
+                    )
+                }
+                if let error { TextTable.progress("\(name): connections command: \(error)") }
+            }
             await GRPCClientConnection.close(connections)
             let killed = await fleet.stop()
             TextTable.progress("\(name): stopped\(killed > 0 ? ", \(killed) killed after 10 s" : "")")
@@ -134,6 +177,7 @@ struct SidecarCommand: AsyncParsableCommand {
             }
             return model
         } catch {
+            _ = await sampler?.stop()
             await GRPCClientConnection.close(connections)
             await fleet.stop()
             if !common.keep { fleet.removeFixtures() }
@@ -195,11 +239,13 @@ struct SidecarCommand: AsyncParsableCommand {
         try await PacedSchedule.sleep(until: measureFrom)
         let systemBefore = SystemCPUSample.read()
         let before = try fleet.pids.map { try ProcessSample.read(pid: $0) }
+        let backendBefore = backendPID.flatMap(ProcessSample.treeCPUMicros(pid:))
         let benchBefore = ProcessSample.ownCPUMicros()
         let sampledFrom = NIODeadline.now().uptimeNanoseconds
         try await PacedSchedule.sleep(until: end)
         let sampledUntil = NIODeadline.now().uptimeNanoseconds
         let benchAfter = ProcessSample.ownCPUMicros()
+        let backendAfter = backendPID.flatMap(ProcessSample.treeCPUMicros(pid:))
         let after = try fleet.pids.map { try ProcessSample.read(pid: $0) }
         let systemAfter = SystemCPUSample.read()
         let loaded = MemorySample.sum(try fleet.pids.map { try MemorySample.read(pid: $0) })
@@ -210,15 +256,23 @@ struct SidecarCommand: AsyncParsableCommand {
         let seconds = Double(sampledUntil - sampledFrom) / nanosecondsPerSecond
         let micros = zip(before, after).reduce(0) { $0 + ProcessSample.cpuMicros(from: $1.0, to: $1.1) }
         let benchMicros = benchAfter - benchBefore
+        var backendMicros: Double?
+        if let backendBefore, let backendAfter { backendMicros = backendAfter - backendBefore }
         let (otherCores, stealPercent) = SystemCPUSample.otherLoad(
-            from: systemBefore, to: systemAfter, knownMicros: micros + benchMicros, seconds: seconds)
-        let model = SidecarReport.Model(
+            from: systemBefore, to: systemAfter, knownMicros: micros + benchMicros + (backendMicros ?? 0),
+            seconds: seconds)
+        var model = SidecarReport.Model(
             name: name, processes: fleet.processes.count, secondsToStart: fleet.secondsToStart,
             idle: MemoryReport.Footprint(idle, declared: apps, connected: 0),
             loaded: MemoryReport.Footprint(loaded, declared: apps, connected: apps),
             cores: micros / 1_000_000 / seconds,
             cpuMicrosPerCall: micros / Double(max(1, traffic.issued - traffic.unanswered)), traffic: traffic,
             benchCores: benchMicros / 1_000_000 / seconds, otherCores: otherCores, stealPercent: stealPercent)
+        model.measuredFrom = measureFrom
+        if let backendMicros {
+            model.backendCores = backendMicros / 1_000_000 / seconds
+            model.backendCPUMicrosPerCall = backendMicros / Double(max(1, traffic.issued - traffic.unanswered))
+        }
         TextTable.progress(
             "\(name): \(TextTable.format(traffic.okPerSecond, 0)) calls/s, p50 "
                 + "\(TextTable.format(traffic.latency.p50, 1)) µs, p99 \(TextTable.format(traffic.latency.p99, 1)) µs, "

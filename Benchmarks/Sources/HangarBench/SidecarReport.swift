@@ -11,6 +11,8 @@ struct SidecarReport: Codable, Sendable {
         var keys: Int
         var valueBytes: Int
         var resources: String
+        var sidecarResources: String?
+        var connectionsCommand: String?
     }
 
     /// One model over its measured window; memory and CPU are summed over its processes.
@@ -31,6 +33,13 @@ struct SidecarReport: Codable, Sendable {
         var benchCores: Double
         var otherCores: Double?
         var stealPercent: Double?
+        /// The backend server's connections through the model (`--connections-command`), and its CPU over the
+        /// window (`--backend-pid`), in cores and per call answered.
+        var backendConnections: ConnectionCounts?
+        var backendCores: Double?
+        var backendCPUMicrosPerCall: Double?
+        /// Monotonic nanoseconds when the measured window began.
+        var measuredFrom: UInt64?
     }
 
     var date: String
@@ -42,6 +51,9 @@ struct SidecarReport: Codable, Sendable {
     var rssRatio: Double?
     var pssRatio: Double?
     var cpuRatio: Double?
+    /// node ÷ sidecar: the backend's connections, at their peak and steady (the median count within the window).
+    var connectionsPeakRatio: Double?
+    var connectionsSteadyRatio: Double?
     var goals: [BenchReport.TargetCheck] = []
 
     /// Derives the ratios and checks the two goals (reported, never failing the command).
@@ -65,6 +77,20 @@ struct SidecarReport: Codable, Sendable {
                 BenchReport.TargetCheck(
                     name: "CPU per call, sidecars ÷ node", target: ">= 3", measured: cpuRatio, unit: "×",
                     met: cpuRatio >= 3))
+        }
+        if let nodeCounts = node.backendConnections, let sidecarCounts = sidecar.backendConnections,
+            sidecarCounts.peak > 0
+        {
+            connectionsPeakRatio = Double(nodeCounts.peak) / Double(sidecarCounts.peak)
+            if let nodeSteady = nodeCounts.steadyMedian, let sidecarSteady = sidecarCounts.steadyMedian,
+                sidecarSteady > 0
+            {
+                connectionsSteadyRatio = Double(nodeSteady) / Double(sidecarSteady)
+            }
+            goals.append(
+                BenchReport.TargetCheck(
+                    name: "backend connections at their peak, node ÷ sidecars", target: "<= 0.05",
+                    measured: connectionsPeakRatio!, unit: "×", met: connectionsPeakRatio! <= 0.05))
         }
     }
 
@@ -100,6 +126,32 @@ struct SidecarReport: Codable, Sendable {
             ])
         }
         lines += TextTable.align(rows)
+        if models.contains(where: { $0.backendConnections != nil || $0.backendCores != nil }) {
+            lines.append("")
+            lines.append(
+                "backend server: connections (\(options.connectionsCommand ?? "no --connections-command")) and CPU")
+            var backendRows = [
+                [
+                    "model", "before load", "peak", "steady (median)", "last", "counts", "server cores",
+                    "server CPU µs/call",
+                ]
+            ]
+            for model in models {
+                let counts = model.backendConnections
+                backendRows.append([
+                    model.name, counts?.beforeLoad.map(String.init) ?? "-", counts.map { "\($0.peak)" } ?? "-",
+                    counts?.steadyMedian.map(String.init) ?? "-", counts.map { "\($0.last)" } ?? "-",
+                    counts.map { "\($0.samples)" } ?? "-", model.backendCores.map { format($0, 3) } ?? "-",
+                    model.backendCPUMicrosPerCall.map { format($0, 1) } ?? "-",
+                ])
+            }
+            lines += TextTable.align(backendRows)
+            for model in models {
+                if let error = model.backendConnections?.firstError {
+                    lines.append("  \(model.name): connections command: \(error)")
+                }
+            }
+        }
         for model in models {
             if let error = model.traffic.firstError ?? model.traffic.firstRefusal {
                 lines.append("  \(model.name): first error: \(error)")
@@ -118,7 +170,12 @@ struct SidecarReport: Codable, Sendable {
         if !goals.isEmpty {
             lines.append("")
             lines.append("goals (reported, not enforced):")
-            for goal in goals { lines.append(TextTable.goal(goal, decimals: 1)) }
+            for goal in goals { lines.append(TextTable.goal(goal, decimals: goal.measured < 1 ? 3 : 1)) }
+            if let connectionsSteadyRatio {
+                lines.append(
+                    "  info   backend connections steady (median in the window), node ÷ sidecars: "
+                        + "\(format(connectionsSteadyRatio, 3)) ×")
+            }
             if let pssRatio {
                 lines.append(
                     "  info   memory, sidecars ÷ node (PSS summed: shared pages counted once): \(format(pssRatio, 1)) ×"
