@@ -3,8 +3,8 @@ package import HangarComponents
 extension RedisStateStore {
     /// `state.redis`: Dapr's metadata (`RedisMetadata`), plus `ttlInSeconds` (the TTL of saves that give none),
     /// `keyLayout` (`StateKeyLayout`) and `queryIndexes` (refused: no Query API). Not inline: replies come from the
-    /// server, behind the pool's fair queue, which admits up to `poolSize` × 32 calls at once (a full pipeline on
-    /// every connection).
+    /// server, behind the pool's fair queue, which admits 256 calls at once by default (8 connections with a full
+    /// pipeline of 32; `maxConcurrentOperations` changes it).
     package static let descriptor = ComponentDescriptor(
         type: "state.redis",
         metadata: RedisMetadata.connectionFields + [
