@@ -12,19 +12,8 @@ extension RedisMetadata {
     /// The TLS a component's metadata asks for to reach `host`; nil without `enableTLS`. A certificate or key that
     /// cannot be read is refused now, naming its field (never its content).
     package static func tls(_ metadata: [String: String], host: String) throws(ComponentDefinitionError) -> RedisTLS? {
-        func text(_ name: String) -> String? {
-            guard let value = metadata[name]?.trimmingCharacters(in: .whitespacesAndNewlines), !value.isEmpty
-            else { return nil }
-            return value
-        }
-        func flag(_ name: String) throws(ComponentDefinitionError) -> Bool {
-            guard let value = text(name) else { return false }
-            switch value.lowercased() {
-            case "true", "1", "t", "yes", "y", "on": return true
-            case "false", "0", "f", "no", "n", "off": return false
-            default: throw .metadata(name, "must be true or false, not '\(value)'")
-            }
-        }
+        let text = { (name: String) in Self.text(metadata, name) }
+        let flag = { (name: String) throws(ComponentDefinitionError) in try Self.flag(metadata, name) }
         guard try flag("enableTLS") else {
             for name in ["clientCert", "clientKey", "caCert"] where text(name) != nil {
                 throw .metadata(name, "is only used with enableTLS: true")

@@ -26,23 +26,20 @@ package struct RedisMetadata: Sendable {
 
     /// Reads the connection metadata; `clientName` is what `CLIENT LIST` shows for the component's connections.
     package init(_ metadata: [String: String], clientName: String) throws(ComponentDefinitionError) {
-        func text(_ name: String) -> String? {
-            guard let value = metadata[name]?.trimmingCharacters(in: .whitespaces), !value.isEmpty else { return nil }
-            return value
-        }
+        let text = { (name: String) in Self.text(metadata, name) }
         if let hosts = text("redisHost"), hosts.contains(",") {
             throw .metadata("redisHost", "several hosts (a cluster or sentinels) are not supported yet; give one host:port")
         }
         if let type = text("redisType"), type.lowercased() != "node" {
             throw .metadata("redisType", "'\(type)' is not supported yet: only 'node' (one server)")
         }
-        if Self.isTruthy(text("failover")) {
+        if try Self.flag(metadata, "failover") {
             throw .metadata("failover", "Redis Sentinel failover is not supported yet")
         }
         if text("sentinelMasterName") != nil {
             throw .metadata("sentinelMasterName", "Redis Sentinel is not supported yet")
         }
-        if Self.isTruthy(text("useEntraID")) {
+        if try Self.flag(metadata, "useEntraID") {
             throw .metadata("useEntraID", "Microsoft Entra ID authentication is not supported")
         }
         guard let hostText = text("redisHost") else { throw .metadata("redisHost", "is required (host:port)") }
@@ -114,9 +111,22 @@ package struct RedisMetadata: Sendable {
         return .nanoseconds(value.components.seconds * 1_000_000_000 + value.components.attoseconds / 1_000_000_000)
     }
 
-    /// Dapr's `utils.IsTruthy`.
-    static func isTruthy(_ text: String?) -> Bool {
-        guard let text else { return false }
-        return ["1", "true", "t", "yes", "y", "on"].contains(text.lowercased())
+    /// A metadata value without surrounding blanks; nil when absent or blank.
+    static func text(_ metadata: [String: String], _ name: String) -> String? {
+        guard let value = metadata[name]?.trimmingCharacters(in: .whitespacesAndNewlines), !value.isEmpty else {
+            return nil
+        }
+        return value
+    }
+
+    /// A boolean as Dapr's `utils.IsTruthy` reads one (false when absent); a value that is neither true nor false
+    /// is refused rather than read as false.
+    static func flag(_ metadata: [String: String], _ name: String) throws(ComponentDefinitionError) -> Bool {
+        guard let value = text(metadata, name) else { return false }
+        switch value.lowercased() {
+        case "true", "1", "t", "yes", "y", "on": return true
+        case "false", "0", "f", "no", "n", "off": return false
+        default: throw .metadata(name, "must be true or false, not '\(value)'")
+        }
     }
 }

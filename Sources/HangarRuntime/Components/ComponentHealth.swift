@@ -14,3 +14,21 @@ package struct ComponentHealth: Sendable, Hashable {
     /// When the status last changed.
     package var since: Date
 }
+
+extension APIError {
+    /// A component that exists but is not serving (still initialising, or DOWN), as every block answers it: its
+    /// `what` ("state store"), its status and reason, under the block's `errorCode` and with the component's name
+    /// under `nameKey` in the error's metadata.
+    static func notServing(
+        _ health: ComponentHealth, what: String, errorCode: String, nameKey: String
+    ) -> APIError {
+        let state =
+            health.status == .initialising
+            ? "is initialising"
+            : "is DOWN: \(health.error ?? "not initialised"); initialisation is retried"
+        return APIError(
+            errorCode: errorCode, rpcCode: .unavailable, httpStatus: 503,
+            message: "\(what) \(health.name) \(state)", reason: "HANGAR_COMPONENT_\(health.status.rawValue)",
+            metadata: [nameKey: health.name, "status": health.status.rawValue])
+    }
+}

@@ -91,14 +91,7 @@ package enum PubSubAPIError {
 
     /// The component exists but is not serving: still initialising, or DOWN after a failed initialisation.
     package static func unavailable(_ health: ComponentHealth) -> APIError {
-        let state =
-            health.status == .initialising
-            ? "is initialising"
-            : "is DOWN: \(health.error ?? "not initialised"); initialisation is retried"
-        return APIError(
-            errorCode: "ERR_PUBSUB_NOT_READY", rpcCode: .unavailable, httpStatus: 503,
-            message: "pubsub \(health.name) \(state)", reason: "HANGAR_COMPONENT_\(health.status.rawValue)",
-            metadata: ["pubsubName": health.name, "status": health.status.rawValue])
+        .notServing(health, what: "pubsub", errorCode: "ERR_PUBSUB_NOT_READY", nameKey: "pubsubName")
     }
 
     /// A subscription ended because its component was retired (removed from the configuration, or replaced):

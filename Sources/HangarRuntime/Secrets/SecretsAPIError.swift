@@ -19,14 +19,7 @@ package enum SecretsAPIError {
 
     /// The store exists but is not serving (its file cannot be read, ...); Dapr would not have loaded it.
     package static func unavailable(_ health: ComponentHealth) -> APIError {
-        let state =
-            health.status == .initialising
-            ? "is initialising"
-            : "is DOWN: \(health.error ?? "not initialised"); initialisation is retried"
-        return APIError(
-            errorCode: "ERR_SECRET_STORE_NOT_READY", rpcCode: .unavailable, httpStatus: 503,
-            message: "secret store \(health.name) \(state)", reason: "HANGAR_COMPONENT_\(health.status.rawValue)",
-            metadata: ["storeName": health.name, "status": health.status.rawValue])
+        .notServing(health, what: "secret store", errorCode: "ERR_SECRET_STORE_NOT_READY", nameKey: "storeName")
     }
 
     /// The app's Configuration (`spec.secrets.scopes`) does not allow the secret; `why` says more when the app's

@@ -29,14 +29,7 @@ package enum StateAPIError {
 
     /// The store exists but is not serving: still initialising, or DOWN after a failed initialisation.
     package static func unavailable(_ health: ComponentHealth) -> APIError {
-        let state =
-            health.status == .initialising
-            ? "is initialising"
-            : "is DOWN: \(health.error ?? "not initialised"); initialisation is retried"
-        return APIError(
-            errorCode: "ERR_STATE_STORE_NOT_READY", rpcCode: .unavailable, httpStatus: 503,
-            message: "state store \(health.name) \(state)", reason: "HANGAR_COMPONENT_\(health.status.rawValue)",
-            metadata: ["storeName": health.name, "status": health.status.rawValue])
+        .notServing(health, what: "state store", errorCode: "ERR_STATE_STORE_NOT_READY", nameKey: "storeName")
     }
 
     package static func notConfigured() -> APIError {
