@@ -117,12 +117,8 @@ package final class RedisClient: Sendable {
             }
             // Busy: every open connection has a full pipeline; or none is on the caller's event loop (each loop
             // gets one, up to maxConnections, so that replies need no hop between threads).
-            let busy =
-                best.map {
-                    state.slots[$0].waiting >= options.pipelineDepth
-                        || (eventLoop.map { loop in !state.slots.contains { $0.connection.channel.eventLoop === loop } }
-                            ?? false)
-                } ?? true
+            let hasLocal = eventLoop.map { loop in state.slots.contains { $0.connection.channel.eventLoop === loop } }
+            let busy = best.map { state.slots[$0].waiting >= options.pipelineDepth || hasLocal == false } ?? true
             var connect = false
             if busy, state.slots.count + state.connecting < options.maxConnections, state.connecting == 0 {
                 if let failing = state.failing, failing.until > .now() {
