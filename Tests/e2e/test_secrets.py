@@ -263,3 +263,22 @@ def test_a_reference_to_a_missing_store_or_key_names_them(hangard_factory, monke
     assert "secret store 'node-secrets' (auth.secretStore) is not declared in namespace 'team-a'" in down["elsewhere"]
     # The rest of the node serves.
     daemon.client("team-a", "orders").save_state("store", unique(), b"v")
+
+
+def test_hostile_store_and_secret_names_get_clear_errors_and_reach_no_file(hangard_factory, monkeypatch):
+    """A secret name like `../x` is a name, never a path: the directory store answers from what it read, so
+    nothing outside its directory is reachable; a store name like `a||b` is just not found."""
+    daemon, _, _, mounted = start_node(hangard_factory, monkeypatch)
+    outside = mounted.parent / "outside"
+    outside.write_text("must not be read")
+    # A path with a dot segment or no name matches no route; any other name is looked up and not found (Dapr's
+    # ERR_SECRET_GET, 500).
+    for name, status in (("../outside", 404), ("", 404), ("..%2Foutside", 500), ("a||b", 500), ("..data", 500)):
+        result = daemon.http("team-b", "orders", "GET", f"/v1.0/secrets/vault/{name}")
+        assert result.status == status, (name, result)
+        if status == 500:
+            assert result.json()["errorCode"] == "ERR_SECRET_GET", (name, result)
+        assert b"must not be read" not in result.body, name
+    result = daemon.http("team-b", "orders", "GET", "/v1.0/secrets/a||b/x")
+    assert result.status in (400, 401), result
+    assert daemon.running
