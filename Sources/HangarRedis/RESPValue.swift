@@ -68,6 +68,11 @@ extension RESPValue {
         }
     }
 
+    /// An integer reply's value; nil for anything else.
+    package var integer: Int64? {
+        if case .integer(let value) = self { value } else { nil }
+    }
+
     /// The server's error message when this is an error reply.
     package var errorMessage: String? {
         if case .error(let message) = self { String(buffer: message) } else { nil }

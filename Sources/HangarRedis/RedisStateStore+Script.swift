@@ -17,28 +17,91 @@ extension RedisStateStore {
     /// - **TTL in the same step**: `PEXPIRE` for a save with a TTL, `PERSIST` for one without (Dapr sends them as
     ///   separate commands after the script, and leaves an earlier TTL in place when a save gives none).
     ///
-    /// `KEYS[i]` is operation i's key and `ARGV[5i-4 ... 5i]` its `op` (`s` save, `d` delete), `etag` (empty for
-    /// none; an integer otherwise, checked before sending), concurrency `mode` (`u` unspecified, `f` first-write,
-    /// `l` last-write), `ttl` in milliseconds (empty for none) and `value`. Replies with each save's new version (0
-    /// for a delete), or with the error `HANGAR_ETAG_MISMATCH <i>` for the first operation that fails its check,
-    /// having written nothing.
+    /// **Byte accounting** (the tenant's `maxStateBytes`) is kept in Redis, in the same step, so that every node
+    /// sharing the server counts the same totals and concurrent writers cannot overshoot a limit. Per partition
+    /// (`StatePartition`, a tenant) there are three keys (`AccountingKeys`): the partition's total, a sorted set
+    /// of its items that have a TTL (scored by their expiry, in the server's milliseconds) and a hash of those
+    /// items' counted sizes. An item counts its physical key's UTF-8 bytes plus its value's bytes, as in every
+    /// store. An item with a TTL counts until it is removed from the sorted set (`usageScript`, or a write over
+    /// the limit, which first removes its partition's expired items): Redis's own expiry does not tell the count.
+    /// An item without a TTL counts what it holds (`HSTRLEN data`), so that an overwrite or delete takes away
+    /// what was there. Data not written by Hangar (Dapr's, or an older hangard's) was never added: taking it away
+    /// could leave a total below zero, which is kept at zero.
+    ///
+    /// `KEYS[1 ... n]` are the operations' keys, then three per partition (`AccountingKeys`: total, TTL index,
+    /// sizes), then the set of partitions. `ARGV[1]` is n; operation i's eight fields follow at `ARGV[8i-6 ...
+    /// 8i+1]`: its `op` (`s` save, `d` delete), `etag` (empty for none; an integer otherwise, checked before
+    /// sending), concurrency `mode` (`u` unspecified, `f` first-write, `l` last-write), `ttl` in milliseconds
+    /// (empty for none), `value`, partition index (1-based), the bytes of its physical key and its byte limit
+    /// (empty for none). Then each partition's name.
+    ///
+    /// Operations are checked in order against the versions and totals the earlier ones leave. Replies with each
+    /// save's new version (0 for a delete) followed by each partition's total after the write; or, having written
+    /// nothing, with the error `HANGAR_ETAG_MISMATCH <i>` for the first operation that fails its ETag check, or
+    /// `HANGAR_BYTE_LIMIT <i> <usage>` for the first save that grows a partition above its limit (`usage`: what
+    /// it would have held).
     static let writeScript = """
-        local versions = {}
-        local function version(key)
-          local known = versions[key]
-          if known ~= nil then return known end
-          local kind = redis.call('TYPE', key)['ok']
-          local current
-          if kind == 'none' then current = false
-          elseif kind ~= 'hash' then current = ''
-          else current = redis.call('HGET', key, 'version') or '' end
-          versions[key] = current
-          return current
+        local n = tonumber(ARGV[1])
+        local m = (#KEYS - n - 1) / 3
+        local function field(i, f) return ARGV[1 + 8 * (i - 1) + f] end
+        local now
+        local function clock()
+          if now == nil then
+            local t = redis.call('TIME')
+            now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+          end
+          return now
         end
-        for i = 1, #KEYS do
-          local b = 5 * (i - 1)
-          local op, etag, mode = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
-          local current = version(KEYS[i])
+        local items = {}
+        local function item(i)
+          local key = KEYS[i]
+          local known = items[key]
+          if known ~= nil then return known end
+          local j = tonumber(field(i, 6))
+          local kind = redis.call('TYPE', key)['ok']
+          local current, size = false, 0
+          if kind == 'hash' then
+            current = redis.call('HGET', key, 'version') or ''
+            size = redis.call('HSTRLEN', key, 'data') + tonumber(field(i, 7))
+          elseif kind == 'string' then
+            current = ''
+            size = redis.call('STRLEN', key) + tonumber(field(i, 7))
+          elseif kind ~= 'none' then
+            current = ''
+          end
+          local recorded = redis.call('HGET', KEYS[n + 3 * j], key)
+          if recorded then size = tonumber(recorded) end
+          known = {version = current, size = size, timed = recorded ~= false}
+          items[key] = known
+          return known
+        end
+        local stored, totals = {}, {}
+        local function total(j)
+          if totals[j] == nil then
+            stored[j] = tonumber(redis.call('GET', KEYS[n + 3 * j - 2]) or '0')
+            totals[j] = stored[j]
+          end
+          return totals[j]
+        end
+        local function purge(j)
+          local index, sizes = KEYS[n + 3 * j - 1], KEYS[n + 3 * j]
+          local freed = 0
+          for _, key in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', clock())) do
+            if items[key] == nil then
+              freed = freed + tonumber(redis.call('HGET', sizes, key) or '0')
+              redis.call('ZREM', index, key)
+              redis.call('HDEL', sizes, key)
+            end
+          end
+          return freed
+        end
+        local purged = {}
+        local sizes = {}
+        for i = 1, n do
+          local op, etag, mode = field(i, 1), field(i, 2), field(i, 3)
+          local j = tonumber(field(i, 6))
+          local state = item(i)
+          local current = state.version
           if mode ~= 'l' then
             if etag ~= '' then
               if current == false or (current ~= '' and current ~= etag) then
@@ -48,29 +111,109 @@ extension RedisStateStore {
               return redis.error_reply('HANGAR_ETAG_MISMATCH ' .. i)
             end
           end
+          local size = 0
           if op == 's' then
-            versions[KEYS[i]] = tostring((tonumber(current) or 0) + 1)
+            state.version = tostring((tonumber(current) or 0) + 1)
+            size = tonumber(field(i, 7)) + string.len(field(i, 5))
           else
-            versions[KEYS[i]] = false
+            state.version = false
+          end
+          local delta = size - state.size
+          state.size = size
+          sizes[i] = size
+          totals[j] = total(j) + delta
+          local limit = field(i, 8)
+          if delta > 0 and limit ~= '' and totals[j] > tonumber(limit) then
+            if not purged[j] then
+              purged[j] = true
+              local freed = purge(j)
+              if freed > 0 then
+                totals[j] = totals[j] - freed
+                stored[j] = math.max(0, stored[j] - freed)
+                redis.call('SET', KEYS[n + 3 * j - 2], stored[j])
+              end
+            end
+            if totals[j] > tonumber(limit) then
+              return redis.error_reply('HANGAR_BYTE_LIMIT ' .. i .. ' ' .. totals[j])
+            end
           end
         end
         local result = {}
-        for i = 1, #KEYS do
-          local b = 5 * (i - 1)
+        local timed = {}
+        for i = 1, n do
           local key = KEYS[i]
-          if ARGV[b + 1] == 's' then
+          local j = tonumber(field(i, 6))
+          local index, counted = KEYS[n + 3 * j - 1], KEYS[n + 3 * j]
+          if timed[key] == nil then timed[key] = items[key].timed end
+          local ttl = field(i, 4)
+          if field(i, 1) == 's' then
             local kind = redis.call('TYPE', key)['ok']
             if kind ~= 'none' and kind ~= 'hash' then redis.call('DEL', key) end
-            redis.call('HSET', key, 'data', ARGV[b + 5])
-            if ARGV[b + 3] == 'f' then redis.call('HSET', key, 'first-write', 0) end
+            redis.call('HSET', key, 'data', field(i, 5))
+            if field(i, 3) == 'f' then redis.call('HSET', key, 'first-write', 0) end
             result[i] = redis.call('HINCRBY', key, 'version', 1)
-            if ARGV[b + 4] ~= '' then redis.call('PEXPIRE', key, ARGV[b + 4]) else redis.call('PERSIST', key) end
+            if ttl ~= '' then
+              redis.call('PEXPIRE', key, ttl)
+              redis.call('ZADD', index, clock() + tonumber(ttl), key)
+              redis.call('HSET', counted, key, sizes[i])
+              timed[key] = true
+            else
+              redis.call('PERSIST', key)
+            end
           else
             redis.call('DEL', key)
             result[i] = 0
           end
+          if timed[key] and (field(i, 1) == 'd' or ttl == '') then
+            redis.call('ZREM', index, key)
+            redis.call('HDEL', counted, key)
+            timed[key] = false
+          end
+        end
+        for j = 1, m do
+          local after = math.max(0, total(j))
+          local name = ARGV[1 + 8 * n + j]
+          if after > 0 then
+            redis.call('SET', KEYS[n + 3 * j - 2], after)
+            redis.call('SADD', KEYS[#KEYS], name)
+          else
+            redis.call('DEL', KEYS[n + 3 * j - 2])
+            if redis.call('ZCARD', KEYS[n + 3 * j - 1]) == 0 then redis.call('SREM', KEYS[#KEYS], name) end
+          end
+          result[n + j] = after
         end
         return result
+        """
+
+    /// The Lua script that removes expired items from the accounting and reads the totals (`refreshUsage`):
+    /// `KEYS` are three per partition (`AccountingKeys`), `ARGV[1]` `1` to remove expired items (at most
+    /// `ARGV[2]` per partition) or `0` only to read. Replies `{removed, {total per partition}}`; a partition
+    /// left with nothing is taken out of the set of partitions (`KEYS`' last, `ARGV[3 ...]` the names).
+    static let usageScript = """
+        local m = (#KEYS - 1) / 3
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local removed, totals = 0, {}
+        for j = 1, m do
+          local counter, index, sizes = KEYS[3 * j - 2], KEYS[3 * j - 1], KEYS[3 * j]
+          local total = tonumber(redis.call('GET', counter) or '0')
+          if ARGV[1] == '1' then
+            local gone = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
+            for _, key in ipairs(gone) do
+              total = total - tonumber(redis.call('HGET', sizes, key) or '0')
+              redis.call('ZREM', index, key)
+              redis.call('HDEL', sizes, key)
+            end
+            removed = removed + #gone
+            if #gone > 0 then
+              total = math.max(0, total)
+              if total > 0 then redis.call('SET', counter, total) else redis.call('DEL', counter) end
+            end
+          end
+          if total <= 0 and redis.call('ZCARD', index) == 0 then redis.call('SREM', KEYS[#KEYS], ARGV[2 + j]) end
+          totals[j] = total
+        end
+        return {removed, totals}
         """
 
     /// The Lua script a read runs: the item's hash and its remaining time to live (`PTTL`, negative when it has
@@ -86,4 +229,7 @@ extension RedisStateStore {
 
     /// The error the write script answers for a failed check: this prefix, a space and the operation's index (1-based).
     static let mismatchPrefix = "HANGAR_ETAG_MISMATCH"
+    /// The error the write script answers for a save over its partition's byte limit: this prefix, the operation's
+    /// index (1-based) and the bytes the partition would have held.
+    static let byteLimitPrefix = "HANGAR_BYTE_LIMIT"
 }

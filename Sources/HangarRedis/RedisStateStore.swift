@@ -18,9 +18,15 @@ import Synchronization
 /// (`PING` every second) notices a server that went away while nothing was asked of it. Calls succeed again as soon
 /// as a connection can be made, within the client's longest backoff (2 s) of the server's return.
 ///
-/// Not here: byte accounting (`maxStateBytes` is not enforced on Redis: the server's `maxmemory` is the bound;
-/// `usageByPartition` is empty), the Query API (`queryIndexes` is refused), RedisJSON (`contentType:
-/// application/json` items are stored as bytes like any other), and cluster or sentinel servers.
+/// Byte accounting (`usageByPartition`, the tenant's `maxStateBytes` as each write's `byteLimit`) is kept in Redis by
+/// the write script, atomically with each write, so every node sharing the server keeps the same totals (see
+/// `writeScript`). Expired items count until they are taken out of the count: every `usageInterval`, by
+/// `purgeExpired(on:)`, or, for the partition concerned, before a write is refused, so that a partition is never
+/// refused because of items that have already expired. `usageByPartition` is what the last write or refresh
+/// answered: the totals are read again every `usageInterval` (other nodes' writes show then).
+///
+/// Not here: the Query API (`queryIndexes` is refused), RedisJSON (`contentType: application/json` items are stored
+/// as bytes like any other), and cluster or sentinel servers.
 package final class RedisStateStore: TransactionalStateStore, BackendHealthReporting {
     /// How the store reaches its server and forms its keys: what `state.redis`'s metadata gives.
     package struct Settings: Sendable {
@@ -33,11 +39,13 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
         package var keyLayout: StateKeyLayout
         /// How often the server is pinged to notice an outage while no call is made.
         package var healthCheckInterval: TimeAmount
+        /// How often expired items are taken out of the byte counts and the totals read again.
+        package var usageInterval: TimeAmount
 
         package init(
             configuration: RedisConfiguration, options: RedisClient.Options = .init(),
             commandTimeout: TimeAmount = .seconds(3), defaultTTL: Duration? = nil, keyLayout: StateKeyLayout = .hangar,
-            healthCheckInterval: TimeAmount = .seconds(1)
+            healthCheckInterval: TimeAmount = .seconds(1), usageInterval: TimeAmount = .seconds(30)
         ) {
             self.configuration = configuration
             self.options = options
@@ -45,6 +53,7 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
             self.defaultTTL = defaultTTL
             self.keyLayout = keyLayout
             self.healthCheckInterval = healthCheckInterval
+            self.usageInterval = usageInterval
         }
     }
 
@@ -52,8 +61,9 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
     package let features: StateFeatures = [.etag, .transactional, .ttl]
     /// False: replies come later, from the server.
     package var executesInline: Bool { false }
-    /// Not counted on Redis (see the type's notes).
-    package var usageByPartition: [String: Int] { [:] }
+    /// Bytes per partition as the last write or refresh answered (see the type's notes); partitions holding nothing
+    /// are left out.
+    package var usageByPartition: [String: Int] { usage.withLock { $0 } }
 
     package let settings: Settings
     /// The node's connections to the server, for this component.
@@ -78,7 +88,11 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
 
     private let read: Script
     private let write: Script
+    private let usageCount: Script
     private let healthCheck: Mutex<RepeatedTask?> = Mutex(nil)
+    private let usageRefresh: Mutex<RepeatedTask?> = Mutex(nil)
+    /// The bytes of each partition holding any, as Redis last answered.
+    private let usage: Mutex<[String: Int]> = Mutex([:])
     /// Why the last health check failed; nil once one succeeds.
     private let pingProblem: Mutex<String?> = Mutex(nil)
 
@@ -94,6 +108,7 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
         do {
             read = try Script(Self.readScript, client: client, deadline: deadline)
             write = try Script(Self.writeScript, client: client, deadline: deadline)
+            usageCount = try Script(Self.usageScript, client: client, deadline: deadline)
         } catch {
             _ = try? client.close().wait()
             throw error
@@ -102,6 +117,16 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
             initialDelay: settings.healthCheckInterval, delay: settings.healthCheckInterval
         ) { [weak self] _ in self?.checkHealth() }
         healthCheck.withLock { $0 = task }
+        // The totals as they stand (other nodes', an earlier run's), so that usage is reported before any write.
+        _ = try? refreshUsage(purging: false, on: group.next()).wait()
+        let loop = group.next()
+        let refresh = loop.scheduleRepeatedAsyncTask(
+            initialDelay: settings.usageInterval, delay: settings.usageInterval
+        ) { [weak self] _ in
+            guard let self else { return loop.makeSucceededVoidFuture() }
+            return self.refreshUsage(purging: true, on: loop).map { _ in }.recover { _ in }
+        }
+        usageRefresh.withLock { $0 = refresh }
     }
 
     /// Why the server cannot be used now: a failed connection attempt or health check; nil when it answers.
@@ -194,9 +219,11 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
     private func write(_ operations: [StateOperation], on eventLoop: any EventLoop) -> Eventual<Void> {
         if closed.load(ordering: .relaxed) { return .failure(StateStoreError.closed) }
         var keys: [RESPArgument] = []
-        var arguments: [RESPArgument] = []
-        keys.reserveCapacity(operations.count)
-        arguments.reserveCapacity(operations.count * 5)
+        var arguments: [RESPArgument] = [.integer(Int64(operations.count))]
+        keys.reserveCapacity(operations.count + 4)
+        arguments.reserveCapacity(operations.count * 8 + 2)
+        // The partitions the operations touch, in order of first use.
+        var partitions: [String] = []
         for operation in operations {
             let (key, etag, concurrency) =
                 switch operation {
@@ -209,6 +236,16 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
                 return .failure(StateStoreError.invalidETag(key: key, etag: given))
             }
             keys.append(.string(settings.keyLayout.backendKey(key)))
+            let name = StatePartition.of(key)
+            let partition = partitions.firstIndex(of: name) ?? partitions.count
+            if partition == partitions.count { partitions.append(name) }
+            var limit: RESPArgument = ""
+            if case .set(let request) = operation, let byteLimit = request.byteLimit {
+                limit = .integer(Int64(byteLimit))
+            }
+            let accounting: [RESPArgument] = [
+                .integer(Int64(partition + 1)), .integer(Int64(key.utf8.count)), limit,
+            ]
             let mode: RESPArgument =
                 switch concurrency {
                 case .unspecified: "u"
@@ -224,15 +261,111 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
                 arguments += [
                     "s", .string(given), mode, .string(milliseconds.map(String.init) ?? ""),
                     .bytes(ByteBuffer(bytes: request.value)),
-                ]
+                ] + accounting
             case .delete:
-                arguments += ["d", .string(given), mode, "", ""]
+                arguments += ["d", .string(given), mode, "", ""] + accounting
             }
         }
+        for partition in partitions {
+            keys += AccountingKeys(partition).arguments
+            arguments.append(.string(partition))
+        }
+        keys.append(.string(AccountingKeys.partitionSet))
         let reply = evaluate(write, keys: keys, arguments: arguments, on: eventLoop)
-        let physicalKeys = operations.map(\.key)
         return .later(
-            reply.map { _ in () }.flatMapErrorThrowing { error in throw Self.storeError(error, keys: physicalKeys) })
+            reply.flatMapThrowing { reply in
+                guard let elements = reply.elements, elements.count == operations.count + partitions.count else {
+                    throw StateStoreError.backend("Redis answered a write with \(reply)")
+                }
+                self.record(
+                    zip(partitions, elements.suffix(partitions.count)).map { partition, total in
+                        (partition, total.integer.map(Int.init) ?? 0)
+                    })
+            }.flatMapErrorThrowing { error in
+                if case .server(let message) = error as? RedisError, message.hasPrefix(Self.byteLimitPrefix) {
+                    // `HANGAR_BYTE_LIMIT <operation> <usage>`
+                    let fields = message.split(separator: " ").dropFirst().compactMap { Int($0) }
+                    let index = max(0, min(operations.count - 1, (fields.first ?? 1) - 1))
+                    guard case .set(let request) = operations[index], let limit = request.byteLimit else {
+                        throw StateStoreError.backend("Redis refused a write without a byte limit: \(message)")
+                    }
+                    throw StateStoreError.byteLimitExceeded(
+                        partition: StatePartition.of(request.key), usage: fields.dropFirst().first ?? 0, limit: limit)
+                }
+                throw Self.storeError(error, keys: operations.map(\.key))
+            })
+    }
+
+    // MARK: Byte accounting
+
+    /// The keys that hold one partition's byte accounting. None contains `||`, which every key the runtime
+    /// stores does (`<namespace>||<app>||<key>`, or Dapr's `<app>||<key>`), so they never meet a state item.
+    /// They count per Redis database: components on the same database share them.
+    struct AccountingKeys {
+        /// The set of partitions that hold bytes (what `refreshUsage` reads).
+        static let partitionSet = "hangar:state:partitions"
+        /// The partition's total bytes.
+        let total: String
+        /// Its items with a TTL, scored by their expiry (milliseconds of the server's clock).
+        let expiries: String
+        /// The counted size of each of those items.
+        let sizes: String
+
+        init(_ partition: String) {
+            total = "hangar:state:bytes:" + partition
+            expiries = "hangar:state:expiries:" + partition
+            sizes = "hangar:state:sizes:" + partition
+        }
+
+        var arguments: [RESPArgument] { [.string(total), .string(expiries), .string(sizes)] }
+    }
+
+    /// Keeps the totals a write or refresh answered.
+    private func record(_ totals: some Sequence<(String, Int)>) {
+        usage.withLock { usage in
+            for (partition, total) in totals {
+                usage[partition] = total > 0 ? total : nil
+            }
+        }
+    }
+
+    /// Takes every expired item out of the byte counts now; returns how many there were.
+    package func purgeExpired(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+        if closed.load(ordering: .relaxed) { return eventLoop.makeFailedFuture(StateStoreError.closed) }
+        return refreshUsage(purging: true, on: eventLoop)
+    }
+
+    /// Reads every partition's total from Redis (replacing what is known) and, when `purging`, first takes the
+    /// expired items out of them, in rounds of at most 1,000 items per partition; returns how many it took out.
+    private func refreshUsage(purging: Bool, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+        let batch = 1000
+        return send(["SMEMBERS", .string(AccountingKeys.partitionSet)], on: eventLoop).flatMap { reply in
+            let partitions = (reply.elements ?? []).compactMap(\.string)
+            guard !partitions.isEmpty else {
+                self.usage.withLock { $0 = [:] }
+                return eventLoop.makeSucceededFuture(0)
+            }
+            let keys = partitions.flatMap { AccountingKeys($0).arguments } + [.string(AccountingKeys.partitionSet)]
+            let arguments: [RESPArgument] =
+                [purging ? "1" : "0", .integer(Int64(batch))] + partitions.map { .string($0) }
+            return self.evaluate(self.usageCount, keys: keys, arguments: arguments, on: eventLoop).flatMap { reply in
+                guard let parts = reply.elements, parts.count == 2, let removed = parts[0].integer,
+                    let totals = parts[1].elements, totals.count == partitions.count
+                else {
+                    return eventLoop.makeFailedFuture(StateStoreError.backend("Redis answered a usage count with \(reply)"))
+                }
+                let counted = zip(partitions, totals).compactMap { partition, total -> (String, Int)? in
+                    guard let total = total.integer, total > 0 else { return nil }
+                    return (partition, Int(total))
+                }
+                self.usage.withLock { $0 = Dictionary(counted, uniquingKeysWith: { $1 }) }
+                // A partition with more than a round's worth expired: go on.
+                if purging, removed >= batch {
+                    return self.refreshUsage(purging: true, on: eventLoop).map { Int(removed) + $0 }
+                }
+                return eventLoop.makeSucceededFuture(Int(removed))
+            }
+        }
     }
 
     // MARK: Lifecycle
@@ -240,6 +373,10 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
     package func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
         guard !closed.exchange(true, ordering: .acquiringAndReleasing) else { return eventLoop.makeSucceededVoidFuture() }
         healthCheck.withLock { task in
+            task?.cancel()
+            task = nil
+        }
+        usageRefresh.withLock { task in
             task?.cancel()
             task = nil
         }

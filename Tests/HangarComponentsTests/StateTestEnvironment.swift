@@ -20,10 +20,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     var testDescription: String { rawValue }
 
-    /// Whether the store counts bytes per partition and enforces `byteLimit` (the usage suite's subject). Redis
-    /// does not: its server's `maxmemory` is the bound (`RedisStateStore`); nor does PostgreSQL
-    /// (`PostgresStateStore`).
-    var countsBytes: Bool { self != .redis && self != .postgres }
+    /// Whether the store counts bytes per partition and enforces `byteLimit` (the usage suite's subject).
+    /// PostgreSQL does not (`PostgresStateStore`).
+    var countsBytes: Bool { self != .postgres }
 
     /// Whether ETags come from one counter for the whole store, so that no two writes share one. Redis's are
     /// per-key versions (Dapr's layout): two keys can both be at version 1.
@@ -82,7 +81,7 @@ enum StateTestEnvironment {
         case let store as InMemoryStateStore: return try await store.purgeExpired(on: eventLoop).get()
         case let store as SQLiteStateStore: return try await store.purgeExpired(on: eventLoop).get()
         case let store as PostgresStateStore: return try await store.purgeExpired(on: eventLoop).get()
-        case is RedisStateStore: return 0  // Redis removes expired keys itself.
+        case let store as RedisStateStore: return try await store.purgeExpired(on: eventLoop).get()
         default:
             Issue.record("no purgeExpired for \(type(of: store))")
             return 0

@@ -97,6 +97,65 @@ struct RedisStateStoreTests {
         #expect(try await command(redis, ["EXISTS", "shop||orders||cart"]) == .integer(1))
     }
 
+    @Test("byte counts live in Redis: two nodes share one limit, a reopened store reads them, foreign data never counts below zero")
+    func sharedByteAccounting() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let first = try open(server)
+        let second = try open(server)
+        defer {
+            _ = first.close(on: group.next())
+            _ = second.close(on: group.next())
+        }
+        // Two nodes write one tenant at once; every item is 9 + 11 = 20 bytes, so exactly 50 fit in 1000.
+        let written = try await withThrowingTaskGroup(of: Int.self) { tasks in
+            for writer in 0..<8 {
+                let store = writer % 2 == 0 ? first : second
+                let loop = group.next()
+                tasks.addTask {
+                    var written = 0
+                    for index in 100..<120 {
+                        do {
+                            try await store.set(
+                                StateSetRequest(
+                                    key: "c||t\(writer)i\(index)", value: Data("hello world".utf8), byteLimit: 1000),
+                                on: loop
+                            ).get()
+                            written += 1
+                        } catch StateStoreError.byteLimitExceeded(let partition, let usage, let limit) {
+                            #expect(partition == "c" && usage == 1020 && limit == 1000)
+                        }
+                    }
+                    return written
+                }
+            }
+            return try await tasks.reduce(0, +)
+        }
+        #expect(written == 50)
+        let loop = group.next()
+        // Each node knows what its own last write answered; a refresh reads the shared total.
+        _ = try await first.purgeExpired(on: loop).get()
+        #expect(first.usageByPartition == ["c": 1000])
+
+        let reopened = try open(server)
+        defer { _ = reopened.close(on: group.next()) }
+        #expect(reopened.usageByPartition == ["c": 1000], "read when the store opens")
+
+        // Data Dapr wrote (never counted): replacing it counts only the difference, and deleting it leaves zero,
+        // not a negative total.
+        let redis = try await admin(server)
+        defer { _ = redis.close() }
+        _ = try await command(redis, ["EVAL", .string(Self.daprSetScript), "1", "orders||cart", "0", "v2", "1"])
+        let dapr = try open(server, keyLayout: .dapr)
+        defer { _ = dapr.close(on: group.next()) }
+        try await dapr.set(StateSetRequest(key: "shop||orders||cart", value: Data("v3333".utf8)), on: loop).get()
+        #expect(dapr.usageByPartition["shop"] == 3)  // (18 + 5) - (18 + 2)
+        try await dapr.delete(StateDeleteRequest(key: "shop||orders||cart"), on: loop).get()
+        #expect(dapr.usageByPartition["shop"] == nil)
+        #expect(try await command(redis, ["EXISTS", "hangar:state:bytes:shop"]) == .integer(0))
+        #expect(dapr.usageByPartition["c"] == 1000)
+    }
+
     @Test("a value stored as a plain string (Dapr's legacy fallback) reads without an ETag and is overwritten as a hash")
     func plainStringFallback() async throws {
         let server = try RedisServer()

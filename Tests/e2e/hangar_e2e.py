@@ -184,6 +184,18 @@ def grpc_error_info(error: grpc.RpcError) -> dict[str, Any]:
     return details().error_info or {}
 
 
+def expect_quota(error: Any, quota: str, limit: int, scope: str) -> dict:
+    """A call refused by a Hangar quota: RESOURCE_EXHAUSTED with HANGAR_QUOTA_EXCEEDED naming it; its metadata."""
+    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.value
+    info = grpc_error_info(error.value)
+    assert info["reason"] == "HANGAR_QUOTA_EXCEEDED", info
+    assert info["domain"] == "dapr.io"
+    assert info["metadata"]["quota"] == quota
+    assert info["metadata"]["limit"] == str(limit)
+    assert info["metadata"]["scope"] == scope
+    return info["metadata"]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The daemon.
 

@@ -9,23 +9,12 @@ import time
 import grpc
 import pytest
 
-from hangar_e2e import Hangard, grpc_error_info, unique
+from hangar_e2e import Hangard, expect_quota, unique
 from tenancy_files import STORE, start_daemon, tenant_yaml
 
 
 def start(factory, tenants: list[str], apps=()) -> Hangard:
     return start_daemon(factory, {f"t{index}.yaml": text for index, text in enumerate(tenants)}, apps=apps)
-
-
-def expect_quota(error: pytest.ExceptionInfo, quota: str, limit: int, scope: str) -> dict:
-    assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.value
-    info = grpc_error_info(error.value)
-    assert info["reason"] == "HANGAR_QUOTA_EXCEEDED", info
-    assert info["domain"] == "dapr.io"
-    assert info["metadata"]["quota"] == quota
-    assert info["metadata"]["limit"] == str(limit)
-    assert info["metadata"]["scope"] == scope
-    return info["metadata"]
 
 
 def test_rate_quota_refuses_over_the_burst_and_a_refused_write_changes_nothing(hangard_factory):

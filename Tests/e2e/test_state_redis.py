@@ -3,6 +3,8 @@
 - two tenants on one shared component: the same app id and key are two items, each tenant reading its own;
 - `keyLayout: dapr` on a tenant's own component: data written by Dapr's own Lua script under `<appId>||<key>` is
   read and updated in place, and what the app saves is in Dapr's layout;
+- the tenant's `maxStateBytes` on a shared Redis: counted in Redis per tenant, refused with RESOURCE_EXHAUSTED once
+  full while another tenant on the same component writes on;
 - the node's connections: 40 apps making state calls at once share at most `poolSize` connections;
 - an outage under load: calls fail fast with UNAVAILABLE while the server is down, succeed again within 5 s of
   its return without a restart of hangard, and no acknowledged write is lost (the server syncs its append-only file
@@ -19,7 +21,7 @@ import pytest
 from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 
 from backend_servers import RedisProcess
-from hangar_e2e import grpc_error_info, unique
+from hangar_e2e import expect_quota, grpc_error_info, unique
 from tenancy_files import component_yaml, start_daemon, tenant_yaml, wait_until
 
 STORE = "redisstore"
@@ -62,6 +64,7 @@ def node(redis, tmp_path_factory):
         "team-a.yaml": tenant_yaml("team-a", [{"appId": "orders"}, {"appId": "billing"}]),
         "team-b.yaml": tenant_yaml("team-b", [{"appId": "orders"}]),
         "crowd.yaml": tenant_yaml("crowd", [{"appId": app} for app in MANY]),
+        "tight.yaml": tenant_yaml("tight", [{"appId": "app"}], quotas={"maxStateBytes": 1000}),
     }
     components = {
         "shared.yaml": component_yaml(
@@ -69,7 +72,8 @@ def node(redis, tmp_path_factory):
         "legacy.yaml": component_yaml(
             "legacy", "state.redis", {"redisHost": redis.address, "keyLayout": "dapr"}, namespace="team-a"),
     }
-    apps = [("team-a", "orders"), ("team-a", "billing"), ("team-b", "orders")] + [("crowd", app) for app in MANY]
+    apps = [("team-a", "orders"), ("team-a", "billing"), ("team-b", "orders"), ("tight", "app")]
+    apps += [("crowd", app) for app in MANY]
     daemon = start_daemon(factory, tenants, components, apps=tuple(apps))
     yield daemon
     factory.stop_all()
@@ -106,6 +110,32 @@ def test_two_tenants_share_the_component_but_not_their_keys(node, redis):
     assert a.get_state(STORE, key).data == b""
     assert a.get_state(STORE, key + "-t").data == b"t"
     assert b.get_state(STORE, key).data == b"from-b", "team-a's transaction left team-b's item alone"
+
+
+def test_max_state_bytes_is_counted_in_redis_per_tenant(node, redis):
+    tight = node.client("tight", "app")
+    # Physical key "tight||app||a" is 13 bytes: 13 + 600 = 613 bytes stored, counted in Redis.
+    tight.save_state(STORE, "a", "x" * 600)
+    assert redis.cli("GET", "hangar:state:bytes:tight").strip() == "613"
+    with pytest.raises(grpc.RpcError) as error:
+        tight.save_state(STORE, "b", "y" * 600)
+    info = expect_quota(error, "maxStateBytes", 1000, "tenant")
+    assert info["store"] == STORE
+    assert tight.get_state(STORE, "b").data == b"", "nothing was written"
+    # Another tenant on the same component is not limited by it.
+    node.client("team-b", "orders").save_state(STORE, unique(), "z" * 2000)
+    # Shrinking and deleting free room; a transaction is refused whole.
+    tight.save_state(STORE, "a", "x" * 300)
+    with pytest.raises(grpc.RpcError) as error:
+        tight.execute_state_transaction(STORE, [
+            TransactionalStateOperation(operation_type=TransactionOperationType.upsert, key="c", data="c" * 100),
+            TransactionalStateOperation(operation_type=TransactionOperationType.upsert, key="d", data="d" * 600),
+        ])
+    expect_quota(error, "maxStateBytes", 1000, "tenant")
+    assert tight.get_state(STORE, "c").data == b""
+    tight.delete_state(STORE, "a")
+    tight.save_state(STORE, "b", "y" * 900)
+    assert redis.cli("GET", "hangar:state:bytes:tight").strip() == "913"
 
 
 def test_dapr_layout_reads_and_writes_dapr_data_in_place(node, redis):
