@@ -9,7 +9,9 @@ check has an "other tenant, same app id" and an "other app, same tenant" neighbo
 Every case is driven over gRPC (the official Dapr SDK on the app's Unix socket, or on the TCP listener with a
 token) and over HTTP (raw HTTP/1.1 on the app's Unix HTTP socket, or on the TCP listener with a token), and checks
 exact values, ETags and error codes. SQLite files are also read directly (read-only) to show that a refused
-request wrote nothing and that every physical key begins with its writer's namespace.
+request wrote nothing and that every physical key begins with its writer's namespace. The key matrix also runs on
+the shared network backends, `state.redis` and `state.postgresql` (real servers on loopback, started for the
+module), where every tenant's items live in one database.
 
 Most tests share one daemon (`node`, module scope) with its own tenancy and resource files and random tokens (no
 quotas configured, so the defaults apply, far above what this file sends). Tests that need their own
@@ -36,9 +38,11 @@ import pytest
 from dapr.clients.grpc._request import TransactionalStateOperation, TransactionOperationType
 from dapr.clients.grpc._state import StateItem
 
+from backend_servers import RedisProcess
 from hangar_e2e import (
     HANGARD, Hangard, HTTPResult, free_port, grpc_error_info, sdk_environment, short_tempdir, unique,
 )
+from postgres_fixtures import SUPER_PASSWORD, PostgresServer, postgres_component_yaml
 
 APPS = (("team-a", "orders"), ("team-a", "billing"), ("team-b", "orders"), ("team-b", "billing"))
 TOKEN_A = "iso-a-" + secrets.token_hex(24)  # team-a/orders, inline apiToken
@@ -137,16 +141,19 @@ VISIBLE = {
 }
 for _visible in VISIBLE.values():
     _visible.update({name: "state.sqlite" for name in PREFIX_STORES})
+    _visible.update({"redisstore": "state.redis", "pgstore": "state.postgresql"})
 
 
-def write_config(root: Path) -> tuple[Path, Path]:
+def write_config(root: Path, backends: dict[str, str] | None = None) -> tuple[Path, Path]:
+    """The daemon's tenancy and resources; `backends` adds components (file name -> document) on servers started
+    for the module."""
     tenancy, resources = root / "tenancy", root / "resources"
     tenancy.mkdir()
     resources.mkdir()
     for name, text in TENANTS.items():
         (tenancy / name).write_text(text)
     (tenancy / "team-b-orders.token").write_text(TOKEN_B + "\n")
-    for name, text in RESOURCES.items():
+    for name, text in {**RESOURCES, **(backends or {})}.items():
         (resources / name).write_text(text)
     return tenancy, resources
 
@@ -403,14 +410,25 @@ class Node:
 @pytest.fixture(scope="module")
 def node():
     root = short_tempdir()
-    tenancy, resources = write_config(root)
-    daemon = Hangard(root, tenancy=tenancy, resources=resources, apps=APPS)
+    redis = RedisProcess()
+    postgres = PostgresServer().start()
     try:
-        daemon.start()
-        yield Node(daemon)
-        daemon.stop()
+        backends = {
+            "redisstore.yaml": component_yaml("redisstore", "state.redis", metadata={"redisHost": redis.address}),
+            "pgstore.yaml": postgres_component_yaml(
+                "pgstore", {"connectionString": postgres.connection_string("postgres", SUPER_PASSWORD)}),
+        }
+        tenancy, resources = write_config(root, backends)
+        daemon = Hangard(root, tenancy=tenancy, resources=resources, apps=APPS)
+        try:
+            daemon.start()
+            yield Node(daemon)
+            daemon.stop()
+        finally:
+            daemon.kill()
     finally:
-        daemon.kill()
+        redis.stop()
+        postgres.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -452,7 +470,7 @@ def etag_refusal(call: Callable[[], Any], expected: tuple[Expected, ...], what: 
 
 
 @pytest.mark.parametrize("kind", list(KEY_KINDS))
-@pytest.mark.parametrize("store", ["statestore", "memstore"])
+@pytest.mark.parametrize("store", ["statestore", "memstore", "redisstore", "pgstore"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_state_key_is_invisible_and_untouchable_for_other_tenants_and_apps(node, transport, store, kind):
     """team-a/orders writes K; team-b/orders (same app id, other tenant) and team-a/billing (same tenant, other
@@ -460,6 +478,12 @@ def test_state_key_is_invisible_and_untouchable_for_other_tenants_and_apps(node,
     even with the victim's ETag) changes the victim's value or ETag."""
     key = KEY_KINDS[kind](unique(""))
     victim = node.socket("team-a", "orders", transport)
+    if store == "pgstore" and kind == "nul-byte":
+        # PostgreSQL's text cannot hold NUL: a clear refusal of the key, for every operation, not a backend error.
+        for attempt in (lambda: victim.save(store, key, "victim's value"), lambda: victim.get(store, key)):
+            error = refused(attempt, ILLEGAL_KEY, "a NUL in a state.postgresql key")
+            assert "NUL" in error.message, error.message
+        return
     victim.save(store, key, "victim's value")
     value, etag = victim.get(store, key)
     assert value == "victim's value" and etag, (value, etag)

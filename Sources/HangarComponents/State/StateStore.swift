@@ -145,6 +145,9 @@ package enum StateStoreError: Error, Sendable, Hashable {
     /// The backend cannot be reached now (a server that is down, a connection refused or cut, a call past its
     /// deadline): retrying later may succeed. Answered fast, with gRPC `UNAVAILABLE`.
     case unavailable(String)
+    /// The store cannot hold this key (a character its backend refuses, such as NUL in PostgreSQL's `text`):
+    /// `reason` says why. Nothing was written.
+    case invalidKey(key: String, reason: String)
     /// The store has been closed.
     case closed
     /// A write with a `byteLimit` would have taken `partition` to `usage` bytes, above `limit`; nothing was written.

@@ -79,6 +79,11 @@ package enum StateAPIError {
                 errorCode: operation.rawValue, rpcCode: .unavailable, httpStatus: 500,
                 message: "\(prefix): \(message)", reason: "DAPR_STATE_BACKEND_UNAVAILABLE",
                 metadata: ["storeName": store])
+        case .invalidKey(let key, let reason):
+            return APIError(
+                errorCode: "ERR_MALFORMED_REQUEST", rpcCode: .invalidArgument, httpStatus: 400,
+                message: "\(prefix): key \(Names.quoted(StateAPI.userKey(key))) cannot be stored: \(reason)",
+                reason: "DAPR_STATE_ILLEGAL_KEY", metadata: ["storeName": store])
         case .byteLimitExceeded(let partition, let usage, let limit):
             return QuotaError.stateBytes(usage: usage, limit: limit, namespace: partition, store: store)
         case .closed:
