@@ -7,7 +7,8 @@ started by the test (see postgres_fixtures.py).
   component reports DOWN then UP, writes succeed again within 5 s without a restart, and no acknowledged write
   is lost;
 - many apps on one node hold at most `maxConns` connections to the server (pg_stat_activity);
-- a namespaced component with `keyLayout: dapr` reads and writes rows written with daprd's own SQL in place.
+- a namespaced component with `keyLayout: dapr` reads and writes rows written with daprd's own SQL in place;
+- `connectionString` from a `secretKeyRef`: a wrong password leaves it DOWN, the rotated secret brings it UP.
 """
 
 from __future__ import annotations
@@ -254,3 +255,52 @@ def test_a_namespaced_component_with_key_layout_dapr_reads_and_writes_daprs_rows
     ) == "hello from hangar"
     keys = postgres.psql(f"SELECT string_agg(key, ',' ORDER BY key) FROM {table_prefix}state")
     assert keys == "orders||created-by-hangar,orders||greeting"
+
+
+def test_the_connection_string_from_a_secret_is_used_and_a_rotated_secret_is_picked_up(hangard_factory, postgres):
+    """`connectionString` as a `secretKeyRef` into the tenant's own secret store (a kubelet-style directory), as
+    Dapr's docs deploy it: a wrong password leaves the component DOWN; once the secret file holds the right one the
+    component is made again from it, without a restart, and no password appears in the log."""
+    wrong = "wrong-" + secrets.token_hex(8)
+    root = hangard_factory.root()
+    directory = root / "secrets" / "pg"
+    directory.mkdir(parents=True)
+    secret = directory / "connection"
+    secret.write_text(postgres.connection_string(USER, wrong))
+    component = "\n".join([
+        "apiVersion: dapr.io/v1alpha1", "kind: Component", "metadata:", f"  name: {STORE}", "  namespace: team-a",
+        "spec:", "  type: state.postgresql", "  version: v2", "  metadata:",
+        "  - name: tablePrefix", f'    value: "{prefix()}"',
+        "  - name: connectionString", "    secretKeyRef:", "      name: pg", "      key: connection",
+        "auth:", "  secretStore: vault",
+    ]) + "\n"
+    vault = "\n".join([
+        "apiVersion: dapr.io/v1alpha1", "kind: Component", "metadata:", "  name: vault", "  namespace: team-a",
+        "spec:", "  type: secretstores.local.directory", "  version: v1", "  metadata:",
+        "  - name: secretsDirectory", f'    value: "{root / "secrets"}"',
+    ]) + "\n"
+    daemon = start_daemon(
+        hangard_factory, {"team-a.yaml": tenant_yaml("team-a", [{"appId": "orders"}])},
+        {"pg.yaml": component, "vault.yaml": vault}, apps=(("team-a", "orders"),))
+    orders = daemon.client("team-a", "orders")
+
+    def health() -> str:
+        return orders.get_metadata().extended_metadata.get(f"hangar.health.{STORE}", "")
+
+    wait_until(lambda: health().startswith("DOWN"), timeout=10, interval=0.1)
+    assert "password authentication failed" in health(), health()
+
+    secret.write_text(postgres.connection_string(USER, PASSWORD))
+
+    def saves() -> bool:
+        try:
+            orders.save_state(STORE, "k", "from the rotated secret")
+            return True
+        except grpc.RpcError:
+            return False
+
+    wait_until(saves, timeout=15, interval=0.2)
+    assert orders.get_state(STORE, "k").data == b"from the rotated secret"
+    assert health().startswith("UP"), health()
+    for text in (health(), daemon.log):
+        assert wrong not in text and PASSWORD not in text
