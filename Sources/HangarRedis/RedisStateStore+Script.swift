@@ -173,7 +173,9 @@ extension RedisStateStore {
         for j = 1, m do
           local after = math.max(0, total(j))
           local name = ARGV[1 + 8 * n + j]
-          if after > 0 then
+          if after == stored[j] then
+            -- Unchanged (an overwrite of the same size): nothing to write.
+          elseif after > 0 then
             redis.call('SET', KEYS[n + 3 * j - 2], after)
             redis.call('SADD', KEYS[#KEYS], name)
           else
