@@ -19,7 +19,9 @@ extension RedisStateStore {
     ///
     /// **Byte accounting** (the tenant's `maxStateBytes`) is kept in Redis, in the same step, so that every node
     /// sharing the server counts the same totals and concurrent writers cannot overshoot a limit. Per partition
-    /// (`StatePartition`, a tenant) there are three keys (`AccountingKeys`): the partition's total, a sorted set
+    /// (`StatePartition`, a tenant) there are three keys (`AccountingKeys`): a hash of the partition's total
+    /// (`bytes`) and of how many times it changed (`writes`, which orders replies that arrive out of order on
+    /// several connections), a sorted set
     /// of its items that have a TTL (scored by their expiry, in the server's milliseconds) and a hash of those
     /// items' counted sizes. An item counts its physical key's UTF-8 bytes plus its value's bytes, as in every
     /// store. An item with a TTL counts until it is removed from the sorted set (`usageScript`, or a write over
@@ -36,7 +38,8 @@ extension RedisStateStore {
     /// (empty for none). Then each partition's name.
     ///
     /// Operations are checked in order against the versions and totals the earlier ones leave. Replies with each
-    /// save's new version (0 for a delete) followed by each partition's total after the write; or, having written
+    /// save's new version (0 for a delete) followed by each partition's `{total, writes}` after the write (-1 when
+    /// the write left it unchanged: the total is then not read, unless a limit had to be checked); or, having written
     /// nothing, with the error `HANGAR_ETAG_MISMATCH <i>` for the first operation that fails its ETag check, or
     /// `HANGAR_BYTE_LIMIT <i> <usage>` for the first save that grows a partition above its limit (`usage`: what
     /// it would have held).
@@ -71,29 +74,25 @@ extension RedisStateStore {
           end
           local recorded = redis.call('HGET', KEYS[n + 3 * j], key)
           if recorded then size = tonumber(recorded) end
-          known = {version = current, size = size, timed = recorded ~= false}
+          known = {kind = kind, version = current, size = size, timed = recorded ~= false}
           items[key] = known
           return known
         end
-        local stored, totals = {}, {}
-        local function total(j)
-          if totals[j] == nil then
-            stored[j] = tonumber(redis.call('GET', KEYS[n + 3 * j - 2]) or '0')
-            totals[j] = stored[j]
-          end
-          return totals[j]
-        end
+        -- Per partition: the total as stored (read only when a limit must be checked) and the sum of the
+        -- operations' changes.
+        local base, change = {}, {}
+        for j = 1, m do change[j] = 0 end
         local function purge(j)
           local index, sizes = KEYS[n + 3 * j - 1], KEYS[n + 3 * j]
-          local freed = 0
+          local bytes = 0
           for _, key in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', clock())) do
             if items[key] == nil then
-              freed = freed + tonumber(redis.call('HGET', sizes, key) or '0')
+              bytes = bytes + tonumber(redis.call('HGET', sizes, key) or '0')
               redis.call('ZREM', index, key)
               redis.call('HDEL', sizes, key)
             end
           end
-          return freed
+          return bytes
         end
         local purged = {}
         local sizes = {}
@@ -121,34 +120,35 @@ extension RedisStateStore {
           local delta = size - state.size
           state.size = size
           sizes[i] = size
-          totals[j] = total(j) + delta
+          change[j] = change[j] + delta
           local limit = field(i, 8)
-          if delta > 0 and limit ~= '' and totals[j] > tonumber(limit) then
-            if not purged[j] then
+          if delta > 0 and limit ~= '' then
+            if base[j] == nil then base[j] = tonumber(redis.call('HGET', KEYS[n + 3 * j - 2], 'bytes') or '0') end
+            if base[j] + change[j] > tonumber(limit) and not purged[j] then
               purged[j] = true
               local freed = purge(j)
+              -- Kept even if this write is refused: those items are gone either way.
               if freed > 0 then
-                totals[j] = totals[j] - freed
-                stored[j] = math.max(0, stored[j] - freed)
-                redis.call('SET', KEYS[n + 3 * j - 2], stored[j])
+                base[j] = redis.call('HINCRBY', KEYS[n + 3 * j - 2], 'bytes', -freed)
+                redis.call('HINCRBY', KEYS[n + 3 * j - 2], 'writes', 1)
               end
             end
-            if totals[j] > tonumber(limit) then
-              return redis.error_reply('HANGAR_BYTE_LIMIT ' .. i .. ' ' .. totals[j])
+            local usage = base[j] + change[j]
+            if usage > tonumber(limit) then
+              return redis.error_reply('HANGAR_BYTE_LIMIT ' .. i .. ' ' .. usage)
             end
           end
         end
         local result = {}
-        local timed = {}
         for i = 1, n do
           local key = KEYS[i]
+          local state = items[key]
           local j = tonumber(field(i, 6))
           local index, counted = KEYS[n + 3 * j - 1], KEYS[n + 3 * j]
-          if timed[key] == nil then timed[key] = items[key].timed end
           local ttl = field(i, 4)
           if field(i, 1) == 's' then
-            local kind = redis.call('TYPE', key)['ok']
-            if kind ~= 'none' and kind ~= 'hash' then redis.call('DEL', key) end
+            if state.kind ~= 'none' and state.kind ~= 'hash' then redis.call('DEL', key) end
+            state.kind = 'hash'
             redis.call('HSET', key, 'data', field(i, 5))
             if field(i, 3) == 'f' then redis.call('HSET', key, 'first-write', 0) end
             result[i] = redis.call('HINCRBY', key, 'version', 1)
@@ -156,40 +156,46 @@ extension RedisStateStore {
               redis.call('PEXPIRE', key, ttl)
               redis.call('ZADD', index, clock() + tonumber(ttl), key)
               redis.call('HSET', counted, key, sizes[i])
-              timed[key] = true
+              state.timed = true
             else
               redis.call('PERSIST', key)
             end
           else
             redis.call('DEL', key)
+            state.kind = 'none'
             result[i] = 0
           end
-          if timed[key] and (field(i, 1) == 'd' or ttl == '') then
+          if state.timed and (field(i, 1) == 'd' or ttl == '') then
             redis.call('ZREM', index, key)
             redis.call('HDEL', counted, key)
-            timed[key] = false
+            state.timed = false
           end
         end
         for j = 1, m do
-          local after = math.max(0, total(j))
-          local name = ARGV[1 + 8 * n + j]
-          if after == stored[j] then
-            -- Unchanged (an overwrite of the same size): nothing to write.
-          elseif after > 0 then
-            redis.call('SET', KEYS[n + 3 * j - 2], after)
-            redis.call('SADD', KEYS[#KEYS], name)
+          local net = change[j]
+          if net == 0 then
+            result[n + j] = -1
           else
-            redis.call('DEL', KEYS[n + 3 * j - 2])
-            if redis.call('ZCARD', KEYS[n + 3 * j - 1]) == 0 then redis.call('SREM', KEYS[#KEYS], name) end
+            local counter = KEYS[n + 3 * j - 2]
+            local after = redis.call('HINCRBY', counter, 'bytes', net)
+            local writes = redis.call('HINCRBY', counter, 'writes', 1)
+            local name = ARGV[1 + 8 * n + j]
+            if after <= 0 then
+              if after < 0 then redis.call('HSET', counter, 'bytes', 0) end
+              if redis.call('ZCARD', KEYS[n + 3 * j - 1]) == 0 then redis.call('SREM', KEYS[#KEYS], name) end
+              after = 0
+            elseif after - net <= 0 then
+              redis.call('SADD', KEYS[#KEYS], name)
+            end
+            result[n + j] = {after, writes}
           end
-          result[n + j] = after
         end
         return result
         """
 
     /// The Lua script that removes expired items from the accounting and reads the totals (`refreshUsage`):
     /// `KEYS` are three per partition (`AccountingKeys`), `ARGV[1]` `1` to remove expired items (at most
-    /// `ARGV[2]` per partition) or `0` only to read. Replies `{removed, {total per partition}}`; a partition
+    /// `ARGV[2]` per partition) or `0` only to read. Replies `{removed, {{total, writes} per partition}}`; a partition
     /// left with nothing is taken out of the set of partitions (`KEYS`' last, `ARGV[3 ...]` the names).
     static let usageScript = """
         local m = (#KEYS - 1) / 3
@@ -198,7 +204,7 @@ extension RedisStateStore {
         local removed, totals = 0, {}
         for j = 1, m do
           local counter, index, sizes = KEYS[3 * j - 2], KEYS[3 * j - 1], KEYS[3 * j]
-          local total = tonumber(redis.call('GET', counter) or '0')
+          local total = tonumber(redis.call('HGET', counter, 'bytes') or '0')
           if ARGV[1] == '1' then
             local gone = redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
             for _, key in ipairs(gone) do
@@ -209,11 +215,12 @@ extension RedisStateStore {
             removed = removed + #gone
             if #gone > 0 then
               total = math.max(0, total)
-              if total > 0 then redis.call('SET', counter, total) else redis.call('DEL', counter) end
+              redis.call('HSET', counter, 'bytes', total)
+              redis.call('HINCRBY', counter, 'writes', 1)
             end
           end
           if total <= 0 and redis.call('ZCARD', index) == 0 then redis.call('SREM', KEYS[#KEYS], ARGV[2 + j]) end
-          totals[j] = total
+          totals[j] = {total, tonumber(redis.call('HGET', counter, 'writes') or '0')}
         end
         return {removed, totals}
         """

@@ -63,7 +63,9 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
     package var executesInline: Bool { false }
     /// Bytes per partition as the last write or refresh answered (see the type's notes); partitions holding nothing
     /// are left out.
-    package var usageByPartition: [String: Int] { usage.withLock { $0 } }
+    package var usageByPartition: [String: Int] {
+        usage.withLock { $0.compactMapValues { $0.bytes > 0 ? $0.bytes : nil } }
+    }
 
     package let settings: Settings
     /// The node's connections to the server, for this component.
@@ -91,8 +93,9 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
     private let usageCount: Script
     private let healthCheck: Mutex<RepeatedTask?> = Mutex(nil)
     private let usageRefresh: Mutex<RepeatedTask?> = Mutex(nil)
-    /// The bytes of each partition holding any, as Redis last answered.
-    private let usage: Mutex<[String: Int]> = Mutex([:])
+    /// Each partition's bytes as Redis last answered, with the count of changes that answer reflects (`writes`):
+    /// replies on several connections arrive in any order, and an older one must not replace a newer one.
+    private let usage: Mutex<[String: (bytes: Int, writes: Int64)]> = Mutex([:])
     /// Why the last health check failed; nil once one succeeds.
     private let pingProblem: Mutex<String?> = Mutex(nil)
 
@@ -277,10 +280,11 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
                 guard let elements = reply.elements, elements.count == operations.count + partitions.count else {
                     throw StateStoreError.backend("Redis answered a write with \(reply)")
                 }
+                // -1: the write left that partition's total as it was.
                 self.record(
-                    zip(partitions, elements.suffix(partitions.count)).map { partition, total in
-                        (partition, total.integer.map(Int.init) ?? 0)
-                    })
+                    zip(partitions, elements.suffix(partitions.count)).compactMap { partition, total in
+                        Self.total(total).map { (partition, $0) }
+                    }, replacing: false)
             }.flatMapErrorThrowing { error in
                 if case .server(let message) = error as? RedisError, message.hasPrefix(Self.byteLimitPrefix) {
                     // `HANGAR_BYTE_LIMIT <operation> <usage>`
@@ -320,11 +324,24 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
         var arguments: [RESPArgument] { [.string(total), .string(expiries), .string(sizes)] }
     }
 
-    /// Keeps the totals a write or refresh answered.
-    private func record(_ totals: some Sequence<(String, Int)>) {
+    /// A partition's `{bytes, writes}` as the scripts answer it; nil for anything else (-1: unchanged).
+    static func total(_ reply: RESPValue) -> (bytes: Int, writes: Int64)? {
+        guard let fields = reply.elements, fields.count == 2, let bytes = fields[0].integer,
+            let writes = fields[1].integer
+        else { return nil }
+        return (Int(bytes), writes)
+    }
+
+    /// Keeps the totals a write or refresh answered, unless a later one is known already; `replacing` (a refresh
+    /// of every partition) also forgets partitions it did not list.
+    private func record(_ totals: [(String, (bytes: Int, writes: Int64))], replacing: Bool) {
         usage.withLock { usage in
-            for (partition, total) in totals {
-                usage[partition] = total > 0 ? total : nil
+            if replacing {
+                let listed = Set(totals.map(\.0))
+                usage = usage.filter { listed.contains($0.key) }
+            }
+            for (partition, total) in totals where total.writes >= usage[partition]?.writes ?? .min {
+                usage[partition] = total
             }
         }
     }
@@ -342,7 +359,7 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
         return send(["SMEMBERS", .string(AccountingKeys.partitionSet)], on: eventLoop).flatMap { reply in
             let partitions = (reply.elements ?? []).compactMap(\.string)
             guard !partitions.isEmpty else {
-                self.usage.withLock { $0 = [:] }
+                self.record([], replacing: true)
                 return eventLoop.makeSucceededFuture(0)
             }
             let keys = partitions.flatMap { AccountingKeys($0).arguments } + [.string(AccountingKeys.partitionSet)]
@@ -354,11 +371,9 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
                 else {
                     return eventLoop.makeFailedFuture(StateStoreError.backend("Redis answered a usage count with \(reply)"))
                 }
-                let counted = zip(partitions, totals).compactMap { partition, total -> (String, Int)? in
-                    guard let total = total.integer, total > 0 else { return nil }
-                    return (partition, Int(total))
-                }
-                self.usage.withLock { $0 = Dictionary(counted, uniquingKeysWith: { $1 }) }
+                self.record(
+                    zip(partitions, totals).compactMap { partition, total in Self.total(total).map { (partition, $0) } },
+                    replacing: true)
                 // A partition with more than a round's worth expired: go on.
                 if purging, removed >= batch {
                     return self.refreshUsage(purging: true, on: eventLoop).map { Int(removed) + $0 }

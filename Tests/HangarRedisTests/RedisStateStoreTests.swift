@@ -152,7 +152,8 @@ struct RedisStateStoreTests {
         #expect(dapr.usageByPartition["shop"] == 3)  // (18 + 5) - (18 + 2)
         try await dapr.delete(StateDeleteRequest(key: "shop||orders||cart"), on: loop).get()
         #expect(dapr.usageByPartition["shop"] == nil)
-        #expect(try await command(redis, ["EXISTS", "hangar:state:bytes:shop"]) == .integer(0))
+        #expect(try await command(redis, ["HGET", "hangar:state:bytes:shop", "bytes"]).string == "0")
+        #expect(try await command(redis, ["SISMEMBER", "hangar:state:partitions", "shop"]) == .integer(0))
         #expect(dapr.usageByPartition["c"] == 1000)
     }
 

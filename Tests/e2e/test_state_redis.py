@@ -116,7 +116,7 @@ def test_max_state_bytes_is_counted_in_redis_per_tenant(node, redis):
     tight = node.client("tight", "app")
     # Physical key "tight||app||a" is 13 bytes: 13 + 600 = 613 bytes stored, counted in Redis.
     tight.save_state(STORE, "a", "x" * 600)
-    assert redis.cli("GET", "hangar:state:bytes:tight").strip() == "613"
+    assert redis.cli("HGET", "hangar:state:bytes:tight", "bytes").strip() == "613"
     with pytest.raises(grpc.RpcError) as error:
         tight.save_state(STORE, "b", "y" * 600)
     info = expect_quota(error, "maxStateBytes", 1000, "tenant")
@@ -135,7 +135,7 @@ def test_max_state_bytes_is_counted_in_redis_per_tenant(node, redis):
     assert tight.get_state(STORE, "c").data == b""
     tight.delete_state(STORE, "a")
     tight.save_state(STORE, "b", "y" * 900)
-    assert redis.cli("GET", "hangar:state:bytes:tight").strip() == "913"
+    assert redis.cli("HGET", "hangar:state:bytes:tight", "bytes").strip() == "913"
 
 
 def test_dapr_layout_reads_and_writes_dapr_data_in_place(node, redis):
