@@ -46,7 +46,6 @@ extension RedisStateStore {
     static let writeScript = """
         local n = tonumber(ARGV[1])
         local m = (#KEYS - n - 1) / 3
-        local function field(i, f) return ARGV[1 + 8 * (i - 1) + f] end
         local now
         local function clock()
           if now == nil then
@@ -55,34 +54,17 @@ extension RedisStateStore {
           end
           return now
         end
-        local items = {}
-        local function item(i)
-          local key = KEYS[i]
-          local known = items[key]
-          if known ~= nil then return known end
-          local j = tonumber(field(i, 6))
-          local kind = redis.call('TYPE', key)['ok']
-          local current, size = false, 0
-          if kind == 'hash' then
-            current = redis.call('HGET', key, 'version') or ''
-            size = redis.call('HSTRLEN', key, 'data') + tonumber(field(i, 7))
-          elseif kind == 'string' then
-            current = ''
-            size = redis.call('STRLEN', key) + tonumber(field(i, 7))
-          elseif kind ~= 'none' then
-            current = ''
+        -- Per partition: changes not yet added to its total, changes added (undone if the write is refused),
+        -- and the total as the last HINCRBY left it.
+        local pending, applied, current, purged = {}, {}, {}, {}
+        for j = 1, m do pending[j] = 0; applied[j] = 0 end
+        local function fail(reply)
+          for j = 1, m do
+            if applied[j] ~= 0 then redis.call('HINCRBY', KEYS[n + 3 * j - 2], 'bytes', -applied[j]) end
           end
-          local recorded = redis.call('HGET', KEYS[n + 3 * j], key)
-          if recorded then size = tonumber(recorded) end
-          known = {kind = kind, version = current, size = size, timed = recorded ~= false}
-          items[key] = known
-          return known
+          return redis.error_reply(reply)
         end
-        -- Per partition: the total as stored (read only when a limit must be checked) and the sum of the
-        -- operations' changes.
-        local base, change = {}, {}
-        for j = 1, m do change[j] = 0 end
-        local function purge(j)
+        local function purge(j, items)
           local index, sizes = KEYS[n + 3 * j - 1], KEYS[n + 3 * j]
           local bytes = 0
           for _, key in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', clock())) do
@@ -94,97 +76,129 @@ extension RedisStateStore {
           end
           return bytes
         end
-        local purged = {}
-        local sizes = {}
+        local items = {}
         for i = 1, n do
-          local op, etag, mode = field(i, 1), field(i, 2), field(i, 3)
-          local j = tonumber(field(i, 6))
-          local state = item(i)
-          local current = state.version
+          local b = 8 * (i - 1)
+          local key, op, etag, mode = KEYS[i], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+          local j, keyBytes = tonumber(ARGV[b + 7]), tonumber(ARGV[b + 8])
+          local state = items[key]
+          if state == nil then
+            local kind = redis.call('TYPE', key)['ok']
+            state = {kind = kind, version = false, size = 0, timed = false}
+            if kind == 'hash' then
+              state.version = redis.call('HGET', key, 'version') or ''
+              state.size = redis.call('HSTRLEN', key, 'data') + keyBytes
+            elseif kind == 'string' then
+              state.version = ''
+              state.size = redis.call('STRLEN', key) + keyBytes
+            elseif kind ~= 'none' then
+              state.version = ''
+            else
+              -- Gone, but perhaps expired and still counted: its recorded size is what it holds.
+              local recorded = redis.call('HGET', KEYS[n + 3 * j], key)
+              if recorded then
+                state.size = tonumber(recorded)
+                state.timed = true
+              end
+            end
+            items[key] = state
+          end
+          local current_version = state.version
           if mode ~= 'l' then
             if etag ~= '' then
-              if current == false or (current ~= '' and current ~= etag) then
-                return redis.error_reply('HANGAR_ETAG_MISMATCH ' .. i)
+              if current_version == false or (current_version ~= '' and current_version ~= etag) then
+                return fail('HANGAR_ETAG_MISMATCH ' .. i)
               end
-            elseif op == 's' and mode == 'f' and current ~= false then
-              return redis.error_reply('HANGAR_ETAG_MISMATCH ' .. i)
+            elseif op == 's' and mode == 'f' and current_version ~= false then
+              return fail('HANGAR_ETAG_MISMATCH ' .. i)
             end
           end
           local size = 0
           if op == 's' then
-            state.version = tostring((tonumber(current) or 0) + 1)
-            size = tonumber(field(i, 7)) + string.len(field(i, 5))
+            state.version = tostring((tonumber(current_version) or 0) + 1)
+            size = keyBytes + string.len(ARGV[b + 6])
           else
             state.version = false
           end
           local delta = size - state.size
           state.size = size
-          sizes[i] = size
-          change[j] = change[j] + delta
-          local limit = field(i, 8)
+          pending[j] = pending[j] + delta
+          local limit = ARGV[b + 9]
           if delta > 0 and limit ~= '' then
-            if base[j] == nil then base[j] = tonumber(redis.call('HGET', KEYS[n + 3 * j - 2], 'bytes') or '0') end
-            if base[j] + change[j] > tonumber(limit) and not purged[j] then
+            limit = tonumber(limit)
+            current[j] = redis.call('HINCRBY', KEYS[n + 3 * j - 2], 'bytes', pending[j])
+            applied[j] = applied[j] + pending[j]
+            pending[j] = 0
+            if current[j] > limit and not purged[j] then
               purged[j] = true
-              local freed = purge(j)
+              local freed = purge(j, items)
               -- Kept even if this write is refused: those items are gone either way.
-              if freed > 0 then
-                base[j] = redis.call('HINCRBY', KEYS[n + 3 * j - 2], 'bytes', -freed)
-                redis.call('HINCRBY', KEYS[n + 3 * j - 2], 'writes', 1)
-              end
+              if freed > 0 then current[j] = redis.call('HINCRBY', KEYS[n + 3 * j - 2], 'bytes', -freed) end
             end
-            local usage = base[j] + change[j]
-            if usage > tonumber(limit) then
-              return redis.error_reply('HANGAR_BYTE_LIMIT ' .. i .. ' ' .. usage)
-            end
+            if current[j] > limit then return fail('HANGAR_BYTE_LIMIT ' .. i .. ' ' .. current[j]) end
           end
         end
         local result = {}
         for i = 1, n do
+          local b = 8 * (i - 1)
           local key = KEYS[i]
           local state = items[key]
-          local j = tonumber(field(i, 6))
+          local j = tonumber(ARGV[b + 7])
           local index, counted = KEYS[n + 3 * j - 1], KEYS[n + 3 * j]
-          local ttl = field(i, 4)
-          if field(i, 1) == 's' then
-            if state.kind ~= 'none' and state.kind ~= 'hash' then redis.call('DEL', key) end
-            state.kind = 'hash'
-            redis.call('HSET', key, 'data', field(i, 5))
-            if field(i, 3) == 'f' then redis.call('HSET', key, 'first-write', 0) end
+          local ttl = ARGV[b + 5]
+          if ARGV[b + 2] == 's' then
+            local before = state.kind
+            if before ~= 'none' and before ~= 'hash' then redis.call('DEL', key) end
+            redis.call('HSET', key, 'data', ARGV[b + 6])
+            if ARGV[b + 4] == 'f' then redis.call('HSET', key, 'first-write', 0) end
             result[i] = redis.call('HINCRBY', key, 'version', 1)
             if ttl ~= '' then
               redis.call('PEXPIRE', key, ttl)
               redis.call('ZADD', index, clock() + tonumber(ttl), key)
-              redis.call('HSET', counted, key, sizes[i])
+              redis.call('HSET', counted, key, string.len(ARGV[b + 6]) + tonumber(ARGV[b + 8]))
               state.timed = true
             else
-              redis.call('PERSIST', key)
+              -- A key that had a TTL (PERSIST says so) may be recorded with it; one that was gone only if
+              -- it was still counted after it expired.
+              if before == 'hash' and redis.call('PERSIST', key) == 1 then state.timed = true end
+              if state.timed then
+                redis.call('ZREM', index, key)
+                redis.call('HDEL', counted, key)
+                state.timed = false
+              end
             end
+            state.kind = 'hash'
           else
-            redis.call('DEL', key)
+            if state.kind ~= 'none' then
+              redis.call('DEL', key)
+              state.timed = true
+            end
+            if state.timed then
+              redis.call('ZREM', index, key)
+              redis.call('HDEL', counted, key)
+              state.timed = false
+            end
             state.kind = 'none'
             result[i] = 0
           end
-          if state.timed and (field(i, 1) == 'd' or ttl == '') then
-            redis.call('ZREM', index, key)
-            redis.call('HDEL', counted, key)
-            state.timed = false
-          end
         end
         for j = 1, m do
-          local net = change[j]
-          if net == 0 then
+          local counter = KEYS[n + 3 * j - 2]
+          if pending[j] ~= 0 then
+            current[j] = redis.call('HINCRBY', counter, 'bytes', pending[j])
+            applied[j] = applied[j] + pending[j]
+          end
+          if applied[j] == 0 then
             result[n + j] = -1
           else
-            local counter = KEYS[n + 3 * j - 2]
-            local after = redis.call('HINCRBY', counter, 'bytes', net)
+            local after = current[j]
             local writes = redis.call('HINCRBY', counter, 'writes', 1)
             local name = ARGV[1 + 8 * n + j]
             if after <= 0 then
               if after < 0 then redis.call('HSET', counter, 'bytes', 0) end
               if redis.call('ZCARD', KEYS[n + 3 * j - 1]) == 0 then redis.call('SREM', KEYS[#KEYS], name) end
               after = 0
-            elseif after - net <= 0 then
+            elseif after - applied[j] <= 0 then
               redis.call('SADD', KEYS[#KEYS], name)
             end
             result[n + j] = {after, writes}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# What a state write costs the shared Redis server: its CPU per call (INFO commandstats, usec_per_call) for
+#   - Dapr's own set script (components-contrib state/redis, what a daprd sidecar sends for a SaveState), the anchor;
+#   - state.redis's write script (Sources/HangarRedis/RedisStateStore+Script.swift, taken from the source), which
+#     also keeps the tenant's byte count: an overwrite of the same size, new keys (the count grows), and new keys
+#     with a TTL (also indexed by expiry).
+# 32 clients (redis-benchmark -c 32), 100-byte values, 200,000 calls per case, 3 rounds, all in one run against one
+# redis-server on loopback (persistence off, started here, removed at the end). Server CPU per call is what the
+# shared server pays, and it does not depend on the client machine's load as throughput does.
+# Usage: scripts/bench-redis-scripts.sh [CALLS]
+set -euo pipefail
+
+calls="${1:-200000}"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/null; then
+    echo "bench-redis-scripts: installing redis-server and redis-tools with apt-get" >&2
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server redis-tools
+fi
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="$(mktemp -d /tmp/hb-redis-scripts.XXXXXX)"
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+cleanup() {
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+python3 - "$root/Sources/HangarRedis/RedisStateStore+Script.swift" "$work/hangar.lua" <<'EOF'
+import re, sys
+source = open(sys.argv[1]).read()
+body = re.search(r'static let writeScript = """\n(.*?)\n        """', source, re.S).group(1)
+open(sys.argv[2], "w").write("\n".join(line[8:] for line in body.splitlines()) + "\n")
+EOF
+cat >"$work/dapr.lua" <<'EOF'
+local etag = redis.pcall("HGET", KEYS[1], "version");
+if type(etag) == "table" then
+  redis.call("DEL", KEYS[1]);
+end;
+local fwr = redis.pcall("HGET", KEYS[1], "first-write");
+if not etag or type(etag)=="table" or etag == "" or etag == ARGV[1] or (not fwr and ARGV[1] == "0") then
+  redis.call("HSET", KEYS[1], "data", ARGV[2]);
+  if ARGV[3] == "0" then
+    redis.call("HSET", KEYS[1], "first-write", 0);
+  end;
+  return redis.call("HINCRBY", KEYS[1], "version", 1)
+else
+  return error("failed to set key " .. KEYS[1])
+end
+EOF
+
+redis-server --port "$port" --bind 127.0.0.1 --dir "$work" --save "" --appendonly no --daemonize yes \
+    --logfile "$work/redis.log" >/dev/null
+for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+dapr="$(redis-cli -p "$port" -x SCRIPT LOAD <"$work/dapr.lua")"
+hangar="$(redis-cli -p "$port" -x SCRIPT LOAD <"$work/hangar.lua")"
+value="$(head -c 100 /dev/zero | tr '\0' x)"
+accounting=(hangar:state:bytes:t hangar:state:expiries:t hangar:state:sizes:t hangar:state:partitions)
+
+# Runs one case; prints Redis's CPU per call (µs) and the calls per second redis-benchmark saw.
+measure() {
+    local random="$1"
+    shift
+    redis-cli -p "$port" CONFIG RESETSTAT >/dev/null
+    local rate
+    rate="$(redis-benchmark -p "$port" -n "$calls" -c 32 $random -q "$@" 2>&1 | tr '\r' '\n' \
+        | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1)"
+    local usec
+    usec="$(redis-cli -p "$port" INFO commandstats | tr -d '\r' | grep '^cmdstat_evalsha:' \
+        | sed 's/.*usec_per_call=\([0-9.]*\).*/\1/')"
+    echo "$usec $rate"
+}
+
+printf '%-44s %6s %14s %12s\n' "case" "round" "µs/call Redis" "calls/s"
+declare -A sums
+for round in 1 2 3; do
+    redis-cli -p "$port" FLUSHALL >/dev/null
+    while read -r name random; do
+        case "$name" in
+            dapr-overwrite) args=(EVALSHA "$dapr" 1 "a||k" 0 "$value" 1) ;;
+            dapr-new-keys) args=(EVALSHA "$dapr" 1 "a||k:__rand_int__" 0 "$value" 1) ;;
+            hangar-overwrite) args=(EVALSHA "$hangar" 5 "t||a||k" "${accounting[@]}" 1 s "" u "" "$value" 1 7 1073741824 t) ;;
+            hangar-new-keys) args=(EVALSHA "$hangar" 5 "t||a||k:__rand_int__" "${accounting[@]}" 1 s "" u "" "$value" 1 20 1073741824 t) ;;
+            hangar-new-keys-ttl) args=(EVALSHA "$hangar" 5 "t||a||x:__rand_int__" "${accounting[@]}" 1 s "" u 3600000 "$value" 1 20 1073741824 t) ;;
+        esac
+        [ "$random" = "-" ] && random="" || random="-r 100000000"
+        read -r usec rate < <(measure "$random" "${args[@]}")
+        printf '%-44s %6s %14s %12s\n' "$name" "$round" "$usec" "$rate"
+        sums[$name]="$(python3 -c "print(${sums[$name]:-0} + $usec)")"
+    done <<'CASES'
+dapr-overwrite -
+dapr-new-keys r
+hangar-overwrite -
+hangar-new-keys r
+hangar-new-keys-ttl r
+CASES
+done
+echo
+echo "mean over 3 rounds (Redis CPU per call, and the ratio to Dapr's set script on the same kind of write):"
+for name in dapr-overwrite dapr-new-keys hangar-overwrite hangar-new-keys hangar-new-keys-ttl; do
+    mean="$(python3 -c "print(round(${sums[$name]} / 3, 2))")"
+    anchor="dapr-overwrite"
+    [[ "$name" == *new-keys* ]] && anchor="dapr-new-keys"
+    ratio="$(python3 -c "print(round(${sums[$name]} / ${sums[$anchor]}, 2))")"
+    printf '  %-24s %8s µs   %5s× %s\n' "$name" "$mean" "$ratio" "$anchor"
+done
