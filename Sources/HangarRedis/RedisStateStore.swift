@@ -308,7 +308,7 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
     struct AccountingKeys {
         /// The set of partitions that hold bytes (what `refreshUsage` reads).
         static let partitionSet = "hangar:state:partitions"
-        /// The partition's total bytes.
+        /// A hash: `bytes`, the partition's total, and `writes`, how many times it changed.
         let total: String
         /// Its items with a TTL, scored by their expiry (milliseconds of the server's clock).
         let expiries: String
