@@ -16,18 +16,21 @@ enum PubSubKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     var testDescription: String { rawValue }
 
-    /// The components that count bytes and enforce byte limits and retention (`maxRetainedBytes`, `maxTopicBytes`,
-    /// `retentionPeriod`, partition limits). Not Redis: it keeps what its streams' own trimming (`maxLenApprox`,
-    /// `streamTTL`) and the server's `maxmemory` allow, and reading a stream's bytes would cost a scan
-    /// (`MEMORY USAGE`) per publish; `pubsub.redis` reports no usage.
-    static let accountingKinds: [PubSubKind] = [.inMemory, .sqlite]
+    /// The components that count bytes and enforce the byte limits (`maxRetainedBytes`, partition limits): all.
+    static let accountingKinds: [PubSubKind] = [.inMemory, .sqlite, .redis]
+
+    /// The components that enforce Hangar's retention settings (`retentionPeriod`, `maxTopicBytes`). Not Redis: its
+    /// retention is Dapr's (`maxLenApprox`, `streamTTL`), and its group reader reads ahead, so that an entry
+    /// retention removes may already be on its way to a consumer.
+    static let retentionKinds: [PubSubKind] = [.inMemory, .sqlite]
+
+    /// Whether `trim` removes everything of a topic that has no consumer. Not Redis: a Dapr app may create its
+    /// group later, from the start of the stream.
+    var trimsTopicsWithoutConsumers: Bool { self != .redis }
 
     /// Whether sequences are 1, 2, 3, ... per topic. Redis's are stream ids packed into 64 bits
     /// (`RedisStreamID`): increasing in publish order, never reused, not consecutive.
     var denseSequences: Bool { self != .redis }
-
-    /// Whether `usageByTopic` counts bytes (see `accountingKinds`).
-    var countsUsage: Bool { PubSubKind.accountingKinds.contains(self) }
 }
 
 /// Opening, using and closing pub/sub components in tests (on `StateTestEnvironment`'s event loops and pool).
@@ -65,7 +68,7 @@ enum PubSubTestEnvironment {
     }
 
     /// A `pubsub.redis` on `redis`, emptied first (`FLUSHALL`); the lease is the limits' `ackTimeout`
-    /// (`processingTimeout`).
+    /// (`processingTimeout`), and `maxRetainedBytes`, `cleanupInterval` and `fullTrimInterval` are the limits'.
     static func openRedis(
         limits: PubSubLimits = limits(), settings: RedisPubSub.Settings = .init()
     ) throws -> RedisPubSub {
@@ -76,6 +79,9 @@ enum PubSubTestEnvironment {
         try connection.close().wait()
         var settings = settings
         settings.processingTimeout = limits.ackTimeout
+        settings.maxRetainedBytes = limits.maxRetainedBytes
+        settings.cleanupInterval = limits.cleanupInterval
+        settings.fullTrimInterval = limits.fullTrimInterval
         return RedisPubSub(configuration: configuration, settings: settings, eventLoopGroup: group)
     }
 
@@ -143,6 +149,7 @@ extension PubSub {
         switch self {
         case let pubsub as InMemoryPubSub: pubsub.trimsForRoom
         case let pubsub as SQLitePubSub: pubsub.trimsForRoom
+        case let pubsub as RedisPubSub: pubsub.trimsForRoom
         default: nil
         }
     }
