@@ -5,6 +5,7 @@ import HangarSQLite
 import HangarTestSupport
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 
 /// The pub/sub components the conformance suite runs against.
@@ -67,15 +68,23 @@ enum PubSubTestEnvironment {
         if case .success(let server) = redis { server.stop() }
     }
 
-    /// A `pubsub.redis` on `redis`, emptied first (`FLUSHALL`); the lease is the limits' `ackTimeout`
-    /// (`processingTimeout`), and `maxRetainedBytes`, `cleanupInterval` and `fullTrimInterval` are the limits'.
+    /// The next database `openRedis` takes. The pub/sub suites run in parallel on one server, and the byte
+    /// counters (`maxRetainedBytes`'s total) are the database's: each component gets a database of its own among
+    /// the server's 16, so that a suite's tests never see (or empty) another's data.
+    static let nextDatabase = Atomic<Int>(0)
+
+    /// A `pubsub.redis` on `redis`, in a database of its own emptied first (`FLUSHDB`); the lease is the limits'
+    /// `ackTimeout` (`processingTimeout`), and `maxRetainedBytes`, `cleanupInterval` and `fullTrimInterval` are the
+    /// limits'.
     static func openRedis(
         limits: PubSubLimits = limits(), settings: RedisPubSub.Settings = .init()
     ) throws -> RedisPubSub {
         let server = try redis.get()
-        let configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: server.port))
+        let database = nextDatabase.wrappingAdd(1, ordering: .relaxed).oldValue % 16
+        let configuration = RedisConfiguration(
+            address: .tcp(host: "127.0.0.1", port: server.port), database: database)
         let connection = try RedisConnection.connect(configuration, on: group.next()).wait()
-        _ = try connection.send(["FLUSHALL"], deadline: .now() + .seconds(5)).wait()
+        _ = try connection.send(["FLUSHDB"], deadline: .now() + .seconds(5)).wait()
         try connection.close().wait()
         var settings = settings
         settings.processingTimeout = limits.ackTimeout
