@@ -8,10 +8,12 @@ extension RedisPubSub {
     /// each a Go duration (`30s`) or an integer of milliseconds, as Dapr reads them; `queueDepth` (default 100);
     /// `maxLenApprox` and `streamTTL` (a Go duration; only one of the two, as Dapr warns). `concurrency` and
     /// `consumerID` are accepted and left to the runtime: it delivers with its own windows, and the consumer group
-    /// is always the subscribing app's id.
+    /// is always the subscribing app's id. Hangar's own, as the embedded components read them: `maxRetainedBytes`
+    /// (the most bytes the server's streams hold together; none by default) and `cleanupInterval` (how often
+    /// acknowledged entries are trimmed; default 10s, `0` never).
     package static let pubsubFields = [
         "processingTimeout", "redeliverInterval", "queueDepth", "concurrency", "consumerID", "maxLenApprox",
-        "streamTTL",
+        "streamTTL", "maxRetainedBytes", "cleanupInterval",
     ].map { ComponentMetadataField($0) }
 
     /// `pubsub.redis`. Opening connects and pings the server (a server that cannot be reached leaves the component
@@ -59,6 +61,12 @@ extension RedisPubSub {
             }
             if value > .zero { settings.streamTTL = value }
         }
+        // Read as the embedded components read them (sizes with Ki/Mi/Gi, Go durations, 0 for none).
+        let limits = try PubSubLimits(
+            metadata: metadata.filter { ["maxRetainedBytes", "cleanupInterval"].contains($0.key) },
+            defaults: PubSubLimits(maxRetainedBytes: nil, cleanupInterval: settings.cleanupInterval))
+        settings.maxRetainedBytes = limits.maxRetainedBytes
+        settings.cleanupInterval = limits.cleanupInterval
         if settings.maxLenApprox != nil, settings.streamTTL != nil {
             throw .metadata("streamTTL", "maxLenApprox and streamTTL cannot be used together: choose one way to trim")
         }

@@ -26,9 +26,11 @@ import Synchronization
 ///   `processingTimeout` and `XCLAIM` takes them. Entries leased here for longer than half of `processingTimeout`
 ///   are claimed again without counting (`XCLAIM ... JUSTID`), so that other nodes do not take them meanwhile.
 ///
-/// What Redis decides, not Hangar: retention is Dapr's `maxLenApprox`/`streamTTL` (and the server's `maxmemory`),
-/// so the byte accounting and limits of the embedded components (`usageByTopic`, `maxRetainedBytes`, the
-/// runtime's per-tenant `maxPubsubBytes`) do not apply: usage is reported as none.
+/// - **Bytes** are counted in Redis, in the scripts that change the streams (`RedisPubSub+Accounting.swift`): a
+///   publish is refused, storing nothing, when it would take the topic's partition (the tenant) above the
+///   runtime's `maxPubsubBytes` or the server's topics above `maxRetainedBytes`, whichever node publishes.
+///   Dapr's retention (`maxLenApprox`, `streamTTL`) is run by the publish's script, exactly, so that what it
+///   removes is subtracted; `trim` (every `cleanupInterval`) removes what every group acknowledged likewise.
 package final class RedisPubSub: PubSub, BackendHealthReporting {
     /// The pub/sub settings of Dapr's `pubsub.redis` (the connection's are `RedisMetadata`).
     package struct Settings: Sendable, Hashable {
@@ -39,10 +41,21 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
         package var redeliverInterval: Duration = .seconds(15)
         /// The most entries one read takes per topic, and the most each consumer buffers.
         package var queueDepth = 100
-        /// `MAXLEN ~` on every publish; nil: none.
+        /// At most this many entries per stream, the oldest removed by each publish (Dapr's `MAXLEN ~`; exactly,
+        /// and at most `removalBatch` per publish, so that what goes is counted); nil: none.
         package var maxLenApprox: Int?
-        /// `MINID ~ <now - streamTTL>` on every publish; nil: none.
+        /// Entries older than this are removed by each publish (Dapr's `MINID ~ <now - streamTTL>`; exactly, at most
+        /// `removalBatch` per publish); nil: none.
         package var streamTTL: Duration?
+        /// `maxRetainedBytes`: the most bytes every stream of the server together holds (counted as the embedded
+        /// components count them); a publish that would exceed it is refused with `PubSubError.full`. Nil: none.
+        package var maxRetainedBytes: Int?
+        /// How often `trim` runs by itself (removing what every group acknowledged); nil: never.
+        package var cleanupInterval: Duration? = .seconds(10)
+        /// How often the byte counters are read into the cache (they change with other nodes' publishes).
+        package var usageRefreshInterval: Duration = .seconds(5)
+        /// How often a publish refused for room may trim when nothing was acknowledged here since (`PubSubTrimGate`).
+        package var fullTrimInterval: Duration = .seconds(1)
         /// How long a blocking read waits before it is issued again.
         package var blockTimeout: Duration = .seconds(10)
         /// The deadline of each command on the shared connections.
@@ -87,6 +100,12 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
         /// Why Redis cannot be reached now; nil while it answers.
         var problem: String?
         var lastCheck: NIODeadline?
+        /// The byte counters as last read or returned by a script.
+        var usage = RedisPubSubUsage()
+        /// Per partition (nil: the whole component, for `maxRetainedBytes`), when a refused publish may trim.
+        var gates: [String?: PubSubTrimGate] = [:]
+        /// The periodic trim and usage refresh.
+        var tasks: [RepeatedTask] = []
     }
 
     package let settings: Settings
@@ -110,16 +129,45 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
         readerConfiguration.clientName = Self.readerClientName
         self.readerConfiguration = readerConfiguration
         self.eventLoopGroup = eventLoopGroup
+        let eventLoop = eventLoopGroup.next()
+        var tasks: [RepeatedTask] = []
+        // Weakly held: the tasks end with `close`, but a component dropped without it must not live on.
+        tasks.append(
+            eventLoop.scheduleRepeatedAsyncTask(
+                initialDelay: .zero, delay: TimeAmount(settings.usageRefreshInterval)
+            ) { [weak self] task in
+                guard let self else {
+                    task.cancel()
+                    return eventLoop.makeSucceededVoidFuture()
+                }
+                return self.refreshUsage().recover { _ in }
+            })
+        if let interval = settings.cleanupInterval {
+            tasks.append(
+                eventLoop.scheduleRepeatedAsyncTask(initialDelay: TimeAmount(interval), delay: TimeAmount(interval)) {
+                    [weak self] task in
+                    guard let self else {
+                        task.cancel()
+                        return eventLoop.makeSucceededVoidFuture()
+                    }
+                    let topics = self.state.withLock { $0.topics.sorted() }
+                    return self.trim(topics, on: eventLoop).map { _ in }.recover { _ in }
+                })
+        }
+        state.withLock { $0.tasks = tasks }
     }
 
     package var features: PubSubFeatures { [.messageTTL, .bulkPublish] }
     package var ackTimeout: Duration { settings.processingTimeout > .zero ? settings.processingTimeout : .seconds(60) }
     package var executesInline: Bool { false }
 
-    /// Redis keeps no byte accounting Hangar can read cheaply: none is reported (see the type's documentation).
-    package var usageByTopic: [String: Int] { [:] }
-    package var usageByPartition: [String: Int] { [:] }
-    package func retainedBytes(inPartition partition: String) -> Int { 0 }
+    /// Served from the cache of the counters kept in Redis (`RedisPubSubUsage`): as this node's last scripts left
+    /// them, and every `usageRefreshInterval` as Redis has them (other nodes' publishes).
+    package var usageByTopic: [String: Int] { state.withLock { $0.usage.byTopic } }
+    package var usageByPartition: [String: Int] { state.withLock { $0.usage.byPartition } }
+    package func retainedBytes(inPartition partition: String) -> Int {
+        state.withLock { max(0, $0.usage.partitions[partition]?.bytes ?? 0) }
+    }
 
     package func lastSequence(of topic: String) -> UInt64 { state.withLock { $0.lastSequence[topic] ?? 0 } }
 
@@ -185,33 +233,15 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
 
     // MARK: Publish
 
-    /// Adds every message with `XADD` (one `EVAL` for several: all or none).
-    static let bulkScript = """
-        local ntrim = tonumber(ARGV[1])
-        local head = {'XADD', KEYS[1]}
-        for i = 2, ntrim + 1 do head[#head + 1] = ARGV[i] end
-        head[#head + 1] = '*'
-        local ids = {}
-        local i = ntrim + 2
-        while i <= #ARGV do
-          local n = tonumber(ARGV[i])
-          local args = {}
-          for j = 1, #head do args[j] = head[j] end
-          for j = i + 1, i + n do args[#args + 1] = ARGV[j] end
-          ids[#ids + 1] = redis.call(unpack(args))
-          i = i + n + 1
-        end
-        return ids
-        """
-
-    /// `MAXLEN ~ n` or `MINID ~ <ms>-1`, as Dapr adds them.
-    func trimming(now: Date) -> [RESPArgument] {
-        if let maxLen = settings.maxLenApprox { return ["MAXLEN", "~", .integer(Int64(maxLen))] }
+    /// Dapr's retention as the publish script's arguments (`''`, `maxlen <n>` or `minid <id>`): entries below
+    /// `<now - streamTTL>-1` go, as Dapr's `MINID ~` names them.
+    func retention(now: Date) -> [RESPArgument] {
+        if let maxLen = settings.maxLenApprox { return ["maxlen", .integer(Int64(maxLen))] }
         if let ttl = settings.streamTTL {
             let ms = Int64((now.timeIntervalSince1970 * 1000).rounded(.down)) - Self.milliseconds(ttl)
-            return ["MINID", "~", .string("\(max(0, ms))-1")]
+            return ["minid", .string("\(max(0, ms))-1")]
         }
-        return []
+        return ["", ""]
     }
 
     package func publish(
@@ -220,39 +250,60 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
         guard !topic.isEmpty else { return .failure(PubSubError.invalidArgument("the topic is empty")) }
         if let refused: Eventual<[UInt64]> = refusal(nil) { return refused }
         guard !messages.isEmpty else { return .success([]) }
-        let now = Date()
-        let trimming = trimming(now: now)
-        let reply: EventLoopFuture<[RESPValue]>
-        if messages.count == 1 {
-            let arguments: [RESPArgument] =
-                ["XADD", .string(topic)] + trimming + ["*"] + RedisStreamEntry.fields(of: messages[0], now: now)
-            reply = command(arguments, orderedBy: topic).map { [$0] }
-        } else {
-            var arguments: [RESPArgument] = [
-                "EVAL", .string(Self.bulkScript), "1", .string(topic), .integer(Int64(trimming.count)),
-            ]
-            arguments += trimming
-            for message in messages {
-                let fields = RedisStreamEntry.fields(of: message, now: now)
-                arguments.append(.integer(Int64(fields.count)))
-                arguments += fields
-            }
-            reply = command(arguments, orderedBy: topic).flatMapThrowing { value in
-                guard let ids = value.elements else { throw PubSubError.backend("pubsub.redis: XADD gave no ids") }
-                return ids
-            }
+        let bytes = messages.reduce(0) { $0 + $1.byteCount }
+        if let limit = settings.maxRetainedBytes, bytes > limit {
+            return .failure(PubSubError.tooLarge(bytes: bytes, limit: limit, setting: "maxRetainedBytes"))
         }
-        return .later(
-            reply.flatMapThrowing { ids in
+        let now = Date()
+        let partition = PubSubPartition.of(topic)
+        let limits: [RESPArgument] = [
+            .string(topic), .string(partition), .integer(Int64(bytes)), .integer(Int64(partitionLimit ?? -1)),
+            .integer(Int64(settings.maxRetainedBytes ?? -1)),
+        ]
+        let arguments =
+            limits + retention(now: now) + [.integer(Int64(Self.removalBatch))]
+            + messages.flatMap { message in
+                let fields = RedisStreamEntry.fields(of: message, now: now)
+                return [.integer(Int64(fields.count))] + fields
+            }
+        let keys = RedisPubSubKeys.keys(topic: topic)
+        func attempt(trimmed: Bool) -> EventLoopFuture<[UInt64]> {
+            evaluate(Self.publishScript, keys: keys, arguments: arguments, orderedBy: topic).flatMapThrowing {
+                reply in
+                guard let parts = reply.elements, let ids = parts.first?.elements else {
+                    throw PubSubError.backend("pubsub.redis: the publish script gave no ids")
+                }
                 let sequences = try ids.map { id in
                     guard let text = id.string, let sequence = RedisStreamID.sequence(text) else {
                         throw PubSubError.backend("pubsub.redis: XADD gave an id Hangar cannot read: \(id)")
                     }
                     return sequence
                 }
+                self.noteUsage(topic, parts, at: 1)
                 self.advance(topic, to: sequences.max() ?? 0, notify: true)
                 return sequences
-            }.hop(to: eventLoop))
+            }.flatMapError { error in
+                let refused: PubSubError
+                let scope: String?
+                if let partitionLimit, let usage = Self.refusedUsage(error, code: "HANGAR_PARTITION_FULL") {
+                    refused = .partitionFull(partition: partition, usage: usage, limit: partitionLimit)
+                    scope = partition
+                } else if let limit = self.settings.maxRetainedBytes,
+                    let usage = Self.refusedUsage(error, code: "HANGAR_FULL")
+                {
+                    refused = .full(usage: usage, limit: limit)
+                    scope = nil
+                } else {
+                    return eventLoop.makeFailedFuture(self.pubsubError(error))
+                }
+                // Room is made by trimming only when that can help (an ack since the last trim, or time for TTLs).
+                guard !trimmed, self.mayTrimForRoom(scope) else { return eventLoop.makeFailedFuture(refused) }
+                return self.trim(self.topicsForRoom(scope), on: eventLoop).recover { _ in 0 }.flatMap { _ in
+                    attempt(trimmed: true)
+                }
+            }
+        }
+        return .later(attempt(trimmed: false).hop(to: eventLoop))
     }
 
     /// Moves a topic's last sequence forward and tells its observers.
@@ -332,6 +383,7 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
             reader.remove(consumer.topic)
             if reader.topicCount == 0 { _ = reader.close() }
         }
+        settled(PubSubPartition.of(consumer.topic))
         let future = command(["XGROUP", "DESTROY", .string(consumer.topic), .string(consumer.group)]).map { _ in }
             .flatMapError { error -> EventLoopFuture<Void> in
                 // The stream is gone: so is the group.
@@ -555,6 +607,7 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
             return matched
         }
         guard !matched.isEmpty else { return .success(0) }
+        settled(PubSubPartition.of(consumer.topic))
         let future = command(
             ["XACK", .string(consumer.topic), .string(consumer.group)] + matched.map { .string(RedisStreamID.id($0)) }
         ).map { reply -> Int in
@@ -656,51 +709,110 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
 
     // MARK: Trim, observe, close
 
-    /// Removes, from each stream this node knows, the entries every group has acknowledged (`XTRIM MINID` to the
-    /// first entry some group has not): its first pending entry, or the first after its last delivered one. A
-    /// stream with no group is left alone (a Dapr app may create its group later from the start); expired
-    /// entries go once every group has passed them (they are never delivered meanwhile).
+    /// Removes, from each stream this node knows, the entries every group has acknowledged (below the first entry
+    /// some group has not: its first pending entry, or the first after its last delivered one), subtracting what
+    /// they counted, in `trimScript` batches. A stream with no group is left alone (a Dapr app may create its group
+    /// later from the start); expired entries go once every group has passed them (they are never delivered
+    /// meanwhile; those this node read and has not handed out are acknowledged first). A stream found empty or gone
+    /// has its counter zeroed.
     package func trim(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
-        let (closed, topics) = state.withLock { ($0.closed, $0.topics.sorted()) }
-        if closed { return eventLoop.makeFailedFuture(PubSubError.closed) }
-        let trims = topics.map { topic in
-            command(["XINFO", "GROUPS", .string(topic)]).flatMap { reply -> EventLoopFuture<Int> in
-                let groups: [(name: String, delivered: UInt64)] = (reply.elements ?? []).compactMap { group in
-                    let fields = group.elements ?? []
-                    var values: [String: String] = [:]
-                    var index = 0
-                    while index + 1 < fields.count {
-                        if let name = fields[index].string { values[name] = fields[index + 1].string }
-                        index += 2
-                    }
-                    guard let name = values["name"] else { return nil }
-                    return (name, values["last-delivered-id"].flatMap(RedisStreamID.sequence) ?? 0)
+        trim(state.withLock { $0.topics.sorted() }, on: eventLoop)
+    }
+
+    /// `trim` of some topics.
+    func trim(_ topics: [String], on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
+        if isClosed { return eventLoop.makeFailedFuture(PubSubError.closed) }
+        return acknowledgeExpired(on: eventLoop).flatMap {
+            let trims = topics.map { topic in
+                self.cut(of: topic, on: eventLoop).flatMap { cut in
+                    self.remove(from: topic, below: cut, removedBefore: 0, on: eventLoop)
                 }
-                guard !groups.isEmpty else { return eventLoop.makeSucceededFuture(0) }
-                let firsts = groups.map { group in
-                    self.command(["XPENDING", .string(topic), .string(group.name)]).map { summary -> UInt64 in
-                        let pendingFirst = summary.elements.flatMap { $0.count > 1 ? $0[1].string : nil }
-                            .flatMap(RedisStreamID.sequence)
-                        return min(pendingFirst ?? .max, group.delivered &+ 1)
-                    }
-                }
-                return EventLoopFuture.whenAllSucceed(firsts, on: eventLoop).flatMap { firsts in
-                    let cut = firsts.min() ?? 0
-                    guard cut > 0, cut != .max else { return eventLoop.makeSucceededFuture(0) }
-                    return self.command(["XTRIM", .string(topic), "MINID", .string(RedisStreamID.id(cut))]).map {
-                        if case .integer(let count) = $0 { return Int(count) }
-                        return 0
-                    }
-                }
-            }.flatMapError { error in
-                // A stream that does not exist (never created, or lost) has nothing to trim.
-                if case .backend(let message) = error as? PubSubError, message.contains("no such key") {
-                    return eventLoop.makeSucceededFuture(0)
-                }
-                return eventLoop.makeFailedFuture(error)
             }
+            return EventLoopFuture.whenAllSucceed(trims, on: eventLoop).map { $0.reduce(0, +) }
         }
-        return EventLoopFuture.whenAllSucceed(trims, on: eventLoop).map { $0.reduce(0, +) }
+    }
+
+    /// The first entry some group of `topic` still needs; nil when none may go (no group, or no stream).
+    private func cut(of topic: String, on eventLoop: any EventLoop) -> EventLoopFuture<UInt64?> {
+        command(["XINFO", "GROUPS", .string(topic)]).flatMap { reply -> EventLoopFuture<UInt64?> in
+            let groups: [(name: String, delivered: UInt64)] = (reply.elements ?? []).compactMap { group in
+                let fields = group.elements ?? []
+                var values: [String: String] = [:]
+                var index = 0
+                while index + 1 < fields.count {
+                    if let name = fields[index].string { values[name] = fields[index + 1].string }
+                    index += 2
+                }
+                guard let name = values["name"] else { return nil }
+                return (name, values["last-delivered-id"].flatMap(RedisStreamID.sequence) ?? 0)
+            }
+            guard !groups.isEmpty else { return eventLoop.makeSucceededFuture(nil) }
+            let firsts = groups.map { group in
+                self.command(["XPENDING", .string(topic), .string(group.name)]).map { summary -> UInt64 in
+                    let pendingFirst = summary.elements.flatMap { $0.count > 1 ? $0[1].string : nil }
+                        .flatMap(RedisStreamID.sequence)
+                    return min(pendingFirst ?? .max, group.delivered &+ 1)
+                }
+            }
+            return EventLoopFuture.whenAllSucceed(firsts, on: eventLoop).map { firsts in
+                let cut = firsts.min() ?? 0
+                return cut > 0 && cut != .max ? cut : nil
+            }
+        }.flatMapError { error in
+            // A stream that does not exist (never created, or lost) has nothing to trim.
+            if case .backend(let message) = error as? PubSubError, message.contains("no such key") {
+                return eventLoop.makeSucceededFuture(nil)
+            }
+            return eventLoop.makeFailedFuture(error)
+        }
+    }
+
+    /// Removes `topic`'s entries below `cut` (none when nil: the script still zeroes the counter of a stream that is
+    /// empty or gone), a batch per script, until none is left; returns how many went.
+    private func remove(
+        from topic: String, below cut: UInt64?, removedBefore: Int, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<Int> {
+        let arguments: [RESPArgument] = [
+            .string(topic), .string(PubSubPartition.of(topic)), .string(cut.map(RedisStreamID.id) ?? ""),
+            .integer(Int64(Self.removalBatch)),
+        ]
+        return evaluate(Self.trimScript, keys: RedisPubSubKeys.keys(topic: topic), arguments: arguments)
+            .flatMapErrorThrowing { throw self.pubsubError($0) }
+            .flatMap { reply in
+                let parts = reply.elements ?? []
+                let removed = parts.first.flatMap(Self.integer).map(Int.init) ?? 0
+                self.noteUsage(topic, parts, at: 1)
+                guard parts.count > 5, Self.integer(parts[5]) == 1 else {
+                    return eventLoop.makeSucceededFuture(removedBefore + removed)
+                }
+                return self.remove(from: topic, below: cut, removedBefore: removedBefore + removed, on: eventLoop)
+            }
+    }
+
+    /// Acknowledges the entries this node read and has not handed out whose TTL has passed (they would never be
+    /// delivered, and pending they hold back trimming); they leave the consumers' buffers.
+    private func acknowledgeExpired(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let now = Date()
+        let expired = state.withLock { state -> [(PubSubConsumer, [UInt64])] in
+            var expired: [(PubSubConsumer, [UInt64])] = []
+            for (consumer, var entry) in state.consumers {
+                func isExpired(_ ready: Ready) -> Bool { ready.entry.expiresAt.map { $0 <= now } ?? false }
+                let sequences = (entry.buffered + entry.reclaimed).filter(isExpired).map(\.entry.sequence)
+                guard !sequences.isEmpty else { continue }
+                entry.buffered.removeAll(where: isExpired)
+                entry.reclaimed.removeAll(where: isExpired)
+                state.consumers[consumer] = entry
+                expired.append((consumer, sequences))
+            }
+            return expired
+        }
+        let acks = expired.map { consumer, sequences in
+            command(
+                ["XACK", .string(consumer.topic), .string(consumer.group)]
+                    + sequences.map { .string(RedisStreamID.id($0)) }
+            ).map { _ in }.recover { _ in }
+        }
+        return EventLoopFuture.andAllComplete(acks, on: eventLoop)
     }
 
     package func observe(topic: String, _ handler: @escaping @Sendable (UInt64) -> Void) -> PubSubObservation {
@@ -711,6 +823,8 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
         let readers = state.withLock { state -> [RedisGroupReader]? in
             guard !state.closed else { return nil }
             state.closed = true
+            for task in state.tasks { task.cancel() }
+            state.tasks = []
             defer { state.readers = [:] }
             return Array(state.readers.values)
         }

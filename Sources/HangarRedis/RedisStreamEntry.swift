@@ -33,8 +33,9 @@ package enum RedisStreamID {
 }
 
 /// One stream entry as Hangar and Dapr write it: fields `data` (the bytes) and `metadata` (a JSON object of
-/// strings, absent when there is none), Dapr's layout, plus Hangar's own `contentType` and `expiresAt` (Unix
-/// milliseconds, for a message with a TTL), which Dapr's reader ignores. An entry without `contentType` was
+/// strings, absent when there is none), Dapr's layout, plus Hangar's own `contentType`, `expiresAt` (Unix
+/// milliseconds, for a message with a TTL) and `byteCount` (what it counts in byte accounting), which Dapr's reader
+/// ignores. An entry without `contentType` was
 /// written by Dapr: it holds a CloudEvent (`application/cloudevents+json`) unless its metadata says
 /// `rawPayload: true` or its data is not a JSON object, as Dapr's runtime decides when it delivers it.
 package struct RedisStreamEntry: Sendable, Hashable {
@@ -44,7 +45,9 @@ package struct RedisStreamEntry: Sendable, Hashable {
 
     package var publishedAt: Date { RedisStreamID.date(sequence) }
 
-    /// The field/value arguments of `XADD` for a message published at about `now`.
+    /// The field/value arguments of `XADD` for a message published at about `now`; the last, `byteCount`, is what
+    /// the message counts in byte accounting (`PubSubMessage.byteCount`), so that removing the entry subtracts
+    /// exactly what its publish added (see `RedisPubSub+Accounting.swift`).
     package static func fields(of message: PubSubMessage, now: Date) -> [RESPArgument] {
         var fields: [RESPArgument] = ["data", .bytes(ByteBuffer(bytes: message.data))]
         if !message.metadata.isEmpty,
@@ -59,6 +62,7 @@ package struct RedisStreamEntry: Sendable, Hashable {
                 Double(ttl.components.seconds) + Double(ttl.components.attoseconds) / 1e18)
             fields += ["expiresAt", .string(String(Int64((expires.timeIntervalSince1970 * 1000).rounded(.up))))]
         }
+        fields += ["byteCount", .string(String(message.byteCount))]
         return fields
     }
 

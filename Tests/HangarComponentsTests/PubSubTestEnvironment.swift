@@ -5,6 +5,7 @@ import HangarSQLite
 import HangarTestSupport
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 
 /// The pub/sub components the conformance suite runs against.
@@ -16,18 +17,21 @@ enum PubSubKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     var testDescription: String { rawValue }
 
-    /// The components that count bytes and enforce byte limits and retention (`maxRetainedBytes`, `maxTopicBytes`,
-    /// `retentionPeriod`, partition limits). Not Redis: it keeps what its streams' own trimming (`maxLenApprox`,
-    /// `streamTTL`) and the server's `maxmemory` allow, and reading a stream's bytes would cost a scan
-    /// (`MEMORY USAGE`) per publish; `pubsub.redis` reports no usage.
-    static let accountingKinds: [PubSubKind] = [.inMemory, .sqlite]
+    /// The components that count bytes and enforce the byte limits (`maxRetainedBytes`, partition limits): all.
+    static let accountingKinds: [PubSubKind] = [.inMemory, .sqlite, .redis]
+
+    /// The components that enforce Hangar's retention settings (`retentionPeriod`, `maxTopicBytes`). Not Redis: its
+    /// retention is Dapr's (`maxLenApprox`, `streamTTL`), and its group reader reads ahead, so that an entry
+    /// retention removes may already be on its way to a consumer.
+    static let retentionKinds: [PubSubKind] = [.inMemory, .sqlite]
+
+    /// Whether `trim` removes everything of a topic that has no consumer. Not Redis: a Dapr app may create its
+    /// group later, from the start of the stream.
+    var trimsTopicsWithoutConsumers: Bool { self != .redis }
 
     /// Whether sequences are 1, 2, 3, ... per topic. Redis's are stream ids packed into 64 bits
     /// (`RedisStreamID`): increasing in publish order, never reused, not consecutive.
     var denseSequences: Bool { self != .redis }
-
-    /// Whether `usageByTopic` counts bytes (see `accountingKinds`).
-    var countsUsage: Bool { PubSubKind.accountingKinds.contains(self) }
 }
 
 /// Opening, using and closing pub/sub components in tests (on `StateTestEnvironment`'s event loops and pool).
@@ -64,18 +68,29 @@ enum PubSubTestEnvironment {
         if case .success(let server) = redis { server.stop() }
     }
 
-    /// A `pubsub.redis` on `redis`, emptied first (`FLUSHALL`); the lease is the limits' `ackTimeout`
-    /// (`processingTimeout`).
+    /// The next database `openRedis` takes. The pub/sub suites run in parallel on one server, and the byte
+    /// counters (`maxRetainedBytes`'s total) are the database's: each component gets a database of its own among
+    /// the server's 16, so that a suite's tests never see (or empty) another's data.
+    static let nextDatabase = Atomic<Int>(0)
+
+    /// A `pubsub.redis` on `redis`, in a database of its own emptied first (`FLUSHDB`); the lease is the limits'
+    /// `ackTimeout` (`processingTimeout`), and `maxRetainedBytes`, `cleanupInterval` and `fullTrimInterval` are the
+    /// limits'.
     static func openRedis(
         limits: PubSubLimits = limits(), settings: RedisPubSub.Settings = .init()
     ) throws -> RedisPubSub {
         let server = try redis.get()
-        let configuration = RedisConfiguration(address: .tcp(host: "127.0.0.1", port: server.port))
+        let database = nextDatabase.wrappingAdd(1, ordering: .relaxed).oldValue % 16
+        let configuration = RedisConfiguration(
+            address: .tcp(host: "127.0.0.1", port: server.port), database: database)
         let connection = try RedisConnection.connect(configuration, on: group.next()).wait()
-        _ = try connection.send(["FLUSHALL"], deadline: .now() + .seconds(5)).wait()
+        _ = try connection.send(["FLUSHDB"], deadline: .now() + .seconds(5)).wait()
         try connection.close().wait()
         var settings = settings
         settings.processingTimeout = limits.ackTimeout
+        settings.maxRetainedBytes = limits.maxRetainedBytes
+        settings.cleanupInterval = limits.cleanupInterval
+        settings.fullTrimInterval = limits.fullTrimInterval
         return RedisPubSub(configuration: configuration, settings: settings, eventLoopGroup: group)
     }
 
@@ -143,6 +158,7 @@ extension PubSub {
         switch self {
         case let pubsub as InMemoryPubSub: pubsub.trimsForRoom
         case let pubsub as SQLitePubSub: pubsub.trimsForRoom
+        case let pubsub as RedisPubSub: pubsub.trimsForRoom
         default: nil
         }
     }

@@ -19,9 +19,9 @@ from typing import Iterator
 
 import pytest
 
-from hangar_e2e import Hangard, free_port, short_tempdir, unique
+from hangar_e2e import Hangard, free_port, grpc_error_info, short_tempdir, unique
 from pubsub_fixtures import Receiver, subscription
-from tenancy_files import component_yaml, dedent, wait_until
+from tenancy_files import STORE, component_yaml, dedent, start_daemon, tenant_yaml, wait_until
 from test_pubsub_delivery import SUBSCRIBED_WITHIN, Node, node_files, serve
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -188,6 +188,65 @@ def test_events_written_by_a_dapr_sidecar_reach_the_subscriber(node, redis):
         message = receiver.next()
         assert message.id() == event["id"] and message.source() == "daprd-app"
         assert message.raw_data() == b"from dapr"
+    finally:
+        receiver.close()
+
+
+def test_max_pubsub_bytes_holds_on_redis_per_tenant_until_the_subscriber_consumes(hangard_factory, redis):
+    """The tenant's `maxPubsubBytes` on a shared `pubsub.redis`: counted in Redis (per tenant, whatever the node),
+    refused once full while another tenant publishes on, and room again once its subscriber has consumed and the
+    acknowledged entries are trimmed."""
+    topic = unique("quota")
+    pubsub = component_yaml("pubsub", "pubsub.redis", {"redisHost": f"127.0.0.1:{redis.port}", "cleanupInterval": "1s"})
+    daemon = start_daemon(
+        hangard_factory,
+        {"noisy.yaml": tenant_yaml("noisy", [{"appId": "app"}], quotas={"maxPubsubBytes": 8192}),
+         "quiet.yaml": tenant_yaml("quiet", [{"appId": "app"}], quotas={"maxPubsubBytes": 8192})},
+        {"store.yaml": component_yaml(STORE, "state.in-memory"), "pubsub.yaml": pubsub},
+        apps=(("noisy", "app"), ("quiet", "app")),
+    )
+    noisy, quiet = daemon.client("noisy", "app"), daemon.client("quiet", "app")
+    # Subscribed without answering: the events are delivered and stay pending, so they keep counting.
+    receiver = Receiver(noisy.subscribe("pubsub", topic), answer=False, wait=WAIT)
+    try:
+        wait_until(lambda: "noisy||app" in redis.cli("XINFO", "GROUPS", f"noisy||{topic}"),
+                   timeout=SUBSCRIBED_WITHIN, interval=0.1)
+        payload = b"p" * 2000
+        published = 0
+        with pytest.raises(grpc.RpcError) as error:
+            for _ in range(10):
+                noisy.publish_event("pubsub", topic, payload)
+                published += 1
+        assert published == 3, published  # each is its ~2.3 KB envelope: never 4 in 8192 bytes
+        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.value
+        info = grpc_error_info(error.value)
+        assert info["reason"] == "HANGAR_QUOTA_EXCEEDED"
+        assert info["metadata"]["quota"] == "maxPubsubBytes" and info["metadata"]["namespace"] == "noisy"
+        counted = int(redis.cli("HGET", "hangar:pubsub:partitions", "noisy"))
+        assert 3 * 2000 < counted <= 8192, counted
+        assert redis.cli("XLEN", f"noisy||{topic}") == "3", "the refused publishes stored nothing"
+        # The other tenant, same component and topic name: its own budget.
+        for _ in range(3):
+            quiet.publish_event("pubsub", topic, payload)
+        assert int(redis.cli("HGET", "hangar:pubsub:partitions", "quiet")) == counted
+
+        # The subscriber consumes; the acknowledged entries are trimmed (every cleanupInterval, or for room): the
+        # tenant can publish again.
+        events = [receiver.next() for _ in range(published)]
+        for event in events:
+            receiver.subscription.respond_success(event)
+
+        def publishes() -> bool:
+            try:
+                noisy.publish_event("pubsub", topic, payload)
+            except grpc.RpcError as refused:
+                assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused
+                return False
+            return True
+
+        wait_until(publishes, timeout=10, interval=0.2)
+        wait_until(lambda: int(redis.cli("HGET", "hangar:pubsub:partitions", "noisy") or 0) < 2 * 2400,
+                   timeout=10, interval=0.2)
     finally:
         receiver.close()
 
