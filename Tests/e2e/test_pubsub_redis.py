@@ -19,7 +19,7 @@ from typing import Iterator
 
 import pytest
 
-from hangar_e2e import Hangard, free_port, grpc_error_info, short_tempdir, unique
+from hangar_e2e import Hangard, expect_quota, free_port, short_tempdir, unique
 from pubsub_fixtures import Receiver, subscription
 from tenancy_files import STORE, component_yaml, dedent, start_daemon, tenant_yaml, wait_until
 from test_pubsub_delivery import SUBSCRIBED_WITHIN, Node, node_files, serve
@@ -218,10 +218,8 @@ def test_max_pubsub_bytes_holds_on_redis_per_tenant_until_the_subscriber_consume
                 noisy.publish_event("pubsub", topic, payload)
                 published += 1
         assert published == 3, published  # each is its ~2.3 KB envelope: never 4 in 8192 bytes
-        assert error.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.value
-        info = grpc_error_info(error.value)
-        assert info["reason"] == "HANGAR_QUOTA_EXCEEDED"
-        assert info["metadata"]["quota"] == "maxPubsubBytes" and info["metadata"]["namespace"] == "noisy"
+        info = expect_quota(error, "maxPubsubBytes", 8192, "tenant")
+        assert info["namespace"] == "noisy"
         counted = int(redis.cli("HGET", "hangar:pubsub:partitions", "noisy"))
         assert 3 * 2000 < counted <= 8192, counted
         assert redis.cli("XLEN", f"noisy||{topic}") == "3", "the refused publishes stored nothing"
