@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# What a state write costs the shared Redis server: its CPU per call (INFO commandstats, usec_per_call) for
-#   - Dapr's own set script (components-contrib state/redis, what a daprd sidecar sends for a SaveState), the anchor;
+# What a state write costs the shared Redis server: its CPU per call, both as the server's whole CPU (INFO cpu,
+# user + sys: command execution and the network I/O around it) and as the command's own execution time (INFO
+# commandstats, usec_per_call), for
+#   - what a daprd sidecar sends for a SaveState (components-contrib state/redis), the anchor: Dapr's set script,
+#     then PERSIST (no TTL) or EXPIRE (a TTL) as a second command, each measured on its own and added up;
 #   - state.redis's write script (Sources/HangarRedis/RedisStateStore+Script.swift, taken from the source), which
 #     also keeps the tenant's byte count: an overwrite of the same size, new keys (the count grows), and new keys
 #     with a TTL (also indexed by expiry).
@@ -59,50 +62,75 @@ hangar="$(redis-cli -p "$port" -x SCRIPT LOAD <"$work/hangar.lua")"
 value="$(head -c 100 /dev/zero | tr '\0' x)"
 accounting=(hangar:state:bytes:t hangar:state:expiries:t hangar:state:sizes:t hangar:state:partitions)
 
-# Runs one case; prints Redis's CPU per call (µs) and the calls per second redis-benchmark saw.
-measure() {
-    local random="$1"
-    shift
-    redis-cli -p "$port" CONFIG RESETSTAT >/dev/null
-    local rate
-    rate="$(redis-benchmark -p "$port" -n "$calls" -c 32 $random -q "$@" 2>&1 | tr '\r' '\n' \
-        | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1)"
-    local usec
-    usec="$(redis-cli -p "$port" INFO commandstats | tr -d '\r' | grep '^cmdstat_evalsha:' \
-        | sed 's/.*usec_per_call=\([0-9.]*\).*/\1/')"
-    echo "$usec $rate"
+# The server's CPU (user + sys) so far, in microseconds.
+server_cpu() {
+    redis-cli -p "$port" INFO cpu | tr -d '\r' | python3 -c '
+import sys
+fields = dict(line.split(":", 1) for line in sys.stdin if ":" in line)
+print(int((float(fields["used_cpu_user"]) + float(fields["used_cpu_sys"])) * 1e6))'
 }
 
-printf '%-44s %6s %14s %12s\n' "case" "round" "µs/call Redis" "calls/s"
-declare -A sums
+# Runs one case; prints Redis's whole CPU per call (µs), the command's execution time per call (µs) and the calls
+# per second redis-benchmark saw.
+measure() {
+    local random="$1" command="$2"
+    shift 2
+    redis-cli -p "$port" CONFIG RESETSTAT >/dev/null
+    local before rate after
+    before="$(server_cpu)"
+    rate="$(redis-benchmark -p "$port" -n "$calls" -c 32 $random -q "$@" 2>&1 | tr '\r' '\n' \
+        | grep -o '[0-9.]* requests per second' | tail -1 | cut -d' ' -f1)"
+    after="$(server_cpu)"
+    local usec
+    usec="$(redis-cli -p "$port" INFO commandstats | tr -d '\r' | grep "^cmdstat_$command:" \
+        | sed 's/.*usec_per_call=\([0-9.]*\).*/\1/')"
+    echo "$(python3 -c "print(round(($after - $before) / $calls, 2))") $usec $rate"
+}
+
+printf '%-24s %6s %16s %16s %12s\n' "case" "round" "server µs/call" "command µs/call" "calls/s"
+declare -A sums execs
 for round in 1 2 3; do
     redis-cli -p "$port" FLUSHALL >/dev/null
     while read -r name random; do
         case "$name" in
             dapr-overwrite) args=(EVALSHA "$dapr" 1 "a||k" 0 "$value" 1) ;;
             dapr-new-keys) args=(EVALSHA "$dapr" 1 "a||k:__rand_int__" 0 "$value" 1) ;;
+            dapr-persist) args=(PERSIST "a||k") ;;
+            dapr-expire) args=(EXPIRE "a||k" 3600) ;;
             hangar-overwrite) args=(EVALSHA "$hangar" 5 "t||a||k" "${accounting[@]}" 1 s "" u "" "$value" 1 7 1073741824 t) ;;
             hangar-new-keys) args=(EVALSHA "$hangar" 5 "t||a||k:__rand_int__" "${accounting[@]}" 1 s "" u "" "$value" 1 20 1073741824 t) ;;
             hangar-new-keys-ttl) args=(EVALSHA "$hangar" 5 "t||a||x:__rand_int__" "${accounting[@]}" 1 s "" u 3600000 "$value" 1 20 1073741824 t) ;;
         esac
         [ "$random" = "-" ] && random="" || random="-r 100000000"
-        read -r usec rate < <(measure "$random" "${args[@]}")
-        printf '%-44s %6s %14s %12s\n' "$name" "$round" "$usec" "$rate"
-        sums[$name]="$(python3 -c "print(${sums[$name]:-0} + $usec)")"
+        command=evalsha
+        case "$name" in dapr-persist) command=persist ;; dapr-expire) command=expire ;; esac
+        read -r cpu usec rate < <(measure "$random" "$command" "${args[@]}")
+        printf '%-24s %6s %16s %16s %12s\n' "$name" "$round" "$cpu" "$usec" "$rate"
+        sums[$name]="$(python3 -c "print(${sums[$name]:-0} + $cpu)")"
+        execs[$name]="$(python3 -c "print(${execs[$name]:-0} + $usec)")"
     done <<'CASES'
 dapr-overwrite -
 dapr-new-keys r
+dapr-persist -
+dapr-expire -
 hangar-overwrite -
 hangar-new-keys r
 hangar-new-keys-ttl r
 CASES
 done
 echo
-echo "mean over 3 rounds (Redis CPU per call, and the ratio to Dapr's set script on the same kind of write):"
-for name in dapr-overwrite dapr-new-keys hangar-overwrite hangar-new-keys hangar-new-keys-ttl; do
-    mean="$(python3 -c "print(round(${sums[$name]} / 3, 2))")"
-    anchor="dapr-overwrite"
-    [[ "$name" == *new-keys* ]] && anchor="dapr-new-keys"
-    ratio="$(python3 -c "print(round(${sums[$name]} / ${sums[$anchor]}, 2))")"
-    printf '  %-24s %8s µs   %5s× %s\n' "$name" "$mean" "$ratio" "$anchor"
-done
+mean() { python3 -c "print(round(($1) / 3, 2))"; }
+row() {  # name, server µs, command µs, anchor name, anchor server µs
+    printf '  %-44s %8s µs %8s µs   %5s× %s\n' "$1" "$2" "$3" "$(python3 -c "print(round($2 / $5, 2))")" "$4"
+}
+dapr_plain="$(mean "${sums[dapr-overwrite]} + ${sums[dapr-persist]}")"
+dapr_new="$(mean "${sums[dapr-new-keys]} + ${sums[dapr-persist]}")"
+dapr_ttl="$(mean "${sums[dapr-new-keys]} + ${sums[dapr-expire]}")"
+echo "mean over 3 rounds: the server's CPU per SaveState (whole, then the commands' own execution), and the ratio"
+echo "to what a daprd costs it for the same write (Dapr's set script + PERSIST, or + EXPIRE for a TTL):"
+row "daprd overwrite (script + PERSIST)" "$dapr_plain" "$(mean "${execs[dapr-overwrite]} + ${execs[dapr-persist]}")" "itself" "$dapr_plain"
+row "daprd new keys (script + PERSIST)" "$dapr_new" "$(mean "${execs[dapr-new-keys]} + ${execs[dapr-persist]}")" "itself" "$dapr_new"
+row "daprd new keys with a TTL (script + EXPIRE)" "$dapr_ttl" "$(mean "${execs[dapr-new-keys]} + ${execs[dapr-expire]}")" "itself" "$dapr_ttl"
+row "state.redis overwrite" "$(mean "${sums[hangar-overwrite]}")" "$(mean "${execs[hangar-overwrite]}")" "daprd overwrite" "$dapr_plain"
+row "state.redis new keys" "$(mean "${sums[hangar-new-keys]}")" "$(mean "${execs[hangar-new-keys]}")" "daprd new keys" "$dapr_new"
+row "state.redis new keys with a TTL" "$(mean "${sums[hangar-new-keys-ttl]}")" "$(mean "${execs[hangar-new-keys-ttl]}")" "daprd new keys with a TTL" "$dapr_ttl"
