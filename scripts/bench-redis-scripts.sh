@@ -37,22 +37,7 @@ source = open(sys.argv[1]).read()
 body = re.search(r'static let writeScript = """\n(.*?)\n        """', source, re.S).group(1)
 open(sys.argv[2], "w").write("\n".join(line[8:] for line in body.splitlines()) + "\n")
 EOF
-cat >"$work/dapr.lua" <<'EOF'
-local etag = redis.pcall("HGET", KEYS[1], "version");
-if type(etag) == "table" then
-  redis.call("DEL", KEYS[1]);
-end;
-local fwr = redis.pcall("HGET", KEYS[1], "first-write");
-if not etag or type(etag)=="table" or etag == "" or etag == ARGV[1] or (not fwr and ARGV[1] == "0") then
-  redis.call("HSET", KEYS[1], "data", ARGV[2]);
-  if ARGV[3] == "0" then
-    redis.call("HSET", KEYS[1], "first-write", 0);
-  end;
-  return redis.call("HINCRBY", KEYS[1], "version", 1)
-else
-  return error("failed to set key " .. KEYS[1])
-end
-EOF
+cp "$root/Tests/dapr/state-redis-set.lua" "$work/dapr.lua"
 
 redis-server --port "$port" --bind 127.0.0.1 --dir "$work" --save "" --appendonly no --daemonize yes \
     --logfile "$work/redis.log" >/dev/null

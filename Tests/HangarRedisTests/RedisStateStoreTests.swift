@@ -33,24 +33,17 @@ struct RedisStateStoreTests {
         try await connection.send(arguments, deadline: .now() + .seconds(5)).get()
     }
 
-    /// Dapr's own set script (components-contrib `state/redis/redis.go`, `setDefaultQuery`), run as Dapr runs it:
-    /// `EVAL script 1 key etag-or-0 value first-write-flag`.
-    static let daprSetScript = """
-        local etag = redis.pcall("HGET", KEYS[1], "version");
-        if type(etag) == "table" then
-          redis.call("DEL", KEYS[1]);
-        end;
-        local fwr = redis.pcall("HGET", KEYS[1], "first-write");
-        if not etag or type(etag)=="table" or etag == "" or etag == ARGV[1] or (not fwr and ARGV[1] == "0") then
-          redis.call("HSET", KEYS[1], "data", ARGV[2]);
-          if ARGV[3] == "0" then
-            redis.call("HSET", KEYS[1], "first-write", 0);
-          end;
-          return redis.call("HINCRBY", KEYS[1], "version", 1)
-        else
-          return error("failed to set key " .. KEYS[1])
-        end
-        """
+    /// Dapr's own set script (components-contrib `state/redis/redis.go`, `setDefaultQuery`; `Tests/dapr`), run as
+    /// Dapr runs it: `EVAL script 1 key etag-or-0 value first-write-flag`.
+    static let daprSetScript: String = {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("dapr/state-redis-set.lua")
+        do {
+            return try String(contentsOf: path, encoding: .utf8)
+        } catch {
+            fatalError("cannot read Dapr's set script at \(path.path): \(error)")
+        }
+    }()
 
     @Test("with keyLayout dapr, items Dapr wrote under appId||key are read and updated in place, and Dapr reads ours")
     func daprLayout() async throws {

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 import time
 
 import grpc
@@ -28,22 +29,7 @@ STORE = "redisstore"
 POOL_SIZE = 4
 
 # Dapr's own set script (components-contrib state/redis/redis.go, setDefaultQuery), as its sidecar runs it.
-DAPR_SET = """
-local etag = redis.pcall("HGET", KEYS[1], "version");
-if type(etag) == "table" then
-  redis.call("DEL", KEYS[1]);
-end;
-local fwr = redis.pcall("HGET", KEYS[1], "first-write");
-if not etag or type(etag)=="table" or etag == "" or etag == ARGV[1] or (not fwr and ARGV[1] == "0") then
-  redis.call("HSET", KEYS[1], "data", ARGV[2]);
-  if ARGV[3] == "0" then
-    redis.call("HSET", KEYS[1], "first-write", 0);
-  end;
-  return redis.call("HINCRBY", KEYS[1], "version", 1)
-else
-  return error("failed to set key " .. KEYS[1])
-end
-"""
+DAPR_SET = (Path(__file__).resolve().parent.parent / "dapr" / "state-redis-set.lua").read_text()
 
 MANY = [f"app{index:02d}" for index in range(40)]
 
