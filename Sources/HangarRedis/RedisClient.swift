@@ -63,7 +63,7 @@ package final class RedisClient: Sendable {
         let arguments: [RESPArgument]
         let deadline: NIODeadline
         let key: String?
-        let promise: EventLoopPromise<RESPValue>
+        let reply: RedisCommandHandler.Reply
     }
 
     private struct State {
@@ -127,9 +127,46 @@ package final class RedisClient: Sendable {
         _ arguments: [RESPArgument], deadline: NIODeadline, preferring eventLoop: (any EventLoop)? = nil,
         orderedBy key: String? = nil
     ) -> EventLoopFuture<RESPValue> {
+        switch choose(arguments, deadline: deadline, preferring: eventLoop, orderedBy: key, then: nil) {
+        case .fail(let error):
+            return (eventLoop ?? group.next()).makeFailedFuture(error)
+        case .use(let connection, let slot):
+            return send(arguments, deadline: deadline, key: key, on: connection, slot: slot)
+        case .queue(let reply):
+            guard case .promise(let promise) = reply else { preconditionFailure("a command queued without a promise") }
+            return promise.futureResult
+        }
+    }
+
+    /// `send` without an order key, its reply given to `then`: on the connection's event loop, or at once when the
+    /// command fails before it is sent. The cheapest way to send (no future is made).
+    package func send(
+        _ arguments: [RESPArgument], deadline: NIODeadline, preferring eventLoop: (any EventLoop)? = nil,
+        then: @escaping @Sendable (Result<RESPValue, any Error>) -> Void
+    ) {
+        switch choose(arguments, deadline: deadline, preferring: eventLoop, orderedBy: nil, then: then) {
+        case .fail(let error): then(.failure(error))
+        case .use(let connection, _): connection.send(counted: arguments, deadline: deadline, reply: .callback(then))
+        case .queue: break
+        }
+    }
+
+    private enum Choice {
+        /// Send it on this connection (already counted on it).
+        case use(RedisConnection, slot: Int)
+        /// Queued until a connection is made.
+        case queue(RedisCommandHandler.Reply)
+        case fail(RedisError)
+    }
+
+    /// Chooses a command's connection (see `send`), opening another when all are busy.
+    private func choose(
+        _ arguments: [RESPArgument], deadline: NIODeadline, preferring eventLoop: (any EventLoop)?, orderedBy key: String?,
+        then: (@Sendable (Result<RESPValue, any Error>) -> Void)?
+    ) -> Choice {
         enum Next {
             case use(RedisConnection, slot: Int, connect: Bool)
-            case queue(EventLoopPromise<RESPValue>, connect: Bool)
+            case queue(RedisCommandHandler.Reply, connect: Bool)
             case fail(RedisError)
         }
         let next = state.withLock { state -> Next in
@@ -176,19 +213,20 @@ package final class RedisClient: Sendable {
             guard state.queued.count < options.maxQueued else {
                 return .fail(.connectionClosed("\(options.maxQueued) commands already wait for a connection"))
             }
-            let promise = group.next().makePromise(of: RESPValue.self)
-            state.queued.append(Queued(arguments: arguments, deadline: deadline, key: key, promise: promise))
-            return .queue(promise, connect: connect)
+            let reply: RedisCommandHandler.Reply =
+                then.map { .callback($0) } ?? .promise(group.next().makePromise(of: RESPValue.self))
+            state.queued.append(Queued(arguments: arguments, deadline: deadline, key: key, reply: reply))
+            return .queue(reply, connect: connect)
         }
         switch next {
         case .fail(let error):
-            return (eventLoop ?? group.next()).makeFailedFuture(error)
+            return .fail(error)
         case .use(let connection, let slot, let connect):
             if connect { self.connect(on: eventLoop) }
-            return send(arguments, deadline: deadline, key: key, on: connection, slot: slot)
-        case .queue(let promise, let connect):
+            return .use(connection, slot: slot)
+        case .queue(let reply, let connect):
             if connect { self.connect(on: eventLoop) }
-            return promise.futureResult
+            return .queue(reply)
         }
     }
 
@@ -234,13 +272,17 @@ package final class RedisClient: Sendable {
                 }
                 if closed {
                     _ = connection.close()
-                    for command in queued { command.promise.fail(RedisError.connectionClosed("the client is closed")) }
+                    for command in queued { command.reply.complete(.failure(RedisError.connectionClosed("the client is closed"))) }
                     return
                 }
                 connection.channel.closeFuture.whenComplete { _ in self.forget(slot.id) }
                 for command in queued {
-                    self.send(command.arguments, deadline: command.deadline, key: command.key, on: connection, slot: slot.id)
-                        .cascade(to: command.promise)
+                    if case .promise(let promise) = command.reply {
+                        self.send(command.arguments, deadline: command.deadline, key: command.key, on: connection, slot: slot.id)
+                            .cascade(to: promise)
+                    } else {
+                        connection.send(counted: command.arguments, deadline: command.deadline, reply: command.reply)
+                    }
                 }
             case .failure(let error):
                 let reason = error as? RedisError ?? .connectionClosed("\(error)")
@@ -254,7 +296,7 @@ package final class RedisClient: Sendable {
                     defer { state.queued.removeAll() }
                     return state.queued
                 }
-                for command in queued { command.promise.fail(reason) }
+                for command in queued { command.reply.complete(.failure(reason)) }
             }
         }
     }
@@ -318,7 +360,7 @@ package final class RedisClient: Sendable {
             }
             return (state.slots, state.queued)
         }
-        for command in queued { command.promise.fail(RedisError.connectionClosed("the client is closed")) }
+        for command in queued { command.reply.complete(.failure(RedisError.connectionClosed("the client is closed"))) }
         let eventLoop = group.next()
         return EventLoopFuture.andAllComplete(slots.map { $0.connection.close() }, on: eventLoop)
     }

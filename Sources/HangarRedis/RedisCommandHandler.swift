@@ -28,12 +28,25 @@ final class RedisCommandHandler: ChannelInboundHandler {
     /// A command's encoded bytes, where its reply goes and by when it must come.
     struct Command: Sendable {
         var bytes: ByteBuffer
-        var promise: EventLoopPromise<RESPValue>
+        var reply: Reply
         var deadline: NIODeadline
     }
 
+    /// Where a reply goes: a promise, or a function called on the event loop (no future to make and complete).
+    enum Reply: Sendable {
+        case promise(EventLoopPromise<RESPValue>)
+        case callback(@Sendable (Result<RESPValue, any Error>) -> Void)
+
+        func complete(_ result: Result<RESPValue, any Error>) {
+            switch self {
+            case .promise(let promise): promise.completeWith(result)
+            case .callback(let callback): callback(result)
+            }
+        }
+    }
+
     private struct Waiting {
-        let promise: EventLoopPromise<RESPValue>
+        let reply: Reply
         let deadline: NIODeadline
     }
 
@@ -69,10 +82,10 @@ final class RedisCommandHandler: ChannelInboundHandler {
     /// Writes one command (the flush follows at the end of the turn) and waits for its reply; on the event loop.
     func enqueue(_ command: Command) {
         guard failure == nil, let context else {
-            complete(command.promise, .failure(failure ?? .connectionClosed("the connection is closed")))
+            complete(command.reply, .failure(failure ?? .connectionClosed("the connection is closed")))
             return
         }
-        waiting.append(Waiting(promise: command.promise, deadline: command.deadline))
+        waiting.append(Waiting(reply: command.reply, deadline: command.deadline))
         if timer.map({ command.deadline < $0.at }) ?? true { arm(at: command.deadline, context: context) }
         context.write(wrapOutboundOut(command.bytes), promise: nil)
         scheduleFlush(context: context)
@@ -120,9 +133,9 @@ final class RedisCommandHandler: ChannelInboundHandler {
             return
         }
         if case .error(let message) = value {
-            complete(command.promise, .failure(RedisError.server(String(buffer: message))))
+            complete(command.reply, .failure(RedisError.server(String(buffer: message))))
         } else {
-            complete(command.promise, .success(value))
+            complete(command.reply, .success(value))
         }
     }
 
@@ -146,12 +159,12 @@ final class RedisCommandHandler: ChannelInboundHandler {
         if failure == nil { failure = reason }
         timer?.task.cancel()
         timer = nil
-        while let command = waiting.popFirst() { complete(command.promise, .failure(reason)) }
+        while let command = waiting.popFirst() { complete(command.reply, .failure(reason)) }
         context?.close(promise: nil)
     }
 
-    private func complete(_ promise: EventLoopPromise<RESPValue>, _ result: Result<RESPValue, any Error>) {
+    private func complete(_ reply: Reply, _ result: Result<RESPValue, any Error>) {
         counters.completed.add(1, ordering: .relaxed)
-        promise.completeWith(result)
+        reply.complete(result)
     }
 }

@@ -150,21 +150,27 @@ package final class RedisConnection: Sendable {
     /// `send`, for a command the caller has already counted in `counters.sent` (`RedisClient` counts it while it
     /// chooses the connection, so that a connection chosen is never seen idle).
     func send(counted arguments: [RESPArgument], deadline: NIODeadline) -> EventLoopFuture<RESPValue> {
+        let promise = eventLoop.makePromise(of: RESPValue.self)
+        send(counted: arguments, deadline: deadline, reply: .promise(promise))
+        return promise.futureResult
+    }
+
+    /// `send(counted:deadline:)`, its reply given to `reply` (a callback is called on the connection's event loop,
+    /// or at once when the command fails before it is sent).
+    func send(counted arguments: [RESPArgument], deadline: NIODeadline, reply: RedisCommandHandler.Reply) {
         // Past its deadline before it is sent: fail it alone (sent, it would close the connection for everyone).
         guard deadline > .now() else {
             counters.completed.add(1, ordering: .relaxed)
-            return eventLoop.makeFailedFuture(RedisError.deadlineExceeded)
+            return reply.complete(.failure(RedisError.deadlineExceeded))
         }
         var bytes = channel.allocator.buffer(capacity: RESPEncoder.estimatedSize(arguments))
         RESPEncoder.writeCommand(arguments, into: &bytes)
-        let promise = eventLoop.makePromise(of: RESPValue.self)
-        let command = RedisCommandHandler.Command(bytes: bytes, promise: promise, deadline: deadline)
+        let command = RedisCommandHandler.Command(bytes: bytes, reply: reply, deadline: deadline)
         if eventLoop.inEventLoop {
             handler.value.enqueue(command)
         } else {
             eventLoop.execute { self.handler.value.enqueue(command) }
         }
-        return promise.futureResult
     }
 
     /// Whether the connection is still open.

@@ -264,7 +264,8 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
         return promise.futureResult
     }
 
-    /// `evaluate`, its reply given to `then` (on the connection's event loop).
+    /// `evaluate`, its reply given to `then` (on the connection's event loop, or at once when it fails before it
+    /// is sent), with the store's deadline, on a connection of the caller's event loop where one is open.
     private func evaluate(
         _ script: Script, keys: [RESPArgument], arguments: [RESPArgument] = [], on eventLoop: any EventLoop,
         then: @escaping @Sendable (Result<RESPValue, any Error>) -> Void
@@ -276,21 +277,15 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
         command.append(.integer(Int64(keys.count)))
         command += keys
         command += arguments
-        send(command, on: eventLoop).whenComplete { [command] result in
+        client.send(command, deadline: .now() + settings.commandTimeout, preferring: eventLoop) { [command] result in
             guard case .failure(RedisError.server(let message)) = result, message.hasPrefix("NOSCRIPT") else {
                 return then(result)
             }
             var whole = command
             whole[0] = "EVAL"
             whole[1] = .string(script.body)
-            self.send(whole, on: eventLoop).whenComplete(then)
+            self.client.send(whole, deadline: .now() + self.settings.commandTimeout, preferring: eventLoop, then: then)
         }
-    }
-
-    /// Sends one command with the store's deadline, on a connection of the caller's event loop where one is open
-    /// (the reply completes on the connection's loop).
-    private func send(_ arguments: [RESPArgument], on eventLoop: any EventLoop) -> EventLoopFuture<RESPValue> {
-        client.send(arguments, deadline: .now() + settings.commandTimeout, preferring: eventLoop)
     }
 
     /// Pings the server; a failure is the store's `backendProblem` until a ping succeeds.
