@@ -21,8 +21,9 @@ import Synchronization
 /// of the fail-fast backoff (postgres-nio backs off its connection attempts and fails waiting requests when
 /// connecting keeps failing); keep-alive, as the state store's periodic `PING`; closing idle connections, but only
 /// those beyond the first on each event loop (`idleTimeout`: the extra ones a stall or a burst opened). Not taken: a
-/// minimum of idle connections kept open, and leasing a connection to one request at a time (Redis replies in order, so one connection serves many callers at once;
-/// only transactions would need a lease, and `state.redis` runs them as one Lua script instead).
+/// minimum of idle connections kept open, and leasing a connection to one request at a time (Redis replies in
+/// order, so one connection serves many callers at once; only transactions would need a lease, and `state.redis`
+/// runs them as one Lua script instead).
 package final class RedisClient: Sendable {
     /// How connections are opened and shared.
     package struct Options: Sendable, Hashable {
@@ -161,7 +162,8 @@ package final class RedisClient: Sendable {
 
     /// Chooses a command's connection (see `send`), opening another when all are busy.
     private func choose(
-        _ arguments: [RESPArgument], deadline: NIODeadline, preferring eventLoop: (any EventLoop)?, orderedBy key: String?,
+        _ arguments: [RESPArgument], deadline: NIODeadline, preferring eventLoop: (any EventLoop)?,
+        orderedBy key: String?,
         then: (@Sendable (Result<RESPValue, any Error>) -> Void)?
     ) -> Choice {
         enum Next {
@@ -272,14 +274,19 @@ package final class RedisClient: Sendable {
                 }
                 if closed {
                     _ = connection.close()
-                    for command in queued { command.reply.complete(.failure(RedisError.connectionClosed("the client is closed"))) }
+                    for command in queued {
+                        command.reply.complete(.failure(RedisError.connectionClosed("the client is closed")))
+                    }
                     return
                 }
                 connection.channel.closeFuture.whenComplete { _ in self.forget(slot.id) }
                 for command in queued {
                     if case .promise(let promise) = command.reply {
-                        self.send(command.arguments, deadline: command.deadline, key: command.key, on: connection, slot: slot.id)
-                            .cascade(to: promise)
+                        self.send(
+                            command.arguments, deadline: command.deadline, key: command.key, on: connection,
+                            slot: slot.id
+                        )
+                        .cascade(to: promise)
                     } else {
                         connection.send(counted: command.arguments, deadline: command.deadline, reply: command.reply)
                     }
