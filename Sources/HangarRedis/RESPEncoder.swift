@@ -26,6 +26,20 @@ package enum RESPEncoder {
         }
     }
 
+    /// About the bytes `writeCommand` writes for `arguments` (exact for short ones), so that its buffer is allocated
+    /// once.
+    package static func estimatedSize(_ arguments: [RESPArgument]) -> Int {
+        var size = 16
+        for argument in arguments {
+            switch argument {
+            case .bytes(let bytes): size += bytes.readableBytes + 16
+            case .string(let text): size += text.utf8.count + 16
+            case .integer: size += 36
+            }
+        }
+        return size
+    }
+
     /// `value` in decimal followed by CRLF, without making a String.
     static func writeDecimal(_ value: Int, into buffer: inout ByteBuffer) {
         precondition(value >= 0, "RESP lengths are not negative")

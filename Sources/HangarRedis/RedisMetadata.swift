@@ -6,7 +6,9 @@ package import NIOCore
 ///
 /// Durations are Go durations (`500ms`, `3s`) or, as Dapr reads them, integers of milliseconds. What the Hangar
 /// client cannot do yet is refused with the field named (several hosts, cluster, sentinel); go-redis's pool
-/// knobs are accepted and have no effect (the shared client has its own policy: `RedisClient`).
+/// knobs are accepted and have no effect (the shared client has its own policy: `RedisClient`), except `poolSize`
+/// and `idleTimeout` (how long a connection beyond the first on its event loop may stay idle; `-1` or `0`: never
+/// closed; Hangar's default 30 s).
 package struct RedisMetadata: Sendable {
     package var configuration: RedisConfiguration
     package var options: RedisClient.Options
@@ -72,6 +74,11 @@ package struct RedisMetadata: Sendable {
                 throw .metadata("poolSize", "must be a number of connections from 1 to 1024, not '\(poolText)'")
             }
             options.maxConnections = value
+        }
+        if let idleText = text("idleTimeout"), idleText == "-1" || idleText == "0" || idleText == "0s" {
+            options.idleTimeout = nil
+        } else if let idle = try Self.duration(metadata, "idleTimeout") {
+            options.idleTimeout = idle
         }
         self.configuration = configuration
         self.options = options

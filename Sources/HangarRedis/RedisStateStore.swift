@@ -146,10 +146,16 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
     package func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> {
         if closed.load(ordering: .relaxed) { return .failure(StateStoreError.closed) }
         let sent = Date()
-        let reply = evaluate(read, keys: [.string(settings.keyLayout.backendKey(key))], on: eventLoop)
-        return .later(
-            reply.flatMapThrowing { try Self.entry(fromRead: $0, key: key, sent: sent) }
-                .flatMapErrorThrowing { throw Self.storeError($0, keys: [key]) })
+        // One promise, completed from the reply's callback: no chain of futures on the way.
+        let promise = eventLoop.makePromise(of: StateEntry?.self)
+        evaluate(read, keys: [.string(settings.keyLayout.backendKey(key))], on: eventLoop) { reply in
+            do {
+                promise.succeed(try Self.entry(fromRead: reply.get(), key: key, sent: sent))
+            } catch {
+                promise.fail(Self.storeError(error, keys: [key]))
+            }
+        }
+        return .later(promise.futureResult)
     }
 
     package func bulkGet(
@@ -356,7 +362,8 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
     /// expired items out of them, in rounds of at most 1,000 items per partition; returns how many it took out.
     private func refreshUsage(purging: Bool, on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         let batch = 1000
-        return send(["SMEMBERS", .string(AccountingKeys.partitionSet)], on: eventLoop).flatMap { reply in
+        let members = client.send(["SMEMBERS", .string(AccountingKeys.partitionSet)], deadline: .now() + settings.commandTimeout)
+        return members.hop(to: eventLoop).flatMap { reply in
             let partitions = (reply.elements ?? []).compactMap(\.string)
             guard !partitions.isEmpty else {
                 self.record([], replacing: true)
@@ -405,20 +412,33 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
     private func evaluate(
         _ script: Script, keys: [RESPArgument], arguments: [RESPArgument] = [], on eventLoop: any EventLoop
     ) -> EventLoopFuture<RESPValue> {
-        let count = RESPArgument.integer(Int64(keys.count))
-        let operands = keys + arguments
-        return send(["EVALSHA", .string(script.sha), count] + operands, on: eventLoop).flatMapError { error in
-            guard case .server(let message) = error as? RedisError, message.hasPrefix("NOSCRIPT") else {
-                return eventLoop.makeFailedFuture(error)
-            }
-            return self.send(["EVAL", .string(script.body), count] + operands, on: eventLoop)
-        }
+        let promise = eventLoop.makePromise(of: RESPValue.self)
+        evaluate(script, keys: keys, arguments: arguments, on: eventLoop) { promise.completeWith($0) }
+        return promise.futureResult
     }
 
-    /// Sends one command with the store's deadline, on a connection of the caller's event loop where one is open;
-    /// the reply completes on `eventLoop`.
-    private func send(_ arguments: [RESPArgument], on eventLoop: any EventLoop) -> EventLoopFuture<RESPValue> {
-        client.send(arguments, deadline: .now() + settings.commandTimeout, preferring: eventLoop).hop(to: eventLoop)
+    /// `evaluate`, its reply given to `then` (on the connection's event loop, or at once when it fails before it
+    /// is sent), with the store's deadline, on a connection of the caller's event loop where one is open.
+    private func evaluate(
+        _ script: Script, keys: [RESPArgument], arguments: [RESPArgument] = [], on eventLoop: any EventLoop,
+        then: @escaping @Sendable (Result<RESPValue, any Error>) -> Void
+    ) {
+        var command: [RESPArgument] = []
+        command.reserveCapacity(3 + keys.count + arguments.count)
+        command.append("EVALSHA")
+        command.append(.string(script.sha))
+        command.append(.integer(Int64(keys.count)))
+        command += keys
+        command += arguments
+        client.send(command, deadline: .now() + settings.commandTimeout, preferring: eventLoop) { [command] result in
+            guard case .failure(RedisError.server(let message)) = result, message.hasPrefix("NOSCRIPT") else {
+                return then(result)
+            }
+            var whole = command
+            whole[0] = "EVAL"
+            whole[1] = .string(script.body)
+            self.client.send(whole, deadline: .now() + self.settings.commandTimeout, preferring: eventLoop, then: then)
+        }
     }
 
     /// Pings the server; a failure is the store's `backendProblem` until a ping succeeds.

@@ -1,4 +1,6 @@
 import Foundation
+import HangarComponents
+import Logging
 import NIOCore
 import NIOPosix
 import Testing
@@ -110,5 +112,116 @@ struct RedisClientTests {
         }
         #expect(connection.isActive)
         #expect(try await connection.send(["PING"], deadline: soon()).get().string == "PONG")
+    }
+
+    @Test(
+        "connections opened beyond one per event loop close once idle for idleTimeout; the first stays, busy ones too"
+    )
+    func idleConnections() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        // One event loop, so that exactly one connection is kept.
+        let loop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var settings = RedisStateStore.Settings(
+            configuration: .init(address: server.address, clientName: "idle"), healthCheckInterval: .seconds(60))
+        settings.options.maxConnections = 3
+        // A pipeline of one: a command finding every connection busy opens another.
+        settings.options.pipelineDepth = 1
+        settings.options.idleTimeout = .milliseconds(400)
+        let store = try RedisStateStore(
+            settings: settings, group: loop, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() })
+        let client = store.client
+        #expect(store.backendConnections == 1)
+
+        // Commands that block their connection until they are released, sent until three connections are open.
+        var blocked: [EventLoopFuture<RESPValue>] = []
+        let start = Date()
+        while client.connectionCount < 3, Date() < start.addingTimeInterval(5) {
+            blocked.append(
+                client.send(["BLPOP", .string("never-\(blocked.count)"), "0"], deadline: .now() + .seconds(20)))
+            try await Task.sleep(for: .milliseconds(30))
+        }
+        // The last one opened has none yet: one more goes to it (the least busy).
+        blocked.append(client.send(["BLPOP", .string("never-\(blocked.count)"), "0"], deadline: .now() + .seconds(20)))
+        #expect(try await connections(named: "idle", on: server) == 3)
+        // The gauge hangar_component_pool_connections reads the store's backendConnections.
+        #expect(store.backendConnections == 3)
+
+        // Busy connections are not idle: blocked for longer than the idle timeout, all three stay open.
+        try await Task.sleep(for: .seconds(1))
+        #expect(try await connections(named: "idle", on: server) == 3)
+        #expect(store.backendConnections == 3)
+
+        // Released at once: each gets its reply.
+        let admin = try await RedisConnection.connect(
+            RedisConfiguration(address: server.address, clientName: "test-admin"), on: group.next()
+        ).get()
+        for index in blocked.indices {
+            _ = try await admin.send(["LPUSH", .string("never-\(index)"), "x"], deadline: soon()).get()
+        }
+        _ = admin.close()
+        let replied = Date()
+        for (index, future) in blocked.enumerated() {
+            #expect(try await future.get().elements?.compactMap(\.string) == ["never-\(index)", "x"])
+        }
+
+        // Then the two extra connections close, no sooner than the idle timeout after the last reply.
+        var open = 3
+        while open > 1, Date() < replied.addingTimeInterval(5) {
+            try await Task.sleep(for: .milliseconds(50))
+            open = try await connections(named: "idle", on: server)
+        }
+        let fell = Date().timeIntervalSince(replied)
+        #expect(open == 1, "\(open) connections \(fell) s after the last reply")
+        #expect(fell >= 0.35, "closed \(fell) s after the last reply, before the 0.4 s idle timeout")
+        #expect(client.connectionCount == 1 && store.backendConnections == 1)
+
+        // The first connection stays, idle or not, and serves.
+        try await Task.sleep(for: .seconds(1))
+        #expect(try await connections(named: "idle", on: server) == 1)
+        #expect(try await client.send(["PING"], deadline: soon()).get().string == "PONG")
+        #expect(client.connectionCount == 1)
+
+        try await store.close(on: loop.next()).get()
+        try await loop.shutdownGracefully()
+    }
+
+    @Test("a command with an earlier deadline behind a later one fails at its own deadline")
+    func earlierDeadlineBehind() async throws {
+        let server = try RedisServer()
+        defer { server.stop() }
+        let connection = try await RedisConnection.connect(
+            RedisConfiguration(address: server.address), on: group.next()
+        ).get()
+        defer { _ = connection.close() }
+        let started = Date()
+        let blocked = connection.send(["BLPOP", "never", "5"], deadline: .now() + .seconds(10))
+        let behind = connection.send(["PING"], deadline: .now() + .milliseconds(200))
+        await #expect(throws: RedisError.deadlineExceeded) { try await behind.get() }
+        await #expect(throws: RedisError.deadlineExceeded) { try await blocked.get() }
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(elapsed >= 0.15 && elapsed < 2, "failed after \(elapsed) s")
+        #expect(!connection.isActive)
+    }
+
+    @Test("idleTimeout metadata: a duration, or -1 / 0 for never; 30 s by default; a bad one is refused by name")
+    func idleTimeoutMetadata() throws {
+        let base = ["redisHost": "localhost:6379"]
+        #expect(try RedisMetadata(base, clientName: "t").options.idleTimeout == .seconds(30))
+        #expect(
+            try RedisMetadata(base.merging(["idleTimeout": "5m"]) { $1 }, clientName: "t").options.idleTimeout
+                == .seconds(300))
+        #expect(
+            try RedisMetadata(base.merging(["idleTimeout": "1500"]) { $1 }, clientName: "t").options.idleTimeout
+                == .milliseconds(1500))
+        for never in ["-1", "0"] {
+            #expect(
+                try RedisMetadata(base.merging(["idleTimeout": never]) { $1 }, clientName: "t").options.idleTimeout
+                    == nil)
+        }
+        let error = #expect(throws: ComponentDefinitionError.self) {
+            try RedisMetadata(base.merging(["idleTimeout": "soon"]) { $1 }, clientName: "t")
+        }
+        #expect(error?.field == "spec.metadata.idleTimeout")
     }
 }

@@ -114,10 +114,12 @@ struct RedisPubSubTests {
         let second = pubsub(server, settings: settings)
         defer { _ = second.close(on: loop) }
         _ = try await first.ensureConsumer(consumer, on: loop).future(on: loop).get()
-        _ = try await second.ensureConsumer(consumer, on: loop).future(on: loop).get()
         _ = try await first.publish(message("lost"), to: consumer.topic, on: loop).future(on: loop).get()
         let taken = try await first.fetch(consumer, limit: 10, lease: .seconds(60), on: loop).future(on: loop).get()
         #expect(taken.deliveries.map(\.attempt) == [1])
+        // Only now does the second node read the group: had it read before, its blocking read could have taken the
+        // entry first (both nodes' readers share the group).
+        _ = try await second.ensureConsumer(consumer, on: loop).future(on: loop).get()
         // The first node dies with the entry leased.
         try await first.close(on: loop).get()
         #expect(
