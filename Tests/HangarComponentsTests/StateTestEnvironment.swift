@@ -21,9 +21,15 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     var testDescription: String { rawValue }
 
     /// Whether the store counts bytes per partition and enforces `byteLimit` (the usage suite's subject). Redis
-    /// does not: its server's `maxmemory` is the bound (`RedisStateStore`); nor does PostgreSQL
-    /// (`PostgresStateStore`).
-    var countsBytes: Bool { self != .redis && self != .postgres }
+    /// does not: its server's `maxmemory` is the bound (`RedisStateStore`).
+    var countsBytes: Bool { self != .redis }
+
+    /// Whether concurrent writers are held to a byte limit exactly. PostgreSQL's check reads the partition's
+    /// committed bytes, so writes committing at the same moment may overshoot it (`PostgresStateStore`).
+    var limitsExactly: Bool { self != .postgres }
+
+    /// A well-formed ETag that no item carries: PostgreSQL's are UUIDs, the others' numbers.
+    var neverCurrentETag: String { self == .postgres ? "00000000-0000-4000-8000-000000000000" : "999999999" }
 
     /// Whether ETags come from one counter for the whole store, so that no two writes share one. Redis's are
     /// per-key versions (Dapr's layout): two keys can both be at version 1.
@@ -87,6 +93,13 @@ enum StateTestEnvironment {
             Issue.record("no purgeExpired for \(type(of: store))")
             return 0
         }
+    }
+
+    /// The store's usage once every write has settled: PostgreSQL's `usageByPartition` is a cache set by each
+    /// write's answer, which concurrent writes may leave behind, so it is read again from the database first.
+    static func settledUsage(_ store: any StateStore, on eventLoop: any EventLoop) async throws -> [String: Int] {
+        if let store = store as? PostgresStateStore { return try await store.refreshUsage(on: eventLoop).get() }
+        return store.usageByPartition
     }
 
     /// Runs `body` with a new store of `kind`, then closes it and removes its files.
