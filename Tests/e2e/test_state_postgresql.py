@@ -7,7 +7,8 @@ started by the test (see postgres_fixtures.py).
   component reports DOWN then UP, writes succeed again within 5 s without a restart, and no acknowledged write
   is lost;
 - many apps on one node hold at most `maxConns` connections to the server (pg_stat_activity);
-- a namespaced component with `keyLayout: dapr` reads and writes rows written with daprd's own SQL in place.
+- a namespaced component with `keyLayout: dapr` reads and writes rows written with daprd's own SQL in place;
+- a tenant's `maxStateBytes` holds on a shared component (RESOURCE_EXHAUSTED), the other tenant is unaffected.
 """
 
 from __future__ import annotations
@@ -254,3 +255,47 @@ def test_a_namespaced_component_with_key_layout_dapr_reads_and_writes_daprs_rows
     ) == "hello from hangar"
     keys = postgres.psql(f"SELECT string_agg(key, ',' ORDER BY key) FROM {table_prefix}state")
     assert keys == "orders||created-by-hangar,orders||greeting"
+
+
+def test_max_state_bytes_holds_one_tenant_on_a_shared_component_and_survives_a_restart(hangard_factory, postgres):
+    """`spec.quotas.maxStateBytes` on state.postgresql: the usage is counted in PostgreSQL (`<prefix>hangar_usage`),
+    a write over it is RESOURCE_EXHAUSTED and changes nothing, the other tenant on the same component is unaffected,
+    and the count holds across a restart."""
+    from test_quotas import expect_quota
+
+    table_prefix = prefix()
+    tenants = {
+        f"{ns}.yaml": tenant_yaml(ns, [{"appId": "app"}], quotas={"maxStateBytes": 1000}) for ns in ("small", "other")
+    }
+    fields = {"connectionString": postgres.connection_string(USER, PASSWORD), "tablePrefix": table_prefix}
+    components = {"pg.yaml": postgres_component_yaml(STORE, fields)}
+    daemon = start_daemon(hangard_factory, tenants, components, apps=(("small", "app"), ("other", "app")))
+    small, other = daemon.client("small", "app"), daemon.client("other", "app")
+    # Physical key "small||app||a" is 13 bytes: 13 + 600 = 613 bytes stored; 613 + 613 > 1000.
+    small.save_state(STORE, "a", "x" * 600)
+    with pytest.raises(grpc.RpcError) as error:
+        small.save_state(STORE, "b", "y" * 600)
+    info = expect_quota(error, "maxStateBytes", 1000, "tenant")
+    assert info["store"] == STORE
+    assert small.get_state(STORE, "b").data == b""
+    # The other tenant, on the same component and table, has its own budget.
+    other.save_state(STORE, "b", "z" * 900)
+    usage = postgres.psql(
+        f"SELECT string_agg(partition || '=' || total, ',' ORDER BY partition) FROM "
+        f"(SELECT partition, sum(bytes) AS total FROM {table_prefix}hangar_usage GROUP BY partition) p"
+    )
+    assert usage == "other=913,small=613"
+    # Shrinking and deleting free room: 313 + 613 = 926.
+    small.save_state(STORE, "a", "x" * 300)
+    small.save_state(STORE, "b", "y" * 600)
+
+    daemon.stop()
+    daemon.start()
+    small = daemon.client("small", "app")
+    with pytest.raises(grpc.RpcError) as error:
+        small.save_state(STORE, "c", "w" * 200)  # 926 + 213 > 1000
+    expect_quota(error, "maxStateBytes", 1000, "tenant")
+    small.delete_state(STORE, "b")
+    small.save_state(STORE, "c", "w" * 200)
+    assert small.get_state(STORE, "c").data == b"w" * 200
+    assert daemon.client("other", "app").get_state(STORE, "b").data == b"z" * 900
