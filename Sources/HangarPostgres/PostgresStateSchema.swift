@@ -304,6 +304,13 @@ struct PostgresStateSchema: Sendable {
         var bytes: Int
     }
 
+    /// What one operation changed: the partition's usage after it, and its change in bytes to the usage shard.
+    struct Change: Sendable, Hashable {
+        var usage: Usage
+        var delta: Int
+        var shard: Int32
+    }
+
     /// Dapr's write with its byte accounting, in one statement (`Statements.set`): the key's row is locked, the
     /// ETag rule applied (without an ETag or with last-write the row is written whatever it holds; with first-write
     /// only when absent or expired; with an ETag only when unexpired and carrying it), the byte limit checked, then
@@ -312,16 +319,24 @@ struct PostgresStateSchema: Sendable {
     ///
     /// The partition and the item's size come from the request's physical key (`ns||app||key`) in either key
     /// layout, so the numbers match the other stores'.
-    func set(_ connection: PostgresConnection, _ request: StateSetRequest, layout: StateKeyLayout) async throws -> Usage {
+    ///
+    /// In a transaction, `pending` is what its earlier operations added to the partition and `apply` false: the
+    /// change is then left for `transact` to add at the end (`PostgresStateStatements`).
+    func set(
+        _ connection: PostgresConnection, _ request: StateSetRequest, layout: StateKeyLayout, pending: Int = 0,
+        apply: Bool = true
+    ) async throws -> Change {
         let partition = StatePartition.of(request.key)
         let etag = try Self.etag(request.etag, key: request.key, concurrency: request.concurrency)
-        var bindings = PostgresBindings(capacity: 7)
+        var bindings = PostgresBindings(capacity: 9)
         bindings.append(layout.backendKey(request.key))
         bindings.append(ByteBuffer(data: request.value))
         bindings.append(Int64(request.key.utf8.count))
         bindings.append(partition)
         bindings.append(request.byteLimit.map(Int64.init))
         bindings.append(request.ttl.flatMap { $0 > .zero ? $0.milliseconds : nil })
+        bindings.append(Int64(pending))
+        bindings.append(apply)
         let sql: String
         if let etag {
             bindings.append(etag)
@@ -337,8 +352,13 @@ struct PostgresStateSchema: Sendable {
         for _ in 0..<3 {
             let rows = try await connection.run(query, logger: PostgresStateStore.quiet)
             guard let row = rows.first else { throw StateStoreError.backend("PostgreSQL: the write returned nothing") }
-            let (allowed, fits, delta, total, written) = try row.decode((Bool, Bool, Int64, Int64, Bool).self)
-            if written { return Usage(partition: partition, bytes: max(0, Int(total + delta))) }
+            let (allowed, fits, delta, total, written, shard) = try row.decode(
+                (Bool, Bool, Int64, Int64, Bool, Int32).self)
+            if written {
+                return Change(
+                    usage: Usage(partition: partition, bytes: max(0, Int(total + delta))), delta: Int(delta),
+                    shard: shard)
+            }
             guard allowed else { throw StateStoreError.etagMismatch(key: request.key) }
             guard fits else {
                 throw StateStoreError.byteLimitExceeded(
@@ -351,13 +371,15 @@ struct PostgresStateSchema: Sendable {
     /// Without an ETag a delete always applies; with one the unexpired row must carry it. The row's bytes leave
     /// the key's usage shard in the same statement.
     func delete(
-        _ connection: PostgresConnection, _ request: StateDeleteRequest, layout: StateKeyLayout
-    ) async throws -> Usage {
+        _ connection: PostgresConnection, _ request: StateDeleteRequest, layout: StateKeyLayout, pending: Int = 0,
+        apply: Bool = true
+    ) async throws -> Change {
         let partition = StatePartition.of(request.key)
-        var bindings = PostgresBindings(capacity: 4)
+        var bindings = PostgresBindings(capacity: 5)
         bindings.append(layout.backendKey(request.key))
         bindings.append(Int64(request.key.utf8.count))
         bindings.append(partition)
+        bindings.append(apply)
         let sql: String
         if let etag = try Self.etag(request.etag, key: request.key, concurrency: request.concurrency) {
             bindings.append(etag)
@@ -368,33 +390,56 @@ struct PostgresStateSchema: Sendable {
         let rows = try await connection.run(
             PostgresQuery(unsafeSQL: sql, binds: bindings), logger: PostgresStateStore.quiet)
         guard let row = rows.first else { throw StateStoreError.backend("PostgreSQL: the delete returned nothing") }
-        let (allowed, bytes, total) = try row.decode((Bool, Int64, Int64).self)
+        let (allowed, bytes, total, shard) = try row.decode((Bool, Int64, Int64, Int32).self)
         guard allowed else { throw StateStoreError.etagMismatch(key: request.key) }
-        return Usage(partition: partition, bytes: max(0, Int(total - bytes)))
+        return Change(
+            usage: Usage(partition: partition, bytes: max(0, Int(total) + pending - Int(bytes))), delta: -Int(bytes),
+            shard: shard)
     }
 
-    /// As Dapr's `Multi`: one operation alone, several in one transaction that the first failure rolls back. The
-    /// usage of each partition written, as the last operation on it saw it.
+    /// As Dapr's `Multi`: one operation alone, several in one transaction that the first failure rolls back, their
+    /// changes to the usage table added at its end, shards in order. The usage of each partition written, as the
+    /// last operation on it saw it.
     func transact(
         _ connection: PostgresConnection, _ operations: [StateOperation], layout: StateKeyLayout, logger: Logger
     ) async throws -> [Usage] {
-        func apply(_ operation: StateOperation) async throws -> Usage {
-            switch operation {
-            case .set(let request): try await set(connection, request, layout: layout)
-            case .delete(let request): try await delete(connection, request, layout: layout)
+        if operations.count == 1 {
+            switch operations[0] {
+            case .set(let request): return [try await set(connection, request, layout: layout).usage]
+            case .delete(let request): return [try await delete(connection, request, layout: layout).usage]
             }
         }
-        if operations.count == 1 { return [try await apply(operations[0])] }
         try await connection.run("BEGIN", logger: logger)
         var usage: [Usage] = []
         do {
+            var pending: [String: Int] = [:]
+            var shards: [ShardKey: Int] = [:]
             for operation in operations {
-                let after = try await apply(operation)
-                if let index = usage.firstIndex(where: { $0.partition == after.partition }) {
-                    usage[index] = after
-                } else {
-                    usage.append(after)
+                let partition = StatePartition.of(operation.key)
+                let before = pending[partition, default: 0]
+                let change: Change
+                switch operation {
+                case .set(let request):
+                    change = try await set(connection, request, layout: layout, pending: before, apply: false)
+                case .delete(let request):
+                    change = try await delete(connection, request, layout: layout, pending: before, apply: false)
                 }
+                pending[partition] = before + change.delta
+                shards[ShardKey(partition: partition, shard: change.shard), default: 0] += change.delta
+                if let index = usage.firstIndex(where: { $0.partition == partition }) {
+                    usage[index] = change.usage
+                } else {
+                    usage.append(change.usage)
+                }
+            }
+            let ordered = shards.filter { $0.value != 0 }.sorted { $0.key < $1.key }
+            if !ordered.isEmpty {
+                var bindings = PostgresBindings(capacity: 3)
+                bindings.append(ordered.map(\.key.partition))
+                bindings.append(ordered.map(\.key.shard))
+                bindings.append(ordered.map { Int64($0.value) })
+                try await connection.run(
+                    PostgresQuery(unsafeSQL: statements.addUsage, binds: bindings), logger: PostgresStateStore.quiet)
             }
         } catch {
             _ = try? await connection.run("ROLLBACK", logger: logger)
@@ -402,6 +447,17 @@ struct PostgresStateSchema: Sendable {
         }
         try await connection.run("COMMIT", logger: logger)
         return usage
+    }
+
+    /// A usage row, ordered as locks on them are taken.
+    private struct ShardKey: Hashable, Comparable {
+        var partition: String
+        var shard: Int32
+
+        static func < (lhs: Self, rhs: Self) -> Bool {
+            lhs.partition.utf8.lexicographicallyPrecedes(rhs.partition.utf8)
+                || (lhs.partition == rhs.partition && lhs.shard < rhs.shard)
+        }
     }
 
     // MARK: Expiry and usage

@@ -317,6 +317,37 @@ struct PostgresStateStoreTests {
         #expect(try await nodes[0].refreshUsage(on: loop).get() == (present > 0 ? ["r": present] : [:]))
     }
 
+    @Test("concurrent transactions writing different keys of one tenant never deadlock on its usage rows")
+    func transactionsDoNotDeadlock() async throws {
+        let server = try await PostgresServer.sharedServer()
+        let configuration = try PostgresTestStore.configuration(server: server)
+        let store = try await PostgresTestStore.connect(configuration)
+        let loop = Env.group.next()
+        defer { _ = store.close(on: loop) }
+        // Each writer has keys of its own (no two transactions lock the same state row), spread over the usage
+        // shards: only the usage rows are shared.
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for writer in 0..<8 {
+                tasks.addTask {
+                    var random = SystemRandomNumberGenerator()
+                    for _ in 0..<25 {
+                        let keys = Set((0..<4).map { _ in Int.random(in: 0..<40, using: &random) })
+                        let operations = keys.shuffled(using: &random).map { index -> StateOperation in
+                            let key = "t||w\(writer)k\(index)"
+                            if index % 5 == 0 { return .delete(StateDeleteRequest(key: key)) }
+                            return .set(
+                                StateSetRequest(key: key, value: Data(repeating: 7, count: index), byteLimit: 1 << 20))
+                        }
+                        try await store.transact(operations, on: Env.group.next()).get()
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        let present = try await Self.bytesPresent(server, table: configuration.stateTable, partition: "t")
+        #expect(try await store.refreshUsage(on: loop).get() == ["t": present])
+    }
+
     @Test("usage survives a restart, and rows present before the usage table existed are counted when it is made")
     func usageOfExistingRows() async throws {
         let server = try await PostgresServer.sharedServer()
