@@ -551,11 +551,20 @@ extension PostgresConnection {
     /// check and the write happen in one turn of the loop, and once written the connection fails it if it closes.
     @discardableResult
     func run(_ query: PostgresQuery, logger: Logger) async throws -> [PostgresRow] {
-        try await eventLoop.flatSubmit { () -> EventLoopFuture<[PostgresRow]> in
-            guard !self.isClosed else {
-                return self.eventLoop.makeFailedFuture(StateStoreError.unavailable("PostgreSQL closed the connection"))
+        let sent: EventLoopFuture<[PostgresRow]>
+        if eventLoop.inEventLoop {
+            // Already on the connection's loop (the call runs there): no hop.
+            guard !isClosed else { throw StateStoreError.unavailable("PostgreSQL closed the connection") }
+            sent = self.query(query, logger: logger).map(\.rows)
+        } else {
+            sent = eventLoop.flatSubmit { () -> EventLoopFuture<[PostgresRow]> in
+                guard !self.isClosed else {
+                    return self.eventLoop.makeFailedFuture(
+                        StateStoreError.unavailable("PostgreSQL closed the connection"))
+                }
+                return self.query(query, logger: logger).map(\.rows)
             }
-            return self.query(query, logger: logger).map(\.rows)
-        }.get()
+        }
+        return try await sent.get()
     }
 }

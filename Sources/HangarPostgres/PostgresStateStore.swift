@@ -172,8 +172,7 @@ package final class PostgresStateStore: TransactionalStateStore, BackendHealthRe
     private func later<T: Sendable>(
         on eventLoop: any EventLoop, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) -> Eventual<T> {
-        let backend = backend
-        return .later(eventLoop.makeFutureWithTask { try await backend.withConnection(body) })
+        .later(backend.future(on: eventLoop, body))
     }
 
     package func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> {
@@ -188,17 +187,14 @@ package final class PostgresStateStore: TransactionalStateStore, BackendHealthRe
         if keys.isEmpty { return .ready(.success([])) }
         let schema = schema
         let backendKeys = keys.map(configuration.keyLayout.backendKey)
-        let backend = backend
         return .later(
-            eventLoop.makeFutureWithTask {
-                do throws(StateStoreError) {
-                    let found = try await backend.withConnection { connection in
-                        try await schema.bulkGet(connection, keys: Array(Set(backendKeys)))
-                    }
-                    return backendKeys.map { .success(found[$0]) }
-                } catch {
-                    return backendKeys.map { _ in .failure(error) }
-                }
+            backend.future(on: eventLoop) { connection in
+                try await schema.bulkGet(connection, keys: Array(Set(backendKeys)))
+            }.map { found in
+                backendKeys.map { .success(found[$0]) }
+            }.recover { error in
+                let failure = PostgresBackend.map(error)
+                return backendKeys.map { _ in .failure(failure) }
             })
     }
 
