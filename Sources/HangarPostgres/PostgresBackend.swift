@@ -79,6 +79,8 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
     private let clientConfiguration: PostgresClient.Configuration
     private let probeConfiguration: PostgresConnection.Configuration
     private let group: any EventLoopGroup
+    /// The group's loops as task executors, made once (`future(on:_:)`).
+    private let executors: [ObjectIdentifier: EventLoopTaskExecutor]
     private let logger: Logger
     private let state = Mutex(State())
     /// Quiet: postgres-nio's background messages (connection attempts) would repeat what the backend reports.
@@ -87,6 +89,9 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
     package init(
         _ connectionString: PostgresConnectionString, options: Options, group: any EventLoopGroup, logger: Logger
     ) throws {
+        var executors: [ObjectIdentifier: EventLoopTaskExecutor] = [:]
+        for loop in group.makeIterator() { executors[ObjectIdentifier(loop)] = EventLoopTaskExecutor(loop) }
+        self.executors = executors
         self.connectionString = connectionString
         self.options = options
         self.group = group
@@ -167,6 +172,25 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
 
     // MARK: Operations
 
+    /// `withConnection(body)` as a future on `eventLoop`, run by a task whose executor is that loop
+    /// (`EventLoopTaskExecutor`): the caller's loop does the work between the awaits, and no other thread is woken
+    /// but the connection's loop when it is another one.
+    package func future<T: Sendable>(
+        on eventLoop: any EventLoop, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) -> EventLoopFuture<T> {
+        let promise = eventLoop.makePromise(of: T.self)
+        let executor = executors[ObjectIdentifier(eventLoop)] ?? EventLoopTaskExecutor(eventLoop)
+        // Not a stray: the task ends with the operation, which the promise reports.
+        Task(executorPreference: executor) {
+            do {
+                promise.succeed(try await self.withConnection(body))
+            } catch {
+                promise.fail(error)
+            }
+        }
+        return promise.futureResult
+    }
+
     /// Runs `body` on a pooled connection. Fails with `.unavailable` at once while the server is unreachable, with
     /// `.closed` after `close`, and maps PostgreSQL's errors to `StateStoreError` without showing secrets.
     package func withConnection<T: Sendable>(
@@ -183,7 +207,9 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         }
         // Not leased soon: either every connection is busy or the pool cannot connect. Connections that finish
         // operations meanwhile say the former; otherwise a probe tells.
-        let watchdog = group.next().scheduleTask(in: options.probeAfter.timeAmount) {
+        // On the loop running this call when there is one, so that arming and cancelling it wakes no other thread.
+        let watchdogLoop = MultiThreadedEventLoopGroup.currentEventLoop ?? group.next()
+        let watchdog = watchdogLoop.scheduleTask(in: options.probeAfter.timeAmount) {
             guard !lease.leased.load(ordering: .relaxed) else { return }
             let busy = self.state.withLock { state in
                 state.leased.count >= Self.poolSize(self.options)

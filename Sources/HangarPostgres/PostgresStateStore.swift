@@ -3,6 +3,7 @@ package import HangarComponents
 package import Logging
 package import NIOCore
 import PostgresNIO
+import Synchronization
 
 /// `state.postgresql` `version: v2`: Dapr's v2 layout and SQL (components-contrib `state/postgresql/v2`), so a table
 /// Dapr wrote is read and written in place (with `keyLayout: dapr` for Dapr's `<appId>||<key>` keys).
@@ -15,9 +16,29 @@ import PostgresNIO
 ///
 /// One `PostgresBackend` (one pool, at most `maxConns` connections) serves every tenant and app on the node.
 ///
-/// `byteLimit` is not enforced and `usageByPartition` is empty: an exact per-partition count would need a usage
-/// row updated in every write's transaction (serialising a tenant's writes on one row) and kept right by daprd
-/// writing the same table, which it would not be. A tenant's `maxStateBytes` therefore does not bound PostgreSQL.
+/// **Byte accounting** (`byteLimit`, `usageByPartition`, a tenant's `maxStateBytes`) is kept in PostgreSQL, in
+/// `<tablePrefix>hangar_usage` (created by Hangar's own migration; Dapr ignores the table): each partition's bytes
+/// spread over 16 rows, each write adding its change to one of them (chosen by a hash of the key) in the same
+/// statement that writes the state row, so the count survives restarts and is shared by every hangard on the
+/// database. An item counts `physicalKey.utf8.count + value.count` with the physical key `ns||app||key` in either
+/// key layout, so the numbers match the other stores'. A write that grows its partition is checked against the
+/// partition's sum *as its statement's snapshot has it*: writes to the same partition committing at the same moment
+/// (on this node or others) do not see each other, so a partition may exceed its limit by at most what such
+/// concurrent writes add — at most one write or transaction per pooled connection, (`maxConns` − 1) per node — and
+/// never when its writes come one at a time. Making it exact would serialise a tenant's growing writes, commit and
+/// fsync included, behind one lock. A write that shrinks or keeps the size always passes.
+///
+/// Expired rows count until deleted, by the cleanup (which takes their bytes off in the same statement) or, for
+/// one partition, before a write over its limit is refused: that partition's expired rows are deleted and the write
+/// tried once more. Rows Hangar did not count: the rows present when the usage table is created are counted then
+/// (once, one scan, in `keyLayout: hangar`; a `keyLayout: dapr` store cannot tell its namespace at that point and
+/// counts none); rows written later by anything else (daprd sharing the table, a hangard older than this table)
+/// are not counted, nor are expired rows that daprd's own cleanup deletes subtracted. When Hangar overwrites or
+/// deletes an uncounted row its size is still subtracted, so a partition's count can fall below what it holds; the
+/// usage reported and checked is never below 0.
+///
+/// `usageByPartition` is a cache: set from each write's answer and from the whole table every
+/// `usageRefreshInterval` (and after each cleanup), never a query per read.
 package final class PostgresStateStore: TransactionalStateStore, BackendHealthReporting {
     /// What the component's metadata configures.
     package struct Configuration: Sendable {
@@ -31,6 +52,8 @@ package final class PostgresStateStore: TransactionalStateStore, BackendHealthRe
         package var cleanupInterval: Duration? = .seconds(3600)
         package var keyLayout = StateKeyLayout.hangar
         package var backend = PostgresBackend.Options()
+        /// How often `usageByPartition` is read again from the usage table (writes update it in between).
+        package var usageRefreshInterval: Duration = .seconds(5)
 
         package init(connectionString: PostgresConnectionString) {
             self.connectionString = connectionString
@@ -41,39 +64,71 @@ package final class PostgresStateStore: TransactionalStateStore, BackendHealthRe
         package var migrationKey: String { "migrations-state-v2-\(tablePrefix)" }
         /// The metadata table row holding the last cleanup's time.
         package var cleanupKey: String { "last-cleanup-state-v2-\(tablePrefix)" }
+        /// Hangar's byte accounting next to the state table (Dapr ignores it).
+        package var usageTable: String { tablePrefix + "hangar_usage" }
+        /// The metadata table row holding the usage table's migration level (Hangar's own, apart from Dapr's).
+        package var usageMigrationKey: String { "migrations-hangar-usage-\(tablePrefix)" }
     }
 
     package let configuration: Configuration
     package let backend: PostgresBackend
+    private let schema: PostgresStateSchema
     private let logger: Logger
+    private let memory: Memory
+
+    /// What the store remembers between calls, apart from the store so that its background task can hold it.
+    private final class Memory: Sendable {
+        /// Bytes per partition as last read or written; see the type's documentation.
+        let usage = Mutex<[String: Int]>([:])
+        /// In `keyLayout: dapr`, the namespace of the requests served (the component's: every row is its), which
+        /// the cleanup needs to take expired rows' bytes off; nil until the first request.
+        let daprNamespace = Mutex<String?>(nil)
+    }
     /// The backend's pool and health loop and the cleanup loop. Started at open; cancelled and awaited by `close`,
     /// so it outlives no store (a component has no `Service` of its own to run it in).
     private let background: Task<Void, Never>
 
     package var features: StateFeatures { [.etag, .transactional, .ttl] }
     package var executesInline: Bool { false }
-    /// Empty: see the type's documentation.
-    package var usageByPartition: [String: Int] { [:] }
+    package var usageByPartition: [String: Int] { memory.usage.withLock { $0 } }
     package var backendProblem: String? { backend.backendProblem }
 
     private init(configuration: Configuration, backend: PostgresBackend, logger: Logger) {
+        let schema = PostgresStateSchema(configuration: configuration)
         self.configuration = configuration
         self.backend = backend
+        self.schema = schema
         self.logger = logger
         let cleanupInterval = configuration.cleanupInterval
-        let cleanup = PostgresStateSchema(configuration: configuration)
+        let refreshInterval = configuration.usageRefreshInterval
+        let memory = Memory()
+        self.memory = memory
         background = Task {
             await withDiscardingTaskGroup { group in
                 group.addTask { await backend.run() }
+                group.addTask {
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: refreshInterval)
+                        if Task.isCancelled { break }
+                        if let read = try? await backend.withConnection({ try await schema.usage($0) }) {
+                            memory.usage.withLock { $0 = read }
+                        }
+                    }
+                }
                 if let cleanupInterval {
                     group.addTask {
                         while !Task.isCancelled {
                             try? await Task.sleep(for: cleanupInterval)
                             if Task.isCancelled { break }
                             do {
-                                let deleted = try await backend.withConnection { connection in
-                                    try await cleanup.cleanupExpired(connection, interval: cleanupInterval)
+                                let namespace = memory.daprNamespace.withLock { $0 }
+                                let (deleted, read) = try await backend.withConnection { connection in
+                                    let deleted = try await schema.cleanupExpired(
+                                        connection, interval: cleanupInterval, namespace: namespace)
+                                    let read = deleted == nil ? nil : try await schema.usage(connection)
+                                    return (deleted, read)
                                 }
+                                if let read { memory.usage.withLock { $0 = read } }
                                 if let deleted { logger.debug("deleted \(deleted) expired state rows") }
                             } catch {
                                 logger.info("expired state cleanup failed", metadata: ["error": "\(error)"])
@@ -103,7 +158,9 @@ package final class PostgresStateStore: TransactionalStateStore, BackendHealthRe
             configuration.connectionString, options: configuration.backend, group: eventLoopGroup, logger: logger)
         let store = PostgresStateStore(configuration: configuration, backend: backend, logger: logger)
         do {
-            try await PostgresStateSchema(configuration: configuration).migrate(backend: backend, logger: logger)
+            try await store.schema.migrate(backend: backend, logger: logger)
+            let read = try await backend.withConnection { try await store.schema.usage($0) }
+            store.memory.usage.withLock { $0 = read }
         } catch {
             try? await store.close(on: eventLoopGroup.next()).get()
             throw error
@@ -111,17 +168,15 @@ package final class PostgresStateStore: TransactionalStateStore, BackendHealthRe
         return store
     }
 
-    private var schema: PostgresStateSchema { PostgresStateSchema(configuration: configuration) }
-
     /// Runs `body` on a pooled connection as a future on `eventLoop`.
     private func later<T: Sendable>(
         on eventLoop: any EventLoop, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) -> Eventual<T> {
-        let backend = backend
-        return .later(eventLoop.makeFutureWithTask { try await backend.withConnection(body) })
+        .later(backend.future(on: eventLoop, body))
     }
 
     package func get(_ key: String, on eventLoop: any EventLoop) -> Eventual<StateEntry?> {
+        if let refusal = Self.unstorable(key) { return .failure(refusal) }
         let schema = schema
         let backendKey = configuration.keyLayout.backendKey(key)
         return later(on: eventLoop) { connection in try await schema.get(connection, key: backendKey) }
@@ -131,56 +186,108 @@ package final class PostgresStateStore: TransactionalStateStore, BackendHealthRe
         _ keys: [String], on eventLoop: any EventLoop
     ) -> Eventual<[Result<StateEntry?, StateStoreError>]> {
         if keys.isEmpty { return .ready(.success([])) }
+        if let refusal = keys.lazy.compactMap(Self.unstorable).first { return .failure(refusal) }
         let schema = schema
         let backendKeys = keys.map(configuration.keyLayout.backendKey)
-        let backend = backend
         return .later(
-            eventLoop.makeFutureWithTask {
-                do throws(StateStoreError) {
-                    let found = try await backend.withConnection { connection in
-                        try await schema.bulkGet(connection, keys: Array(Set(backendKeys)))
-                    }
-                    return backendKeys.map { .success(found[$0]) }
-                } catch {
-                    return backendKeys.map { _ in .failure(error) }
-                }
+            backend.future(on: eventLoop) { connection in
+                try await schema.bulkGet(connection, keys: Array(Set(backendKeys)))
+            }.map { found in
+                backendKeys.map { .success(found[$0]) }
+            }.recover { error in
+                let failure = PostgresBackend.map(error)
+                return backendKeys.map { _ in .failure(failure) }
             })
     }
 
+    /// PostgreSQL's `text` cannot hold the NUL character (`invalid byte sequence for encoding "UTF8": 0x00`): such
+    /// a key is refused as an invalid key, before anything is sent, rather than failing in the server.
+    static func unstorable(_ key: String) -> StateStoreError? {
+        guard key.utf8.contains(0) else { return nil }
+        return .invalidKey(key: key, reason: "state.postgresql keys cannot contain the NUL character (U+0000)")
+    }
+
     package func set(_ request: StateSetRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
-        let schema = schema
-        let layout = configuration.keyLayout
-        return later(on: eventLoop) { connection in try await schema.set(connection, request, layout: layout) }
+        transact([.set(request)], on: eventLoop)
     }
 
     package func delete(_ request: StateDeleteRequest, on eventLoop: any EventLoop) -> Eventual<Void> {
-        let schema = schema
-        let layout = configuration.keyLayout
-        return later(on: eventLoop) { connection in try await schema.delete(connection, request, layout: layout) }
+        transact([.delete(request)], on: eventLoop)
     }
 
-    /// One SQL transaction: `BEGIN`, the operations in order, `COMMIT`; the first failure rolls everything back.
+    /// One SQL transaction: `BEGIN`, the operations in order, `COMMIT` (one operation: its statement alone); the
+    /// first failure rolls everything back. Refused for a byte limit, it is tried once more after the partition's
+    /// expired rows are deleted, if it had any.
     package func transact(_ operations: [StateOperation], on eventLoop: any EventLoop) -> Eventual<Void> {
-        if operations.isEmpty { return .ready(.success(())) }
+        guard let first = operations.first else { return .ready(.success(())) }
+        if let refusal = operations.lazy.map(\.key).compactMap(Self.unstorable).first { return .failure(refusal) }
         let schema = schema
         let layout = configuration.keyLayout
+        if layout == .dapr { learnNamespace(first.key) }
         return later(on: eventLoop) { connection in
-            try await schema.transact(connection, operations, layout: layout, logger: Self.quiet)
+            let written: [PostgresStateSchema.Usage]
+            do {
+                written = try await schema.transact(connection, operations, layout: layout, logger: Self.quiet)
+            } catch StateStoreError.byteLimitExceeded(let partition, let usage, let limit) {
+                guard try await schema.purgeExpired(connection, partition: partition) > 0 else {
+                    throw StateStoreError.byteLimitExceeded(partition: partition, usage: usage, limit: limit)
+                }
+                written = try await schema.transact(connection, operations, layout: layout, logger: Self.quiet)
+            }
+            self.record(written)
         }
     }
 
-    /// Deletes every expired row now, whatever the last cleanup's time; how many there were.
+    /// Puts partitions' usage as writes left it into the cache.
+    private func record(_ written: [PostgresStateSchema.Usage]) {
+        memory.usage.withLock { usage in
+            for partition in written { usage[partition.partition] = partition.bytes > 0 ? partition.bytes : nil }
+        }
+    }
+
+    private func learnNamespace(_ physicalKey: String) {
+        guard memory.daprNamespace.withLock({ $0 == nil }) else { return }
+        let namespace = StatePartition.of(physicalKey)
+        memory.daprNamespace.withLock { $0 = namespace }
+    }
+
+    /// Deletes every expired row now, whatever the last cleanup's time, and reads the usage again; how many rows
+    /// there were.
     package func purgeExpired(on eventLoop: any EventLoop) -> EventLoopFuture<Int> {
         let schema = schema
-        return later(on: eventLoop) { connection in try await schema.purgeExpired(connection) }.future(on: eventLoop)
+        let namespace = memory.daprNamespace.withLock { $0 }
+        return later(on: eventLoop) { connection in
+            let deleted = try await schema.purgeExpired(connection, namespace: namespace)
+            let read = try await schema.usage(connection)
+            self.memory.usage.withLock { $0 = read }
+            return deleted
+        }.future(on: eventLoop)
     }
 
     /// Dapr's cleanup: deletes the expired rows when the metadata table's last-cleanup row is older than
     /// `interval` (and moves it to now); nil when another process cleaned up within the interval.
     package func cleanupExpired(interval: Duration, on eventLoop: any EventLoop) -> EventLoopFuture<Int?> {
         let schema = schema
-        return later(on: eventLoop) { connection in try await schema.cleanupExpired(connection, interval: interval) }
-            .future(on: eventLoop)
+        let namespace = memory.daprNamespace.withLock { $0 }
+        return later(on: eventLoop) { connection in
+            let deleted = try await schema.cleanupExpired(connection, interval: interval, namespace: namespace)
+            if deleted != nil {
+                let read = try await schema.usage(connection)
+                self.memory.usage.withLock { $0 = read }
+            }
+            return deleted
+        }.future(on: eventLoop)
+    }
+
+    /// Reads every partition's usage from the database into `usageByPartition` now (it is otherwise refreshed every
+    /// `usageRefreshInterval`).
+    package func refreshUsage(on eventLoop: any EventLoop) -> EventLoopFuture<[String: Int]> {
+        let schema = schema
+        return later(on: eventLoop) { connection in
+            let read = try await schema.usage(connection)
+            self.memory.usage.withLock { $0 = read }
+            return read
+        }.future(on: eventLoop)
     }
 
     package func close(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {

@@ -213,6 +213,199 @@ struct PostgresStateStoreTests {
         #expect(try await store.cleanupExpired(interval: .milliseconds(200), on: loop).get() == 1)
     }
 
+    // MARK: Byte accounting
+
+    /// The bytes really present per partition, as every store counts them.
+    static func bytesPresent(_ server: PostgresServer, table: String, partition: String) async throws -> Int {
+        Int(
+            try await server.sql(
+                "SELECT COALESCE(sum(octet_length(key) + octet_length(value)), 0) FROM \(table) WHERE split_part(key, '||', 1) = '\(partition)'"
+            )) ?? -1
+    }
+
+    @Test("two stores (two nodes) writing one tenant at once stay within its limit plus the documented slack")
+    func twoNodesShareOneLimit() async throws {
+        let server = try await PostgresServer.sharedServer()
+        let configuration = try PostgresTestStore.configuration(server: server, metadata: ["maxConns": "4"])
+        let nodes = [
+            try await PostgresTestStore.connect(configuration), try await PostgresTestStore.connect(configuration),
+        ]
+        let loop = Env.group.next()
+        defer { for node in nodes { _ = node.close(on: loop) } }
+        // Items of 8 + 12 = 20 bytes ("c||07i05"); 100 fit in 2000. Each node runs 6 writers on its 3 pooled
+        // connections.
+        let limit = 2000
+        let outcomes = try await withThrowingTaskGroup(of: Int.self) { tasks in
+            for writer in 0..<12 {
+                let node = nodes[writer % 2]
+                tasks.addTask {
+                    var written = 0
+                    for index in 0..<40 {
+                        do {
+                            try await node.set(
+                                StateSetRequest(
+                                    key: "c||\(writer / 10)\(writer % 10)i\(index / 10)\(index % 10)",
+                                    value: Data("hello world!".utf8), byteLimit: limit),
+                                on: Env.group.next()
+                            ).get()
+                            written += 1
+                        } catch StateStoreError.byteLimitExceeded(let partition, let usage, let refusedLimit) {
+                            #expect(partition == "c" && usage > limit && refusedLimit == limit)
+                        }
+                    }
+                    return written
+                }
+            }
+            return try await tasks.reduce(0, +)
+        }
+        // At most one write per pooled connection commits unseen by the others: 6 connections, so 5 items over.
+        let slack = 2 * (4 - 1) - 1
+        #expect((100...100 + slack).contains(outcomes), "\(outcomes) items written")
+        let present = try await Self.bytesPresent(server, table: configuration.stateTable, partition: "c")
+        #expect(present == 20 * outcomes)
+        for node in nodes {
+            #expect(try await node.refreshUsage(on: loop).get() == ["c": present], "both nodes count what is there")
+        }
+        // Once over, nothing that grows passes on either node; shrinking does.
+        for node in nodes {
+            await #expect(throws: StateStoreError.self) {
+                try await node.set(StateSetRequest(key: "c||more", value: Data("x".utf8), byteLimit: limit), on: loop)
+                    .get()
+            }
+        }
+        try await nodes[1].set(StateSetRequest(key: "c||00i00", value: Data(), byteLimit: limit), on: loop).get()
+    }
+
+    @Test("usage stays equal to the bytes present under racing inserts, overwrites and deletes of the same keys")
+    func racingWritesKeepUsageExact() async throws {
+        let server = try await PostgresServer.sharedServer()
+        let configuration = try PostgresTestStore.configuration(server: server)
+        let nodes = [
+            try await PostgresTestStore.connect(configuration), try await PostgresTestStore.connect(configuration),
+        ]
+        let loop = Env.group.next()
+        defer { for node in nodes { _ = node.close(on: loop) } }
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for writer in 0..<8 {
+                let node = nodes[writer % 2]
+                tasks.addTask {
+                    var random = SystemRandomNumberGenerator()
+                    for _ in 0..<60 {
+                        // Four keys, so that writers meet on the same key, absent or present.
+                        let key = "r||k\(Int.random(in: 0..<4, using: &random))"
+                        let eventLoop = Env.group.next()
+                        switch Int.random(in: 0..<4, using: &random) {
+                        case 0: try await node.delete(StateDeleteRequest(key: key), on: eventLoop).get()
+                        case 1:
+                            let request = StateSetRequest(
+                                key: key, value: Data(repeating: 1, count: Int.random(in: 0..<50, using: &random)),
+                                concurrency: .firstWrite)
+                            do {
+                                try await node.set(request, on: eventLoop).get()
+                            } catch StateStoreError.etagMismatch {}
+                        default:
+                            let request = StateSetRequest(
+                                key: key, value: Data(repeating: 2, count: Int.random(in: 0..<50, using: &random)))
+                            try await node.set(request, on: eventLoop).get()
+                        }
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        let present = try await Self.bytesPresent(server, table: configuration.stateTable, partition: "r")
+        #expect(try await nodes[0].refreshUsage(on: loop).get() == (present > 0 ? ["r": present] : [:]))
+    }
+
+    @Test("concurrent transactions writing different keys of one tenant never deadlock on its usage rows")
+    func transactionsDoNotDeadlock() async throws {
+        let server = try await PostgresServer.sharedServer()
+        let configuration = try PostgresTestStore.configuration(server: server)
+        let store = try await PostgresTestStore.connect(configuration)
+        let loop = Env.group.next()
+        defer { _ = store.close(on: loop) }
+        // Each writer has keys of its own (no two transactions lock the same state row), spread over the usage
+        // shards: only the usage rows are shared.
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            for writer in 0..<8 {
+                tasks.addTask {
+                    var random = SystemRandomNumberGenerator()
+                    for _ in 0..<25 {
+                        let keys = Set((0..<4).map { _ in Int.random(in: 0..<40, using: &random) })
+                        let operations = keys.shuffled(using: &random).map { index -> StateOperation in
+                            let key = "t||w\(writer)k\(index)"
+                            if index % 5 == 0 { return .delete(StateDeleteRequest(key: key)) }
+                            return .set(
+                                StateSetRequest(key: key, value: Data(repeating: 7, count: index), byteLimit: 1 << 20))
+                        }
+                        try await store.transact(operations, on: Env.group.next()).get()
+                    }
+                }
+            }
+            try await tasks.waitForAll()
+        }
+        let present = try await Self.bytesPresent(server, table: configuration.stateTable, partition: "t")
+        #expect(try await store.refreshUsage(on: loop).get() == ["t": present])
+    }
+
+    @Test("usage survives a restart, and rows present before the usage table existed are counted when it is made")
+    func usageOfExistingRows() async throws {
+        let server = try await PostgresServer.sharedServer()
+        let configuration = try PostgresTestStore.configuration(server: server)
+        let loop = Env.group.next()
+        var store = try await PostgresTestStore.connect(configuration)
+        try await store.set(StateSetRequest(key: "a||x", value: Data("12345".utf8)), on: loop).get()
+        try await store.set(StateSetRequest(key: "b||yy", value: Data("1".utf8)), on: loop).get()
+        try await store.close(on: loop).get()
+        store = try await PostgresTestStore.connect(configuration)
+        #expect(store.usageByPartition == ["a": 9, "b": 6], "read back at open")
+        try await store.close(on: loop).get()
+
+        // As an older hangard (or daprd) left it: rows, no usage table. Dapr's own write adds one more.
+        try await server.sql("DROP TABLE \(configuration.usageTable)")
+        try await server.sql("DELETE FROM dapr_metadata WHERE key = '\(configuration.usageMigrationKey)'")
+        try await server.sql(
+            "INSERT INTO \(configuration.stateTable) (key, value, etag) VALUES ('a||dapr', convert_to('zz', 'UTF8'), gen_random_uuid())"
+        )
+        store = try await PostgresTestStore.connect(configuration)
+        defer { _ = store.close(on: loop) }
+        #expect(store.usageByPartition == ["a": 18, "b": 6])  // 9 + (7 + 2)
+        await #expect(throws: StateStoreError.byteLimitExceeded(partition: "a", usage: 24, limit: 20)) {
+            try await store.set(StateSetRequest(key: "a||new", value: Data(), byteLimit: 20), on: loop).get()
+        }
+    }
+
+    @Test("in keyLayout dapr, sizes and partitions are the physical key's, and the cleanup takes expired bytes off")
+    func daprLayoutUsage() async throws {
+        let server = try await PostgresServer.sharedServer()
+        let configuration = try PostgresTestStore.configuration(server: server, metadata: ["keyLayout": "dapr"])
+        let store = try await PostgresTestStore.connect(configuration)
+        let loop = Env.group.next()
+        defer { _ = store.close(on: loop) }
+        try await store.set(StateSetRequest(key: "ns||app||k", value: Data("v".utf8)), on: loop).get()
+        try await store.set(
+            StateSetRequest(key: "ns||app||brief", value: Data("12345".utf8), ttl: .seconds(1)), on: loop
+        ).get()
+        #expect(store.usageByPartition == ["ns": 11 + 19])  // (10 + 1) + (14 + 5)
+        #expect(try await server.sql("SELECT string_agg(key, ',' ORDER BY key) FROM \(configuration.stateTable)")
+            == "app||brief,app||k")
+        try await Task.sleep(for: .milliseconds(1300))
+        // 30 + 1 > 12, but without the expired row 11 + 1 fits: it is deleted and the write passes.
+        try await store.set(StateSetRequest(key: "ns||app||k", value: Data("vv".utf8), byteLimit: 12), on: loop).get()
+        #expect(try await server.sql("SELECT count(*) FROM \(configuration.stateTable)") == "1")
+        #expect(store.usageByPartition == ["ns": 12])
+        await #expect(throws: StateStoreError.byteLimitExceeded(partition: "ns", usage: 13, limit: 12)) {
+            try await store.set(StateSetRequest(key: "ns||app||k", value: Data("vvv".utf8), byteLimit: 12), on: loop)
+                .get()
+        }
+        try await store.set(StateSetRequest(key: "ns||app||brief", value: Data("1".utf8), ttl: .seconds(1)), on: loop)
+            .get()
+        #expect(store.usageByPartition == ["ns": 27])
+        try await Task.sleep(for: .milliseconds(1300))
+        #expect(try await store.cleanupExpired(interval: .milliseconds(200), on: loop).get() == 1)
+        #expect(store.usageByPartition == ["ns": 12])
+    }
+
     // MARK: The pool and outages
 
     @Test("many concurrent callers share at most maxConns connections")

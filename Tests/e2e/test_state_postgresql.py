@@ -8,7 +8,8 @@ started by the test (see postgres_fixtures.py).
   is lost;
 - many apps on one node hold at most `maxConns` connections to the server (pg_stat_activity);
 - a namespaced component with `keyLayout: dapr` reads and writes rows written with daprd's own SQL in place;
-- `connectionString` from a `secretKeyRef`: a wrong password leaves it DOWN, the rotated secret brings it UP.
+- `connectionString` from a `secretKeyRef`: a wrong password leaves it DOWN, the rotated secret brings it UP;
+- a tenant's `maxStateBytes` holds on a shared component (RESOURCE_EXHAUSTED), the other tenant is unaffected.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 import pytest
 
-from hangar_e2e import unique
+from hangar_e2e import expect_quota, unique
 from postgres_fixtures import PostgresServer, postgres_component_yaml
 from tenancy_files import start_daemon, tenant_yaml, wait_until
 
@@ -304,3 +305,45 @@ def test_the_connection_string_from_a_secret_is_used_and_a_rotated_secret_is_pic
     assert health().startswith("UP"), health()
     for text in (health(), daemon.log):
         assert wrong not in text and PASSWORD not in text
+
+
+def test_max_state_bytes_holds_one_tenant_on_a_shared_component_and_survives_a_restart(hangard_factory, postgres):
+    """`spec.quotas.maxStateBytes` on state.postgresql: the usage is counted in PostgreSQL (`<prefix>hangar_usage`),
+    a write over it is RESOURCE_EXHAUSTED and changes nothing, the other tenant on the same component is unaffected,
+    and the count holds across a restart."""
+    table_prefix = prefix()
+    tenants = {
+        f"{ns}.yaml": tenant_yaml(ns, [{"appId": "app"}], quotas={"maxStateBytes": 1000}) for ns in ("small", "other")
+    }
+    fields = {"connectionString": postgres.connection_string(USER, PASSWORD), "tablePrefix": table_prefix}
+    components = {"pg.yaml": postgres_component_yaml(STORE, fields)}
+    daemon = start_daemon(hangard_factory, tenants, components, apps=(("small", "app"), ("other", "app")))
+    small, other = daemon.client("small", "app"), daemon.client("other", "app")
+    # Physical key "small||app||a" is 13 bytes: 13 + 600 = 613 bytes stored; 613 + 613 > 1000.
+    small.save_state(STORE, "a", "x" * 600)
+    with pytest.raises(grpc.RpcError) as error:
+        small.save_state(STORE, "b", "y" * 600)
+    info = expect_quota(error, "maxStateBytes", 1000, "tenant")
+    assert info["store"] == STORE
+    assert small.get_state(STORE, "b").data == b""
+    # The other tenant, on the same component and table, has its own budget.
+    other.save_state(STORE, "b", "z" * 900)
+    usage = postgres.psql(
+        f"SELECT string_agg(partition || '=' || total, ',' ORDER BY partition) FROM "
+        f"(SELECT partition, sum(bytes) AS total FROM {table_prefix}hangar_usage GROUP BY partition) p"
+    )
+    assert usage == "other=913,small=613"
+    # Shrinking and deleting free room: 313 + 613 = 926.
+    small.save_state(STORE, "a", "x" * 300)
+    small.save_state(STORE, "b", "y" * 600)
+
+    daemon.stop()
+    daemon.start()
+    small = daemon.client("small", "app")
+    with pytest.raises(grpc.RpcError) as error:
+        small.save_state(STORE, "c", "w" * 200)  # 926 + 213 > 1000
+    expect_quota(error, "maxStateBytes", 1000, "tenant")
+    small.delete_state(STORE, "b")
+    small.save_state(STORE, "c", "w" * 200)
+    assert small.get_state(STORE, "c").data == b"w" * 200
+    assert daemon.client("other", "app").get_state(STORE, "b").data == b"z" * 900

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+#
+# bench-postgres.sh — GetState/SaveState on state.postgresql beside the in-memory GetState, in one hangard run
+# (the PostgreSQL part of scripts/bench-backends.sh alone, for profiling it), with hangard's RSS read before and
+# after the PostgreSQL phases.
+#
+# Usage: scripts/bench-postgres.sh [--perf SECONDS] [extra `hangar-bench run` arguments]
+#   --perf N   also records `perf record -F 1999 -g` on hangard for N seconds, starting 2 s into the 1-caller
+#              get-postgresql phase, into bench-results/postgres-get.perf.data (report it with
+#              `perf report -i bench-results/postgres-get.perf.data --no-children`).
+#
+# Starts its own PostgreSQL (Debian's, as the postgres user when run as root, fsync=off) on a free port and a
+# temporary directory, removed at the end. Writes bench-results/postgres-run.json.
+set -euo pipefail
+
+perf_seconds=""
+if [ "${1:-}" = "--perf" ]; then
+    perf_seconds="$2"
+    shift 2
+fi
+
+source "$(dirname "$0")/lib/bench-build.sh"
+
+pg_pid=""
+pg_dir="$(mktemp -d /tmp/hb-pg.XXXXXX)"
+work="$(mktemp -d /tmp/hb-pgrun.XXXXXX)"
+cleanup() {
+    if [ -n "$pg_pid" ]; then kill -INT "$pg_pid" 2>/dev/null || true; wait "$pg_pid" 2>/dev/null || true; fi
+    rm -rf "$work" "$pg_dir"
+}
+trap cleanup EXIT
+
+pg_bin="/usr/lib/postgresql/$(ls /usr/lib/postgresql | sort -n | tail -n 1)/bin"
+as_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi
+}
+[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$pg_dir"
+pg_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+as_postgres "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth-local=trust --auth-host=trust -E UTF8 \
+    --no-sync >/dev/null
+as_postgres "$pg_bin/postgres" -D "$pg_dir/data" -p "$pg_port" -k "$pg_dir" -c listen_addresses=127.0.0.1 \
+    -c fsync=off -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB >"$pg_dir/postgres.log" 2>&1 &
+pg_pid=$!
+pg() { psql -X -q -At -v ON_ERROR_STOP=1 -h "$pg_dir" -p "$pg_port" -U postgres -d postgres "$@"; }
+for _ in $(seq 100); do
+    [ "$(pg -c 'SELECT 1' 2>/dev/null)" = 1 ] && break
+    sleep 0.1
+done
+pg -c "CREATE ROLE hangar LOGIN" -c "CREATE DATABASE hangar OWNER hangar"
+echo "postgresql: $("$pg_bin/postgres" --version) on 127.0.0.1:$pg_port (postmaster pid $pg_pid)" >&2
+
+mkdir -p "$work/resources"
+cp bench/resources/memstore.yaml "$work/resources/"
+cat > "$work/resources/pgstore.yaml" <<YAML
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: pgstore
+spec:
+  type: state.postgresql
+  version: v2
+  metadata:
+    - name: connectionString
+      value: "host=127.0.0.1 port=$pg_port user=hangar dbname=hangar sslmode=disable"
+YAML
+
+rss() { awk '/^VmRSS/ { printf "%.1f MB", $2 / 1024 }' "/proc/$1/status"; }
+"$bench" run --hangard "$hangard" --resources "$work/resources" \
+    --scenario get-memory --scenario get-postgresql --scenario save-postgresql --backend-pid "$pg_pid" \
+    --connect-apps 16 --duration 4 --patience 90 --json bench-results/postgres-run.json "$@" \
+    > >(tee "$work/bench.log") 2>&1 &
+bench_pid=$!
+# hangard is the bench's child; follow its RSS at each phase's start, and record it during the PG GetState phase.
+hangard_pid=""
+for _ in $(seq 600); do
+    hangard_pid="$(pgrep -P "$bench_pid" -f "^$hangard " | head -n 1 || true)"
+    [ -n "$hangard_pid" ] && break
+    sleep 0.1
+done
+# Each finished phase prints one line with "calls/s": after two (the in-memory GetState, 1 and 32 callers) the
+# PostgreSQL GetState phase with 1 caller begins.
+recorded=0
+seen=-1
+while kill -0 "$bench_pid" 2>/dev/null; do
+    done_phases="$(grep -c 'calls/s' "$work/bench.log" || true)"
+    if [ -n "$hangard_pid" ] && [ -e "/proc/$hangard_pid" ]; then
+        if [ "$done_phases" != "$seen" ]; then
+            echo "bench-postgres: hangard RSS $(rss "$hangard_pid") after $done_phases phases" >&2
+            seen="$done_phases"
+        fi
+        if [ "$done_phases" = 2 ] && [ -n "$perf_seconds" ] && [ "$recorded" = 0 ]; then
+            recorded=1
+            sleep 2
+            perf record -F 1999 -g -p "$hangard_pid" -o bench-results/postgres-get.perf.data -- sleep "$perf_seconds" \
+                >/dev/null 2>&1 || echo "bench-postgres: perf record failed" >&2
+        fi
+        rss "$hangard_pid" > "$work/last-rss"
+    fi
+    sleep 0.2
+done
+wait "$bench_pid"
+echo "bench-postgres: hangard RSS $(cat "$work/last-rss" 2>/dev/null) at the end" >&2
