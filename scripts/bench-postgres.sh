@@ -38,8 +38,15 @@ as_postgres() {
 pg_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 as_postgres "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth-local=trust --auth-host=trust -E UTF8 \
     --no-sync >/dev/null
-as_postgres "$pg_bin/postgres" -D "$pg_dir/data" -p "$pg_port" -k "$pg_dir" -c listen_addresses=127.0.0.1 \
-    -c fsync=off -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB >"$pg_dir/postgres.log" 2>&1 &
+# Not through as_postgres: a function run in the background is a subshell, and $! must be the postmaster (the
+# clean-up stops it), as in bench-backends.sh.
+pg_start=("$pg_bin/postgres" -D "$pg_dir/data" -p "$pg_port" -k "$pg_dir" -c listen_addresses=127.0.0.1
+    -c fsync=off -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB)
+if [ "$(id -u)" -eq 0 ]; then
+    setpriv --reuid=postgres --regid=postgres --init-groups -- "${pg_start[@]}" >"$pg_dir/postgres.log" 2>&1 &
+else
+    "${pg_start[@]}" >"$pg_dir/postgres.log" 2>&1 &
+fi
 pg_pid=$!
 pg() { psql -X -q -At -v ON_ERROR_STOP=1 -h "$pg_dir" -p "$pg_port" -U postgres -d postgres "$@"; }
 for _ in $(seq 100); do
