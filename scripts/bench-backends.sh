@@ -144,41 +144,8 @@ echo "columns: test, clients, requests, requests/s, latency avg/min/p50/p95/p99/
 
 # --- 4. PostgreSQL, when state.postgresql is in this tree ---------------------------------------------------------
 if [ -d Sources/HangarPostgres ]; then
-    if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
-        echo "bench-backends: installing postgresql with apt-get" >&2
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql
-    fi
-    pg_bin="/usr/lib/postgresql/$(ls /usr/lib/postgresql | sort -n | tail -n 1)/bin"
-    # PostgreSQL refuses to run as root: as root, every program runs as `postgres` (setpriv execs in place, so $! is
-    # the postmaster).
-    as_postgres() {
-        if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi
-    }
-    pg_dir="$(mktemp -d /tmp/hb-pg.XXXXXX)"
-    [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$pg_dir"
-    pg_port="$(free_port)"
-    as_postgres "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth-local=trust --auth-host=trust -E UTF8 \
-        --no-sync >/dev/null
-    # fsync off (the machine's disk is shared with other sessions; a SaveState then costs what it costs on a server
-    # whose disk keeps up); max_connections above what 50 sidecars may open (50 × maxConns).
-    # Not through as_postgres: a function run in the background is a subshell, and $! must be the postmaster
-    # (its CPU and its backends' are read from it; the clean-up stops it).
-    pg_start=("$pg_bin/postgres" -D "$pg_dir/data" -p "$pg_port" -k "$pg_dir" -c listen_addresses=127.0.0.1
-        -c fsync=off -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB)
-    if [ "$(id -u)" -eq 0 ]; then
-        setpriv --reuid=postgres --regid=postgres --init-groups -- "${pg_start[@]}" >"$pg_dir/postgres.log" 2>&1 &
-    else
-        "${pg_start[@]}" >"$pg_dir/postgres.log" 2>&1 &
-    fi
-    pg_pid=$!
-    pg() { psql -X -q -At -v ON_ERROR_STOP=1 -h "$pg_dir" -p "$pg_port" -U postgres -d postgres "$@"; }
-    for _ in $(seq 100); do
-        [ "$(pg -c 'SELECT 1' 2>/dev/null)" = 1 ] && break
-        sleep 0.1
-    done
-    pg -c "CREATE ROLE hangar LOGIN" -c "CREATE DATABASE hangar OWNER hangar"
-    echo "postgresql: $("$pg_bin/postgres" --version) on 127.0.0.1:$pg_port (postmaster pid $pg_pid)" >&2
+    source scripts/lib/bench-postgres-server.sh
+    start_bench_postgres
     pg_component() { # <directory> [maxConns]
         mkdir -p "$1"
         {

@@ -21,40 +21,17 @@ fi
 
 source "$(dirname "$0")/lib/bench-build.sh"
 
+source "$(dirname "$0")/lib/bench-postgres-server.sh"
+
 pg_pid=""
-pg_dir="$(mktemp -d /tmp/hb-pg.XXXXXX)"
+pg_dir=""
 work="$(mktemp -d /tmp/hb-pgrun.XXXXXX)"
 cleanup() {
     if [ -n "$pg_pid" ]; then kill -INT "$pg_pid" 2>/dev/null || true; wait "$pg_pid" 2>/dev/null || true; fi
     rm -rf "$work" "$pg_dir"
 }
 trap cleanup EXIT
-
-pg_bin="/usr/lib/postgresql/$(ls /usr/lib/postgresql | sort -n | tail -n 1)/bin"
-as_postgres() {
-    if [ "$(id -u)" -eq 0 ]; then setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; else "$@"; fi
-}
-[ "$(id -u)" -eq 0 ] && chown postgres:postgres "$pg_dir"
-pg_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-as_postgres "$pg_bin/initdb" -D "$pg_dir/data" -U postgres --auth-local=trust --auth-host=trust -E UTF8 \
-    --no-sync >/dev/null
-# Not through as_postgres: a function run in the background is a subshell, and $! must be the postmaster (the
-# clean-up stops it), as in bench-backends.sh.
-pg_start=("$pg_bin/postgres" -D "$pg_dir/data" -p "$pg_port" -k "$pg_dir" -c listen_addresses=127.0.0.1
-    -c fsync=off -c full_page_writes=off -c max_connections=400 -c shared_buffers=64MB)
-if [ "$(id -u)" -eq 0 ]; then
-    setpriv --reuid=postgres --regid=postgres --init-groups -- "${pg_start[@]}" >"$pg_dir/postgres.log" 2>&1 &
-else
-    "${pg_start[@]}" >"$pg_dir/postgres.log" 2>&1 &
-fi
-pg_pid=$!
-pg() { psql -X -q -At -v ON_ERROR_STOP=1 -h "$pg_dir" -p "$pg_port" -U postgres -d postgres "$@"; }
-for _ in $(seq 100); do
-    [ "$(pg -c 'SELECT 1' 2>/dev/null)" = 1 ] && break
-    sleep 0.1
-done
-pg -c "CREATE ROLE hangar LOGIN" -c "CREATE DATABASE hangar OWNER hangar"
-echo "postgresql: $("$pg_bin/postgres" --version) on 127.0.0.1:$pg_port (postmaster pid $pg_pid)" >&2
+start_bench_postgres
 
 mkdir -p "$work/resources"
 cp bench/resources/memstore.yaml "$work/resources/"
