@@ -7,7 +7,8 @@
 # Usage: scripts/bench-postgres.sh [--perf SECONDS] [extra `hangar-bench run` arguments]
 #   --perf N   also records `perf record -F 1999 -g` on hangard for N seconds, starting 2 s into the 1-caller
 #              get-postgresql phase, into bench-results/postgres-get.perf.data (report it with
-#              `perf report -i bench-results/postgres-get.perf.data --no-children`).
+#              `perf report -i bench-results/postgres-get.perf.data --no-children`). PERF_AFTER_PHASES=3 records
+#              in the 32-caller GetState phase instead, 4 and 5 in the SaveState phases.
 #
 # Starts its own PostgreSQL (Debian's, as the postgres user when run as root, fsync=off) on a free port and a
 # temporary directory, removed at the end. Writes bench-results/postgres-run.json.
@@ -72,7 +73,7 @@ while kill -0 "$bench_pid" 2>/dev/null; do
             echo "bench-postgres: hangard RSS $(rss "$hangard_pid") after $done_phases phases" >&2
             seen="$done_phases"
         fi
-        if [ "$done_phases" = 2 ] && [ -n "$perf_seconds" ] && [ "$recorded" = 0 ]; then
+        if [ "$done_phases" = "${PERF_AFTER_PHASES:-2}" ] && [ -n "$perf_seconds" ] && [ "$recorded" = 0 ]; then
             recorded=1
             sleep 2
             perf record -F 1999 -g -p "$hangard_pid" -o bench-results/postgres-get.perf.data -- sleep "$perf_seconds" \

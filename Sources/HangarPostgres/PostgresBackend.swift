@@ -6,17 +6,18 @@ import NIOSSL
 package import PostgresNIO
 import Synchronization
 
-/// One PostgreSQL server for one component, shared by every tenant and app on the node: postgres-nio's
-/// `PostgresClient` (its `_ConnectionPoolModule` pool) wrapped so that an outage fails calls fast and ends by itself.
+/// One PostgreSQL server for one component, shared by every tenant and app on the node: postgres-nio's connections
+/// in Hangar's pool (`PostgresPool`), wrapped so that an outage fails calls fast and ends by itself.
 ///
-/// **Taken from postgres-nio's pool:** leasing one connection per operation (`maximalStreamsOnConnection` 1, as
-/// PostgreSQL runs one query at a time per connection), connections opened on demand up to the maximum and closed
-/// after the idle timeout, the request queue while every connection is busy. **Configured:** minimum 0
-/// connections; maximum `maxConns` − 1 (`maxConns` defaults to 8, Hangar's default for the whole node, not pgx's
-/// max(4, NumCPU) per sidecar; the one left over is the probe's, below, so the node never holds more than
-/// `maxConns`); idle timeout `connectionMaxIdleTime` (default 5 min); no keep-alive query (see `init`; the health
-/// check's `SELECT 1` each second uses the pool); `statement_timeout` = the component's `timeout`, sent at startup
-/// so that the server ends a query that runs too long.
+/// **The pool** follows postgres-nio's `_ConnectionPoolModule` design: one operation per connection at a time,
+/// connections opened on demand up to the maximum and closed after the idle timeout, a FIFO queue while every
+/// connection is busy. It is Hangar's own because that pool arms a timer per parked connection, whose memory a
+/// cancelled `Task.sleep` holds until its deadline (see `PostgresPool`). **Configured:** maximum `maxConns` − 1
+/// (`maxConns` defaults to 8, Hangar's default for the whole node, not pgx's max(4, NumCPU) per sidecar; the one left
+/// over is the probe's, below, so the node never holds more than `maxConns`); idle timeout `connectionMaxIdleTime`
+/// (default 5 min); no keep-alive query (the health check's `SELECT 1` each second goes through the pool);
+/// `statement_timeout` = the component's `timeout`, sent at startup so that the server ends a query that runs too
+/// long.
 ///
 /// **Not taken:** its circuit breaker and its connection-retry backoff, which make a caller wait (up to 15 s, with
 /// retries backing off to a minute) while the server is gone. Instead this type tracks the server itself:
@@ -24,13 +25,13 @@ import Synchronization
 ///   (not every pooled connection leased, none finishing an operation meanwhile), or that fails with a connection
 ///   error, triggers a *probe* (one at a time: a fresh connection outside the pool, `SELECT 1`, closed; at most
 ///   `probeTimeout`, 2 s: a server that refuses or resets the connection fails it at once, and a busy machine may
-///   take a second to authenticate); when the probe fails the backend is DOWN: the client is shut down (which fails every
+///   take a second to authenticate); when the probe fails the backend is DOWN: the pool is shut down (which fails every
 ///   request waiting in its queue at once), the connections leased from it are closed (failing the queries on them)
 ///   and every call fails at once with `StateStoreError.unavailable`;
 /// - a health check runs `SELECT 1` through the pool every `healthInterval` (1 s) while UP, with a probe when it has
 ///   no answer within `probeTimeout` (a server that hangs without closing its connections is found so, within
 ///   about 5 s),
-///   and probes every `probeInterval` (250 ms) while DOWN; the first probe that succeeds starts a new client: calls
+///   and probes every `probeInterval` (250 ms) while DOWN; the first probe that succeeds starts a new pool: calls
 ///   succeed again well within 5 s of the server's return, with no restart.
 ///
 /// Waiting is bounded: at most `maxWaiting` operations wait for a connection; more fail at once.
@@ -51,12 +52,10 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         package init() {}
     }
 
-    /// One client (one pool) and how to stop it; a new one replaces it when the server returns after an outage.
+    /// One pool; a new one replaces it when the server returns after an outage.
     private struct Generation {
         let id: Int
-        let client: PostgresClient
-        let stop: AsyncStream<Void>.Continuation
-        let stopped: AsyncStream<Void>
+        let pool: PostgresPool
     }
 
     private struct State {
@@ -76,7 +75,7 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
 
     package let connectionString: PostgresConnectionString
     package let options: Options
-    private let clientConfiguration: PostgresClient.Configuration
+    private let poolConfiguration: PostgresConnection.Configuration
     private let probeConfiguration: PostgresConnection.Configuration
     private let group: any EventLoopGroup
     /// The group's loops as task executors, made once (`future(on:_:)`).
@@ -96,40 +95,24 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         self.options = options
         self.group = group
         self.logger = logger
-        var client: PostgresClient.Configuration
         var probe: PostgresConnection.Configuration
         let database = connectionString.database ?? connectionString.user
         if let socket = connectionString.unixSocketPath {
-            client = .init(
-                unixSocketPath: socket, username: connectionString.user, password: connectionString.password,
-                database: database)
             probe = .init(
                 unixSocketPath: socket, username: connectionString.user, password: connectionString.password,
                 database: database)
         } else {
-            let (clientTLS, probeTLS) = try Self.tls(connectionString)
-            client = .init(
-                host: connectionString.host, port: connectionString.port, username: connectionString.user,
-                password: connectionString.password, database: database, tls: clientTLS)
             probe = .init(
                 host: connectionString.host, port: connectionString.port, username: connectionString.user,
-                password: connectionString.password, database: database, tls: probeTLS)
+                password: connectionString.password, database: database, tls: try Self.tls(connectionString))
         }
-        let statementTimeout = ("statement_timeout", "\(options.timeout.milliseconds)")
-        client.options.minimumConnections = 0
-        client.options.maximumConnections = Self.poolSize(options)
-        client.options.connectionIdleTimeout = options.idleTimeout
-        // No keep-alive query: postgres-nio arms its keep-alive timer (a sleeping task) every time a connection is
-        // parked, and a cancelled one appears to hold its memory until its deadline; with it, one caller's steady
-        // GetStates held 2.7 KB per call, without it 0.7 KB (and 27 % less CPU per call; BENCHMARKS.md). The health
-        // check's `SELECT 1` each second goes through the pool.
-        client.options.keepAliveBehavior = nil
-        client.options.connectTimeout = connectionString.connectTimeout ?? options.timeout
-        client.options.additionalStartupParameters = [statementTimeout]
+        var pooled = probe
+        pooled.options.connectTimeout = (connectionString.connectTimeout ?? options.timeout).timeAmount
+        pooled.options.additionalStartupParameters = [("statement_timeout", "\(options.timeout.milliseconds)")]
         probe.options.connectTimeout = options.probeTimeout.timeAmount
-        clientConfiguration = client
+        poolConfiguration = pooled
         probeConfiguration = probe
-        // The first client exists from the start, so that operations can queue for it before `run()` begins.
+        // The first pool exists from the start, so that operations can queue for it before `run()` begins.
         let first = makeGeneration()
         state.withLock { state in
             state.nextGeneration = first.id
@@ -138,21 +121,18 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
     }
 
     private func makeGeneration() -> Generation {
-        let client = PostgresClient(
-            configuration: clientConfiguration, eventLoopGroup: group, backgroundLogger: Self.quiet)
-        let (stopped, stop) = AsyncStream<Void>.makeStream()
+        let pool = PostgresPool(
+            configuration: poolConfiguration, maxConnections: Self.poolSize(options), group: group, logger: Self.quiet)
         let id = state.withLock { $0.nextGeneration + 1 }
-        return Generation(id: id, client: client, stop: stop, stopped: stopped)
+        return Generation(id: id, pool: pool)
     }
 
     /// TLS as libpq's `sslmode` asks: `prefer`/`allow` use it when the server offers it and `require` insists, both
     /// without checking the certificate (as libpq); `verify-ca` checks the chain, `verify-full` the host name too.
-    private static func tls(
-        _ connectionString: PostgresConnectionString
-    ) throws -> (PostgresClient.Configuration.TLS, PostgresConnection.Configuration.TLS) {
+    private static func tls(_ connectionString: PostgresConnectionString) throws -> PostgresConnection.Configuration.TLS {
         var configuration = TLSConfiguration.makeClientConfiguration()
         switch connectionString.sslMode {
-        case .disable: return (.disable, .disable)
+        case .disable: return .disable
         case .allow, .prefer, .require: configuration.certificateVerification = .none
         case .verifyCA: configuration.certificateVerification = .noHostnameVerification
         case .verifyFull: configuration.certificateVerification = .fullVerification
@@ -160,8 +140,8 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         if let root = connectionString.sslRootCert { configuration.trustRoots = .file(root) }
         let context = try NIOSSLContext(configuration: configuration)
         switch connectionString.sslMode {
-        case .allow, .prefer: return (.prefer(configuration), .prefer(context))
-        default: return (.require(configuration), .require(context))
+        case .allow, .prefer: return .prefer(context)
+        default: return .require(context)
         }
     }
 
@@ -205,16 +185,58 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         case .success(let admitted): generation = admitted
         case .failure(let error): throw error
         }
-        let lease = LeaseFlags()
-        let waitingDone: @Sendable () -> Void = {
-            if !lease.stoppedWaiting.exchange(true, ordering: .relaxed) { self.state.withLock { $0.waiting -= 1 } }
+        let loop = MultiThreadedEventLoopGroup.currentEventLoop
+        let connection: PostgresConnection
+        do {
+            if let idle = generation.pool.leaseIdle(preferring: loop) {
+                connection = idle
+            } else {
+                connection = try await lease(from: generation, preferring: loop)
+            }
+        } catch {
+            state.withLock { $0.waiting -= 1 }
+            throw failure(error, generation)
         }
-        // Not leased soon: either every connection is busy or the pool cannot connect. Connections that finish
-        // operations meanwhile say the former; otherwise a probe tells.
-        // On the loop running this call when there is one, so that arming and cancelling it wakes no other thread.
-        let watchdogLoop = MultiThreadedEventLoopGroup.currentEventLoop ?? group.next()
-        let watchdog = watchdogLoop.scheduleTask(in: options.probeAfter.timeAmount) {
-            guard !lease.leased.load(ordering: .relaxed) else { return }
+        let token = state.withLock { state -> Int? in
+            state.waiting -= 1
+            guard state.current?.id == generation.id else { return nil }
+            state.nextLease += 1
+            state.leased[state.nextLease] = connection
+            return state.nextLease
+        }
+        guard let token else {
+            generation.pool.release(connection, reusable: false)
+            throw .unavailable("PostgreSQL is unreachable (pool replaced)")
+        }
+        do {
+            let result = try await body(connection)
+            released(token, answered: true)
+            generation.pool.release(connection, reusable: true)
+            return result
+        } catch {
+            // The server answered unless the connection failed; a connection that failed is not reused.
+            let answered: Bool
+            if case .unavailable = error as? StateStoreError {
+                answered = false
+            } else {
+                answered = error is StateStoreError || (error as? PSQLError)?.code == .server
+            }
+            released(token, answered: answered)
+            generation.pool.release(connection, reusable: answered)
+            throw failure(error, generation)
+        }
+    }
+
+    /// A connection when none is idle: a new one, or the next released. Not leased within `probeAfter` while the pool
+    /// is not simply busy (not every pooled connection leased, none finishing an operation meanwhile): the server may
+    /// be gone, and a probe tells. The timer is armed on the caller's loop, so that arming and cancelling it wakes no
+    /// other thread, and only here: an operation that finds an idle connection arms none.
+    private func lease(
+        from generation: Generation, preferring loop: (any EventLoop)?
+    ) async throws -> PostgresConnection {
+        let leased = LeaseFlags()
+        let watchdog = (loop ?? group.next()).scheduleTask(in: options.probeAfter.timeAmount) {
+            guard !leased.leased.load(ordering: .relaxed) else { return }
             let busy = self.state.withLock { state in
                 state.leased.count >= Self.poolSize(self.options)
                     || state.lastRelease.map { ContinuousClock.now - $0 < self.options.probeAfter } ?? false
@@ -222,48 +244,22 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
             if !busy { self.probeAndMark(generation.id) }
         }
         defer {
+            leased.leased.store(true, ordering: .relaxed)
             watchdog.cancel()
-            waitingDone()
         }
-        do {
-            return try await generation.client.withConnection { connection in
-                lease.leased.store(true, ordering: .relaxed)
-                waitingDone()
-                let token = self.state.withLock { state -> Int? in
-                    guard state.current?.id == generation.id else { return nil }
-                    state.nextLease += 1
-                    state.leased[state.nextLease] = connection
-                    return state.nextLease
-                }
-                guard let token else { throw StateStoreError.unavailable("PostgreSQL is unreachable (pool replaced)") }
-                do {
-                    let result = try await body(connection)
-                    self.released(token, answered: true)
-                    return result
-                } catch {
-                    // The server answered unless the connection failed.
-                    let answered: Bool
-                    if case .unavailable = error as? StateStoreError {
-                        answered = false
-                    } else {
-                        answered = error is StateStoreError || (error as? PSQLError)?.code == .server
-                    }
-                    self.released(token, answered: answered)
-                    throw error
-                }
-            }
-        } catch let error as StateStoreError {
-            if case .unavailable = error { probeAndMark(generation.id) }
-            throw error
-        } catch {
-            let mapped = Self.map(error)
-            guard case .unavailable = mapped else { throw mapped }
-            if state.withLock({ $0.closed }) { throw .closed }
-            probeAndMark(generation.id)
-            // The pool was shut down under this call because the server went away: say why.
-            if let problem = backendProblem { throw .unavailable("PostgreSQL is unreachable: \(problem)") }
-            throw mapped
-        }
+        return try await generation.pool.lease(preferring: loop)
+    }
+
+    /// `error` from an operation of `generation` as the caller sees it: PostgreSQL's errors mapped (`map`); a failed
+    /// connection leads to a probe (DOWN when it fails too), and says why the server is unreachable when known.
+    private func failure(_ error: any Error, _ generation: Generation) -> StateStoreError {
+        if error is CancellationError { return .unavailable("cancelled while waiting for a PostgreSQL connection") }
+        let mapped = Self.map(error)
+        guard case .unavailable = mapped else { return mapped }
+        if state.withLock({ $0.closed }) { return .closed }
+        probeAndMark(generation.id)
+        if let problem = backendProblem { return .unavailable("PostgreSQL is unreachable: \(problem)") }
+        return mapped
     }
 
     private func released(_ token: Int, answered: Bool) {
@@ -297,7 +293,7 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         }
     }
 
-    /// The current client for one more operation, or why none may start.
+    /// The current pool for one more operation, or why none may start.
     private func admit() -> Result<Generation, StateStoreError> {
         state.withLock { state in
             if state.closed { return .failure(.closed) }
@@ -387,7 +383,7 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         return future
     }
 
-    /// Probes on behalf of generation `id`; marks the backend DOWN (and shuts that client down) when the probe fails.
+    /// Probes on behalf of generation `id`; marks the backend DOWN (and shuts that pool down) when the probe fails.
     private func probeAndMark(_ id: Int) {
         probe().whenSuccess { problem in
             guard let problem else { return }
@@ -395,36 +391,37 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         }
     }
 
-    /// Takes generation `id` out of service: its client stops (failing the requests waiting in its queue) and the
+    /// Takes generation `id` out of service: its pool shuts down (failing the requests waiting in its queue) and the
     /// connections leased from it are closed (failing the queries they run, which a server that hangs would
     /// otherwise keep waiting).
     private func markDown(_ id: Int, _ problem: String) {
-        let taken = state.withLock { state -> (AsyncStream<Void>.Continuation, [PostgresConnection])? in
+        let taken = state.withLock { state -> (PostgresPool, [PostgresConnection])? in
             guard let current = state.current, current.id == id else { return nil }
             state.current = nil
             state.problem = problem
             let leased = Array(state.leased.values)
             state.leased = [:]
-            return (current.stop, leased)
+            return (current.pool, leased)
         }
-        guard let (stop, leased) = taken else { return }
+        guard let (pool, leased) = taken else { return }
         logger.warning(
             "PostgreSQL unreachable; failing calls fast until it answers", metadata: ["reason": "\(problem)"])
-        stop.finish()
+        pool.shutDown()
         for connection in leased { let _: EventLoopFuture<Void> = connection.close() }
     }
 
     // MARK: Lifecycle
 
-    /// The backend's background work: the pool's `run()` for the current client and the health loop. Returns when
-    /// the calling task is cancelled (by the store's `close`), after stopping the client.
+    /// The backend's background work: the health loop, which also closes the connections idle for longer than
+    /// `idleTimeout`. Returns when the calling task is cancelled (by the store's `close`), after shutting the pool
+    /// down.
     package func run() async {
         await withDiscardingTaskGroup { group in
-            if let first = state.withLock({ $0.current }) { run(first, in: &group) }
             while !Task.isCancelled {
                 if let current = state.withLock({ $0.current }) {
                     try? await Task.sleep(for: options.healthInterval)
                     if Task.isCancelled { break }
+                    current.pool.closeIdle(olderThan: options.idleTimeout)
                     healthCheck(current, in: &group)
                 } else {
                     let answers: Bool
@@ -435,22 +432,22 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
                     }
                     if Task.isCancelled { break }
                     if answers {
-                        startClient(in: &group)
+                        startPool()
                         logger.info("PostgreSQL answers again")
                     } else {
                         try? await Task.sleep(for: options.probeInterval)
                     }
                 }
             }
-            let taken = state.withLock { state -> (AsyncStream<Void>.Continuation?, [PostgresConnection]) in
+            let taken = state.withLock { state -> (PostgresPool?, [PostgresConnection]) in
                 state.closed = true
                 defer {
                     state.current = nil
                     state.leased = [:]
                 }
-                return (state.current?.stop, Array(state.leased.values))
+                return (state.current?.pool, Array(state.leased.values))
             }
-            taken.0?.finish()
+            taken.0?.shutDown()
             for connection in taken.1 { let _: EventLoopFuture<Void> = connection.close() }
         }
     }
@@ -460,8 +457,8 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
         state.withLock { $0.closed = true }
     }
 
-    /// Makes a new client current (after an outage) and runs it.
-    private func startClient(in group: inout DiscardingTaskGroup) {
+    /// Makes a new pool current (after an outage).
+    private func startPool() {
         let generation = makeGeneration()
         let started = state.withLock { state -> Bool in
             guard !state.closed else { return false }
@@ -470,23 +467,7 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
             state.problem = nil
             return true
         }
-        if started {
-            run(generation, in: &group)
-        } else {
-            generation.stop.finish()
-        }
-    }
-
-    /// The pool's `run()` for `generation`, until its stop stream finishes (DOWN or close).
-    private func run(_ generation: Generation, in group: inout DiscardingTaskGroup) {
-        group.addTask {
-            await withTaskGroup(of: Void.self) { inner in
-                inner.addTask { await generation.client.run() }
-                inner.addTask { for await _ in generation.stopped {} }
-                _ = await inner.next()
-                inner.cancelAll()
-            }
-        }
+        if !started { generation.pool.shutDown() }
     }
 
     /// `SELECT 1` through the pool, as a child task so that the loop never waits on it; a failure, or no answer

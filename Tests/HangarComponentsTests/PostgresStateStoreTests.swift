@@ -445,6 +445,49 @@ struct PostgresStateStoreTests {
         #expect(peak.value >= 1 && peak.value <= 3, "peak \(peak.value)")
     }
 
+    @Test("connections idle for connectionMaxIdleTime are closed, and later calls open what they need again")
+    func idleConnectionsClose() async throws {
+        let server = try await PostgresServer.sharedServer()
+        let user = "idle_\(UUID().uuidString.prefix(6).lowercased())"
+        try await PostgresServer.offThread { try server.createUser(user, password: "idle-secret") }
+        let configuration = try PostgresTestStore.configuration(server: server, metadata: [
+            "connectionString": server.connectionString(user: user, password: "idle-secret"), "maxConns": "5",
+            "metadataTableName": "\(user)_metadata", "connectionMaxIdleTime": "1s",
+        ])
+        let store = try await PostgresTestStore.connect(configuration)
+        defer { _ = store.close(on: Env.group.next()) }
+        let connections = { @Sendable () async throws -> Int in
+            Int(try await server.sql("SELECT count(*) FROM pg_stat_activity WHERE usename = '\(user)'")) ?? -1
+        }
+        let burst = { @Sendable () async throws in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<32 {
+                    group.addTask {
+                        for round in 0..<20 {
+                            try await store.set(
+                                StateSetRequest(key: "k\(index)", value: Data("\(round)".utf8)), on: Env.group.next()
+                            ).get()
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        try await burst()
+        let busy = try await connections()
+        #expect(busy >= 2 && busy <= 4, "after the burst: \(busy) connections")
+        // Idle for over a second: all but the one the health check uses each second are closed.
+        var idle = busy
+        for _ in 0..<40 where idle > 1 {
+            try await Task.sleep(for: .milliseconds(100))
+            idle = try await connections()
+        }
+        #expect(idle <= 1, "after idling: \(idle) connections")
+        try await burst()
+        let again = try await connections()
+        #expect(again >= 2 && again <= 4, "after a second burst: \(again) connections")
+    }
+
     @Test("with the server down calls fail fast as unavailable, health is DOWN, and service returns without reopening")
     func outage() async throws {
         let server = try await PostgresServer.make()
