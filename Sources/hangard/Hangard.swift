@@ -9,6 +9,7 @@ import HangarRedis
 import HangarRuntime
 import HangarSQLite
 import HangarSystemd
+import HangarTransport
 import Logging
 import NIOCore
 import NIOPosix
@@ -53,8 +54,33 @@ struct Hangard: AsyncParsableCommand {
     @Option(help: "Largest request message or body accepted, in bytes.")
     var maxRequestBytes: Int = 4 * 1024 * 1024
 
+    @Option(
+        help: """
+            Bytes of requests the node may hold buffered for all tenants at once (partial messages and bodies, \
+            requests waiting for their answer); past it calls that would buffer more are refused and the heaviest \
+            connection is closed. Default: half the cgroup memory limit, else 256 MiB.
+            """)
+    var maxBufferedBytes: Int?
+
     @Option(help: "Seconds to let calls in flight finish on shutdown or detach.")
     var drainTimeout: Double = 10
+
+    @Option(
+        help: """
+            Seconds within which a request's headers must be complete once begun (HTTP/2: also the connection \
+            preface); 0 turns it off.
+            """)
+    var headerTimeout: Double = 10
+
+    @Option(
+        help: """
+            Seconds an unfinished request message or body may go without a byte before it is ended (gRPC \
+            DEADLINE_EXCEEDED, HTTP 408); streams idle between messages are exempt; 0 turns it off.
+            """)
+    var requestProgressTimeout: Double = 10
+
+    @Option(help: "Seconds after which a connection with no request in progress is closed (HTTP/2 with GOAWAY); 0 turns it off.")
+    var idleTimeout: Double = 300
 
     @Option(
         help: """
@@ -77,7 +103,17 @@ struct Hangard: AsyncParsableCommand {
             throw ValidationError("--log-format must be auto, text, json or journal")
         }
         guard maxRequestBytes > 0 else { throw ValidationError("--max-request-bytes must be positive") }
+        if let maxBufferedBytes, maxBufferedBytes < maxRequestBytes {
+            throw ValidationError(
+                "--max-buffered-bytes (\(maxBufferedBytes)) must be at least --max-request-bytes (\(maxRequestBytes))")
+        }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
+        for (value, flag) in [
+            (headerTimeout, "--header-timeout"), (requestProgressTimeout, "--request-progress-timeout"),
+            (idleTimeout, "--idle-timeout"),
+        ] where !(value >= 0 && value <= 86_400) {
+            throw ValidationError("\(flag) must be a number of seconds from 0 (off) to 86400, not \(value)")
+        }
         guard watchInterval >= 0 else { throw ValidationError("--watch-interval must not be negative") }
         _ = try ListenAddress(httpListen, flag: "--http-listen")
         _ = try ListenAddress(grpcListen, flag: "--grpc-listen")
@@ -107,6 +143,9 @@ struct Hangard: AsyncParsableCommand {
             dataDirectory: dataDir ?? Self.defaultDataDirectory(environment),
             http: http, grpc: grpc, metrics: metrics,
             drainTimeout: .milliseconds(Int64(drainTimeout * 1000)),
+            timeouts: ConnectionTimeouts(
+                header: Self.timeout(headerTimeout), progress: Self.timeout(requestProgressTimeout),
+                idle: Self.timeout(idleTimeout)),
             tenancyDirectory: tenancy, resourcesDirectory: resources,
             watchInterval: watchInterval > 0 ? .milliseconds(Int64(watchInterval * 1000)) : nil,
             inherited: InheritedListeners.take(http: http, grpc: grpc, metrics: metrics, logger: logger),
@@ -139,6 +178,7 @@ struct Hangard: AsyncParsableCommand {
                 appChannelFactory: Self.appChannelFactory(
                     layout: SocketLayout(root: options.socketRoot), httpClient: appHTTPClient,
                     maxResponseBytes: maxRequestBytes, logger: logger),
+                buffers: BufferBudget(limit: maxBufferedBytes ?? BufferBudget.defaultLimit()),
                 logger: logger)
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("hangard: invalid configuration: \(error)\n".utf8))
@@ -211,6 +251,11 @@ struct Hangard: AsyncParsableCommand {
                     appApiToken: spec.appApiToken)
             }
         }
+    }
+
+    /// A timeout flag's seconds as a duration; 0 is off (nil).
+    static func timeout(_ seconds: Double) -> Duration? {
+        seconds > 0 ? .milliseconds(Int64(seconds * 1000)) : nil
     }
 
     static func defaultSocketRoot(_ environment: [String: String]) -> String {

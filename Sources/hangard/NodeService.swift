@@ -42,8 +42,8 @@ final class NodeService: Service {
         self.supervisor = supervisor
         self.options = options
         self.layout = SocketLayout(root: options.socketRoot)
-        self.grpc = GRPCServer.listeners(runtime: runtime, group: group, logger: logger)
-        self.http = HTTPServer.listeners(runtime: runtime, group: group, logger: logger)
+        self.grpc = GRPCServer.listeners(runtime: runtime, timeouts: options.timeouts, group: group, logger: logger)
+        self.http = HTTPServer.listeners(runtime: runtime, timeouts: options.timeouts, group: group, logger: logger)
         self.logger = logger
         self.group = group
     }

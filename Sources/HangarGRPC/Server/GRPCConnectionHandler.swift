@@ -1,4 +1,5 @@
 package import HangarRuntime
+import HangarTransport
 package import Logging
 import NIOCore
 import NIOHPACK
@@ -29,6 +30,10 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         var held = 0
         /// A streaming call's response head is out: its end is trailers, not a trailers-only response.
         var headSent = false
+        /// Request bytes reserved from the tenant's `BufferAccount` (see `settleBuffers`).
+        var charged = 0
+        /// The call has left the table (answered, reset or failed).
+        var ended = false
 
         init(
             method: GRPCService.Method, name: String, admission: Admission, context: GRPCCallContext,
@@ -75,6 +80,8 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     private(set) weak var connection: HTTP2ServerConnection?
     /// The trailers of the last error answered on this connection, reused while the same error repeats.
     private var lastErrorTrailers: (key: GRPCStatus.Key, block: [UInt8])?
+    /// This connection's buffered bytes, for the node's shedding of the heaviest connection (`trackBuffers`).
+    private var holder: BufferBudget.Holder?
 
     package init(service: GRPCService, identity: ListenerIdentity, gate: Gate, logger: Logger) {
         self.service = service
@@ -88,6 +95,16 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         let connection = HTTP2ServerConnection(delegate: self, settings: settings)
         self.connection = connection
         return connection
+    }
+
+    /// Registers the connection with the node's `BufferBudget`, which may close it when the node is over its
+    /// budget and this connection holds the most.
+    func trackBuffers(on channel: any Channel) {
+        let budget = gate.registry.buffers
+        let holder = BufferBudget.Holder { [weak channel] in channel?.close(promise: nil) }
+        self.holder = holder
+        budget.register(holder)
+        channel.closeFuture.whenComplete { _ in budget.remove(holder) }
     }
 
     // MARK: HTTP2ServerDelegate
@@ -130,7 +147,9 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
                     id, GRPCStatus(code: .internal, message: "the request ended inside a message"))
             }
             stream.received(messages, end: endStream)
-            return credit(id)
+            credit(id)
+            if !call.ended { settleBuffers(id, call) }
+            return
         }
         for message in messages {
             guard call.request == nil else {
@@ -140,6 +159,29 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             call.request = message
         }
         if endStream { onEndOfRequest(id) }
+        // Held beyond this read (a partial message, or a request not ended): counted. A call answered in this read
+        // holds nothing.
+        if !call.ended && !call.running { settleBuffers(id, call) }
+    }
+
+    /// Brings the call's reservation in its tenant's `BufferAccount` to the request bytes it holds now: its partial
+    /// message, its request waiting for its end or its answer, its streamed messages not yet delivered. A
+    /// reservation refused (the tenant's `maxBufferedBytes` or the node's budget) ends the call with
+    /// RESOURCE_EXHAUSTED.
+    private func settleBuffers(_ id: UInt32, _ call: Call) {
+        let holding = call.deframer.bufferedBytes + (call.request?.storageCapacity ?? 0) + call.held
+        let delta = holding - call.charged
+        guard delta != 0 else { return }
+        let buffers = call.admission.buffers
+        if delta > 0 {
+            if let refusal = buffers.reserve(delta) {
+                return respondError(id, GRPCStatus(buffers.error(refusal, app: call.admission.caller.app)))
+            }
+        } else {
+            buffers.release(-delta)
+        }
+        call.charged = holding
+        holder?.held.wrappingAdd(delta, ordering: .relaxed)
     }
 
     func reset(stream id: UInt32) {
@@ -148,6 +190,21 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
 
     func writable(stream id: UInt32) {
         calls[id]?.stream?.writable()
+    }
+
+    func awaitsRequest(stream id: UInt32) -> Bool {
+        guard let call = calls[id] else { return false }
+        // A streaming call between messages is idle by design; a unary call waits for its message and its end.
+        return call.stream == nil ? !call.running : call.deframer.hasPartialMessage
+    }
+
+    func requestStalled(stream id: UInt32, after timeout: TimeAmount) {
+        respondError(
+            id,
+            GRPCStatus(
+                code: .deadlineExceeded,
+                message: "the request made no progress for \(ConnectionTimeouts.describe(timeout)): ended by the server"
+            ))
     }
 
     // MARK: Streaming calls (from GRPCStreamCall)
@@ -219,6 +276,7 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         let keep = min(call.held, stream.undeliveredBytes)
         connection?.consumed(id, bytes: call.held - keep)
         call.held = keep
+        if call.charged > 0 { settleBuffers(id, call) }
     }
 
     /// A trailers-only OK response (a stream that ends with no message).
@@ -311,6 +369,8 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             admission.finish()
             complete(id, result)
         case .later(let future):
+            // The request stays in memory until the answer: counted.
+            settleBuffers(id, call)
             let bound = NIOLoopBound(self, eventLoop: call.context.eventLoop)
             future.hop(to: call.context.eventLoop).whenComplete { result in
                 admission.finish()
@@ -330,6 +390,7 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             admission.finish()
             complete(id, result)
         case .later(let future):
+            settleBuffers(id, call)
             let bound = NIOLoopBound(self, eventLoop: call.context.eventLoop)
             future.hop(to: call.context.eventLoop).whenComplete { result in
                 admission.finish()
@@ -385,6 +446,12 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     @discardableResult
     private func removeCall(_ id: UInt32) -> Call? {
         guard let call = calls.removeValue(forKey: id) else { return nil }
+        call.ended = true
+        if call.charged > 0 {
+            call.admission.buffers.release(call.charged)
+            holder?.held.wrappingSubtract(call.charged, ordering: .relaxed)
+            call.charged = 0
+        }
         call.deadline?.cancel()
         if !call.running { call.admission.finish() }
         call.stream?.cancelled()
