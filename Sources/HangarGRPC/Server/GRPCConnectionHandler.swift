@@ -1,5 +1,6 @@
 package import HangarRuntime
 package import Logging
+import HangarTransport
 import NIOCore
 import NIOHPACK
 
@@ -83,6 +84,12 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         self.logger = logger
     }
 
+    /// The channel handlers that serve this handler's calls over HTTP/2: the connection, and behind it the relay of
+    /// the listener's drain to the streaming calls.
+    func makeHandlers(settings: HTTP2ServerConnection.Settings = .init()) -> [any ChannelHandler] {
+        [makeConnection(settings: settings), GRPCDrainRelay(handler: self)]
+    }
+
     /// The channel handler that serves this handler's calls over HTTP/2.
     func makeConnection(settings: HTTP2ServerConnection.Settings = .init()) -> HTTP2ServerConnection {
         let connection = HTTP2ServerConnection(delegate: self, settings: settings)
@@ -148,6 +155,12 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
 
     func writable(stream id: UInt32) {
         calls[id]?.stream?.writable()
+    }
+
+    /// The listener is draining (shutdown, an upgrade, the app's removal): streaming calls that would otherwise
+    /// hold the connection open until the drain timeout are told (`GRPCStreamCall.onDrain`).
+    func draining() {
+        for call in calls.values { call.stream?.drained() }
     }
 
     // MARK: Streaming calls (from GRPCStreamCall)
@@ -453,5 +466,21 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         case "n": return .nanoseconds(amount)
         default: return nil
         }
+    }
+}
+
+/// Tells a connection's streaming calls that its listener drains: `HTTP2ServerConnection` answers the
+/// `ListenerDrainEvent` with GOAWAY and passes it on to this handler, behind it.
+final class GRPCDrainRelay: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+    private let handler: GRPCConnectionHandler
+
+    init(handler: GRPCConnectionHandler) {
+        self.handler = handler
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ListenerDrainEvent { handler.draining() }
+        context.fireUserInboundEventTriggered(event)
     }
 }

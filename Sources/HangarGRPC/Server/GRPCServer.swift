@@ -18,7 +18,7 @@ public enum GRPCServer {
             group: group, gatekeeper: AppConnectionGatekeeper.forListeners(registry: gate.registry, logger: logger)
         ) { channel, identity in
             let handler = GRPCConnectionHandler(service: service, identity: identity, gate: gate, logger: logger)
-            try channel.pipeline.syncOperations.addHandler(handler.makeConnection())
+            try channel.pipeline.syncOperations.addHandlers(handler.makeHandlers())
         }
     }
 }
