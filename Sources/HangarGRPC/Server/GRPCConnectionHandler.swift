@@ -72,6 +72,8 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     private let gate: Gate
     private let logger: Logger
     private var calls: [UInt32: Call] = [:]
+    /// The listener drains this connection: streaming calls opened from now on are told at once.
+    private var isDraining = false
     /// The connection that delivers this handler's streams (it owns the handler).
     private(set) weak var connection: HTTP2ServerConnection?
     /// The trailers of the last error answered on this connection, reused while the same error repeats.
@@ -160,6 +162,7 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     /// The listener is draining (shutdown, an upgrade, the app's removal): streaming calls that would otherwise
     /// hold the connection open until the drain timeout are told (`GRPCStreamCall.onDrain`).
     func draining() {
+        isDraining = true
         for call in calls.values { call.stream?.drained() }
     }
 
@@ -293,6 +296,8 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             streaming(stream)
             call.deframer.keepsPrefix = stream.receivesFramed
             if endStream { stream.received([], end: true) }
+            // Opened between the first GOAWAY and the last: a subscription must not stay on a draining connection.
+            if isDraining { stream.drained() }
             return
         }
         if endStream { onEndOfRequest(id) }
