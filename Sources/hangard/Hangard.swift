@@ -84,6 +84,21 @@ struct Hangard: AsyncParsableCommand {
 
     @Option(
         help: """
+            Upgrades: 'auto' takes the listening sockets over from a hangard already running on the same \
+            --socket-root (it drains and exits) and otherwise starts afresh; 'required' exits when there is none; \
+            'never' binds fresh sockets.
+            """)
+    var takeOver: Takeover.Mode = .auto
+
+    @Option(
+        help: """
+            After handing its sockets to a successor and draining: 'exit' (0), or 'wait' for SIGTERM first \
+            (Kubernetes, where an exited container would be restarted and take the sockets back).
+            """)
+    var afterHandOver: AfterHandOver = .exit
+
+    @Option(
+        help: """
             Seconds between checks of the --tenancy/--resources files for changes, besides inotify; \
             0 turns live reconfiguration off.
             """)
@@ -138,7 +153,7 @@ struct Hangard: AsyncParsableCommand {
         let grpc = try ListenAddress(grpcListen, flag: "--grpc-listen")
         let metrics = try ListenAddress(metricsListen, flag: "--metrics-listen")
         let environment = ProcessInfo.processInfo.environment
-        let options = NodeOptions(
+        var options = NodeOptions(
             socketRoot: socketRoot ?? Self.defaultSocketRoot(environment),
             dataDirectory: dataDir ?? Self.defaultDataDirectory(environment),
             http: http, grpc: grpc, metrics: metrics,
@@ -162,6 +177,7 @@ struct Hangard: AsyncParsableCommand {
         let appHTTPClient = AppHTTPClient(group: group)
         let threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
         let runtime: Runtime
+        var takeover: Takeover?
         do {
             configuration = try NodeConfiguration.load(
                 tenancyDirectory: tenancy, resourcesDirectory: resources, registry: componentRegistry,
@@ -180,6 +196,21 @@ struct Hangard: AsyncParsableCommand {
                     maxResponseBytes: maxRequestBytes, logger: logger),
                 buffers: BufferBudget(limit: maxBufferedBytes ?? BufferBudget.defaultLimit()),
                 logger: logger)
+            // Only a valid configuration goes on to take over: an invalid one exits above and below, and the running
+            // hangard, never contacted, keeps serving.
+            if takeOver != .never {
+                takeover = try await Takeover.connect(socketRoot: options.socketRoot, logger: logger)
+                if let takeover {
+                    let handed = takeover.inheritedListeners(http: http, grpc: grpc, metrics: metrics)
+                    for role in InheritedListeners.Role.allCases {
+                        guard let socket = handed[role] else { continue }
+                        if let systemd = options.inherited[role] { close(systemd.descriptor) }
+                        options.inherited[role] = socket
+                    }
+                } else if takeOver == .required {
+                    throw TakeoverMissing(path: "\(options.socketRoot)/\(UpgradeControl.fileName)")
+                }
+            }
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("hangard: invalid configuration: \(error)\n".utf8))
             Systemd.notify("STATUS=invalid configuration: \(error)")
@@ -192,13 +223,16 @@ struct Hangard: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let supervisor = ServiceManagerLink(runtime: runtime, group: group, logger: logger)
-        let node = NodeService(runtime: runtime, options: options, supervisor: supervisor, group: group, logger: logger)
+        let upgrade = UpgradeControl(socketRoot: options.socketRoot, drainTimeout: options.drainTimeout, logger: logger)
+        let node = NodeService(
+            runtime: runtime, options: options, supervisor: supervisor, group: group, takeover: takeover,
+            upgrade: upgrade, logger: logger)
         // The group stops services in reverse order: the node drains first; then the systemd watchdog (fed while
         // calls drain) stops, the subscription sources stop fetching, the app channels' health probes stop and the
-        // channels close, the component host closes the components, and the metrics endpoint (still scraped while the
-        // node drains) stops.
+        // channels close, the component host closes the components, the upgrade control tells a successor that they
+        // are closed, and the metrics endpoint (still scraped while the node drains) stops.
         let loops: [any Service] = [
-            runtime.components,
+            upgrade, runtime.components,
             AppChannelHealthService(channels: runtime.appChannels, pushDelivery: runtime.pushDelivery, group: group),
             SubscriptionSourcesService(sources: runtime.subscriptionSources), supervisor,
         ]
@@ -210,7 +244,7 @@ struct Hangard: AsyncParsableCommand {
                 MetricsEndpoint(
                     runtime: runtime, address: options.metrics ?? ListenAddress(host: "0.0.0.0", port: 0),
                     inheritedSocket: options.inherited.metrics, group: group, logger: logger,
-                    listening: continuation),
+                    listening: continuation, upgrade: upgrade),
             ] + loops + [
                 AfterMetricsListen(listening: listening, service: node),
             ]
@@ -218,9 +252,11 @@ struct Hangard: AsyncParsableCommand {
         let services = ServiceGroup(
             configuration: .init(
                 services: running, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        upgrade.setShutdown { await services.triggerGracefulShutdown() }
         do {
             try await services.run()
         } catch {
+            takeover?.abandon("the successor failed to start: \(error)")
             logger.error("hangard stopped on error", metadata: ["error": "\(error)"])
             try? await appHTTPClient.shutdown()
             try? await threadPool.shutdownGracefully()
@@ -230,6 +266,30 @@ struct Hangard: AsyncParsableCommand {
         try? await appHTTPClient.shutdown()
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
+        if upgrade.handedOver, afterHandOver == .wait {
+            logger.notice("upgrade: handed over and drained; idle until SIGTERM (--after-hand-over wait)")
+            await Self.waitForTermination()
+        }
+    }
+
+    /// `--after-hand-over`.
+    enum AfterHandOver: String, ExpressibleByArgument, CaseIterable {
+        case exit, wait
+    }
+
+    /// Returns on SIGTERM or SIGINT (the service group, which handled them, has ended).
+    static func waitForTermination() async {
+        let (signals, continuation) = AsyncStream.makeStream(of: Void.self)
+        let sources = [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { continuation.yield() }
+            source.resume()
+            return source
+        }
+        var iterator = signals.makeAsyncIterator()
+        _ = await iterator.next()
+        sources.forEach { $0.cancel() }
     }
 
     /// How the runtime reaches each app's app channel, at the declared address or at `app-<appId>-grpc.socket`
@@ -256,6 +316,12 @@ struct Hangard: AsyncParsableCommand {
     /// A timeout flag's seconds as a duration; 0 is off (nil).
     static func timeout(_ seconds: Double) -> Duration? {
         seconds > 0 ? .milliseconds(Int64(seconds * 1000)) : nil
+    }
+
+    /// `--take-over required` found no running hangard.
+    struct TakeoverMissing: Error, CustomStringConvertible {
+        var path: String
+        var description: String { "--take-over required: no hangard answers on \(path)" }
     }
 
     static func defaultSocketRoot(_ environment: [String: String]) -> String {

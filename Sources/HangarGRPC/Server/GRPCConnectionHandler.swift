@@ -76,6 +76,8 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     private let gate: Gate
     private let logger: Logger
     private var calls: [UInt32: Call] = [:]
+    /// The listener drains this connection: streaming calls opened from now on are told at once.
+    private var isDraining = false
     /// The connection that delivers this handler's streams (it owns the handler).
     private(set) weak var connection: HTTP2ServerConnection?
     /// The trailers of the last error answered on this connection, reused while the same error repeats.
@@ -88,6 +90,12 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         self.identity = identity
         self.gate = gate
         self.logger = logger
+    }
+
+    /// The channel handlers that serve this handler's calls over HTTP/2: the connection, and behind it the relay of
+    /// the listener's drain to the streaming calls.
+    func makeHandlers(settings: HTTP2ServerConnection.Settings = .init()) -> [any ChannelHandler] {
+        [makeConnection(settings: settings), GRPCDrainRelay(handler: self)]
     }
 
     /// The channel handler that serves this handler's calls over HTTP/2.
@@ -205,6 +213,13 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
                 code: .deadlineExceeded,
                 message: "the request made no progress for \(ConnectionTimeouts.describe(timeout)): ended by the server"
             ))
+    }
+
+    /// The listener is draining (shutdown, an upgrade, the app's removal): streaming calls that would otherwise
+    /// hold the connection open until the drain timeout are told (`GRPCStreamCall.onDrain`).
+    func draining() {
+        isDraining = true
+        for call in calls.values { call.stream?.drained() }
     }
 
     // MARK: Streaming calls (from GRPCStreamCall)
@@ -338,6 +353,8 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             streaming(stream)
             call.deframer.keepsPrefix = stream.receivesFramed
             if endStream { stream.received([], end: true) }
+            // Opened between the first GOAWAY and the last: a subscription must not stay on a draining connection.
+            if isDraining { stream.drained() }
             return
         }
         if endStream { onEndOfRequest(id) }
@@ -520,5 +537,21 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         case "n": return .nanoseconds(amount)
         default: return nil
         }
+    }
+}
+
+/// Tells a connection's streaming calls that its listener drains: `HTTP2ServerConnection` answers the
+/// `ListenerDrainEvent` with GOAWAY and passes it on to this handler, behind it.
+final class GRPCDrainRelay: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+    private let handler: GRPCConnectionHandler
+
+    init(handler: GRPCConnectionHandler) {
+        self.handler = handler
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ListenerDrainEvent { handler.draining() }
+        context.fireUserInboundEventTriggered(event)
     }
 }

@@ -29,7 +29,7 @@ public enum GRPCServer {
             group: group, gatekeeper: AppConnectionGatekeeper.forListeners(registry: gate.registry, logger: logger)
         ) { channel, identity in
             let handler = GRPCConnectionHandler(service: service, identity: identity, gate: gate, logger: logger)
-            try channel.pipeline.syncOperations.addHandler(handler.makeConnection(settings: settings))
+            try channel.pipeline.syncOperations.addHandlers(handler.makeHandlers(settings: settings))
             handler.trackBuffers(on: channel)
         }
     }
