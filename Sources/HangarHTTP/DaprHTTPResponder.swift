@@ -75,6 +75,12 @@ struct DaprHTTPResponder: HTTPResponder {
         call.admission.finish()
     }
 
+    func buffers(_ call: Call) -> BufferAccount? { call.admission.buffers }
+
+    func refused(_ call: Call, _ refusal: BufferAccount.Refusal) -> HTTPResponse {
+        finish(call, .failure(call.admission.buffers.error(refusal, app: call.admission.caller.app)))
+    }
+
     /// Runs a streamed route. The admission's slot is held until the route settles the call (its response has
     /// ended or failed), or until the caller goes away or sends a body over its `maxRequestBytes` (answered 413 when
     /// no response has started yet); the route's own cancellation handlers then abandon its work.

@@ -1,5 +1,5 @@
 package import HangarComponents
-import HangarRuntime
+package import HangarRuntime
 import HangarTransport
 package import NIOCore
 package import NIOHTTP1
@@ -53,9 +53,22 @@ package protocol HTTPResponder: Sendable {
 
     /// The connection closed before the body was read: `respond` will not be called.
     func abandon(_ call: Call)
+
+    /// The account a buffered body of `call` counts against (its tenant's `BufferAccount`); nil: not counted.
+    func buffers(_ call: Call) -> BufferAccount?
+
+    /// The response to a request whose body could not be buffered (`refusal`); `respond` is not called for it.
+    func refused(_ call: Call, _ refusal: BufferAccount.Refusal) -> HTTPResponse
 }
 
 extension HTTPResponder {
+    /// Bodies are not counted unless the responder says against what.
+    package func buffers(_ call: Call) -> BufferAccount? { nil }
+
+    package func refused(_ call: Call, _ refusal: BufferAccount.Refusal) -> HTTPResponse {
+        HTTPResponse(status: .serviceUnavailable, body: ByteBuffer(string: "the request could not be buffered"))
+    }
+
     /// A responder that never answers `HTTPStart.stream` is never asked to stream; were it asked, it says so.
     package func stream(_ call: Call, exchange: HTTPExchange) {
         exchange.respond(
@@ -73,6 +86,12 @@ extension HTTPResponder {
 ///
 /// A streamed request (`HTTPStart.stream`) is driven by its `HTTPExchange`: the socket is read only while the exchange
 /// has taken every part read so far, and the connection is handed back when its response ends.
+///
+/// Timeouts (`ConnectionTimeouts`), against slow and stalled clients (slowloris): a request head must be complete
+/// within `header` of its first bytes, a body (read, discarded or streamed) must not go without a byte for
+/// `progress` — both answered 408 and the connection closed — and a connection with no request for `idle` is
+/// closed. One timer per connection, re-armed only when a deadline comes earlier than the armed one: a request that
+/// arrives whole costs no timer operation.
 final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandler, HTTPExchangeOwner {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundIn = HTTPServerResponsePart
@@ -105,13 +124,43 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
     private var readDeferred = false
     /// Whether a response has been started since the last request began (a parse error then only closes).
     private var responseStarted = false
+    private let headerTimeout: TimeAmount?
+    private let progressTimeout: TimeAmount?
+    private let idleTimeout: TimeAmount?
+    /// When bytes of a request head began to arrive (a read that gave NIOHTTP1 no complete part while idle).
+    private var headSince: NIODeadline?
+    /// When the last part of the current request arrived (its head or a body chunk).
+    private var lastProgress = NIODeadline.uptimeNanoseconds(0)
+    /// When the connection last read or answered anything.
+    private var lastActivity = NIODeadline.uptimeNanoseconds(0)
+    /// Whether the read in progress gave any request part.
+    private var partsThisRead = false
+    private var timer: Scheduled<Void>?
+    private var timerDeadline = NIODeadline.distantFuture
+    /// Body bytes of the current request reserved in its tenant's `BufferAccount`, until its response is built.
+    private var charged = 0
+    private var chargedTo: BufferAccount?
 
-    init(responder: Responder) {
+    init(responder: Responder, timeouts: ConnectionTimeouts = ConnectionTimeouts()) {
         self.responder = responder
+        headerTimeout = timeouts.header.map(TimeAmount.init)
+        progressTimeout = timeouts.progress.map(TimeAmount.init)
+        idleTimeout = timeouts.idle.map(TimeAmount.init)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        lastActivity = context.eventLoop.now
+        armTimer(context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        timer = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         isReading = true
+        partsThisRead = true
         let part = unwrapInboundIn(data)
         switch state {
         case .responding:
@@ -159,14 +208,114 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
 
     func channelReadComplete(context: ChannelHandlerContext) {
         isReading = false
+        let now = context.eventLoop.now
+        lastActivity = now
+        if !partsThisRead, headSince == nil, case .idle = state { headSince = now }
+        partsThisRead = false
         if needsFlush {
             needsFlush = false
             context.flush()
         }
+        armTimer(context)
         context.fireChannelReadComplete()
     }
 
+    // MARK: Timeouts
+
+    /// When the current state times out, if it can.
+    private var deadline: NIODeadline? {
+        switch state {
+        case .idle:
+            if let headSince { return headerTimeout.map { headSince + $0 } }
+            return idleTimeout.map { lastActivity + $0 }
+        case .reading, .discarding:
+            return progressTimeout.map { lastProgress + $0 }
+        case .streaming(let exchange):
+            guard !exchange.requestEnded, exchange.wantsRead else { return nil }
+            return progressTimeout.map { lastProgress + $0 }
+        case .responding, .closing:
+            return nil
+        }
+    }
+
+    /// Makes sure the timer fires by the current deadline: a timer armed for earlier is kept (it re-checks).
+    private func armTimer(_ context: ChannelHandlerContext) {
+        guard let deadline, deadline < timerDeadline || timer == nil else { return }
+        timer?.cancel()
+        timerDeadline = deadline
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = bound.value
+            handler.timerFired(context)
+        }
+    }
+
+    private func timerFired(_ context: ChannelHandlerContext) {
+        timer = nil
+        timerDeadline = .distantFuture
+        guard let deadline else { return }
+        guard context.eventLoop.now >= deadline else { return armTimer(context) }
+        switch state {
+        case .idle where headSince != nil:
+            timedOut(context, "the request headers were not complete within \(Self.describe(headerTimeout))")
+        case .idle:
+            state = .closing
+            context.close(promise: nil)
+        case .reading(_, let call, _, _):
+            releaseBuffers()
+            responder.abandon(call)
+            timedOut(context, "the request body made no progress for \(Self.describe(progressTimeout))")
+        case .discarding:
+            timedOut(context, "the request body made no progress for \(Self.describe(progressTimeout))")
+        case .streaming(let exchange):
+            // The exchange owns the response: it is cut short, and the connection closes.
+            state = .closing
+            exchange.cancel(.closed)
+            context.close(promise: nil)
+        case .responding, .closing:
+            break
+        }
+    }
+
+    /// Gives the current request's reserved body bytes back.
+    private func releaseBuffers() {
+        guard charged > 0 else { return }
+        chargedTo?.release(charged)
+        charged = 0
+        chargedTo = nil
+    }
+
+    private static func describe(_ amount: TimeAmount?) -> String {
+        amount.map(ConnectionTimeouts.describe) ?? "?"
+    }
+
+    /// 408 with `reason` (unless a response has started), then the connection closes.
+    private func timedOut(_ context: ChannelHandlerContext, _ reason: String) {
+        guard !responseStarted else {
+            state = .closing
+            context.close(promise: nil)
+            return
+        }
+        respondAndClose(context, status: .requestTimeout, body: reason)
+    }
+
+    /// Writes a response with `connection: close` and closes the connection once it is written.
+    private func respondAndClose(_ context: ChannelHandlerContext, status: HTTPResponseStatus, body: String) {
+        var head = HTTPResponseHead(version: .http1_1, status: status)
+        let bytes = context.channel.allocator.buffer(string: body)
+        head.headers.add(name: "connection", value: "close")
+        head.headers.add(name: "content-length", value: String(bytes.readableBytes))
+        if bytes.readableBytes > 0 { head.headers.add(name: "content-type", value: "text/plain; charset=utf-8") }
+        state = .closing
+        responseStarted = true
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if bytes.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil) }
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        releaseBuffers()
         let previous = state
         state = .closing
         switch previous {
@@ -200,6 +349,8 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
             ended.whenComplete { _ in channel.close(promise: nil) }
         } else if exchange.requestEnded {
             state = .idle
+            lastActivity = context.eventLoop.now
+            armTimer(context)
             resume(context)
         } else {
             // Answered before its body was read (a refusal): the rest of the request is read and dropped.
@@ -225,13 +376,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
             context.close(promise: nil)
             return
         }
-        var head = HTTPResponseHead(version: .http1_1, status: .badRequest)
-        head.headers.add(name: "connection", value: "close")
-        head.headers.add(name: "content-length", value: "0")
-        state = .closing
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+        respondAndClose(context, status: .badRequest, body: "")
     }
 
     private var isClosing: Bool {
@@ -249,6 +394,8 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
     private func onHead(_ context: ChannelHandlerContext, _ head: HTTPRequestHead) {
         guard case .idle = state else { return }
         responseStarted = false
+        headSince = nil
+        if progressTimeout != nil { lastProgress = context.eventLoop.now }
         switch responder.start(head, on: context.channel) {
         case .respond(let response):
             state = .discarding
@@ -276,6 +423,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
     }
 
     private func onBody(_ context: ChannelHandlerContext, _ chunk: ByteBuffer) {
+        if progressTimeout != nil { lastProgress = context.eventLoop.now }
         if case .streaming(let exchange) = state {
             if !exchange.receive(chunk) { exchange.cancel(.tooLarge) }
             return
@@ -284,8 +432,19 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
         let size = (body?.readableBytes ?? 0) + chunk.readableBytes
         guard size <= limit else {
             state = .closing
+            releaseBuffers()
             write(context, responder.tooLarge(call, declaredLength: nil), version: head.version, keepAlive: false)
             return
+        }
+        if let account = chargedTo ?? responder.buffers(call) {
+            if let refusal = account.reserve(chunk.readableBytes) {
+                state = .closing
+                releaseBuffers()
+                write(context, responder.refused(call, refusal), version: head.version, keepAlive: false)
+                return
+            }
+            chargedTo = account
+            charged += chunk.readableBytes
         }
         state = .responding  // drops the state's reference, so that `body` is uniquely owned while it grows
         if body == nil {
@@ -306,6 +465,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
                 on: context.channel)
             switch outcome {
             case .ready(let result):
+                releaseBuffers()
                 finish(context, result, head: head)
             case .later(let future):
                 let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
@@ -325,6 +485,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
     }
 
     private func finish(_ context: ChannelHandlerContext, _ result: Result<HTTPResponse, any Error>, head: HTTPRequestHead) {
+        releaseBuffers()
         guard case .responding = state else { return }  // the connection closed meanwhile
         state = .idle
         let response: HTTPResponse
@@ -353,7 +514,14 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
         }
         if keepAlive {
             context.write(wrapOutboundOut(.end(nil)), promise: nil)
-            if isReading { needsFlush = true } else { context.flush() }
+            if isReading {
+                needsFlush = true
+            } else {
+                // Answered later than the read: the idle clock starts now.
+                context.flush()
+                lastActivity = context.eventLoop.now
+                armTimer(context)
+            }
         } else {
             state = .closing
             let channel = context.channel

@@ -7,22 +7,26 @@ import NIOHTTP1
 /// The HTTP/1.1 front-end's listeners: each accepted connection (an app's Unix socket or TCP) serves Dapr's HTTP
 /// API through NIOHTTP1's codec and one `HTTPConnectionHandler` with the Dapr routes.
 package enum HTTPServer {
-    package static func listeners(runtime: Runtime, group: any EventLoopGroup, logger: Logger) -> ListenerBootstrap<ListenerIdentity> {
+    package static func listeners(
+        runtime: Runtime, timeouts: ConnectionTimeouts = ConnectionTimeouts(), group: any EventLoopGroup, logger: Logger
+    ) -> ListenerBootstrap<ListenerIdentity> {
         ListenerBootstrap(
             group: group, gatekeeper: AppConnectionGatekeeper.forListeners(registry: runtime.registry, logger: logger)
         ) { channel, identity in
-            try configure(channel, responder: DaprHTTPResponder(runtime: runtime, listener: identity))
+            try configure(channel, responder: DaprHTTPResponder(runtime: runtime, listener: identity), timeouts: timeouts)
         }
     }
 
     /// Makes `channel` an HTTP/1.1 server connection answered by `responder`: NIOHTTP1's encoder and decoder, then
     /// `HTTPConnectionHandler`, which answers malformed requests with 400 and pipelined ones in order.
-    package static func configure(_ channel: any Channel, responder: some HTTPResponder) throws {
+    package static func configure(
+        _ channel: any Channel, responder: some HTTPResponder, timeouts: ConnectionTimeouts = ConnectionTimeouts()
+    ) throws {
         let sync = channel.pipeline.syncOperations
         // NIOHTTP1's outbound header validator is off (about 5 % of a call): every response header is a constant or
         // built by the runtime, except item metadata, which `DaprHTTPResponder` checks before it becomes a header.
         try sync.configureHTTPServerPipeline(
             withPipeliningAssistance: false, withErrorHandling: false, withOutboundHeaderValidation: false)
-        try sync.addHandler(HTTPConnectionHandler(responder: responder))
+        try sync.addHandler(HTTPConnectionHandler(responder: responder, timeouts: timeouts))
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
-package import HangarComponents
-package import NIOCore
+import HangarComponents
+import NIOCore
 import Synchronization
 
 /// Byte accounting of `pubsub.redis`, kept in Redis so that every hangard sharing the server counts the same bytes

@@ -267,7 +267,7 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
                 return [.integer(Int64(fields.count))] + fields
             }
         let keys = RedisPubSubKeys.keys(topic: topic)
-        func attempt(trimmed: Bool) -> EventLoopFuture<[UInt64]> {
+        @Sendable func attempt(trimmed: Bool) -> EventLoopFuture<[UInt64]> {
             evaluate(Self.publishScript, keys: keys, arguments: arguments, orderedBy: topic).flatMapThrowing {
                 reply in
                 guard let parts = reply.elements, let ids = parts.first?.elements else {

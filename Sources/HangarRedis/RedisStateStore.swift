@@ -280,15 +280,16 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
             arguments.append(.string(partition))
         }
         keys.append(.string(AccountingKeys.partitionSet))
+        let written = partitions  // fixed from here on: read by the reply's callbacks
         let reply = evaluate(write, keys: keys, arguments: arguments, on: eventLoop)
         return .later(
             reply.flatMapThrowing { reply in
-                guard let elements = reply.elements, elements.count == operations.count + partitions.count else {
+                guard let elements = reply.elements, elements.count == operations.count + written.count else {
                     throw StateStoreError.backend("Redis answered a write with \(reply)")
                 }
                 // -1: the write left that partition's total as it was.
                 self.record(
-                    zip(partitions, elements.suffix(partitions.count)).compactMap { partition, total in
+                    zip(written, elements.suffix(written.count)).compactMap { partition, total in
                         Self.total(total).map { (partition, $0) }
                     }, replacing: false)
             }.flatMapErrorThrowing { error in

@@ -64,6 +64,9 @@ package struct Admission: Sendable {
     /// When the gate admitted the call: its duration in the metrics counts from here.
     let admitted: NIODeadline
 
+    /// The caller's tenant's buffered request bytes (`BufferBudget`).
+    package var buffers: BufferAccount { account.tenant.buffers }
+
     /// Returns the slot; call exactly once, when the call's work is done (answered, failed or abandoned).
     package func finish() { account.finish(stream: isStream) }
 
@@ -106,6 +109,7 @@ package enum QuotaError {
             case "maxStreams": " open streams"
             case "maxStateBytes": " bytes"
             case "maxSubscriptions": " subscriptions"
+            case "maxBufferedBytes": " buffered request bytes"
             default: ""
             }
         return APIError(

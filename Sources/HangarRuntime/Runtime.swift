@@ -33,9 +33,9 @@ package final class Runtime: Sendable {
         componentRegistry: ComponentRegistry, eventLoopGroup: any EventLoopGroup, threadPool: NIOThreadPool,
         metrics: RuntimeMetrics = RuntimeMetrics(), retireTimeout: Duration = .seconds(30), etagSealer: ETagSealer? = nil,
         appChannelFactory: AppChannelFactory? = nil, invocationTimeout: Duration = .seconds(60),
-        subscriptionSink: (any SubscriptionSink)? = nil, logger: Logger
+        subscriptionSink: (any SubscriptionSink)? = nil, buffers: BufferBudget = BufferBudget(), logger: Logger
     ) throws(ConfigurationError) {
-        self.registry = TenantRegistry(configuration: configuration, maxRequestBytes: maxRequestBytes)
+        self.registry = TenantRegistry(configuration: configuration, maxRequestBytes: maxRequestBytes, buffers: buffers)
         self.gate = Gate(registry: registry, metrics: metrics)
         self.components = try ComponentHost(
             components: configuration.components, registry: componentRegistry,
@@ -145,7 +145,12 @@ package final class Runtime: Sendable {
         var gauges = RuntimeGauges()
         for account in registry.accounts {
             gauges.connections.append(.init(app: account.app, open: account.openConnections))
+            gauges.bufferedBytes[account.tenant.namespace] = account.tenant.buffers.usedBytes
         }
+        let budget = registry.buffers
+        gauges.buffers = .init(
+            used: budget.usedBytes, limit: budget.limit, level: budget.level.rawValue, shed: budget.shedCount,
+            refusedConnections: budget.refusedConnections)
         for pool in components.all {
             for (namespace, bytes) in pool.storedBytes {
                 switch pool.block {

@@ -33,6 +33,13 @@ package enum Systemd {
         package let port: Int?
         /// `host:port` as bound, for logs.
         package let address: String
+
+        package init(descriptor: CInt, name: String?, port: Int?, address: String) {
+            self.descriptor = descriptor
+            self.name = name
+            self.port = port
+            self.address = address
+        }
     }
 
     /// Takes the listening sockets passed with `LISTEN_FDS`/`LISTEN_FDNAMES` (and unsets those variables, so
@@ -66,7 +73,7 @@ package enum Systemd {
     }
 
     /// The port and printable address a socket is bound to.
-    static func localAddress(_ descriptor: CInt) -> (port: Int?, address: String) {
+    package static func localAddress(_ descriptor: CInt) -> (port: Int?, address: String) {
         var storage = sockaddr_storage()
         var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
         let got = withUnsafeMutablePointer(to: &storage) {

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
 import Logging
 package import NIOCore
 import NIOPosix
@@ -12,14 +15,27 @@ package struct ListenerDrainEvent: Sendable {
 /// One bound listener (an app's socket or a TCP address) and the connections it accepted, so that it can be
 /// drained: stop accepting, let calls in flight finish (bounded), then close. Front-end neutral: the gRPC and the
 /// HTTP servers, and the operator's metrics endpoint, all bind through `ListenerBootstrap` and hold one of these.
+///
+/// It also keeps a descriptor of the listening socket of its own (`handoverDescriptor`), which an upgrade passes to
+/// the successor process; closing NIO's channel closes NIO's descriptor only, so the socket (and, for a Unix
+/// socket, its file) lives on in the successor. The copy is closed when the listener has drained.
 public final class Listener: Sendable {
     package let address: String
     private let connections = ConnectionSet()
     private let serverChannel = Mutex<(any Channel)?>(nil)
+    private let descriptor: Mutex<CInt>
 
-    init(address: String) {
+    init(address: String, descriptor: CInt) {
         self.address = address
+        self.descriptor = Mutex(descriptor)
     }
+
+    deinit {
+        descriptor.withLock { if $0 >= 0 { close($0) } }
+    }
+
+    /// The listener's own descriptor of its listening socket, to hand to a successor process; -1 once drained.
+    package var handoverDescriptor: CInt { descriptor.withLock { $0 } }
 
     var tracker: ConnectionSet { connections }
 
@@ -40,6 +56,10 @@ public final class Listener: Sendable {
             try? await Task.sleep(for: .milliseconds(10))
         }
         for channel in connections.all { try? await channel.close() }
+        descriptor.withLock {
+            if $0 >= 0 { close($0) }
+            $0 = -1
+        }
     }
 }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
 import Logging
 public import NIOCore
 import NIOPosix
@@ -27,29 +30,41 @@ public struct ListenerBootstrap<Identity: Sendable>: Sendable {
 
     /// Listens on a Unix socket (an existing socket file at `path` is replaced).
     public func bind(unixSocket path: String, identity: Identity) async throws -> Listener {
-        let listener = Listener(address: "unix:\(path)")
-        let channel = try await bootstrap(identity, listener.tracker)
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
-        listener.attach(channel)
-        return listener
+        let descriptor = try ListeningSocket.make(try SocketAddress(unixDomainSocketPath: path))
+        return try await serve(descriptor, address: "unix:\(path)", tcp: false, identity: identity)
     }
 
     /// Listens on TCP, with `TCP_NODELAY` on every connection.
     package func bind(host: String, port: Int, identity: Identity) async throws -> Listener {
-        let listener = Listener(address: "\(host):\(port)")
-        let channel = try await bootstrap(identity, listener.tracker)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .bind(host: host, port: port).get()
-        listener.attach(channel)
-        return listener
+        let descriptor = try ListeningSocket.make(try SocketAddress.makeAddressResolvingHost(host, port: port))
+        return try await serve(descriptor, address: "\(host):\(port)", tcp: true, identity: identity)
     }
 
-    /// Serves on a listening TCP socket inherited from the service manager (socket activation).
+    /// Serves on a listening TCP socket inherited from the service manager (socket activation) or from the
+    /// process hangard took over from. The listener owns `descriptor` from here on, also when this throws.
     package func adopt(socket descriptor: CInt, address: String, identity: Identity) async throws -> Listener {
-        let listener = Listener(address: address)
-        let channel = try await bootstrap(identity, listener.tracker)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .withBoundSocket(descriptor).get()
+        try await serve(descriptor, address: address, tcp: true, identity: identity)
+    }
+
+    /// Serves on a listening Unix socket inherited from the process hangard took over from; its file stays where it
+    /// is. The listener owns `descriptor` from here on, also when this throws.
+    package func adopt(unixSocket descriptor: CInt, path: String, identity: Identity) async throws -> Listener {
+        try await serve(descriptor, address: "unix:\(path)", tcp: false, identity: identity)
+    }
+
+    /// Hands a listening socket to NIO and keeps a copy of its descriptor in the listener.
+    private func serve(_ descriptor: CInt, address: String, tcp: Bool, identity: Identity) async throws -> Listener {
+        let copy: CInt
+        do {
+            copy = try ListeningSocket.duplicate(descriptor)
+        } catch {
+            close(descriptor)
+            throw error
+        }
+        let listener = Listener(address: address, descriptor: copy)
+        var server = bootstrap(identity, listener.tracker)
+        if tcp { server = server.childChannelOption(.tcpOption(.tcp_nodelay), value: 1) }
+        let channel = try await server.withBoundSocket(descriptor).get()
         listener.attach(channel)
         return listener
     }

@@ -9,6 +9,7 @@ import HangarRedis
 import HangarRuntime
 import HangarSQLite
 import HangarSystemd
+import HangarTransport
 import Logging
 import NIOCore
 import NIOPosix
@@ -53,8 +54,48 @@ struct Hangard: AsyncParsableCommand {
     @Option(help: "Largest request message or body accepted, in bytes.")
     var maxRequestBytes: Int = 4 * 1024 * 1024
 
+    @Option(
+        help: """
+            Bytes of requests the node may hold buffered for all tenants at once (partial messages and bodies, \
+            requests waiting for their answer); past it calls that would buffer more are refused and the heaviest \
+            connection is closed. Default: half the cgroup memory limit, else 256 MiB.
+            """)
+    var maxBufferedBytes: Int?
+
     @Option(help: "Seconds to let calls in flight finish on shutdown or detach.")
     var drainTimeout: Double = 10
+
+    @Option(
+        help: """
+            Seconds within which a request's headers must be complete once begun (HTTP/2: also the connection \
+            preface); 0 turns it off.
+            """)
+    var headerTimeout: Double = 10
+
+    @Option(
+        help: """
+            Seconds an unfinished request message or body may go without a byte before it is ended (gRPC \
+            DEADLINE_EXCEEDED, HTTP 408); streams idle between messages are exempt; 0 turns it off.
+            """)
+    var requestProgressTimeout: Double = 10
+
+    @Option(help: "Seconds after which a connection with no request in progress is closed (HTTP/2 with GOAWAY); 0 turns it off.")
+    var idleTimeout: Double = 300
+
+    @Option(
+        help: """
+            Upgrades: 'auto' takes the listening sockets over from a hangard already running on the same \
+            --socket-root (it drains and exits) and otherwise starts afresh; 'required' exits when there is none; \
+            'never' binds fresh sockets.
+            """)
+    var takeOver: Takeover.Mode = .auto
+
+    @Option(
+        help: """
+            After handing its sockets to a successor and draining: 'exit' (0), or 'wait' for SIGTERM first \
+            (Kubernetes, where an exited container would be restarted and take the sockets back).
+            """)
+    var afterHandOver: AfterHandOver = .exit
 
     @Option(
         help: """
@@ -77,7 +118,17 @@ struct Hangard: AsyncParsableCommand {
             throw ValidationError("--log-format must be auto, text, json or journal")
         }
         guard maxRequestBytes > 0 else { throw ValidationError("--max-request-bytes must be positive") }
+        if let maxBufferedBytes, maxBufferedBytes < maxRequestBytes {
+            throw ValidationError(
+                "--max-buffered-bytes (\(maxBufferedBytes)) must be at least --max-request-bytes (\(maxRequestBytes))")
+        }
         guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
+        for (value, flag) in [
+            (headerTimeout, "--header-timeout"), (requestProgressTimeout, "--request-progress-timeout"),
+            (idleTimeout, "--idle-timeout"),
+        ] where !(value >= 0 && value <= 86_400) {
+            throw ValidationError("\(flag) must be a number of seconds from 0 (off) to 86400, not \(value)")
+        }
         guard watchInterval >= 0 else { throw ValidationError("--watch-interval must not be negative") }
         _ = try ListenAddress(httpListen, flag: "--http-listen")
         _ = try ListenAddress(grpcListen, flag: "--grpc-listen")
@@ -102,11 +153,14 @@ struct Hangard: AsyncParsableCommand {
         let grpc = try ListenAddress(grpcListen, flag: "--grpc-listen")
         let metrics = try ListenAddress(metricsListen, flag: "--metrics-listen")
         let environment = ProcessInfo.processInfo.environment
-        let options = NodeOptions(
+        var options = NodeOptions(
             socketRoot: socketRoot ?? Self.defaultSocketRoot(environment),
             dataDirectory: dataDir ?? Self.defaultDataDirectory(environment),
             http: http, grpc: grpc, metrics: metrics,
             drainTimeout: .milliseconds(Int64(drainTimeout * 1000)),
+            timeouts: ConnectionTimeouts(
+                header: Self.timeout(headerTimeout), progress: Self.timeout(requestProgressTimeout),
+                idle: Self.timeout(idleTimeout)),
             tenancyDirectory: tenancy, resourcesDirectory: resources,
             watchInterval: watchInterval > 0 ? .milliseconds(Int64(watchInterval * 1000)) : nil,
             inherited: InheritedListeners.take(http: http, grpc: grpc, metrics: metrics, logger: logger),
@@ -123,6 +177,7 @@ struct Hangard: AsyncParsableCommand {
         let appHTTPClient = AppHTTPClient(group: group)
         let threadPool = NIOThreadPool(numberOfThreads: max(2, System.coreCount))
         let runtime: Runtime
+        var takeover: Takeover?
         do {
             configuration = try NodeConfiguration.load(
                 tenancyDirectory: tenancy, resourcesDirectory: resources, registry: componentRegistry,
@@ -139,7 +194,23 @@ struct Hangard: AsyncParsableCommand {
                 appChannelFactory: Self.appChannelFactory(
                     layout: SocketLayout(root: options.socketRoot), httpClient: appHTTPClient,
                     maxResponseBytes: maxRequestBytes, logger: logger),
+                buffers: BufferBudget(limit: maxBufferedBytes ?? BufferBudget.defaultLimit()),
                 logger: logger)
+            // Only a valid configuration goes on to take over: an invalid one exits above and below, and the running
+            // hangard, never contacted, keeps serving.
+            if takeOver != .never {
+                takeover = try await Takeover.connect(socketRoot: options.socketRoot, logger: logger)
+                if let takeover {
+                    let handed = takeover.inheritedListeners(http: http, grpc: grpc, metrics: metrics)
+                    for role in InheritedListeners.Role.allCases {
+                        guard let socket = handed[role] else { continue }
+                        if let systemd = options.inherited[role] { close(systemd.descriptor) }
+                        options.inherited[role] = socket
+                    }
+                } else if takeOver == .required {
+                    throw TakeoverMissing(path: "\(options.socketRoot)/\(UpgradeControl.fileName)")
+                }
+            }
         } catch let error as ConfigurationError {
             FileHandle.standardError.write(Data("hangard: invalid configuration: \(error)\n".utf8))
             Systemd.notify("STATUS=invalid configuration: \(error)")
@@ -152,13 +223,16 @@ struct Hangard: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let supervisor = ServiceManagerLink(runtime: runtime, group: group, logger: logger)
-        let node = NodeService(runtime: runtime, options: options, supervisor: supervisor, group: group, logger: logger)
+        let upgrade = UpgradeControl(socketRoot: options.socketRoot, drainTimeout: options.drainTimeout, logger: logger)
+        let node = NodeService(
+            runtime: runtime, options: options, supervisor: supervisor, group: group, takeover: takeover,
+            upgrade: upgrade, logger: logger)
         // The group stops services in reverse order: the node drains first; then the systemd watchdog (fed while
         // calls drain) stops, the subscription sources stop fetching, the app channels' health probes stop and the
-        // channels close, the component host closes the components, and the metrics endpoint (still scraped while the
-        // node drains) stops.
+        // channels close, the component host closes the components, the upgrade control tells a successor that they
+        // are closed, and the metrics endpoint (still scraped while the node drains) stops.
         let loops: [any Service] = [
-            runtime.components,
+            upgrade, runtime.components,
             AppChannelHealthService(channels: runtime.appChannels, pushDelivery: runtime.pushDelivery, group: group),
             SubscriptionSourcesService(sources: runtime.subscriptionSources), supervisor,
         ]
@@ -170,7 +244,7 @@ struct Hangard: AsyncParsableCommand {
                 MetricsEndpoint(
                     runtime: runtime, address: options.metrics ?? ListenAddress(host: "0.0.0.0", port: 0),
                     inheritedSocket: options.inherited.metrics, group: group, logger: logger,
-                    listening: continuation),
+                    listening: continuation, upgrade: upgrade),
             ] + loops + [
                 AfterMetricsListen(listening: listening, service: node),
             ]
@@ -178,9 +252,11 @@ struct Hangard: AsyncParsableCommand {
         let services = ServiceGroup(
             configuration: .init(
                 services: running, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        upgrade.setShutdown { await services.triggerGracefulShutdown() }
         do {
             try await services.run()
         } catch {
+            takeover?.abandon("the successor failed to start: \(error)")
             logger.error("hangard stopped on error", metadata: ["error": "\(error)"])
             try? await appHTTPClient.shutdown()
             try? await threadPool.shutdownGracefully()
@@ -190,6 +266,30 @@ struct Hangard: AsyncParsableCommand {
         try? await appHTTPClient.shutdown()
         try? await threadPool.shutdownGracefully()
         try? await group.shutdownGracefully()
+        if upgrade.handedOver, afterHandOver == .wait {
+            logger.notice("upgrade: handed over and drained; idle until SIGTERM (--after-hand-over wait)")
+            await Self.waitForTermination()
+        }
+    }
+
+    /// `--after-hand-over`.
+    enum AfterHandOver: String, ExpressibleByArgument, CaseIterable {
+        case exit, wait
+    }
+
+    /// Returns on SIGTERM or SIGINT (the service group, which handled them, has ended).
+    static func waitForTermination() async {
+        let (signals, continuation) = AsyncStream.makeStream(of: Void.self)
+        let sources = [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { continuation.yield() }
+            source.resume()
+            return source
+        }
+        var iterator = signals.makeAsyncIterator()
+        _ = await iterator.next()
+        sources.forEach { $0.cancel() }
     }
 
     /// How the runtime reaches each app's app channel, at the declared address or at `app-<appId>-grpc.socket`
@@ -211,6 +311,17 @@ struct Hangard: AsyncParsableCommand {
                     appApiToken: spec.appApiToken)
             }
         }
+    }
+
+    /// A timeout flag's seconds as a duration; 0 is off (nil).
+    static func timeout(_ seconds: Double) -> Duration? {
+        seconds > 0 ? .milliseconds(Int64(seconds * 1000)) : nil
+    }
+
+    /// `--take-over required` found no running hangard.
+    struct TakeoverMissing: Error, CustomStringConvertible {
+        var path: String
+        var description: String { "--take-over required: no hangard answers on \(path)" }
     }
 
     static func defaultSocketRoot(_ environment: [String: String]) -> String {

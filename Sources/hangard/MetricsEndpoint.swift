@@ -26,6 +26,8 @@ struct MetricsEndpoint: Service {
     let logger: Logger
     /// Gets one element once the endpoint listens; nothing if it never does.
     let listening: AsyncStream<Void>.Continuation
+    /// Where the listener is offered to a successor process on an upgrade.
+    var upgrade: UpgradeControl?
 
     func run() async throws {
         let responder = MetricsResponder(runtime: runtime)
@@ -42,6 +44,7 @@ struct MetricsEndpoint: Service {
         } catch {
             throw MetricsEndpointError(address: Self.format(host: address.host, port: address.port), underlying: error)
         }
+        upgrade?.setMetricsListener(listener)
         let port = listener.localAddress?.port ?? address.port
         let shown = inheritedSocket.map { "\($0.address) (inherited)" } ?? Self.format(host: address.host, port: port)
         logger.info(

@@ -1,4 +1,5 @@
 import ArgumentParser
+import HangarTransport
 
 /// A TCP listen address from a flag: `HOST:PORT`, `[IPv6]:PORT`, or `none`.
 struct ListenAddress: Sendable, Hashable {
@@ -33,6 +34,8 @@ struct NodeOptions: Sendable {
     /// The Prometheus endpoint's listener (`--metrics-listen`); nil when `none`.
     var metrics: ListenAddress?
     var drainTimeout: Duration
+    /// The API connections' header, request-progress and idle timeouts.
+    var timeouts = ConnectionTimeouts()
     /// The directories the configuration came from (nil: the development default), watched for changes.
     var tenancyDirectory: String?
     var resourcesDirectory: String?

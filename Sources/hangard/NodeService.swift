@@ -13,6 +13,11 @@ import Synchronization
 /// tenancy and resource files (binding new apps' sockets, closing removed apps' after their calls in flight),
 /// detaches apps that call `Shutdown`, and on SIGTERM stops accepting, drains calls in flight (bounded) and removes
 /// the sockets; the component host, stopped after it, then closes the components.
+///
+/// Upgrades: started with a `Takeover`, it serves the predecessor's sockets instead of binding its own, and opens
+/// the components only once the predecessor has closed its own (see `Takeover` for the order). Once ready it offers
+/// its own listeners to a successor through `UpgradeControl`; after a hand-over its shutdown leaves every socket
+/// file in place.
 final class NodeService: Service {
     private let runtime: Runtime
     private let options: NodeOptions
@@ -28,22 +33,31 @@ final class NodeService: Service {
         var grpc: Listener?
         var http: Listener?
         var socketPaths: [String] = []
+        /// The socket files' inodes once bound: a file replaced since (by another hangard) is not this one's to
+        /// remove.
+        var socketInodes: [String: ino_t] = [:]
         var directory: String?
     }
 
     private let listeners = Mutex<[ListenerIdentity: Listeners]>([:])
     private let stopping = Atomic<Bool>(false)
+    /// The predecessor this process takes over from, if any.
+    private let takeover: Takeover?
+    /// Where a successor asks for this process's listeners.
+    private let upgrade: UpgradeControl?
 
     init(
         runtime: Runtime, options: NodeOptions, supervisor: ServiceManagerLink, group: any EventLoopGroup,
-        logger: Logger
+        takeover: Takeover? = nil, upgrade: UpgradeControl? = nil, logger: Logger
     ) {
+        self.takeover = takeover
+        self.upgrade = upgrade
         self.runtime = runtime
         self.supervisor = supervisor
         self.options = options
         self.layout = SocketLayout(root: options.socketRoot)
-        self.grpc = GRPCServer.listeners(runtime: runtime, group: group, logger: logger)
-        self.http = HTTPServer.listeners(runtime: runtime, group: group, logger: logger)
+        self.grpc = GRPCServer.listeners(runtime: runtime, timeouts: options.timeouts, group: group, logger: logger)
+        self.http = HTTPServer.listeners(runtime: runtime, timeouts: options.timeouts, group: group, logger: logger)
         self.logger = logger
         self.group = group
     }
@@ -53,10 +67,17 @@ final class NodeService: Service {
         runtime.metadata.setDetachHandler { detachContinuation.yield($0) }
         let watcher = makeWatcher()
 
-        // Components open (on the thread pool) while the sockets are bound; calls to one still opening are refused
-        // with UNAVAILABLE, and /v1.0/healthz answers 500 until both are done.
         let started = ContinuousClock.now
-        async let componentsInitialised: Void = runtime.components.initialise()
+        if let takeover {
+            // The predecessor stops accepting and drains; new connections wait in the backlog until this process
+            // accepts, below, once the components are open (a call finds them open, it is not refused).
+            try await takeover.takeOver()
+            await takeover.released()
+            await runtime.components.initialise()
+        }
+        // Otherwise components open (on the thread pool) while the sockets are bound; calls to one still opening are
+        // refused with UNAVAILABLE, and /v1.0/healthz answers 500 until both are done.
+        async let componentsInitialised: Void = initialiseComponents(unless: takeover != nil)
         for (app, _, _) in runtime.configuration.apps { try await attach(app) }
         var tcp = Listeners()
         if let inherited = options.inherited.grpc {
@@ -72,6 +93,16 @@ final class NodeService: Service {
         listeners.withLock { $0[.tcp] = tcp }
         runtime.health.markListenersUp()
         await componentsInitialised
+        if let takeover {
+            let layout = layout
+            let closed = takeover.closeUnused { layout.removeSocket($0) }
+            logger.notice(
+                "upgrade: serving the predecessor's sockets",
+                metadata: [
+                    "predecessor.pid": "\(takeover.predecessor)", "sockets.taken": "\(takeover.socketCount - closed.count)",
+                    "sockets.closed": "\(closed.count)", "takeover.ms": "\((ContinuousClock.now - started).milliseconds)",
+                ])
+        }
         let configuration = runtime.configuration
         let counts = runtime.health.counts
         logger.info(
@@ -88,7 +119,8 @@ final class NodeService: Service {
                 "startup.ms": "\((ContinuousClock.now - started).milliseconds)",
             ])
         let supervisor = supervisor
-        supervisor.ready()
+        supervisor.ready(tookOver: takeover != nil)
+        upgrade?.ready { [weak self] in self?.handoverSockets() ?? [] }
 
         // The systemd watchdog and the apps' health probes are services of their own, earlier in the group: they
         // run until this one has drained every call.
@@ -124,22 +156,48 @@ final class NodeService: Service {
         }
     }
 
+    private func initialiseComponents(unless done: Bool) async {
+        if !done { await runtime.components.initialise() }
+    }
+
+    /// Every listener this process serves, with its descriptor, for a successor (`UpgradeControl`).
+    private func handoverSockets() -> [(HandoverSocket, CInt)] {
+        listeners.withLock { entries in
+            entries.flatMap { identity, entry in
+                [(entry.grpc, "grpc"), (entry.http, "http")].compactMap { listener, role -> (HandoverSocket, CInt)? in
+                    guard let listener else { return nil }
+                    if case .tcp = identity {
+                        return (.tcp(role: role, address: listener.address), listener.handoverDescriptor)
+                    }
+                    guard listener.address.hasPrefix("unix:") else { return nil }
+                    return (.unix(path: String(listener.address.dropFirst(5))), listener.handoverDescriptor)
+                }
+            }
+        }
+    }
+
     // MARK: Apps
 
-    /// Creates the app's directory and binds its two sockets; the app is served once this returns.
+    /// Creates the app's directory and binds its two sockets (or serves the predecessor's); the app is served once
+    /// this returns.
     private func attach(_ app: AppID) async throws {
         guard let spec = runtime.registry.app(app) else { return }
-        try layout.prepare(app, spec: spec, logger: logger)
         let grpcPath = layout.grpcSocket(app)
         let httpPath = layout.httpSocket(app)
-        let grpcListener = try await grpc.bind(unixSocket: grpcPath, identity: .app(app))
+        try layout.prepare(
+            app, spec: spec, keeping: Set([grpcPath, httpPath].filter { takeover?.hasUnixSocket($0) == true }),
+            logger: logger)
+        let grpcListener = try await listen(grpc, grpcPath, app)
         layout.publish(grpcPath, spec: spec)
         do {
-            let httpListener = try await http.bind(unixSocket: httpPath, identity: .app(app))
+            let httpListener = try await listen(http, httpPath, app)
             layout.publish(httpPath, spec: spec)
             listeners.withLock {
                 $0[.app(app)] = Listeners(
                     grpc: grpcListener, http: httpListener, socketPaths: [grpcPath, httpPath],
+                    socketInodes: [grpcPath: layout.inode(grpcPath), httpPath: layout.inode(httpPath)].compactMapValues {
+                        $0
+                    },
                     directory: layout.directory(app))
             }
         } catch {
@@ -147,6 +205,16 @@ final class NodeService: Service {
             layout.removeSocket(grpcPath)
             throw error
         }
+    }
+
+    /// Serves the predecessor's socket at `path` when it handed one over, else binds one.
+    private func listen(_ bootstrap: ListenerBootstrap<ListenerIdentity>, _ path: String, _ app: AppID) async throws
+        -> Listener
+    {
+        if let descriptor = takeover?.unixSocket(path) {
+            return try await bootstrap.adopt(unixSocket: descriptor, path: path, identity: .app(app))
+        }
+        return try await bootstrap.bind(unixSocket: path, identity: .app(app))
     }
 
     /// How a TCP listener is shown in logs.
@@ -257,6 +325,7 @@ final class NodeService: Service {
 
     private func stopAll() async {
         stopping.store(true, ordering: .releasing)
+        upgrade?.stopOffering()
         logger.info("shutting down: draining calls in flight", metadata: ["drain.timeout": "\(options.drainTimeout)"])
         let all = listeners.withLock { entries in
             defer { entries.removeAll() }
@@ -273,7 +342,10 @@ final class NodeService: Service {
             if let grpc = entry.grpc { group.addTask { await grpc.drain(timeout: self.options.drainTimeout) } }
             if let http = entry.http { group.addTask { await http.drain(timeout: self.options.drainTimeout) } }
         }
-        for path in entry.socketPaths { layout.removeSocket(path) }
+        // After a hand-over the successor serves these files: they stay.
+        if upgrade?.handedOver != true {
+            for path in entry.socketPaths { layout.removeSocket(path, inode: entry.socketInodes[path]) }
+        }
     }
 }
 

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import HangarRuntime
 import HangarSystemd
 import Logging
@@ -28,12 +31,14 @@ final class ServiceManagerLink: Service, Sendable {
         self.logger = logger
     }
 
-    /// `READY=1` with the first `STATUS=`.
-    func ready() {
+    /// `READY=1` with the first `STATUS=`. A process that took over from a running hangard (an upgrade started by
+    /// `ExecReload=`, so not the unit's main process) also sends `MAINPID=` with its own pid: systemd then follows
+    /// it, and the predecessor's exit does not end the unit (the unit needs `NotifyAccess=all` for this).
+    func ready(tookOver: Bool = false) {
         guard supervised else { return }
         let status = currentStatus()
         lastStatus.withLock { $0 = status }
-        Systemd.notify("READY=1\nSTATUS=\(status)")
+        Systemd.notify((tookOver ? "MAINPID=\(getpid())\n" : "") + "READY=1\nSTATUS=\(status)")
         isReady.store(true, ordering: .releasing)
         if let watchdog = Systemd.watchdogTimeout {
             logger.info("systemd watchdog enabled", metadata: ["watchdog.timeout": "\(watchdog)"])

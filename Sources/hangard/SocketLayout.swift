@@ -32,8 +32,9 @@ struct SocketLayout: Sendable {
         }
     }
 
-    /// Creates the app's directory (mode 0770, owned by its first uid/gid when given) and removes stale sockets.
-    func prepare(_ app: AppID, spec: AppSpec, logger: Logger) throws {
+    /// Creates the app's directory (mode 0770, owned by its first uid/gid when given) and removes stale sockets, except
+    /// those in `keeping` (served on, handed over by the process this one takes over from).
+    func prepare(_ app: AppID, spec: AppSpec, keeping: Set<String> = [], logger: Logger) throws {
         let fileManager = FileManager.default
         try fileManager.createDirectory(
             atPath: "\(root)/\(app.namespace)", withIntermediateDirectories: true,
@@ -49,7 +50,7 @@ struct SocketLayout: Sendable {
                     metadata: ["path": "\(directory)", "uid": "\(uid)", "gid": "\(gid)", "errno": "\(errno)"])
             }
         }
-        for path in [grpcSocket(app), httpSocket(app)] { removeSocket(path) }
+        for path in [grpcSocket(app), httpSocket(app)] where !keeping.contains(path) { removeSocket(path) }
     }
 
     /// Hands the app's directory and sockets to its (changed) uid/gid.
@@ -72,11 +73,20 @@ struct SocketLayout: Sendable {
         }
     }
 
-    /// Removes a socket file; anything that is not a socket is left alone.
-    func removeSocket(_ path: String) {
+    /// Removes a socket file; anything that is not a socket is left alone, and so is a socket other than `inode`
+    /// when given (another hangard's, bound at the path since).
+    func removeSocket(_ path: String, inode: ino_t? = nil) {
         var info = stat()
         guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFSOCK else { return }
+        if let inode, info.st_ino != inode { return }
         unlink(path)
+    }
+
+    /// The inode of the socket file at `path`, nil when there is none.
+    func inode(_ path: String) -> ino_t? {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return nil }
+        return info.st_ino
     }
 }
 

@@ -33,6 +33,8 @@ struct HTTP2ServerConnectionFlowTests {
 
         func reset(stream: UInt32) { resets.append(stream) }
         func writable(stream: UInt32) { writables.append(stream) }
+        func awaitsRequest(stream: UInt32) -> Bool { false }
+        func requestStalled(stream: UInt32, after: TimeAmount) {}
     }
 
     /// A connection under test with its script and raw client.

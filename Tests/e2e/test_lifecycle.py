@@ -33,6 +33,7 @@ def test_socket_layout(hangard):
         assert_socket_layout(hangard, ns, app)
     entries = {p.relative_to(hangard.socket_root).as_posix() for p in hangard.socket_root.rglob("*")}
     assert entries == {
+        ".hangard-upgrade.sock",  # the upgrade control socket (test_upgrade.py)
         "team-a", "team-a/orders", "team-a/billing", "team-b", "team-b/orders",
         "team-a/orders/dapr-orders-grpc.socket", "team-a/orders/dapr-orders-http.socket",
         "team-a/billing/dapr-billing-grpc.socket", "team-a/billing/dapr-billing-http.socket",

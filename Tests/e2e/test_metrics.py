@@ -43,6 +43,12 @@ FAMILIES = {
     "hangar_component_pool_slots": "gauge",
     "hangar_component_pool_connections": "gauge",
     "hangar_build_info": "gauge",
+    "hangar_buffered_bytes": "gauge",
+    "hangar_node_buffered_bytes": "gauge",
+    "hangar_node_buffer_budget_bytes": "gauge",
+    "hangar_overload_level": "gauge",
+    "hangar_overload_shed_connections_total": "counter",
+    "hangar_overload_refused_connections_total": "counter",
 }
 
 

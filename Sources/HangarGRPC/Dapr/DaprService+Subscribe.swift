@@ -20,7 +20,8 @@ extension DaprService {
 ///
 /// The stream's end stops the subscription: the client closing its side (Dapr unsubscribes on EOF, and the call is
 /// finished with OK), a cancel, a deadline or a lost connection. The subscription's own end (its component was
-/// retired) finishes the call with UNAVAILABLE. The call's callbacks own this object, which owns
+/// retired) and the connection's drain (hangard shuts down or hands over to a successor) finish the call with
+/// UNAVAILABLE, after which the SDK subscribes again. The call's callbacks own this object, which owns
 /// the subscription; the subscription holds the call weakly, so finishing or cancelling the call frees them all.
 /// `@unchecked Sendable`: used on the call's event loop only (completions hop back to it).
 final class GRPCSubscribeStream: @unchecked Sendable {
@@ -51,6 +52,9 @@ final class GRPCSubscribeStream: @unchecked Sendable {
             stream.call?.finish()
         }
         call.onCancel = { stream.stop() }
+        call.onDrain = {
+            stream.fail(GRPCStatus(code: .unavailable, message: "hangard is draining this connection; subscribe again"))
+        }
         call.onWritable = {
             if case .open(let subscription) = stream.state { subscription.resumeWriting() }
         }

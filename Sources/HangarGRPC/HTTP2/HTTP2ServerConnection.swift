@@ -19,6 +19,13 @@ protocol HTTP2ServerDelegate: AnyObject {
     /// The stream is gone without an answer: reset by the client, or ended by a stream error or the connection's
     /// end. Whatever the delegate holds for it can go; anything it sends for it later is dropped.
     func reset(stream: UInt32)
+    /// Whether the stream, whose request has not ended, needs more request bytes to make progress: an unfinished
+    /// request message, or a unary request not ended yet. A stream idle by design (a subscription between two
+    /// messages) says false and is never timed out.
+    func awaitsRequest(stream: UInt32) -> Bool
+    /// No byte of the stream's unfinished request arrived for `Settings.progressTimeout` (`after`): the delegate
+    /// answers it (gRPC: DEADLINE_EXCEEDED). A stream still unanswered afterwards is reset.
+    func requestStalled(stream: UInt32, after: TimeAmount)
 }
 
 /// A server-side HTTP/2 connection (RFC 9113) made for gRPC, written directly on the channel's bytes instead of
@@ -42,6 +49,12 @@ protocol HTTP2ServerDelegate: AnyObject {
 /// the last stream served; streams opened after it are refused (REFUSED_STREAM) and the connection closes when its
 /// streams are done, so no request in flight is lost. Keepalive PINGs go out after `keepaliveInterval` without
 /// reads and close the connection when nothing is read within `keepaliveTimeout`.
+///
+/// Timeouts a client cannot defeat (`Settings`): the preface and first SETTINGS, and every header block once begun,
+/// must arrive within `headerTimeout`; a stream whose request is unfinished and waits for bytes (see
+/// `HTTP2ServerDelegate.awaitsRequest`) is ended when none arrives for `progressTimeout`; a connection with no stream
+/// open for `maxIdleTime` is drained. They are checked by one timer per connection, armed only while something is
+/// watched, at a quarter of the shorter timeout.
 ///
 /// Defences: a frame over 16 KiB, a header block over 64 KiB or 32 frames, more than 128 concurrent streams
 /// (REFUSED_STREAM), more than 200 resets by the client in 30 s, and a run of empty DATA frames end the connection
@@ -75,6 +88,21 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         var maxIdleTime: TimeAmount? = nil
         /// How long a drain waits for the ACK of its PING before sending the final GOAWAY anyway.
         var drainPingTimeout = TimeAmount.seconds(2)
+        /// Time within which the client's preface and first SETTINGS, and each header block once begun, must
+        /// arrive; nil: no limit.
+        var headerTimeout: TimeAmount? = .seconds(10)
+        /// Time without a byte of an unfinished request (of a stream waiting for it) after which the stream is
+        /// ended; nil: never.
+        var progressTimeout: TimeAmount? = .seconds(10)
+
+        init() {}
+
+        /// The settings with the listener's timeouts.
+        init(_ timeouts: ConnectionTimeouts) {
+            headerTimeout = timeouts.header.map(TimeAmount.init)
+            progressTimeout = timeouts.progress.map(TimeAmount.init)
+            maxIdleTime = timeouts.idle.map(TimeAmount.init)
+        }
     }
 
     static let maxHeaderBlockBytes = 64 * 1024
@@ -96,10 +124,13 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         /// `send` reported the queue full; `writable` is due when it drains.
         var wantsWritable = false
         var queue = HTTP2OutboundQueue()
+        /// When the stream opened or last received DATA (while a progress timeout is on).
+        var lastProgress: NIODeadline
 
-        init(sendWindow: Int, receiveWindow: Int) {
+        init(sendWindow: Int, receiveWindow: Int, now: NIODeadline) {
             self.sendWindow = sendWindow
             self.receiveWindow = receiveWindow
+            self.lastProgress = now
         }
     }
 
@@ -155,6 +186,12 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var keepaliveTimeoutTimer: Scheduled<Void>?
     private var idleTimer: Scheduled<Void>?
     private var drainTimer: Scheduled<Void>?
+    /// The header and progress timeouts' check, while armed (`watch`).
+    private var watchTimer: Scheduled<Void>?
+    /// When the connection started, for the preface's `headerTimeout`.
+    private var startedAt = NIODeadline.uptimeNanoseconds(0)
+    /// When the header block in `continuation` began.
+    private var continuationSince = NIODeadline.uptimeNanoseconds(0)
     private var resets = 0
     private var resetWindowStart = NIODeadline.uptimeNanoseconds(0)
     private var emptyDataFrames = 0
@@ -280,8 +317,10 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         let now = context.eventLoop.now
         lastRead = now
         idleSince = now
+        startedAt = now
         if let interval = settings.keepaliveInterval { scheduleKeepalive(context, at: now + interval) }
         if let idle = settings.maxIdleTime { scheduleIdleCheck(context, at: now + idle) }
+        armWatch(context)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -460,6 +499,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         }
         stream.receiveWindow -= header.length
         guard stream.receiveWindow >= 0 else { return streamError(context, id, .flowControlError) }
+        if settings.progressTimeout != nil { stream.lastProgress = context.eventLoop.now }
         if stream.answered {
             // Answered already: the rest of the request is not needed, and its window goes back at once.
             credit(id, stream, header.length)
@@ -490,6 +530,10 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             headerBlock(context, block)
         } else {
             continuation = block
+            if settings.headerTimeout != nil {
+                continuationSince = context.eventLoop.now
+                armWatch(context)
+            }
         }
     }
 
@@ -546,13 +590,16 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             writeReset(id, .refusedStream)
             return
         }
-        let stream = Stream(sendWindow: peerInitialWindow, receiveWindow: settings.streamWindow)
+        let stream = Stream(
+            sendWindow: peerInitialWindow, receiveWindow: settings.streamWindow,
+            now: settings.progressTimeout != nil && !block.endStream ? context.eventLoop.now : .uptimeNanoseconds(0))
         do {
             try stream.state.receiveHeaders(endStream: block.endStream)
         } catch {
             return streamError(context, id, .protocolError)  // an idle stream accepts any HEADERS; kept total
         }
         streams[id] = stream
+        if !block.endStream && settings.progressTimeout != nil { armWatch(context) }
         delegate.received(headers: headers, stream: id, endStream: block.endStream)
         settle(id, stream)
     }
@@ -959,11 +1006,68 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         drain(context)
     }
 
+    /// Arms the header and progress timeouts' check unless it is armed: a nil test when it is, so that every
+    /// stream that opens may call it.
+    private func armWatch(_ context: ChannelHandlerContext) {
+        guard watchTimer == nil, phase != .closed else { return }
+        let shortest = [settings.headerTimeout, settings.progressTimeout].compactMap { $0 }.min()
+        guard let shortest else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let tick = TimeAmount.nanoseconds(max(shortest.nanoseconds / 4, 50_000_000))
+        watchTimer = context.eventLoop.scheduleTask(in: tick) {
+            bound.value.watch()
+        }
+    }
+
+    /// Ends what is past its timeout: a connection whose preface or header block is late, and the streams whose
+    /// unfinished request made no progress (`HTTP2ServerDelegate.requestStalled`). Re-arms while anything is left
+    /// to watch.
+    private func watch() {
+        watchTimer = nil
+        guard let context, phase != .closed else { return }
+        let now = context.eventLoop.now
+        var watching = false
+        if let limit = settings.headerTimeout {
+            if phase == .preface || phase == .firstSettings {
+                guard now - startedAt < limit else {
+                    let within = ConnectionTimeouts.describe(limit)
+                    return connectionError(context, .protocolError, "no HTTP/2 preface within \(within)")
+                }
+                watching = true
+            }
+            if continuation != nil {
+                guard now - continuationSince < limit else {
+                    let within = ConnectionTimeouts.describe(limit)
+                    return connectionError(context, .enhanceYourCalm, "a header block not completed within \(within)")
+                }
+                watching = true
+            }
+        }
+        if let limit = settings.progressTimeout {
+            var stalled: [UInt32] = []
+            for (id, stream) in streams where !stream.state.isRemoteClosed && !stream.answered {
+                watching = true
+                if now - stream.lastProgress >= limit && delegate.awaitsRequest(stream: id) { stalled.append(id) }
+            }
+            for id in stalled {
+                delegate.requestStalled(stream: id, after: limit)
+                if let stream = streams[id], !stream.answered { streamError(context, id, .cancel) }
+            }
+            if !stalled.isEmpty {
+                flush(context)
+                closeIfDone(context)
+            }
+        }
+        if watching { armWatch(context) }
+    }
+
     private func cancelTimers() {
         keepaliveTimer?.cancel()
         keepaliveTimeoutTimer?.cancel()
         idleTimer?.cancel()
         drainTimer?.cancel()
+        watchTimer?.cancel()
+        watchTimer = nil
     }
 
     private func streamError(_ context: ChannelHandlerContext, _ id: UInt32, _ code: HTTP2Wire.ErrorCode) {

@@ -1,4 +1,5 @@
 package import HangarRuntime
+import HangarTransport
 package import Logging
 import NIOCore
 import NIOHPACK
@@ -29,6 +30,10 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         var held = 0
         /// A streaming call's response head is out: its end is trailers, not a trailers-only response.
         var headSent = false
+        /// Request bytes reserved from the tenant's `BufferAccount` (see `settleBuffers`).
+        var charged = 0
+        /// The call has left the table (answered, reset or failed).
+        var ended = false
 
         init(
             method: GRPCService.Method, name: String, admission: Admission, context: GRPCCallContext,
@@ -71,10 +76,14 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     private let gate: Gate
     private let logger: Logger
     private var calls: [UInt32: Call] = [:]
+    /// The listener drains this connection: streaming calls opened from now on are told at once.
+    private var isDraining = false
     /// The connection that delivers this handler's streams (it owns the handler).
     private(set) weak var connection: HTTP2ServerConnection?
     /// The trailers of the last error answered on this connection, reused while the same error repeats.
     private var lastErrorTrailers: (key: GRPCStatus.Key, block: [UInt8])?
+    /// This connection's buffered bytes, for the node's shedding of the heaviest connection (`trackBuffers`).
+    private var holder: BufferBudget.Holder?
 
     package init(service: GRPCService, identity: ListenerIdentity, gate: Gate, logger: Logger) {
         self.service = service
@@ -83,11 +92,27 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         self.logger = logger
     }
 
+    /// The channel handlers that serve this handler's calls over HTTP/2: the connection, and behind it the relay of
+    /// the listener's drain to the streaming calls.
+    func makeHandlers(settings: HTTP2ServerConnection.Settings = .init()) -> [any ChannelHandler] {
+        [makeConnection(settings: settings), GRPCDrainRelay(handler: self)]
+    }
+
     /// The channel handler that serves this handler's calls over HTTP/2.
     func makeConnection(settings: HTTP2ServerConnection.Settings = .init()) -> HTTP2ServerConnection {
         let connection = HTTP2ServerConnection(delegate: self, settings: settings)
         self.connection = connection
         return connection
+    }
+
+    /// Registers the connection with the node's `BufferBudget`, which may close it when the node is over its
+    /// budget and this connection holds the most.
+    func trackBuffers(on channel: any Channel) {
+        let budget = gate.registry.buffers
+        let holder = BufferBudget.Holder { [weak channel] in channel?.close(promise: nil) }
+        self.holder = holder
+        budget.register(holder)
+        channel.closeFuture.whenComplete { _ in budget.remove(holder) }
     }
 
     // MARK: HTTP2ServerDelegate
@@ -130,7 +155,9 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
                     id, GRPCStatus(code: .internal, message: "the request ended inside a message"))
             }
             stream.received(messages, end: endStream)
-            return credit(id)
+            credit(id)
+            if !call.ended { settleBuffers(id, call) }
+            return
         }
         for message in messages {
             guard call.request == nil else {
@@ -140,6 +167,29 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             call.request = message
         }
         if endStream { onEndOfRequest(id) }
+        // Held beyond this read (a partial message, or a request not ended): counted. A call answered in this read
+        // holds nothing.
+        if !call.ended && !call.running { settleBuffers(id, call) }
+    }
+
+    /// Brings the call's reservation in its tenant's `BufferAccount` to the request bytes it holds now: its partial
+    /// message, its request waiting for its end or its answer, its streamed messages not yet delivered. A
+    /// reservation refused (the tenant's `maxBufferedBytes` or the node's budget) ends the call with
+    /// RESOURCE_EXHAUSTED.
+    private func settleBuffers(_ id: UInt32, _ call: Call) {
+        let holding = call.deframer.bufferedBytes + (call.request?.storageCapacity ?? 0) + call.held
+        let delta = holding - call.charged
+        guard delta != 0 else { return }
+        let buffers = call.admission.buffers
+        if delta > 0 {
+            if let refusal = buffers.reserve(delta) {
+                return respondError(id, GRPCStatus(buffers.error(refusal, app: call.admission.caller.app)))
+            }
+        } else {
+            buffers.release(-delta)
+        }
+        call.charged = holding
+        holder?.held.wrappingAdd(delta, ordering: .relaxed)
     }
 
     func reset(stream id: UInt32) {
@@ -148,6 +198,28 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
 
     func writable(stream id: UInt32) {
         calls[id]?.stream?.writable()
+    }
+
+    func awaitsRequest(stream id: UInt32) -> Bool {
+        guard let call = calls[id] else { return false }
+        // A streaming call between messages is idle by design; a unary call waits for its message and its end.
+        return call.stream == nil ? !call.running : call.deframer.hasPartialMessage
+    }
+
+    func requestStalled(stream id: UInt32, after timeout: TimeAmount) {
+        respondError(
+            id,
+            GRPCStatus(
+                code: .deadlineExceeded,
+                message: "the request made no progress for \(ConnectionTimeouts.describe(timeout)): ended by the server"
+            ))
+    }
+
+    /// The listener is draining (shutdown, an upgrade, the app's removal): streaming calls that would otherwise
+    /// hold the connection open until the drain timeout are told (`GRPCStreamCall.onDrain`).
+    func draining() {
+        isDraining = true
+        for call in calls.values { call.stream?.drained() }
     }
 
     // MARK: Streaming calls (from GRPCStreamCall)
@@ -219,6 +291,7 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         let keep = min(call.held, stream.undeliveredBytes)
         connection?.consumed(id, bytes: call.held - keep)
         call.held = keep
+        if call.charged > 0 { settleBuffers(id, call) }
     }
 
     /// A trailers-only OK response (a stream that ends with no message).
@@ -280,6 +353,8 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             streaming(stream)
             call.deframer.keepsPrefix = stream.receivesFramed
             if endStream { stream.received([], end: true) }
+            // Opened between the first GOAWAY and the last: a subscription must not stay on a draining connection.
+            if isDraining { stream.drained() }
             return
         }
         if endStream { onEndOfRequest(id) }
@@ -311,6 +386,8 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             admission.finish()
             complete(id, result)
         case .later(let future):
+            // The request stays in memory until the answer: counted.
+            settleBuffers(id, call)
             let bound = NIOLoopBound(self, eventLoop: call.context.eventLoop)
             future.hop(to: call.context.eventLoop).whenComplete { result in
                 admission.finish()
@@ -330,6 +407,7 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             admission.finish()
             complete(id, result)
         case .later(let future):
+            settleBuffers(id, call)
             let bound = NIOLoopBound(self, eventLoop: call.context.eventLoop)
             future.hop(to: call.context.eventLoop).whenComplete { result in
                 admission.finish()
@@ -385,6 +463,12 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     @discardableResult
     private func removeCall(_ id: UInt32) -> Call? {
         guard let call = calls.removeValue(forKey: id) else { return nil }
+        call.ended = true
+        if call.charged > 0 {
+            call.admission.buffers.release(call.charged)
+            holder?.held.wrappingSubtract(call.charged, ordering: .relaxed)
+            call.charged = 0
+        }
         call.deadline?.cancel()
         if !call.running { call.admission.finish() }
         call.stream?.cancelled()
@@ -453,5 +537,21 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         case "n": return .nanoseconds(amount)
         default: return nil
         }
+    }
+}
+
+/// Tells a connection's streaming calls that its listener drains: `HTTP2ServerConnection` answers the
+/// `ListenerDrainEvent` with GOAWAY and passes it on to this handler, behind it.
+final class GRPCDrainRelay: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+    private let handler: GRPCConnectionHandler
+
+    init(handler: GRPCConnectionHandler) {
+        self.handler = handler
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ListenerDrainEvent { handler.draining() }
+        context.fireUserInboundEventTriggered(event)
     }
 }

@@ -34,6 +34,10 @@ struct GRPCMessageDeframer {
     /// Whether a partial message is buffered.
     var hasPartialMessage: Bool { (buffer?.readableBytes ?? 0) > 0 }
 
+    /// The memory the partial message holds: its buffer's whole storage (which NIO sizes in powers of two, and
+    /// which may be the read buffer it arrived in), not only its bytes.
+    var bufferedBytes: Int { buffer?.storageCapacity ?? 0 }
+
     private mutating func next() throws(Failure) -> ByteBuffer? {
         guard var view = buffer, view.readableBytes >= 5,
             let flag = view.readInteger(as: UInt8.self), let length = view.readInteger(as: UInt32.self)

@@ -6,19 +6,31 @@ public import NIOCore
 /// The gRPC front-end's listeners: each accepted connection (an app's Unix socket or TCP) serves
 /// `dapr.proto.runtime.v1.Dapr` through one `HTTP2ServerConnection` and its `GRPCConnectionHandler`.
 public enum GRPCServer {
-    package static func listeners(runtime: Runtime, group: any EventLoopGroup, logger: Logger) -> ListenerBootstrap<ListenerIdentity> {
-        listeners(service: DaprService.make(runtime: runtime), gate: runtime.gate, group: group, logger: logger)
+    package static func listeners(
+        runtime: Runtime, timeouts: ConnectionTimeouts, group: any EventLoopGroup, logger: Logger
+    ) -> ListenerBootstrap<ListenerIdentity> {
+        listeners(
+            service: DaprService.make(runtime: runtime), gate: runtime.gate, settings: .init(timeouts), group: group,
+            logger: logger)
     }
 
     /// The listeners of any method table (`@_spi(Benchmarks)`: the benchmark package's echo server).
     @_spi(Benchmarks) public static func listeners(service: GRPCService, gate: Gate, group: any EventLoopGroup, logger: Logger)
         -> ListenerBootstrap<ListenerIdentity>
     {
+        listeners(service: service, gate: gate, settings: .init(), group: group, logger: logger)
+    }
+
+    static func listeners(
+        service: GRPCService, gate: Gate, settings: HTTP2ServerConnection.Settings, group: any EventLoopGroup,
+        logger: Logger
+    ) -> ListenerBootstrap<ListenerIdentity> {
         ListenerBootstrap(
             group: group, gatekeeper: AppConnectionGatekeeper.forListeners(registry: gate.registry, logger: logger)
         ) { channel, identity in
             let handler = GRPCConnectionHandler(service: service, identity: identity, gate: gate, logger: logger)
-            try channel.pipeline.syncOperations.addHandler(handler.makeConnection())
+            try channel.pipeline.syncOperations.addHandlers(handler.makeHandlers(settings: settings))
+            handler.trackBuffers(on: channel)
         }
     }
 }

@@ -23,6 +23,9 @@ package import SwiftProtobuf
     package var onCancel: () -> Void = {}
     /// The queue of unsent responses drained after `send` returned false.
     @_spi(Benchmarks) public var onWritable: () -> Void = {}
+    /// The server is draining this call's connection (shutdown, upgrade): a call that could last indefinitely
+    /// (a subscription) should end, so that the client reconnects, now to the successor. Others may ignore it.
+    package var onDrain: () -> Void = {}
 
     /// Whether the call is over: finished by the method or cancelled.
     @_spi(Benchmarks) public private(set) var isDone = false
@@ -132,6 +135,11 @@ package import SwiftProtobuf
         onEnd = {}
         onCancel = {}
         onWritable = {}
+        onDrain = {}
+    }
+
+    func drained() {
+        if !isDone { onDrain() }
     }
 
     func writable() {

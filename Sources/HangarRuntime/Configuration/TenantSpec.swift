@@ -20,11 +20,14 @@ public struct Quotas: Sendable, Hashable {
     /// Subscriptions the tenant's apps hold at once on the node: streaming subscriptions open and push
     /// subscriptions (declarative and programmatic) in effect. Each holds a delivery loop and an in-flight window.
     package var maxSubscriptions: Int?
+    /// Request bytes the node may hold buffered for the tenant's calls at once (partial messages and bodies, requests
+    /// waiting for their answer), its share of the node's `--max-buffered-bytes`.
+    package var maxBufferedBytes: Int?
 
     public init(
         requestsPerSecond: Int? = nil, burst: Int? = nil, maxConcurrentRequests: Int? = nil,
         maxRequestBytes: Int? = nil, maxStateBytes: Int? = nil, maxConnections: Int? = nil, maxStreams: Int? = nil,
-        maxPubsubBytes: Int? = nil, maxSubscriptions: Int? = nil
+        maxPubsubBytes: Int? = nil, maxSubscriptions: Int? = nil, maxBufferedBytes: Int? = nil
     ) {
         self.requestsPerSecond = requestsPerSecond
         self.burst = burst
@@ -35,6 +38,7 @@ public struct Quotas: Sendable, Hashable {
         self.maxStreams = maxStreams
         self.maxPubsubBytes = maxPubsubBytes
         self.maxSubscriptions = maxSubscriptions
+        self.maxBufferedBytes = maxBufferedBytes
     }
 
     /// What a tenant that sets no quota gets: generous for one app, but bounded so that no tenant can take a
@@ -42,7 +46,7 @@ public struct Quotas: Sendable, Hashable {
     package static let defaults = Quotas(
         requestsPerSecond: 5000, burst: 10000, maxConcurrentRequests: 64, maxRequestBytes: nil,
         maxStateBytes: 1 << 30, maxConnections: 256, maxStreams: 100, maxPubsubBytes: 1 << 30,
-        maxSubscriptions: 1000)
+        maxSubscriptions: 1000, maxBufferedBytes: 64 << 20)
 
     /// These quotas with every field not given taken from `fallback`.
     package func merged(over fallback: Quotas) -> Quotas {
@@ -55,14 +59,15 @@ public struct Quotas: Sendable, Hashable {
             maxConnections: maxConnections ?? fallback.maxConnections,
             maxStreams: maxStreams ?? fallback.maxStreams,
             maxPubsubBytes: maxPubsubBytes ?? fallback.maxPubsubBytes,
-            maxSubscriptions: maxSubscriptions ?? fallback.maxSubscriptions)
+            maxSubscriptions: maxSubscriptions ?? fallback.maxSubscriptions,
+            maxBufferedBytes: maxBufferedBytes ?? fallback.maxBufferedBytes)
         if merged.burst == nil, let rate = merged.requestsPerSecond { merged.burst = rate }
         return merged
     }
 
     static let fields: Set<String> = [
         "requestsPerSecond", "burst", "maxConcurrentRequests", "maxRequestBytes", "maxStateBytes", "maxConnections",
-        "maxStreams", "maxPubsubBytes", "maxSubscriptions",
+        "maxStreams", "maxPubsubBytes", "maxSubscriptions", "maxBufferedBytes",
     ]
 
     init(_ node: YAMLMapping, app: Bool = false) throws(ConfigurationError) {
@@ -75,6 +80,11 @@ public struct Quotas: Sendable, Hashable {
             throw node.error(
                 "maxPubsubBytes",
                 "is a tenant quota (bytes retained per tenant per pub/sub component); set it in spec.quotas")
+        }
+        if app, node.has("maxBufferedBytes") {
+            throw node.error(
+                "maxBufferedBytes",
+                "is a tenant quota (request bytes the node buffers for the tenant's calls); set it in spec.quotas")
         }
         if app, node.has("maxSubscriptions") {
             throw node.error(
@@ -94,6 +104,7 @@ public struct Quotas: Sendable, Hashable {
         maxStreams = try positive("maxStreams")
         maxPubsubBytes = try positive("maxPubsubBytes")
         maxSubscriptions = try positive("maxSubscriptions")
+        maxBufferedBytes = try positive("maxBufferedBytes")
         if burst != nil, requestsPerSecond == nil {
             throw node.error("burst", "needs requestsPerSecond")
         }

@@ -66,9 +66,31 @@ package final class NodeHealth: Sendable {
     }
 
     /// `/healthz/detail`: the whole node as JSON, `{status, ready, listeners, components[], configurations[],
-    /// subscriptions[], resiliencies[], tenants[]}`; `configurations`, `subscriptions` and `resiliencies` list every
+    /// subscriptions[], resiliencies[], overload, tenants[]}`; `configurations`, `subscriptions` and `resiliencies` list every
     /// Configuration, Subscription and Resiliency resource, an invalid one with its error, a valid Resiliency with
     /// what it declares that is not applied yet (`notApplied`). Sorted keys, so that it diffs well.
+    /// The node's buffered bytes against its budget and the overload level with what it does: `normal`;
+    /// `pressure` (new connections refused); `critical` (calls that would buffer more refused, the heaviest
+    /// connection closed).
+    func overload() -> [String: Any] {
+        let budget = registry.buffers
+        let level = budget.level
+        var tenants: [String: Int] = [:]
+        for account in registry.accounts { tenants[account.tenant.namespace] = account.tenant.buffers.usedBytes }
+        let actions: [String] =
+            switch level {
+            case .normal: []
+            case .pressure: ["refusing new connections"]
+            case .critical:
+                ["refusing new connections", "refusing calls that would buffer more", "shedding the heaviest connection"]
+            }
+        return [
+            "level": level.description, "actions": actions, "bufferedBytes": budget.usedBytes,
+            "budgetBytes": budget.limit, "shedConnections": budget.shedCount,
+            "refusedConnections": budget.refusedConnections, "tenantBufferedBytes": tenants,
+        ]
+    }
+
     package func detailJSON() -> Data {
         func component(_ health: ComponentHealth, brief: Bool) -> [String: Any] {
             var object: [String: Any] = ["name": health.name, "status": health.status.rawValue]
@@ -130,6 +152,7 @@ package final class NodeHealth: Sendable {
             "configurations": registry.configurationStatuses.map(configuration),
             "subscriptions": registry.configuration.subscriptions.map(subscription),
             "resiliencies": registry.configuration.resiliencies.map(resiliency),
+            "overload": overload(),
             "tenants": tenants.map { tenant in
                 [
                     "namespace": tenant.namespace, "status": tenant.status.rawValue, "apps": tenant.apps,

@@ -54,9 +54,16 @@ public final class TenantRegistry: Sendable {
 
     /// The largest request any app may send (`--max-request-bytes`); a tenant's quota can only lower it.
     package let nodeMaxRequestBytes: Int
+    /// The node's budget of buffered request bytes (`--max-buffered-bytes`), shared by the tenants' accounts.
+    package let buffers: BufferBudget
     private let current: Mutex<Snapshot>
 
-    public init(configuration: NodeConfiguration, maxRequestBytes: Int = 4 << 20) {
+    public convenience init(configuration: NodeConfiguration, maxRequestBytes: Int = 4 << 20) {
+        self.init(configuration: configuration, maxRequestBytes: maxRequestBytes, buffers: BufferBudget())
+    }
+
+    package init(configuration: NodeConfiguration, maxRequestBytes: Int, buffers: BufferBudget) {
+        self.buffers = buffers
         self.nodeMaxRequestBytes = maxRequestBytes
         current = Mutex(
             Snapshot(configuration: configuration, accounts: [:], tenantAccounts: [:], previousAccess: nil))
@@ -79,7 +86,7 @@ public final class TenantRegistry: Sendable {
                     existing.update(tenant, effective: quotas, now: now)
                     tenantAccount = existing
                 } else {
-                    tenantAccount = TenantAccount(tenant, effective: quotas, now: now)
+                    tenantAccount = TenantAccount(tenant, effective: quotas, now: now, buffers: buffers)
                 }
                 tenantAccounts[tenant.namespace] = tenantAccount
                 let previousTenant = snapshot.tenants[tenant.namespace]

@@ -60,6 +60,18 @@ public final class RuntimeMetrics: Sendable {
         /// Gauge `{namespace, app_id, component, topic}`: messages published to the topic that the subscribing app
         /// has not fetched yet, sampled at scrape time.
         package static let pubsubConsumerLag = "hangar_pubsub_consumer_lag"
+        /// Gauge `{namespace}`: request bytes the node holds buffered for a tenant's calls.
+        package static let bufferedBytes = "hangar_buffered_bytes"
+        /// Gauge: request bytes buffered on the node, all tenants.
+        package static let nodeBufferedBytes = "hangar_node_buffered_bytes"
+        /// Gauge: the node's budget of buffered bytes (`--max-buffered-bytes`).
+        package static let nodeBufferBudget = "hangar_node_buffer_budget_bytes"
+        /// Gauge: the overload level, 0 normal, 1 pressure (new connections refused), 2 critical (shedding).
+        package static let overloadLevel = "hangar_overload_level"
+        /// Counter: connections closed to bring the node back under its buffer budget.
+        package static let overloadShed = "hangar_overload_shed_connections_total"
+        /// Counter: connections refused at accept while under pressure.
+        package static let overloadRefused = "hangar_overload_refused_connections_total"
     }
 
     /// How many topics of one tenant on one pub/sub component get a `topic` label of their own: the first ones
@@ -100,6 +112,12 @@ public final class RuntimeMetrics: Sendable {
         Name.poolConnections:
             "Connections a component holds open to its backend server (scope: its namespace, or _node).",
         Name.buildInfo: "Always 1; the version label is hangard's version.",
+        Name.bufferedBytes: "Request bytes the node holds buffered for a tenant's calls (what maxBufferedBytes limits).",
+        Name.nodeBufferedBytes: "Request bytes buffered on the node for all tenants.",
+        Name.nodeBufferBudget: "The node's budget of buffered request bytes (--max-buffered-bytes).",
+        Name.overloadLevel: "Overload level: 0 normal, 1 pressure (new connections refused), 2 critical (shedding).",
+        Name.overloadShed: "Connections closed because the node was over its buffer budget and they held the most.",
+        Name.overloadRefused: "Connections refused at accept because the node's buffers were under pressure.",
         Name.invocations: "Service invocations finished, by calling app, target app and gRPC status code.",
         Name.invocationDuration: "Time from an invocation's start to the target's answer, in seconds.",
         Name.pubsubPublished: "Messages published, by app, pub/sub component and topic (the first 100 topics of a "
@@ -194,6 +212,11 @@ public final class RuntimeMetrics: Sendable {
         var poolRunning: [PoolKey: CoreMetrics.Meter] = [:]
         var poolSlots: [PoolKey: CoreMetrics.Meter] = [:]
         var poolConnections: [PoolKey: CoreMetrics.Meter] = [:]
+        var bufferedBytes: [String: CoreMetrics.Meter] = [:]
+        /// The node's buffer and overload gauges, by metric name.
+        var node: [String: CoreMetrics.Meter] = [:]
+        var overloadShed: (counter: CoreMetrics.Counter, last: Int)?
+        var overloadRefused: (counter: CoreMetrics.Counter, last: Int)?
         /// Counters fed from cumulative totals: each scrape adds what grew since the last.
         var poolOperations: [PoolKey: (counter: CoreMetrics.Counter, last: Int)] = [:]
         var poolWaitSeconds: [PoolKey: (counter: CoreMetrics.FloatingPointCounter, last: Duration)] = [:]
@@ -431,6 +454,27 @@ public final class RuntimeMetrics: Sendable {
                 series.poolWaitSeconds[key] = (seconds.counter, wait.waits.waited)
             }
 
+            update(&series.bufferedBytes, name: Name.bufferedBytes, values: gauges.bufferedBytes) {
+                [("namespace", $0)]
+            }
+            if let node = gauges.buffers {
+                for (name, value) in [
+                    (Name.nodeBufferedBytes, node.used), (Name.nodeBufferBudget, node.limit),
+                    (Name.overloadLevel, node.level),
+                ] {
+                    let meter = series.node[name] ?? CoreMetrics.Meter(label: name, dimensions: [], factory: factory)
+                    meter.set(Double(value))
+                    series.node[name] = meter
+                }
+                func count(_ slot: inout (counter: CoreMetrics.Counter, last: Int)?, _ name: String, _ total: Int) {
+                    let current = slot ?? (CoreMetrics.Counter(label: name, dimensions: [], factory: factory), 0)
+                    if total > current.last { current.counter.increment(by: total - current.last) }
+                    slot = (current.counter, max(total, current.last))
+                }
+                count(&series.overloadShed, Name.overloadShed, node.shed)
+                count(&series.overloadRefused, Name.overloadRefused, node.refusedConnections)
+            }
+
             let deliveries = publishes.withLock { $0.deliveries }
             var lags: [LagKey: Int] = [:]
             for (key, delivery) in deliveries {
@@ -653,6 +697,26 @@ package struct RuntimeGauges: Sendable {
     package var poolWaits: [PoolWait] = []
     package var poolSlots: [PoolValue] = []
     package var poolConnections: [PoolValue] = []
+    /// Buffered request bytes by tenant.
+    package var bufferedBytes: [String: Int] = [:]
+    /// The node's buffer budget and overload state.
+    package var buffers: NodeBuffers?
+
+    package struct NodeBuffers: Sendable {
+        package var used: Int
+        package var limit: Int
+        package var level: Int
+        package var shed: Int
+        package var refusedConnections: Int
+
+        package init(used: Int, limit: Int, level: Int, shed: Int, refusedConnections: Int) {
+            self.used = used
+            self.limit = limit
+            self.level = level
+            self.shed = shed
+            self.refusedConnections = refusedConnections
+        }
+    }
 
     package init() {}
 }

@@ -74,9 +74,13 @@ package final class TenantAccount: Sendable {
 
     package let namespace: String
     let state: Mutex<State>
+    /// The tenant's buffered request bytes, against its `maxBufferedBytes` and the node's budget.
+    package let buffers: BufferAccount
 
-    init(_ tenant: TenantSpec, effective quotas: Quotas, now: UInt64) {
+    init(_ tenant: TenantSpec, effective quotas: Quotas, now: UInt64, buffers node: BufferBudget) {
         namespace = tenant.namespace
+        buffers = BufferAccount(
+            namespace: tenant.namespace, limit: quotas.maxBufferedBytes ?? Int.max, node: node)
         state = Mutex(
             State(
                 bucket: TokenBucket.make(quotas, now: now, previous: nil),
@@ -86,6 +90,7 @@ package final class TenantAccount: Sendable {
     }
 
     func update(_ tenant: TenantSpec, effective quotas: Quotas, now: UInt64) {
+        buffers.setLimit(quotas.maxBufferedBytes ?? Int.max)
         state.withLock { state in
             state.bucket = TokenBucket.make(quotas, now: now, previous: state.bucket)
             state.maxConcurrentRequests = quotas.maxConcurrentRequests
