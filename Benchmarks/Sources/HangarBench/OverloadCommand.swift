@@ -113,20 +113,24 @@ struct OverloadCommand: AsyncParsableCommand {
         // on the client side.
         let quietGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let attackGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer {
-            try? quietGroup.syncShutdownGracefully()
-            try? attackGroup.syncShutdownGracefully()
-        }
         let budget = PatienceBudget(.milliseconds(Int64(patience * 1000)))
-        for shape in shapes {
-            let plan = shape.plan(
-                messageBytes: messageBytes, holdBack: holdBack, trickleInterval: trickleInterval,
-                reopenDelay: reopenDelay)
-            var run = try await measure(
-                plan: plan, quietGroup: quietGroup, attackLoop: attackGroup.next(), budget: budget)
-            run.evaluate(options: options)
-            report.runs.append(run)
+        do {
+            for shape in shapes {
+                let plan = shape.plan(
+                    messageBytes: messageBytes, holdBack: holdBack, trickleInterval: trickleInterval,
+                    reopenDelay: reopenDelay)
+                var run = try await measure(
+                    plan: plan, quietGroup: quietGroup, attackLoop: attackGroup.next(), budget: budget)
+                run.evaluate(options: options)
+                report.runs.append(run)
+            }
+        } catch {
+            try? await quietGroup.shutdownGracefully()
+            try? await attackGroup.shutdownGracefully()
+            throw error
         }
+        try await quietGroup.shutdownGracefully()
+        try await attackGroup.shutdownGracefully()
         try common.publish(report.render(), report)
     }
 
