@@ -189,6 +189,8 @@ struct OverloadCommand: AsyncParsableCommand {
                 try await window("held", warmup: 0, seconds: duration, quiet: quiet, requests: requests,
                     pid: process.pid, timeline: timeline))
             // An attacker the sampler stopped at the RSS cap reports what it had then.
+            let probe = await probeNewConnection(fixture: fixture, group: quietGroup)
+            TextTable.progress("a new connection of the quiet tenant during the attack: \(probe)")
             var tallies: [OverloadReport.Attacker] = []
             for attacker in attackers {
                 tallies.append(.init(namespace: attacker.namespace, tally: try await attacker.stop()))
@@ -224,7 +226,7 @@ struct OverloadCommand: AsyncParsableCommand {
                 plan: plan, hangardSecondsToReady: started.secondsToReady, baselineRSSMB: baseline,
                 maxRSSMB: max(baseline, attacked.map(\.rssMB).max() ?? 0), endRSSMB: samples.last?.rssMB ?? 0,
                 peakRSSMB: peak, windows: windows, attackers: tallies, samples: samples, hangardExit: exit,
-                abortedAtRSSMB: timeline.abortedAtMB)
+                abortedAtRSSMB: timeline.abortedAtMB, newQuietConnection: probe)
         } catch {
             for attacker in attackersStarted { _ = try? await attacker.stop() }
             await GRPCClientConnection.close(quiet)
@@ -293,6 +295,34 @@ struct OverloadCommand: AsyncParsableCommand {
             await GRPCClientConnection.close(connections)
             throw error
         }
+    }
+
+    /// Whether the quiet tenant can still open a connection and make a call while the attack holds (an app
+    /// starting, or reconnecting): what happened, in words.
+    private func probeNewConnection(fixture: BenchFixture, group: any EventLoopGroup) async -> String {
+        let started = ContinuousClock.now
+        let connection: GRPCClientConnection
+        do {
+            connection = try await GRPCClientConnection.connect(
+                unixSocket: fixture.grpcSocket(namespace: Self.quietNamespace, app: Self.quietApp), group: group)
+        } catch {
+            return "connect failed: \(error)"
+        }
+        let outcome: String
+        do {
+            let message = try BenchRequests.getState(store: store, key: quietKeys(0)[0])
+            let call = connection.unary(path: BenchRequests.getStatePath, message: message)
+            let timeout = connection.eventLoop.scheduleTask(in: .seconds(5)) { connection.channel.close(promise: nil) }
+            _ = try await call.get()
+            timeout.cancel()
+            let elapsed = (ContinuousClock.now - started).components
+            let milliseconds = Double(elapsed.seconds) * 1000 + Double(elapsed.attoseconds) / 1e15
+            outcome = "OK, connected and answered in \(TextTable.format(milliseconds, 1)) ms"
+        } catch {
+            outcome = "GetState failed: \(error)"
+        }
+        await connection.close()
+        return outcome
     }
 
     private func quietRequests() throws -> [[GRPCClientRequest]] {
