@@ -15,7 +15,7 @@ import Synchronization
 struct OverloadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "overload",
-        abstract: "Measure hangard's memory and a quiet tenant's latency while tenants pin memory with unfinished calls.")
+        abstract: "Measure hangard's RSS and a quiet tenant's latency while tenants pin memory with unfinished calls.")
 
     static let quietNamespace = "quiet"
     static let quietApp = "calm"
@@ -79,7 +79,7 @@ struct OverloadCommand: AsyncParsableCommand {
     @Option(help: "hangard RSS, in MB, above which the bench stops the attack early (to spare a shared machine).")
     var rssCap: Double = 3000
 
-    @Option(help: "Seconds the run may spend waiting, before a quiet window, for other processes to use under 0.1 cores.")
+    @Option(help: "Seconds the run may spend waiting, before a window, for other processes to use under 0.1 cores.")
     var patience: Double = 60
 
     func validate() throws {
@@ -168,7 +168,8 @@ struct OverloadCommand: AsyncParsableCommand {
             if !budget.isExhausted {
                 let busy = try await budget.waitForQuiet(threshold: 0.1, limit: .seconds(20))
                 if busy >= 0.1 {
-                    TextTable.progress("other processes keep \(TextTable.format(busy, 2)) cores busy; measuring anyway")
+                    TextTable.progress(
+                        "other processes keep \(TextTable.format(busy, 2)) cores busy; measuring anyway")
                 }
             }
             var windows: [OverloadReport.Window] = []
@@ -285,7 +286,8 @@ struct OverloadCommand: AsyncParsableCommand {
                 ).get()
             }
             let readBack = try await connections[0].unary(
-                path: BenchRequests.getStatePath, message: try BenchRequests.getState(store: store, key: quietKeys(0)[0])
+                path: BenchRequests.getStatePath,
+                message: try BenchRequests.getState(store: store, key: quietKeys(0)[0])
             ).get()
             guard try BenchRequests.decodeGetState(readBack) == value else {
                 throw BenchError("GetState on \(store) did not return the value just saved")
@@ -369,7 +371,8 @@ struct OverloadCommand: AsyncParsableCommand {
             rssMBAtEnd: after.map { BenchServer.megabytes($0.rssKiB) } ?? 0)
         TextTable.progress(
             "\(name): quiet \(TextTable.format(traffic.okPerSecond, 0)) calls/s, p50 "
-                + "\(TextTable.format(traffic.latency.p50, 1)) µs, p99 \(TextTable.format(traffic.latency.p99, 1)) µs, "
+                + "\(TextTable.format(traffic.latency.p50, 1)) µs, p99 "
+                + "\(TextTable.format(traffic.latency.p99, 1)) µs, "
                 + "\(traffic.errors) errors; hangard RSS \(TextTable.format(window.rssMBAtEnd, 1)) MB, "
                 + "\(TextTable.format(window.daemonCores, 3)) cores")
         return window
