@@ -17,8 +17,16 @@ public enum GRPCServer {
         ListenerBootstrap(
             group: group, gatekeeper: AppConnectionGatekeeper.forListeners(registry: gate.registry, logger: logger)
         ) { channel, identity in
-            let handler = GRPCConnectionHandler(service: service, identity: identity, gate: gate, logger: logger)
-            try channel.pipeline.syncOperations.addHandler(handler.makeConnection())
+            try configure(channel, service: service, identity: identity, gate: gate, logger: logger)
         }
+    }
+
+    /// Makes `channel` a gRPC server connection for `identity`, answered by `service`: what each accepted connection
+    /// gets (the fuzz targets drive it on an EmbeddedChannel).
+    package static func configure(
+        _ channel: any Channel, service: GRPCService, identity: ListenerIdentity, gate: Gate, logger: Logger
+    ) throws {
+        let handler = GRPCConnectionHandler(service: service, identity: identity, gate: gate, logger: logger)
+        try channel.pipeline.syncOperations.addHandler(handler.makeConnection())
     }
 }
