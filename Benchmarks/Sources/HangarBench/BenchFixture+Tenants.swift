@@ -69,10 +69,13 @@ extension BenchFixture {
 extension ManagedProcess {
     /// Starts hangard on `fixture` as the `run` command does (Unix sockets only, no TCP listeners, log level info
     /// for the "hangard ready" line) and waits until it is ready; returns it and the seconds it took.
+    /// `metricsListen` is the operator endpoint's address (`none`: no endpoint); `extraArguments` follow the rest.
     static func startHangard(
-        executable: String, fixture: BenchFixture, timeout: Duration = .seconds(120)
+        executable: String, fixture: BenchFixture, metricsListen: String = "none", extraArguments: [String] = [],
+        timeout: Duration = .seconds(120)
     ) async throws -> (process: ManagedProcess, secondsToReady: Double) {
-        let process = try spawnHangard(executable: executable, fixture: fixture)
+        let process = try spawnHangard(
+            executable: executable, fixture: fixture, metricsListen: metricsListen, extraArguments: extraArguments)
         do {
             return (process, try await process.waitForHangard(timeout: timeout))
         } catch {
@@ -82,7 +85,9 @@ extension ManagedProcess {
     }
 
     /// Spawns hangard on `fixture` (as `startHangard`) without waiting for it.
-    static func spawnHangard(executable: String, fixture: BenchFixture) throws -> ManagedProcess {
+    static func spawnHangard(
+        executable: String, fixture: BenchFixture, metricsListen: String = "none", extraArguments: [String] = []
+    ) throws -> ManagedProcess {
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw BenchError(
                 "no hangard at \(executable); build it (swift build -c release --product hangard) or pass --hangard")
@@ -92,8 +97,8 @@ extension ManagedProcess {
             arguments: [
                 "--tenancy", fixture.tenancy, "--resources", fixture.resources, "--socket-root", fixture.socketRoot,
                 "--data-dir", fixture.dataDirectory, "--http-listen", "none", "--grpc-listen", "none",
-                "--metrics-listen", "none", "--log-level", "info",
-            ],
+                "--metrics-listen", metricsListen, "--log-level", "info",
+            ] + extraArguments,
             logPath: fixture.log("hangard"))
     }
 

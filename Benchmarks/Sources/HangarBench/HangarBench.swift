@@ -9,7 +9,7 @@ struct HangarBench: AsyncParsableCommand {
         abstract: "Benchmark hangard over its per-app Unix sockets with a minimal gRPC client.",
         subcommands: [
             BenchRunCommand.self, EchoServerCommand.self, NoisyNeighbourCommand.self, AttachCommand.self,
-            SidecarCommand.self, CompareCommand.self, RedisStreamCommand.self,
+            SidecarCommand.self, CompareCommand.self, RedisStreamCommand.self, OverloadCommand.self,
         ],
         defaultSubcommand: BenchRunCommand.self)
 }
