@@ -252,3 +252,24 @@ let package = Package(
         ),
     ]
 )
+
+// Fuzzing (scripts/fuzz.sh): `hangar-fuzz`, one libFuzzer executable serving every fuzz target. It
+// exists only when HANGAR_FUZZ is set, so the daemon's build, the tests and CI's debug build never see it; it lives
+// in this package, not in one of its own as the benchmarks do, because its targets drive `package` internals (the
+// HTTP/2 connection, the deframer, the decoders) that another package cannot reach.
+if Context.environment["HANGAR_FUZZ"] != nil {
+    package.products.append(.executable(name: "hangar-fuzz", targets: ["HangarFuzz"]))
+    package.targets.append(
+        .executableTarget(
+            name: "HangarFuzz",
+            dependencies: [
+                "HangarGRPC", "HangarHTTP", "HangarRuntime", "HangarComponents", "HangarSQLite", "HangarRedis",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ] + nioAndLogging,
+            path: "Fuzz/Sources/HangarFuzz",
+            // libFuzzer provides `main`: the module has no top-level code.
+            swiftSettings: strict + [.unsafeFlags(["-parse-as-library"])]
+        ))
+}

@@ -18,6 +18,8 @@
 #   4. scripts/check-protos.sh the committed generated protobuf code (both packages) is current
 #   5. scripts/setup-python.sh .venv with the pinned Dapr SDK and pytest
 #   6. pytest Tests/e2e        end-to-end tests: the real hangard binary driven by the official Dapr SDK
+#   7. scripts/fuzz.sh all     every libFuzzer target for HANGAR_FUZZ_SECONDS (default 20) s each, from the committed
+#                              seeds, after its own sanitizer build in .build-fuzz; fails on any crash
 # A failing build stops the run; after it every stage runs, and the script exits non-zero if any failed. It ends
 # with one line per stage: what it counted and how long it took (e.g. `e2e: 572 passed, 0 failed (181 s)`).
 # scripts/check-fresh-machine.sh runs this script in a clean clone with its packages removed.
@@ -169,6 +171,26 @@ PY
 else
     FAILED+=("e2e tests (no .venv)")
     done_stage "not run (no .venv)"
+fi
+
+# --- 7. fuzzing --------------------------------------------------------------------------------
+stage "fuzz"
+FUZZ_LOG="$(mktemp "${TMPDIR:-/tmp}/hangar-fuzz.XXXXXX")"
+trap 'rm -f "$SWIFT_TEST_LOG" "$E2E_XML" "$FUZZ_LOG"' EXIT
+fuzz_ok=1
+"$ROOT/scripts/fuzz.sh" all "${HANGAR_FUZZ_SECONDS:-20}" 2>&1 | tee "$FUZZ_LOG" || fuzz_ok=0
+# One line per target, printed as it ends and again in fuzz.sh's closing summary (hence sort -u):
+# "fuzz TARGET: N runs (R/s), cov C, K new inputs, no crash (S s)" or "..., CRASH (...)".
+fuzz_lines="$(grep -E '^fuzz [a-z0-9-]+: ' "$FUZZ_LOG" | sort -u || true)"
+fuzz_ran="$(printf '%s' "$fuzz_lines" | grep -c . || true)"
+fuzz_crashed="$(printf '%s' "$fuzz_lines" | grep -c CRASH || true)"
+fuzz_runs="$(printf '%s\n' "$fuzz_lines" | sed -nE 's/.*: ([0-9]+) runs.*/\1/p' \
+    | awk '{ n += $1 } END { print n + 0 }')"
+if [ "$fuzz_ok" -eq 1 ] && [ "$fuzz_ran" -gt 0 ]; then
+    done_stage "$fuzz_ran targets, $fuzz_runs inputs, no crash"
+else
+    FAILED+=("fuzz")
+    done_stage "$fuzz_ran targets, $fuzz_crashed crashed (see the log above)"
 fi
 
 print_summary

@@ -13,8 +13,17 @@ package enum HTTPServer {
         ListenerBootstrap(
             group: group, gatekeeper: AppConnectionGatekeeper.forListeners(registry: runtime.registry, logger: logger)
         ) { channel, identity in
-            try configure(channel, responder: DaprHTTPResponder(runtime: runtime, listener: identity), timeouts: timeouts)
+            try configure(channel, runtime: runtime, listener: identity, timeouts: timeouts)
         }
+    }
+
+    /// Makes `channel` a connection of `listener` serving Dapr's HTTP API from `runtime` (what each accepted
+    /// connection gets; the fuzz targets drive it on an EmbeddedChannel).
+    package static func configure(
+        _ channel: any Channel, runtime: Runtime, listener: ListenerIdentity,
+        timeouts: ConnectionTimeouts = ConnectionTimeouts()
+    ) throws {
+        try configure(channel, responder: DaprHTTPResponder(runtime: runtime, listener: listener), timeouts: timeouts)
     }
 
     /// Makes `channel` an HTTP/1.1 server connection answered by `responder`: NIOHTTP1's encoder and decoder, then

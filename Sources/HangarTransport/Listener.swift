@@ -47,8 +47,11 @@ public final class Listener: Sendable {
     package var localAddress: SocketAddress? { serverChannel.withLock { $0?.localAddress } }
 
     /// Stops accepting, asks every connection to finish its calls, and closes what is still open after `timeout`.
-    package func drain(timeout: Duration) async {
+    /// `whenClosed` runs once no new connection can come in (the listener's socket file may go then; a Unix socket's
+    /// file is never removed here, since after an upgrade's hand-over a successor serves it).
+    package func drain(timeout: Duration, whenClosed: () -> Void = {}) async {
         if let channel = serverChannel.withLock({ $0 }) { try? await channel.close() }
+        whenClosed()
         let open = connections.all
         for channel in open { channel.pipeline.fireUserInboundEventTriggered(ListenerDrainEvent()) }
         let deadline = ContinuousClock.now + timeout

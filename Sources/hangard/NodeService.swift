@@ -32,7 +32,6 @@ final class NodeService: Service {
     private struct Listeners {
         var grpc: Listener?
         var http: Listener?
-        var socketPaths: [String] = []
         /// The socket files' inodes once bound: a file replaced since (by another hangard) is not this one's to
         /// remove.
         var socketInodes: [String: ino_t] = [:]
@@ -194,7 +193,7 @@ final class NodeService: Service {
             layout.publish(httpPath, spec: spec)
             listeners.withLock {
                 $0[.app(app)] = Listeners(
-                    grpc: grpcListener, http: httpListener, socketPaths: [grpcPath, httpPath],
+                    grpc: grpcListener, http: httpListener,
                     socketInodes: [grpcPath: layout.inode(grpcPath), httpPath: layout.inode(httpPath)].compactMapValues {
                         $0
                     },
@@ -337,14 +336,21 @@ final class NodeService: Service {
         logger.info("hangard stopped")
     }
 
+    /// Drains the entry's listeners; each socket file goes as soon as its listener stops accepting (so no new client
+    /// finds it), except after a hand-over, when the successor serves these files.
     private func stop(_ entry: Listeners) async {
-        await withDiscardingTaskGroup { group in
-            if let grpc = entry.grpc { group.addTask { await grpc.drain(timeout: self.options.drainTimeout) } }
-            if let http = entry.http { group.addTask { await http.drain(timeout: self.options.drainTimeout) } }
+        let removesFiles = upgrade?.handedOver != true
+        let layout = layout
+        let remove: @Sendable (Listener) -> Void = { listener in
+            guard removesFiles, listener.address.hasPrefix("unix:") else { return }
+            let path = String(listener.address.dropFirst(5))
+            layout.removeSocket(path, inode: entry.socketInodes[path])
         }
-        // After a hand-over the successor serves these files: they stay.
-        if upgrade?.handedOver != true {
-            for path in entry.socketPaths { layout.removeSocket(path, inode: entry.socketInodes[path]) }
+        let timeout = options.drainTimeout
+        await withDiscardingTaskGroup { group in
+            for listener in [entry.grpc, entry.http].compactMap({ $0 }) {
+                group.addTask { await listener.drain(timeout: timeout) { remove(listener) } }
+            }
         }
     }
 }

@@ -107,6 +107,27 @@ struct NodeConfigurationTests {
         #expect(error?.message.contains("invalid YAML") == true)
     }
 
+    @Test("a mapping key that is itself a mapping is refused, not a crash (found by fuzzing)")
+    func nonScalarKey() throws {
+        // Fuzz/Corpus/resource-yaml/non-scalar-mapping-key: Yams's constructor traps on such a key.
+        let dir = try directory([
+            "res.yaml": """
+            apiVersion: dapr.io/v1alpha1
+            kind: Resiliency
+            metadata: {name: res}
+            spec:
+              targets:
+                apps:
+                  orders: {timeout: general,{retry: backoff}}
+            """
+        ])
+        let error = #expect(throws: ConfigurationError.self) {
+            try NodeConfiguration.load(tenancyDirectory: nil, resourcesDirectory: dir, registry: .node, logger: logger)
+        }
+        #expect(error?.path == "\(dir)/res.yaml")
+        #expect(error?.message.contains("a mapping key is not a scalar") == true)
+    }
+
     @Test("unknown fields, bad quotas, duplicate apps and shared tokens are refused")
     func refusesInconsistencies() throws {
         let cases: [(String, String)] = [

@@ -198,17 +198,30 @@ def test_the_daemon_keeps_only_chown_dac_override_and_fowner(example):
     assert not rbac, f"hangard reads nothing from the API server, yet the render has {rbac}"
 
 
-def test_the_daemonset_runs_on_every_node_one_node_at_a_time(example):
+def test_the_daemonset_runs_on_every_node_and_updates_by_surging_a_pod_that_takes_over(example):
     daemonset = example.daemonset()
     spec = daemonset["spec"]["template"]["spec"]
     strategy = daemonset["spec"]["updateStrategy"]
+    ctr = hangard_container(example)
+    flags = flag_values(ctr["args"])
     assert strategy["type"] == "RollingUpdate"
-    assert strategy["rollingUpdate"]["maxUnavailable"] == 1
-    assert strategy["rollingUpdate"].get("maxSurge", 0) == 0, "two hangards on a node cannot share the ports"
+    # The new pod starts beside the old one, which is deleted only once the new one is available.
+    assert strategy["rollingUpdate"]["maxSurge"] == 1
+    assert strategy["rollingUpdate"]["maxUnavailable"] == 0
+    assert daemonset["spec"].get("minReadySeconds", 0) > 0
+    # With hostNetwork a container port is a host port, and the scheduler would keep the surging pod off the node.
+    assert not ctr.get("ports"), "declared ports block the surging pod (hostPort conflict with the old pod)"
+    # Both pods see the same socket root (the control socket, the apps' sockets) and data directory (SQLite).
+    hosts = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    mounts = {m["mountPath"]: m["name"] for m in ctr["volumeMounts"]}
+    assert mounts[flags["--socket-root"]] in hosts and mounts[flags["--data-dir"]] in hosts
+    assert flags.get("--take-over", "auto") == "auto"
+    # An exited container is restarted, and its hangard would take the sockets back: the old one idles instead.
+    assert flags["--after-hand-over"] == "wait"
     assert spec["priorityClassName"] == "system-node-critical"
     assert {"operator": "Exists"} in spec["tolerations"]
     assert spec["hostNetwork"] is True and spec["dnsPolicy"] == "ClusterFirstWithHostNet"
-    drain = float(flag_values(hangard_container(example)["args"]).get("--drain-timeout", "10"))
+    drain = float(flags.get("--drain-timeout", "10"))
     assert spec["terminationGracePeriodSeconds"] > drain
 
 
@@ -252,7 +265,7 @@ def test_prometheus_scrapes_the_metrics_listener(example):
     listen = flag_values(ctr["args"])["--metrics-listen"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == "/metrics"
-    assert listen.rsplit(":", 1)[1] == annotations["prometheus.io/port"] == str(port_number(ctr, "metrics"))
+    assert listen.rsplit(":", 1)[1] == annotations["prometheus.io/port"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -318,7 +331,8 @@ def test_the_app_sends_the_token_the_daemon_reads(example):
         ), ns)) - {Path(path).name}
         assert not other_keys, f"{ns}/{app_id}'s token Secret also holds {other_keys}"
         http = next(e["value"] for e in pod.container["env"] if e["name"] == "DAPR_HTTP_ENDPOINT")
-        assert http == f"http://$(HOST_IP):{port_number(hangard_container(example), 'http')}"
+        http_listen = flag_values(hangard_container(example)["args"])["--http-listen"]
+        assert http == f"http://$(HOST_IP):{http_listen.rsplit(':', 1)[1]}"
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,24 +1,24 @@
-import NIOCore
+package import NIOCore
 
 /// Incremental reader of gRPC's length-prefixed messages (1 byte compressed flag, 4 bytes big-endian length).
 /// Refuses a message over the limit as soon as its prefix arrives, before buffering its body.
-struct GRPCMessageDeframer {
-    enum Failure: Error {
+package struct GRPCMessageDeframer {
+    package enum Failure: Error {
         case tooLarge(Int)
         case compressed
     }
 
-    let maxMessageBytes: Int
+    package let maxMessageBytes: Int
     /// Messages keep their 5-byte prefix (a relay forwards them as they came).
-    var keepsPrefix = false
+    package var keepsPrefix = false
     private var buffer: ByteBuffer?
 
-    init(maxMessageBytes: Int) {
+    package init(maxMessageBytes: Int) {
         self.maxMessageBytes = maxMessageBytes
     }
 
     /// Adds bytes; returns every message now complete.
-    mutating func append(_ bytes: ByteBuffer) throws(Failure) -> [ByteBuffer] {
+    package mutating func append(_ bytes: ByteBuffer) throws(Failure) -> [ByteBuffer] {
         if buffer == nil {
             buffer = bytes
         } else {
@@ -32,7 +32,7 @@ struct GRPCMessageDeframer {
     }
 
     /// Whether a partial message is buffered.
-    var hasPartialMessage: Bool { (buffer?.readableBytes ?? 0) > 0 }
+    package var hasPartialMessage: Bool { (buffer?.readableBytes ?? 0) > 0 }
 
     /// The memory the partial message holds: its buffer's whole storage (which NIO sizes in powers of two, and
     /// which may be the read buffer it arrived in), not only its bytes.

@@ -10,7 +10,7 @@ public enum GRPCServer {
         runtime: Runtime, timeouts: ConnectionTimeouts, group: any EventLoopGroup, logger: Logger
     ) -> ListenerBootstrap<ListenerIdentity> {
         listeners(
-            service: DaprService.make(runtime: runtime), gate: runtime.gate, settings: .init(timeouts), group: group,
+            service: DaprService.make(runtime: runtime), gate: runtime.gate, timeouts: timeouts, group: group,
             logger: logger)
     }
 
@@ -18,19 +18,28 @@ public enum GRPCServer {
     @_spi(Benchmarks) public static func listeners(service: GRPCService, gate: Gate, group: any EventLoopGroup, logger: Logger)
         -> ListenerBootstrap<ListenerIdentity>
     {
-        listeners(service: service, gate: gate, settings: .init(), group: group, logger: logger)
+        listeners(service: service, gate: gate, timeouts: ConnectionTimeouts(), group: group, logger: logger)
     }
 
     static func listeners(
-        service: GRPCService, gate: Gate, settings: HTTP2ServerConnection.Settings, group: any EventLoopGroup,
+        service: GRPCService, gate: Gate, timeouts: ConnectionTimeouts, group: any EventLoopGroup,
         logger: Logger
     ) -> ListenerBootstrap<ListenerIdentity> {
         ListenerBootstrap(
             group: group, gatekeeper: AppConnectionGatekeeper.forListeners(registry: gate.registry, logger: logger)
         ) { channel, identity in
-            let handler = GRPCConnectionHandler(service: service, identity: identity, gate: gate, logger: logger)
-            try channel.pipeline.syncOperations.addHandlers(handler.makeHandlers(settings: settings))
-            handler.trackBuffers(on: channel)
+            try configure(channel, service: service, identity: identity, gate: gate, timeouts: timeouts, logger: logger)
         }
+    }
+
+    /// Makes `channel` a gRPC server connection for `identity`, answered by `service`: what each accepted connection
+    /// gets (the fuzz targets drive it on an EmbeddedChannel).
+    package static func configure(
+        _ channel: any Channel, service: GRPCService, identity: ListenerIdentity, gate: Gate,
+        timeouts: ConnectionTimeouts = ConnectionTimeouts(), logger: Logger
+    ) throws {
+        let handler = GRPCConnectionHandler(service: service, identity: identity, gate: gate, logger: logger)
+        try channel.pipeline.syncOperations.addHandlers(handler.makeHandlers(settings: .init(timeouts)))
+        handler.trackBuffers(on: channel)
     }
 }

@@ -115,6 +115,11 @@ enum YAMLFiles {
             var index = 0
             while let root = try parser.nextRoot() {
                 defer { index += 1 }
+                if let key = nonScalarKey(in: root) {
+                    let line = key.mark.map { " (line \($0.line))" } ?? ""
+                    throw ConfigurationError(
+                        path: path, field: "", message: "invalid YAML: a mapping key is not a scalar\(line)")
+                }
                 let document = Constructor.default.any(from: root)
                 if document is NSNull { continue }
                 documents.append(
@@ -126,5 +131,23 @@ enum YAMLFiles {
             throw ConfigurationError(path: path, field: "", message: "invalid YAML: \(error)")
         }
         return documents
+    }
+
+    /// The first mapping key that is a mapping or a sequence (`{a: 1}: x`, `? [a]`): Yams's constructor traps on one
+    /// (it converts every key to a String), so such a file is refused before it is constructed.
+    static func nonScalarKey(in node: Node) -> Node? {
+        switch node {
+        case .scalar, .alias:
+            return nil
+        case .sequence(let sequence):
+            for item in sequence { if let key = nonScalarKey(in: item) { return key } }
+            return nil
+        case .mapping(let mapping):
+            for (key, value) in mapping {
+                guard case .scalar = key else { return key }
+                if let found = nonScalarKey(in: value) { return found }
+            }
+            return nil
+        }
     }
 }
