@@ -237,6 +237,27 @@ def test_resources_leave_cpu_unlimited_and_memory_bounded(example):
     assert {"cpu", "memory"} <= set(resources["requests"]) and "memory" in resources["limits"]
 
 
+def memory_quantity(value: str) -> int:
+    """A Kubernetes memory quantity (`512Mi`, `1G`, `536870912`) in bytes."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+    units |= {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    match = re.fullmatch(r"(\d+)([KMGT]i|[kMGT])?", str(value))
+    assert match, f"unexpected memory quantity {value!r}"
+    return int(match.group(1)) * units.get(match.group(2) or "", 1)
+
+
+@pytest.mark.parametrize("name", KUSTOMIZATIONS)
+def test_the_buffer_budget_is_set_from_the_memory_limit(name):
+    """--max-buffered-bytes = (limits.memory - 128Mi) / 2: hangard's RSS grows by up to 1.75x the bytes it counts
+    (daemonset/kubernetes/README.md, "Memory"), so the budget must move with the limit."""
+    ctr = hangard_container(Manifests(KUSTOMIZATIONS[name]))
+    limit = memory_quantity(ctr["resources"]["limits"]["memory"])
+    budget = int(flag_values(ctr["args"])["--max-buffered-bytes"])
+    assert budget == (limit - (128 << 20)) // 2, f"limit {limit} bytes wants a budget of {(limit - (128 << 20)) // 2}"
+    max_request = int(flag_values(ctr["args"]).get("--max-request-bytes", 4 << 20))
+    assert budget >= max_request, "hangard refuses a budget below --max-request-bytes"
+
+
 def test_prometheus_scrapes_the_metrics_listener(example):
     daemonset = example.daemonset()
     annotations = daemonset["spec"]["template"]["metadata"]["annotations"]

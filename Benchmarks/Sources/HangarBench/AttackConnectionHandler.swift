@@ -161,8 +161,8 @@ final class AttackConnectionHandler: ChannelInboundHandler {
                 owner.tally.resets["\(code)", default: 0] += 1
                 end(frame.streamID, context, cancel: false)
             }
-        case .goAway:
-            owner.tally.goAways += 1
+        case .goAway(_, let code, _):
+            owner.tally.goAways["\(code)", default: 0] += 1
         default:
             break
         }

@@ -7,8 +7,8 @@ struct AttackTally: Codable, Sendable {
     var connectionsOpened = 0
     var connectFailures = 0
     var connectionsClosedByServer = 0
-    /// GOAWAY frames received.
-    var goAways = 0
+    /// GOAWAY frames received, by error code.
+    var goAways: [String: Int] = [:]
     /// Streams whose HEADERS went out.
     var streamsOpened = 0
     var bytesAccepted = 0
@@ -42,7 +42,7 @@ struct AttackTally: Codable, Sendable {
             total.connectionsOpened += tally.connectionsOpened
             total.connectFailures += tally.connectFailures
             total.connectionsClosedByServer += tally.connectionsClosedByServer
-            total.goAways += tally.goAways
+            total.goAways.merge(tally.goAways, uniquingKeysWith: +)
             total.streamsOpened += tally.streamsOpened
             total.bytesAccepted += tally.bytesAccepted
             total.bytesHeld += tally.bytesHeld

@@ -15,7 +15,7 @@ import Synchronization
 struct OverloadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "overload",
-        abstract: "Measure hangard's memory and a quiet tenant's latency while tenants pin memory with unfinished calls.")
+        abstract: "Measure hangard's RSS and a quiet tenant's latency while tenants pin memory with unfinished calls.")
 
     static let quietNamespace = "quiet"
     static let quietApp = "calm"
@@ -79,7 +79,7 @@ struct OverloadCommand: AsyncParsableCommand {
     @Option(help: "hangard RSS, in MB, above which the bench stops the attack early (to spare a shared machine).")
     var rssCap: Double = 3000
 
-    @Option(help: "Seconds the run may spend waiting, before a quiet window, for other processes to use under 0.1 cores.")
+    @Option(help: "Seconds the run may spend waiting, before a window, for other processes to use under 0.1 cores.")
     var patience: Double = 60
 
     func validate() throws {
@@ -168,7 +168,8 @@ struct OverloadCommand: AsyncParsableCommand {
             if !budget.isExhausted {
                 let busy = try await budget.waitForQuiet(threshold: 0.1, limit: .seconds(20))
                 if busy >= 0.1 {
-                    TextTable.progress("other processes keep \(TextTable.format(busy, 2)) cores busy; measuring anyway")
+                    TextTable.progress(
+                        "other processes keep \(TextTable.format(busy, 2)) cores busy; measuring anyway")
                 }
             }
             var windows: [OverloadReport.Window] = []
@@ -189,6 +190,8 @@ struct OverloadCommand: AsyncParsableCommand {
                 try await window("held", warmup: 0, seconds: duration, quiet: quiet, requests: requests,
                     pid: process.pid, timeline: timeline))
             // An attacker the sampler stopped at the RSS cap reports what it had then.
+            let probe = await probeNewConnection(fixture: fixture, group: quietGroup)
+            TextTable.progress("a new connection of the quiet tenant during the attack: \(probe)")
             var tallies: [OverloadReport.Attacker] = []
             for attacker in attackers {
                 tallies.append(.init(namespace: attacker.namespace, tally: try await attacker.stop()))
@@ -224,7 +227,7 @@ struct OverloadCommand: AsyncParsableCommand {
                 plan: plan, hangardSecondsToReady: started.secondsToReady, baselineRSSMB: baseline,
                 maxRSSMB: max(baseline, attacked.map(\.rssMB).max() ?? 0), endRSSMB: samples.last?.rssMB ?? 0,
                 peakRSSMB: peak, windows: windows, attackers: tallies, samples: samples, hangardExit: exit,
-                abortedAtRSSMB: timeline.abortedAtMB)
+                abortedAtRSSMB: timeline.abortedAtMB, newQuietConnection: probe)
         } catch {
             for attacker in attackersStarted { _ = try? await attacker.stop() }
             await GRPCClientConnection.close(quiet)
@@ -283,7 +286,8 @@ struct OverloadCommand: AsyncParsableCommand {
                 ).get()
             }
             let readBack = try await connections[0].unary(
-                path: BenchRequests.getStatePath, message: try BenchRequests.getState(store: store, key: quietKeys(0)[0])
+                path: BenchRequests.getStatePath,
+                message: try BenchRequests.getState(store: store, key: quietKeys(0)[0])
             ).get()
             guard try BenchRequests.decodeGetState(readBack) == value else {
                 throw BenchError("GetState on \(store) did not return the value just saved")
@@ -293,6 +297,34 @@ struct OverloadCommand: AsyncParsableCommand {
             await GRPCClientConnection.close(connections)
             throw error
         }
+    }
+
+    /// Whether the quiet tenant can still open a connection and make a call while the attack holds (an app
+    /// starting, or reconnecting): what happened, in words.
+    private func probeNewConnection(fixture: BenchFixture, group: any EventLoopGroup) async -> String {
+        let started = ContinuousClock.now
+        let connection: GRPCClientConnection
+        do {
+            connection = try await GRPCClientConnection.connect(
+                unixSocket: fixture.grpcSocket(namespace: Self.quietNamespace, app: Self.quietApp), group: group)
+        } catch {
+            return "connect failed: \(error)"
+        }
+        let outcome: String
+        do {
+            let message = try BenchRequests.getState(store: store, key: quietKeys(0)[0])
+            let call = connection.unary(path: BenchRequests.getStatePath, message: message)
+            let timeout = connection.eventLoop.scheduleTask(in: .seconds(5)) { connection.channel.close(promise: nil) }
+            _ = try await call.get()
+            timeout.cancel()
+            let elapsed = (ContinuousClock.now - started).components
+            let milliseconds = Double(elapsed.seconds) * 1000 + Double(elapsed.attoseconds) / 1e15
+            outcome = "OK, connected and answered in \(TextTable.format(milliseconds, 1)) ms"
+        } catch {
+            outcome = "GetState failed: \(error)"
+        }
+        await connection.close()
+        return outcome
     }
 
     private func quietRequests() throws -> [[GRPCClientRequest]] {
@@ -339,7 +371,8 @@ struct OverloadCommand: AsyncParsableCommand {
             rssMBAtEnd: after.map { BenchServer.megabytes($0.rssKiB) } ?? 0)
         TextTable.progress(
             "\(name): quiet \(TextTable.format(traffic.okPerSecond, 0)) calls/s, p50 "
-                + "\(TextTable.format(traffic.latency.p50, 1)) µs, p99 \(TextTable.format(traffic.latency.p99, 1)) µs, "
+                + "\(TextTable.format(traffic.latency.p50, 1)) µs, p99 "
+                + "\(TextTable.format(traffic.latency.p99, 1)) µs, "
                 + "\(traffic.errors) errors; hangard RSS \(TextTable.format(window.rssMBAtEnd, 1)) MB, "
                 + "\(TextTable.format(window.daemonCores, 3)) cores")
         return window

@@ -81,6 +81,8 @@ struct OverloadReport: Codable, Sendable {
         var hangardExit: String
         /// The RSS at which the bench stopped the attack early (`--rss-cap`), if it did.
         var abortedAtRSSMB: Double?
+        /// What a new connection of the quiet tenant got at the end of the `held` window (connect, one GetState).
+        var newQuietConnection: String?
         var goals: [BenchReport.TargetCheck] = []
 
         var maxGrowthMB: Double { maxRSSMB - baselineRSSMB }
@@ -90,6 +92,12 @@ struct OverloadReport: Codable, Sendable {
         /// Checks the goals (reported, never failing the command).
         mutating func evaluate(options: Options) {
             goals = []
+            if let probe = newQuietConnection {
+                goals.append(
+                    BenchReport.TargetCheck(
+                        name: "a new connection of the quiet tenant during the attack answers", target: "1",
+                        measured: probe.hasPrefix("OK") ? 1 : 0, unit: "calls", met: probe.hasPrefix("OK")))
+            }
             goals.append(
                 BenchReport.TargetCheck(
                     name: "RSS growth over the baseline (max \(TextTable.format(maxRSSMB, 0)) MB)",
@@ -168,6 +176,9 @@ struct OverloadReport: Codable, Sendable {
                 ])
             }
             lines += TextTable.align(rows).map { "  " + $0 }
+            if let probe = run.newQuietConnection {
+                lines.append("  a new connection of the quiet tenant at the end of 'held': \(probe)")
+            }
             for window in run.windows {
                 if let error = window.quiet.firstError ?? window.quiet.firstRefusal {
                     lines.append("  \(window.name): quiet tenant's first error: \(error)")
@@ -183,7 +194,7 @@ struct OverloadReport: Codable, Sendable {
                 let tally = attacker.tally
                 attackRows.append([
                     attacker.namespace, "\(tally.connectionsOpened)", "\(tally.connectFailures)",
-                    "\(tally.connectionsClosedByServer)", "\(tally.goAways)", "\(tally.streamsOpened)",
+                    "\(tally.connectionsClosedByServer)", Self.counts(tally.goAways), "\(tally.streamsOpened)",
                     "\(tally.refused)", Self.counts(tally.otherStatuses), Self.counts(tally.resets),
                     "\(tally.lostWithConnection)", format(Double(tally.bytesAccepted) / 1_000_000, 1),
                     format(Double(tally.bytesHeld) / 1_000_000, 1), "\(tally.streamsOpen)",
