@@ -1,4 +1,4 @@
-package import NIOCore
+import NIOCore
 package import Synchronization
 
 /// The node's budget of buffered request bytes — what the daemon holds because a client sent it and has not
