@@ -14,6 +14,7 @@
 #
 # What it installs (under DIR, / by default):
 #   /usr/local/bin/hangard                               0755  replaced when it differs (upgrade)
+#   /usr/local/libexec/hangar/hangard-upgrade            0755  the unit's ExecReload= (a hand-over to a new process)
 #   /etc/systemd/system/hangard.service, hangard.socket  0644  replaced when they differ (customise with drop-ins:
 #                                                              `systemctl edit hangard.service`)
 #   /usr/local/share/doc/hangar/README.systemd.md        0644
@@ -23,8 +24,10 @@
 #   An existing /etc/hangar/tenancy or /etc/hangar/resources is never touched, not even a file in it.
 #
 # Then, on a host where systemd is running (/run/systemd/system exists) and without --no-start:
-# `systemctl daemon-reload`, `systemctl enable --now hangard.socket hangard.service`, and on an upgrade a restart
-# of what changed (TCP clients wait in hangard.socket's backlog meanwhile). Running it again changes nothing.
+# `systemctl daemon-reload`, `systemctl enable --now hangard.socket hangard.service`, and on an upgrade: a new
+# binary is put in service by `systemctl reload hangard.service` (the running hangard hands its sockets to a new
+# process: no failed call), a new unit by a restart (TCP clients wait in hangard.socket's backlog meanwhile).
+# Running it again changes nothing.
 
 set -euo pipefail
 
@@ -92,6 +95,7 @@ install_file() {
 }
 
 install_file "$BINARY" "$ROOT/usr/local/bin/hangard" 0755
+install_file "$SRC/hangard-upgrade" "$ROOT/usr/local/libexec/hangar/hangard-upgrade" 0755
 install_file "$SRC/hangard.service" "$ROOT/etc/systemd/system/hangard.service" 0644
 install_file "$SRC/hangard.socket" "$ROOT/etc/systemd/system/hangard.socket" 0644
 install_file "$SRC/README.md" "$ROOT/usr/local/share/doc/hangar/README.systemd.md" 0644
@@ -164,11 +168,19 @@ else
     fi
     systemctl enable --now hangard.socket hangard.service
     log "systemctl enable --now hangard.socket hangard.service"
-    if [ "$was_active" -eq 1 ] && changed /usr/local/bin/hangard /etc/systemd/system/hangard.service; then
-        # An upgrade: the running hangard is the old one (enable --now leaves a running service alone). TCP clients
-        # wait in the socket's backlog meanwhile.
+    if [ "$was_active" -eq 1 ] && changed /etc/systemd/system/hangard.service; then
+        # A new unit (its sandbox, its flags) applies only to a new start: restart. TCP clients wait in the socket's
+        # backlog meanwhile; apps on Unix sockets reconnect.
         systemctl try-restart hangard.service
-        log "restarted hangard.service (new binary or unit)"
+        log "restarted hangard.service (its unit changed)"
+    elif [ "$was_active" -eq 1 ] && changed /usr/local/bin/hangard; then
+        # A new binary: the running hangard hands its sockets to a new process of it (ExecReload=, hangard-upgrade),
+        # with no failed call. If that fails the old process keeps serving, and so does this script say.
+        if systemctl reload hangard.service; then
+            log "hangard.service now runs the new binary (reload: the sockets were handed over, no call failed)"
+        else
+            die "the new hangard did not take over (the old one keeps serving): journalctl -u hangard.service"
+        fi
     fi
     systemctl --no-pager --lines=0 status hangard.service || true
 fi

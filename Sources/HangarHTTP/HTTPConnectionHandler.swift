@@ -88,8 +88,9 @@ extension HTTPResponder {
 /// has taken every part read so far, and the connection is handed back when its response ends.
 ///
 /// Timeouts (`ConnectionTimeouts`), against slow and stalled clients (slowloris): a request head must be complete
-/// within `header` of its first bytes, a body (read, discarded or streamed) must not go without a byte for
-/// `progress` — both answered 408 and the connection closed — and a connection with no request for `idle` is
+/// within `header` of its first bytes, a body (read, discarded or streamed) must not go without progress (at least
+/// `progressBytes` bytes, so that a trickle counts as a stall) for `progress` — both answered 408 and the connection
+/// closed — and a connection with no request for `idle` is
 /// closed. One timer per connection, re-armed only when a deadline comes earlier than the armed one: a request that
 /// arrives whole costs no timer operation.
 final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandler, HTTPExchangeOwner {
@@ -126,11 +127,14 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
     private var responseStarted = false
     private let headerTimeout: TimeAmount?
     private let progressTimeout: TimeAmount?
+    private let progressBytes: Int
     private let idleTimeout: TimeAmount?
     /// When bytes of a request head began to arrive (a read that gave NIOHTTP1 no complete part while idle).
     private var headSince: NIODeadline?
-    /// When the last part of the current request arrived (its head or a body chunk).
+    /// When the current request last made progress: its head, then every `progressBytes` of its body.
     private var lastProgress = NIODeadline.uptimeNanoseconds(0)
+    /// Body bytes received since `lastProgress`.
+    private var bytesSinceProgress = 0
     /// When the connection last read or answered anything.
     private var lastActivity = NIODeadline.uptimeNanoseconds(0)
     /// Whether the read in progress gave any request part.
@@ -145,6 +149,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
         self.responder = responder
         headerTimeout = timeouts.header.map(TimeAmount.init)
         progressTimeout = timeouts.progress.map(TimeAmount.init)
+        progressBytes = timeouts.progressBytes
         idleTimeout = timeouts.idle.map(TimeAmount.init)
     }
 
@@ -338,6 +343,11 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
             exchange.wantsRead
         else { return }
         readDeferred = false
+        // The time the exchange held reading back was the server's, not the client's.
+        if progressTimeout != nil {
+            lastProgress = context.eventLoop.now
+            bytesSinceProgress = 0
+        }
         context.read()
     }
 
@@ -395,7 +405,10 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
         guard case .idle = state else { return }
         responseStarted = false
         headSince = nil
-        if progressTimeout != nil { lastProgress = context.eventLoop.now }
+        if progressTimeout != nil {
+            lastProgress = context.eventLoop.now
+            bytesSinceProgress = 0
+        }
         switch responder.start(head, on: context.channel) {
         case .respond(let response):
             state = .discarding
@@ -423,7 +436,13 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
     }
 
     private func onBody(_ context: ChannelHandlerContext, _ chunk: ByteBuffer) {
-        if progressTimeout != nil { lastProgress = context.eventLoop.now }
+        if progressTimeout != nil {
+            bytesSinceProgress += chunk.readableBytes
+            if bytesSinceProgress >= progressBytes {
+                lastProgress = context.eventLoop.now
+                bytesSinceProgress = 0
+            }
+        }
         if case .streaming(let exchange) = state {
             if !exchange.receive(chunk) { exchange.cancel(.tooLarge) }
             return

@@ -74,10 +74,18 @@ struct Hangard: AsyncParsableCommand {
 
     @Option(
         help: """
-            Seconds an unfinished request message or body may go without a byte before it is ended (gRPC \
-            DEADLINE_EXCEEDED, HTTP 408); streams idle between messages are exempt; 0 turns it off.
+            Seconds an unfinished request message or body may go without progress (--request-progress-bytes) \
+            before it is ended (gRPC DEADLINE_EXCEEDED, HTTP 408); streams idle between messages are exempt; 0 \
+            turns it off.
             """)
     var requestProgressTimeout: Double = 10
+
+    @Option(
+        help: """
+            Bytes a request must bring within each --request-progress-timeout to count as progress (or the rest of \
+            its message or body); a client trickling fewer is ended as if it had stopped.
+            """)
+    var requestProgressBytes: Int = 1024
 
     @Option(help: "Seconds after which a connection with no request in progress is closed (HTTP/2 with GOAWAY); 0 turns it off.")
     var idleTimeout: Double = 300
@@ -129,6 +137,9 @@ struct Hangard: AsyncParsableCommand {
         ] where !(value >= 0 && value <= 86_400) {
             throw ValidationError("\(flag) must be a number of seconds from 0 (off) to 86400, not \(value)")
         }
+        guard requestProgressBytes >= 1 && requestProgressBytes <= 1 << 30 else {
+            throw ValidationError("--request-progress-bytes must be from 1 to 1073741824, not \(requestProgressBytes)")
+        }
         guard watchInterval >= 0 else { throw ValidationError("--watch-interval must not be negative") }
         _ = try ListenAddress(httpListen, flag: "--http-listen")
         _ = try ListenAddress(grpcListen, flag: "--grpc-listen")
@@ -160,7 +171,7 @@ struct Hangard: AsyncParsableCommand {
             drainTimeout: .milliseconds(Int64(drainTimeout * 1000)),
             timeouts: ConnectionTimeouts(
                 header: Self.timeout(headerTimeout), progress: Self.timeout(requestProgressTimeout),
-                idle: Self.timeout(idleTimeout)),
+                progressBytes: requestProgressBytes, idle: Self.timeout(idleTimeout)),
             tenancyDirectory: tenancy, resourcesDirectory: resources,
             watchInterval: watchInterval > 0 ? .milliseconds(Int64(watchInterval * 1000)) : nil,
             inherited: InheritedListeners.take(http: http, grpc: grpc, metrics: metrics, logger: logger),

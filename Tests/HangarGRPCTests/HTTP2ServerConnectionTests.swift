@@ -266,6 +266,27 @@ struct HTTP2ServerConnectionTests {
         #expect(try client.goAway()?.errorCode == HTTP2Wire.ErrorCode.enhanceYourCalm.rawValue)
     }
 
+    @Test("resets of streams already answered do not count towards the rapid-reset limit")
+    func resetsAfterAnswers() throws {
+        let client = try raw()
+        let block = try client.headerBlock(echoPath())
+        var message = try handlerTests.echo("x")
+        let bytes = message.readBytes(length: message.readableBytes)!
+        var stream: UInt32 = 1
+        // A client cancelling each call after its answer (as after a refusal) is not resetting work in progress.
+        for _ in 0..<300 {
+            try client.send(
+                client.frame(HTTP2Wire.FrameType.headers, flags: HTTP2Wire.Flag.endHeaders, stream: stream, block),
+                client.frame(HTTP2Wire.FrameType.data, flags: HTTP2Wire.Flag.endStream, stream: stream, bytes),
+                client.frame(HTTP2Wire.FrameType.rstStream, stream: stream, [0, 0, 0, 8]))
+            stream += 2
+        }
+        let frames = try client.frames()
+        #expect(!frames.contains { $0.type == HTTP2Wire.FrameType.goAway })
+        #expect(frames.filter { $0.type == HTTP2Wire.FrameType.data }.count == 300)
+        #expect(client.channel.isActive)
+    }
+
     @Test("response header blocks decode with a standard HPACK decoder")
     func encodedHeaders() throws {
         var decoder = HPACKDecoder(allocator: ByteBufferAllocator())

@@ -100,9 +100,10 @@ struct HTTPTimeoutTests {
     @Test("a body that stops making progress gets 408 after the progress timeout; the responder abandons the call")
     func stalledBody() throws {
         let connection = try Connection()
-        try connection.send("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc")
+        try connection.send("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3000\r\n\r\nabc")
         connection.advance(seconds: 6)
-        try connection.send("def")
+        // Progress (1 KiB, `--request-progress-bytes`) resets the clock.
+        try connection.send(String(repeating: "d", count: 1100))
         connection.advance(seconds: 6)
         #expect(try connection.received().isEmpty)
         connection.advance(seconds: 5)
@@ -110,6 +111,22 @@ struct HTTPTimeoutTests {
         #expect(answer.hasPrefix("HTTP/1.1 408"))
         #expect(answer.contains("request body made no progress for 10 s"))
         #expect(connection.seen.abandoned == 1)
+        #expect(!connection.channel.isActive)
+    }
+
+    @Test("a body trickling fewer bytes than progressBytes gets 408 as if it had stopped")
+    func trickledBody() throws {
+        let connection = try Connection()
+        try connection.send("POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nabc")
+        // A byte every 3 s: never 10 s without a byte, but never 1 KiB either.
+        var answer = ""
+        for _ in 0..<5 where answer.isEmpty {
+            connection.advance(seconds: 3)
+            answer = try connection.received()
+            if answer.isEmpty { try connection.send("x") }
+        }
+        #expect(answer.hasPrefix("HTTP/1.1 408"))
+        #expect(answer.contains("request body made no progress for 10 s"))
         #expect(!connection.channel.isActive)
     }
 

@@ -40,7 +40,7 @@ struct RedisTLSTests {
             let connection = try await RedisConnection.connect(
                 try configuration(port: server.port, host: host, tls), on: group.next()
             ).get()
-            #expect(try await connection.send(["PING"], deadline: .now() + .seconds(5)).get().string == "PONG")
+            #expect(try await connection.send(["PING"], deadline: .now() + .seconds(20)).get().string == "PONG")
             _ = try await connection.close().get()
         }
     }
@@ -63,7 +63,7 @@ struct RedisTLSTests {
         let connection = try await RedisConnection.connect(
             try configuration(port: server.port, host: "localhost", lax), on: group.next()
         ).get()
-        #expect(try await connection.send(["PING"], deadline: .now() + .seconds(5)).get().string == "PONG")
+        #expect(try await connection.send(["PING"], deadline: .now() + .seconds(20)).get().string == "PONG")
         _ = try await connection.close().get()
     }
 

@@ -55,7 +55,7 @@ struct BufferBudgetTests {
         #expect(b.reserve(11) == .tenant(limit: 10))
     }
 
-    @Test("past the node's budget every tenant is refused (503, node overloaded), and the level is critical")
+    @Test("over the budget every tenant is refused (503); at pressure only heavy tenants cannot connect")
     func nodeBudget() throws {
         let registry = Self.registry(nodeLimit: 1_000, teamA: 900)
         let a = try #require(registry.tenantAccount("team-a")?.buffers)
@@ -65,7 +65,11 @@ struct BufferBudgetTests {
         #expect(registry.buffers.level == .normal)
         #expect(b.reserve(100) == nil)
         #expect(registry.buffers.level == .pressure)
-        #expect(!registry.buffers.admitConnection())
+        // Under pressure only the tenant holding the bytes (a quarter of its share or more) is kept from
+        // connecting: team-b (100 of 1,000) and a TCP connection (tenant not known yet) are not locked out by it.
+        #expect(!registry.buffers.admitConnection(for: a))
+        #expect(registry.buffers.admitConnection(for: b))
+        #expect(registry.buffers.admitConnection(for: nil))
         #expect(registry.buffers.refusedConnections == 1)
         #expect(b.reserve(100) == .node(limit: 1_000))
         #expect(b.usedBytes == 100, "a refused reservation takes nothing from the tenant either")
@@ -73,9 +77,11 @@ struct BufferBudgetTests {
         let error = b.error(.node(limit: 1_000), app: AppID(namespace: "team-b", appId: "orders"))
         #expect(error.httpStatus == 503)
         #expect(error.reason == "HANGAR_NODE_OVERLOADED")
+        #expect(!registry.buffers.admitConnection(for: a))
         a.release(850)
         #expect(registry.buffers.level == .normal)
-        #expect(registry.buffers.admitConnection())
+        #expect(registry.buffers.admitConnection(for: a))
+        #expect(registry.buffers.refusedConnections == 2)
     }
 
     @Test("over the budget, the connection holding the most is closed, and only that one")

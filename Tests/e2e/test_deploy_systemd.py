@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -41,6 +42,7 @@ SERVICE = UNITS / "hangard.service"
 SOCKET = UNITS / "hangard.socket"
 EXAMPLE = UNITS / "etc-hangar"
 INSTALL = REPO_ROOT / "scripts" / "install-systemd.sh"
+UPGRADE = UNITS / "hangard-upgrade"
 SANDBOX = Path(systemd_sandbox.__file__)
 
 # The example tenant (etc-hangar/tenancy/example.yaml): namespace, app, and the uid/gid it runs as.
@@ -115,6 +117,7 @@ def units_for_verify(directory: Path, service_text: str | None = None, socket_te
     text = service_text if service_text is not None else SERVICE.read_text()
     assert "ExecStart=/usr/local/bin/hangard " in text
     text = text.replace("ExecStart=/usr/local/bin/hangard ", f"ExecStart={HANGARD} ")
+    text = text.replace("ExecReload=/usr/local/libexec/hangar/hangard-upgrade ", f"ExecReload={UPGRADE} ")
     (directory / "hangard.service").write_text(text)
     (directory / "hangard.socket").write_text(socket_text if socket_text is not None else SOCKET.read_text())
     return directory
@@ -313,7 +316,7 @@ def test_units_pass_systemd_analyze_verify(tmp_root):
     code, lines = analyze_verify("hangard.service", "hangard.socket", cwd=units_for_verify(tmp_root / "good"))
     assert code == 0 and not lines, f"systemd-analyze verify (exit {code}):\n" + "\n".join(lines)
 
-    broken = SERVICE.read_text().replace("NotifyAccess=main", "NotifyAccess=main\nNotifyAcess=all")
+    broken = SERVICE.read_text().replace("NotifyAccess=all", "NotifyAccess=all\nNotifyAcess=all")
     broken_socket = SOCKET.read_text().replace("NoDelay=true", "NoDelay=maybe")
     code, lines = analyze_verify(
         "hangard.service", "hangard.socket", cwd=units_for_verify(tmp_root / "bad", broken, broken_socket)
@@ -337,6 +340,7 @@ ACCEPTED_EXPOSURES = {
     "RootDirectoryOrRootImage": "hangard is installed on the host, not as a portable image",
     "DeviceAllow": "char-rtc:r, which ProtectClock= itself adds",
     "UMask": "0022: /run/hangar/<namespace>/ must stay traversable by every app's uid",
+    "NotifyAccess": "all: on reload the new hangard (not yet the main process) sends MAINPID= and READY=1",
 }
 MAX_EXPOSURE = 2.5  # systemd 252 rates the unit 2.1 ("OK"; 10 is unprotected)
 
@@ -381,13 +385,16 @@ def test_units_follow_the_contract_with_hangard():
     assert last(SOCKET, "Service") == "hangard.service" and last(SOCKET, "WantedBy") == "sockets.target"
     assert int(last(SOCKET, "Backlog")) >= 128
 
-    assert last(SERVICE, "Type") == "notify" and last(SERVICE, "NotifyAccess") == "main"
+    # `all`: the new hangard of a reload (not yet the main process) sends MAINPID= with READY=1.
+    assert last(SERVICE, "Type") == "notify" and last(SERVICE, "NotifyAccess") == "all"
     assert 0 < seconds(last(SERVICE, "WatchdogSec"))
     assert last(SERVICE, "Restart") == "on-failure" and seconds(last(SERVICE, "RestartSec")) > 0
     assert seconds(last(SERVICE, "TimeoutStopSec")) > float(flags["--drain-timeout"]) + 5
     assert "hangard.socket" in service["Requires"][-1].split() and "hangard.socket" in service["After"][-1].split()
     assert "network.target" in service["After"][-1].split()
-    assert "ExecReload" not in service, "hangard does not handle SIGHUP; the configuration is watched"
+    assert last(SERVICE, "ExecReload") == "/usr/local/libexec/hangar/hangard-upgrade $MAINPID", (
+        "reload hands the sockets to a new hangard (hangard does not handle SIGHUP; the configuration is watched)"
+    )
     assert "--log-format" not in flags, "hangard detects the journal itself"
 
     expected = {
@@ -429,6 +436,7 @@ def test_exec_start_flags_are_hangard_flags():
 
 EXPECTED_FILES = {
     "usr/local/bin/hangard": 0o755,
+    "usr/local/libexec/hangar/hangard-upgrade": 0o755,
     "etc/systemd/system/hangard.service": 0o644,
     "etc/systemd/system/hangard.socket": 0o644,
     "usr/local/share/doc/hangar/README.systemd.md": 0o644,
@@ -469,7 +477,7 @@ def test_install_twice_changes_nothing(installed):
     result = run_install("--root", str(installed), "--binary", str(HANGARD), "--no-start")
     assert snapshot(installed) == before
     assert "installed " not in result.stdout and "updated " not in result.stdout, result.stdout
-    assert result.stdout.count("unchanged ") == 4 and result.stdout.count("kept ") == 2, result.stdout
+    assert result.stdout.count("unchanged ") == 5 and result.stdout.count("kept ") == 2, result.stdout
 
 
 def test_install_never_overwrites_an_existing_configuration(tmp_root):
@@ -718,6 +726,98 @@ def test_hangard_runs_under_the_unit_sandbox(installed, daemons):
     left = [p for p in daemon.socket_root.rglob("*") if p.is_socket()]
     assert not left, f"sockets left after SIGTERM: {left}"
     assert "error" not in daemon.log.lower(), daemon.log
+
+
+def notifications(sock: socket.socket, timeout: float) -> list[str]:
+    """The datagrams a service manager's notify socket received within `timeout` s (after the first, 0.2 s)."""
+    messages: list[str] = []
+    sock.settimeout(timeout)
+    try:
+        while True:
+            messages.append(sock.recv(4096).decode())
+            sock.settimeout(0.2)
+    except TimeoutError:
+        return messages
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Waits until process `pid` (not a child of this one) has gone; whether it did."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@needs_systemd_analyze
+@needs_root
+@needs_sandbox
+def test_reload_hands_the_sockets_to_a_new_hangard_under_the_unit_sandbox(installed, daemons, monkeypatch):
+    """ExecReload= (hangard-upgrade, as installed) under the unit's sandbox, against a running hangard: a new process
+    of the binary starts with the same arguments plus --take-over required, tells the service manager MAINPID= with
+    READY=1 (what NotifyAccess=all is for), serves the same sockets and data, and the old one exits 0. A binary
+    that cannot take over fails the reload and leaves the serving process alone."""
+    tenancy, resources, _ = installed_config(installed)
+    notify_path = installed / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    monkeypatch.setenv("NOTIFY_SOCKET", str(notify_path))
+    daemon = Daemon(installed, tenancy, resources, prefix=sandbox_prefix(installed))
+    daemons.append(daemon)
+    daemon.start()
+    old = daemon.process.pid
+    assert any("READY=1" in m and "MAINPID" not in m for m in notifications(notify, 10))
+    body = json.dumps([{"key": "before-reload", "value": "kept"}])
+    assert as_app(daemon.http_socket(), "POST", "/v1.0/state/statestore", body).get("status") == 204
+
+    old_arguments = Path(f"/proc/{old}/cmdline").read_bytes().split(b"\0")[:-1]
+    helper = installed / "usr/local/libexec/hangar/hangard-upgrade"
+    helper_log = installed / "hangard-upgrade.log"
+    new = None
+    try:
+        with open(helper_log, "wb") as log:  # not a pipe: the new hangard inherits it and outlives the helper
+            reload = subprocess.run(
+                sandbox_prefix(installed) + [str(helper), str(old), str(HANGARD)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=60,
+            )
+        output = helper_log.read_text(errors="replace")
+        assert reload.returncode == 0, output
+        assert daemon.process.wait(timeout=30) == 0, daemon.log
+        messages = notifications(notify, 10)
+        handed = [m for m in messages if "MAINPID=" in m and "READY=1" in m]
+        assert handed, messages
+        new = int(re.search(r"MAINPID=(\d+)", handed[0]).group(1))
+        assert new != old and Path(f"/proc/{new}/exe").resolve() == HANGARD.resolve()
+        arguments = Path(f"/proc/{new}/cmdline").read_bytes().split(b"\0")[:-1]
+        assert arguments == old_arguments + [b"--take-over", b"required"], arguments
+        assert daemon.http_socket().is_socket() and daemon.grpc_socket().is_socket()
+        read = as_app(daemon.http_socket(), "GET", "/v1.0/state/statestore/before-reload")
+        assert read.get("status") == 200 and json.loads(read["body"]) == "kept", f"{read}\n{output}"
+
+        # A binary that cannot take over: the reload fails, and the serving hangard is not touched.
+        failing = installed / "failing-hangard"
+        failing.write_text("#!/bin/sh\nexit 2\n")
+        failing.chmod(0o755)
+        with open(helper_log, "ab") as log:
+            refused = subprocess.run(
+                sandbox_prefix(installed) + [str(helper), str(new), str(failing)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, timeout=60,
+            )
+        output = helper_log.read_text(errors="replace")
+        assert refused.returncode == 1, output
+        assert "keeps serving" in output, output
+        assert Path(f"/proc/{new}").exists()
+        assert as_app(daemon.http_socket(), "GET", "/v1.0/state/statestore/before-reload").get("status") == 200
+    finally:
+        notify.close()
+        if new is not None:
+            os.kill(new, signal.SIGTERM)
+            assert wait_gone(new, STOP_TIMEOUT), f"hangard {new} did not stop"
 
 
 CAPABILITIES = sorted(last(SERVICE, "CapabilityBoundingSet").split())

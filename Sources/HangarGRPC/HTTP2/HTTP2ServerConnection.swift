@@ -26,6 +26,15 @@ protocol HTTP2ServerDelegate: AnyObject {
     /// No byte of the stream's unfinished request arrived for `Settings.progressTimeout` (`after`): the delegate
     /// answers it (gRPC: DEADLINE_EXCEEDED). A stream still unanswered afterwards is reset.
     func requestStalled(stream: UInt32, after: TimeAmount)
+    /// The response bytes the connection holds because the client has not read them changed to `bytes`: DATA
+    /// waiting for the client's windows, frames written but not yet flushed, and what the socket has not taken
+    /// (while the channel is not writable). Under `HTTP2ServerConnection.outboundFloor` this is 0: a client that
+    /// reads holds nothing. 0 again when the connection closes.
+    func outboundHeld(bytes: Int)
+}
+
+extension HTTP2ServerDelegate {
+    func outboundHeld(bytes: Int) {}
 }
 
 /// A server-side HTTP/2 connection (RFC 9113) made for gRPC, written directly on the channel's bytes instead of
@@ -40,7 +49,10 @@ protocol HTTP2ServerDelegate: AnyObject {
 /// `HTTP2OutboundQueue`, so a stream whose reader is slow holds back only itself, and streams waiting for the
 /// connection window take turns a frame at a time; request bytes are credited back to the client (stream
 /// WINDOW_UPDATE) when the delegate reports them consumed, the connection window as they arrive (what can be
-/// buffered is bounded by the streams times their window). A stream answered before its request ended is reset
+/// buffered is bounded by the streams times their window). A stream starts with a 64 KiB window and gets the rest
+/// of its 1 MiB at its first DATA unless that DATA ended it or it was answered by then: a refused stream (its tenant
+/// past its buffered bytes) makes the node read 64 KiB, not 1 MiB, before the client sees the refusal and stops.
+/// A stream answered before its request ended is reset
 /// with NO_ERROR only once its END_STREAM is written, never while DATA is queued. It never pushes and never opens
 /// streams.
 ///
@@ -52,12 +64,13 @@ protocol HTTP2ServerDelegate: AnyObject {
 ///
 /// Timeouts a client cannot defeat (`Settings`): the preface and first SETTINGS, and every header block once begun,
 /// must arrive within `headerTimeout`; a stream whose request is unfinished and waits for bytes (see
-/// `HTTP2ServerDelegate.awaitsRequest`) is ended when none arrives for `progressTimeout`; a connection with no stream
-/// open for `maxIdleTime` is drained. They are checked by one timer per connection, armed only while something is
+/// `HTTP2ServerDelegate.awaitsRequest`) is ended when it makes no progress for `progressTimeout` (progress: at least
+/// `progressBytes`, so that a trickle counts as a stall); a connection with no stream open for `maxIdleTime` is
+/// drained. They are checked by one timer per connection, armed only while something is
 /// watched, at a quarter of the shorter timeout.
 ///
 /// Defences: a frame over 16 KiB, a header block over 64 KiB or 32 frames, more than 128 concurrent streams
-/// (REFUSED_STREAM), more than 200 resets by the client in 30 s, and a run of empty DATA frames end the connection
+/// (REFUSED_STREAM), more than 200 resets by the client in 30 s of streams not yet answered, and a run of empty DATA frames end the connection
 /// or the stream with the matching error. Everything a peer can make the server write (SETTINGS and PING ACKs,
 /// RST_STREAMs) is bounded by not reading from a peer that does not read: the socket is not read while the
 /// channel is not writable.
@@ -71,8 +84,13 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         /// Unsent response DATA a stream may queue before `send` reports it full (the producer then waits for
         /// `HTTP2ServerDelegate.writable`).
         var streamWriteBufferBytes = 64 * 1024
-        /// The stream-level receive window advertised in SETTINGS.
+        /// The stream-level receive window of a stream whose request goes on past its first DATA and was not
+        /// answered by then (a refusal), granted by a WINDOW_UPDATE at that DATA.
         var streamWindow = 1 << 20
+        /// The stream-level receive window advertised in SETTINGS (at most `streamWindow`): all a client may send on
+        /// a stream before hangard has seen its first DATA. A refused stream (a tenant past its buffered bytes)
+        /// costs the node this much reading, not `streamWindow`.
+        var initialStreamWindow = 64 * 1024
         /// The connection-level receive window, raised from 64 KiB by a WINDOW_UPDATE when the connection starts.
         var connectionWindow = 8 << 20
         /// The largest decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE; HTTP 431-worthy beyond).
@@ -94,6 +112,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         /// Time without a byte of an unfinished request (of a stream waiting for it) after which the stream is
         /// ended; nil: never.
         var progressTimeout: TimeAmount? = .seconds(10)
+        /// The request bytes that count as progress for `progressTimeout` (or the end of what the stream awaits).
+        var progressBytes = 1024
 
         init() {}
 
@@ -101,9 +121,17 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         init(_ timeouts: ConnectionTimeouts) {
             headerTimeout = timeouts.header.map(TimeAmount.init)
             progressTimeout = timeouts.progress.map(TimeAmount.init)
+            progressBytes = timeouts.progressBytes
             maxIdleTime = timeouts.idle.map(TimeAmount.init)
         }
     }
+
+    /// The stream window advertised in SETTINGS.
+    private var advertisedStreamWindow: Int { min(settings.initialStreamWindow, settings.streamWindow) }
+
+    /// Unread response bytes a connection holds without their being counted: what a client that reads has in
+    /// flight.
+    static let outboundFloor = 256 * 1024
 
     static let maxHeaderBlockBytes = 64 * 1024
     static let maxHeaderBlockFrames = 32
@@ -124,8 +152,13 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         /// `send` reported the queue full; `writable` is due when it drains.
         var wantsWritable = false
         var queue = HTTP2OutboundQueue()
-        /// When the stream opened or last received DATA (while a progress timeout is on).
+        /// When the stream opened or last made progress (while a progress timeout is on): `Settings.progressBytes`
+        /// received since the one before, or the first bytes of a message after the stream waited for none.
         var lastProgress: NIODeadline
+        /// Request bytes received since `lastProgress`.
+        var bytesSinceProgress = 0
+        /// Whether the stream was granted `Settings.streamWindow` (beyond the advertised initial window).
+        var windowOpened = false
 
         init(sendWindow: Int, receiveWindow: Int, now: NIODeadline) {
             self.sendWindow = sendWindow
@@ -166,6 +199,10 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     private var connectionReceivedUnacked = 0
     /// Streams with a non-empty queue, in the order they started waiting; they take turns, a frame each.
     private var waiting: [UInt32] = []
+    /// DATA bytes in every stream's queue.
+    private var queuedBytes = 0
+    /// The outbound bytes last reported to the delegate (`HTTP2ServerDelegate.outboundHeld`).
+    private var reportedOutbound = 0
     /// Streams whose END_STREAM went out while the client was still sending; reset with NO_ERROR when the read
     /// burst ends unless their request ended meanwhile (resetting at once would trip clients' own rapid-reset
     /// limits when many calls are refused).
@@ -296,7 +333,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         prefaceSent = true
         let entries: [(UInt16, UInt32)] = [
             (HTTP2Wire.Setting.maxConcurrentStreams, UInt32(settings.maxConcurrentStreams)),
-            (HTTP2Wire.Setting.initialWindowSize, UInt32(settings.streamWindow)),
+            (HTTP2Wire.Setting.initialWindowSize, UInt32(advertisedStreamWindow)),
             (HTTP2Wire.Setting.maxHeaderListSize, UInt32(settings.maxHeaderListSize)),
             (HTTP2Wire.Setting.enablePush, 0),
         ]
@@ -366,6 +403,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        noteOutbound(context)
         if readDeferred && context.channel.isWritable {
             readDeferred = false
             context.read()
@@ -389,7 +427,13 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         let ids = Array(streams.keys)
         streams.removeAll()
         waiting.removeAll()
+        queuedBytes = 0
+        out = nil
         for id in ids { delegate.reset(stream: id) }
+        if reportedOutbound != 0 {
+            reportedOutbound = 0
+            delegate.outboundHeld(bytes: 0)
+        }
         context.fireChannelInactive()
     }
 
@@ -499,7 +543,19 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         }
         stream.receiveWindow -= header.length
         guard stream.receiveWindow >= 0 else { return streamError(context, id, .flowControlError) }
-        if settings.progressTimeout != nil { stream.lastProgress = context.eventLoop.now }
+        if settings.progressTimeout != nil && !endStream && !stream.answered {
+            // Progress is `progressBytes` since the last, so that a trickle (a byte every few seconds) stalls like
+            // silence. A stream that awaited nothing (a streaming call between messages) starts afresh.
+            if !delegate.awaitsRequest(stream: id) {
+                stream.lastProgress = context.eventLoop.now
+                stream.bytesSinceProgress = 0
+            }
+            stream.bytesSinceProgress += header.length
+            if stream.bytesSinceProgress >= settings.progressBytes {
+                stream.lastProgress = context.eventLoop.now
+                stream.bytesSinceProgress = 0
+            }
+        }
         if stream.answered {
             // Answered already: the rest of the request is not needed, and its window goes back at once.
             credit(id, stream, header.length)
@@ -508,6 +564,15 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         // Padding is nobody's to consume.
         credit(id, stream, header.length - payload.readableBytes)
         delegate.received(data: payload, stream: id, endStream: endStream)
+        if !stream.windowOpened && !endStream && !stream.answered {
+            // The request goes on and was not refused: the rest of the stream window, at once.
+            stream.windowOpened = true
+            let more = settings.streamWindow - advertisedStreamWindow
+            if more > 0 {
+                writeWindowUpdate(id, more)
+                stream.receiveWindow += more
+            }
+        }
         settle(id, stream)
     }
 
@@ -591,7 +656,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
             return
         }
         let stream = Stream(
-            sendWindow: peerInitialWindow, receiveWindow: settings.streamWindow,
+            sendWindow: peerInitialWindow, receiveWindow: advertisedStreamWindow,
             now: settings.progressTimeout != nil && !block.endStream ? context.eventLoop.now : .uptimeNanoseconds(0))
         do {
             try stream.state.receiveHeaders(endStream: block.endStream)
@@ -699,20 +764,23 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         guard header.stream <= lastStreamID else {
             return connectionError(context, .protocolError, "RST_STREAM on idle stream \(header.stream)")
         }
-        let now = NIODeadline.now()
-        if now - resetWindowStart > Self.resetWindow {
-            resetWindowStart = now
-            resets = 0
+        // A stream closed here already, or answered, costs nothing to reset: a client cancelling after a refusal
+        // (RESOURCE_EXHAUSTED, REFUSED_STREAM) is not the rapid-reset attack, which resets work in progress.
+        guard let stream = streams[header.stream] else { return }
+        if !stream.answered {
+            let now = NIODeadline.now()
+            if now - resetWindowStart > Self.resetWindow {
+                resetWindowStart = now
+                resets = 0
+            }
+            resets += 1
+            guard resets <= Self.maxResetsPerWindow else {
+                return connectionError(context, .enhanceYourCalm, "too many streams reset")
+            }
         }
-        resets += 1
-        guard resets <= Self.maxResetsPerWindow else {
-            return connectionError(context, .enhanceYourCalm, "too many streams reset")
-        }
-        if let stream = streams[header.stream] {
-            stream.state.reset()
-            settle(header.stream, stream)
-            delegate.reset(stream: header.stream)
-        }
+        stream.state.reset()
+        settle(header.stream, stream)
+        delegate.reset(stream: header.stream)
     }
 
     // MARK: Frames out
@@ -824,7 +892,9 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     private func queue(_ id: UInt32, _ stream: Stream, _ append: (inout HTTP2OutboundQueue) -> Void) {
         if stream.queue.isEmpty { waiting.append(id) }
+        let before = stream.queue.dataBytes
         append(&stream.queue)
+        queuedBytes += stream.queue.dataBytes - before
     }
 
     /// Sends what the windows now allow of the waiting streams' queues: a frame per stream per turn, so streams
@@ -861,7 +931,10 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     /// Writes the next frame of a stream's queue; whether there was one the windows allowed.
     private func sendNext(_ context: ChannelHandlerContext, _ id: UInt32, _ stream: Stream) -> Bool {
         let window = min(stream.sendWindow, connectionSendWindow)
-        switch stream.queue.next(window: window, maxFrameSize: peerMaxFrameSize) {
+        let before = stream.queue.dataBytes
+        let next = stream.queue.next(window: window, maxFrameSize: peerMaxFrameSize)
+        queuedBytes -= before - stream.queue.dataBytes
+        switch next {
         case nil:
             return false
         case .headers(let block, let endStream):
@@ -909,9 +982,13 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     /// After the layer above wrote outside a read burst: what it wrote goes out now (or at `uncork()`).
     private func afterWrite() {
-        if !isReading, corked == 0, let context {
+        guard let context else { return }
+        if !isReading, corked == 0 {
             flush(context)
             closeIfDone(context)
+        } else {
+            // Within a read burst answers gather in `out` until its end: counted as they grow.
+            noteOutbound(context)
         }
     }
 
@@ -930,6 +1007,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     /// Forgets a stream once it is closed: the one place streams leave the table.
     private func settle(_ id: UInt32, _ stream: Stream) {
         guard stream.state.isClosed, streams.removeValue(forKey: id) != nil else { return }
+        queuedBytes -= stream.queue.dataBytes  // a reset stream's unsent DATA goes with it
         if streams.isEmpty, settings.maxIdleTime != nil, let context { idleSince = context.eventLoop.now }
     }
 
@@ -1084,6 +1162,18 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         close(context)
     }
 
+    /// Closes the connection at once, without flushing what is written: the delegate gives up on a client that does
+    /// not read (its unread responses are freed).
+    func abort() {
+        guard let context, phase != .closed else { return }
+        phase = .closed
+        state.close()
+        cancelTimers()
+        inbound = nil
+        out = nil
+        context.close(promise: nil)
+    }
+
     private func close(_ context: ChannelHandlerContext) {
         guard phase != .closed else { return }
         flush(context)
@@ -1095,13 +1185,28 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     }
 
     private func flush(_ context: ChannelHandlerContext) {
-        guard needsFlush else { return }
+        guard needsFlush else { return noteOutbound(context) }
         needsFlush = false
         if let out {
             self.out = nil
             context.write(wrapOutboundOut(out), promise: nil)
         }
         context.flush()
+        noteOutbound(context)
+    }
+
+    /// Tells the delegate when the unread response bytes this connection holds change (`outboundHeld`). A client
+    /// that reads costs two comparisons: its queues are empty, the channel writable, and what is written but not
+    /// flushed (`out`) small.
+    private func noteOutbound(_ context: ChannelHandlerContext) {
+        var held = queuedBytes + (out?.readableBytes ?? 0)
+        if !context.channel.isWritable {
+            held += (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+        }
+        if held < Self.outboundFloor { held = 0 }
+        guard held != reportedOutbound, phase != .closed else { return }
+        reportedOutbound = held
+        delegate.outboundHeld(bytes: held)
     }
 
     private func closeIfDone(_ context: ChannelHandlerContext) {

@@ -84,6 +84,11 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     private var lastErrorTrailers: (key: GRPCStatus.Key, block: [UInt8])?
     /// This connection's buffered bytes, for the node's shedding of the heaviest connection (`trackBuffers`).
     private var holder: BufferBudget.Holder?
+    /// Response bytes the client has not read, counted in `outboundAccount` (`outboundHeld`).
+    private var outboundCharged = 0
+    private var outboundAccount: BufferAccount?
+    /// The account of the last call admitted: the tenant a TCP connection's unread responses count against.
+    private var lastBuffers: BufferAccount?
 
     package init(service: GRPCService, identity: ListenerIdentity, gate: Gate, logger: Logger) {
         self.service = service
@@ -194,6 +199,43 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
 
     func reset(stream id: UInt32) {
         removeCall(id)
+    }
+
+    /// Response bytes the client has not read count against its tenant's `maxBufferedBytes` and the node's budget
+    /// as request bytes do: they are memory the daemon holds for it. They exist already, so they cannot be refused;
+    /// a connection whose unread responses take its tenant past its share is closed instead, which frees them.
+    func outboundHeld(bytes: Int) {
+        let delta = bytes - outboundCharged
+        guard delta != 0 else { return }
+        if delta < 0 {
+            outboundAccount?.release(-delta)
+        } else {
+            let account: BufferAccount?
+            if let outboundAccount {
+                account = outboundAccount
+            } else if case .app(let app) = identity {
+                account = gate.registry.tenantAccount(app.namespace)?.buffers
+            } else {
+                account = lastBuffers
+            }
+            guard let account else { return }
+            outboundAccount = account
+            if case .tenant(let limit) = account.charge(delta) {
+                logger.notice(
+                    "connection closed: its client does not read its responses, and what they hold took its tenant past maxBufferedBytes",
+                    metadata: [
+                        "tenant.namespace": "\(account.namespace)", "connection.unreadBytes": "\(bytes)",
+                        "quota.limit": "\(limit)",
+                    ])
+                outboundCharged = bytes
+                holder?.held.wrappingAdd(delta, ordering: .relaxed)
+                connection?.abort()
+                return
+            }
+        }
+        outboundCharged = bytes
+        holder?.held.wrappingAdd(delta, ordering: .relaxed)
+        if bytes == 0 { outboundAccount = nil }
     }
 
     func writable(stream id: UInt32) {
@@ -333,6 +375,7 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
         } catch {
             return respondError(id, GRPCStatus(error))
         }
+        lastBuffers = admission.buffers
         let call = Call(
             method: registered.method,
             name: registered.name, admission: admission,

@@ -24,16 +24,23 @@ package struct AppConnectionGatekeeper: ConnectionGatekeeper {
         -> @Sendable (ListenerIdentity) -> (any ConnectionGatekeeper)?
     {
         { identity in
-            guard case .app(let app) = identity else { return OverloadGatekeeper(budget: registry.buffers) }
+            guard case .app(let app) = identity else { return nil }
             return AppConnectionGatekeeper(app: app, registry: registry, logger: logger)
         }
     }
 
     package func admit(_ channel: any Channel) -> EventLoopFuture<Bool> {
-        guard registry.buffers.admitConnection() else { return channel.eventLoop.makeSucceededFuture(false) }
         guard let spec = registry.app(app), let account = registry.account(app) else {
             logger.notice(
                 "connection refused: the app is no longer served",
+                metadata: ["tenant.namespace": "\(app.namespace)", "app.id": "\(app.appId)"])
+            return channel.eventLoop.makeSucceededFuture(false)
+        }
+        guard registry.buffers.admitConnection(for: registry.tenantAccount(app.namespace)?.buffers) else {
+            // Debug only: a tenant reconnecting in a loop would flood the log; the refusals are counted in the
+            // metrics, and the overload's start and end are logged (`OverloadMonitor`).
+            logger.debug(
+                "connection refused: the node is overloaded and the tenant holds a quarter of its buffered bytes",
                 metadata: ["tenant.namespace": "\(app.namespace)", "app.id": "\(app.appId)"])
             return channel.eventLoop.makeSucceededFuture(false)
         }
@@ -73,15 +80,5 @@ package struct AppConnectionGatekeeper: ConnectionGatekeeper {
 
     static func allows(_ peer: PeerCredentials, _ spec: AppSpec) -> Bool {
         (spec.uids.isEmpty || spec.uids.contains(peer.uid)) && (spec.gids.isEmpty || spec.gids.contains(peer.gid))
-    }
-}
-
-/// The gatekeeper of TCP connections (identified call by call): refuses new connections while the node's buffered
-/// bytes are under pressure (`BufferBudget.Level`), so that what is held can drain.
-struct OverloadGatekeeper: ConnectionGatekeeper {
-    let budget: BufferBudget
-
-    func admit(_ channel: any Channel) -> EventLoopFuture<Bool> {
-        channel.eventLoop.makeSucceededFuture(budget.admitConnection())
     }
 }

@@ -1,3 +1,4 @@
+package import Logging
 import NIOCore
 package import Synchronization
 
@@ -12,14 +13,17 @@ package import Synchronization
 /// tenant's share, its calls that would buffer more are refused (`RESOURCE_EXHAUSTED` / 429); past the node's
 /// budget, every tenant's are, and the connection holding the most is closed (`shedHeaviest`).
 ///
-/// Overload, as Envoy's overload manager grades it (`level`): `pressure` from 90 % of the budget (new connections
-/// are refused at accept, so that what is held can drain), `critical` once a reservation has met the limit (a
-/// connection is shed), back to `normal` under 90 %. Visible in the metrics and `/healthz/detail`.
+/// Overload, as Envoy's overload manager grades it (`level`): `pressure` from 90 % of the budget, `critical` once a
+/// reservation has met the limit (a connection is shed), back to `normal` under 90 %. Visible in the metrics and
+/// `/healthz/detail`, and logged as it changes. While the node is not `normal`, the tenants that hold the bytes —
+/// a quarter of their share or more — get no new connection (`admitConnection(for:)`), so that what they hold can
+/// drain; the others connect as usual. Envoy stops accepting for everyone, which on a node shared by tenants would
+/// let the ones holding the bytes lock every other tenant's apps out.
 package final class BufferBudget: Sendable {
     /// The overload levels, in the order their actions start.
     package enum Level: Int, Sendable, CustomStringConvertible {
         case normal = 0
-        /// Over 90 % of the budget: new connections are refused.
+        /// Over 90 % of the budget: tenants holding a quarter of their share or more get no new connection.
         case pressure = 1
         /// A reservation met the budget: calls that would buffer more are refused, the heaviest connection shed.
         case critical = 2
@@ -45,6 +49,8 @@ package final class BufferBudget: Sendable {
     }
 
     package let limit: Int
+    /// Where the overload's changes are told: the budget crossing 90 % either way, the budget met, a shed.
+    private let logger: Logger
     private let used = Atomic<Int>(0)
     private let criticalFlag = Atomic<Bool>(false)
     private let sheds = Atomic<Int>(0)
@@ -56,9 +62,24 @@ package final class BufferBudget: Sendable {
     private static let shedInterval: UInt64 = 50_000_000
 
     /// The default budget: half the cgroup memory limit when there is one, else 256 MiB.
-    package init(limit: Int = BufferBudget.defaultLimit()) {
+    package init(limit: Int = BufferBudget.defaultLimit(), logger: Logger = Logger(label: "hangard.overload")) {
         self.limit = limit
+        self.logger = logger
     }
+
+    /// When the overload was last logged (uptime nanoseconds): at most one line a second, however fast tenants make
+    /// the node cross 90 % or connections are shed (the metrics count every event).
+    private let lastLogged = Atomic<UInt64>(0)
+
+    private func mayLog() -> Bool {
+        let now = NIODeadline.now().uptimeNanoseconds
+        let last = lastLogged.load(ordering: .relaxed)
+        return now &- last >= 1_000_000_000
+            && lastLogged.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+    }
+
+    /// Whether `bytes` are at 90 % of the budget or more.
+    private func underPressure(_ bytes: Int) -> Bool { bytes * 10 >= limit * 9 }
 
     package var usedBytes: Int { used.load(ordering: .relaxed) }
     /// Connections closed to bring the node back under its budget.
@@ -67,18 +88,20 @@ package final class BufferBudget: Sendable {
     package var level: Level {
         let bytes = usedBytes
         if criticalFlag.load(ordering: .relaxed) {
-            if bytes * 10 < limit * 9 { criticalFlag.store(false, ordering: .relaxed) } else { return .critical }
+            if !underPressure(bytes) { criticalFlag.store(false, ordering: .relaxed) } else { return .critical }
         }
-        return bytes * 10 >= limit * 9 ? .pressure : .normal
+        return underPressure(bytes) ? .pressure : .normal
     }
 
-    /// Whether a new connection is accepted now: not while under pressure (counted in `refusedConnections`).
-    package func admitConnection() -> Bool {
-        guard level == .normal else {
-            refused.wrappingAdd(1, ordering: .relaxed)
-            return false
-        }
-        return true
+    /// Whether a new connection of the tenant holding `account` is accepted now: not while the node is under
+    /// pressure and the tenant holds a quarter of its share (or of the node's budget, if less) or more (counted in
+    /// `refusedConnections`). A connection whose tenant is not known yet (TCP, identified call by call) is accepted:
+    /// its calls meet their tenant's share when they buffer.
+    package func admitConnection(for account: BufferAccount?) -> Bool {
+        guard let account, level != .normal else { return true }
+        guard account.usedBytes * 4 >= min(account.limit, limit) else { return true }
+        refused.wrappingAdd(1, ordering: .relaxed)
+        return false
     }
 
     /// Connections refused at accept because of overload.
@@ -89,15 +112,56 @@ package final class BufferBudget: Sendable {
         let total = used.wrappingAdd(bytes, ordering: .relaxed).newValue
         guard total <= limit else {
             used.wrappingSubtract(bytes, ordering: .relaxed)
-            criticalFlag.store(true, ordering: .relaxed)
+            if !criticalFlag.exchange(true, ordering: .relaxed) && mayLog() {
+                logger.warning(
+                    """
+                    overload critical: buffered request bytes met the node's budget (--max-buffered-bytes); calls \
+                    that would buffer more are refused and the heaviest connections are closed
+                    """,
+                    metadata: ["overload.used": "\(total - bytes)", "overload.limit": "\(limit)"])
+            }
             shedHeaviest()
             return false
+        }
+        if underPressure(total) && !underPressure(total - bytes) && mayLog() {
+            logger.warning(
+                """
+                overload pressure: buffered request bytes passed 90 % of the node's budget; tenants holding a \
+                quarter of their maxBufferedBytes get no new connection
+                """,
+                metadata: ["overload.used": "\(total)", "overload.limit": "\(limit)"])
         }
         return true
     }
 
+    /// Counts `bytes` that are held already and cannot be refused (response bytes a client has not read); whether
+    /// the node is now past its budget, in which case it is critical and the heaviest connection is shed.
+    func charge(_ bytes: Int) -> Bool {
+        let total = used.wrappingAdd(bytes, ordering: .relaxed).newValue
+        guard total <= limit else {
+            if !criticalFlag.exchange(true, ordering: .relaxed) && mayLog() {
+                logger.warning(
+                    "overload critical: bytes held for clients passed the node's budget (--max-buffered-bytes)",
+                    metadata: ["overload.used": "\(total)", "overload.limit": "\(limit)"])
+            }
+            shedHeaviest()
+            return true
+        }
+        if underPressure(total) && !underPressure(total - bytes) && mayLog() {
+            logger.warning(
+                "overload pressure: bytes held for clients passed 90 % of the node's budget",
+                metadata: ["overload.used": "\(total)", "overload.limit": "\(limit)"])
+        }
+        return false
+    }
+
     func release(_ bytes: Int) {
-        used.wrappingSubtract(bytes, ordering: .relaxed)
+        let total = used.wrappingSubtract(bytes, ordering: .relaxed).newValue
+        if !underPressure(total) && underPressure(total + bytes) && mayLog() {
+            logger.notice(
+                "overload over: buffered request bytes are back under 90 % of the node's budget",
+                metadata: ["overload.used": "\(total)", "overload.limit": "\(limit)"])
+        }
     }
 
     /// Registers a connection that may hold bytes; `remove` when it closes.
@@ -120,8 +184,16 @@ package final class BufferBudget: Sendable {
         let heaviest = holders.withLock { holders in
             holders.values.max { $0.held.load(ordering: .relaxed) < $1.held.load(ordering: .relaxed) }
         }
-        guard let heaviest, heaviest.held.load(ordering: .relaxed) > 0 else { return }
-        sheds.wrappingAdd(1, ordering: .relaxed)
+        let held = heaviest?.held.load(ordering: .relaxed) ?? 0
+        guard let heaviest, held > 0 else { return }
+        let shed = sheds.wrappingAdd(1, ordering: .relaxed).newValue
+        if mayLog() {
+            logger.warning(
+                "overload: closing the connection that holds the most buffered request bytes",
+                metadata: [
+                    "connection.bufferedBytes": "\(held)", "overload.limit": "\(limit)", "overload.shedTotal": "\(shed)",
+                ])
+        }
         heaviest.close()
     }
 
@@ -191,6 +263,17 @@ package final class BufferAccount: Sendable {
             return .node(limit: node.limit)
         }
         return nil
+    }
+
+    /// Counts `bytes` the tenant holds already, whether or not they fit (response bytes its client has not read);
+    /// the limit they passed, if any (`release` them as for `reserve`).
+    package func charge(_ bytes: Int) -> Refusal? {
+        guard bytes > 0 else { return nil }
+        let total = used.wrappingAdd(bytes, ordering: .relaxed).newValue
+        let overNode = node.charge(bytes)
+        let limit = self.limit
+        if total > limit { return .tenant(limit: limit) }
+        return overNode ? .node(limit: node.limit) : nil
     }
 
     package func release(_ bytes: Int) {
