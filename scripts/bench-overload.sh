@@ -8,8 +8,10 @@
 # Reports hangard's RSS once a second (baseline, max, growth; goal: under baseline + 300 MB and under the
 # DaemonSet's 512 Mi), the quiet tenant's p99 beside its value before the attack (goal: <= 1.5x), and what each
 # attacker got. Prints a table and writes bench-results/overload.json (git-ignored). Extra arguments go to
-# `hangar-bench overload`, e.g. --shapes issue, --attackers 3 or --max-buffered-bytes 201326592 (see
-# `hangar-bench help overload`). Takes about 4 minutes after the build.
+# `hangar-bench overload`, e.g. --shapes issue, --attackers 3, --max-buffered-bytes 201326592, or
+# --trickle-bytes 1024 --hold-back 1000000 (an attacker trickling enough to count as progress, 1 KiB per stream
+# every 4 s, where the default 1 byte is now ended by --request-progress-bytes) (see `hangar-bench help overload`).
+# Takes about 4 minutes after the build.
 set -euo pipefail
 
 source "$(dirname "$0")/lib/bench-build.sh"

@@ -144,6 +144,12 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
     /// Body bytes of the current request reserved in its tenant's `BufferAccount`, until its response is built.
     private var charged = 0
     private var chargedTo: BufferAccount?
+    /// Response bytes the client has not read, counted in `unreadAccount` (`noteUnread`).
+    private var unreadCharged = 0
+    private var unreadAccount: BufferAccount?
+    /// The account of the last request's tenant: what unread responses count against.
+    private var lastAccount: BufferAccount?
+    static var unreadFloor: Int { 256 * 1024 }
 
     init(responder: Responder, timeouts: ConnectionTimeouts = ConnectionTimeouts()) {
         self.responder = responder
@@ -173,7 +179,13 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
         case .streaming(let exchange) where exchange.requestEnded:
             queued.append(part)  // the next request, pipelined behind a response still being streamed
         default:
-            if queued.isEmpty { handle(context, part) } else { queued.append(part) }
+            // A new request waits while the client does not read what was answered (the channel is not writable):
+            // a pipelining client that never reads holds one response, not one per request it sent.
+            if queued.isEmpty && (context.channel.isWritable || !part.isHead) {
+                handle(context, part)
+            } else {
+                queued.append(part)
+            }
         }
     }
 
@@ -187,13 +199,14 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
 
     /// Handles pipelined parts that waited for the response just written, then lets the socket be read again.
     private func resume(_ context: ChannelHandlerContext) {
-        while !queued.isEmpty {
+        while let next = queued.first {
+            if case .idle = state, next.isHead, !context.channel.isWritable { return }  // see `channelRead`
             switch state {
             case .responding, .closing, .streaming: return
             case .idle, .reading, .discarding: handle(context, queued.removeFirst())
             }
         }
-        if readDeferred, case .idle = state {
+        if readDeferred, case .idle = state, context.channel.isWritable {
             readDeferred = false
             context.read()
         }
@@ -206,7 +219,11 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
         case .streaming(let exchange):
             // Backpressure: the caller's socket is read only once the exchange has taken what was read before.
             if exchange.wantsRead && queued.isEmpty { context.read() } else { readDeferred = true }
-        default:
+        case .idle:
+            // The next request is not read while the client does not read its answers (the channel is not
+            // writable), nor while parts read before wait.
+            if queued.isEmpty && context.channel.isWritable { context.read() } else { readDeferred = true }
+        case .reading, .discarding, .closing:
             if queued.isEmpty { context.read() } else { readDeferred = true }
         }
     }
@@ -220,6 +237,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
         if needsFlush {
             needsFlush = false
             context.flush()
+            noteUnread(context)
         }
         armTimer(context)
         context.fireChannelReadComplete()
@@ -321,6 +339,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
 
     func channelInactive(context: ChannelHandlerContext) {
         releaseBuffers()
+        releaseUnread()
         let previous = state
         state = .closing
         switch previous {
@@ -333,7 +352,43 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if case .streaming(let exchange) = state { exchange.writabilityChanged(isWritable: context.channel.isWritable) }
+        noteUnread(context)
+        if context.channel.isWritable { resume(context) }
         context.fireChannelWritabilityChanged()
+    }
+
+    /// Response bytes the client has not read (what the socket did not take while the channel is not writable)
+    /// count against the tenant's `maxBufferedBytes` and the node's budget: memory hangard holds for it. Under 256
+    /// KiB they are a reading client's bytes in flight and count nothing. A connection whose unread bytes take its
+    /// tenant past its share is closed, which frees them.
+    private func noteUnread(_ context: ChannelHandlerContext) {
+        var held = 0
+        if !context.channel.isWritable {
+            held = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
+            if held < Self.unreadFloor { held = 0 }
+        }
+        let delta = held - unreadCharged
+        guard delta != 0 else { return }
+        if delta < 0 {
+            unreadAccount?.release(-delta)
+            unreadCharged = held
+            if held == 0 { unreadAccount = nil }
+            return
+        }
+        guard let account = unreadAccount ?? lastAccount else { return }
+        unreadAccount = account
+        unreadCharged = held
+        if case .tenant = account.charge(delta) {
+            state = .closing
+            context.close(promise: nil)
+        }
+    }
+
+    private func releaseUnread() {
+        guard unreadCharged > 0 else { return }
+        unreadAccount?.release(unreadCharged)
+        unreadCharged = 0
+        unreadAccount = nil
     }
 
     // MARK: HTTPExchangeOwner
@@ -414,6 +469,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
             state = .discarding
             write(context, response, version: head.version, keepAlive: head.isKeepAlive)
         case .readBody(let call, let limit):
+            lastAccount = responder.buffers(call) ?? lastAccount
             if let declared = head.headers.first(name: "content-length").flatMap({ Int($0) }), declared > limit {
                 state = .closing
                 write(context, responder.tooLarge(call, declaredLength: declared), version: head.version, keepAlive: false)
@@ -421,6 +477,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
             }
             state = .reading(head, call, limit: limit, body: nil)
         case .stream(let call, let limit):
+            lastAccount = responder.buffers(call) ?? lastAccount
             if let declared = head.headers.first(name: "content-length").flatMap({ Int($0) }), declared > limit {
                 state = .closing
                 let refusal = responder.tooLarge(call, declaredLength: declared)
@@ -540,11 +597,19 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
                 context.flush()
                 lastActivity = context.eventLoop.now
                 armTimer(context)
+                noteUnread(context)
             }
         } else {
             state = .closing
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         }
+    }
+}
+
+extension HTTPServerRequestPart {
+    fileprivate var isHead: Bool {
+        if case .head = self { return true }
+        return false
     }
 }

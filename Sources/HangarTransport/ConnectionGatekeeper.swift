@@ -39,6 +39,11 @@ final class ConnectionGateHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
+    func channelInactive(context: ChannelHandlerContext) {
+        state = .refused
+        context.fireChannelInactive()
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard case .deciding(var held, let readComplete) = state else { return }
         state = .refused  // not kept while `held` grows, so the array is uniquely referenced
@@ -53,7 +58,9 @@ final class ConnectionGateHandler: ChannelInboundHandler, RemovableChannelHandle
     /// Serves the connection: activates the handlers after this one, gives them what was read while deciding, and
     /// leaves the pipeline.
     private func open(_ context: ChannelHandlerContext) {
-        guard case .deciding(let held, let readComplete) = state else { return }
+        // A connection that closed while the gatekeeper decided is not activated: the handlers behind saw its
+        // channelInactive already, and one activated after it (timers armed, buffers written) would never be freed.
+        guard case .deciding(let held, let readComplete) = state, context.channel.isActive else { return }
         state = .deciding(held: [], readComplete: false)
         context.fireChannelActive()
         for data in held { context.fireChannelRead(data) }

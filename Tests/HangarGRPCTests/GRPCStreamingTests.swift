@@ -224,15 +224,8 @@ struct GRPCStreamingTests {
     // MARK: Raw bytes
 
     func raw(_ gate: Gate, initialWindow: UInt32) throws -> HTTP2ServerConnectionTests.RawClient {
-        let client = try HTTP2ServerConnectionTests.RawClient(
-            EmbeddedChannel(handler: handler(gate).makeConnection()), preface: false)
-        var hello = ByteBuffer(bytes: HTTP2Wire.preface)
-        hello.writeHTTP2FrameHeader(length: 6, type: HTTP2Wire.FrameType.settings, flags: 0, stream: 0)
-        hello.writeInteger(HTTP2Wire.Setting.initialWindowSize)
-        hello.writeInteger(initialWindow)
-        try client.send(hello)
-        _ = try client.frames()
-        return client
+        try HTTP2ServerConnectionTests.RawClient(
+            EmbeddedChannel(handler: handler(gate).makeConnection()), initialWindow: initialWindow)
     }
 
     func request(

@@ -47,13 +47,7 @@ struct HTTP2ServerConnectionFlowTests {
         init(initialWindow: UInt32 = 65_535, settings: HTTP2ServerConnection.Settings = .init()) throws {
             connection = HTTP2ServerConnection(delegate: script, settings: settings)
             script.connection = connection
-            client = try RawClient(EmbeddedChannel(handler: connection), preface: false)
-            var hello = ByteBuffer(bytes: HTTP2Wire.preface)
-            hello.writeHTTP2FrameHeader(length: 6, type: HTTP2Wire.FrameType.settings, flags: 0, stream: 0)
-            hello.writeInteger(HTTP2Wire.Setting.initialWindowSize)
-            hello.writeInteger(initialWindow)
-            try client.send(hello)
-            _ = try client.frames()
+            client = try RawClient(EmbeddedChannel(handler: connection), initialWindow: initialWindow)
         }
 
         func open(_ stream: UInt32, endStream: Bool = false) throws {

@@ -50,6 +50,17 @@ struct HTTP2ServerConnectionTests {
             }
         }
 
+        /// A client whose preface's SETTINGS give every stream a receive window of `initialWindow` bytes.
+        convenience init(_ channel: EmbeddedChannel, initialWindow: UInt32) throws {
+            try self.init(channel, preface: false)
+            var hello = ByteBuffer(bytes: HTTP2Wire.preface)
+            hello.writeHTTP2FrameHeader(length: 6, type: HTTP2Wire.FrameType.settings, flags: 0, stream: 0)
+            hello.writeInteger(HTTP2Wire.Setting.initialWindowSize)
+            hello.writeInteger(initialWindow)
+            try send(hello)
+            _ = try frames()
+        }
+
         func frame(_ type: UInt8, flags: UInt8 = 0, stream: UInt32, _ payload: [UInt8] = []) -> ByteBuffer {
             var bytes = ByteBuffer()
             bytes.writeHTTP2FrameHeader(length: payload.count, type: type, flags: flags, stream: stream)

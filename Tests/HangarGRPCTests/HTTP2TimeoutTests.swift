@@ -244,14 +244,12 @@ struct GRPCBufferTests {
 
     /// A raw client whose SETTINGS give every stream a receive window of `initialWindow` bytes.
     func client(_ gate: Gate, initialWindow: UInt32) throws -> RawClient {
-        let client = try connectionTests.raw(settings: HTTP2ServerConnection.Settings(.none), gate: gate, preface: false)
-        var hello = ByteBuffer(bytes: HTTP2Wire.preface)
-        hello.writeHTTP2FrameHeader(length: 6, type: HTTP2Wire.FrameType.settings, flags: 0, stream: 0)
-        hello.writeInteger(HTTP2Wire.Setting.initialWindowSize)
-        hello.writeInteger(initialWindow)
-        try client.send(hello)
-        _ = try client.frames()
-        return client
+        let handler = GRPCConnectionHandler(
+            service: connectionTests.handlerTests.makeService(), identity: .app(connectionTests.handlerTests.app),
+            gate: gate, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        return try RawClient(
+            EmbeddedChannel(handler: handler.makeConnection(settings: HTTP2ServerConnection.Settings(.none))),
+            initialWindow: initialWindow)
     }
 
     /// Unary echo calls answering `size` bytes each, on streams `first`, `first + 2`, ...

@@ -130,6 +130,28 @@ struct HTTPTimeoutTests {
         #expect(!connection.channel.isActive)
     }
 
+    @Test("pipelined requests wait while the client does not read its answers, and are served once it does")
+    func pipelinedBackpressure() throws {
+        let connection = try Connection()
+        try connection.send("POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+        #expect(try connection.received().hasPrefix("HTTP/1.1 200"))
+        // The client stops reading: the channel is no longer writable. Pipelined requests are read, not served.
+        connection.channel.isWritable = false
+        connection.channel.pipeline.fireChannelWritabilityChanged()
+        try connection.send(
+            "POST /b HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nb"
+                + "POST /c HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nc")
+        #expect(try connection.received().isEmpty)
+        #expect(connection.seen.bodies == ["x"])
+        // It reads again: both are answered, in order.
+        connection.channel.isWritable = true
+        connection.channel.pipeline.fireChannelWritabilityChanged()
+        let answers = try connection.received()
+        #expect(answers.components(separatedBy: "HTTP/1.1 200").count == 3, "\(answers)")
+        #expect(connection.seen.bodies == ["x", "b", "c"])
+        #expect(connection.channel.isActive)
+    }
+
     @Test("a streamed body that stops is cancelled and its connection closed")
     func stalledStream() throws {
         let connection = try Connection()

@@ -76,4 +76,17 @@ struct ConnectionGateHandlerTests {
         #expect(!recorder.active)
         #expect(recorder.reads.isEmpty)
     }
+
+    @Test("a connection that closes while the gatekeeper decides is never activated behind the gate")
+    func closedWhileDeciding() throws {
+        let (channel, gatekeeper, recorder) = try connection()
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/gate-test")).wait()
+        try channel.writeInbound(ByteBuffer(string: "PRI "))
+        try channel.close().wait()
+        // Admitted after the peer went: activating the front-end now would arm its timers on a dead connection
+        // (a gRPC connection's keepalive holds it for 2 hours), for every connection that closes this early.
+        gatekeeper.decide(true)
+        #expect(!recorder.active)
+        #expect(recorder.reads.isEmpty)
+    }
 }

@@ -4,10 +4,12 @@ with unfinished messages. Each case ends with the other tenant served as usual."
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 import time
 
-from hangar_e2e import unique
+from hangar_e2e import free_port, unique
 from tenancy_files import start_daemon, tenant_yaml
 
 STORE = "statestore"
@@ -176,3 +178,71 @@ def test_a_tenant_past_its_max_buffered_bytes_is_refused_and_the_other_tenant_is
         served(daemon, "team-b", "orders")
     # The connection closed: team-a's bytes are given back and it is served again.
     served(daemon, "team-a", "orders")
+
+
+def vm_rss(pid: int) -> int:
+    """The process's resident set in bytes."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def overload_detail(port: int) -> dict:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/healthz/detail")
+    document = json.loads(connection.getresponse().read())
+    connection.close()
+    return document["overload"]
+
+
+def test_an_http_client_that_never_reads_its_answers_holds_one_and_counts_it(hangard_factory):
+    """A client pipelining 200 GETs of a 1 MB value on HTTP/1.1 without reading: hangard serves a request only while
+    the client reads (one answer waits, not 200), counts what waits against the tenant's maxBufferedBytes, serves
+    the next ones once the client reads, gives the bytes back when the client goes, and the other tenant is served
+    meanwhile."""
+    metrics_port = free_port()
+    daemon = start_daemon(
+        hangard_factory,
+        {
+            "team-a.yaml": tenant_yaml("team-a", [{"appId": "orders"}]),
+            "team-b.yaml": tenant_yaml("team-b", [{"appId": "orders"}]),
+        },
+        apps=(("team-a", "orders"), ("team-b", "orders")),
+        extra_args=("--metrics-listen", f"127.0.0.1:{metrics_port}"),
+    )
+    value = "v" * 1_000_000
+    daemon.client("team-a", "orders").save_state(STORE, "big", value)
+    before = vm_rss(daemon.process.pid)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(str(daemon.http_socket("team-a", "orders")))
+    request = b"GET /v1.0/state/statestore/big HTTP/1.1\r\nHost: x\r\n\r\n"
+    sock.sendall(request * 200)
+    deadline = time.monotonic() + 10
+    held = 0
+    while time.monotonic() < deadline and held == 0:
+        held = overload_detail(metrics_port)["tenantBufferedBytes"].get("team-a", 0)
+        time.sleep(0.1)
+    assert 256 * 1024 <= held < 4_000_000, f"{held} bytes counted for the unread answers"
+    time.sleep(1)
+    grown = vm_rss(daemon.process.pid) - before
+    assert grown < 50_000_000, f"hangard grew by {grown} bytes (200 answers of 1 MB would be 200 MB)"
+    served(daemon, "team-b", "orders")
+    # The client reads: the answers that waited come, and the next requests are served.
+    sock.settimeout(30)
+    received = b""
+    while received.count(b"HTTP/1.1 200") < 5:
+        try:
+            chunk = sock.recv(1 << 20)
+        except TimeoutError:
+            raise AssertionError(
+                f"no byte for 30 s after {received.count(b'HTTP/1.1 200')} answers ({len(received)} bytes)\n"
+                f"log:\n{daemon.log[-3000:]}") from None
+        assert chunk, f"closed after {received.count(b'HTTP/1.1 200')} answers"
+        received += chunk
+    sock.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and overload_detail(metrics_port)["tenantBufferedBytes"].get("team-a", 0):
+        time.sleep(0.1)
+    assert overload_detail(metrics_port)["tenantBufferedBytes"].get("team-a", 0) == 0

@@ -124,13 +124,15 @@ final class AttackConnectionHandler: ChannelInboundHandler {
             promise: written)
     }
 
-    /// One more byte on every stream whose earlier bytes all went out and that has more than its last byte left.
+    /// `trickleBytes` more (one at least) on every stream whose earlier bytes all went out and that has more than its
+    /// last byte left.
     private func trickleOnce() {
         guard let context, !owner.isStopping, !isClosed else { return }
         var wrote = false
         for (id, stream) in streams
         where !stream.ended && stream.pendingWrites == 0 && stream.queued < 5 + plan.messageBytes - 1 {
-            write(chunk.getSlice(at: 0, length: 1)!, on: id, context, isTrickle: true)
+            let size = max(1, min(plan.trickleBytes, 5 + plan.messageBytes - 1 - stream.queued, chunk.readableBytes))
+            write(chunk.getSlice(at: 0, length: size)!, on: id, context, isTrickle: true)
             wrote = true
         }
         if wrote { context.flush() }

@@ -3,8 +3,8 @@ import ArgumentParser
 /// How an attacking tenant tries to pin hangard's memory (issue 16): it opens `connections` connections to its
 /// app's gRPC socket and `streams` SaveState streams spread over them, and on each sends HEADERS without
 /// `grpc-timeout`, a message prefix declaring `messageBytes` bytes and all of the message but its last
-/// `holdBack` bytes; then, every `trickleInterval` seconds, one more byte on each stream whose bytes all went out,
-/// so that the request is always in progress, but never its last byte. With `reopen`, a stream hangard ends is
+/// `holdBack` bytes; then, every `trickleInterval` seconds, `trickleBytes` more on each stream whose bytes all went
+/// out, so that the request is always in progress, but never its last byte. With `reopen`, a stream hangard ends is
 /// opened again (a closed connection connected again) after `reopenDelay` seconds, for as long as the attack
 /// lasts.
 struct AttackPlan: Codable, Sendable {
@@ -15,6 +15,8 @@ struct AttackPlan: Codable, Sendable {
     var messageBytes: Int
     var holdBack: Int
     var trickleInterval: Double
+    /// Bytes trickled per stream each `trickleInterval` (never the message's last byte).
+    var trickleBytes: Int = 1
     var reopenDelay: Double
     /// Bytes per DATA write (the HTTP/2 handler splits them into frames of the server's maximum frame size).
     var chunkBytes: Int
@@ -37,7 +39,9 @@ enum AttackShape: String, CaseIterable, ExpressibleByArgument, Sendable {
     /// The issue's shape, and every stream hangard ends (or connection it closes) is opened again.
     case reopen
 
-    func plan(messageBytes: Int, holdBack: Int, trickleInterval: Double, reopenDelay: Double) -> AttackPlan {
+    func plan(
+        messageBytes: Int, holdBack: Int, trickleInterval: Double, trickleBytes: Int, reopenDelay: Double
+    ) -> AttackPlan {
         let (connections, streams) =
             switch self {
             case .issue, .reopen: (8, 64)
@@ -46,6 +50,6 @@ enum AttackShape: String, CaseIterable, ExpressibleByArgument, Sendable {
         return AttackPlan(
             name: rawValue, connections: connections, streams: streams, reopen: self == .reopen,
             messageBytes: messageBytes, holdBack: holdBack, trickleInterval: trickleInterval,
-            reopenDelay: reopenDelay, chunkBytes: 64 * 1024)
+            trickleBytes: trickleBytes, reopenDelay: reopenDelay, chunkBytes: 64 * 1024)
     }
 }

@@ -40,6 +40,13 @@ struct OverloadCommand: AsyncParsableCommand {
     @Option(help: "Seconds between two trickled bytes on a stream (under hangard's request progress timeout).")
     var trickleInterval: Double = 4
 
+    @Option(
+        help: """
+            Bytes trickled per stream every --trickle-interval (hangard counts 1 KiB per 10 s as progress: \
+            --request-progress-bytes).
+            """)
+    var trickleBytes = 1
+
     @Option(help: "Seconds before the 'reopen' shape opens a stream again (or reconnects) after hangard ends one.")
     var reopenDelay: Double = 0.1
 
@@ -87,7 +94,8 @@ struct OverloadCommand: AsyncParsableCommand {
             throw ValidationError(
                 "--attackers, --quiet-connections, --quiet-rate, --duration and --ramp must be positive")
         }
-        guard messageBytes > holdBack, holdBack >= 1, trickleInterval > 0, reopenDelay >= 0, sampleInterval > 0
+        guard messageBytes > holdBack, holdBack >= 1, trickleInterval > 0, trickleBytes >= 1, reopenDelay >= 0,
+            sampleInterval > 0
         else {
             throw ValidationError(
                 "--hold-back must be at least 1 and under --message-bytes; --trickle-interval and "
@@ -99,7 +107,8 @@ struct OverloadCommand: AsyncParsableCommand {
     private var options: OverloadReport.Options {
         OverloadReport.Options(
             attackers: attackers, messageBytes: messageBytes, holdBack: holdBack,
-            trickleIntervalSeconds: trickleInterval, reopenDelaySeconds: reopenDelay, quietRate: quietRate,
+            trickleIntervalSeconds: trickleInterval, trickleBytes: trickleBytes, reopenDelaySeconds: reopenDelay,
+            quietRate: quietRate,
             quietConnections: quietConnections, store: store, quietSeconds: duration, rampSeconds: ramp,
             heldSeconds: duration, afterSeconds: after, warmupSeconds: warmup, maxBufferedBytes: maxBufferedBytes,
             memoryLimitMiB: memoryLimitMib, rssGrowthBudgetMB: rssGrowthBudget)
@@ -118,7 +127,7 @@ struct OverloadCommand: AsyncParsableCommand {
             for shape in shapes {
                 let plan = shape.plan(
                     messageBytes: messageBytes, holdBack: holdBack, trickleInterval: trickleInterval,
-                    reopenDelay: reopenDelay)
+                    trickleBytes: trickleBytes, reopenDelay: reopenDelay)
                 var run = try await measure(
                     plan: plan, quietGroup: quietGroup, attackLoop: attackGroup.next(), budget: budget)
                 run.evaluate(options: options)

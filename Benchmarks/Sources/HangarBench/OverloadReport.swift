@@ -8,6 +8,7 @@ struct OverloadReport: Codable, Sendable {
         var messageBytes: Int
         var holdBack: Int
         var trickleIntervalSeconds: Double
+        var trickleBytes: Int? = 1
         var reopenDelaySeconds: Double
         var quietRate: Double
         var quietConnections: Int
@@ -137,7 +138,8 @@ struct OverloadReport: Codable, Sendable {
         var lines = [
             "hangar-bench overload \(date) — \(machine.cores) cores, \(machine.cpuModel), Linux \(machine.kernel)",
             "\(options.attackers) attacking tenants, each: SaveState streams declaring \(options.messageBytes) bytes, "
-                + "all but the last \(options.holdBack) sent, then 1 byte per stream every "
+                + "all but the last \(options.holdBack) sent, then \(options.trickleBytes ?? 1) byte(s) per stream "
+                + "every "
                 + "\(format(options.trickleIntervalSeconds, 0)) s; quiet tenant: \(format(options.quietRate, 0)) "
                 + "GetState/s on \(options.store) over \(options.quietConnections) connections; windows "
                 + "quiet \(format(options.quietSeconds, 0)) s, ramp \(format(options.rampSeconds, 0)) s, "

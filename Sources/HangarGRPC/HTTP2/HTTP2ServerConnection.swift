@@ -52,9 +52,10 @@ extension HTTP2ServerDelegate {
 /// buffered is bounded by the streams times their window). A stream starts with a 64 KiB window and gets the rest
 /// of its 1 MiB at its first DATA unless that DATA ended it or it was answered by then: a refused stream (its tenant
 /// past its buffered bytes) makes the node read 64 KiB, not 1 MiB, before the client sees the refusal and stops.
-/// A stream answered before its request ended is reset
-/// with NO_ERROR only once its END_STREAM is written, never while DATA is queued. It never pushes and never opens
-/// streams.
+/// A stream answered before its request ended is reset with NO_ERROR only once its END_STREAM is written, never
+/// while DATA is queued. Response bytes the client does not read (queued for its windows, or not taken by the
+/// socket) are reported to the delegate (`outboundHeld`), which counts them against the tenant. It never pushes
+/// and never opens streams.
 ///
 /// Connection management (`HTTP2ConnectionState`): a drain (the listener's, or the idle timeout's) is a two-phase
 /// GOAWAY — GOAWAY(2^31-1) and a PING, then, on the PING's ACK or after `drainPingTimeout`, a final GOAWAY naming
@@ -66,14 +67,14 @@ extension HTTP2ServerDelegate {
 /// must arrive within `headerTimeout`; a stream whose request is unfinished and waits for bytes (see
 /// `HTTP2ServerDelegate.awaitsRequest`) is ended when it makes no progress for `progressTimeout` (progress: at least
 /// `progressBytes`, so that a trickle counts as a stall); a connection with no stream open for `maxIdleTime` is
-/// drained. They are checked by one timer per connection, armed only while something is
-/// watched, at a quarter of the shorter timeout.
+/// drained. They are checked by one timer per connection, armed only while something is watched, at a quarter of
+/// the shorter timeout.
 ///
 /// Defences: a frame over 16 KiB, a header block over 64 KiB or 32 frames, more than 128 concurrent streams
-/// (REFUSED_STREAM), more than 200 resets by the client in 30 s of streams not yet answered, and a run of empty DATA frames end the connection
-/// or the stream with the matching error. Everything a peer can make the server write (SETTINGS and PING ACKs,
-/// RST_STREAMs) is bounded by not reading from a peer that does not read: the socket is not read while the
-/// channel is not writable.
+/// (REFUSED_STREAM), more than 200 resets by the client in 30 s of streams not yet answered, and a run of empty
+/// DATA frames end the connection or the stream with the matching error. Everything a peer can make the server
+/// write (SETTINGS and PING ACKs, RST_STREAMs) is bounded by not reading from a peer that does not read: the socket
+/// is not read while the channel is not writable.
 final class HTTP2ServerConnection: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = ByteBuffer
@@ -329,7 +330,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
 
     /// The server preface: SETTINGS, then the connection window raised past HTTP/2's 64 KiB.
     private func start(_ context: ChannelHandlerContext) {
-        guard !prefaceSent else { return }
+        // Never for a connection already closed: its timers (keepalive: 2 hours) would keep it for that long.
+        guard !prefaceSent, phase != .closed, context.channel.isActive else { return }
         prefaceSent = true
         let entries: [(UInt16, UInt32)] = [
             (HTTP2Wire.Setting.maxConcurrentStreams, UInt32(settings.maxConcurrentStreams)),

@@ -222,7 +222,10 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
             outboundAccount = account
             if case .tenant(let limit) = account.charge(delta) {
                 logger.notice(
-                    "connection closed: its client does not read its responses, and what they hold took its tenant past maxBufferedBytes",
+                    """
+                    connection closed: its client does not read its responses, and what they hold took its tenant \
+                    past maxBufferedBytes
+                    """,
                     metadata: [
                         "tenant.namespace": "\(account.namespace)", "connection.unreadBytes": "\(bytes)",
                         "quota.limit": "\(limit)",

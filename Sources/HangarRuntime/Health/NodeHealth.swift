@@ -80,9 +80,12 @@ package final class NodeHealth: Sendable {
         let actions: [String] =
             switch level {
             case .normal: []
-            case .pressure: ["refusing new connections"]
+            case .pressure: ["refusing new connections of the tenants holding the bytes"]
             case .critical:
-                ["refusing new connections", "refusing calls that would buffer more", "shedding the heaviest connection"]
+                [
+                    "refusing new connections of the tenants holding the bytes", "refusing calls that would buffer more",
+                    "shedding the heaviest connection",
+                ]
             }
         return [
             "level": level.description, "actions": actions, "bufferedBytes": budget.usedBytes,

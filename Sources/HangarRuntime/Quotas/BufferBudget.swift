@@ -191,7 +191,8 @@ package final class BufferBudget: Sendable {
             logger.warning(
                 "overload: closing the connection that holds the most buffered request bytes",
                 metadata: [
-                    "connection.bufferedBytes": "\(held)", "overload.limit": "\(limit)", "overload.shedTotal": "\(shed)",
+                    "connection.bufferedBytes": "\(held)", "overload.limit": "\(limit)",
+                    "overload.shedTotal": "\(shed)",
                 ])
         }
         heaviest.close()
