@@ -73,7 +73,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-rss-growth", type=float, default=5.0, help="percent (default 5)")
     parser.add_argument("--fd-slack", type=int, default=5,
                         help="fds the last sample may have over the end of the warm-up (default 5)")
-    return parser.parse_args()
+    parser.add_argument("--only", default=",".join(WORKERS),
+                        help=f"comma-separated workers to run, to find what a growth comes from "
+                             f"(default all: {','.join(WORKERS)})")
+    args = parser.parse_args()
+    args.only = set(filter(None, args.only.split(",")))
+    if args.only - set(WORKERS):
+        parser.error(f"unknown workers {sorted(args.only - set(WORKERS))}; known: {', '.join(WORKERS)}")
+    return args
+
+
+WORKERS = ("state", "http", "invoke", "pubsub", "churn", "quota", "reconfigure")
 
 
 ARGS = parse_args()
@@ -741,20 +751,29 @@ class Soak:
     def run(self) -> None:
         self.start()
         self.ready()
-        for broker in BROKERS:
-            self.subscribe(broker)
-        self.warm_pubsub()
-        log("load starts")
+        only = self.args.only
+        if "pubsub" in only:
+            for broker in BROKERS:
+                self.subscribe(broker)
+            self.warm_pubsub()
+        log(f"load starts: {', '.join(w for w in WORKERS if w in only)}")
         self.stats.started = time.monotonic()
         self.stats.take_window()
-        for store, (ns, app) in zip(STORES, (("shop", "web"), ("stats", "ingest"), ("shop", "web"), ("stats", "ingest"))):
-            self.spawn(f"state-{store}", self.state_worker, store, ns, app)
-        self.spawn("http", self.http_worker, "shop", "web")
-        self.spawn("invoke", self.invoke_worker)
-        for broker in BROKERS:
-            self.spawn(f"publish-{broker}", self.publish_worker, broker)
-        self.spawn("churn", self.churn_worker)
-        self.spawn("quota", self.quota_worker)
+        if "state" in only:
+            for store, (ns, app) in zip(STORES, (("shop", "web"), ("stats", "ingest"), ("shop", "web"),
+                                                 ("stats", "ingest"))):
+                self.spawn(f"state-{store}", self.state_worker, store, ns, app)
+        if "http" in only:
+            self.spawn("http", self.http_worker, "shop", "web")
+        if "invoke" in only:
+            self.spawn("invoke", self.invoke_worker)
+        if "pubsub" in only:
+            for broker in BROKERS:
+                self.spawn(f"publish-{broker}", self.publish_worker, broker)
+        if "churn" in only:
+            self.spawn("churn", self.churn_worker)
+        if "quota" in only:
+            self.spawn("quota", self.quota_worker)
 
         fields = ["t_s", "rss_kb", "fds", "threads", "cpu_s", "calls", "calls_per_s", "expected_refusals",
                   "unexpected_errors", "extra_app", "extra_component"]
@@ -778,7 +797,7 @@ class Soak:
                 if now >= end:
                     break
                 if now >= next_reconfigure:
-                    if now + 15 < end:  # not in the last seconds: its effect would not be measured
+                    if now + 15 < end and "reconfigure" in self.args.only:  # not in the last seconds: its effect would not be measured
                         self.reconfigure(step)
                         step += 1
                     next_reconfigure += self.args.reconfigure_every
@@ -860,6 +879,7 @@ class Soak:
         warmup = self.args.warmup if self.args.warmup is not None else min(300.0, self.args.duration / 6)
         failures: list[str] = []
         report: dict = {"duration_s": duration, "warmup_s": warmup, "interrupted": interrupted,
+                        "workers": sorted(self.args.only),
                         "hangard": os.environ["HANGARD"], "rate_per_worker": self.args.rate}
         before = [s for s in self.samples if s["t_s"] <= warmup]
         after = [s for s in self.samples if s["t_s"] > warmup]
@@ -873,11 +893,18 @@ class Soak:
             growth = 100.0 * (final["rss_kb"] - warm["rss_kb"]) / warm["rss_kb"]
             peak_growth = 100.0 * (peak["rss_kb"] - warm["rss_kb"]) / warm["rss_kb"]
             fds = [s["fds"] for s in after]
+            # Least-squares slope of the RSS after the warm-up: a leak is a trend, a warm-up levels off.
+            mean_t = sum(s["t_s"] for s in after) / len(after)
+            mean_rss = sum(s["rss_kb"] for s in after) / len(after)
+            spread = sum((s["t_s"] - mean_t) ** 2 for s in after)
+            slope = (sum((s["t_s"] - mean_t) * (s["rss_kb"] - mean_rss) for s in after) / spread * 60 / 1024
+                     if spread else 0.0)
             threads = [s["threads"] for s in after]
             report.update({
                 "rss_start_kb": self.samples[0]["rss_kb"], "rss_warmup_kb": warm["rss_kb"],
                 "rss_max_kb": peak["rss_kb"], "rss_max_at_s": peak["t_s"], "rss_final_kb": final["rss_kb"],
                 "rss_growth_pct": round(growth, 2), "rss_max_growth_pct": round(peak_growth, 2),
+                "rss_slope_mb_per_min": round(slope, 3),
                 "fds_warmup": warm["fds"], "fds_min": min(fds), "fds_max": max(fds), "fds_final": final["fds"],
                 "threads_warmup": warm["threads"], "threads_min": min(threads), "threads_max": max(threads),
                 "threads_final": final["threads"], "cpu_s": final["cpu_s"],
@@ -885,7 +912,8 @@ class Soak:
             mb = lambda kb: f"{kb / 1024:.1f} MB"  # noqa: E731
             print(f"  RSS: {mb(self.samples[0]['rss_kb'])} at the first sample, {mb(warm['rss_kb'])} at the end of "
                   f"the warm-up (t={warm['t_s']} s), max {mb(peak['rss_kb'])} (t={peak['t_s']} s, "
-                  f"{peak_growth:+.2f} %), final {mb(final['rss_kb'])} ({growth:+.2f} %)")
+                  f"{peak_growth:+.2f} %), final {mb(final['rss_kb'])} ({growth:+.2f} %); after the warm-up "
+                  f"{slope:+.3f} MB/min (least squares)")
             print(f"  fds after warm-up: min {min(fds)}, max {max(fds)}, final {final['fds']} "
                   f"(warm-up {warm['fds']}, allowed final <= {warm['fds'] + self.args.fd_slack})")
             print(f"  threads after warm-up: min {min(threads)}, max {max(threads)} (warm-up {warm['threads']})")
@@ -926,7 +954,7 @@ class Soak:
         print(f"  hangard exit code at SIGTERM: {self.hangard_exit}")
         if unexpected:
             failures.append(f"{unexpected} unexpected errors")
-        if not self.stats.expected:
+        if not self.stats.expected and "quota" in self.args.only:
             failures.append("no quota refusal: the quota worker did not reach its limits")
         if interrupted:
             failures.append("interrupted")
