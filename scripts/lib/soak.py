@@ -135,6 +135,9 @@ class Stats:
         self.window_expected = 0
         self.window_unexpected = 0
         self.started = time.monotonic()
+        # Set on SIGINT/SIGTERM: a terminal's Ctrl-C also stops hangard and the servers (same process group), so
+        # what fails from then on says nothing about hangard.
+        self.muted = threading.Event()
 
     def ok(self, kind: str, count: int = 1) -> None:
         with self.lock:
@@ -148,6 +151,8 @@ class Stats:
             self.window_calls += 1
 
     def error(self, kind: str, message: str) -> None:
+        if self.muted.is_set():
+            return
         with self.lock:
             self.unexpected[kind] += 1
             self.window_unexpected += 1
@@ -973,12 +978,15 @@ def main() -> int:
     out = Path(ARGS.out or REPO / "bench-results" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
 
+    soak = Soak(ARGS, out)
+
     def interrupt(signum, frame):
+        soak.stats.muted.set()
+        soak.stop.set()
         raise Stop(signal.Signals(signum).name)
 
     signal.signal(signal.SIGINT, interrupt)
     signal.signal(signal.SIGTERM, interrupt)
-    soak = Soak(ARGS, out)
     interrupted = False
     try:
         soak.run()
