@@ -48,6 +48,31 @@ struct HTTP2ConnectionManagementTests {
         client.channel.embeddedEventLoop.advanceTime(by: amount)
     }
 
+    /// Closes the connection when it first flushes: a peer gone by the time the server writes its preface.
+    final class CloseOnFlush: ChannelOutboundHandler {
+        typealias OutboundIn = NIOAny
+        func flush(context: ChannelHandlerContext) { context.close(promise: nil) }
+    }
+
+    @Test("a connection whose peer is gone when the preface is written arms no timer and is freed at once")
+    func peerGoneAtStart() throws {
+        weak var released: HTTP2ServerConnection?
+        let channel = EmbeddedChannel()
+        try {
+            let connection = HTTP2ServerConnection(
+                delegate: HTTP2ServerConnectionFlowTests.Script(),
+                settings: settings(keepalive: .hours(2), idle: .minutes(5)))
+            released = connection
+            try channel.pipeline.syncOperations.addHandlers([CloseOnFlush(), connection])
+        }()
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/x")).wait()
+        #expect(!channel.isActive)
+        channel.embeddedEventLoop.run()  // the pipeline lets its handlers go (tasks due now, not the timers)
+        // A keepalive (2 hours) or idle check (5 minutes) armed after the close would hold the connection, its
+        // buffers and its delegate until it fired: 6 KB for every client that connects and leaves at once.
+        #expect(released == nil, "still referenced: a timer was armed after the connection closed")
+    }
+
     @Test("a drain sends GOAWAY(2^31-1) and a PING; after the ACK a final GOAWAY names the last stream served")
     func twoPhaseDrain() throws {
         let client = try connectionTests.raw(settings: settings())

@@ -320,6 +320,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        // Whatever is still scheduled would hold this handler (and its buffers) until it fires.
+        cancelTimers()
         self.context = nil
     }
 
@@ -353,6 +355,9 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         out = buffer
         needsFlush = true
         flush(context)
+        // A peer gone already fails that write and the connection closes inside `flush` (`channelInactive` has
+        // cancelled the timers): arming them now would keep it, its buffers and handlers, for hours.
+        guard phase != .closed else { return }
         let now = context.eventLoop.now
         lastRead = now
         idleSince = now
@@ -1022,6 +1027,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         writeGoAway(lastStream: UInt32(Int32.max), .noError, debug: "")
         writePing(HTTP2ConnectionState.drainPing)
         flush(context)
+        guard phase != .closed else { return }  // the write failed and closed it: no timer (see `start`)
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         drainTimer = context.eventLoop.scheduleTask(in: settings.drainPingTimeout) {
             guard let context = bound.value.context else { return }
@@ -1041,6 +1047,8 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     }
 
     private func scheduleKeepalive(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        // Never once closed: `cancelTimers` ran already, and the task would keep the connection for 2 hours.
+        guard phase != .closed else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         keepaliveTimer = context.eventLoop.scheduleTask(deadline: deadline) {
             guard let context = bound.value.context else { return }
@@ -1057,6 +1065,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
         guard state.sendKeepalive() else { return }
         writePing(HTTP2ConnectionState.keepalivePing)
         if !isReading { flush(context) }
+        guard phase != .closed else { return }  // the write failed and closed it: no timer (see `start`)
         let sent = now
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         keepaliveTimeoutTimer = context.eventLoop.scheduleTask(in: settings.keepaliveTimeout) {
@@ -1069,6 +1078,7 @@ final class HTTP2ServerConnection: ChannelDuplexHandler {
     }
 
     private func scheduleIdleCheck(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        guard phase != .closed else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         idleTimer = context.eventLoop.scheduleTask(deadline: deadline) {
             guard let context = bound.value.context else { return }
