@@ -16,9 +16,11 @@ struct RedisStateStoreTests {
     let logger = Logger(label: "hangar.tests.redis-state") { _ in SwiftLogNoOpLogHandler() }
 
     func open(_ server: RedisServer, keyLayout: StateKeyLayout = .hangar, poolSize: Int = 8) throws -> RedisStateStore {
+        // A 20 s command deadline rather than the 3 s default: behaviour, not speed, on two loaded cores in CI (a
+        // server that is down fails a command at once whatever its deadline).
         var settings = RedisStateStore.Settings(
-            configuration: .init(address: server.address, clientName: "state-test"), keyLayout: keyLayout,
-            healthCheckInterval: .milliseconds(200))
+            configuration: .init(address: server.address, clientName: "state-test"), commandTimeout: .seconds(20),
+            keyLayout: keyLayout, healthCheckInterval: .milliseconds(200))
         settings.options.maxConnections = poolSize
         return try RedisStateStore(settings: settings, group: group, logger: logger)
     }
@@ -30,7 +32,7 @@ struct RedisStateStoreTests {
     }
 
     func command(_ connection: RedisConnection, _ arguments: [RESPArgument]) async throws -> RESPValue {
-        try await connection.send(arguments, deadline: .now() + .seconds(5)).get()
+        try await connection.send(arguments, deadline: .now() + .seconds(20)).get()
     }
 
     /// Dapr's own set script (components-contrib `state/redis/redis.go`, `setDefaultQuery`; `Tests/dapr`), run as

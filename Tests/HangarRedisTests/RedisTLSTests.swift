@@ -75,7 +75,8 @@ struct RedisTLSTests {
         let server = try server(certificates)
         defer { server.stop() }
         let ca = try String(contentsOf: certificates.caCertificate, encoding: .utf8)
-        let metadata = ["redisHost": "localhost:\(server.port)", "enableTLS": "true", "caCert": ca]
+        // readTimeout (each command's deadline) 20 s, not 3: the suite runs at once on two loaded cores in CI.
+        let metadata = ["redisHost": "localhost:\(server.port)", "enableTLS": "true", "caCert": ca, "readTimeout": "20s"]
         let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         let store = try RedisStateStore(
             settings: try RedisStateStore.settings(ComponentDefinition(name: "tls", type: "state.redis", metadata: metadata)),
