@@ -81,8 +81,9 @@ enum PubSubTestEnvironment {
     ) throws -> RedisPubSub {
         let server = try redis.get()
         let database = nextDatabase.wrappingAdd(1, ordering: .relaxed).oldValue % 16
+        // A 10 s connect timeout, not 1 s: the whole suite runs at once on two cores in CI.
         let configuration = RedisConfiguration(
-            address: .tcp(host: "127.0.0.1", port: server.port), database: database)
+            address: .tcp(host: "127.0.0.1", port: server.port), database: database, connectTimeout: .seconds(10))
         let connection = try RedisConnection.connect(configuration, on: group.next()).wait()
         _ = try connection.send(["FLUSHDB"], deadline: .now() + .seconds(5)).wait()
         try connection.close().wait()

@@ -66,7 +66,7 @@ enum StateTestEnvironment {
     ) throws -> RedisStateStore {
         try RedisStateStore(
             settings: .init(
-                configuration: .init(address: .tcp(host: "127.0.0.1", port: server.port)),
+                configuration: .init(address: .tcp(host: "127.0.0.1", port: server.port), connectTimeout: .seconds(10)),
                 // The conformance suite checks what a store does, not how fast: on a loaded machine (the whole suite
                 // runs in parallel on two cores in CI) a 1 MiB value's script can take longer than the 3 s default.
                 // The deadline itself is tested in HangarRedisTests.

@@ -21,7 +21,7 @@ struct RedisClientTests {
     /// The connections the server has from clients named `name`.
     func connections(named name: String, on server: RedisServer) async throws -> Int {
         let admin = try await RedisConnection.connect(
-            RedisConfiguration(address: server.address, clientName: "test-admin"), on: group.next()
+            RedisConfiguration(testing: server, clientName: "test-admin"), on: group.next()
         ).get()
         defer { _ = admin.close() }
         let list = try await admin.send(["CLIENT", "LIST"], deadline: soon()).get().string ?? ""
@@ -35,7 +35,7 @@ struct RedisClientTests {
         var options = RedisClient.Options()
         options.maxConnections = 3
         let client = RedisClient(
-            RedisConfiguration(address: server.address, clientName: "shared"), options: options, group: group)
+            RedisConfiguration(testing: server, clientName: "shared"), options: options, group: group)
         defer { _ = client.close() }
         let replies = try await withThrowingTaskGroup(of: (Int, String?).self) { tasks in
             for index in 0..<2_000 {
@@ -59,7 +59,7 @@ struct RedisClientTests {
     func outage() async throws {
         let server = try RedisServer()
         defer { server.stop() }
-        let client = RedisClient(RedisConfiguration(address: server.address), group: group)
+        let client = RedisClient(RedisConfiguration(testing: server), group: group)
         defer { _ = client.close() }
         #expect(try await client.send(["PING"], deadline: soon()).get().string == "PONG")
 
@@ -91,7 +91,7 @@ struct RedisClientTests {
     func closed() async throws {
         let server = try RedisServer()
         defer { server.stop() }
-        let client = RedisClient(RedisConfiguration(address: server.address), group: group)
+        let client = RedisClient(RedisConfiguration(testing: server), group: group)
         #expect(try await client.send(["PING"], deadline: soon()).get().string == "PONG")
         try await client.close().get()
         await #expect(throws: RedisError.connectionClosed("the client is closed")) {
@@ -105,7 +105,7 @@ struct RedisClientTests {
         let server = try RedisServer()
         defer { server.stop() }
         let connection = try await RedisConnection.connect(
-            RedisConfiguration(address: server.address), on: group.next()
+            RedisConfiguration(testing: server), on: group.next()
         ).get()
         defer { _ = connection.close() }
         await #expect(throws: RedisError.deadlineExceeded) {
@@ -155,8 +155,10 @@ struct RedisClientTests {
 
         // Released at once: each gets its reply.
         let admin = try await RedisConnection.connect(
-            RedisConfiguration(address: server.address, clientName: "test-admin"), on: group.next()
+            RedisConfiguration(testing: server, clientName: "test-admin"), on: group.next()
         ).get()
+        // No blocked command can be answered before this instant: the idle clock of each connection starts after it.
+        let released = Date()
         for index in blocked.indices {
             _ = try await admin.send(["LPUSH", .string("never-\(index)"), "x"], deadline: soon()).get()
         }
@@ -172,9 +174,9 @@ struct RedisClientTests {
             try await Task.sleep(for: .milliseconds(50))
             open = try await connections(named: "idle", on: server)
         }
-        let fell = Date().timeIntervalSince(replied)
-        #expect(open == 1, "\(open) connections \(fell) s after the last reply")
-        #expect(fell >= 0.35, "closed \(fell) s after the last reply, before the 0.4 s idle timeout")
+        let fell = Date().timeIntervalSince(released)
+        #expect(open == 1, "\(open) connections \(fell) s after the commands were released")
+        #expect(fell >= 0.35, "closed \(fell) s after the commands were released, before the 0.4 s idle timeout")
         #expect(client.connectionCount == 1 && store.backendConnections == 1)
 
         // The first connection stays, idle or not, and serves.
@@ -192,7 +194,7 @@ struct RedisClientTests {
         let server = try RedisServer()
         defer { server.stop() }
         let connection = try await RedisConnection.connect(
-            RedisConfiguration(address: server.address), on: group.next()
+            RedisConfiguration(testing: server), on: group.next()
         ).get()
         defer { _ = connection.close() }
         let started = Date()

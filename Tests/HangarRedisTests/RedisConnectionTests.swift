@@ -16,7 +16,7 @@ struct RedisConnectionTests {
     func connect(_ server: RedisServer, _ change: (inout RedisConfiguration) -> Void = { _ in }) async throws
         -> RedisConnection
     {
-        var configuration = RedisConfiguration(address: server.address)
+        var configuration = RedisConfiguration(testing: server)
         change(&configuration)
         return try await RedisConnection.connect(configuration, on: group.next()).get()
     }

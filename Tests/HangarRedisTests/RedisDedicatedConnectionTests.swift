@@ -18,9 +18,9 @@ struct RedisDedicatedConnectionTests {
     func blocking() async throws {
         let server = try RedisServer()
         defer { server.stop() }
-        let connection = RedisDedicatedConnection(RedisConfiguration(address: server.address), on: group.next())
+        let connection = RedisDedicatedConnection(RedisConfiguration(testing: server), on: group.next())
         defer { _ = connection.close() }
-        let client = RedisClient(RedisConfiguration(address: server.address), group: group)
+        let client = RedisClient(RedisConfiguration(testing: server), group: group)
         defer { _ = client.close() }
 
         // Longer than the client's usual second: the deadline is the command's own.
@@ -63,7 +63,7 @@ struct RedisDedicatedConnectionTests {
         var options = RedisClient.Options()
         options.maxConnections = 4
         options.pipelineDepth = 2
-        let client = RedisClient(RedisConfiguration(address: server.address), options: options, group: group)
+        let client = RedisClient(RedisConfiguration(testing: server), options: options, group: group)
         defer { _ = client.close() }
         // Fired without waiting, from one caller, while other keys load the connections.
         let futures = (0..<2_000).flatMap { index in

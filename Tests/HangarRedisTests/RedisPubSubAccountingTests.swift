@@ -32,12 +32,12 @@ struct RedisPubSubAccountingTests {
 
     func pubsub(_ server: RedisServer, _ settings: RedisPubSub.Settings) -> RedisPubSub {
         RedisPubSub(
-            configuration: RedisConfiguration(address: server.address), settings: settings, eventLoopGroup: group)
+            configuration: RedisConfiguration(testing: server), settings: settings, eventLoopGroup: group)
     }
 
     func admin(_ server: RedisServer) async throws -> RedisConnection {
         try await RedisConnection.connect(
-            RedisConfiguration(address: server.address, clientName: "test-admin"), on: group.next()
+            RedisConfiguration(testing: server, clientName: "test-admin"), on: group.next()
         ).get()
     }
 

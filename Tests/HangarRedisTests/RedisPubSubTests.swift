@@ -19,7 +19,7 @@ struct RedisPubSubTests {
 
     func admin(_ server: RedisServer) async throws -> RedisConnection {
         try await RedisConnection.connect(
-            RedisConfiguration(address: server.address, clientName: "test-admin"), on: group.next()
+            RedisConfiguration(testing: server, clientName: "test-admin"), on: group.next()
         ).get()
     }
 
@@ -38,7 +38,7 @@ struct RedisPubSubTests {
         var settings = settings
         settings.commandTimeout = .seconds(10)
         return RedisPubSub(
-            configuration: RedisConfiguration(address: server.address), settings: settings, eventLoopGroup: group)
+            configuration: RedisConfiguration(testing: server), settings: settings, eventLoopGroup: group)
     }
 
     func message(_ text: String) -> PubSubMessage {
@@ -81,7 +81,7 @@ struct RedisPubSubTests {
         // Every topic is read: a publish to the last one added wakes its waiter and is fetched.
         let consumer = PubSubConsumer(group: "ns||billing", topic: "ns||t11")
         let woken = pubsub.waitForPublish(to: consumer.topic, beyond: 0, timeout: .seconds(5), on: loop)
-        let other = try await RedisConnection.connect(RedisConfiguration(address: server.address), on: loop).get()
+        let other = try await RedisConnection.connect(RedisConfiguration(testing: server), on: loop).get()
         defer { _ = other.close() }
         // Written by someone else (another node, a Dapr sidecar): only the blocking read can tell this node.
         _ = try await other.send(["XADD", "ns||t11", "*", "data", "{}"], deadline: soon()).get()
@@ -101,7 +101,7 @@ struct RedisPubSubTests {
             try await Task.sleep(for: .milliseconds(50))
         }
         if left != 0 {
-            let admin = try await RedisConnection.connect(RedisConfiguration(address: server.address), on: loop).get()
+            let admin = try await RedisConnection.connect(RedisConfiguration(testing: server), on: loop).get()
             let list = try await admin.send(["CLIENT", "LIST"], deadline: soon()).get().string ?? ""
             _ = admin.close()
             Issue.record("left: \(list)")
@@ -146,7 +146,7 @@ struct RedisPubSubTests {
         // processingTimeout must leave room for the first node's timer on a loaded machine: it claims its leases
         // again every half of it.
         var settings = RedisPubSub.Settings()
-        settings.processingTimeout = .milliseconds(1500)
+        settings.processingTimeout = .seconds(3)
         settings.redeliverInterval = .milliseconds(100)
         let loop = group.next()
         let consumer = PubSubConsumer(group: "ns||app", topic: "ns||orders")
@@ -162,7 +162,7 @@ struct RedisPubSubTests {
         #expect(taken.count == 1)
         // Only now does the second node read the group (its blocking read could have taken the entry first).
         _ = try await second.ensureConsumer(consumer, on: loop).future(on: loop).get()
-        try await Task.sleep(for: .milliseconds(4000))
+        try await Task.sleep(for: .seconds(7))
         #expect(
             try await second.fetch(consumer, limit: 10, lease: nil, on: loop).future(on: loop).get().deliveries
                 .isEmpty)

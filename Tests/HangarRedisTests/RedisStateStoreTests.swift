@@ -27,7 +27,7 @@ struct RedisStateStoreTests {
 
     func admin(_ server: RedisServer) async throws -> RedisConnection {
         try await RedisConnection.connect(
-            RedisConfiguration(address: server.address, clientName: "test-admin"), on: group.next()
+            RedisConfiguration(testing: server, clientName: "test-admin"), on: group.next()
         ).get()
     }
 

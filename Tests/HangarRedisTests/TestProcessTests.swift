@@ -20,7 +20,7 @@ struct TestProcessTests {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let name = "inherit-\(UInt32.random(in: 0...UInt32.max))"
         let connection = try await RedisConnection.connect(
-            RedisConfiguration(address: server.address, clientName: name), on: loop
+            RedisConfiguration(testing: server, clientName: name), on: loop
         ).get()
         // A child that outlives the check, started while the connection is open.
         let child = try TestProcess.spawn(["/bin/sleep", "30"])
@@ -30,7 +30,7 @@ struct TestProcessTests {
         }
         try await connection.close().get()
 
-        let admin = try await RedisConnection.connect(RedisConfiguration(address: server.address), on: loop).get()
+        let admin = try await RedisConnection.connect(RedisConfiguration(testing: server), on: loop).get()
         defer { _ = admin.close() }
         var open = true
         for _ in 0..<60 where open {
