@@ -132,7 +132,7 @@ struct ComponentPoolTests {
         let pending = old.run(on: Self.loop) { $0.get("k", on: Self.loop) }
         try await host.running { () async throws in
             try host.apply([ComponentSpec(name: "g", type: "state.gated", metadata: ["generation": "2"])])
-            #expect(try await Self.eventually(3) { gated.stores.first?.isClosed == true })
+            #expect(try await Self.eventually(15) { gated.stores.first?.isClosed == true })
             #expect(old.pool.callsInFlight == 1)
             #expect(gated.stores.last?.isClosed == false)
         }
@@ -153,7 +153,7 @@ struct ComponentPoolTests {
         gated.stores.first?.release()
         _ = try await first.get()
         _ = try await second.get()
-        #expect(try await Self.eventually(2) { handle.pool.callsInFlight == 0 })
+        #expect(try await Self.eventually(15) { handle.pool.callsInFlight == 0 })
         try await host.close(on: Self.loop).get()
     }
 
@@ -174,7 +174,7 @@ struct ComponentPoolTests {
 
         oldStore.release()
         _ = try await pending.get()
-        #expect(try await Self.eventually(2) { oldStore.isClosed })
+        #expect(try await Self.eventually(15) { oldStore.isClosed })
         #expect(gated.stores.last?.isClosed == false)
         try await host.close(on: Self.loop).get()
     }
@@ -190,7 +190,7 @@ struct ComponentPoolTests {
         let memory = try host.scoped(TenantStateHandle.self, named: "m", for: Self.orders, tenant: nil).pool
         try host.apply([ComponentSpec(name: "m", type: "state.in-memory", source: "elsewhere.yaml")])
         #expect(try host.scoped(TenantStateHandle.self, named: "m", for: Self.orders, tenant: nil).pool === memory)
-        #expect(try await Self.eventually(2) { gated.stores.first?.isClosed == true })
+        #expect(try await Self.eventually(15) { gated.stores.first?.isClosed == true })
         try await host.close(on: Self.loop).get()
     }
 
