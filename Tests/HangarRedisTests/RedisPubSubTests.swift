@@ -197,7 +197,9 @@ struct RedisPubSubTests {
                 }
                 #expect(text.contains("cannot be reached"))
             }
-            #expect(ContinuousClock.now - start < .seconds(1), "fails fast")
+            // Fast: refused at once, not after the 10 s command deadline (a bound far from it, as the machine
+            // may be loaded; the e2e outage tests measure the default configuration).
+            #expect(ContinuousClock.now - start < .seconds(5), "fails fast")
         }
         #expect(pubsub.backendProblem != nil)
 

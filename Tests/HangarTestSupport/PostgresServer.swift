@@ -165,10 +165,15 @@ package final class PostgresServer: @unchecked Sendable {
         return text.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// Creates a login role with a password (scram-sha-256 over TCP).
+    /// Creates a login role with a password (scram-sha-256 over TCP). One at a time in this process: two GRANTs on
+    /// the same schema at once fail in PostgreSQL with "tuple concurrently updated", and the suites run in parallel.
     package func createUser(_ name: String, password: String) throws {
-        try psql("CREATE ROLE \(name) LOGIN PASSWORD '\(password)'; GRANT ALL ON SCHEMA public TO \(name)")
+        try Self.roleChanges.withLock {
+            try psql("CREATE ROLE \(name) LOGIN PASSWORD '\(password)'; GRANT ALL ON SCHEMA public TO \(name)")
+        }
     }
+
+    private static let roleChanges = NSLock()
 
     // MARK: Processes
 
