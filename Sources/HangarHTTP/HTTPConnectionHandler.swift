@@ -144,9 +144,8 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
     /// Body bytes of the current request reserved in its tenant's `BufferAccount`, until its response is built.
     private var charged = 0
     private var chargedTo: BufferAccount?
-    /// Response bytes the client has not read, counted in `unreadAccount` (`noteUnread`).
-    private var unreadCharged = 0
-    private var unreadAccount: BufferAccount?
+    /// Response bytes the client has not read, counted against its tenant (`noteUnread`).
+    private var unread = HeldBytes()
     /// The account of the last request's tenant: what unread responses count against.
     private var lastAccount: BufferAccount?
     static var unreadFloor: Int { 256 * 1024 }
@@ -339,7 +338,7 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
 
     func channelInactive(context: ChannelHandlerContext) {
         releaseBuffers()
-        releaseUnread()
+        unread.release()
         let previous = state
         state = .closing
         switch previous {
@@ -367,28 +366,10 @@ final class HTTPConnectionHandler<Responder: HTTPResponder>: ChannelDuplexHandle
             held = (try? context.channel.syncOptions?.getOption(.bufferedWritableBytes)) ?? 0
             if held < Self.unreadFloor { held = 0 }
         }
-        let delta = held - unreadCharged
-        guard delta != 0 else { return }
-        if delta < 0 {
-            unreadAccount?.release(-delta)
-            unreadCharged = held
-            if held == 0 { unreadAccount = nil }
-            return
-        }
-        guard let account = unreadAccount ?? lastAccount else { return }
-        unreadAccount = account
-        unreadCharged = held
-        if case .tenant = account.charge(delta) {
+        if unread.settle(held, account: { lastAccount }) != nil {
             state = .closing
             context.close(promise: nil)
         }
-    }
-
-    private func releaseUnread() {
-        guard unreadCharged > 0 else { return }
-        unreadAccount?.release(unreadCharged)
-        unreadCharged = 0
-        unreadAccount = nil
     }
 
     // MARK: HTTPExchangeOwner

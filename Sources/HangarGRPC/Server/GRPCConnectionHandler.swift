@@ -84,9 +84,8 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     private var lastErrorTrailers: (key: GRPCStatus.Key, block: [UInt8])?
     /// This connection's buffered bytes, for the node's shedding of the heaviest connection (`trackBuffers`).
     private var holder: BufferBudget.Holder?
-    /// Response bytes the client has not read, counted in `outboundAccount` (`outboundHeld`).
-    private var outboundCharged = 0
-    private var outboundAccount: BufferAccount?
+    /// Response bytes the client has not read, counted against its tenant (`outboundHeld`).
+    private var unread = HeldBytes()
     /// The account of the last call admitted: the tenant a TCP connection's unread responses count against.
     private var lastBuffers: BufferAccount?
 
@@ -205,40 +204,23 @@ package final class GRPCConnectionHandler: HTTP2ServerDelegate {
     /// as request bytes do: they are memory the daemon holds for it. They exist already, so they cannot be refused;
     /// a connection whose unread responses take its tenant past its share is closed instead, which frees them.
     func outboundHeld(bytes: Int) {
-        let delta = bytes - outboundCharged
-        guard delta != 0 else { return }
-        if delta < 0 {
-            outboundAccount?.release(-delta)
-        } else {
-            let account: BufferAccount?
-            if let outboundAccount {
-                account = outboundAccount
-            } else if case .app(let app) = identity {
-                account = gate.registry.tenantAccount(app.namespace)?.buffers
-            } else {
-                account = lastBuffers
-            }
-            guard let account else { return }
-            outboundAccount = account
-            if case .tenant(let limit) = account.charge(delta) {
-                logger.notice(
-                    """
-                    connection closed: its client does not read its responses, and what they hold took its tenant \
-                    past maxBufferedBytes
-                    """,
-                    metadata: [
-                        "tenant.namespace": "\(account.namespace)", "connection.unreadBytes": "\(bytes)",
-                        "quota.limit": "\(limit)",
-                    ])
-                outboundCharged = bytes
-                holder?.held.wrappingAdd(delta, ordering: .relaxed)
-                connection?.abort()
-                return
-            }
+        let before = unread.charged
+        let refusal = unread.settle(bytes) {
+            if case .app(let app) = identity { return gate.registry.tenantAccount(app.namespace)?.buffers }
+            return lastBuffers
         }
-        outboundCharged = bytes
-        holder?.held.wrappingAdd(delta, ordering: .relaxed)
-        if bytes == 0 { outboundAccount = nil }
+        holder?.held.wrappingAdd(unread.charged - before, ordering: .relaxed)
+        guard case .tenant(let limit) = refusal else { return }
+        logger.notice(
+            """
+            connection closed: its client does not read its responses, and what they hold took its tenant past \
+            maxBufferedBytes
+            """,
+            metadata: [
+                "tenant.namespace": "\(unread.namespace ?? "")", "connection.unreadBytes": "\(bytes)",
+                "quota.limit": "\(limit)",
+            ])
+        connection?.abort()
     }
 
     func writable(stream id: UInt32) {

@@ -299,3 +299,38 @@ package final class BufferAccount: Sendable {
         }
     }
 }
+
+/// Bytes a connection already holds for its client — responses it has not read — kept counted in one tenant's
+/// `BufferAccount` at what is held now. They exist already, so they are charged, never refused; `settle` says when
+/// they took the tenant past its share (the connection is then closed, which frees them).
+package struct HeldBytes {
+    /// What is counted now.
+    package private(set) var charged = 0
+    private var account: BufferAccount?
+
+    package init() {}
+
+    /// Brings the count to `bytes`: more is charged to the account counted so far, else to `account()` (nil: not
+    /// counted); less is given back. The refusal when the tenant is now past its share.
+    package mutating func settle(_ bytes: Int, account: () -> BufferAccount?) -> BufferAccount.Refusal? {
+        let delta = bytes - charged
+        guard delta != 0 else { return nil }
+        if delta < 0 {
+            self.account?.release(-delta)
+            charged = bytes
+            if bytes == 0 { self.account = nil }
+            return nil
+        }
+        guard let target = self.account ?? account() else { return nil }
+        self.account = target
+        charged = bytes
+        guard case .tenant(let limit) = target.charge(delta) else { return nil }
+        return .tenant(limit: limit)
+    }
+
+    /// Gives everything back (the connection closed).
+    package mutating func release() { _ = settle(0, account: { nil }) }
+
+    /// The tenant the bytes are counted against, while any are.
+    package var namespace: String? { account?.namespace }
+}
