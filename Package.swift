@@ -4,7 +4,13 @@ import PackageDescription
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("InternalImportsByDefault"),
-]
+] + threadSanitizerBuild
+
+/// `HANGAR_TSAN=1` (set by scripts/tsan.sh): Hangar's targets are compiled with `HANGAR_TSAN` defined, and `Locked`
+/// (HangarSync) is then a lock ThreadSanitizer can see. Dependencies are compiled as always.
+var threadSanitizerBuild: [SwiftSetting] {
+    Context.environment["HANGAR_TSAN"] != nil ? [.define("HANGAR_TSAN")] : []
+}
 
 /// What nearly every target uses: SwiftNIO's core and POSIX modules, and swift-log.
 let nioAndLogging: [Target.Dependency] = [
@@ -58,10 +64,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
     ],
     targets: [
+        // `Locked`: Synchronization's Mutex, or a lock ThreadSanitizer sees in a HANGAR_TSAN build.
+        .target(name: "HangarSync", swiftSettings: strict),
         // Building-block protocols, their value types and the in-memory drivers. Knows nothing of gRPC, HTTP or tenants.
         .target(
             name: "HangarComponents",
-            dependencies: nioAndLogging,
+            dependencies: ["HangarSync"] + nioAndLogging,
             swiftSettings: strict
         ),
         // SQLite-backed components (state.sqlite). SQLite itself is the copy vendored by sqlite-nio.
@@ -94,7 +102,7 @@ let package = Package(
         // gatekeeper hook in front of each connection. Knows nothing of tenants, gRPC or HTTP.
         .target(
             name: "HangarTransport",
-            dependencies: nioAndLogging,
+            dependencies: ["HangarSync"] + nioAndLogging,
             swiftSettings: strict
         ),
         // The runtime: configuration, tenancy, identity, the gate, and building-block operations shared by both front-ends.

@@ -5,6 +5,7 @@ package import NIOCore
 import NIOSSL
 package import PostgresNIO
 import Synchronization
+import HangarSync
 
 /// One PostgreSQL server for one component, shared by every tenant and app on the node: postgres-nio's connections
 /// in Hangar's pool (`PostgresPool`), wrapped so that an outage fails calls fast and ends by itself.
@@ -81,7 +82,7 @@ package final class PostgresBackend: Sendable, BackendHealthReporting {
     /// The group's loops as task executors, made once (`future(on:_:)`).
     private let executors: [ObjectIdentifier: EventLoopTaskExecutor]
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = Locked(State())
     /// Quiet: postgres-nio's background messages (connection attempts) would repeat what the backend reports.
     private static let quiet = Logger(label: "hangar.postgres.pool") { _ in SwiftLogNoOpLogHandler() }
 

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import PostgresNIO
 import Synchronization
+import HangarSync
 
 /// The connections of one `PostgresBackend` generation: at most `maxConnections` postgres-nio `PostgresConnection`s,
 /// each leased to one operation at a time (PostgreSQL runs one query at a time per connection).
@@ -46,7 +47,7 @@ final class PostgresPool: Sendable {
     private let maxConnections: Int
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init(
         configuration: PostgresConnection.Configuration, maxConnections: Int, group: any EventLoopGroup,

@@ -4,6 +4,7 @@ package import Logging
 package import NIOCore
 import PostgresNIO
 import Synchronization
+import HangarSync
 
 /// `state.postgresql` `version: v2`: Dapr's v2 layout and SQL (components-contrib `state/postgresql/v2`), so a table
 /// Dapr wrote is read and written in place (with `keyLayout: dapr` for Dapr's `<appId>||<key>` keys).
@@ -79,10 +80,10 @@ package final class PostgresStateStore: TransactionalStateStore, BackendHealthRe
     /// What the store remembers between calls, apart from the store so that its background task can hold it.
     private final class Memory: Sendable {
         /// Bytes per partition as last read or written; see the type's documentation.
-        let usage = Mutex<[String: Int]>([:])
+        let usage = Locked<[String: Int]>([:])
         /// In `keyLayout: dapr`, the namespace of the requests served (the component's: every row is its), which
         /// the cleanup needs to take expired rows' bytes off; nil until the first request.
-        let daprNamespace = Mutex<String?>(nil)
+        let daprNamespace = Locked<String?>(nil)
     }
     /// The backend's pool and health loop and the cleanup loop. Started at open; cancelled and awaited by `close`,
     /// so it outlives no store (a component has no `Service` of its own to run it in).

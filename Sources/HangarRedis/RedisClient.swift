@@ -1,5 +1,6 @@
 package import NIOCore
 import Synchronization
+import HangarSync
 
 /// One Redis server for the whole node: a few pipelined connections shared by every caller (a component's pool,
 /// whatever the number of tenants and apps using it), opened as the load asks for them. A command goes to the open
@@ -86,13 +87,13 @@ package final class RedisClient: Sendable {
     package let configuration: RedisConfiguration
     package let options: Options
     private let group: any EventLoopGroup
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     package init(_ configuration: RedisConfiguration, options: Options = Options(), group: any EventLoopGroup) {
         self.configuration = configuration
         self.options = options
         self.group = group
-        state = Mutex(State(backoff: options.initialBackoff))
+        state = Locked(State(backoff: options.initialBackoff))
         if let idleTimeout = options.idleTimeout {
             // A connection is closed between idleTimeout and idleTimeout + interval after its last reply.
             let interval = TimeAmount.nanoseconds(max(10_000_000, idleTimeout.nanoseconds / 4))

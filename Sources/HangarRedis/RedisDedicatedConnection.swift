@@ -1,5 +1,6 @@
 package import NIOCore
 import Synchronization
+import HangarSync
 
 /// A connection of its own for one user that holds it with blocking commands (`XREADGROUP ... BLOCK`), which
 /// must not share a pipelined connection (every command behind a blocked one would wait for it). Made when first
@@ -22,7 +23,7 @@ package final class RedisDedicatedConnection: Sendable {
     package let configuration: RedisConfiguration
     private let eventLoop: any EventLoop
     private let options: RedisClient.Options
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     package init(
         _ configuration: RedisConfiguration, options: RedisClient.Options = .init(), on eventLoop: any EventLoop
@@ -30,7 +31,7 @@ package final class RedisDedicatedConnection: Sendable {
         self.configuration = configuration
         self.options = options
         self.eventLoop = eventLoop
-        state = Mutex(State(backoff: options.initialBackoff))
+        state = Locked(State(backoff: options.initialBackoff))
     }
 
     /// The server's id of the open connection (for `CLIENT UNBLOCK`); nil while there is none.

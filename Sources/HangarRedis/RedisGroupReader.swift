@@ -1,6 +1,7 @@
 import HangarComponents
 import NIOCore
 import Synchronization
+import HangarSync
 
 /// The one blocking read of one consumer group on this node, whatever the number of topics it consumes here:
 /// `XREADGROUP GROUP g g COUNT queueDepth BLOCK ... STREAMS t1 t2 ... > > ...` on a connection of its own
@@ -44,7 +45,7 @@ final class RedisGroupReader: Sendable {
     private let owner: RedisPubSub
     private let eventLoop: any EventLoop
     let connection: RedisDedicatedConnection
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init(group: String, owner: RedisPubSub, on eventLoop: any EventLoop) {
         self.group = group

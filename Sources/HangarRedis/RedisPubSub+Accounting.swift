@@ -2,6 +2,7 @@ import Foundation
 import HangarComponents
 import NIOCore
 import Synchronization
+import HangarSync
 
 /// Byte accounting of `pubsub.redis`, kept in Redis so that every hangard sharing the server counts the same bytes
 /// and checks the same limits (the tenant's `maxPubsubBytes`, the component's `maxRetainedBytes`).
@@ -47,7 +48,7 @@ enum RedisPubSubKeys {
 /// whenever the server has forgotten it (`NOSCRIPT`: a restart, `SCRIPT FLUSH`).
 final class RedisPubSubScript: Sendable {
     let body: String
-    let sha = Mutex<String?>(nil)
+    let sha = Locked<String?>(nil)
 
     init(_ body: String) { self.body = body }
 }

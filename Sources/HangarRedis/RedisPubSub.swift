@@ -2,6 +2,7 @@ import Foundation
 package import HangarComponents
 package import NIOCore
 import Synchronization
+import HangarSync
 
 /// `pubsub.redis`: Hangar's broker model on Redis Streams, in Dapr's layout, so that Dapr apps and Hangar apps
 /// share the same streams (`dapr/components-contrib` `pubsub/redis`).
@@ -114,7 +115,7 @@ package final class RedisPubSub: PubSub, BackendHealthReporting {
     let readerConfiguration: RedisConfiguration
     let eventLoopGroup: any EventLoopGroup
     let observers = PubSubTopicObservers()
-    let state = Mutex(State())
+    let state = Locked(State())
 
     /// The name blocking connections give themselves (`CLIENT SETNAME`).
     package static let readerClientName = "hangard-xreadgroup"

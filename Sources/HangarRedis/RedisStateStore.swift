@@ -3,6 +3,7 @@ package import HangarComponents
 package import Logging
 package import NIOCore
 import Synchronization
+import HangarSync
 
 /// `state.redis`: a state store on a Redis server, in Dapr's layout (a hash per item with `data` and `version`; see
 /// `writeScript`), shared by every tenant of the node through one `RedisClient`: at most `poolSize` pipelined
@@ -91,13 +92,13 @@ package final class RedisStateStore: TransactionalStateStore, BackendHealthRepor
     private let read: Script
     private let write: Script
     private let usageCount: Script
-    private let healthCheck: Mutex<RepeatedTask?> = Mutex(nil)
-    private let usageRefresh: Mutex<RepeatedTask?> = Mutex(nil)
+    private let healthCheck: Locked<RepeatedTask?> = Locked(nil)
+    private let usageRefresh: Locked<RepeatedTask?> = Locked(nil)
     /// Each partition's bytes as Redis last answered, with the count of changes that answer reflects (`writes`):
     /// replies on several connections arrive in any order, and an older one must not replace a newer one.
-    private let usage: Mutex<[String: (bytes: Int, writes: Int64)]> = Mutex([:])
+    private let usage: Locked<[String: (bytes: Int, writes: Int64)]> = Locked([:])
     /// Why the last health check failed; nil once one succeeds.
-    private let pingProblem: Mutex<String?> = Mutex(nil)
+    private let pingProblem: Locked<String?> = Locked(nil)
 
     /// Connects, checks that the server answers and loads the write script; fails when the server cannot be
     /// reached or refuses the login. Blocks the calling thread until then (the component host opens stores on the

@@ -3,6 +3,7 @@ package import Logging
 package import NIOCore
 package import NIOPosix
 import Synchronization
+import HangarSync
 
 /// The runtime behind both front-ends: identity and admission (the gate), and the building blocks.
 package final class Runtime: Sendable {
@@ -26,7 +27,7 @@ package final class Runtime: Sendable {
     package let health: NodeHealth
     package let logger: Logger
     /// Serialises reconfigurations.
-    private let applying = Mutex<Void>(())
+    private let applying = Locked<Void>(())
 
     package init(
         configuration: NodeConfiguration, dataDirectory: String, maxRequestBytes: Int,

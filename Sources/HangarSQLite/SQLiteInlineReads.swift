@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Synchronization
+import HangarSync
 
 #if canImport(Glibc)
     import Glibc
@@ -93,7 +94,7 @@ final class SQLiteInlineReads: Sendable {
             case closed
         }
 
-        let state = Mutex<State>(.unopened)
+        let state = Locked<State>(.unopened)
         /// Set once the connection is open or the reader closed: the pool's reads stop asking to open it.
         let settled = Atomic<Bool>(false)
     }
@@ -122,7 +123,7 @@ final class SQLiteInlineReads: Sendable {
     private static let on: UInt64 = 0
     private static let checking: UInt64 = .max
     /// The current penalty and when the last slow read was.
-    private let slowReads = Mutex<(penalty: Duration, last: NIODeadline?)>((.zero, nil))
+    private let slowReads = Locked<(penalty: Duration, last: NIODeadline?)>((.zero, nil))
 
     /// Sets inline reads up and runs the first residency check (blocking: meant for the store's initialisation).
     /// `openReader` opens one loop's read-only connection.

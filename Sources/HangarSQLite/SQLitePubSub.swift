@@ -4,6 +4,7 @@ package import Logging
 package import NIOCore
 package import NIOPosix
 import Synchronization
+import HangarSync
 
 /// `pubsub.sqlite`: Hangar's durable embedded pub/sub, one SQLite file in WAL mode (schema in
 /// `SQLitePubSubSchema`): an append-only log per topic, and per consumer (group, topic) a cursor and its pending
@@ -106,15 +107,15 @@ package final class SQLitePubSub: PubSub {
 
     private let threadPool: NIOThreadPool
     private let logger: Logger
-    private let queue = Mutex(Queue())
+    private let queue = Locked(Queue())
     /// Nil once closed. Locked by the drain for a whole batch (it is the only user while the component is open).
-    private let writer: Mutex<SQLitePubSubWriter?>
+    private let writer: Locked<SQLitePubSubWriter?>
     /// Checkpoints the WAL beside the writer; nil for an in-memory database, which has no WAL.
     private let checkpointer: SQLitePubSubCheckpointer?
-    private let stats: Mutex<Stats>
+    private let stats: Locked<Stats>
     private let trimCount = Atomic<Int>(0)
     private let observers = PubSubTopicObservers()
-    private let cleanup = Mutex<RepeatedTask?>(nil)
+    private let cleanup = Locked<RepeatedTask?>(nil)
 
     /// Opens the database (blocking: meant for start-up), creating the file, its parent directories and the tables
     /// when missing, and schedules the periodic `trim` on `eventLoopGroup` when `cleanupInterval` is set.
@@ -152,11 +153,11 @@ package final class SQLitePubSub: PubSub {
                 self.checkpointer = nil
             }
             let writer = try SQLitePubSubWriter(connection: connection, limits: configuration.limits)
-            self.stats = Mutex(
+            self.stats = Locked(
                 Stats(
                     topics: writer.topics.mapValues { TopicStats(last: $0.last, bytes: $0.bytes) },
                     partitions: writer.partitions))
-            self.writer = Mutex(writer)
+            self.writer = Locked(writer)
         } catch {
             throw Self.pubSubError(error)
         }

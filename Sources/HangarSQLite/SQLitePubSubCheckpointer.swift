@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOPosix
 import Synchronization
+import HangarSync
 
 /// Checkpoints the WAL of a `pubsub.sqlite` database beside its writer, so that no commit copies pages into the
 /// database file and waits for its fsync. SQLite's auto-checkpoint does that inside the commit that takes the WAL
@@ -40,8 +41,8 @@ final class SQLitePubSubCheckpointer: Sendable {
 
     /// The frame count the writer's WAL hook records.
     let frames = WALFrames()
-    private let connection: Mutex<SQLiteConnection?>
-    private let state = Mutex(State())
+    private let connection: Locked<SQLiteConnection?>
+    private let state = Locked(State())
     private let threadPool: NIOThreadPool
     private let logger: Logger
 
@@ -49,7 +50,7 @@ final class SQLitePubSubCheckpointer: Sendable {
     init(path: String, busyTimeout: Duration, synchronousFull: Bool, threadPool: NIOThreadPool, logger: Logger) throws {
         let connection = try SQLiteConnection(path: path, busyTimeout: busyTimeout)
         try connection.execute("PRAGMA synchronous = \(synchronousFull ? "FULL" : "NORMAL")")
-        self.connection = Mutex(connection)
+        self.connection = Locked(connection)
         self.threadPool = threadPool
         self.logger = logger
     }

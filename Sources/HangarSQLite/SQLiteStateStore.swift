@@ -4,6 +4,7 @@ package import Logging
 package import NIOCore
 package import NIOPosix
 import Synchronization
+import HangarSync
 
 /// `state.sqlite`: a state store in one SQLite file (or in memory), with ETags, transactions and TTLs.
 ///
@@ -83,10 +84,10 @@ package final class SQLiteStateStore: TransactionalStateStore {
 
     /// One connection and the lock that gives one thread at a time access to it; nil once closed.
     final class ConnectionSlot: Sendable {
-        let connection: Mutex<SQLiteConnection?>
+        let connection: Locked<SQLiteConnection?>
 
         init(_ connection: consuming sending SQLiteConnection) {
-            self.connection = Mutex(connection)
+            self.connection = Locked(connection)
         }
     }
 
@@ -178,9 +179,9 @@ package final class SQLiteStateStore: TransactionalStateStore {
     let inlineReads: SQLiteInlineReads?
     private let nextReader = Atomic<Int>(0)
     private let closed = Atomic<Bool>(false)
-    private let cleanup = Mutex<RepeatedTask?>(nil)
+    private let cleanup = Locked<RepeatedTask?>(nil)
     /// Bytes per partition as last committed; changed only by the writer, after a commit.
-    private let usage: Mutex<[String: Int]>
+    private let usage: Locked<[String: Int]>
 
     /// Opens the database (blocking: meant for start-up), creating the file, its parent directories and the tables
     /// when missing, and schedules the periodic cleanup of expired items on `eventLoopGroup`.
@@ -211,7 +212,7 @@ package final class SQLiteStateStore: TransactionalStateStore {
                 while try statement.step() { Self.add(Int(statement.int64(1)), to: statement.text(0), in: &usage) }
                 return usage
             }
-            self.usage = Mutex(usage)
+            self.usage = Locked(usage)
             if !inMemory && journalMode.lowercased() != "wal" {
                 logger.warning(
                     "SQLite refused WAL mode: reads will wait for writes",

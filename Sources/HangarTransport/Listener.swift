@@ -5,6 +5,7 @@ import Logging
 package import NIOCore
 import NIOPosix
 import Synchronization
+import HangarSync
 
 /// Asks a connection to finish: take no new requests, close once those in flight have been answered. Each
 /// front-end's connection handler acts on it (gRPC sends GOAWAY; HTTP/1.1 closes after the current response).
@@ -22,12 +23,12 @@ package struct ListenerDrainEvent: Sendable {
 public final class Listener: Sendable {
     package let address: String
     private let connections = ConnectionSet()
-    private let serverChannel = Mutex<(any Channel)?>(nil)
-    private let descriptor: Mutex<CInt>
+    private let serverChannel = Locked<(any Channel)?>(nil)
+    private let descriptor: Locked<CInt>
 
     init(address: String, descriptor: CInt) {
         self.address = address
-        self.descriptor = Mutex(descriptor)
+        self.descriptor = Locked(descriptor)
     }
 
     deinit {
@@ -68,7 +69,7 @@ public final class Listener: Sendable {
 
 /// The open connections of a listener.
 final class ConnectionSet: Sendable {
-    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let channels = Locked<[ObjectIdentifier: any Channel]>([:])
 
     var count: Int { channels.withLock { $0.count } }
     var all: [any Channel] { channels.withLock { Array($0.values) } }

@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import NIOCore
 import Synchronization
+import HangarSync
 
 /// The one HTTP client of every HTTP app channel (its pool keeps connections per app address), made when the first
 /// app with an HTTP app channel appears, so a node whose apps are all gRPC never starts one. No redirects are
@@ -8,7 +9,7 @@ import Synchronization
 /// fast.
 final class AppHTTPClient: Sendable {
     private let group: any EventLoopGroup
-    private let made = Mutex<HTTPClient?>(nil)
+    private let made = Locked<HTTPClient?>(nil)
 
     init(group: any EventLoopGroup) {
         self.group = group

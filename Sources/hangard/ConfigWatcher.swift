@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import HangarSync
 
 #if canImport(Glibc)
     import Glibc
@@ -18,7 +19,7 @@ final class ConfigWatcher: Sendable {
         var files: [String]
     }
 
-    private let watched: Mutex<Watched>
+    private let watched: Locked<Watched>
     private let stopped = Atomic<Bool>(false)
     private let pollInterval: Duration
     private let settle: Duration
@@ -26,7 +27,7 @@ final class ConfigWatcher: Sendable {
     init(directories: [String], files: [String] = [], pollInterval: Duration = .seconds(2),
         settle: Duration = .milliseconds(10))
     {
-        self.watched = Mutex(Watched(directories: directories, files: files))
+        self.watched = Locked(Watched(directories: directories, files: files))
         self.pollInterval = pollInterval
         self.settle = settle
     }

@@ -8,6 +8,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import Synchronization
+import HangarSync
 
 /// The node: binds every app's sockets and the TCP listeners, serves until shutdown, follows changes of the
 /// tenancy and resource files (binding new apps' sockets, closing removed apps' after their calls in flight),
@@ -38,7 +39,7 @@ final class NodeService: Service {
         var directory: String?
     }
 
-    private let listeners = Mutex<[ListenerIdentity: Listeners]>([:])
+    private let listeners = Locked<[ListenerIdentity: Listeners]>([:])
     private let stopping = Atomic<Bool>(false)
     /// The predecessor this process takes over from, if any.
     private let takeover: Takeover?

@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import Synchronization
+import HangarSync
 
 /// What hangard tells systemd, when systemd started it (`NOTIFY_SOCKET` set; otherwise nothing is sent):
 /// `READY=1` once every listener is up and every component has made its first initialisation attempt, `STATUS=`
@@ -21,7 +22,7 @@ final class ServiceManagerLink: Service, Sendable {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let supervised = Systemd.isSupervised
-    private let lastStatus = Mutex<String>("")
+    private let lastStatus = Locked<String>("")
     /// Set by `ready()`: systemd's watchdog runs from then on, and the first `STATUS=` goes with `READY=1`.
     private let isReady = Atomic<Bool>(false)
 

@@ -4,6 +4,7 @@ import HangarSystemd
 import HangarTransport
 import Logging
 import Synchronization
+import HangarSync
 
 /// The successor's side of an upgrade: a new hangard that finds a running one's control socket under its
 /// `--socket-root` (`UpgradeControl`) takes its listening sockets over instead of binding its own, so that no
@@ -36,19 +37,19 @@ final class Takeover: Sendable {
     /// The predecessor's `--drain-timeout`: how long `released` may take, plus its components' close.
     let predecessorDrainTimeout: Duration
     let socketCount: Int
-    private let channel: Mutex<HandoverChannel?>
-    private let sockets: Mutex<[HandoverSocket: CInt]>
+    private let channel: Locked<HandoverChannel?>
+    private let sockets: Locked<[HandoverSocket: CInt]>
     private let logger: Logger
 
     private init(
         channel: HandoverChannel, predecessor: Int32, drainTimeout: Duration, sockets: [HandoverSocket: CInt],
         logger: Logger
     ) {
-        self.channel = Mutex(channel)
+        self.channel = Locked(channel)
         self.predecessor = predecessor
         self.predecessorDrainTimeout = drainTimeout
         self.socketCount = sockets.count
-        self.sockets = Mutex(sockets)
+        self.sockets = Locked(sockets)
         self.logger = logger
     }
 

@@ -3,6 +3,7 @@ import HangarTransport
 import Logging
 import ServiceLifecycle
 import Synchronization
+import HangarSync
 
 /// The running hangard's side of an upgrade: its control socket, `<socket-root>/.hangard-upgrade.sock` (mode 0600,
 /// same-uid peers only), where a successor hangard asks for every listening socket (`HandoverMessage` describes
@@ -23,7 +24,7 @@ final class UpgradeControl: Service, Sendable {
     let path: String
     private let drainTimeout: Duration
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let nodeReady = AsyncStream.makeStream(of: Void.self)
 
     private struct State {

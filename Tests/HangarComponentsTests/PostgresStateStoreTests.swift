@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import Synchronization
 import Testing
+import HangarSync
 
 extension StoreKind {
     /// Whether the store's ETags are UUIDs (PostgreSQL v2) rather than Hangar's decimal versions.
@@ -635,7 +636,7 @@ extension Duration {
 
 /// The highest value recorded.
 private final class Peak: Sendable {
-    private let state = Mutex(0)
+    private let state = Locked(0)
     func record(_ value: Int) { state.withLock { $0 = max($0, value) } }
     var value: Int { state.withLock { $0 } }
 }

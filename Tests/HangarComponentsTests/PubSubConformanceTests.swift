@@ -4,6 +4,7 @@ import HangarSQLite
 import NIOCore
 import Synchronization
 import Testing
+import HangarSync
 
 /// Behaviour every pub/sub component must show, whatever its backend: the semantics `PubSub` documents.
 @Suite("Pub/sub conformance", .serialized)
@@ -410,7 +411,7 @@ struct PubSubConformanceTests {
     func notification(kind: PubSubKind) async throws {
         try await Env.withPubSub(kind) { pubsub, loop in
             let topic = Self.orders.topic
-            let heard = Mutex<[UInt64]>([])
+            let heard = Locked<[UInt64]>([])
             let observation = pubsub.observe(topic: topic) { last in heard.withLock { $0.append(last) } }
             let waiting = pubsub.waitForPublish(to: topic, beyond: 0, timeout: nil, on: loop)
             _ = try await pubsub.publish(["one"], to: "ns||elsewhere", on: loop)

@@ -10,6 +10,7 @@ import Synchronization
 import Testing
 
 @_spi(Benchmarks) @testable import HangarGRPC
+import HangarSync
 
 /// Streaming methods through the real connection: swift-nio-http2's client (or raw bytes) against Hangar's server on
 /// EmbeddedChannels.
@@ -19,7 +20,7 @@ struct GRPCStreamingTests {
 
     /// What the test methods saw, from whichever call.
     final class Events: Sendable {
-        let cancelled = Mutex<[String]>([])
+        let cancelled = Locked<[String]>([])
     }
 
     let events = Events()

@@ -7,6 +7,7 @@ import Synchronization
 import Testing
 
 @testable import HangarRuntime
+import HangarSync
 
 /// A network backend that fails after its component opened (`BackendHealthReporting`): the component is reported
 /// DOWN with the reason while the backend is gone and UP again once it answers, without being reopened; and the
@@ -16,7 +17,7 @@ struct BackendHealthTests {
     /// An in-memory store whose "server" can be made to disappear.
     final class FlakyStore: StateStore, BackendHealthReporting {
         let inner = InMemoryStateStore()
-        let problem = Mutex<String?>(nil)
+        let problem = Locked<String?>(nil)
         var backendProblem: String? { problem.withLock { $0 } }
         var features: StateFeatures { inner.features }
         var executesInline: Bool { true }

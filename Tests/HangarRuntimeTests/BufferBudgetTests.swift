@@ -5,6 +5,7 @@ import Synchronization
 import Testing
 
 @testable import HangarRuntime
+import HangarSync
 
 /// The node's budget of buffered request bytes and the tenants' shares of it: what refuses, what is left untouched,
 /// and what the overload levels do.
@@ -87,7 +88,7 @@ struct BufferBudgetTests {
     @Test("over the budget, the connection holding the most is closed, and only that one")
     func shedHeaviest() throws {
         let budget = BufferBudget(limit: 1_000)
-        let closed = Mutex<[String]>([])
+        let closed = Locked<[String]>([])
         let light = BufferBudget.Holder { closed.withLock { $0.append("light") } }
         let heavy = BufferBudget.Holder { closed.withLock { $0.append("heavy") } }
         budget.register(light)

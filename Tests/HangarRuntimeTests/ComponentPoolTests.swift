@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 
 @testable import HangarRuntime
+import HangarSync
 
 /// The generic component pool and the host's shared lookup, with test components: the lifecycle (INIT, UP, DOWN
 /// and retried), calls in flight, retirement after a swap, and the lookup's three refusals.
@@ -19,7 +20,7 @@ struct ComponentPoolTests {
         let features: StateFeatures = []
         let executesInline = false
         let usageByPartition: [String: Int] = [:]
-        private let waiting = Mutex<[EventLoopPromise<StateEntry?>]>([])
+        private let waiting = Locked<[EventLoopPromise<StateEntry?>]>([])
         private let closed = Atomic<Bool>(false)
 
         var isClosed: Bool { closed.load(ordering: .acquiring) }
@@ -50,7 +51,7 @@ struct ComponentPoolTests {
     /// out the stores it opens in `opened`.
     final class Gated: Sendable {
         let failing = Atomic<Bool>(false)
-        let opened = Mutex<[GatedStore]>([])
+        let opened = Locked<[GatedStore]>([])
 
         var registry: ComponentRegistry {
             var registry = ComponentRegistry()

@@ -7,6 +7,7 @@ import Synchronization
 import Testing
 
 @testable import HangarRuntime
+import HangarSync
 
 /// An app channel that records the events pushed to it and answers as the test scripts it: the app side of push
 /// delivery, in process (the real channels are covered by the end-to-end tests).
@@ -22,17 +23,17 @@ final class ScriptedAppChannel: AppChannel {
         case hold
     }
 
-    let events = Mutex<[AppTopicEvent]>([])
-    let batches = Mutex<[AppBulkTopicEvent]>([])
-    private let held = Mutex<[EventLoopPromise<DeliveryOutcome>]>([])
-    private let script: Mutex<@Sendable (AppTopicEvent) -> Answer>
+    let events = Locked<[AppTopicEvent]>([])
+    let batches = Locked<[AppBulkTopicEvent]>([])
+    private let held = Locked<[EventLoopPromise<DeliveryOutcome>]>([])
+    private let script: Locked<@Sendable (AppTopicEvent) -> Answer>
     let healthy = Atomic<Bool>(true)
     /// Whether the app answers at all (its subscription list, which push delivery asks to probe it).
     let listening = Atomic<Bool>(true)
     let listed = Atomic<Int>(0)
 
     init(_ script: @escaping @Sendable (AppTopicEvent) -> Answer = { _ in .outcome(.success) }) {
-        self.script = Mutex(script)
+        self.script = Locked(script)
     }
 
     func answer(_ script: @escaping @Sendable (AppTopicEvent) -> Answer) { self.script.withLock { $0 = script } }
@@ -470,7 +471,7 @@ struct PushDeliveryTests {
     @Test("a retired component ends a stream with UNAVAILABLE and stops push delivery")
     func componentRetired() async throws {
         try await subscribe([Self.spec()])
-        let ended = Mutex<APIError?>(nil)
+        let ended = Locked<APIError?>(nil)
         let (node, loop) = (self.runtime, self.loop)
         let stream = try await loop.flatSubmit {
             node.pubsub.subscribe(

@@ -5,6 +5,7 @@ import Synchronization
 import Testing
 
 @testable import HangarRuntime
+import HangarSync
 
 @Suite("Quotas at the gate")
 struct QuotaTests {
@@ -230,7 +231,7 @@ struct QuotaTests {
 struct FairQueueTests {
     /// Records start order; operations finish only when the test says so.
     final class Recorder: Sendable {
-        let started = Mutex<[String]>([])
+        let started = Locked<[String]>([])
         func start(_ name: String) -> @Sendable () -> Void { { self.started.withLock { $0.append(name) } } }
         var order: [String] { started.withLock { $0 } }
     }

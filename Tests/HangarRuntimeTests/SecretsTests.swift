@@ -7,10 +7,11 @@ import Synchronization
 import Testing
 
 @testable import HangarRuntime
+import HangarSync
 
 /// Every log event, rendered with its metadata, for checking what reached the log.
 final class LogCapture: Sendable {
-    let lines = Mutex<[String]>([])
+    let lines = Locked<[String]>([])
 
     var logger: Logger {
         Logger(label: "capture") { _ in CapturingLogHandler(capture: self) }

@@ -7,6 +7,7 @@ import Synchronization
 import Testing
 
 @testable import HangarRuntime
+import HangarSync
 
 /// Streaming subscriptions over a real in-memory component: the event Dapr builds from the stored envelope, the
 /// bound on events in flight, and what the end of a stream gives back.
@@ -41,7 +42,7 @@ struct StreamingSubscriptionTests {
 
     @Test("the event is built from the stored envelope as Dapr builds it")
     func eventFromEnvelope() async throws {
-        let sent = Mutex<[SubscriptionEvent]>([])
+        let sent = Locked<[SubscriptionEvent]>([])
         let loop = self.loop
         let subscription = try await loop.flatSubmit {
             runtime.pubsub.subscribe(
@@ -82,7 +83,7 @@ struct StreamingSubscriptionTests {
 
     @Test("at most maxInFlight events are unanswered; answers make room a quarter at a time; the end gives them back")
     func inFlightBound() async throws {
-        let sent = Mutex<[SubscriptionEvent]>([])
+        let sent = Locked<[SubscriptionEvent]>([])
         let handle = try runtime.components.scoped(
             TenantPubSubHandle.self, named: "pubsub", for: Self.caller, tenant: nil)
         _ = try await handle.ensureConsumer("t", on: loop).get()
@@ -138,8 +139,8 @@ struct StreamingSubscriptionTests {
             let request = PublishRequest(pubsubName: "pubsub", topic: "t", data: Data("m\(index)".utf8))
             try await runtime.pubsub.publish(Self.publisher, request, on: loop).get()
         }
-        let sent = Mutex<[SubscriptionEvent]>([])
-        let sentAt = Mutex<[ContinuousClock.Instant]>([])
+        let sent = Locked<[SubscriptionEvent]>([])
+        let sentAt = Locked<[ContinuousClock.Instant]>([])
         let loop = self.loop
         let subscription = try await loop.flatSubmit {
             runtime.pubsub.subscribe(

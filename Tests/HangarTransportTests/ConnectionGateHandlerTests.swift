@@ -4,10 +4,11 @@ import Synchronization
 import Testing
 
 @testable import HangarTransport
+import HangarSync
 
 /// A gatekeeper decided by the test: it answers when `decide` is called.
 private final class ManualGatekeeper: ConnectionGatekeeper, Sendable {
-    private let promise = Mutex<EventLoopPromise<Bool>?>(nil)
+    private let promise = Locked<EventLoopPromise<Bool>?>(nil)
 
     func admit(_ channel: any Channel) -> EventLoopFuture<Bool> {
         let promise = channel.eventLoop.makePromise(of: Bool.self)

@@ -1,6 +1,7 @@
 import Foundation
 package import NIOCore
 import Synchronization
+import HangarSync
 
 /// `pubsub.in-memory`: topics, consumers and pending messages in dictionaries behind one mutex. Every operation is
 /// non-blocking and answers at once on the caller's event loop. Not durable: everything is lost when the daemon
@@ -125,9 +126,9 @@ package final class InMemoryPubSub: PubSub {
         }
     }
 
-    private let state: Mutex<State>
+    private let state: Locked<State>
     private let observers = PubSubTopicObservers()
-    private let cleanup = Mutex<RepeatedTask?>(nil)
+    private let cleanup = Locked<RepeatedTask?>(nil)
     /// The limits the component was created with.
     package let limits: PubSubLimits
     package var ackTimeout: Duration { limits.ackTimeout }
@@ -143,7 +144,7 @@ package final class InMemoryPubSub: PubSub {
     /// A component with `limits`; with an `eventLoopGroup` and a `cleanupInterval`, `trim` runs periodically.
     package init(limits: PubSubLimits = InMemoryPubSub.defaultLimits, eventLoopGroup: (any EventLoopGroup)? = nil) {
         self.limits = limits
-        self.state = Mutex(State(gate: PubSubTrimGate(interval: limits.fullTrimInterval)))
+        self.state = Locked(State(gate: PubSubTrimGate(interval: limits.fullTrimInterval)))
         if let interval = limits.cleanupInterval, let eventLoop = eventLoopGroup?.next() {
             let task = eventLoop.scheduleRepeatedTask(initialDelay: TimeAmount(interval), delay: TimeAmount(interval)) {
                 [weak self] task in

@@ -1,4 +1,5 @@
 import Synchronization
+import HangarSync
 
 /// A registration made by `PubSub.observe(topic:_:)`; `cancel()` ends it (idempotent). Dropping it does not.
 package final class PubSubObservation: Sendable {
@@ -25,7 +26,7 @@ package final class PubSubTopicObservers: Sendable {
         var closed = false
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     package init() {}
 

@@ -1,6 +1,7 @@
 import Foundation
 package import NIOCore
 import Synchronization
+import HangarSync
 
 /// `state.in-memory`: a dictionary behind a mutex. Every operation is non-blocking and completes at once on the
 /// caller's event loop. Supports ETags, transactions and TTLs; data is lost when the daemon stops.
@@ -157,7 +158,7 @@ package final class InMemoryStateStore: TransactionalStateStore {
         }
     }
 
-    private let storage = Mutex(Storage())
+    private let storage = Locked(Storage())
     package let features: StateFeatures = [.etag, .transactional, .ttl]
     /// Always true: every operation is `.ready` when it returns.
     package var executesInline: Bool { true }

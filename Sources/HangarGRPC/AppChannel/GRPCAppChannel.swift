@@ -7,6 +7,7 @@ import NIOHTTP2
 import NIOPosix
 package import SwiftProtobuf
 import Synchronization
+import HangarSync
 
 /// An app's gRPC app channel: `AppCallback` calls on HTTP/2 connections to the app's gRPC server (TCP or a Unix
 /// socket), one per event loop that calls it, so a call never hops threads: it is written and answered on the loop
@@ -49,7 +50,7 @@ package final class GRPCAppChannel: AppChannel {
     /// Dapr's `APP_API_TOKEN`, sent as `dapr-api-token` on every call (nil: none).
     private let appApiToken: String?
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     package init(
         app: AppID, address: AppChannelSpec.Address, connectTimeout: TimeAmount = .seconds(3), maxResponseBytes: Int,

@@ -4,6 +4,7 @@ package import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
+import HangarSync
 
 /// Every component instance of the node, created once from the registry's descriptors and shared by the tenants
 /// allowed to use them. Replaced live by `apply`: an unchanged component keeps its instance; a changed one is
@@ -26,7 +27,7 @@ package final class ComponentHost: Sendable {
         var specs: [ComponentSpec] = []
     }
 
-    private let pools: Mutex<Pools>
+    private let pools: Locked<Pools>
 
     /// Background work for `run()`, queued by whoever finds it (an attempt that failed, a retirement).
     private enum Work: Sendable {
@@ -55,7 +56,7 @@ package final class ComponentHost: Sendable {
         self.context = context
         self.logger = context.logger
         self.retireTimeout = retireTimeout
-        self.pools = Mutex(Pools())
+        self.pools = Locked(Pools())
         let all = try build(components, reusing: [:])
         // Secret stores were opened by `build`, before the components whose `secretKeyRef`s they serve.
         for pool in all.values where pool.opensInline && pool.health.status == .initialising {

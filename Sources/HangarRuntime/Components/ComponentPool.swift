@@ -3,6 +3,7 @@ package import HangarComponents
 import Logging
 package import NIOCore
 import Synchronization
+import HangarSync
 
 /// One live component shared by every tenant allowed to use it, whatever its building block: its lifecycle
 /// (open, health, retry, retire), its calls in flight and, for a blocking component, the fair queue between tenants.
@@ -47,7 +48,7 @@ package final class ComponentPool<Scope: TenantScope>: Sendable {
         var backendDownSince: Date?
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// Operations a blocking component runs at once, unless its metadata sets `maxConcurrentOperations` or its
     /// type a default of its own (`ComponentDescriptor.defaultConcurrency`).

@@ -1,4 +1,5 @@
 import Synchronization
+import HangarSync
 
 /// What one tenant's operations have waited for a component pool's slots, since the pool was made: its wait
 /// metrics (`hangar_component_pool_operations_total`, `hangar_component_pool_wait_seconds_total`).
@@ -57,7 +58,7 @@ final class FairQueue: Sendable {
 
     let capacity: Int
     let perTenant: Int
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     init(capacity: Int, perTenant: Int? = nil) {
         self.capacity = max(1, capacity)

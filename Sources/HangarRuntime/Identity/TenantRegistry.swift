@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import Synchronization
+import HangarSync
 
 /// The apps this node serves, their tokens and their quota accounts. Reconfigured live (`apply`): a snapshot of
 /// the configuration is swapped atomically, while each tenant's and app's account lives on across changes so
@@ -56,7 +57,7 @@ public final class TenantRegistry: Sendable {
     package let nodeMaxRequestBytes: Int
     /// The node's budget of buffered request bytes (`--max-buffered-bytes`), shared by the tenants' accounts.
     package let buffers: BufferBudget
-    private let current: Mutex<Snapshot>
+    private let current: Locked<Snapshot>
 
     public convenience init(configuration: NodeConfiguration, maxRequestBytes: Int = 4 << 20) {
         self.init(configuration: configuration, maxRequestBytes: maxRequestBytes, buffers: BufferBudget())
@@ -65,7 +66,7 @@ public final class TenantRegistry: Sendable {
     package init(configuration: NodeConfiguration, maxRequestBytes: Int, buffers: BufferBudget) {
         self.buffers = buffers
         self.nodeMaxRequestBytes = maxRequestBytes
-        current = Mutex(
+        current = Locked(
             Snapshot(configuration: configuration, accounts: [:], tenantAccounts: [:], previousAccess: nil))
         apply(configuration)
     }

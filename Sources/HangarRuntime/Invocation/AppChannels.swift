@@ -1,6 +1,7 @@
 package import Logging
 package import NIOCore
 import Synchronization
+import HangarSync
 
 /// The app channels of every app that declares one, kept in step with the configuration: a channel is built when
 /// its app appears or its `appChannel` changes, and closed when the app goes. Holds each app's health (from its
@@ -13,9 +14,9 @@ package final class AppChannels: Sendable {
         /// The channel, when it can stream an invocation's bodies (found once, not at every call).
         let streaming: (any StreamingAppChannel)?
         /// Healthy until `threshold` probes in a row fail; a single success makes it healthy again.
-        private let probe = Mutex<(healthy: Bool, failures: Int, due: NIODeadline, running: Bool)>(
+        private let probe = Locked<(healthy: Bool, failures: Int, due: NIODeadline, running: Bool)>(
             (true, 0, .now(), false))
-        private let slots: Mutex<(inFlight: Int, waiting: CircularBuffer<EventLoopPromise<Void>>)> = Mutex((0, []))
+        private let slots: Locked<(inFlight: Int, waiting: CircularBuffer<EventLoopPromise<Void>>)> = Locked((0, []))
 
         init(spec: AppChannelSpec, channel: any AppChannel) {
             self.spec = spec
@@ -80,8 +81,8 @@ package final class AppChannels: Sendable {
     }
 
     private let factory: AppChannelFactory?
-    private let entries = Mutex<[AppID: Entry]>([:])
-    private let observers = Mutex<[@Sendable (AppChannelEvent) -> Void]>([])
+    private let entries = Locked<[AppID: Entry]>([:])
+    private let observers = Locked<[@Sendable (AppChannelEvent) -> Void]>([])
     private let logger: Logger
 
     package init(factory: AppChannelFactory?, logger: Logger) {

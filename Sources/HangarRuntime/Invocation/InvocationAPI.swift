@@ -291,14 +291,15 @@ package struct InvocationAPI: Sendable {
     /// The W3C `traceparent` the callee receives: the caller's trace with a new span id (this hop), or a new trace
     /// when the caller sent none or an invalid one (its `tracestate` is then dropped too).
     static func traceparent(continuing incoming: String?) -> (value: String, continued: Bool) {
-        var generator = SystemRandomNumberGenerator()
-        return traceparent(continuing: incoming, using: &generator)
+        traceparent(continuing: incoming) { UInt64.random(in: .min ... .max) }
     }
 
-    /// `traceparent(continuing:)` with the random ids drawn from `generator` (publishes draw from a buffered pool,
-    /// `PublishRandom`).
+    /// `traceparent(continuing:)` with the random ids drawn by `draw` (publishes draw from a buffered pool,
+    /// `PublishRandom`). A closure, not an `inout` generator: a generator without stored properties (the system's,
+    /// or the pool's) passed `inout` crashes ThreadSanitizer builds (swiftlang/swift#66099, found by
+    /// scripts/tsan.sh).
     static func traceparent(
-        continuing incoming: String?, using generator: inout some RandomNumberGenerator
+        continuing incoming: String?, draw: () -> UInt64
     ) -> (value: String, continued: Bool) {
         if let incoming {
             let parts = incoming.split(separator: "-", omittingEmptySubsequences: false)
@@ -308,14 +309,14 @@ package struct InvocationAPI: Sendable {
             if parts.count >= 4, isHex(parts[0], 2), parts[0] != "ff", isHex(parts[1], 32), isHex(parts[2], 16),
                 isHex(parts[3], 2), parts[1].contains(where: { $0 != "0" })
             {
-                return ("00-\(parts[1])-\(hex(UInt64.random(in: .min ... .max, using: &generator)))-\(parts[3])", true)
+                return ("00-\(parts[1])-\(hex(draw()))-\(parts[3])", true)
             }
         }
-        // Three draws (with the system generator, one system call each) rather than one per byte: this runs on
-        // every invocation.
-        let high = hex(UInt64.random(in: .min ... .max, using: &generator))
-        let low = hex(UInt64.random(in: 1 ... .max, using: &generator))
-        return ("00-\(high)\(low)-\(hex(UInt64.random(in: .min ... .max, using: &generator)))-01", false)
+        // Three draws (for an invocation, one system call each) rather than one per byte: this runs on
+        // every invocation. The trace id must not be all zeros: its low half is never 0 (one value in 2^64 is moved).
+        let high = hex(draw())
+        let low = hex(max(draw(), 1))
+        return ("00-\(high)\(low)-\(hex(draw()))-01", false)
     }
 
     /// 16 lowercase hex digits.

@@ -1,4 +1,5 @@
 import Synchronization
+import HangarSync
 
 /// What `GetMetadata` reports to one caller.
 package struct RuntimeMetadata: Sendable, Hashable {
@@ -49,9 +50,9 @@ package final class MetadataAPI: Sendable {
     private let registry: TenantRegistry
     private let health: NodeHealth
     /// Attributes set with `SetMetadata`, per app.
-    private let attributes = Mutex<[AppID: [String: String]]>([:])
+    private let attributes = Locked<[AppID: [String: String]]>([:])
     /// Called when an app detaches, to close its sockets; set once by the daemon at start-up.
-    private let onDetach = Mutex<(@Sendable (AppID) -> Void)?>(nil)
+    private let onDetach = Locked<(@Sendable (AppID) -> Void)?>(nil)
 
     private let sources: SubscriptionSources
     private let streams: DeliveryLoops

@@ -2,6 +2,7 @@ import CoreMetrics
 package import HangarComponents
 import Prometheus
 import Synchronization
+import HangarSync
 
 /// The node's metrics: per-tenant and per-app series that the front-ends and the gate report into, and that the
 /// Prometheus endpoint (`--metrics-listen`) exposes.
@@ -226,12 +227,12 @@ public final class RuntimeMetrics: Sendable {
 
     private let registry: PrometheusCollectorRegistry
     private let factory: PrometheusMetricsFactory
-    private let requests = Mutex<[RequestKey: RequestSeries]>([:])
-    private let refusals = Mutex<[RefusalKey: CoreMetrics.Counter]>([:])
-    private let invocations = Mutex<[InvocationKey: RequestSeries]>([:])
-    private let publishes = Mutex(Publishes())
+    private let requests = Locked<[RequestKey: RequestSeries]>([:])
+    private let refusals = Locked<[RefusalKey: CoreMetrics.Counter]>([:])
+    private let invocations = Locked<[InvocationKey: RequestSeries]>([:])
+    private let publishes = Locked(Publishes())
     /// Also serializes scrapes: a scrape sets the gauges and emits under this lock.
-    private let gaugeSeries = Mutex(GaugeSeries())
+    private let gaugeSeries = Locked(GaugeSeries())
     private let buildInfo: CoreMetrics.Meter
 
     /// - Parameter version: the `version` label of `hangar_build_info`.
@@ -731,7 +732,7 @@ package final class ConsumerPosition: Sendable {
     }
 
     private let fetched = Atomic<UInt64>(0)
-    private let source = Mutex<Source?>(nil)
+    private let source = Locked<Source?>(nil)
 
     /// The loop's component and physical topic (each loop sets it when it starts; they are the same for every loop
     /// of one series, unless the component was replaced).

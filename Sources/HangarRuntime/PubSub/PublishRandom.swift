@@ -4,12 +4,13 @@
     import Darwin
 #endif
 import Synchronization
+import HangarSync
 
 /// The random bits of a publish (the envelope's UUIDv4 id, the span's ids), drawn from a buffer the kernel's CSPRNG
 /// fills 256 bytes a call: a publish needs 40 bytes, and a system call for each 8 of them (as
 /// `SystemRandomNumberGenerator` makes) cost more than the rest of the envelope. The bytes are the kernel's, used
 /// once each, so they are as unpredictable as drawn one call at a time.
-struct PublishRandom: RandomNumberGenerator {
+enum PublishRandom {
     private struct Pool {
         var bytes = [UInt8](repeating: 0, count: 1024)
         /// The next unused byte; `bytes.count` when the pool must be refilled.
@@ -25,12 +26,11 @@ struct PublishRandom: RandomNumberGenerator {
         }
     }
 
-    private static let pool = Mutex(Pool())
+    private static let pool = Locked(Pool())
 
-    init() {}
-
-    mutating func next() -> UInt64 {
-        Self.pool.withLock { pool in
+    /// The next 8 random bytes of the pool.
+    static func next() -> UInt64 {
+        pool.withLock { pool in
             var value: UInt64 = 0
             pool.take(8) { value = $0.loadUnaligned(as: UInt64.self) }
             return value
@@ -46,9 +46,8 @@ struct PublishRandom: RandomNumberGenerator {
             guard getentropy(buffer.baseAddress! + filled, count) == 0 else { break }
             filled += count
         }
-        var system = SystemRandomNumberGenerator()
         while filled < buffer.count {
-            withUnsafeBytes(of: system.next()) { word in
+            withUnsafeBytes(of: UInt64.random(in: .min ... .max)) { word in
                 let count = min(word.count, buffer.count - filled)
                 buffer.baseAddress!.advanced(by: filled).copyMemory(from: word.baseAddress!, byteCount: count)
                 filled += count

@@ -16,8 +16,7 @@ package struct PublishTrace: Sendable, Hashable {
     /// This hop's span: the caller's trace with a new span id, or a new trace when the caller sent none or an
     /// invalid one (whose `tracestate` is then dropped), as Dapr's server span.
     package func span() -> (traceparent: String, tracestate: String) {
-        var random = PublishRandom()
-        let trace = InvocationAPI.traceparent(continuing: incoming, using: &random)
+        let trace = InvocationAPI.traceparent(continuing: incoming, draw: PublishRandom.next)
         return (trace.value, trace.continued ? incomingState ?? "" : "")
     }
 
@@ -26,8 +25,8 @@ package struct PublishTrace: Sendable, Hashable {
     package static func child(of parent: (traceparent: String, tracestate: String)) -> (
         traceparent: String, tracestate: String
     ) {
-        var random = PublishRandom()
-        return (InvocationAPI.traceparent(continuing: parent.traceparent, using: &random).value, parent.tracestate)
+        let trace = InvocationAPI.traceparent(continuing: parent.traceparent, draw: PublishRandom.next)
+        return (trace.value, parent.tracestate)
     }
 
     /// The `traceparent` form of a `grpc-trace-bin` header (OpenCensus binary format, base64: version 0, field 0

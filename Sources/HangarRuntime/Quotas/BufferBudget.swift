@@ -1,6 +1,7 @@
 package import Logging
 import NIOCore
 package import Synchronization
+import HangarSync
 
 /// The node's budget of buffered request bytes — what the daemon holds because a client sent it and has not
 /// finished, or because a call waits for its answer — and each tenant's share of it (`maxBufferedBytes`). One
@@ -55,7 +56,7 @@ package final class BufferBudget: Sendable {
     private let criticalFlag = Atomic<Bool>(false)
     private let sheds = Atomic<Int>(0)
     private let refused = Atomic<Int>(0)
-    private let holders = Mutex<[ObjectIdentifier: Holder]>([:])
+    private let holders = Locked<[ObjectIdentifier: Holder]>([:])
     /// When the last connection was shed (uptime nanoseconds): at most one per `shedInterval`, so that one burst
     /// does not close every connection before the first one's bytes are freed.
     private let lastShed = Atomic<UInt64>(0)

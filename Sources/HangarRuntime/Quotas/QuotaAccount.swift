@@ -1,5 +1,6 @@
 package import NIOCore
 import Synchronization
+import HangarSync
 
 /// A token bucket: `rate` tokens a second up to `capacity`; a request takes one.
 struct TokenBucket: Sendable {
@@ -73,7 +74,7 @@ package final class TenantAccount: Sendable {
     }
 
     package let namespace: String
-    let state: Mutex<State>
+    let state: Locked<State>
     /// The tenant's buffered request bytes, against its `maxBufferedBytes` and the node's budget.
     package let buffers: BufferAccount
 
@@ -81,7 +82,7 @@ package final class TenantAccount: Sendable {
         namespace = tenant.namespace
         buffers = BufferAccount(
             namespace: tenant.namespace, limit: quotas.maxBufferedBytes ?? Int.max, node: node)
-        state = Mutex(
+        state = Locked(
             State(
                 bucket: TokenBucket.make(quotas, now: now, previous: nil),
                 maxConcurrentRequests: quotas.maxConcurrentRequests, weight: tenant.weight,
@@ -163,12 +164,12 @@ package final class AppAccount: Sendable {
 
     package let app: AppID
     package let tenant: TenantAccount
-    let state: Mutex<State>
+    let state: Locked<State>
 
     init(app: AppID, tenant: TenantAccount, own: Quotas, effective: Quotas, nodeMaxRequestBytes: Int, now: UInt64) {
         self.app = app
         self.tenant = tenant
-        state = Mutex(State(maxRequestBytes: nodeMaxRequestBytes))
+        state = Locked(State(maxRequestBytes: nodeMaxRequestBytes))
         update(own: own, effective: effective, nodeMaxRequestBytes: nodeMaxRequestBytes, now: now)
     }
 

@@ -27,8 +27,7 @@ package struct ETagSealer: Sendable {
             return ETagSealer(secret: Array(data))
         }
         var secret = [UInt8](repeating: 0, count: 32)
-        var generator = SystemRandomNumberGenerator()
-        for index in secret.indices { secret[index] = generator.next() }
+        for index in secret.indices { secret[index] = UInt8.random(in: .min ... .max) }
         guard FileManager.default.createFile(atPath: path, contents: Data(secret), attributes: [.posixPermissions: 0o600])
         else { throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path]) }
         return ETagSealer(secret: secret)

@@ -1,6 +1,7 @@
 import HangarComponents
 import NIOCore
 import Synchronization
+import HangarSync
 
 /// The node's running delivery loops (streaming and push) by consumer (component and consumer group on a physical
 /// topic), so that messages one loop gives back (its end, a RETRY) wake the other loops of the same consumer at
@@ -19,7 +20,7 @@ package final class DeliveryLoops: Sendable {
         var listing: StreamingSubscriptionListing?
     }
 
-    private let running = Mutex<[Key: [ObjectIdentifier: Entry]]>([:])
+    private let running = Locked<[Key: [ObjectIdentifier: Entry]]>([:])
     /// Numbers streams in the order they open, so that their listing keeps that order.
     private let opened = Atomic<UInt64>(0)
 

@@ -1,6 +1,7 @@
 package import Logging
 package import NIOCore
 import Synchronization
+import HangarSync
 
 /// Push delivery: the `SubscriptionSink` that delivers each app's push subscriptions over its app channel. For
 /// every app with an app channel and every subscription it is given (one per pubsub+topic, the first if several),
@@ -48,7 +49,7 @@ package final class PushDelivery: SubscriptionSink {
 
     let context: Context
     private let group: any EventLoopGroup
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// - Parameter deliveryTimeout: the deadline of each delivery (from when it is handed out: the wait for a slot
     ///   and the call). Dapr has none; 60 s, as the default invocation timeout.
@@ -171,8 +172,8 @@ package final class PushDelivery: SubscriptionSink {
 /// Which apps push delivery found unreachable, shared by every subscription: the first delivery that fails to reach
 /// an app reports it once (`report`), and the probe that finds it again clears it.
 final class AppReachability: Sendable {
-    private let unreachable = Mutex<Set<AppID>>([])
-    private let handler = Mutex<(@Sendable (AppID) -> Void)?>(nil)
+    private let unreachable = Locked<Set<AppID>>([])
+    private let handler = Locked<(@Sendable (AppID) -> Void)?>(nil)
 
     func onUnreachable(_ handler: @escaping @Sendable (AppID) -> Void) { self.handler.withLock { $0 = handler } }
 

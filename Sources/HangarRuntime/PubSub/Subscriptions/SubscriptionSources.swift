@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import Synchronization
+import HangarSync
 
 /// Where each app's push subscriptions come from, and what it has in effect: the node's `Subscription` resources
 /// that apply to it (`NodeConfiguration.declarativeSubscriptions(for:)`) overridden, per pubsub+topic, by its
@@ -54,7 +55,7 @@ package final class SubscriptionSources: Sendable {
     private let channels: AppChannels
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let state = Mutex(State())
+    private let state = Locked(State())
     private let commands: AsyncStream<Command>
     private let continuation: AsyncStream<Command>.Continuation
 
