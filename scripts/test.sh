@@ -18,7 +18,8 @@
 #                              everything run at once, the whole suite runs again one test at a time
 #                              (--no-parallel) and must pass entirely, and the summary names the tests that failed
 #                              only in the parallel run
-#   4. scripts/check-protos.sh the committed generated protobuf code (both packages) is current
+#   4. scripts/check-protos.sh the committed generated protobuf code (both packages) is current; then
+#      scripts/check-locks.sh  shared state is under Locked, not a bare Mutex (ThreadSanitizer builds, scripts/tsan.sh)
 #   5. scripts/setup-python.sh .venv with the pinned Dapr SDK and pytest
 #   6. pytest Tests/e2e        end-to-end tests: the real hangard binary driven by the official Dapr SDK
 #   7. scripts/fuzz.sh all     every libFuzzer target for HANGAR_FUZZ_SECONDS (default 20) s each, from the committed
@@ -156,6 +157,8 @@ fi
 # --- 4. generated code -------------------------------------------------------------------------
 stage "check-protos"
 if "$ROOT/scripts/check-protos.sh"; then done_stage "up to date"; else FAILED+=("check-protos"); done_stage "FAILED"; fi
+stage "check-locks"
+if "$ROOT/scripts/check-locks.sh"; then done_stage "ok"; else FAILED+=("check-locks"); done_stage "FAILED"; fi
 
 # --- 5. python environment ---------------------------------------------------------------------
 stage "setup-python"
