@@ -69,13 +69,19 @@ public struct ListenerBootstrap<Identity: Sendable>: Sendable {
         return listener
     }
 
+    /// Reads of one connection (each at most 64 KiB, NIO's adaptive allocator) before its event loop turns to the
+    /// next ready connection. One: an event loop serves many tenants' connections, and a client that streams
+    /// megabytes (an upload, or an attacker filling its buffer share) must not make every other connection on the
+    /// loop wait for all of it. Small calls lose nothing: one read holds every request the client had sent.
+    static var readsPerWakeup: UInt { 1 }
+
     private func bootstrap(_ identity: Identity, _ tracker: ConnectionSet) -> ServerBootstrap {
         let gatekeeper = gatekeeper(identity)
         let configure = configure
         return ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.maxMessagesPerRead, value: Self.readsPerWakeup)
             .childChannelInitializer { channel in
                 tracker.add(channel)
                 return channel.eventLoop.makeCompletedFuture {
