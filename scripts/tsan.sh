@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 #
-# tsan.sh — the Swift test suite under ThreadSanitizer (issue 16, part 2). Not run by CI: the instrumented build
-# alone takes about an hour on 2 cores, and the run itself 10–20 minutes.
+# tsan.sh — the Swift test suite under ThreadSanitizer (issue 16, part 2). Not run by CI: on 2 cores the
+# instrumented build takes about 20 minutes from scratch (3–4 after a change to Hangar's code) and the run about
+# 4.5 minutes, which CI's time limit cannot spare on every run.
 #
 # Usage:
 #   scripts/tsan.sh [--build-only] [swift test options, e.g. --filter Redis]
@@ -10,13 +11,14 @@
 # ordinary debug build is not invalidated) and HANGAR_TSAN=1, then runs `swift test --no-parallel` on it.
 # HANGAR_TSAN=1 makes Hangar's `Locked` (Sources/HangarSync) a pthread mutex: Synchronization's `Mutex`, which it
 # is in every other build, locks inside an uninstrumented library on Linux, and ThreadSanitizer would report every
-# access it protects as a race. The tests run one at a time
-# because ThreadSanitizer slows every test about tenfold, and the suites' deadlines (generous as they are) are met
-# more reliably that way; the tests' own threads still race each other inside each test, which is what is checked.
+# access it protects as a race. The tests run one at a time because ThreadSanitizer slows every test several times
+# over, and the suites' deadlines are met more reliably that way; the tests' own threads (event loops, the thread
+# pool, tasks) still race each other inside each test, which is what is checked.
 # Needs redis-server and PostgreSQL like scripts/test.sh (run that once first on a fresh machine).
 #
 # Reports go to .build-tsan/reports/tsan.<pid> (TSAN_OPTIONS log_path), one file per process that had a report;
-# the script prints each distinct report's first frames in Hangar's code and exits 1 if there was any, or if a test
+# the script prints them grouped by their first frames in Hangar's code (scripts/lib/tsan_triage.py; --full there
+# shows one whole report per group) and exits 1 if there was any, or if a test
 # failed. Known false positives are listed, with the reason each is one, in scripts/tsan-suppressions.txt.
 set -euo pipefail
 
