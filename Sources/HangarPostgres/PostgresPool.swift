@@ -3,7 +3,6 @@ import HangarComponents
 import Logging
 import NIOCore
 import PostgresNIO
-import Synchronization
 import HangarSync
 
 /// The connections of one `PostgresBackend` generation: at most `maxConnections` postgres-nio `PostgresConnection`s,

@@ -3,7 +3,6 @@ package import HangarComponents
 package import Logging
 package import NIOCore
 import PostgresNIO
-import Synchronization
 import HangarSync
 
 /// `state.postgresql` `version: v2`: Dapr's v2 layout and SQL (components-contrib `state/postgresql/v2`), so a table

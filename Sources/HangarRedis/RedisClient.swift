@@ -1,5 +1,4 @@
 package import NIOCore
-import Synchronization
 import HangarSync
 
 /// One Redis server for the whole node: a few pipelined connections shared by every caller (a component's pool,

@@ -1,5 +1,4 @@
 package import NIOCore
-import Synchronization
 import HangarSync
 
 /// A connection of its own for one user that holds it with blocking commands (`XREADGROUP ... BLOCK`), which

@@ -1,6 +1,5 @@
 import HangarComponents
 import NIOCore
-import Synchronization
 import HangarSync
 
 /// The one blocking read of one consumer group on this node, whatever the number of topics it consumes here:

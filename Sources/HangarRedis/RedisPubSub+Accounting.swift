@@ -1,7 +1,6 @@
 import Foundation
 import HangarComponents
 import NIOCore
-import Synchronization
 import HangarSync
 
 /// Byte accounting of `pubsub.redis`, kept in Redis so that every hangard sharing the server counts the same bytes

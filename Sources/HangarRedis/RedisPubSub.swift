@@ -1,7 +1,6 @@
 import Foundation
 package import HangarComponents
 package import NIOCore
-import Synchronization
 import HangarSync
 
 /// `pubsub.redis`: Hangar's broker model on Redis Streams, in Dapr's layout, so that Dapr apps and Hangar apps

@@ -2,7 +2,6 @@ package import HangarComponents
 package import Logging
 package import NIOCore
 package import NIOPosix
-import Synchronization
 import HangarSync
 
 /// The runtime behind both front-ends: identity and admission (the gate), and the building blocks.

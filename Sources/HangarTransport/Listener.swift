@@ -4,7 +4,6 @@
 import Logging
 package import NIOCore
 import NIOPosix
-import Synchronization
 import HangarSync
 
 /// Asks a connection to finish: take no new requests, close once those in flight have been answered. Each

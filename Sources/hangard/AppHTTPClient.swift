@@ -1,6 +1,5 @@
 import AsyncHTTPClient
 import NIOCore
-import Synchronization
 import HangarSync
 
 /// The one HTTP client of every HTTP app channel (its pool keeps connections per app address), made when the first

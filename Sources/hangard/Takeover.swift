@@ -3,7 +3,6 @@ import Foundation
 import HangarSystemd
 import HangarTransport
 import Logging
-import Synchronization
 import HangarSync
 
 /// The successor's side of an upgrade: a new hangard that finds a running one's control socket under its

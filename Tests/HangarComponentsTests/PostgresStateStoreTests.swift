@@ -4,7 +4,6 @@ import HangarPostgres
 import HangarTestSupport
 import Logging
 import NIOCore
-import Synchronization
 import Testing
 import HangarSync
 

@@ -2,7 +2,6 @@ import Foundation
 import HangarComponents
 import HangarSQLite
 import NIOCore
-import Synchronization
 import Testing
 import HangarSync
 

@@ -6,7 +6,6 @@ import NIOEmbedded
 import NIOHPACK
 import NIOHTTP2
 import SwiftProtobuf
-import Synchronization
 import Testing
 
 @_spi(Benchmarks) @testable import HangarGRPC

@@ -1,7 +1,6 @@
 import Foundation
 import HangarComponents
 import Logging
-import Synchronization
 import Testing
 
 @testable import HangarRuntime

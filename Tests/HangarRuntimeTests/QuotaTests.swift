@@ -1,7 +1,6 @@
 import Foundation
 import NIOCore
 import NIOEmbedded
-import Synchronization
 import Testing
 
 @testable import HangarRuntime

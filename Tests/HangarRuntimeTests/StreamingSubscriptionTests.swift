@@ -3,7 +3,6 @@ import HangarComponents
 import Logging
 import NIOCore
 import NIOPosix
-import Synchronization
 import Testing
 
 @testable import HangarRuntime

@@ -1,6 +1,5 @@
 import NIOCore
 import NIOEmbedded
-import Synchronization
 import Testing
 
 @testable import HangarTransport

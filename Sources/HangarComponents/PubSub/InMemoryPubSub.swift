@@ -1,6 +1,5 @@
 import Foundation
 package import NIOCore
-import Synchronization
 import HangarSync
 
 /// `pubsub.in-memory`: topics, consumers and pending messages in dictionaries behind one mutex. Every operation is

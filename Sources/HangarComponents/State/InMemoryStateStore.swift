@@ -1,6 +1,5 @@
 import Foundation
 package import NIOCore
-import Synchronization
 import HangarSync
 
 /// `state.in-memory`: a dictionary behind a mutex. Every operation is non-blocking and completes at once on the

@@ -6,7 +6,6 @@ import NIOHPACK
 import NIOHTTP2
 import NIOPosix
 package import SwiftProtobuf
-import Synchronization
 import HangarSync
 
 /// An app's gRPC app channel: `AppCallback` calls on HTTP/2 connections to the app's gRPC server (TCP or a Unix

@@ -3,7 +3,6 @@ import Logging
 package import NIOCore
 import NIOPosix
 import ServiceLifecycle
-import Synchronization
 import HangarSync
 
 /// Every component instance of the node, created once from the registry's descriptors and shared by the tenants

@@ -1,4 +1,3 @@
-import Synchronization
 import HangarSync
 
 /// What one tenant's operations have waited for a component pool's slots, since the pool was made: its wait

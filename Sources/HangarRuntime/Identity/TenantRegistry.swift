@@ -1,6 +1,5 @@
 import Foundation
 import NIOCore
-import Synchronization
 import HangarSync
 
 /// The apps this node serves, their tokens and their quota accounts. Reconfigured live (`apply`): a snapshot of

@@ -1,6 +1,5 @@
 package import Logging
 package import NIOCore
-import Synchronization
 import HangarSync
 
 /// The app channels of every app that declares one, kept in step with the configuration: a channel is built when

@@ -1,4 +1,3 @@
-import Synchronization
 import HangarSync
 
 /// What `GetMetadata` reports to one caller.

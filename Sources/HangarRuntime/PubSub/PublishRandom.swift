@@ -3,7 +3,6 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import Synchronization
 import HangarSync
 
 /// The random bits of a publish (the envelope's UUIDv4 id, the span's ids), drawn from a buffer the kernel's CSPRNG

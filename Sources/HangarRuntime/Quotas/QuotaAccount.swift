@@ -1,5 +1,4 @@
 package import NIOCore
-import Synchronization
 import HangarSync
 
 /// A token bucket: `rate` tokens a second up to `capacity`; a request takes one.

@@ -1,6 +1,5 @@
 package import Logging
 package import NIOCore
-import Synchronization
 import HangarSync
 
 /// Push delivery: the `SubscriptionSink` that delivers each app's push subscriptions over its app channel. For

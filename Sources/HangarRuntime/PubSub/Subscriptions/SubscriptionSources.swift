@@ -1,6 +1,5 @@
 import Logging
 import NIOCore
-import Synchronization
 import HangarSync
 
 /// Where each app's push subscriptions come from, and what it has in effect: the node's `Subscription` resources
